@@ -1,0 +1,3 @@
+from lattice.cli.main import run
+
+run()

@@ -1,0 +1,111 @@
+"""Every error a user can meet, each with a message, a hint and an exit code.
+
+One handler at the top of the CLI prints `error: <message>` and
+`hint: <hint>` and exits with the class's code; a traceback is shown only
+with `--debug`. The exit codes are part of the CLI contract (README).
+"""
+
+from __future__ import annotations
+
+
+class LatticeError(Exception):
+    """Something went wrong."""
+
+    exit_code = 1
+    hint: str | None = None
+
+    def __init__(self, message: str | None = None, hint: str | None = None):
+        self.message = message or (self.__doc__ or "").strip()
+        if hint is not None:
+            self.hint = hint
+        super().__init__(self.message)
+
+
+class UsageError(LatticeError):
+    """The command line was not understood."""
+
+    exit_code = 2
+
+
+class NotARepository(LatticeError):
+    """Not inside a lattice repository."""
+
+    exit_code = 3
+    hint = "run `lattice init` to create one, or `-C DIR` to point at one"
+
+
+class InvalidInput(LatticeError):
+    """An argument names something that does not exist or is not allowed."""
+
+    exit_code = 4
+
+
+class UnsafePath(InvalidInput):
+    """A path leaves the project or enters `.lattice/`."""
+
+    hint = "name files inside the project, relative to its root"
+
+
+class UnknownAsset(InvalidInput):
+    """No such asset."""
+
+    hint = "`lattice ls` lists the assets"
+
+
+class RepositoryCorrupt(LatticeError):
+    """The repository's files are damaged or of an unknown format."""
+
+    exit_code = 5
+    hint = "run `lattice fsck` to see what is damaged, `lattice fsck --repair` to fix what can be fixed"
+
+
+class LockTimeout(LatticeError):
+    """The repository is locked by another process."""
+
+    exit_code = 6
+
+
+class ContentChanged(LatticeError):
+    """A file changed or vanished while it was being read."""
+
+    exit_code = 7
+    hint = "wait until the file is completely written, then run the command again"
+
+
+class GeneratorFailed(LatticeError):
+    """A generator failed."""
+
+    exit_code = 8
+
+
+class TrustRequired(LatticeError):
+    """The repository config declares commands that have not been approved."""
+
+    exit_code = 9
+    hint = "review `.lattice/config.toml`, then run `lattice trust`"
+
+
+class QueueError(LatticeError):
+    """The job queue cannot do that."""
+
+    exit_code = 10
+
+
+class HistoryError(LatticeError):
+    """The version history cannot do that."""
+
+    exit_code = 11
+
+
+class Conflict(LatticeError):
+    """The change conflicts with the state of the working tree or history."""
+
+    exit_code = 12
+
+
+def closest(name: str, candidates, n: int = 3) -> str:
+    """A ' (did you mean: a, b?)' suffix naming the closest valid names."""
+    import difflib
+
+    near = difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.5)
+    return f" (did you mean: {', '.join(near)}?)" if near else ""

@@ -1,0 +1,86 @@
+"""The one way Lattice writes files: temp file in the same directory, fsync,
+rename, fsync the directory. A crash leaves either the old file or the new
+one, plus at most a stray `*.tmp-*` that fsck reports and gc sweeps."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+TEMP_MARK = ".tmp-"
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def atomic_file(path: Path, mode: int = 0o644, durable: bool = True) -> Iterator[BinaryIO]:
+    """Yield a binary file that replaces `path` atomically when the block ends
+    without an exception, and is removed when it raises."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+            f.flush()
+            if durable:
+                os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+        if durable:
+            fsync_dir(path.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o644, durable: bool = True) -> None:
+    with atomic_file(path, mode=mode, durable=durable) as f:
+        f.write(data)
+
+
+def temp_path_near(path: Path) -> Path:
+    """A fresh temporary name in `path`'s directory, for writers (ffmpeg, a
+    generator) that need a path rather than a file object."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}{TEMP_MARK}", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def publish(tmp: Path, path: Path, mode: int = 0o644) -> None:
+    """Move a finished temporary file into place atomically and durably."""
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+    fsync_dir(Path(path).parent)
+
+
+_FICLONE = 0x40049409
+
+
+def clone_or_copy(src: Path, dst_file: BinaryIO) -> None:
+    """Copy `src` into the open `dst_file`: a reflink where the filesystem
+    supports it (instant, shares blocks copy-on-write), else a kernel copy."""
+    import fcntl
+    import shutil
+
+    with open(src, "rb") as s:
+        try:
+            fcntl.ioctl(dst_file.fileno(), _FICLONE, s.fileno())
+            return
+        except OSError:
+            pass
+        shutil.copyfileobj(s, dst_file, 1 << 20)

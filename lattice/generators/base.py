@@ -1,0 +1,141 @@
+"""The one small interface every generator implements.
+
+A generator turns a recipe (params, seed, prompt, input files) into one output
+file. Built-ins drive the ffmpeg binary; plug-ins come from the
+`lattice.generators` entry-point group or from `[generators.NAME]` command
+tables in the repository config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from lattice.errors import InvalidInput
+
+ProgressFn = Callable[[float, str], None]
+"""progress(fraction 0..1, stage name); stages: preparing, generating, encoding, finalizing."""
+
+KINDS = ("image", "video", "audio", "vector")
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    type: str  # "int" | "float" | "str" | "bool" | "choice"
+    default: Any
+    help: str = ""
+    min: float | None = None
+    max: float | None = None
+    choices: tuple[str, ...] = ()
+
+    def convert(self, value: Any) -> Any:
+        """Coerce a value (a string from `--set KEY=VALUE`, or a typed value
+        from a recipe) to this parameter's type, checking range and choices."""
+        try:
+            if self.type == "int":
+                if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                    raise ValueError
+                v: Any = int(value)
+            elif self.type == "float":
+                if isinstance(value, bool):
+                    raise ValueError
+                v = float(value)
+            elif self.type == "bool":
+                if isinstance(value, bool):
+                    v = value
+                elif str(value).lower() in ("1", "true", "yes", "on"):
+                    v = True
+                elif str(value).lower() in ("0", "false", "no", "off"):
+                    v = False
+                else:
+                    raise ValueError
+            else:
+                v = str(value)
+        except (TypeError, ValueError):
+            raise InvalidInput(
+                f"parameter {self.name!r} must be of type {self.type}, got {value!r}",
+                hint=f"{self.name}: {self.help}" if self.help else None,
+            ) from None
+        if self.choices and v not in self.choices:
+            raise InvalidInput(
+                f"parameter {self.name!r} must be one of {', '.join(self.choices)}; got {v!r}"
+            )
+        if self.min is not None and v < self.min or self.max is not None and v > self.max:
+            raise InvalidInput(
+                f"parameter {self.name!r} must be between {self.min} and {self.max}; got {v!r}"
+            )
+        return v
+
+
+@dataclass
+class RunContext:
+    """What a generator's run call gets."""
+
+    params: dict[str, Any]  # normalized: every schema key present, typed
+    seed: int
+    prompt: str
+    negative_prompt: str
+    inputs: list[Path]  # input asset files, in recipe order
+    output: Path  # write here; the extension is the asset's
+    progress: ProgressFn = lambda fraction, stage: None
+    timeout: float | None = None
+    env: dict[str, str] = field(default_factory=dict)  # e.g. CUDA_VISIBLE_DEVICES
+    on_process: Callable[[Any], None] = lambda popen: None  # lets the runner kill a child group
+
+
+class Generator:
+    """Base class. Subclasses set the class attributes and implement run()."""
+
+    id: str = ""
+    version: str = "1"
+    kinds: tuple[str, ...] = ()
+    extensions: tuple[str, ...] = ()  # without dot, lower case
+    params: tuple[Param, ...] = ()
+    deterministic: bool = True
+    min_inputs: int = 0
+    max_inputs: int = 0
+    slot: str = "cpu"  # "cpu" or "gpu"
+    description: str = ""
+
+    def kind_for(self, extension: str) -> str:
+        """The asset kind this generator makes for an output extension."""
+        from lattice.media import kind_of_extension
+
+        return kind_of_extension(extension)
+
+    def normalize(self, raw: dict[str, Any]) -> dict[str, Any]:
+        """Fill defaults and coerce types; unknown keys are refused."""
+        schema = {p.name: p for p in self.params}
+        unknown = sorted(set(raw) - set(schema))
+        if unknown:
+            allowed = ", ".join(schema) or "none"
+            raise InvalidInput(
+                f"generator {self.id!r} has no parameter {unknown[0]!r}",
+                hint=f"its parameters are: {allowed} (`lattice generators show {self.id}`)",
+            )
+        return {name: p.convert(raw[name]) if name in raw else p.default for name, p in schema.items()}
+
+    def check_output(self, extension: str) -> None:
+        ext = extension.lower().lstrip(".")
+        if ext not in self.extensions:
+            raise InvalidInput(
+                f"generator {self.id!r} cannot make .{ext} files",
+                hint=f"it makes: {', '.join('.' + e for e in self.extensions)}",
+            )
+
+    def check_inputs(self, count: int) -> None:
+        if not self.min_inputs <= count <= self.max_inputs:
+            want = (
+                f"exactly {self.min_inputs}"
+                if self.min_inputs == self.max_inputs
+                else f"{self.min_inputs} to {self.max_inputs}"
+            )
+            raise InvalidInput(
+                f"generator {self.id!r} takes {want} input asset(s), got {count}",
+                hint="name inputs with --input ASSET",
+            )
+
+    def run(self, ctx: RunContext) -> None:
+        raise NotImplementedError
