@@ -1,0 +1,155 @@
+"""`lattice add`: import files into the store and record a version of each."""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+from lattice.errors import InvalidInput, UnsafePath
+from lattice.manifest import AssetRecord, Version, author, now_iso
+from lattice.paths import RESERVED, confine, name_for
+from lattice.repo import Repository
+
+# A file modified within this window of being hashed may change again within
+# the same mtime tick, so its stat is not trusted for the cache (git's "racy" case).
+RACY_WINDOW_NS = 100_000_000
+
+
+@dataclass
+class AddResult:
+    path: str
+    status: str  # "added", "updated", "unchanged"
+    version: int
+    object: str
+    size: int
+
+
+def expand(repo: Repository, paths: Iterable[str], cwd: Path | None = None) -> list[str]:
+    """Asset names for the files and directories given (directories recursively;
+    dot-files found while walking are skipped, named ones are not)."""
+    cwd = cwd or Path.cwd()
+    names: dict[str, None] = {}
+    for p in paths:
+        absolute = Path(os.path.normpath(cwd / p))
+        if absolute == repo.root:
+            base = ""
+        else:
+            base = name_for(repo.root, p, cwd)
+        full = repo.root / base if base else repo.root
+        if not os.path.lexists(full):
+            raise InvalidInput(f"{p}: no such file or directory")
+        if full.is_dir():
+            for name in walk(repo.root, base):
+                names[name] = None
+        elif full.is_file():
+            names[base] = None
+        else:
+            raise InvalidInput(f"{p}: not a regular file or directory")
+    return list(names)
+
+
+def walk(root: Path, base: str = "", media_only: bool = False) -> Iterable[str]:
+    """Files under `root/base` as asset names, skipping `.lattice/`, `.git/`
+    and hidden entries, refusing symlinks that leave the project."""
+    from lattice.media import is_media
+
+    start = root / base if base else root
+    for dirpath, dirnames, filenames in os.walk(start):
+        rel = os.path.relpath(dirpath, root)
+        prefix = "" if rel == "." else rel.replace(os.sep, "/") + "/"
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".") and d not in RESERVED)
+        for f in sorted(filenames):
+            if f.startswith(".") or (media_only and not is_media(f)):
+                continue
+            name = prefix + f
+            if os.path.islink(os.path.join(dirpath, f)):
+                confine(root, name)
+            yield name
+
+
+def add(
+    repo: Repository,
+    paths: Iterable[str],
+    tags: Iterable[str] = (),
+    cwd: Path | None = None,
+    progress: Callable[[int, int, str], None] | None = None,
+) -> list[AddResult]:
+    from lattice.ffmpeg import probe
+    from lattice.fsutil import sync_filesystem
+    from lattice.media import is_compressed
+
+    names = expand(repo, paths, cwd)
+    tags = list(dict.fromkeys(tags))
+    index = repo.index
+    hashed: dict[str, tuple[object, os.stat_result]] = {}
+    stat_updates = []
+    now = time.time_ns()
+    # Objects first, outside the lock: writing them is safe concurrently, and
+    # until a manifest names them they are just unreferenced blobs.
+    for i, name in enumerate(names):
+        if progress:
+            progress(i, len(names), name)
+        path = confine(repo.root, name)
+        st = os.stat(path)
+        row = index.get(name)
+        if row and row.wt_object == row.object and (row.wt_size, row.wt_mtime_ns, row.wt_ino) == (st.st_size, st.st_mtime_ns, st.st_ino):
+            hashed[name] = (row.object, st)
+            continue
+        stored = repo.objects.put_file(path, compress=False if is_compressed(name) else None, durable=False)
+        hashed[name] = (stored, st)
+        if now - st.st_mtime_ns > RACY_WINDOW_NS:
+            stat_updates.append((st.st_size, st.st_mtime_ns, st.st_ino, stored.oid, name))
+    if progress:
+        progress(len(names), len(names), "")
+    sync_filesystem(repo.dir)
+
+    results: list[AddResult] = []
+    when, who = now_iso(), author()
+    with repo.transaction(f"add {_summary(names)}") as tx:
+        for name in names:
+            stored, st = hashed[name]
+            oid = stored if isinstance(stored, str) else stored.oid
+            record = tx.read(name)
+            if record is not None and record.current.object == oid:
+                if tags and not set(tags) <= set(record.tags):
+                    record.tags = sorted(set(record.tags) | set(tags))
+                    tx.put(record)
+                results.append(AddResult(name, "unchanged", len(record.versions), oid, st.st_size))
+                continue
+            media = probe(repo.root / name)
+            version = Version(
+                number=len(record.versions) + 1 if record else 1,
+                change="edited" if record else "imported",
+                time=when,
+                author=who,
+                object=oid,
+                size=st.st_size,
+                media=_media_dict(media),
+            )
+            if record is None:
+                record = AssetRecord(path=name, kind=media.kind, tags=sorted(tags), versions=[version])
+            else:
+                record.versions.append(version)
+                record.kind = media.kind
+                record.tags = sorted(set(record.tags) | set(tags))
+            tx.put(record)
+            results.append(AddResult(name, "added" if version.number == 1 else "updated", version.number, oid, st.st_size))
+    with index:
+        index.set_stat(stat_updates)
+    return results
+
+
+def _media_dict(media) -> dict:
+    import msgspec
+
+    d = msgspec.to_builtins(media)
+    d.pop("size", None)
+    d.pop("kind", None)
+    return d
+
+
+def _summary(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else f"{len(names)} files"

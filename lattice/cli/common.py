@@ -1,0 +1,122 @@
+"""What every command shares: the global options, finding the repository,
+and printing text, JSON and errors. Heavy modules (rich) load only when a
+command actually draws something."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class Options:
+    cwd: Path
+    debug: bool = False
+    quiet: bool = False
+    color: bool = True
+
+
+OPTIONS = Options(cwd=Path.cwd())
+
+
+def repo_from_ctx():
+    """The repository around the working directory (`-C DIR` applied)."""
+    from lattice.repo import Repository
+
+    return Repository.find(OPTIONS.cwd)
+
+
+def cwd() -> Path:
+    return OPTIONS.cwd
+
+
+def echo(text: str = "", err: bool = False) -> None:
+    """Plain output; suppressed by --quiet (errors never are)."""
+    if OPTIONS.quiet and not err:
+        return
+    stream = sys.stderr if err else sys.stdout
+    stream.write(text + "\n")
+
+
+def emit_json(obj: Any) -> None:
+    """One JSON document on stdout (dataclasses and msgspec structs welcome)."""
+    import msgspec
+
+    sys.stdout.buffer.write(msgspec.json.encode(obj, enc_hook=_enc) + b"\n")
+    sys.stdout.flush()
+
+
+def emit_json_line(obj: Any) -> None:
+    emit_json(obj)
+
+
+def _enc(obj: Any) -> Any:
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise NotImplementedError(type(obj))
+
+
+def color_enabled(stream=None) -> bool:
+    stream = stream or sys.stdout
+    return OPTIONS.color and "NO_COLOR" not in os.environ and stream.isatty()
+
+
+def console(stderr: bool = False):
+    """A rich Console that honours NO_COLOR, --no-color and non-terminals."""
+    from rich.console import Console
+
+    stream = sys.stderr if stderr else sys.stdout
+    enabled = color_enabled(stream)
+    return Console(
+        file=stream,
+        no_color=not enabled,
+        color_system="auto" if enabled else None,
+        highlight=False,
+        quiet=OPTIONS.quiet and not stderr,
+    )
+
+
+def progress_bar(description: str, total: int | None = None):
+    """A rich progress bar on stderr, or a silent stand-in when stderr is not
+    a terminal (CI logs get no animation)."""
+    if OPTIONS.quiet or not sys.stderr.isatty():
+        return _NoProgress()
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console(stderr=True),
+        transient=True,
+    )
+
+
+class _NoProgress:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return None
+
+    def add_task(self, *a, **k):
+        return 0
+
+    def update(self, *a, **k):
+        return None
+
+
+def human_size(n: int | float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)

@@ -1,0 +1,104 @@
+"""The `lattice` command: global options, sub-commands, and the one place
+errors become `error: …` / `hint: …` lines and exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from lattice import __version__
+from lattice.cli.common import OPTIONS
+
+HELP = """\
+A git-like repository for AI-generated media.
+
+Every asset is kept as its recipe (generator, params, seed, inputs), so its
+file is a cache that can be deleted, re-made bit for bit, versioned and shared.
+
+Start with `lattice init`, then `lattice add FILES` or `lattice gen PATH --model ID`.
+"""
+
+app = typer.Typer(
+    name="lattice",
+    help=HELP,
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        sys.stdout.write(f"lattice {__version__}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    directory: Optional[Path] = typer.Option(None, "-C", help="Run as if started in DIR.", metavar="DIR"),
+    debug: bool = typer.Option(False, "--debug", help="Show a traceback on errors."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Print only errors and requested data."),
+    no_color: bool = typer.Option(False, "--no-color", help="No colour (also: NO_COLOR in the environment)."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Print the version and exit."),
+) -> None:
+    if directory is not None:
+        target = (Path.cwd() / directory).absolute()
+        if not target.is_dir():
+            from lattice.errors import UsageError
+
+            raise UsageError(f"-C {directory}: not a directory")
+        OPTIONS.cwd = target
+    OPTIONS.debug = debug
+    OPTIONS.quiet = quiet
+    OPTIONS.color = not no_color
+
+
+from lattice.cli import repo_cmds  # noqa: E402  (registers commands)
+
+repo_cmds.register(app)
+
+
+def run(argv: list[str] | None = None) -> int:
+    """Entry point of the `lattice` script."""
+    from lattice.errors import LatticeError
+
+    from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer 0.28 vendors click
+
+    OPTIONS.debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    try:
+        app(args=argv, prog_name="lattice", standalone_mode=False)
+        code = 0
+    except LatticeError as e:
+        if OPTIONS.debug:
+            import traceback
+
+            traceback.print_exc()
+        sys.stderr.write(f"error: {e.message}\n")
+        if e.hint:
+            sys.stderr.write(f"hint: {e.hint}\n")
+        code = e.exit_code
+    except typer.Exit as e:
+        code = e.exit_code
+    except NoArgsIsHelpError as e:
+        e.show()
+        code = 2
+    except ClickException as e:
+        e.show()
+        code = e.exit_code
+    except (typer.Abort, KeyboardInterrupt):
+        sys.stderr.write("interrupted\n")
+        code = 130
+    except BrokenPipeError:
+        # The reader went away (`lattice cat x | head`): not an error of ours.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        code = 0
+    if argv is not None:
+        return code
+    sys.stdout.flush()
+    sys.exit(code)

@@ -1,0 +1,181 @@
+"""Commands over the repository and the working tree:
+init, add, status, ls, show, cat, checkout, fsck."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from lattice.cli.common import cwd, echo, emit_json, human_size, progress_bar, repo_from_ctx
+
+JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
+
+
+def init(directory: Optional[Path] = typer.Argument(None, help="Project folder (default: the current one).")) -> None:
+    """Create a `.lattice/` repository in DIR (or here)."""
+    from lattice.repo import Repository
+
+    root = (cwd() / directory) if directory else cwd()
+    repo = Repository.init(root)
+    echo(f"Initialized empty lattice repository in {repo.dir}")
+
+
+def add(
+    paths: List[str] = typer.Argument(..., help="Files or directories to import (directories recursively)."),
+    tag: List[str] = typer.Option([], "--tag", "-t", help="Tag to attach (repeatable)."),
+    json: bool = JSON,
+) -> None:
+    """Import files into the object store and record a version of each.
+
+    Re-adding changed content records a new version; unchanged content
+    records nothing. Media facts (size, duration, codec…) are probed and kept.
+    """
+    from lattice.add import add as do_add
+
+    repo = repo_from_ctx()
+    with progress_bar("hashing") as bar:
+        task = bar.add_task("adding", total=None)
+        results = do_add(repo, paths, tags=tag, cwd=cwd(), progress=lambda i, n, name: bar.update(task, completed=i, total=n))
+    if json:
+        emit_json(results)
+        return
+    for r in results:
+        if r.status == "unchanged":
+            echo(f"unchanged  {r.path} (v{r.version})")
+        else:
+            echo(f"{r.status:<10} {r.path} v{r.version} {r.object[:12]} {human_size(r.size)}")
+
+
+def status(
+    json: bool = JSON,
+    porcelain: bool = typer.Option(False, "--porcelain", help="Stable two-letter codes for scripts: ?? new, ' M' modified, ' D' missing, ' S' stale, ' E' evicted."),
+) -> None:
+    """Show new, modified, missing, stale and evicted assets. Prints nothing when all is clean."""
+    from lattice.status import PORCELAIN, status as do_status
+
+    entries = do_status(repo_from_ctx())
+    if json:
+        emit_json(entries)
+    elif porcelain:
+        for e in entries:
+            echo(f"{PORCELAIN[e.state]} {e.path}")
+    else:
+        for e in entries:
+            echo(f"{e.state + ':':<10} {e.path}")
+
+
+def ls(json: bool = JSON, prefix: Optional[str] = typer.Argument(None, help="Only assets under this folder.")) -> None:
+    """List tracked assets with their current version."""
+    repo = repo_from_ctx()
+    rows = list(repo.index.rows(prefix.strip("/") if prefix else None))
+    if json:
+        emit_json(
+            [
+                {
+                    "path": r.path, "kind": r.kind, "version": r.versions, "pinned": r.pinned,
+                    "object": r.object, "size": r.size, "generator": r.generator, "tags": r.tag_list,
+                }
+                for r in rows
+            ]
+        )
+        return
+    for r in rows:
+        source = r.generator or "imported"
+        pin = f" (pinned v{r.pinned})" if r.pinned else ""
+        echo(f"{r.path}  v{r.versions}{pin}  {r.kind}  {human_size(r.size)}  {source}")
+
+
+def show(spec: str = typer.Argument(..., metavar="PATH[@vN]", help="Asset, optionally at a version."), json: bool = JSON) -> None:
+    """Show an asset's metadata, recipe and versions (or one version with @vN)."""
+    import msgspec
+
+    from lattice.paths import name_for, split_version
+
+    repo = repo_from_ctx()
+    path, number = split_version(spec)
+    name = name_for(repo.root, path, cwd())
+    record = repo.record(name)
+    selected = [record.version(number)] if number else record.versions
+    if json:
+        data = msgspec.to_builtins(record)
+        data["versions"] = [dict(msgspec.to_builtins(v), stored=repo.objects.stored_size(v.object), present=repo.objects.has(v.object)) for v in selected]
+        data["current"] = len(record.versions)
+        emit_json(data)
+        return
+    echo(f"asset:    {record.path}")
+    echo(f"kind:     {record.kind}")
+    if record.tags:
+        echo(f"tags:     {', '.join(record.tags)}")
+    if record.pinned:
+        echo(f"pinned:   v{record.pinned}")
+    for v in selected:
+        stored = repo.objects.stored_size(v.object)
+        where = f"stored {human_size(stored)}" if stored is not None else "not in store"
+        echo(f"\nv{v.number}  {v.change}  {v.time}  {v.author}" + ("  (current)" if v.number == len(record.versions) else ""))
+        echo(f"  object:  {v.object}")
+        echo(f"  size:    {human_size(v.size)} ({where})")
+        if v.media:
+            echo("  media:   " + ", ".join(f"{k}={val}" for k, val in v.media.items()))
+        if v.recipe:
+            r = v.recipe
+            echo(f"  recipe:  {r.generator} v{r.generator_version} seed={r.seed}" + ("" if r.deterministic else " (non-deterministic)"))
+            if r.prompt:
+                echo(f"  prompt:  {r.prompt}")
+            if r.params:
+                echo("  params:  " + ", ".join(f"{k}={val}" for k, val in r.params.items()))
+            if r.inputs:
+                echo("  inputs:  " + ", ".join(r.inputs))
+        if v.note:
+            echo(f"  note:    {v.note}")
+
+
+def cat(spec: str = typer.Argument(..., metavar="PATH[@vN]", help="Asset, optionally at a version.")) -> None:
+    """Write an asset's bytes (current version, or @vN) to standard output."""
+    import sys
+
+    from lattice.paths import name_for, split_version
+    from lattice.worktree import cat as do_cat
+
+    repo = repo_from_ctx()
+    path, number = split_version(spec)
+    do_cat(repo, name_for(repo.root, path, cwd()), number, sys.stdout.buffer)
+    sys.stdout.buffer.flush()
+
+
+def checkout(paths: List[str] = typer.Argument(..., help="Assets to restore in the working tree.")) -> None:
+    """Re-materialize the recorded current version of assets into the working tree,
+    discarding working-file edits."""
+    from lattice.paths import name_for
+    from lattice.worktree import checkout as do_checkout
+
+    repo = repo_from_ctx()
+    for name in do_checkout(repo, [name_for(repo.root, p, cwd()) for p in paths]):
+        echo(f"checked out {name}")
+
+
+def fsck(
+    repair: bool = typer.Option(False, "--repair", help="Rebuild the index, quarantine damaged objects, remove stale temp files."),
+    json: bool = JSON,
+) -> None:
+    """Verify every object's hash, every manifest reference and the index.
+    Exits 1 when a problem remains."""
+    from lattice.fsck import fsck as do_fsck
+
+    report = do_fsck(repo_from_ctx(), repair=repair)
+    if json:
+        emit_json({"ok": report.ok, "objects": report.objects, "assets": report.assets, "problems": report.problems})
+    else:
+        for p in report.problems:
+            fixed = f" [repaired: {p.repaired}]" if p.repaired else ""
+            echo(f"{p.kind}: {p.subject}: {p.message}{fixed}")
+        if report.ok:
+            echo(f"ok: {report.assets} assets, {report.objects} objects")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def register(app: typer.Typer) -> None:
+    for fn in (init, add, status, ls, show, cat, checkout, fsck):
+        app.command()(fn)

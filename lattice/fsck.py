@@ -1,0 +1,151 @@
+"""`lattice fsck`: verify the repository and, with `repair`, fix what is derivable.
+
+Checks every manifest file, every object's hash, every reference from a
+version to an object, the index against the manifest, the queue database and
+the history repository. Repair rebuilds the index, quarantines damaged
+objects and removes stale temporary files; it never deletes user data.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+
+from lattice.errors import LatticeError
+from lattice.repo import Repository
+
+TEMP_GRACE_S = 3600
+
+
+@dataclass
+class Problem:
+    kind: str  # manifest, object, reference, index, temp, queue, history
+    subject: str  # the file, object or asset concerned
+    message: str
+    repaired: str = ""
+
+
+@dataclass
+class Report:
+    problems: list[Problem] = field(default_factory=list)
+    objects: int = 0
+    assets: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return all(p.repaired for p in self.problems)
+
+
+def fsck(repo: Repository, repair: bool = False) -> Report:
+    from lattice.manifest import decode
+
+    report = Report()
+    problems = report.problems
+    records = {}
+    with repo.lock:
+        for name in repo.manifest.names():
+            path = repo.manifest.file_of(name)
+            try:
+                records[name] = decode(path.read_bytes(), path)
+            except LatticeError as e:
+                problems.append(Problem("manifest", str(path), e.message))
+            else:
+                if records[name].path != name:
+                    problems.append(Problem("manifest", str(path), f"records path {records[name].path!r} but is stored as {name!r}"))
+        report.assets = len(records)
+
+        damaged = set()
+        for oid in repo.objects:
+            report.objects += 1
+            why = repo.objects.verify(oid)
+            if why:
+                damaged.add(oid)
+                p = Problem("object", oid, why)
+                if repair:
+                    dest = repo.objects.quarantine(oid, repo.dir / "quarantine")
+                    p.repaired = f"moved to {dest}"
+                problems.append(p)
+
+        for name, record in records.items():
+            for v in record.versions:
+                if v.object in damaged or not repo.objects.has(v.object):
+                    regenerable = v.recipe is not None and v.recipe.deterministic
+                    if v.object in damaged or not regenerable:
+                        what = "damaged" if v.object in damaged else "missing"
+                        hint = "re-make it with `lattice render`" if regenerable else "re-add the file if you still have it"
+                        problems.append(Problem("reference", f"{name}@v{v.number}", f"object {v.object} is {what}; {hint}"))
+
+        index_problems = _check_index(repo, records)
+        if index_problems and repair:
+            rebuild_index(repo, records)
+            for p in index_problems:
+                p.repaired = "index rebuilt"
+        problems.extend(index_problems)
+
+        cutoff = time.time() - TEMP_GRACE_S
+        for tmp in repo.objects.stray_temps():
+            if tmp.stat().st_mtime < cutoff:
+                p = Problem("temp", str(tmp), "stray temporary file from an interrupted write")
+                if repair:
+                    os.unlink(tmp)
+                    p.repaired = "removed"
+                problems.append(p)
+
+    for extra in _extra_checks(repo):
+        problems.extend(extra)
+    return report
+
+
+def _check_index(repo: Repository, records: dict) -> list[Problem]:
+    try:
+        index = repo.index
+        problems = [Problem("index", str(index.path), p) for p in index.check()]
+        rows = {r.path: r for r in index.rows()}
+    except Exception as e:  # a damaged index file is derivable: report, rebuild
+        return [Problem("index", str(repo.dir / "index.db"), f"unreadable ({e})")]
+    for name in sorted(set(records) - set(rows)):
+        problems.append(Problem("index", name, "asset is in the manifest but not in the index"))
+    for name in sorted(set(rows) - set(records)):
+        problems.append(Problem("index", name, "asset is in the index but not in the manifest"))
+    for name in sorted(set(rows) & set(records)):
+        r, rec = rows[name], records[name]
+        if (r.versions, r.object, r.effective) != (len(rec.versions), rec.current.object, rec.effective.object):
+            problems.append(Problem("index", name, "index entry does not match the manifest"))
+    return problems
+
+
+def rebuild_index(repo: Repository, records: dict | None = None) -> None:
+    """Re-derive the index from the manifest (keeping the recipe cache)."""
+    from lattice.index import Index
+
+    path = repo.dir / "index.db"
+    try:
+        index = repo.index
+        index.check()
+        index.db.execute("SELECT count(*) FROM assets").fetchone()
+    except Exception:
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                os.unlink(str(path) + suffix)
+            except FileNotFoundError:
+                pass
+        repo.__dict__["index"] = index = Index(path)
+    if records is None:
+        records = {n: repo.manifest.read(n) for n in repo.manifest.names()}
+    with index:
+        index.clear_assets()
+        for name, record in records.items():
+            index.put(record, repo.manifest.file_of(name).stat().st_mtime_ns)
+
+
+def _extra_checks(repo: Repository):
+    """Checks of parts other modules own (queue, history), when present."""
+    queue_db = repo.dir / "queue.db"
+    if queue_db.exists():
+        try:
+            from lattice.queue import JobQueue
+
+            yield [Problem("queue", str(queue_db), m) for m in JobQueue(queue_db).check()]
+        except LatticeError as e:
+            yield [Problem("queue", str(queue_db), e.message)]

@@ -1,0 +1,204 @@
+"""The index: a SQLite file derived from the manifest, so that status, ls
+and a no-op render on 10,000 assets read one table instead of parsing
+10,000 TOML files. It also holds the working-tree stat cache (size, mtime,
+inode → the object the file was last hashed to), the lineage edges and the
+recipe cache. Everything but the recipe cache can be rebuilt from the
+manifest (`lattice fsck --repair`)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+from lattice.errors import RepositoryCorrupt
+
+SCHEMA_VERSION = 1
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS assets(
+    path TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    versions INTEGER NOT NULL,
+    object TEXT NOT NULL,          -- output of the current version
+    effective TEXT NOT NULL,       -- output of the pinned version, else current
+    size INTEGER NOT NULL,
+    pinned INTEGER,
+    change TEXT NOT NULL,
+    time TEXT NOT NULL,
+    generator TEXT,                -- NULL for imported content
+    deterministic INTEGER NOT NULL DEFAULT 0,
+    recipe_key TEXT,
+    tags TEXT NOT NULL DEFAULT '[]',
+    manifest_mtime_ns INTEGER NOT NULL DEFAULT 0,
+    wt_size INTEGER, wt_mtime_ns INTEGER, wt_ino INTEGER, wt_object TEXT
+);
+CREATE TABLE IF NOT EXISTS inputs(
+    child TEXT NOT NULL, pos INTEGER NOT NULL, parent TEXT NOT NULL, object TEXT NOT NULL,
+    PRIMARY KEY(child, pos)
+);
+CREATE INDEX IF NOT EXISTS inputs_parent ON inputs(parent);
+CREATE TABLE IF NOT EXISTS cache(
+    key TEXT PRIMARY KEY, object TEXT NOT NULL, generator TEXT, time REAL NOT NULL
+);
+"""
+
+
+@dataclass(frozen=True)
+class Row:
+    path: str
+    kind: str
+    versions: int
+    object: str
+    effective: str
+    size: int
+    pinned: int | None
+    change: str
+    time: str
+    generator: str | None
+    deterministic: bool
+    recipe_key: str | None
+    tags: str
+    manifest_mtime_ns: int
+    wt_size: int | None
+    wt_mtime_ns: int | None
+    wt_ino: int | None
+    wt_object: str | None
+
+    @property
+    def tag_list(self) -> list[str]:
+        return json.loads(self.tags)
+
+
+COLUMNS = ", ".join(Row.__dataclass_fields__)
+
+
+class Index:
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        try:
+            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.executescript(SCHEMA)
+        except sqlite3.DatabaseError as e:
+            raise RepositoryCorrupt(f"{self.path}: index is damaged ({e})") from None
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- transactions -----------------------------------------------------
+
+    def __enter__(self) -> "Index":
+        self.db.execute("BEGIN IMMEDIATE")
+        return self
+
+    def __exit__(self, exc_type, *rest) -> None:
+        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+
+    # -- assets -----------------------------------------------------------
+
+    def put(self, record, manifest_mtime_ns: int = 0) -> None:
+        """Record the asset's state from its manifest record. Keeps the stat
+        cache when the current object is unchanged."""
+        cur, eff = record.current, record.effective
+        recipe = cur.recipe
+        old = self.get(record.path)
+        keep = old is not None and old.object == cur.object
+        self.db.execute(
+            f"INSERT OR REPLACE INTO assets({COLUMNS}) VALUES ({', '.join('?' * len(Row.__dataclass_fields__))})",
+            (
+                record.path, record.kind, len(record.versions), cur.object, eff.object, cur.size,
+                record.pinned, cur.change, cur.time,
+                recipe.generator if recipe else None, int(bool(recipe and recipe.deterministic)),
+                recipe.key if recipe else None, json.dumps(record.tags), manifest_mtime_ns,
+                old.wt_size if keep else None, old.wt_mtime_ns if keep else None,
+                old.wt_ino if keep else None, old.wt_object if keep else None,
+            ),
+        )
+        self.db.execute("DELETE FROM inputs WHERE child = ?", (record.path,))
+        if recipe:
+            self.db.executemany(
+                "INSERT INTO inputs(child, pos, parent, object) VALUES (?, ?, ?, ?)",
+                [(record.path, i, p, o) for i, (p, o) in enumerate(zip(recipe.inputs, recipe.input_objects))],
+            )
+
+    def remove(self, name: str) -> None:
+        self.db.execute("DELETE FROM assets WHERE path = ?", (name,))
+        self.db.execute("DELETE FROM inputs WHERE child = ?", (name,))
+
+    def get(self, name: str) -> Row | None:
+        r = self.db.execute(f"SELECT {COLUMNS} FROM assets WHERE path = ?", (name,)).fetchone()
+        return Row(*r) if r else None
+
+    def rows(self, prefix: str | None = None) -> Iterator[Row]:
+        if prefix:
+            cur = self.db.execute(
+                f"SELECT {COLUMNS} FROM assets WHERE path = ? OR (path >= ? AND path < ?) ORDER BY path",
+                (prefix, prefix + "/", prefix + "0"),
+            )
+        else:
+            cur = self.db.execute(f"SELECT {COLUMNS} FROM assets ORDER BY path")
+        for r in cur:
+            yield Row(*r)
+
+    def names(self) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT path FROM assets ORDER BY path")]
+
+    def count(self) -> int:
+        return self.db.execute("SELECT count(*) FROM assets").fetchone()[0]
+
+    def set_stat(self, updates: Iterable[tuple[int, int, int, str, str]]) -> None:
+        """(size, mtime_ns, ino, object, path) for working files just hashed."""
+        self.db.executemany(
+            "UPDATE assets SET wt_size = ?, wt_mtime_ns = ?, wt_ino = ?, wt_object = ? WHERE path = ?",
+            list(updates),
+        )
+
+    # -- lineage ----------------------------------------------------------
+
+    def edges(self) -> list[tuple[str, str, str]]:
+        """(child, parent, recorded parent object) for every input edge, in input order."""
+        return self.db.execute("SELECT child, parent, object FROM inputs ORDER BY child, pos").fetchall()
+
+    def inputs_of(self, name: str) -> list[tuple[str, str]]:
+        return self.db.execute("SELECT parent, object FROM inputs WHERE child = ? ORDER BY pos", (name,)).fetchall()
+
+    def children_of(self, name: str) -> list[str]:
+        return [r[0] for r in self.db.execute("SELECT DISTINCT child FROM inputs WHERE parent = ? ORDER BY child", (name,))]
+
+    # -- recipe cache -----------------------------------------------------
+
+    def cache_get(self, key: str) -> str | None:
+        r = self.db.execute("SELECT object FROM cache WHERE key = ?", (key,)).fetchone()
+        return r[0] if r else None
+
+    def cache_put(self, key: str, oid: str, generator: str | None = None) -> None:
+        import time
+
+        self.db.execute(
+            "INSERT OR REPLACE INTO cache(key, object, generator, time) VALUES (?, ?, ?, ?)",
+            (key, oid, generator, time.time()),
+        )
+
+    def cache_drop(self, key: str) -> None:
+        self.db.execute("DELETE FROM cache WHERE key = ?", (key,))
+
+    def cache_items(self) -> list[tuple[str, str]]:
+        return self.db.execute("SELECT key, object FROM cache ORDER BY key").fetchall()
+
+    # -- maintenance ------------------------------------------------------
+
+    def clear_assets(self) -> None:
+        self.db.execute("DELETE FROM assets")
+        self.db.execute("DELETE FROM inputs")
+
+    def check(self) -> list[str]:
+        try:
+            problems = [r[0] for r in self.db.execute("PRAGMA integrity_check")]
+        except sqlite3.DatabaseError as e:
+            return [f"{self.path}: {e}"]
+        return [] if problems == ["ok"] else [f"{self.path}: {p}" for p in problems]

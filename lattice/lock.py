@@ -1,0 +1,75 @@
+"""The repository lock: one writer of the manifest and index at a time.
+
+It is an flock(2) on `.lattice/lock`, so the kernel drops it the moment its
+holder dies: a killed process never leaves a lock that needs a manual
+unlock. The holder writes `host:pid` into the file so a waiting process can
+name who it waits for.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import socket
+import time
+from pathlib import Path
+
+from lattice.errors import LockTimeout
+
+DEFAULT_TIMEOUT = float(os.environ.get("LATTICE_LOCK_TIMEOUT", "60"))
+
+
+class RepoLock:
+    """Re-entrant within one process (nested operations share the lock)."""
+
+    def __init__(self, path: Path, timeout: float | None = None):
+        self.path = Path(path)
+        self.timeout = DEFAULT_TIMEOUT if timeout is None else timeout
+        self._fd: int | None = None
+        self._depth = 0
+
+    def holder(self) -> str:
+        try:
+            return self.path.read_text().strip() or "another process"
+        except OSError:
+            return "another process"
+
+    def acquire(self) -> None:
+        if self._depth:
+            self._depth += 1
+            return
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.timeout
+        delay = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise LockTimeout(
+                        f"the repository is locked by {self.holder()}",
+                        hint="wait for that command to finish; a lock left by a killed process is released automatically",
+                    ) from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.1)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}\n".encode(), 0)
+        self._fd = fd
+        self._depth = 1
+
+    def release(self) -> None:
+        self._depth -= 1
+        if self._depth == 0 and self._fd is not None:
+            os.ftruncate(self._fd, 0)
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self) -> "RepoLock":
+        self.acquire()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()

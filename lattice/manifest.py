@@ -1,0 +1,157 @@
+"""The parameter manifest: one human-readable TOML file per asset.
+
+`.lattice/manifest/<asset name>.toml` holds the asset's kind, tags, pin and
+every version: change type, time, author, output object, media facts and
+the full recipe. The files are the source of truth (the SQLite index is
+derived from them) and they are what the history repository commits.
+
+Records are typed msgspec structs; reading goes through the fast stdlib
+TOML parser, writing through tomlkit. A new version is appended as one
+`[[versions]]` block, so writing stays cheap for an asset with 1,000 versions.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import msgspec
+
+from lattice.errors import RepositoryCorrupt
+from lattice.paths import check_name
+
+CHANGE_TYPES = ("imported", "initial", "regenerated", "modified", "edited", "restored")
+SUFFIX = ".toml"
+
+
+class Recipe(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
+    generator: str
+    generator_version: str
+    seed: int
+    params: dict[str, Any] = {}
+    prompt: str = ""
+    negative_prompt: str = ""
+    inputs: list[str] = []  # input asset names, in order
+    input_objects: list[str] = []  # their output objects when this recipe was made
+    deterministic: bool = True
+    key: str = ""  # the recipe key: see lattice.recipe
+
+
+class Version(msgspec.Struct, omit_defaults=True):
+    number: int
+    change: str
+    time: str
+    author: str
+    object: str
+    size: int
+    media: dict[str, Any] = {}
+    recipe: Recipe | None = None
+    note: str = ""
+    restored_from: int | None = None
+
+
+class AssetRecord(msgspec.Struct, omit_defaults=True):
+    path: str
+    kind: str
+    tags: list[str] = []
+    pinned: int | None = None
+    versions: list[Version] = []
+
+    @property
+    def current(self) -> Version:
+        return self.versions[-1]
+
+    @property
+    def effective(self) -> Version:
+        """The version dependents and exports use: the pin, else the current one."""
+        return self.version(self.pinned) if self.pinned else self.current
+
+    def version(self, number: int | None) -> Version:
+        from lattice.errors import InvalidInput
+
+        if number is None:
+            return self.current
+        if 1 <= number <= len(self.versions):
+            return self.versions[number - 1]
+        raise InvalidInput(
+            f"{self.path} has no version v{number}",
+            hint=f"its versions are v1 to v{len(self.versions)} (`lattice log {self.path}`)",
+        )
+
+
+def now_iso() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def author() -> str:
+    return os.environ.get("LATTICE_AUTHOR") or os.environ.get("USER") or "unknown"
+
+
+class Manifest:
+    def __init__(self, directory: Path):
+        self.dir = Path(directory)
+
+    def file_of(self, name: str) -> Path:
+        return self.dir / (check_name(name) + SUFFIX)
+
+    def exists(self, name: str) -> bool:
+        return self.file_of(name).exists()
+
+    def read(self, name: str) -> AssetRecord | None:
+        return self.read_raw(name)[0]
+
+    def read_raw(self, name: str) -> tuple[AssetRecord | None, bytes | None]:
+        """The record and the text it was parsed from (for cheap appends)."""
+        path = self.file_of(name)
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            return None, None
+        return decode(data, path), data
+
+    def names(self) -> Iterator[str]:
+        """Every asset name, from the file tree (the slow path: the index is the fast one)."""
+        base = str(self.dir)
+        for dirpath, dirnames, filenames in os.walk(self.dir):
+            dirnames.sort()
+            for f in sorted(filenames):
+                if f.endswith(SUFFIX) and not f.startswith("."):
+                    rel = os.path.relpath(os.path.join(dirpath, f), base)
+                    yield rel[: -len(SUFFIX)].replace(os.sep, "/")
+
+    def encode(self, record: AssetRecord, old: bytes | None = None, old_count: int = 0) -> bytes:
+        """TOML text for `record`. Given the previous text and how many
+        versions it held, unchanged version blocks are kept verbatim."""
+        import tomlkit
+
+        data = msgspec.to_builtins(record)
+        versions = data.pop("versions", [])
+        head = tomlkit.dumps(data)
+        if old is not None and 0 < old_count <= len(versions):
+            cut = old.find(b"\n[[versions]]")
+            body = old[cut + 1 :] if cut >= 0 else b""
+            new = versions[old_count:]
+        else:
+            body, new = b"", versions
+        if new:
+            body = body.rstrip(b"\n") + (b"\n\n" if body else b"") + tomlkit.dumps({"versions": new}).encode()
+        return head.encode() + (b"\n" + body if body else b"")
+
+
+def decode(data: bytes, path: Path) -> AssetRecord:
+    try:
+        record = msgspec.toml.decode(data, type=AssetRecord)
+    except msgspec.DecodeError as e:
+        raise RepositoryCorrupt(f"{path}: {e}", hint="`lattice fsck` explains it; restore the file with `lattice fsck --repair` or from history") from None
+    try:
+        check_name(record.path)
+    except Exception:
+        raise RepositoryCorrupt(f"{path}: unsafe asset path {record.path!r}") from None
+    if not record.versions:
+        raise RepositoryCorrupt(f"{path}: the asset has no versions")
+    for i, v in enumerate(record.versions, 1):
+        if v.number != i:
+            raise RepositoryCorrupt(f"{path}: version {v.number} is listed where v{i} belongs")
+    return record

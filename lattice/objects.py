@@ -1,0 +1,297 @@
+"""The content-addressed object store.
+
+An object is named by the BLAKE3 of its uncompressed bytes and lives at
+`objects/<2 hex>/<62 hex>`, raw, or with a `.zst` suffix when zstd paid for
+itself: the file name records the choice, so reads are transparent. Objects
+are streamed in fixed chunks (memory stays flat for multi-GB video), written
+to a temp file and renamed into place, and made read-only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Iterator
+
+from lattice.errors import ContentChanged, InvalidInput, RepositoryCorrupt
+from lattice.fsutil import TEMP_MARK, fsync_dir
+
+CHUNK = 1 << 20
+OID_RE = re.compile(r"[0-9a-f]{64}")
+# Compress only when the sample shrinks below this fraction of its size.
+WORTH_COMPRESSING = 0.9
+ZSTD_LEVEL = 3
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    oid: str
+    size: int  # bytes of content
+    stored: int  # bytes on disk
+    compressed: bool
+    new: bool  # False when the object was already in the store
+
+
+def check_oid(oid: str) -> str:
+    """Ids come from manifests other people wrote: validate before they become paths."""
+    if not isinstance(oid, str) or not OID_RE.fullmatch(oid):
+        raise InvalidInput(f"not an object id: {oid!r}", hint="object ids are 64 lowercase hex digits")
+    return oid
+
+
+class ObjectStore:
+    def __init__(self, directory: Path):
+        self.dir = Path(directory)
+        self.tmp = self.dir / "tmp"
+
+    # -- naming ---------------------------------------------------------
+
+    def _base(self, oid: str) -> Path:
+        check_oid(oid)
+        return self.dir / oid[:2] / oid[2:]
+
+    def locate(self, oid: str) -> Path | None:
+        """The file holding `oid`, or None when it is absent."""
+        base = self._base(oid)
+        if base.exists():
+            return base
+        z = base.with_name(base.name + ".zst")
+        return z if z.exists() else None
+
+    def has(self, oid: str) -> bool:
+        return self.locate(oid) is not None
+
+    def stored_size(self, oid: str) -> int | None:
+        p = self.locate(oid)
+        return p.stat().st_size if p else None
+
+    def __iter__(self) -> Iterator[str]:
+        """Every object id present (a sorted walk of the shard directories)."""
+        if not self.dir.exists():
+            return
+        for shard in sorted(os.listdir(self.dir)):
+            if len(shard) != 2:
+                continue
+            for name in sorted(os.listdir(self.dir / shard)):
+                if TEMP_MARK in name:
+                    continue
+                oid = shard + name.removesuffix(".zst")
+                if OID_RE.fullmatch(oid):
+                    yield oid
+
+    # -- writing --------------------------------------------------------
+
+    def put_file(self, path: Path, compress: bool | None = None, durable: bool = True) -> StoredObject:
+        """Store the file at `path`. `compress=None` decides by sampling.
+        Raises ContentChanged if the file changes or vanishes while read."""
+        import blake3
+
+        path = Path(path)
+        try:
+            before = os.stat(path)
+            src = open(path, "rb")
+        except FileNotFoundError:
+            raise ContentChanged(f"{path}: file vanished while being added") from None
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        with src:
+            first = src.read(CHUNK)
+            if compress is None:
+                compress = _compresses_well(first)
+            hasher = blake3.blake3()
+            fd, tmp = _mkstemp(self.tmp)
+            try:
+                with os.fdopen(fd, "wb") as out:
+                    sink = _zstd_writer(out, before.st_size) if compress else out
+                    chunk = first
+                    size = 0
+                    while chunk:
+                        hasher.update(chunk)
+                        sink.write(chunk)
+                        size += len(chunk)
+                        chunk = src.read(CHUNK)
+                    if compress:
+                        sink.flush(_zstd_frame_end())
+                    out.flush()
+                    if durable:
+                        os.fsync(out.fileno())
+                after = os.fstat(src.fileno())
+                if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or size != before.st_size:
+                    raise ContentChanged(f"{path}: file changed while being added")
+                return self._publish(Path(tmp), hasher.hexdigest(), size, compress, durable)
+            except BaseException:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
+                raise
+
+    def put_bytes(self, data: bytes, compress: bool | None = None) -> StoredObject:
+        import blake3
+
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        if compress is None:
+            compress = _compresses_well(data[:CHUNK])
+        fd, tmp = _mkstemp(self.tmp)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                if compress:
+                    import zstandard
+
+                    out.write(zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True).compress(data))
+                else:
+                    out.write(data)
+                os.fsync(out.fileno())
+            return self._publish(Path(tmp), blake3.blake3(data).hexdigest(), len(data), compress, True)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+
+    def _publish(self, tmp: Path, oid: str, size: int, compressed: bool, durable: bool) -> StoredObject:
+        existing = self.locate(oid)
+        if existing is not None:
+            os.unlink(tmp)
+            return StoredObject(oid, size, existing.stat().st_size, existing.name.endswith(".zst"), False)
+        final = self._base(oid)
+        if compressed:
+            final = final.with_name(final.name + ".zst")
+        final.parent.mkdir(exist_ok=True)
+        os.chmod(tmp, 0o444)
+        stored = tmp.stat().st_size
+        # Two writers of the same content race harmlessly: both renames put
+        # identical bytes under the same name.
+        os.replace(tmp, final)
+        if durable:
+            fsync_dir(final.parent)
+        return StoredObject(oid, size, stored, compressed, True)
+
+    # -- reading --------------------------------------------------------
+
+    @contextlib.contextmanager
+    def open(self, oid: str, limit: int | None = None) -> Iterator[BinaryIO]:
+        """A readable stream of the object's content. Compressed objects are
+        decompressed with a bounded window, and never beyond `limit` or the
+        size the frame declares, so a crafted object cannot exhaust memory or disk."""
+        path = self.locate(oid)
+        if path is None:
+            raise InvalidInput(f"object {oid} is not in the store", hint="`lattice render` re-creates outputs that can be re-made")
+        with open(path, "rb") as f:
+            if not path.name.endswith(".zst"):
+                yield f
+                return
+            import zstandard
+
+            header = f.read(18)
+            try:
+                declared = zstandard.frame_content_size(header)
+            except zstandard.ZstdError:
+                raise RepositoryCorrupt(f"object {oid}: not a valid zstd frame") from None
+            if declared < 0:
+                raise RepositoryCorrupt(f"object {oid}: zstd frame declares no content size")
+            if limit is not None and declared > limit:
+                raise RepositoryCorrupt(f"object {oid}: declares {declared} bytes, more than the {limit} expected")
+            f.seek(0)
+            dctx = zstandard.ZstdDecompressor(max_window_size=1 << 27)
+            reader = dctx.stream_reader(f, read_size=CHUNK)
+            yield _Bounded(reader, declared, oid)
+
+    def copy_to(self, oid: str, dest: BinaryIO, limit: int | None = None) -> int:
+        """Write the object's content into an open file; a reflink when raw."""
+        path = self.locate(oid)
+        if path is not None and not path.name.endswith(".zst"):
+            from lattice.fsutil import clone_or_copy
+
+            clone_or_copy(path, dest)
+            return path.stat().st_size
+        total = 0
+        with self.open(oid, limit=limit) as src:
+            while chunk := src.read(CHUNK):
+                dest.write(chunk)
+                total += len(chunk)
+        return total
+
+    def hash_of(self, oid: str) -> str:
+        """Re-hash the stored content: equal to `oid` when the object is sound."""
+        import blake3
+
+        h = blake3.blake3()
+        with self.open(oid) as f:
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+        return h.hexdigest()
+
+    def verify(self, oid: str) -> str | None:
+        """None when sound, else a one-line description of the damage."""
+        try:
+            actual = self.hash_of(oid)
+        except RepositoryCorrupt as e:
+            return e.message
+        except Exception as e:  # zstd errors, I/O errors: all mean damage
+            return f"object {oid}: unreadable ({e})"
+        return None if actual == oid else f"object {oid}: content hashes to {actual}"
+
+    # -- removal --------------------------------------------------------
+
+    def quarantine(self, oid: str, into: Path) -> Path | None:
+        """Move a damaged object aside (never delete what may be user data)."""
+        path = self.locate(oid)
+        if path is None:
+            return None
+        into.mkdir(parents=True, exist_ok=True)
+        dest = into / (oid + (".zst" if path.name.endswith(".zst") else ""))
+        os.replace(path, dest)
+        return dest
+
+    def remove(self, oid: str) -> int:
+        """Delete an object (gc only); returns the bytes freed."""
+        path = self.locate(oid)
+        if path is None:
+            return 0
+        size = path.stat().st_size
+        os.unlink(path)
+        return size
+
+    def stray_temps(self) -> list[Path]:
+        return sorted(self.tmp.glob("*")) if self.tmp.exists() else []
+
+
+class _Bounded:
+    """Stops a decompressing stream at the size its frame declared."""
+
+    def __init__(self, reader, declared: int, oid: str):
+        self._r, self._left, self._oid = reader, declared, oid
+
+    def read(self, n: int = CHUNK) -> bytes:
+        data = self._r.read(n if n > 0 else CHUNK)
+        if len(data) > self._left:
+            raise RepositoryCorrupt(f"object {self._oid}: decompresses past its declared size")
+        self._left -= len(data)
+        return data
+
+
+def _mkstemp(directory: Path) -> tuple[int, str]:
+    import tempfile
+
+    return tempfile.mkstemp(prefix=f"obj{TEMP_MARK}", dir=directory)
+
+
+def _compresses_well(sample: bytes) -> bool:
+    if len(sample) < 512:
+        return False
+    import zstandard
+
+    return len(zstandard.ZstdCompressor(level=1).compress(sample)) < WORTH_COMPRESSING * len(sample)
+
+
+def _zstd_writer(out: BinaryIO, size: int):
+    import zstandard
+
+    cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True)
+    return cctx.stream_writer(out, size=size, closefd=False)
+
+
+def _zstd_frame_end() -> int:
+    import zstandard
+
+    return zstandard.FLUSH_FRAME

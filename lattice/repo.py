@@ -1,0 +1,242 @@
+"""The repository: finding it, creating it, and changing it safely.
+
+Layout of `.lattice/`:
+
+    format          repository format version (unknown versions are refused)
+    README          what this directory is
+    config.toml     repository config (generators, queue, gc policies)
+    manifest/       one TOML file per asset: the recipes (shareable text)
+    objects/        content-addressed blobs (a cache of outputs and imports)
+    index.db        SQLite index derived from manifest/ (rebuilt by fsck --repair)
+    queue.db        the durable job queue
+    history.git/    git repository of manifest/ and config.toml
+    quarantine/     damaged objects moved aside by fsck --repair
+    lock            the repository lock (flock; names its holder)
+
+Every change runs in a `Transaction`, in this order: objects are already
+written, then manifest files (one synced batch), then the index, then the
+history commit — so a crash leaves at most unreferenced objects or an index
+that fsck rebuilds.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Callable
+
+from lattice.errors import InvalidInput, NotARepository, RepositoryCorrupt, UnknownAsset, closest
+from lattice.manifest import AssetRecord, Manifest
+
+DIRNAME = ".lattice"
+FORMAT = 1
+
+README_TEXT = """\
+This directory is a Lattice repository (https://example.invalid/lattice).
+
+manifest/ and config.toml are the project's recipes: small text, safe to share.
+objects/ holds the media itself; everything in it can be re-made from the
+recipes or re-imported, so it need not be shared. Do not edit files here by
+hand: use the `lattice` command. `lattice fsck` checks this directory.
+"""
+
+DEFAULT_CONFIG = """\
+# Lattice repository config. See `lattice --help`.
+
+[user]
+# name = "Your Name"
+
+# Command generators run a program of yours. A repository whose config
+# declares commands runs none of them until you approve it: `lattice trust`.
+# [generators.mygen]
+# argv = ["python", "gen.py", "--prompt", "{prompt}", "--seed", "{seed}", "--out", "{output}"]
+# extensions = ["png"]
+"""
+
+
+class Repository:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.dir = self.root / DIRNAME
+        self._check_format()
+        self.manifest = Manifest(self.dir / "manifest")
+        self._after_commit: list[Callable[["Repository", str, list[str]], None]] = []
+
+    # -- finding and creating ---------------------------------------------
+
+    @classmethod
+    def find(cls, start: Path | None = None) -> "Repository":
+        """The repository containing `start` (default: the current directory)."""
+        here = Path(start or Path.cwd()).absolute()
+        for d in (here, *here.parents):
+            if (d / DIRNAME).is_dir():
+                return cls(d)
+        raise NotARepository(f"not inside a lattice repository: {here}")
+
+    @classmethod
+    def init(cls, root: Path) -> "Repository":
+        from lattice.fsutil import atomic_write
+
+        root = Path(root).absolute()
+        for d in (root, *root.parents):
+            if (d / DIRNAME).is_dir():
+                raise InvalidInput(
+                    f"{root} is already inside the lattice repository at {d}",
+                    hint="repositories do not nest; use the existing one",
+                )
+        root.mkdir(parents=True, exist_ok=True)
+        staging = root / f"{DIRNAME}.init-{os.getpid()}"
+        (staging / "manifest").mkdir(parents=True)
+        (staging / "objects").mkdir()
+        atomic_write(staging / "README", README_TEXT.encode())
+        atomic_write(staging / "config.toml", DEFAULT_CONFIG.encode())
+        atomic_write(staging / "format", f"{FORMAT}\n".encode())
+        os.replace(staging, root / DIRNAME)  # the repository appears whole or not at all
+        repo = cls(root)
+        repo.index  # create the index now, so read-only commands find it
+        return repo
+
+    def _check_format(self) -> None:
+        try:
+            text = (self.dir / "format").read_text().strip()
+        except FileNotFoundError:
+            raise RepositoryCorrupt(f"{self.dir}/format is missing", hint="is this a lattice repository? `lattice fsck` checks it") from None
+        if text != str(FORMAT):
+            raise RepositoryCorrupt(
+                f"{self.dir} has repository format {text!r}; this lattice reads format {FORMAT}",
+                hint="use the lattice version that created it, or upgrade lattice",
+            )
+
+    # -- parts, opened when first needed ------------------------------------
+
+    @functools.cached_property
+    def objects(self):
+        from lattice.objects import ObjectStore
+
+        return ObjectStore(self.dir / "objects")
+
+    @functools.cached_property
+    def index(self):
+        from lattice.index import Index
+
+        return Index(self.dir / "index.db")
+
+    @functools.cached_property
+    def config(self) -> dict:
+        import tomllib
+
+        path = self.dir / "config.toml"
+        try:
+            with open(path, "rb") as f:
+                return tomllib.load(f)
+        except FileNotFoundError:
+            return {}
+        except tomllib.TOMLDecodeError as e:
+            raise RepositoryCorrupt(f"{path}: {e}", hint="fix the TOML syntax in that file") from None
+
+    @functools.cached_property
+    def lock(self):
+        from lattice.lock import RepoLock
+
+        return RepoLock(self.dir / "lock")
+
+    @property
+    def tmp(self) -> Path:
+        d = self.dir / "tmp"
+        d.mkdir(exist_ok=True)
+        return d
+
+    # -- assets -------------------------------------------------------------
+
+    def record(self, name: str) -> AssetRecord:
+        record = self.manifest.read(name)
+        if record is None:
+            raise UnknownAsset(f"no asset named {name!r}{closest(name, self.index.names())}")
+        return record
+
+    def working_path(self, name: str) -> Path:
+        from lattice.paths import confine
+
+        return confine(self.root, name)
+
+    def transaction(self, message: str) -> "Transaction":
+        return Transaction(self, message)
+
+    def on_commit(self, hook: Callable[["Repository", str, list[str]], None]) -> None:
+        """Run `hook(repo, message, changed names)` after each committed transaction."""
+        self._after_commit.append(hook)
+
+
+class Transaction:
+    """Stages manifest changes under the repository lock and applies them in
+    the crash-safe order: manifest batch, index, then commit hooks (history)."""
+
+    def __init__(self, repo: Repository, message: str):
+        self.repo = repo
+        self.message = message
+        self._records: dict[str, tuple[AssetRecord, bytes | None, int]] = {}
+        self._removed: set[str] = set()
+
+    def __enter__(self) -> "Transaction":
+        self.repo.lock.acquire()
+        return self
+
+    def read(self, name: str) -> AssetRecord | None:
+        """The record as this transaction sees it (staged, else on disk)."""
+        if name in self._records:
+            return self._records[name][0]
+        if name in self._removed:
+            return None
+        record, raw = self.repo.manifest.read_raw(name)
+        if record is not None:
+            self._records[name] = (record, raw, len(record.versions))
+        return record
+
+    def put(self, record: AssetRecord) -> None:
+        _, raw, count = self._records.get(record.path, (None, None, 0))
+        self._records[record.path] = (record, raw, count)
+        self._removed.discard(record.path)
+
+    def remove(self, name: str) -> None:
+        self._records.pop(name, None)
+        self._removed.add(name)
+
+    def changed(self) -> list[str]:
+        return sorted(set(self._records) | self._removed)
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self._apply()
+        finally:
+            self.repo.lock.release()
+
+    def _apply(self) -> None:
+        from lattice.fsutil import AtomicBatch
+
+        repo = self.repo
+        encoded = {}
+        for name, (record, raw, count) in self._records.items():
+            text = repo.manifest.encode(record, raw, count)
+            if text != raw:
+                encoded[name] = text
+        if not encoded and not self._removed:
+            return
+        with AtomicBatch(repo.dir) as batch:
+            for name, text in encoded.items():
+                batch.write(repo.manifest.file_of(name), text)
+        for name in self._removed:
+            try:
+                repo.manifest.file_of(name).unlink()
+            except FileNotFoundError:
+                pass
+        with repo.index as index:
+            for name in encoded:
+                st = repo.manifest.file_of(name).stat()
+                index.put(self._records[name][0], st.st_mtime_ns)
+            for name in self._removed:
+                index.remove(name)
+        changed = sorted(set(encoded) | self._removed)
+        for hook in repo._after_commit:
+            hook(repo, self.message, changed)

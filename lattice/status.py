@@ -1,0 +1,96 @@
+"""`lattice status`: how the working tree and the store differ from the manifest.
+
+States, one per path, most actionable first:
+  modified  the working file differs from the recorded current version
+  stale     its recipe's inputs changed since its output was made
+  evicted   its output is not in the store but can be re-made (`lattice render`)
+  missing   the working file was deleted (`lattice checkout` brings it back)
+  new       a media file under the project that lattice does not track
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from typing import Iterable
+
+from lattice.repo import Repository
+
+STATES = ("modified", "stale", "evicted", "missing", "new")
+PORCELAIN = {"modified": " M", "stale": " S", "evicted": " E", "missing": " D", "new": "??"}
+
+
+@dataclass(frozen=True)
+class Entry:
+    path: str
+    state: str
+
+
+def status(repo: Repository, untracked: bool = True) -> list[Entry]:
+    from lattice.add import RACY_WINDOW_NS, walk
+    from lattice.lineage import Graph
+
+    index = repo.index
+    rows = list(index.rows())
+    stale = Graph.from_index(index).stale()
+    entries: list[Entry] = []
+    refresh = []
+    now = time.time_ns()
+    for row in rows:
+        path = repo.root / row.path
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            st = None
+        state = None
+        if st is not None and not _clean(row, st):
+            oid = _hash(path)
+            if oid != row.object:
+                state = "modified"
+            elif now - st.st_mtime_ns > RACY_WINDOW_NS:
+                refresh.append((st.st_size, st.st_mtime_ns, st.st_ino, oid, row.path))
+        if state is None and row.path in stale:
+            state = "stale"
+        if state is None and not repo.objects.has(row.object):
+            # Re-creatable outputs are a cache; an import without its object is lost (fsck says so).
+            state = "evicted" if row.generator and row.deterministic else "missing" if st is None else None
+        if state is None and st is None:
+            state = "missing"
+        if state:
+            entries.append(Entry(row.path, state))
+    if refresh:
+        with index:
+            index.set_stat(refresh)
+    if untracked:
+        tracked = {r.path for r in rows}
+        entries.extend(Entry(n, "new") for n in walk(repo.root, media_only=True) if n not in tracked)
+    entries.sort(key=lambda e: e.path)
+    return entries
+
+
+def _clean(row, st: os.stat_result) -> bool:
+    return row.wt_object == row.object and (row.wt_size, row.wt_mtime_ns, row.wt_ino) == (
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ino,
+    )
+
+
+def _hash(path) -> str:
+    import blake3
+
+    from lattice.objects import CHUNK
+
+    h = blake3.blake3()
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def summarize(entries: Iterable[Entry]) -> dict[str, int]:
+    counts = {s: 0 for s in STATES}
+    for e in entries:
+        counts[e.state] += 1
+    return counts
