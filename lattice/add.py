@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-from lattice.errors import InvalidInput, UnsafePath
+from lattice.errors import ContentChanged, InvalidInput
 from lattice.manifest import AssetRecord, Version, author, now_iso
 from lattice.paths import RESERVED, confine, name_for
 from lattice.repo import Repository
@@ -93,7 +93,10 @@ def add(
         if progress:
             progress(i, len(names), name)
         path = confine(repo.root, name)
-        st = os.stat(path)
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise ContentChanged(f"{name}: file vanished while being added") from None
         row = index.get(name)
         if row and row.wt_object == row.object and (row.wt_size, row.wt_mtime_ns, row.wt_ino) == (st.st_size, st.st_mtime_ns, st.st_ino):
             hashed[name] = (row.object, st)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -86,6 +87,10 @@ class Index:
             self.db.executescript(SCHEMA)
         except sqlite3.DatabaseError as e:
             raise RepositoryCorrupt(f"{self.path}: index is damaged ({e})") from None
+        # One connection is shared by the worker threads of a process; a
+        # re-entrant lock keeps each write transaction to one thread.
+        self._lock = threading.RLock()
+        self._depth = 0
 
     def close(self) -> None:
         self.db.close()
@@ -93,11 +98,23 @@ class Index:
     # -- transactions -----------------------------------------------------
 
     def __enter__(self) -> "Index":
-        self.db.execute("BEGIN IMMEDIATE")
+        self._lock.acquire()
+        if self._depth == 0:
+            try:
+                self.db.execute("BEGIN IMMEDIATE")
+            except BaseException:
+                self._lock.release()
+                raise
+        self._depth += 1
         return self
 
     def __exit__(self, exc_type, *rest) -> None:
-        self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        self._depth -= 1
+        try:
+            if self._depth == 0:
+                self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        finally:
+            self._lock.release()
 
     # -- assets -----------------------------------------------------------
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import os
 import socket
+import threading
 import time
 from pathlib import Path
 
@@ -20,13 +21,15 @@ DEFAULT_TIMEOUT = float(os.environ.get("LATTICE_LOCK_TIMEOUT", "60"))
 
 
 class RepoLock:
-    """Re-entrant within one process (nested operations share the lock)."""
+    """Re-entrant for the thread holding it; other threads of the process
+    (worker slots) wait for it like other processes do."""
 
     def __init__(self, path: Path, timeout: float | None = None):
         self.path = Path(path)
         self.timeout = DEFAULT_TIMEOUT if timeout is None else timeout
         self._fd: int | None = None
         self._depth = 0
+        self._thread = threading.RLock()
 
     def holder(self) -> str:
         try:
@@ -35,9 +38,18 @@ class RepoLock:
             return "another process"
 
     def acquire(self) -> None:
+        if not self._thread.acquire(timeout=self.timeout):
+            raise LockTimeout("the repository is locked by another thread of this process")
         if self._depth:
             self._depth += 1
             return
+        try:
+            self._flock()
+        except BaseException:
+            self._thread.release()
+            raise
+
+    def _flock(self) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + self.timeout
         delay = 0.005
@@ -66,6 +78,7 @@ class RepoLock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+        self._thread.release()
 
     def __enter__(self) -> "RepoLock":
         self.acquire()

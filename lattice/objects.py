@@ -61,6 +61,18 @@ class ObjectStore:
         z = base.with_name(base.name + ".zst")
         return z if z.exists() else None
 
+    def content_size(self, oid: str) -> int | None:
+        """Bytes of content (the zstd frame header declares it for compressed objects)."""
+        p = self.locate(oid)
+        if p is None:
+            return None
+        if not p.name.endswith(".zst"):
+            return p.stat().st_size
+        import zstandard
+
+        with open(p, "rb") as f:
+            return zstandard.frame_content_size(f.read(18))
+
     def has(self, oid: str) -> bool:
         return self.locate(oid) is not None
 
@@ -125,6 +137,30 @@ class ObjectStore:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
                 raise
+
+    def put_output(self, path: Path, compress: bool | None = None) -> StoredObject:
+        """Adopt a finished file written inside the repository (a generator's
+        output in `.lattice/tmp`): raw content is renamed into place, not copied."""
+        import blake3
+
+        path = Path(path)
+        with open(path, "rb") as f:
+            first = f.read(CHUNK)
+            if compress is None:
+                compress = _compresses_well(first)
+            if compress:
+                f.close()
+                stored = self.put_file(path, compress=True)
+                os.unlink(path)
+                return stored
+            h = blake3.blake3()
+            h.update(first)
+            size = len(first)
+            while chunk := f.read(CHUNK):
+                h.update(chunk)
+                size += len(chunk)
+            os.fsync(f.fileno())
+        return self._publish(path, h.hexdigest(), size, False, True)
 
     def put_bytes(self, data: bytes, compress: bool | None = None) -> StoredObject:
         import blake3

@@ -58,9 +58,21 @@ def main(
     OPTIONS.color = not no_color
 
 
-from lattice.cli import repo_cmds  # noqa: E402  (registers commands)
+from lattice.cli import gen_cmds, repo_cmds  # noqa: E402  (registers commands)
+from lattice.cli.queue_cmd import queue_app, worker_command  # noqa: E402
 
 repo_cmds.register(app)
+gen_cmds.register(app)
+app.add_typer(queue_app)
+
+
+@app.command()
+def worker(
+    slots: Optional[int] = typer.Option(None, "--slots", help="CPU slots (default: one per core); one GPU slot per GPU found."),
+    once: bool = typer.Option(False, "--once", help="Exit when no runnable job is left."),
+) -> None:
+    """Run queued jobs until stopped. First Ctrl-C: finish running jobs; second: hand them back."""
+    worker_command(slots=slots, once=once)
 
 
 def run(argv: list[str] | None = None) -> int:

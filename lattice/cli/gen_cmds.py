@@ -1,0 +1,348 @@
+"""Commands that make outputs from recipes: gen, regen, render, verify,
+lineage, generators, trust."""
+
+from __future__ import annotations
+
+import sys
+from typing import List, Optional
+
+import typer
+
+from lattice.cli.common import OPTIONS, cwd, echo, emit_json, repo_from_ctx
+
+JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
+PRIORITY = typer.Option("normal", "--priority", "-p", help="Queue priority: urgent, high, normal, low, batch.")
+DETACH = typer.Option(False, "--detach", help="Only enqueue: print the job ids and leave the work to `lattice worker`.")
+JOBS = typer.Option(None, "--jobs", "-j", help="Parallel jobs (default: one per CPU core, one per GPU).")
+
+
+def _names(repo, paths: list[str]) -> list[str]:
+    from lattice.paths import name_for
+
+    return [name_for(repo.root, p, cwd()) for p in paths]
+
+
+def _execute(repo, steps, skipped=(), *, priority="normal", detach=False, jobs=None, json=False) -> None:
+    """Submit steps as jobs; unless detached, run them with a live display and
+    print a summary. Exits 1 when a step failed or was skipped."""
+    from lattice.pipeline import outcomes, run_until_done, submit
+
+    submitted = submit(repo, steps, priority=priority) if steps else None
+    if detach:
+        ids = submitted.jobs if submitted else {}
+        if json:
+            emit_json([{"path": n, "job": j} for n, j in ids.items()])
+        else:
+            for n, j in ids.items():
+                echo(f"queued job {j}: {n}")
+        return
+    results = list(skipped)
+    if submitted:
+        ids = list(submitted.jobs.values())
+        with _Display(submitted, enabled=not json) as display:
+            finished = run_until_done(repo, ids, slots=jobs, on_poll=display.update)
+        results = outcomes(steps, submitted.jobs, finished) + results
+    if json:
+        emit_json(results)
+    else:
+        _summary(results)
+    if any(r.status in ("failed", "skipped") for r in results):
+        raise typer.Exit(1)
+
+
+def _summary(results) -> None:
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+        if r.status in ("failed", "skipped"):
+            first, _, rest = (r.error or r.status).partition("\n")
+            echo(f"{r.status}: {r.name}: {first}", err=True)
+            for line in rest.strip().splitlines()[-8:]:
+                echo(f"    {line}", err=True)
+        else:
+            v = f" v{r.version}" if r.version else ""
+            echo(f"{r.status:<12} {r.name}{v} {(r.object or '')[:12]}")
+    if len(results) > 1:
+        echo(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+
+
+class _Display:
+    """A rich live view of the submitted jobs on stderr: one bar per running
+    job (generator, stage, percent) and an overall bar with cache hits."""
+
+    def __init__(self, submitted, enabled: bool):
+        self.submitted = submitted
+        self.names = {j: n for n, j in submitted.jobs.items()}
+        self.generators = {s.name: s.generator or s.action for s in submitted.steps}
+        self.enabled = enabled and not OPTIONS.quiet and sys.stderr.isatty()
+        self.progress = None
+        self.tasks: dict[int, int] = {}
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeRemainingColumn
+
+            from lattice.cli.common import console
+
+            self.progress = Progress(
+                TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(), TextColumn("{task.fields[stage]}"),
+                TimeRemainingColumn(), console=console(stderr=True), transient=True,
+            )
+            self.progress.__enter__()
+            self.overall = self.progress.add_task("total", total=len(self.names), stage="")
+        return self
+
+    def update(self, jobs) -> None:
+        if not self.progress:
+            return
+        done = cached = 0
+        for job in jobs:
+            name = self.names[job.id]
+            if job.finished:
+                done += 1
+                cached += bool(isinstance(job.result, dict) and job.result.get("status") == "cached")
+                if job.id in self.tasks:
+                    self.progress.remove_task(self.tasks.pop(job.id))
+            elif job.state == "running":
+                if job.id not in self.tasks:
+                    self.tasks[job.id] = self.progress.add_task(f"{name} [{self.generators.get(name, '')}]", total=1.0, stage="")
+                self.progress.update(self.tasks[job.id], completed=job.progress or 0, stage=job.stage or "")
+        self.progress.update(self.overall, completed=done, stage=f"{cached} cached" if cached else "")
+
+    def __exit__(self, *exc):
+        if self.progress:
+            self.progress.__exit__(*exc)
+
+
+def gen(
+    path: str = typer.Argument(..., help="Asset to create (its extension picks the format)."),
+    model: str = typer.Option(..., "--model", "-m", help="Generator id (`lattice generators` lists them)."),
+    prompt: str = typer.Option("", "--prompt", help="Prompt text, recorded in the recipe."),
+    negative_prompt: str = typer.Option("", "--negative-prompt", help="Negative prompt, recorded in the recipe."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed; drawn at random and recorded when omitted."),
+    set_: List[str] = typer.Option([], "--set", help="Generator parameter KEY=VALUE (repeatable)."),
+    input_: List[str] = typer.Option([], "--input", "-i", help="Input asset (repeatable, in order)."),
+    priority: str = PRIORITY,
+    detach: bool = DETACH,
+    json: bool = JSON,
+) -> None:
+    """Record a generated asset (or a new version of one) and render it.
+
+    Example: lattice gen sky.png --model ffmpeg.mandelbrot --set width=640 --seed 7
+    """
+    from lattice.pipeline import gen_step
+    from lattice.recipe import parse_sets
+
+    repo = repo_from_ctx()
+    name = _names(repo, [path])[0]
+    inputs = _names(repo, input_)
+    step = gen_step(repo, name, model, prompt=prompt, negative_prompt=negative_prompt, seed=seed, params=parse_sets(set_), inputs=inputs)
+    _execute(repo, [step], priority=priority, detach=detach, json=json)
+
+
+def regen(
+    paths: List[str] = typer.Argument(..., help="Assets to regenerate."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Use this seed."),
+    new_seed: bool = typer.Option(False, "--new-seed", help="Draw a new random seed."),
+    set_: List[str] = typer.Option([], "--set", help="Change a parameter KEY=VALUE (repeatable)."),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="Switch to another generator."),
+    prompt: Optional[str] = typer.Option(None, "--prompt", help="Change the prompt."),
+    no_cascade: bool = typer.Option(False, "--no-cascade", help="Do not re-render dependents; they are only marked stale."),
+    priority: str = PRIORITY,
+    detach: bool = DETACH,
+    jobs: Optional[int] = JOBS,
+    json: bool = JSON,
+) -> None:
+    """Make a new version from a changed recipe, then re-render everything downstream.
+
+    A new seed alone records change type `regenerated`; changed parameters or
+    model record `modified`.
+    """
+    from lattice.pipeline import cascade, regen_step
+    from lattice.recipe import parse_sets
+
+    repo = repo_from_ctx()
+    params = parse_sets(set_)
+    steps = [regen_step(repo, n, seed=seed, new_seed=new_seed, params=params, model=model, prompt=prompt) for n in _names(repo, paths)]
+    if not no_cascade:
+        steps += cascade(repo, steps)
+    _execute(repo, steps, priority=priority, detach=detach, jobs=jobs, json=json)
+
+
+def render(
+    paths: List[str] = typer.Argument(None, help="Assets to bring up to date (default: all), with what they depend on."),
+    check: bool = typer.Option(False, "--check", help="Render nothing; exit 1 if anything is stale, missing or modified (for CI)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan in order and stop."),
+    jobs: Optional[int] = JOBS,
+    priority: str = PRIORITY,
+    detach: bool = DETACH,
+    json: bool = JSON,
+) -> None:
+    """Bring stale and missing outputs up to date, in dependency order, in parallel where possible."""
+    from lattice.render import plan
+
+    repo = repo_from_ctx()
+    steps, skipped = plan(repo, _names(repo, paths) if paths else None)
+    if check or dry_run:
+        if json:
+            emit_json({"steps": [{"path": s.name, "action": s.action, "after": s.deps} for s in steps], "skipped": skipped})
+        else:
+            for i, s in enumerate(steps, 1):
+                after = f" (after {', '.join(s.deps)})" if s.deps else ""
+                echo(f"{i:>4}. {s.action:<11} {s.name}{after}")
+            for o in skipped:
+                echo(f"skipped: {o.name}: {o.error}", err=True)
+            if not steps and not skipped:
+                echo("up to date")
+        if check and (steps or skipped):
+            raise typer.Exit(1)
+        return
+    if not steps and not skipped:
+        if json:
+            emit_json([])
+        else:
+            echo("up to date")
+        return
+    _execute(repo, steps, skipped, priority=priority, detach=detach, jobs=jobs, json=json)
+
+
+def verify(
+    paths: List[str] = typer.Argument(None, help="Assets to verify."),
+    all_: bool = typer.Option(False, "--all", help="Verify every generated asset."),
+    json: bool = JSON,
+) -> None:
+    """Re-render deterministic assets in a scratch area and compare hashes.
+    Exits 1 when an output differs or a render fails."""
+    from lattice.errors import UsageError
+    from lattice.verify import verify as do_verify
+
+    repo = repo_from_ctx()
+    if not paths and not all_:
+        raise UsageError("name assets to verify, or pass --all")
+    names = [r.path for r in repo.index.rows() if r.generator] if all_ else _names(repo, paths)
+    verdicts = [do_verify(repo, n) for n in names]
+    if json:
+        emit_json(verdicts)
+    else:
+        for v in verdicts:
+            extra = f" (recorded {v.recorded[:12]}, got {v.actual[:12]})" if v.status == "differs" else f": {v.error}" if v.error else ""
+            echo(f"{v.status:<18} {v.path} v{v.version}{extra}")
+    if any(v.status in ("differs", "failed") for v in verdicts):
+        raise typer.Exit(1)
+
+
+def lineage(
+    path: str = typer.Argument(..., help="Asset."),
+    up: bool = typer.Option(False, "--up", help="Ancestors: what it is made from (the default)."),
+    down: bool = typer.Option(False, "--down", help="Dependents: what is made from it."),
+    json: bool = JSON,
+) -> None:
+    """Print an asset's ancestors or dependents as a tree."""
+    from lattice.lineage import Graph
+
+    repo = repo_from_ctx()
+    name = _names(repo, [path])[0]
+    repo.record(name)
+    graph = Graph.from_index(repo.index)
+    if down:
+        step = lambda n: sorted(set(graph.children.get(n, ())))  # noqa: E731
+    else:
+        step = lambda n: [p for p, _ in graph.parents.get(n, ())]  # noqa: E731
+
+    def tree(n: str, seen: frozenset) -> dict:
+        return {"path": n, "children": [tree(c, seen | {n}) for c in step(n) if c not in seen]}
+
+    t = tree(name, frozenset())
+    if json:
+        emit_json(t)
+        return
+
+    def show(node: dict, prefix: str = "", last: bool = True, top: bool = True) -> None:
+        echo(node["path"] if top else f"{prefix}{'└── ' if last else '├── '}{node['path']}")
+        kids = node["children"]
+        for i, c in enumerate(kids):
+            show(c, prefix if top else prefix + ("    " if last else "│   "), i == len(kids) - 1, False)
+
+    show(t)
+
+
+generators_app = typer.Typer(name="generators", help="List generators and their parameters.", invoke_without_command=True, add_completion=False)
+
+
+@generators_app.callback(invoke_without_command=True)
+def generators_list(ctx: typer.Context, json: bool = JSON) -> None:
+    """List the generators: built-in, plug-ins and the repository's commands."""
+    if ctx.invoked_subcommand:
+        return
+    reg = _registry()
+    gens = reg.all()
+    if json:
+        emit_json([_gen_json(g) for g in gens])
+    else:
+        for g in gens:
+            det = "" if g.deterministic else " (non-deterministic)"
+            echo(f"{g.id:<22} v{g.version:<4} {','.join(g.extensions):<28} {g.description}{det}")
+    for w in reg.warnings:
+        echo(f"warning: {w}", err=True)
+
+
+@generators_app.command("show")
+def generators_show(generator_id: str = typer.Argument(..., metavar="ID"), json: bool = JSON) -> None:
+    """Show one generator's parameters with defaults, ranges and help."""
+    g = _registry().get(generator_id)
+    if json:
+        emit_json(_gen_json(g))
+        return
+    echo(f"{g.id} v{g.version}: {g.description}")
+    echo(f"makes: {', '.join('.' + e for e in g.extensions)} ({', '.join(g.kinds)}); deterministic: {'yes' if g.deterministic else 'no'}; slot: {g.slot}")
+    if g.max_inputs:
+        echo(f"inputs: {g.min_inputs} to {g.max_inputs}")
+    for p in g.params:
+        rng = f" [{p.min}..{p.max}]" if p.min is not None or p.max is not None else ""
+        ch = f" one of {', '.join(p.choices)}" if p.choices else ""
+        echo(f"  {p.name:<16} {p.type:<6} default {p.default!r}{rng}{ch}  {p.help}")
+
+
+def _registry():
+    from lattice import generators
+    from lattice.errors import NotARepository
+
+    try:
+        repo = repo_from_ctx()
+        return generators.load(repo.config, repo_root=repo.root)
+    except NotARepository:
+        return generators.load(None)
+
+
+def _gen_json(g) -> dict:
+    return {
+        "id": g.id, "version": str(g.version), "kinds": list(g.kinds), "extensions": list(g.extensions),
+        "deterministic": bool(g.deterministic), "slot": g.slot, "inputs": [g.min_inputs, g.max_inputs],
+        "description": g.description,
+        "params": [
+            {"name": p.name, "type": p.type, "default": p.default, "help": p.help, "min": p.min, "max": p.max, "choices": list(p.choices)}
+            for p in g.params
+        ],
+    }
+
+
+def trust(json: bool = JSON) -> None:
+    """Approve the command generators declared in this repository's config.
+
+    A cloned project never runs its commands until you run this; changing
+    the commands asks for approval again."""
+    from lattice.trust import commands_digest, trust as do_trust
+
+    repo = repo_from_ctx()
+    do_trust(repo.root, repo.config)
+    names = sorted((repo.config.get("generators") or {}))
+    if json:
+        emit_json({"trusted": names, "digest": commands_digest(repo.config)})
+    else:
+        echo(f"trusted {len(names)} command generator(s): {', '.join(names) or 'none'}")
+
+
+def register(app: typer.Typer) -> None:
+    for fn in (gen, regen, render, verify, lineage, trust):
+        app.command()(fn)
+    app.add_typer(generators_app)

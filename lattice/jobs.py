@@ -1,0 +1,35 @@
+"""Job handlers: what a worker does with each job type of the queue.
+
+Render jobs carry one render step (see lattice.render) and the repository
+root; gc and export jobs go to their own modules, imported when such a job runs.
+Handlers open the repository once per worker process.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+RENDER_TYPES = ("image", "video", "audio", "derive", "preview", "composition", "analysis")
+
+
+@functools.lru_cache(maxsize=8)
+def _repo(root: str):
+    from lattice.repo import Repository
+
+    return Repository(Path(root))
+
+
+def render_job(ctx) -> dict[str, Any]:
+    from lattice.render import Hooks, Step, run_step
+
+    payload = ctx.job.payload
+    step = msgspec.convert(payload["step"], Step)
+    hooks = Hooks(progress=ctx.progress, env=ctx.env, on_process=ctx.on_process, timeout=ctx.timeout)
+    return msgspec.to_builtins(run_step(_repo(payload["root"]), step, hooks))
+
+
+HANDLERS = {t: render_job for t in RENDER_TYPES}

@@ -1,0 +1,244 @@
+"""From commands to jobs: `gen`, `regen` and `render` build render steps,
+submit them to the durable queue with their dependencies, and (unless
+detached) run an inline worker pool until their jobs are done."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterable
+
+import msgspec
+
+from lattice.errors import InvalidInput
+from lattice.manifest import Recipe
+from lattice.render import Outcome, Step, plan, registry
+from lattice.repo import Repository
+
+
+@dataclass
+class Submitted:
+    steps: list[Step]
+    jobs: dict[str, int] = field(default_factory=dict)  # asset → job id
+
+
+def queue_of(repo: Repository):
+    from lattice.queue import repo_queue
+
+    return repo_queue(repo.dir, repo.config)
+
+
+def job_type(step: Step) -> str:
+    if step.recipe is not None and step.recipe.inputs or step.action == "update":
+        return "derive"
+    return step.kind if step.kind in ("image", "video", "audio") else "image"
+
+
+# -- building steps ---------------------------------------------------------
+
+
+def gen_step(
+    repo: Repository,
+    name: str,
+    model: str,
+    *,
+    prompt: str = "",
+    negative_prompt: str = "",
+    seed: int | None = None,
+    params: dict | None = None,
+    inputs: Iterable[str] = (),
+) -> Step:
+    from lattice.media import extension, kind_of_extension
+    from lattice.recipe import build
+
+    gen = registry(repo).get(model)
+    recipe = build(repo, gen, name=name, params=params or {}, seed=seed, prompt=prompt, negative_prompt=negative_prompt, inputs=list(inputs))
+    record = repo.manifest.read(name)
+    if record is None:
+        _refuse_untracked_file(repo, name)
+    change = "initial" if record is None else "modified"
+    note = f"gen {name}: {model} seed {recipe.seed}"
+    return Step(name, "generate", recipe, change=change, note=note, generator=gen.id, kind=kind_of_extension(extension(name)))
+
+
+def _refuse_untracked_file(repo: Repository, name: str) -> None:
+    if os.path.lexists(repo.working_path(name)):
+        raise InvalidInput(
+            f"{name} already exists and is not tracked; generating would overwrite it",
+            hint=f"move it aside, or track it first with `lattice add {name}`",
+        )
+
+
+def regen_step(
+    repo: Repository,
+    name: str,
+    *,
+    seed: int | None = None,
+    new_seed: bool = False,
+    params: dict | None = None,
+    model: str | None = None,
+    prompt: str | None = None,
+) -> Step:
+    from lattice.recipe import draw_seed, recipe_key
+
+    record = repo.record(name)
+    old = record.current.recipe
+    if old is None:
+        raise InvalidInput(f"{name} was imported, so it has no recipe to regenerate", hint=f"make a generated version with `lattice gen {name} --model ID`")
+    if seed is not None and new_seed:
+        raise InvalidInput("--seed and --new-seed exclude each other")
+    reg = registry(repo)
+    gen = reg.get(model or old.generator)
+    if gen.id == old.generator:
+        merged = {**old.params, **(params or {})}
+    else:  # keep the old params the new generator also knows
+        known = {p.name for p in gen.params}
+        merged = {**{k: v for k, v in old.params.items() if k in known}, **(params or {})}
+    normalized = gen.normalize(merged)
+    new = msgspec.structs.replace(
+        old,
+        generator=gen.id,
+        generator_version=str(gen.version),
+        params=normalized,
+        seed=draw_seed() if new_seed else (old.seed if seed is None else seed),
+        prompt=old.prompt if prompt is None else prompt,
+        deterministic=bool(gen.deterministic),
+    )
+    gen.check_output(name.rsplit(".", 1)[-1])
+    new.key = recipe_key(new)
+    what = []
+    if new.seed != old.seed:
+        what.append(f"seed {old.seed} -> {new.seed}")
+    if new.generator != old.generator:
+        what.append(f"model {old.generator} -> {new.generator}")
+    for k in sorted(set(new.params) | set(old.params)):
+        if new.params.get(k) != old.params.get(k):
+            what.append(f"{k} {old.params.get(k)} -> {new.params.get(k)}")
+    if new.prompt != old.prompt:
+        what.append("prompt changed")
+    only_seed = all(w.startswith("seed ") for w in what)
+    change = "regenerated" if only_seed else "modified"
+    note = f"regen {name} v{len(record.versions) + 1}: " + (", ".join(what) or "same recipe")
+    return Step(name, "generate", new, change=change, note=note, generator=gen.id, kind=record.kind)
+
+
+def cascade(repo: Repository, changed: list[Step]) -> list[Step]:
+    """Update steps for everything downstream of `changed`, each depending on its parents."""
+    from lattice.lineage import Graph
+
+    graph = Graph.from_index(repo.index)
+    names = {s.name for s in changed}
+    down: dict[str, None] = {}
+    for s in changed:
+        for d in graph.descendants(s.name):
+            if d not in names:
+                down[d] = None
+    steps = []
+    involved = names | set(down)
+    for name in graph.order(down):
+        row = repo.index.get(name)
+        deps = [p for p, _ in graph.parents.get(name, ()) if p in involved]
+        steps.append(Step(name, "update", deps=deps, generator=row.generator or "", kind=row.kind))
+    return steps
+
+
+# -- running ----------------------------------------------------------------
+
+
+def submit(repo: Repository, steps: list[Step], priority: str = "normal") -> Submitted:
+    q = queue_of(repo)
+    reg = None
+    out = Submitted(steps)
+    for step in steps:
+        deps = [out.jobs[d] for d in step.deps if d in out.jobs]
+        if step.recipe is not None:
+            key = f"{step.name}:{step.recipe.key}" if step.recipe.deterministic else None
+        else:
+            key = f"{step.action}:{step.name}"
+        slot = "cpu"
+        if step.generator:
+            reg = reg or registry(repo)
+            try:
+                slot = reg.get(step.generator).slot
+            except InvalidInput:
+                pass
+        job = q.submit(
+            job_type(step),
+            {"root": str(repo.root), "step": msgspec.to_builtins(step)},
+            priority=priority,
+            deps=deps,
+            key=key,
+            slot=slot,
+            estimate_key=_estimate_key(step),
+        )
+        out.jobs[step.name] = job.id
+    return out
+
+
+def _estimate_key(step: Step) -> str:
+    r = step.recipe
+    if r is None:
+        return f"{step.generator}:{step.action}"
+    size = f"{r.params.get('width', '')}x{r.params.get('height', '')}:{r.params.get('duration', '')}"
+    return f"{r.generator}:{size}"
+
+
+def run_until_done(repo: Repository, job_ids: list[int], slots: int | None = None, on_poll: Callable[[list], None] | None = None) -> list:
+    """Run an inline worker pool until every job in `job_ids` is finished,
+    calling `on_poll(jobs)` as they progress. Returns the finished jobs."""
+    from lattice.jobs import HANDLERS
+    from lattice.worker import WorkerPool, detect_slots
+
+    q = queue_of(repo)
+    pool = WorkerPool(q, HANDLERS, detect_slots(cpu=slots), poll=0.05)
+    error: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            while True:
+                pool.run(once=True)
+                if all(j.finished for j in _jobs(q, job_ids)):
+                    return
+                time.sleep(0.05)  # our jobs wait on another worker's: look again soon
+        except BaseException as e:  # surfaced in the caller's thread
+            error.append(e)
+
+    thread = threading.Thread(target=work, name="lattice-inline-pool", daemon=True)
+    thread.start()
+    try:
+        while thread.is_alive():
+            thread.join(0.1)
+            if on_poll:
+                on_poll(_jobs(q, job_ids))
+    except KeyboardInterrupt:
+        pool.abort()
+        thread.join(10)
+        raise
+    if error:
+        raise error[0]
+    return _jobs(q, job_ids)
+
+
+def _jobs(q, ids: list[int]) -> list:
+    return [q.get(i) for i in ids]
+
+
+def outcomes(steps: list[Step], jobs: dict[str, int], finished: list) -> list[Outcome]:
+    by_id = {j.id: j for j in finished}
+    out = []
+    for step in steps:
+        job = by_id[jobs[step.name]]
+        if job.state == "succeeded" and isinstance(job.result, dict):
+            out.append(msgspec.convert(job.result, Outcome))
+        else:
+            reason = job.error or job.state
+            status = "skipped" if job.blocked_by else "failed"
+            tail = f"\n{job.stderr_tail.strip()}" if job.stderr_tail and job.stderr_tail.strip() not in reason else ""
+            out.append(Outcome(step.name, step.action, status, error=reason + tail))
+    return out
+
+
+def render_plan(repo: Repository, targets: list[str] | None = None) -> tuple[list[Step], list[Outcome]]:
+    return plan(repo, targets)

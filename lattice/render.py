@@ -1,0 +1,334 @@
+"""Rendering: turning recipes into outputs, and planning what is out of date.
+
+A step is one asset brought up to date:
+  generate     make a new version from a given recipe (`gen`, `regen`)
+  update       the asset is stale: re-make it from fresh inputs as a new version
+  remake       its output is absent from the store: re-create the recorded version
+  materialize  its output is in the store but not in the working tree
+
+Outputs are written to `.lattice/tmp`, adopted into the store, entered in the
+recipe cache, then recorded in the manifest, then copied to the working tree;
+a failing or killed generator leaves the asset at its previous version.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import msgspec
+
+from lattice.errors import GeneratorFailed, InvalidInput
+from lattice.manifest import AssetRecord, Recipe, Version, author, now_iso
+from lattice.repo import Repository
+
+ACTIONS = ("generate", "update", "remake", "materialize")
+
+
+@dataclass
+class Step:
+    name: str
+    action: str
+    recipe: Recipe | None = None  # for generate
+    change: str = ""
+    note: str = ""
+    deps: list[str] = field(default_factory=list)  # names of steps that must finish first
+    generator: str = ""
+    kind: str = ""
+
+
+@dataclass
+class Outcome:
+    name: str
+    action: str
+    status: str  # rendered, cached, materialized, failed, skipped
+    version: int | None = None
+    object: str | None = None
+    error: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class Hooks:
+    """What a job runner lends a step: progress, the slot's environment, and a
+    way to learn of child processes so a timeout or cancel can kill them."""
+
+    progress: Callable[[float, str], None] = lambda f, s: None
+    env: dict[str, str] = field(default_factory=dict)
+    on_process: Callable[[Any], None] = lambda p: None
+    timeout: float | None = None
+
+
+def registry(repo: Repository):
+    from lattice import generators
+
+    return generators.load(repo.config, repo_root=repo.root)
+
+
+# -- producing an output --------------------------------------------------
+
+
+def produce(repo: Repository, recipe: Recipe, extension: str, hooks: Hooks | None = None) -> tuple[str, bool]:
+    """The object for `recipe`: from the cache when a sound entry exists,
+    else by running its generator. Returns (object id, cached)."""
+    from lattice.generators.base import RunContext
+    from lattice.media import is_compressed
+
+    hooks = hooks or Hooks()
+    index = repo.index
+    if recipe.deterministic and recipe.key:
+        cached = index.cache_get(recipe.key)
+        if cached:
+            if repo.objects.has(cached) and repo.objects.verify(cached) is None:
+                return cached, True
+            with index:  # a cache entry pointing at a missing or damaged object is a miss
+                index.cache_drop(recipe.key)
+    gen = registry(repo).get(recipe.generator)
+    if str(gen.version) != recipe.generator_version:
+        raise GeneratorFailed(
+            f"the recipe was made with {gen.id} version {recipe.generator_version}, installed is {gen.version}",
+            hint="`lattice regen PATH` records a new version with the installed generator",
+        )
+    scratch: list[Path] = []
+    out = repo.tmp / f"out-{uuid.uuid4().hex}.{extension}"
+    try:
+        inputs = [_input_file(repo, oid, scratch) for oid in recipe.input_objects]
+        hooks.progress(0.0, "preparing")
+        gen.run(
+            RunContext(
+                params=dict(recipe.params),
+                seed=recipe.seed,
+                prompt=recipe.prompt,
+                negative_prompt=recipe.negative_prompt,
+                inputs=inputs,
+                output=out,
+                progress=hooks.progress,
+                timeout=hooks.timeout,
+                env=dict(hooks.env),
+                on_process=hooks.on_process,
+            )
+        )
+        if not out.exists() or out.stat().st_size == 0:
+            raise GeneratorFailed(f"generator {gen.id} wrote no output")
+        hooks.progress(0.98, "finalizing")
+        stored = repo.objects.put_output(out, compress=False if is_compressed(out.name) else None)
+    finally:
+        for p in (out, *scratch):
+            try:
+                os.unlink(p)
+            except FileNotFoundError:
+                pass
+    if recipe.deterministic and recipe.key:
+        with index:
+            index.cache_put(recipe.key, stored.oid, recipe.generator)
+    return stored.oid, False
+
+
+def _input_file(repo: Repository, oid: str, scratch: list[Path]) -> Path:
+    """A readable path for an input object: the stored file itself when raw,
+    else a decompressed scratch copy."""
+    path = repo.objects.locate(oid)
+    if path is None:
+        raise GeneratorFailed(f"input object {oid[:12]} is not in the store", hint="`lattice render` re-makes evicted inputs first")
+    if not path.name.endswith(".zst"):
+        return path
+    tmp = repo.tmp / f"in-{uuid.uuid4().hex}"
+    with open(tmp, "wb") as f:
+        repo.objects.copy_to(oid, f)
+    scratch.append(tmp)
+    return tmp
+
+
+# -- recording ------------------------------------------------------------
+
+
+def record_version(repo: Repository, name: str, recipe: Recipe, oid: str, change: str, note: str = "", message: str = "") -> Version:
+    """Append a version with this output to the asset (creating it)."""
+    from lattice.media import extension, kind_of_extension
+
+    media = probe_object(repo, oid, extension(name))
+    with repo.transaction(message or f"render {name}") as tx:
+        record = tx.read(name)
+        version = Version(
+            number=len(record.versions) + 1 if record else 1,
+            change=change or ("initial" if record is None else "modified"),
+            time=now_iso(),
+            author=author(),
+            object=oid,
+            size=repo.objects.content_size(oid) or 0,
+            media=media,
+            recipe=recipe,
+            note=note,
+        )
+        if record is None:
+            record = AssetRecord(path=name, kind=kind_of_extension(extension(name)), versions=[version])
+        else:
+            record.versions.append(version)
+        tx.put(record)
+    return version
+
+
+def probe_object(repo: Repository, oid: str, ext: str) -> dict:
+    """Media facts of a stored object, probed under a name with its extension."""
+    from lattice.ffmpeg import probe
+
+    link = repo.tmp / f"probe-{uuid.uuid4().hex}.{ext}"
+    src = repo.objects.locate(oid)
+    try:
+        if src.name.endswith(".zst"):
+            with open(link, "wb") as f:
+                repo.objects.copy_to(oid, f)
+        else:
+            os.symlink(src, link)
+        d = msgspec.to_builtins(probe(link))
+    finally:
+        try:
+            os.unlink(link)
+        except FileNotFoundError:
+            pass
+    d.pop("size", None)
+    d.pop("kind", None)
+    return d
+
+
+# -- steps ----------------------------------------------------------------
+
+
+def run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outcome:
+    """Carry out one step. Raises on failure (the job runner records it)."""
+    from lattice.media import extension
+    from lattice.worktree import materialize
+
+    hooks = hooks or Hooks()
+    start = time.monotonic()
+    name = step.name
+    ext = extension(name)
+    if step.action == "materialize":
+        record = repo.record(name)
+        materialize(repo, name, record.current.object, record.current.size)
+        return Outcome(name, step.action, "materialized", len(record.versions), record.current.object, seconds=time.monotonic() - start)
+    if step.action == "remake":
+        record = repo.record(name)
+        v = record.current
+        if v.recipe is None:
+            raise GeneratorFailed(f"{name}: v{v.number} was imported; its content cannot be re-made", hint="re-add the file if you still have it")
+        oid, cached = produce(repo, v.recipe, ext, hooks)
+        if oid != v.object:
+            raise GeneratorFailed(
+                f"{name}: re-made output {oid[:12]} differs from the recorded {v.object[:12]}",
+                hint=f"the generator is not reproducible here; `lattice regen {name}` records the new output as a version",
+            )
+        materialize(repo, name, oid, v.size)
+        return Outcome(name, step.action, "cached" if cached else "rendered", v.number, oid, seconds=time.monotonic() - start)
+    if step.action == "update":
+        record = repo.record(name)
+        recipe, changed = refreshed_recipe(repo, record)
+        if not changed:  # a cascade whose upstream came out the same
+            if not repo.objects.has(record.current.object):
+                return run_step(repo, Step(name, "remake"), hooks)
+            return Outcome(name, step.action, "unchanged", len(record.versions), record.current.object, seconds=time.monotonic() - start)
+        oid, cached = produce(repo, recipe, ext, hooks)
+        note = "inputs changed: " + ", ".join(changed)
+        v = record_version(repo, name, recipe, oid, "modified", note, f"render {name} v{len(record.versions) + 1}: {note}")
+        materialize(repo, name, oid, v.size)
+        return Outcome(name, step.action, "cached" if cached else "rendered", v.number, oid, seconds=time.monotonic() - start)
+    if step.action == "generate":
+        assert step.recipe is not None
+        recipe = step.recipe
+        if recipe.inputs:  # inputs may have been re-made by earlier steps of the same plan
+            recipe = _with_inputs(repo, recipe)
+        oid, cached = produce(repo, recipe, ext, hooks)
+        record = repo.manifest.read(name)
+        if record is not None and record.current.object == oid and record.current.recipe == recipe:
+            # The same recipe made the same output: nothing new to record.
+            materialize(repo, name, oid, record.current.size)
+            return Outcome(name, step.action, "unchanged", len(record.versions), oid, seconds=time.monotonic() - start)
+        v = record_version(repo, name, recipe, oid, step.change, step.note, step.note)
+        materialize(repo, name, oid, v.size)
+        return Outcome(name, step.action, "cached" if cached else "rendered", v.number, oid, seconds=time.monotonic() - start)
+    raise InvalidInput(f"unknown render action {step.action!r}")
+
+
+def refreshed_recipe(repo: Repository, record: AssetRecord) -> tuple[Recipe, list[str]]:
+    """The current recipe with its inputs' current effective objects."""
+    old = record.current.recipe
+    if old is None:
+        raise GeneratorFailed(f"{record.path} was imported; it has no recipe to re-render")
+    new = _with_inputs(repo, old)
+    changed = [n for n, a, b in zip(old.inputs, old.input_objects, new.input_objects) if a != b]
+    return new, changed
+
+
+def _with_inputs(repo: Repository, recipe: Recipe) -> Recipe:
+    from lattice.recipe import recipe_key
+
+    objects = []
+    for name in recipe.inputs:
+        row = repo.index.get(name)
+        if row is None:
+            raise GeneratorFailed(f"input {name!r} is no longer an asset")
+        objects.append(row.effective)
+    new = msgspec.structs.replace(recipe, input_objects=objects)
+    new.key = recipe_key(new)
+    return new
+
+
+# -- planning -------------------------------------------------------------
+
+
+def plan(repo: Repository, targets: list[str] | None = None) -> tuple[list[Step], list[Outcome]]:
+    """Steps that bring generated assets up to date, in dependency order, and
+    the assets skipped (a modified working file is never overwritten)."""
+    from lattice.lineage import Graph
+    from lattice.status import _clean, _hash
+
+    index = repo.index
+    rows = {r.path: r for r in index.rows()}
+    graph = Graph.from_index(index)
+    stale = graph.stale()
+    wanted = set(rows)
+    if targets:
+        for t in targets:
+            if t not in rows:
+                from lattice.errors import UnknownAsset, closest
+
+                raise UnknownAsset(f"no asset named {t!r}{closest(t, rows)}")
+        wanted = set(targets)
+        for t in targets:
+            wanted.update(graph.ancestors(t))
+    steps: dict[str, Step] = {}
+    skipped: list[Outcome] = []
+    for name in wanted:
+        row = rows[name]
+        if not row.generator:
+            continue
+        path = repo.root / name
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            st = None
+        if st is not None and not _clean(row, st) and _hash(path) != row.object:
+            skipped.append(Outcome(name, "", "skipped", error="working file was modified; `lattice add` records it, `lattice checkout` discards it"))
+            continue
+        if name in stale:
+            action = "update"
+        elif not repo.objects.has(row.object):
+            action = "remake"
+        elif st is None:
+            action = "materialize"
+        else:
+            continue
+        steps[name] = Step(name, action, generator=row.generator, kind=row.kind)
+    ordered = graph.order(steps)
+    for name in ordered:
+        steps[name].deps = [p for p, _ in graph.parents.get(name, ()) if p in steps]
+    return [steps[n] for n in ordered], skipped
+
+
+def needs_work(repo: Repository) -> bool:
+    steps, skipped = plan(repo)
+    return bool(steps or skipped)

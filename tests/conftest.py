@@ -1,0 +1,103 @@
+"""Shared fixtures: a repository built from a dict of files, and a runner for
+the real `lattice` CLI (in-process through `lattice.cli.main.run`, or as a
+subprocess where process boundaries matter)."""
+
+from __future__ import annotations
+
+import io
+import os
+import subprocess
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from lattice.repo import Repository
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(tmp_path_factory, monkeypatch):
+    # Trust approvals and authorship never leak from the developer's account.
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg")))
+    monkeypatch.setenv("LATTICE_AUTHOR", "tester")
+    monkeypatch.setenv("NO_COLOR", "1")
+
+
+def write_files(root: Path, files: dict[str, bytes | str]) -> None:
+    for name, content in files.items():
+        p = root / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        p.write_bytes(content.encode() if isinstance(content, str) else content)
+
+
+@pytest.fixture
+def tmp_repo(tmp_path):
+    """A fresh repository; `tmp_repo.gen({...})` writes files into it."""
+    repo = Repository.init(tmp_path / "proj")
+
+    def gen(files: dict[str, bytes | str]) -> Repository:
+        write_files(repo.root, files)
+        return repo
+
+    repo.gen = gen
+    return repo
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def json(self):
+        import json
+
+        return json.loads(self.out)
+
+
+def run_cli(*args: str, cwd: Path | None = None) -> Result:
+    """Run `lattice ARGS` in-process (fast) from `cwd`."""
+    from lattice.cli import common
+    from lattice.cli.main import run
+
+    err = io.StringIO()
+    old = Path.cwd()
+    saved = common.Options(**vars(common.OPTIONS))
+    os.chdir(cwd or old)
+    common.OPTIONS.cwd = Path.cwd()
+    try:
+        stdout = _Stdout()
+        with redirect_stdout(stdout), redirect_stderr(err):
+            code = run(list(args))
+    finally:
+        os.chdir(old)
+        for k, v in vars(saved).items():
+            setattr(common.OPTIONS, k, v)
+    return Result(code, stdout.bytes.getvalue().decode(errors="replace"), err.getvalue())
+
+
+class _Stdout(io.TextIOWrapper):
+    """A captured stdout with a `.buffer`, for commands that write bytes."""
+
+    def __init__(self):
+        self.bytes = io.BytesIO()
+        super().__init__(self.bytes, encoding="utf-8", write_through=True)
+
+
+def run_proc(*args: str, cwd: Path, check: bool = False, timeout: float = 120, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the installed `lattice` entry point as a real process."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "lattice", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=timeout, env={**os.environ, **(env or {})},
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"lattice {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def cli():
+    return run_cli

@@ -1,0 +1,359 @@
+"""The foundation: init, add, status, ls, show, cat, checkout, fsck — through
+the library and the CLI, including the failure paths."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import run_cli, run_proc
+from lattice.add import add
+from lattice.errors import ContentChanged, NotARepository, RepositoryCorrupt, UnsafePath
+from lattice.fsck import fsck
+from lattice.repo import Repository
+from lattice.status import status
+
+
+def states(repo):
+    return {(e.path, e.state) for e in status(repo)}
+
+
+# -- init and finding the repository ------------------------------------------
+
+
+def test_init_creates_layout_and_refuses_nesting(tmp_path):
+    r = run_cli("init", str(tmp_path / "p"), cwd=tmp_path)
+    assert r.code == 0, r.err
+    d = tmp_path / "p" / ".lattice"
+    assert (d / "format").read_text().strip() == "1"
+    assert (d / "README").exists() and (d / "config.toml").exists()
+    (tmp_path / "p" / "sub").mkdir()
+    r = run_cli("init", cwd=tmp_path / "p" / "sub")
+    assert r.code == 4 and "already inside" in r.err and "hint:" in r.err
+
+
+def test_commands_find_repository_upward_and_with_C(tmp_repo, tmp_path):
+    sub = tmp_repo.root / "a" / "b"
+    sub.mkdir(parents=True)
+    assert run_cli("status", cwd=sub).code == 0
+    assert run_cli("-C", str(tmp_repo.root), "ls", cwd=tmp_path).code == 0
+    r = run_cli("status", cwd=tmp_path)
+    assert r.code == 3 and r.err.startswith("error: not inside a lattice repository")
+
+
+def test_unknown_format_is_refused(tmp_repo):
+    (tmp_repo.dir / "format").write_text("99\n")
+    with pytest.raises(RepositoryCorrupt, match="format '99'"):
+        Repository.find(tmp_repo.root)
+    r = run_cli("status", cwd=tmp_repo.root)
+    assert r.code == 5 and "format" in r.err and "Traceback" not in r.err
+
+
+def test_version_flag():
+    r = run_cli("--version")
+    assert r.code == 0 and r.out.startswith("lattice ")
+
+
+# -- add ------------------------------------------------------------------------
+
+
+def test_add_records_versions_and_is_idempotent(tmp_repo):
+    repo = tmp_repo.gen({"notes/a.txt": "hello", "img/b.json": '{"v": "5.7.0", "w": 10, "h": 20, "fr": 30, "ip": 0, "op": 60, "layers": []}'})
+    res = add(repo, ["notes", "img"], tags=["draft"], cwd=repo.root)
+    assert sorted((r.path, r.status, r.version) for r in res) == [("img/b.json", "added", 1), ("notes/a.txt", "added", 1)]
+    assert add(repo, ["notes/a.txt"], cwd=repo.root)[0].status == "unchanged"
+    (repo.root / "notes/a.txt").write_text("hello again")
+    again = add(repo, ["notes/a.txt"], cwd=repo.root)[0]
+    assert (again.status, again.version) == ("updated", 2)
+    rec = repo.record("notes/a.txt")
+    assert [v.change for v in rec.versions] == ["imported", "edited"]
+    assert rec.tags == ["draft"]
+    lottie = repo.record("img/b.json")
+    assert lottie.kind == "vector" and lottie.current.media["width"] == 10
+
+
+def test_add_cli_messages_and_json(tmp_repo):
+    tmp_repo.gen({"x.txt": "1"})
+    r = run_cli("add", "x.txt", "--json", cwd=tmp_repo.root)
+    assert r.code == 0 and r.json[0]["status"] == "added"
+    r = run_cli("add", "x.txt", cwd=tmp_repo.root)
+    assert "unchanged" in r.out
+
+
+def test_add_never_takes_lattice_or_git(tmp_repo):
+    repo = tmp_repo.gen({".git/config": "x", "a/.hidden": "h", "a/ok.txt": "ok"})
+    res = add(repo, ["."], cwd=repo.root)
+    assert [r.path for r in res] == ["a/ok.txt"]
+    with pytest.raises(UnsafePath):
+        add(repo, [".lattice/format"], cwd=repo.root)
+    r = run_cli("add", ".git/config", cwd=repo.root)
+    assert r.code == 4 and "never tracks" in r.err
+
+
+def test_add_refuses_paths_outside_and_symlink_escapes(tmp_repo, tmp_path):
+    outside = tmp_path / "secret.txt"
+    outside.write_text("s")
+    (tmp_repo.root / "link.txt").symlink_to(outside)
+    for arg in (str(outside), "../secret.txt", "link.txt"):
+        r = run_cli("add", arg, cwd=tmp_repo.root)
+        assert r.code == 4, (arg, r.err)
+        assert r.err.count("\n") <= 2 and "Traceback" not in r.err
+    assert tmp_repo.index.count() == 0
+
+
+def test_add_missing_file_is_one_clear_error(tmp_repo):
+    r = run_cli("add", "nope.png", cwd=tmp_repo.root)
+    assert r.code == 4 and "no such file" in r.err
+
+
+def test_file_vanishing_during_add_records_nothing(tmp_repo, monkeypatch):
+    repo = tmp_repo.gen({"a.txt": "first", "b.txt": "second"})
+    from lattice.objects import ObjectStore
+
+    real = ObjectStore.put_file
+
+    def vanish_b(self, path, compress=None, durable=True):
+        if path.name == "b.txt":
+            os.unlink(path)  # deleted by someone else after add listed it
+        return real(self, path, compress, durable)
+
+    monkeypatch.setattr(ObjectStore, "put_file", vanish_b)
+    with pytest.raises(ContentChanged, match="vanished"):
+        add(repo, ["."], cwd=repo.root)
+    assert repo.index.count() == 0 and list(repo.manifest.names()) == []
+
+
+def test_put_file_detects_concurrent_modification(tmp_repo):
+    """A writer appending while the store reads: ContentChanged, no object left."""
+    repo = tmp_repo.gen({"grow.bin": os.urandom(8 << 20)})
+    path = repo.root / "grow.bin"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", f"import time\nfor i in range(400):\n    open({str(path)!r}, 'ab').write(b'x' * 65536); time.sleep(0.001)"]
+    )
+    try:
+        with pytest.raises(ContentChanged):
+            for _ in range(50):
+                repo.objects.put_file(path)
+    finally:
+        writer.wait()
+    assert repo.objects.stray_temps() == []
+
+
+def test_concurrent_adds_from_two_processes_lose_nothing(tmp_repo):
+    files = {f"a/{i}.txt": f"A{i}" for i in range(30)} | {f"b/{i}.txt": f"B{i}" for i in range(30)}
+    repo = tmp_repo.gen(files)
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "lattice", "add", d], cwd=repo.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for d in ("a", "b")
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    assert sorted(repo.index.names()) == sorted(files)
+    assert fsck(repo).ok
+
+
+def test_lock_names_live_holder_and_recovers_from_killed_one(tmp_repo):
+    from lattice.errors import LockTimeout
+    from lattice.lock import RepoLock
+
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys,time\nfrom lattice.lock import RepoLock\nl=RepoLock(sys.argv[1]); l.acquire(); print('held', flush=True); time.sleep(60)", str(tmp_repo.dir / "lock")],
+        stdout=subprocess.PIPE, text=True,
+    )
+    assert holder.stdout.readline().strip() == "held"
+    with pytest.raises(LockTimeout, match=f"pid {holder.pid}"):
+        RepoLock(tmp_repo.dir / "lock", timeout=0.2).acquire()
+    holder.kill()
+    holder.wait()
+    lock = RepoLock(tmp_repo.dir / "lock", timeout=2)
+    lock.acquire()
+    lock.release()
+
+
+# -- status ---------------------------------------------------------------------
+
+
+def test_status_new_modified_missing(tmp_repo):
+    repo = tmp_repo.gen({"a.png": b"\x89PNG fake a", "b.wav": b"RIFF fake b", "notes.txt": "not media"})
+    assert states(repo) == {("a.png", "new"), ("b.wav", "new")}
+    add(repo, ["a.png", "b.wav"], cwd=repo.root)
+    assert states(repo) == set()
+    (repo.root / "a.png").write_bytes(b"\x89PNG changed")
+    os.unlink(repo.root / "b.wav")
+    assert states(repo) == {("a.png", "modified"), ("b.wav", "missing")}
+
+
+def test_status_cli_forms(tmp_repo):
+    repo = tmp_repo.gen({"a.png": b"img"})
+    assert run_cli("status", cwd=repo.root).out == "new:       a.png\n"
+    assert run_cli("status", "--porcelain", cwd=repo.root).out == "?? a.png\n"
+    assert run_cli("status", "--json", cwd=repo.root).json == [{"path": "a.png", "state": "new"}]
+    run_cli("add", "a.png", cwd=repo.root)
+    r = run_cli("status", cwd=repo.root)
+    assert (r.code, r.out) == (0, "")
+
+
+def test_status_uses_stat_cache_and_notices_same_size_edit(tmp_repo):
+    repo = tmp_repo.gen({"a.png": b"aaaa"})
+    add(repo, ["a.png"], cwd=repo.root)
+    st = os.stat(repo.root / "a.png")
+    (repo.root / "a.png").write_bytes(b"bbbb")
+    os.utime(repo.root / "a.png", ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+    assert states(repo) == {("a.png", "modified")}
+
+
+# -- ls, show, cat, checkout ----------------------------------------------------
+
+
+def test_ls_show_cat_checkout(tmp_repo):
+    repo = tmp_repo.gen({"d/a.txt": "one"})
+    add(repo, ["d/a.txt"], cwd=repo.root)
+    (repo.root / "d/a.txt").write_text("two")
+    add(repo, ["d/a.txt"], cwd=repo.root)
+
+    ls = run_cli("ls", "--json", cwd=repo.root).json
+    assert ls[0]["path"] == "d/a.txt" and ls[0]["version"] == 2
+
+    show = run_cli("show", "d/a.txt", "--json", cwd=repo.root).json
+    assert [v["number"] for v in show["versions"]] == [1, 2]
+    assert show["versions"][0]["stored"] > 0 and show["versions"][0]["size"] == 3
+    assert "v1  imported" in run_cli("show", "d/a.txt", cwd=repo.root).out
+
+    assert run_cli("cat", "d/a.txt@v1", cwd=repo.root).out == "one"
+    assert run_cli("cat", "a.txt", cwd=repo.root / "d").out == "two"
+    r = run_cli("cat", "d/a.txt@v9", cwd=repo.root)
+    assert r.code == 4 and "v1 to v2" in r.err
+
+    (repo.root / "d/a.txt").write_text("scribble")
+    assert run_cli("checkout", "d/a.txt", cwd=repo.root).code == 0
+    assert (repo.root / "d/a.txt").read_text() == "two"
+    os.unlink(repo.root / "d/a.txt")
+    run_cli("checkout", "d/a.txt", cwd=repo.root)
+    assert (repo.root / "d/a.txt").read_text() == "two"
+    assert states(repo) == set()
+
+
+def test_unknown_asset_names_closest(tmp_repo):
+    repo = tmp_repo.gen({"sky.txt": "s"})
+    add(repo, ["sky.txt"], cwd=repo.root)
+    r = run_cli("show", "skyy.txt", cwd=repo.root)
+    assert r.code == 4 and "did you mean: sky.txt" in r.err
+
+
+def test_working_copy_edits_never_touch_store(tmp_repo):
+    repo = tmp_repo.gen({"a.txt": "original"})
+    add(repo, ["a.txt"], cwd=repo.root)
+    os.unlink(repo.root / "a.txt")
+    run_cli("checkout", "a.txt", cwd=repo.root)
+    with open(repo.root / "a.txt", "r+") as f:  # in-place edit of the materialized copy
+        f.write("XX")
+    assert fsck(repo).ok
+    assert run_cli("cat", "a.txt", cwd=repo.root).out == "original"
+
+
+# -- the object store ---------------------------------------------------------------
+
+
+def test_store_compresses_only_when_it_pays(tmp_repo):
+    store = tmp_repo.objects
+    text = store.put_bytes(b"lattice " * 10000)
+    assert text.compressed and text.stored < text.size
+    noise = store.put_bytes(os.urandom(100_000))
+    assert not noise.compressed
+    assert store.put_bytes(b"lattice " * 10000).new is False
+    with store.open(text.oid) as f:
+        assert f.read(1 << 20) == b"lattice " * 10000
+    mode = store.locate(text.oid).stat().st_mode & 0o777
+    assert mode == 0o444
+
+
+def test_crafted_object_cannot_decompress_past_declared_size(tmp_repo):
+    import zstandard
+
+    store = tmp_repo.objects
+    oid = "ab" * 32
+    bomb = zstandard.ZstdCompressor(write_content_size=False).compress(b"\0" * (4 << 20))
+    (store.dir / "ab").mkdir(parents=True, exist_ok=True)
+    (store.dir / "ab" / (oid[2:] + ".zst")).write_bytes(bomb)
+    with pytest.raises(RepositoryCorrupt, match="declares no content size"):
+        with store.open(oid):
+            pass
+    assert "declares" in store.verify(oid)
+
+
+def test_bad_object_ids_never_become_paths(tmp_repo):
+    from lattice.errors import InvalidInput
+
+    with pytest.raises(InvalidInput):
+        tmp_repo.objects.locate("../../etc/passwd")
+
+
+# -- fsck ------------------------------------------------------------------------
+
+
+def test_fsck_names_corrupted_object_and_quarantines_it(tmp_repo):
+    repo = tmp_repo.gen({"a.txt": "precious words"})
+    res = add(repo, ["a.txt"], cwd=repo.root)[0]
+    path = repo.objects.locate(res.object)
+    os.chmod(path, 0o644)
+    path.write_bytes(b"bit rot")
+    r = run_cli("fsck", cwd=repo.root)
+    assert r.code == 1 and res.object in r.out
+    r = run_cli("fsck", "--repair", "--json", cwd=repo.root)
+    data = r.json
+    assert any(p["kind"] == "object" and p["repaired"].startswith("moved to") for p in data["problems"])
+    assert (repo.dir / "quarantine" / res.object).exists()  # moved aside, never deleted
+    # The reference to the lost import stays a problem: fsck never hides data loss.
+    assert run_cli("fsck", cwd=repo.root).code == 1
+
+
+def test_truncated_manifest_named_with_line(tmp_repo):
+    repo = tmp_repo.gen({"a.txt": "x"})
+    add(repo, ["a.txt"], cwd=repo.root)
+    mf = repo.manifest.file_of("a.txt")
+    text = mf.read_text()
+    mf.write_text(text[: text.index("object") + 12])
+    r = run_cli("show", "a.txt", cwd=repo.root)
+    assert r.code == 5 and "a.txt.toml" in r.err and "line" in r.err
+    r = run_cli("fsck", cwd=repo.root)
+    assert r.code == 1 and "a.txt.toml" in r.out
+
+
+def test_fsck_repair_rebuilds_damaged_index(tmp_repo):
+    repo = tmp_repo.gen({"a.txt": "x", "b.txt": "y"})
+    add(repo, ["."], cwd=repo.root)
+    with repo.index as ix:
+        ix.remove("b.txt")
+    r = run_cli("fsck", cwd=repo.root)
+    assert r.code == 1 and "b.txt: asset is in the manifest but not in the index" in r.out
+    assert run_cli("fsck", "--repair", cwd=repo.root).code == 0
+    assert run_cli("fsck", cwd=repo.root).code == 0
+    assert sorted(repo.index.names()) == ["a.txt", "b.txt"]
+
+
+def test_fsck_repair_replaces_garbage_index_file(tmp_repo):
+    repo = tmp_repo.gen({"a.txt": "x"})
+    add(repo, ["."], cwd=repo.root)
+    repo.index.close()
+    for suffix in ("-wal", "-shm"):
+        try:
+            os.unlink(str(repo.dir / "index.db") + suffix)
+        except FileNotFoundError:
+            pass
+    (repo.dir / "index.db").write_bytes(b"garbage" * 1000)
+    r = run_proc("fsck", "--repair", cwd=repo.root)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert json.loads(run_proc("ls", "--json", cwd=repo.root).stdout)[0]["path"] == "a.txt"
+
+
+def test_errors_never_show_tracebacks_unless_debug(tmp_repo):
+    (tmp_repo.dir / "format").write_text("7\n")
+    plain = run_proc("status", cwd=tmp_repo.root)
+    assert plain.returncode == 5 and "Traceback" not in plain.stderr
+    debug = run_proc("--debug", "status", cwd=tmp_repo.root)
+    assert "Traceback" in debug.stderr
