@@ -144,7 +144,14 @@ def decode(data: bytes, path: Path) -> AssetRecord:
     try:
         record = msgspec.toml.decode(data, type=AssetRecord)
     except msgspec.DecodeError as e:
-        raise RepositoryCorrupt(f"{path}: {e}", hint="`lattice fsck` explains it; restore the file with `lattice fsck --repair` or from history") from None
+        why = str(e)
+        if "at end of document" in why:  # a truncated file: say which line it stops at
+            last = data.count(b"\n") + 1
+            why = why.replace("at end of document", f"at line {last}, the end of the file: truncated?")
+        raise RepositoryCorrupt(
+            f"{path}: {why}",
+            hint="`lattice fsck` lists damaged files; the last committed copy is in .lattice/history.git",
+        ) from None
     try:
         check_name(record.path)
     except Exception:

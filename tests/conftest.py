@@ -16,6 +16,12 @@ import pytest
 
 from lattice.repo import Repository
 
+# The fake generators in tests/plugins are found through their entry points,
+# in this process and in the worker processes tests start.
+PLUGINS = str(Path(__file__).parent / "plugins")
+sys.path.insert(0, PLUGINS)
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (PLUGINS, os.environ.get("PYTHONPATH")) if p)
+
 
 @pytest.fixture(autouse=True)
 def _isolated_env(tmp_path_factory, monkeypatch):
@@ -23,6 +29,15 @@ def _isolated_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("xdg")))
     monkeypatch.setenv("LATTICE_AUTHOR", "tester")
     monkeypatch.setenv("NO_COLOR", "1")
+
+
+@pytest.fixture
+def run_log(tmp_path, monkeypatch):
+    """A file the fake generators append to on every run: count real runs."""
+    log = tmp_path / "runs.log"
+    log.touch()
+    monkeypatch.setenv("LATTICE_TEST_LOG", str(log))
+    return lambda: [line for line in log.read_text().splitlines() if line]
 
 
 def write_files(root: Path, files: dict[str, bytes | str]) -> None:

@@ -83,8 +83,9 @@ def run(argv: list[str] | None = None) -> int:
 
     OPTIONS.debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
-        app(args=argv, prog_name="lattice", standalone_mode=False)
-        code = 0
+        # Outside standalone mode, click returns a typer.Exit's code instead of raising.
+        rv = app(args=argv, prog_name="lattice", standalone_mode=False)
+        code = rv if isinstance(rv, int) else 0
     except LatticeError as e:
         if OPTIONS.debug:
             import traceback
