@@ -77,6 +77,10 @@ class GeneratorFailed(LatticeError):
 
     exit_code = 8
 
+    def __init__(self, message: str | None = None, hint: str | None = None, stderr_tail: str = ""):
+        super().__init__(message, hint)
+        self.stderr_tail = stderr_tail  # the last lines the generator wrote to stderr
+
 
 class TrustRequired(LatticeError):
     """The repository config declares commands that have not been approved."""

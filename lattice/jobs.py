@@ -26,10 +26,18 @@ def _repo(root: str):
 def render_job(ctx) -> dict[str, Any]:
     from lattice.render import Hooks, Step, run_step
 
+    from lattice.errors import LatticeError
+
     payload = ctx.job.payload
     step = msgspec.convert(payload["step"], Step)
     hooks = Hooks(progress=ctx.progress, env=ctx.env, on_process=ctx.on_process, timeout=ctx.timeout)
-    return msgspec.to_builtins(run_step(_repo(payload["root"]), step, hooks))
+    try:
+        return msgspec.to_builtins(run_step(_repo(payload["root"]), step, hooks))
+    except LatticeError as e:
+        # The queue keeps a failure's stderr tail; a hint is the next best detail.
+        if not getattr(e, "stderr_tail", "") and e.hint:
+            e.stderr_tail = e.hint
+        raise
 
 
 HANDLERS = {t: render_job for t in RENDER_TYPES}
