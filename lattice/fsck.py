@@ -92,7 +92,7 @@ def fsck(repo: Repository, repair: bool = False) -> Report:
                     p.repaired = "removed"
                 problems.append(p)
 
-    for extra in _extra_checks(repo):
+    for extra in _extra_checks(repo, repair):
         problems.extend(extra)
     return report
 
@@ -139,13 +139,13 @@ def rebuild_index(repo: Repository, records: dict | None = None) -> None:
             index.put(record, repo.manifest.file_of(name).stat().st_mtime_ns)
 
 
-def _extra_checks(repo: Repository):
+def _extra_checks(repo: Repository, repair: bool = False):
     """Checks of parts other modules own (queue, history), when present."""
+    from lattice import history
+
+    yield [Problem("history", str(history.git_dir(repo)), m, fixed) for m, fixed in history.fsck(repo, repair)]
     queue_db = repo.dir / "queue.db"
     if queue_db.exists():
-        try:
-            from lattice.queue import JobQueue
+        from lattice.queue import check_file
 
-            yield [Problem("queue", str(queue_db), m) for m in JobQueue(queue_db).check()]
-        except LatticeError as e:
-            yield [Problem("queue", str(queue_db), e.message)]
+        yield [Problem("queue", str(queue_db), m) for m in check_file(queue_db)]

@@ -86,7 +86,13 @@ def now_iso() -> str:
 
 
 def author() -> str:
-    return os.environ.get("LATTICE_AUTHOR") or os.environ.get("USER") or "unknown"
+    import getpass
+
+    try:
+        fallback = getpass.getuser()
+    except (KeyError, OSError):
+        fallback = "unknown"
+    return os.environ.get("LATTICE_AUTHOR") or os.environ.get("USER") or fallback
 
 
 class Manifest:

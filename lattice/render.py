@@ -96,7 +96,7 @@ def produce(repo: Repository, recipe: Recipe, extension: str, hooks: Hooks | Non
     scratch: list[Path] = []
     out = repo.tmp / f"out-{uuid.uuid4().hex}.{extension}"
     try:
-        inputs = [_input_file(repo, oid, scratch) for oid in recipe.input_objects]
+        inputs = input_files(repo, recipe, scratch)
         hooks.progress(0.0, "preparing")
         gen.run(
             RunContext(
@@ -128,19 +128,26 @@ def produce(repo: Repository, recipe: Recipe, extension: str, hooks: Hooks | Non
     return stored.oid, False
 
 
-def _input_file(repo: Repository, oid: str, scratch: list[Path]) -> Path:
-    """A readable path for an input object: the stored file itself when raw,
-    else a decompressed scratch copy."""
-    path = repo.objects.locate(oid)
-    if path is None:
-        raise GeneratorFailed(f"input object {oid[:12]} is not in the store", hint="`lattice render` re-makes evicted inputs first")
-    if not path.name.endswith(".zst"):
-        return path
-    tmp = repo.tmp / f"in-{uuid.uuid4().hex}"
-    with open(tmp, "wb") as f:
-        repo.objects.copy_to(oid, f)
-    scratch.append(tmp)
-    return tmp
+def input_files(repo: Repository, recipe: Recipe, scratch: list[Path]) -> list[Path]:
+    """Readable paths for a recipe's input objects, named with their assets'
+    extensions (tools like ffmpeg pick formats by name): a symlink to the
+    stored file when raw, else a decompressed scratch copy."""
+    from lattice.media import extension
+
+    paths = []
+    for name, oid in zip(recipe.inputs, recipe.input_objects):
+        src = repo.objects.locate(oid)
+        if src is None:
+            raise GeneratorFailed(f"input {name} ({oid[:12]}) is not in the store", hint="`lattice render` re-makes evicted inputs first")
+        path = repo.tmp / f"in-{uuid.uuid4().hex}.{extension(name) or 'bin'}"
+        if src.name.endswith(".zst"):
+            with open(path, "wb") as f:
+                repo.objects.copy_to(oid, f)
+        else:
+            os.symlink(src, path)
+        scratch.append(path)
+        paths.append(path)
+    return paths
 
 
 # -- recording ------------------------------------------------------------

@@ -24,7 +24,7 @@ class Verdict:
 def verify(repo: Repository, name: str) -> Verdict:
     from lattice.generators.base import RunContext
     from lattice.media import extension
-    from lattice.render import _input_file, registry
+    from lattice.render import input_files, registry
     from lattice.status import _hash
 
     record = repo.record(name)
@@ -38,7 +38,7 @@ def verify(repo: Repository, name: str) -> Verdict:
     out = repo.tmp / f"verify-{uuid.uuid4().hex}.{extension(name)}"
     try:
         gen = registry(repo).get(recipe.generator)
-        inputs = [_input_file(repo, oid, scratch) for oid in recipe.input_objects]
+        inputs = input_files(repo, recipe, scratch)
         gen.run(
             RunContext(
                 params=dict(recipe.params), seed=recipe.seed, prompt=recipe.prompt,

@@ -1,0 +1,364 @@
+"""Workers: threads that claim jobs from the queue and run their handlers.
+
+One thread per slot (a GPU, or a CPU share). The thread that calls
+`WorkerPool.run` is the supervisor: it renews leases, flushes progress,
+enforces timeouts and notices cancellation, killing a job's child process
+group when it must. Handlers never see the queue; they get a JobContext.
+
+A handler that runs a child process should start it through `ctx.spawn` (or
+start it with `start_new_session=True` and pass it to `ctx.on_process`), so
+that a timeout or a cancel kills the child *and* everything it started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Mapping
+
+from lattice.errors import InvalidInput, LatticeError, QueueError, UsageError
+from lattice.queue import Job, JobQueue
+
+# Errors a retry cannot fix: the same input gives the same refusal.
+NOT_RETRYABLE = (InvalidInput, UsageError)
+
+
+@dataclass(frozen=True)
+class Slot:
+    kind: str  # "cpu" or "gpu"
+    index: int
+    env: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return f"{self.kind}{self.index}"
+
+
+def gpu_indices() -> list[int]:
+    """The GPUs `nvidia-smi -L` lists; none when the binary is missing or fails."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [int(m.group(1)) for m in re.finditer(r"^GPU (\d+):", out, re.MULTILINE)]
+
+
+def detect_slots(cpu: int | None = None) -> list[Slot]:
+    """One slot per GPU, then `cpu` CPU slots (default: one per core)."""
+    if cpu is not None and cpu < 0:
+        raise InvalidInput(f"--slots must be 0 or more, got {cpu}")
+    gpus = gpu_indices()
+    slots = [Slot("gpu", i, {"CUDA_VISIBLE_DEVICES": str(i)}) for i in gpus]
+    # Hide the GPUs from CPU jobs, so a CPU-slot job cannot take GPU memory
+    # that a GPU-slot job was promised.
+    cpu_env = {"CUDA_VISIBLE_DEVICES": ""} if gpus else {}
+    n = (os.cpu_count() or 1) if cpu is None else cpu
+    slots += [Slot("cpu", i, cpu_env) for i in range(n)]
+    if not slots:
+        raise InvalidInput("no worker slots: no GPU was found and --slots is 0")
+    return slots
+
+
+class JobContext:
+    """What a handler gets: the job, its slot's environment, and hooks."""
+
+    def __init__(self, job: Job, slot: Slot, run: _Run, pool: WorkerPool):
+        self.job = job
+        self.slot = slot
+        self.env: dict[str, str] = dict(slot.env)
+        self.timeout = job.timeout
+        self._run = run
+        self._pool = pool
+
+    def progress(self, fraction: float, stage: str | None = None) -> None:
+        """Report progress (0..1) and stage. Cheap to call often: writes to
+        the database are throttled."""
+        self._run.report(fraction, stage, self._pool)
+
+    def on_process(self, popen: subprocess.Popen) -> None:
+        """Register a child process, so that a timeout or cancel kills it and
+        its process group."""
+        self._run.add_process(popen)
+
+    def cancelled(self) -> bool:
+        """True once the job was cancelled, timed out or released: stop soon."""
+        return self._run.outcome is not None
+
+    def spawn(self, argv: list[str], **kwargs: Any) -> subprocess.Popen:
+        """Start `argv` in its own process group with the slot's environment,
+        registered with on_process."""
+        env = {**os.environ, **self.env, **kwargs.pop("env", {})}
+        popen = subprocess.Popen(argv, env=env, start_new_session=True, **kwargs)
+        self.on_process(popen)
+        return popen
+
+
+class _Run:
+    """One job running in one slot, as the supervisor sees it."""
+
+    def __init__(self, job: Job, worker_id: str):
+        self.job = job
+        self.worker_id = worker_id
+        self.deadline = time.monotonic() + job.timeout if job.timeout else None
+        self.last_beat = time.monotonic()
+        self.outcome: str | None = None  # "timeout" | "lost" | "released": the run is void
+        self.processes: list[subprocess.Popen] = []
+        self.pending: tuple[float, str | None] | None = None
+        self.last_report = 0.0
+        self.last_stage: str | None = None
+        self.lock = threading.Lock()
+
+    def add_process(self, popen: subprocess.Popen) -> None:
+        with self.lock:
+            self.processes.append(popen)
+            void = self.outcome is not None
+        if void:  # registered after the watchdog fired: stop it at once
+            _kill_group(popen)
+
+    def kill(self, outcome: str) -> bool:
+        """Void the run and kill its children; False if it was already void."""
+        with self.lock:
+            if self.outcome is not None:
+                return False
+            self.outcome = outcome
+            procs = list(self.processes)
+        for p in procs:
+            _kill_group(p)
+        return True
+
+    def report(self, fraction: float, stage: str | None, pool: WorkerPool) -> None:
+        now = time.monotonic()
+        with self.lock:
+            due = stage != self.last_stage or now - self.last_report >= pool.progress_interval
+            self.pending = None if due else (fraction, stage)
+            if due:
+                self.last_report, self.last_stage = now, stage
+        if due:
+            pool._quietly(pool.queue.set_progress, self.job.id, fraction, stage)
+
+    def flush(self, pool: WorkerPool) -> None:
+        with self.lock:
+            pending, self.pending = self.pending, None
+            if pending:
+                self.last_report = time.monotonic()
+        if pending:
+            pool._quietly(pool.queue.set_progress, self.job.id, *pending)
+
+
+def _kill_group(popen: subprocess.Popen) -> None:
+    """SIGKILL the child's whole process group (its grandchildren too) -- but
+    never our own group, if the child was started without a session of its own."""
+    if popen.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if os.getpgid(popen.pid) == popen.pid and popen.pid != os.getpgrp():
+            os.killpg(popen.pid, signal.SIGKILL)
+        else:
+            popen.kill()
+
+
+Handler = Callable[[JobContext], "dict | None"]
+
+
+class WorkerPool:
+    """Run jobs from `queue` with `handlers` (job type -> function) in `slots`.
+
+    `lease` is how long a claimed job stays ours without a heartbeat; a killed
+    worker's jobs return to the queue that long after it died. `poll` is how
+    long an idle slot waits before looking again. With `gpu_fallback`, CPU
+    slots also take GPU jobs when the pool has no GPU slot at all, so a
+    machine without a GPU still runs them, slowly.
+    """
+
+    def __init__(
+        self,
+        queue: JobQueue,
+        handlers: Mapping[str, Handler],
+        slots: list[Slot] | None = None,
+        *,
+        lease: float = 30.0,
+        poll: float = 0.5,
+        gpu_fallback: bool = True,
+        progress_interval: float = 0.5,
+    ):
+        self.queue = queue
+        self.handlers = dict(handlers)
+        self.slots = detect_slots() if slots is None else list(slots)
+        self.lease = lease
+        self.poll = poll
+        self.progress_interval = progress_interval
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+        has_gpu = any(s.kind == "gpu" for s in self.slots)
+        self._kinds = {"gpu": ("gpu",), "cpu": ("cpu",) if has_gpu or not gpu_fallback else ("cpu", "gpu")}
+        self._draining = threading.Event()
+        self._aborted = threading.Event()
+        self._runs: dict[str, _Run] = {}  # worker id of the slot -> its current run
+        self._runs_lock = threading.Lock()
+        self._fatal: BaseException | None = None
+        self.stats: Counter[str] = Counter()
+
+    # -- control --------------------------------------------------------------
+
+    def drain(self) -> None:
+        """Stop claiming; `run` returns when the running jobs have finished."""
+        self._draining.set()
+
+    def abort(self) -> None:
+        """Stop now: kill running jobs' processes and hand the jobs back to the
+        queue (without counting an attempt) for another worker."""
+        self._draining.set()
+        self._aborted.set()
+
+    def run(self, once: bool = False, stop: threading.Event | None = None) -> dict[str, int]:
+        """Work until drained or aborted (or, with `once`, until no job this
+        pool can run is queued). Returns counts of what happened."""
+        threads = [
+            threading.Thread(target=self._slot_loop, args=(slot, once), name=f"lattice-{slot.name}", daemon=True)
+            for slot in self.slots
+        ]
+        for t in threads:
+            t.start()
+        tick = min(0.1, self.lease / 5)
+        aborted_at = None
+        while any(t.is_alive() for t in threads):
+            if stop is not None and stop.is_set():
+                self.drain()
+            self._supervise()
+            if self._aborted.is_set():
+                aborted_at = aborted_at or time.monotonic()
+                # Handlers stuck in Python code cannot be killed; don't wait on them forever.
+                if time.monotonic() - aborted_at > 5:
+                    break
+            time.sleep(tick)
+        self._supervise()
+        if self._fatal is not None:
+            raise self._fatal
+        return dict(self.stats)
+
+    # -- supervisor -------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        """Leases, progress, timeouts, cancels and aborts, for every running job."""
+        with self._runs_lock:
+            runs = list(self._runs.values())
+        now = time.monotonic()
+        for run in runs:
+            if run.outcome is not None:
+                continue
+            job = run.job
+            if self._aborted.is_set():
+                if run.kill("released"):
+                    self._quietly(self.queue.release, job.id, worker_id=run.worker_id)
+                    self.stats["released"] += 1
+            elif run.deadline is not None and now >= run.deadline:
+                if run.kill("timeout"):
+                    self._quietly(self.queue.fail, job.id, f"timed out after {job.timeout:g} s",
+                                  worker_id=run.worker_id)
+                    self.stats["timed_out"] += 1
+            elif now - run.last_beat >= min(self.lease / 3, 1.0):
+                run.last_beat = now
+                if self._quietly(self.queue.heartbeat, job.id, run.worker_id, self.lease) is False:
+                    # Cancelled by a user, or reclaimed after we stalled: not ours any more.
+                    run.kill("lost")
+                    self.stats["lost"] += 1
+                else:
+                    run.flush(self)
+
+    def _quietly(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Queue calls from the supervisor and progress reports: a busy
+        database must not kill a job; a damaged one stops the pool."""
+        try:
+            return fn(*args, **kwargs)
+        except QueueError:
+            return None
+        except LatticeError as e:
+            self._fatal = self._fatal or e
+            self.abort()
+            return None
+
+    # -- slots ----------------------------------------------------------------
+
+    def _slot_loop(self, slot: Slot, once: bool) -> None:
+        worker_id = f"{self.id}/{slot.name}"
+        kinds = self._kinds[slot.kind]
+        types = list(self.handlers)
+        while not self._draining.is_set():
+            try:
+                job = self.queue.claim(worker_id, kinds, self.lease, types=types)
+                if job is None and once and self.queue.pending(kinds, types) == 0:
+                    return
+            except QueueError:  # database busy past its timeout: try again later
+                job = None
+            except BaseException as e:  # damaged database: nothing can run
+                self._fatal = self._fatal or e
+                self.abort()
+                return
+            if job is None:
+                self._draining.wait(self.poll)
+                continue
+            self._execute(slot, worker_id, job)
+
+    def _execute(self, slot: Slot, worker_id: str, job: Job) -> None:
+        run = _Run(job, worker_id)
+        ctx = JobContext(job, slot, run, self)
+        with self._runs_lock:
+            self._runs[worker_id] = run
+        try:
+            try:
+                result = self.handlers[job.type](ctx)
+            except BaseException as e:  # one poison job must never stop the others
+                error = e.message if isinstance(e, LatticeError) else repr(e)
+                tail = getattr(e, "stderr_tail", None) or getattr(e, "stderr", None) or ""
+                if isinstance(tail, bytes):
+                    tail = tail.decode("utf-8", "replace")
+                if run.outcome is None:
+                    retry = not isinstance(e, NOT_RETRYABLE)
+                    if self._quietly(self.queue.fail, job.id, error, str(tail), retry, worker_id=worker_id):
+                        will_retry = retry and job.attempts <= job.max_retries
+                        self.stats["retried" if will_retry else "failed"] += 1
+            else:
+                # Recorded only if still ours: a timed-out or cancelled run's result is void.
+                if run.outcome is None and self._quietly(self.queue.succeed, job.id, result, worker_id=worker_id):
+                    self.stats["succeeded"] += 1
+        finally:
+            with self._runs_lock:
+                del self._runs[worker_id]
+            for p in run.processes:  # a handler's children do not outlive its job
+                _kill_group(p)
+
+
+@contextlib.contextmanager
+def graceful_signals(pool: WorkerPool, on_signal: Callable[[str], None] | None = None) -> Iterator[None]:
+    """For the `lattice worker` command: the first SIGINT/SIGTERM drains the
+    pool (no new claims; running jobs finish), the second aborts it (running
+    jobs are killed and handed back to the queue). `on_signal("drain" |
+    "abort")` lets the CLI say so. Call from the main thread."""
+    count = 0
+
+    def handle(signum: int, frame: Any) -> None:
+        nonlocal count
+        count += 1
+        what = "drain" if count == 1 else "abort"
+        pool.drain() if count == 1 else pool.abort()
+        if on_signal is not None:
+            on_signal(what)
+
+    previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)

@@ -1,0 +1,505 @@
+"""The job queue and its workers, on a real SQLite file with real processes.
+
+One fake handler, driven by the job's payload, stands in for every job type:
+  sleep: seconds to spend (in Python, watching for cancellation)
+  log: a file to append "start ID ATTEMPT TIME PID" and "done ID TIME PID" to
+  fail_until: fail while the attempt number is below this
+  poison: always fail
+  child: a pid file; run `sh` that starts a grandchild `sleep 30`, writes its
+         pid there and waits on it (killed only by a timeout or cancel)
+Run as a script (`python tests/test_queue.py worker DB ...`) this file is
+also the worker process the multi-process tests start and kill.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from lattice.errors import InvalidInput, QueueError, RepositoryCorrupt  # noqa: E402
+from lattice.queue import JOB_TYPES, JobQueue, check_file, repo_queue  # noqa: E402
+from lattice.worker import Slot, WorkerPool, detect_slots, graceful_signals  # noqa: E402
+
+
+def fake(ctx):
+    p = ctx.job.payload
+    log = p.get("log")
+
+    def note(line: str) -> None:
+        with open(log, "a") as f:  # one short append per line: atomic across processes
+            f.write(f"{line} {time.time():.6f} {os.getpid()}\n")
+
+    if log:
+        note(f"start {ctx.job.id} {ctx.job.attempts}")
+    if p.get("poison"):
+        raise RuntimeError("poison")
+    if ctx.job.attempts < p.get("fail_until", 0):
+        raise RuntimeError(f"flaky, attempt {ctx.job.attempts}")
+    if p.get("child"):
+        proc = ctx.spawn(["sh", "-c", f"sleep 30 & echo $! > {p['child']}; wait"])
+        ctx.progress(0.5, "holding")
+        proc.wait()
+        raise RuntimeError(f"child exited with {proc.returncode}")
+    end = time.monotonic() + p.get("sleep", 0)
+    while time.monotonic() < end and not ctx.cancelled():
+        time.sleep(0.01)
+    if log:
+        note(f"done {ctx.job.id}")
+    return {"id": ctx.job.id, "env": ctx.env, "slot": ctx.slot.kind}
+
+
+HANDLERS = {t: fake for t in JOB_TYPES}
+
+
+def open_queue(tmp_path: Path, **kw) -> JobQueue:
+    return JobQueue(tmp_path / "queue.db", backoff=kw.pop("backoff", 0.05), **kw)
+
+
+def make_pool(q: JobQueue, slots: int = 2, lease: float = 2.0, **kw) -> WorkerPool:
+    return WorkerPool(q, HANDLERS, [Slot("cpu", i) for i in range(slots)], lease=lease, poll=0.02, **kw)
+
+
+def read_log(path: Path) -> list[list[str]]:
+    return [line.split() for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def start_worker(db: Path, *args: str) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, __file__, "worker", str(db), *args], env=env)
+
+
+def wait_for(condition, timeout: float = 10.0) -> None:
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "timed out waiting"
+        time.sleep(0.02)
+
+
+def process_gone(pid: int) -> bool:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status  # a zombie is dead; its parent just hasn't reaped it
+
+
+# -- order -------------------------------------------------------------------
+
+
+def test_claim_takes_priority_then_fifo_and_waits_for_deps(tmp_path):
+    q = open_queue(tmp_path)
+    a = q.submit("image", {"n": "a"}, priority="low")
+    b = q.submit("image", {"n": "b"})
+    c = q.submit("image", {"n": "c"}, priority="urgent")
+    d = q.submit("image", {"n": "d"}, deps=[a.id])
+    e = q.submit("image", {"n": "e"}, priority="batch")
+    f = q.submit("image", {"n": "f"})
+    order = []
+    while (job := q.claim("w", lease=5)) is not None:
+        order.append(job.payload["n"])
+        assert q.succeed(job.id, None, worker_id="w")
+    assert order == ["c", "b", "f", "a", "d", "e"]
+    assert q.get(d.id).deps == (a.id,)
+    assert all(j.state == "succeeded" and j.progress == 1 for j in q.list())
+    assert {c.id, e.id} <= {j.id for j in q.list(states=["succeeded"])}
+
+
+def test_dag_of_mixed_priorities_runs_in_a_valid_order(tmp_path):
+    q = open_queue(tmp_path)
+    log = tmp_path / "log"
+    rng = random.Random(7)
+    jobs = []
+    for i in range(60):
+        deps = rng.sample([j.id for j in jobs], k=min(len(jobs), rng.randint(0, 3)))
+        prio = rng.choice(["urgent", "high", "normal", "low", "batch"])
+        jobs.append(q.submit("derive", {"log": str(log), "sleep": 0.002}, priority=prio, deps=deps))
+    stats = make_pool(q, slots=3).run(once=True)
+    assert stats["succeeded"] == 60
+    started = {int(r[1]): float(r[3]) for r in read_log(log) if r[0] == "start"}
+    done = {int(r[1]): float(r[2]) for r in read_log(log) if r[0] == "done"}
+    assert len(started) == len(done) == 60
+    for job in jobs:
+        for dep in job.deps:
+            assert done[dep] <= started[job.id], f"job {job.id} started before its dependency {dep} finished"
+
+
+# -- processes ---------------------------------------------------------------
+
+
+def test_two_worker_processes_never_run_the_same_job(tmp_path):
+    q = open_queue(tmp_path)
+    log = tmp_path / "log"
+    ids = [q.submit("image", {"log": str(log), "sleep": 0.02}).id for _ in range(200)]
+    workers = [start_worker(q.path, "--slots", "2", "--once") for _ in range(2)]
+    assert [w.wait(timeout=30) for w in workers] == [0, 0]
+    lines = read_log(log)
+    runs = sorted(int(r[1]) for r in lines if r[0] == "start")
+    assert runs == ids, "every job ran exactly once"
+    assert len({r[-1] for r in lines}) == 2, "both worker processes took jobs"
+    assert q.counts()["succeeded"] == 200
+
+
+def test_a_job_of_a_killed_worker_completes_exactly_once(tmp_path):
+    q = open_queue(tmp_path)
+    log = tmp_path / "log"
+    job = q.submit("video", {"log": str(log), "sleep": 1.0})
+    first = start_worker(q.path, "--slots", "1", "--lease", "0.5")
+    wait_for(lambda: any(r[0] == "start" for r in read_log(log)))
+    first.send_signal(signal.SIGKILL)
+    first.wait()
+    assert q.get(job.id).state == "running"
+    time.sleep(0.6)  # the dead worker's lease runs out
+    second = start_worker(q.path, "--slots", "1", "--lease", "0.5", "--once")
+    assert second.wait(timeout=20) == 0
+    job = q.get(job.id)
+    assert (job.state, job.attempts) == ("succeeded", 2)
+    lines = read_log(log)
+    assert [r[0] for r in lines] == ["start", "start", "done"]
+    assert lines[1][-1] == lines[2][-1] == str(second.pid)
+
+
+def test_first_signal_drains_second_releases(tmp_path):
+    q = open_queue(tmp_path)
+    log = tmp_path / "log"
+    a = q.submit("image", {"log": str(log), "sleep": 0.8})
+    b = q.submit("image", {"log": str(log), "sleep": 0.8})
+    w = start_worker(q.path, "--slots", "1")
+    wait_for(lambda: read_log(log))
+    w.send_signal(signal.SIGTERM)
+    assert w.wait(timeout=10) == 0
+    assert q.get(a.id).state == "succeeded", "the running job finished"
+    assert q.get(b.id).state == "queued", "no new job was claimed"
+
+    w = start_worker(q.path, "--slots", "1")
+    wait_for(lambda: q.get(b.id).state == "running")
+    w.send_signal(signal.SIGINT)
+    time.sleep(0.1)
+    w.send_signal(signal.SIGINT)
+    assert w.wait(timeout=10) == 0
+    b = q.get(b.id)
+    assert (b.state, b.attempts, b.worker) == ("queued", 0, None)
+
+
+# -- timeouts, retries, failures ----------------------------------------------
+
+
+def test_timeout_kills_the_child_and_its_children(tmp_path):
+    q = open_queue(tmp_path)
+    pidfile = tmp_path / "grandchild.pid"
+    job = q.submit("image", {"child": str(pidfile)}, timeout=0.5, max_retries=0)
+    t0 = time.monotonic()
+    stats = make_pool(q, slots=1).run(once=True)
+    assert time.monotonic() - t0 < 5
+    job = q.get(job.id)
+    assert job.state == "failed" and "timed out after 0.5 s" in job.error
+    assert stats["timed_out"] == 1
+    grandchild = int(pidfile.read_text())
+    wait_for(lambda: process_gone(grandchild), timeout=3)
+
+
+def test_failures_retry_with_backoff_then_succeed(tmp_path):
+    q = open_queue(tmp_path, backoff=0.1)
+    log = tmp_path / "log"
+    job = q.submit("image", {"log": str(log), "fail_until": 3})
+    make_pool(q, slots=1).run(once=True)
+    job = q.get(job.id)
+    assert (job.state, job.attempts, job.error) == ("succeeded", 3, None)
+    starts = [float(r[3]) for r in read_log(log) if r[0] == "start"]
+    assert len(starts) == 3
+    assert starts[1] - starts[0] >= 0.1 and starts[2] - starts[1] >= 0.2, "backoff doubles"
+
+
+def test_a_poison_job_stops_at_its_retry_limit_and_others_finish(tmp_path):
+    q = open_queue(tmp_path, backoff=0.01)
+    poison = q.submit("analysis", {"poison": True}, max_retries=2)
+    others = [q.submit("analysis", {"n": i}) for i in range(10)]
+    make_pool(q, slots=2).run(once=True)
+    poison = q.get(poison.id)
+    assert (poison.state, poison.attempts) == ("failed", 3)
+    assert poison.error == "RuntimeError('poison') (gave up after 3 attempts)"
+    assert all(q.get(j.id).state == "succeeded" for j in others)
+
+
+def test_invalid_input_is_not_retried(tmp_path):
+    q = open_queue(tmp_path)
+
+    def refuse(ctx):
+        raise InvalidInput("parameter 'size' must be an int")
+
+    job = q.submit("image", {})
+    WorkerPool(q, {"image": refuse}, [Slot("cpu", 0)], poll=0.02).run(once=True)
+    job = q.get(job.id)
+    assert (job.state, job.attempts, job.error) == ("failed", 1, "parameter 'size' must be an int")
+
+
+def test_dependency_failure_propagates_and_retry_revives_the_chain(tmp_path):
+    q = open_queue(tmp_path)
+    a = q.submit("image", {"poison": True}, max_retries=0)
+    b = q.submit("derive", {}, deps=[a.id])
+    c = q.submit("export", {}, deps=[b.id])
+    d = q.submit("image", {})
+    make_pool(q).run(once=True)
+    assert q.get(b.id).error == f"dependency {a.id} failed"
+    assert q.get(c.id).error == f"dependency {b.id} failed (dependency {a.id} failed)"
+    assert q.get(c.id).state == "failed" and q.get(d.id).state == "succeeded"
+    late = q.submit("derive", {}, deps=[a.id])
+    assert (late.state, late.error) == ("failed", f"dependency {a.id} failed")
+
+    q.retry([a.id])
+    assert [q.get(j.id).state for j in (a, b, c, late)] == ["queued"] * 4
+    assert q.get(a.id).attempts == 0
+    x = q.cancel([a.id])[0]
+    assert x.state == "cancelled"
+    assert q.get(b.id).error == f"dependency {a.id} was cancelled"
+    with __import__("pytest").raises(QueueError, match="only failed or cancelled"):
+        q.retry([d.id])
+
+
+# -- cancel, dedupe, leases ----------------------------------------------------
+
+
+def test_cancel_a_queued_and_a_running_job(tmp_path):
+    q = open_queue(tmp_path)
+    log = tmp_path / "log"
+    queued = q.submit("image", {"log": str(log)}, priority="batch")
+    q.cancel([queued.id])
+    pidfile = tmp_path / "grandchild.pid"
+    running = q.submit("video", {"child": str(pidfile)})
+    stop = threading.Event()
+    pool = make_pool(q, slots=1, lease=0.6, progress_interval=0.0)
+    t = threading.Thread(target=pool.run, kwargs={"stop": stop})
+    t.start()
+    try:
+        wait_for(pidfile.exists)
+        wait_for(lambda: q.get(running.id).stage == "holding")
+        other = JobQueue(q.path)  # as another process would: `lattice queue cancel`
+        other.cancel([str(running.id)])
+        grandchild = int(pidfile.read_text())
+        wait_for(lambda: process_gone(grandchild), timeout=3)
+    finally:
+        stop.set()
+        t.join(timeout=10)
+    assert not t.is_alive()
+    assert q.get(running.id).state == "cancelled"
+    assert q.get(queued.id).state == "cancelled" and not log.exists(), "the cancelled job never ran"
+
+
+def test_the_same_key_queued_twice_runs_once(tmp_path):
+    q = open_queue(tmp_path)
+    log = tmp_path / "log"
+    first = q.submit("image", {"log": str(log)}, key="recipe:abc", priority="low")
+    second = q.submit("image", {"log": str(log)}, key="recipe:abc", priority="high")
+    assert second.id == first.id and second.priority == "high"
+    make_pool(q).run(once=True)
+    assert len(read_log(log)) == 2  # one start, one done
+    third = q.submit("image", {"log": str(log)}, key="recipe:abc")
+    assert third.id != first.id, "a finished job no longer absorbs its key"
+
+
+def test_lease_expiry_counts_an_attempt_release_does_not(tmp_path):
+    q = open_queue(tmp_path)
+    job = q.submit("image", {}, max_retries=1)
+    assert q.claim("w1", lease=0.05).id == job.id
+    time.sleep(0.1)
+    again = q.claim("w2", lease=0.05)
+    assert (again.id, again.attempts, again.worker) == (job.id, 2, "w2")
+    assert not q.succeed(job.id, {}, worker_id="w1"), "a reclaimed run's result is dropped"
+    time.sleep(0.1)
+    assert q.claim("w3") is None
+    job = q.get(job.id)
+    assert job.state == "failed" and "lease expired, after 2 attempt(s)" in job.error
+
+    other = q.submit("image", {})
+    q.claim("w", lease=10)
+    assert q.heartbeat(other.id, "w", 10) and not q.heartbeat(other.id, "intruder", 10)
+    assert q.release(other.id, worker_id="w")
+    assert (q.get(other.id).state, q.get(other.id).attempts) == ("queued", 0)
+
+
+# -- slots ---------------------------------------------------------------------
+
+
+def test_gpu_slots_come_from_nvidia_smi_and_cpu_jobs_never_take_them(tmp_path, monkeypatch):
+    fake_smi = tmp_path / "bin" / "nvidia-smi"
+    fake_smi.parent.mkdir()
+    fake_smi.write_text("#!/bin/sh\necho 'GPU 0: Fake A (UUID: GPU-1)'\necho 'GPU 1: Fake B (UUID: GPU-2)'\n")
+    fake_smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_smi.parent}:{os.environ['PATH']}")
+    slots = detect_slots(cpu=1)
+    assert [s.name for s in slots] == ["gpu0", "gpu1", "cpu0"]
+    q = open_queue(tmp_path)
+    gpu = [q.submit("image", {"sleep": 0.05}, slot="gpu") for _ in range(4)]
+    cpu = [q.submit("derive", {"sleep": 0.05}) for _ in range(4)]
+    WorkerPool(q, HANDLERS, slots, poll=0.02).run(once=True)
+    assert {q.get(j.id).result["env"]["CUDA_VISIBLE_DEVICES"] for j in gpu} == {"0", "1"}
+    assert {(q.get(j.id).result["slot"], q.get(j.id).result["env"]["CUDA_VISIBLE_DEVICES"]) for j in cpu} == {
+        ("cpu", "")
+    }
+
+
+def test_gpu_jobs_fall_back_to_cpu_slots_without_a_gpu(tmp_path):
+    q = open_queue(tmp_path)
+    job = q.submit("image", {}, slot="gpu")
+    make_pool(q, slots=1).run(once=True)
+    assert q.get(job.id).result["slot"] == "cpu"
+
+
+# -- the database ------------------------------------------------------------------
+
+
+def test_a_garbage_or_truncated_database_is_reported_as_corrupt(tmp_path):
+    import pytest
+
+    bad = tmp_path / "garbage.db"
+    bad.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(RepositoryCorrupt, match="garbage.db"):
+        JobQueue(bad)
+    assert "garbage.db" in check_file(bad)[0]
+    assert check_file(tmp_path / "absent.db") == []
+
+    q = open_queue(tmp_path)
+    for i in range(2000):
+        q.submit("image", {"n": i, "pad": "x" * 200})
+    assert q.check() == []
+    q.close()
+    data = q.path.read_bytes()
+    q.path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(RepositoryCorrupt, match="queue.db") as e:
+        broken = JobQueue(q.path)
+        broken.list(limit=None)
+        raise AssertionError(broken.check())
+    assert "fsck" in e.value.hint
+
+
+def test_type_defaults_and_config_overrides(tmp_path):
+    import pytest
+
+    q = open_queue(tmp_path)
+    image, video = q.submit("image", {}), q.submit("video", {})
+    assert (image.max_retries, image.timeout, video.max_retries, video.timeout) == (3, 300, 2, 1800)
+    q = open_queue(tmp_path, types={"image": {"retries": 5, "timeout": 0}})
+    image = q.submit("image", {})
+    assert (image.max_retries, image.timeout) == (5, None)
+    assert q.submit("image", {}, max_retries=1, timeout=9).timeout == 9
+    with pytest.raises(InvalidInput, match=r"\[queue.types.imgae\]"):
+        open_queue(tmp_path, types={"imgae": {"retries": 1}})
+    with pytest.raises(InvalidInput, match="retries"):
+        open_queue(tmp_path, types={"image": {"retries": -1}})
+
+
+def test_unknown_ids_and_bad_arguments_get_clear_errors(tmp_path):
+    import pytest
+
+    q = open_queue(tmp_path)
+    for _ in range(15):
+        q.submit("image", {})
+    with pytest.raises(QueueError, match=r"no job 21 in the queue \(did you mean: \d"):
+        q.get("21")
+    with pytest.raises(QueueError, match="from 1 to 15"):
+        q.get(900)
+    with pytest.raises(QueueError, match="job ids are numbers"):
+        q.get("abc")
+    with pytest.raises(QueueError, match="did you mean: image"):
+        q.submit("imag", {})
+    with pytest.raises(QueueError, match="no job 99"):
+        q.submit("image", {}, deps=[99])
+    with pytest.raises(QueueError, match="unknown priority"):
+        q.submit("image", {}, priority="asap")
+
+
+def test_list_wait_eta_and_clear(tmp_path):
+    import pytest
+
+    q = open_queue(tmp_path)
+    jobs = [q.submit("image", {"sleep": 0.05}, estimate_key="solid:64x64") for _ in range(3)]
+    assert [j.id for j in q.list(limit=2)] == [jobs[2].id, jobs[1].id]
+    assert q.eta(jobs[0]) is None
+    with pytest.raises(QueueError, match="timed out after 0.1 s"):
+        q.wait([j.id for j in jobs], timeout=0.1, poll=0.02)
+    make_pool(q).run(once=True)
+    done = q.wait([j.id for j in jobs], timeout=1)
+    assert [j.state for j in done] == ["succeeded"] * 3
+    fresh = q.submit("image", {}, estimate_key="solid:64x64")
+    assert 0.04 < q.eta(fresh) < 1.0
+    assert q.clear_finished() == 3
+    assert [j.id for j in q.list()] == [fresh.id]
+    assert q.counts()["queued"] == 1
+
+
+# -- the CLI ------------------------------------------------------------------------------
+
+
+def test_queue_commands_and_worker_command(tmp_path, monkeypatch):
+    import json
+    import types
+
+    from typer.testing import CliRunner
+
+    from lattice.cli import queue_cmd
+
+    repo = types.SimpleNamespace(dir=tmp_path, config={"queue": {"types": {"image": {"retries": 0}}}})
+    monkeypatch.setattr("lattice.cli.common.repo_from_ctx", lambda: repo)
+    monkeypatch.setitem(sys.modules, "lattice.jobs", types.SimpleNamespace(HANDLERS=HANDLERS))
+    q = repo_queue(repo.dir, repo.config)
+    ok = q.submit("image", {"sleep": 0.01}, estimate_key="e")
+    bad = q.submit("image", {"poison": True})
+    waiting = q.submit("export", {}, priority="low")
+    run = CliRunner().invoke
+
+    r = run(queue_cmd.queue_app, ["cancel", str(waiting.id), "--json"])
+    assert r.exit_code == 0 and json.loads(r.output)[0]["state"] == "cancelled"
+    stats = queue_cmd.worker_command(slots=1, once=True)
+    assert stats == {"succeeded": 1, "failed": 1}
+    r = run(queue_cmd.queue_app, ["ls", "--json"])
+    assert [(j["id"], j["state"]) for j in json.loads(r.output)] == [
+        (waiting.id, "cancelled"), (bad.id, "failed"), (ok.id, "succeeded")]
+    r = run(queue_cmd.queue_app, ["ls", "--state", "failed"])
+    assert "RuntimeError('poison')" in r.output and "1 shown of" in r.output
+    r = run(queue_cmd.queue_app, ["show", str(bad.id)])
+    assert "attempts:   1 of 1" in r.output
+    r = run(queue_cmd.queue_app, ["retry", str(bad.id), str(waiting.id), "--json"])
+    assert [j["state"] for j in json.loads(r.output)] == ["queued", "queued"]
+    worker = threading.Timer(0.2, make_pool(q).run, kwargs={"once": True})  # after watch has looked
+    worker.start()
+    r = run(queue_cmd.queue_app, ["watch", "--json", "--until-done", "--interval", "0.02"])
+    worker.join()
+    events = [json.loads(line) for line in r.output.splitlines()]
+    assert {e["job"]: e["state"] for e in events} == {waiting.id: "succeeded", bad.id: "failed"}
+    assert set(events[0]) == {"job", "state", "progress", "stage", "eta"}
+    r = run(queue_cmd.queue_app, ["show", "77"])
+    assert r.exit_code != 0 and "no job 77" in str(r.exception)
+    r = run(queue_cmd.queue_app, ["clear"])
+    assert isinstance(r.exception, Exception) and "--finished" in r.exception.hint
+    r = run(queue_cmd.queue_app, ["clear", "--finished", "--json"])
+    assert json.loads(r.output) == {"cleared": 3}
+
+
+# -- the worker process used above ----------------------------------------------------
+
+
+def _worker_main(argv: list[str]) -> None:
+    import argparse
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("db")
+    ap.add_argument("--slots", type=int, default=1)
+    ap.add_argument("--lease", type=float, default=2.0)
+    ap.add_argument("--once", action="store_true")
+    args = ap.parse_args(argv)
+    q = JobQueue(args.db, backoff=0.05)
+    pool = make_pool(q, slots=args.slots, lease=args.lease)
+    with graceful_signals(pool):
+        pool.run(once=args.once)
+
+
+if __name__ == "__main__" and sys.argv[1:2] == ["worker"]:
+    _worker_main(sys.argv[2:])
