@@ -192,7 +192,7 @@ class ObjectStore:
         final = self._base(oid)
         if compressed:
             final = final.with_name(final.name + ".zst")
-        final.parent.mkdir(exist_ok=True)
+        final.parent.mkdir(parents=True, exist_ok=True)
         os.chmod(tmp, 0o444)
         stored = tmp.stat().st_size
         # Two writers of the same content race harmlessly: both renames put

@@ -7,7 +7,7 @@ Layout of `.lattice/`:
     config.toml     repository config (generators, queue, gc policies)
     manifest/       one TOML file per asset: the recipes (shareable text)
     objects/        content-addressed blobs (a cache of outputs and imports)
-    index.db        SQLite index derived from manifest/ (rebuilt by fsck --repair)
+    index.db        SQLite index derived from manifest/ (rebuilt when absent, or by fsck --repair)
     queue.db        the durable job queue
     history.git/    git repository of manifest/ and config.toml
     quarantine/     damaged objects moved aside by fsck --repair
@@ -55,6 +55,43 @@ DEFAULT_CONFIG = """\
 """
 
 
+# What a project under git should keep out of git: the media store and the
+# machine-local state. manifest/, config.toml, format and history.git are the
+# shareable recipes.
+GITIGNORE_LINES = (
+    "# lattice: media and local state (re-made by `lattice render`); share the manifest and history",
+    ".lattice/objects/",
+    ".lattice/tmp/",
+    ".lattice/quarantine/",
+    ".lattice/index.db*",
+    ".lattice/queue.db*",
+    ".lattice/gc.db*",
+    ".lattice/lock",
+)
+
+
+def git_worktree(path: Path) -> Path | None:
+    """The top of the git working tree containing `path`, if any."""
+    for d in (path, *path.parents):
+        if (d / ".git").exists():
+            return d
+    return None
+
+
+def write_gitignore(top: Path) -> list[str]:
+    """Append the missing lattice lines to `top/.gitignore`; returns those added."""
+    from lattice.fsutil import atomic_write
+
+    path = top / ".gitignore"
+    text = path.read_text() if path.exists() else ""
+    have = set(text.splitlines())
+    missing = [line for line in GITIGNORE_LINES if line not in have]
+    if missing:
+        sep = "" if not text or text.endswith("\n") else "\n"
+        atomic_write(path, (text + sep + "\n".join(missing) + "\n").encode())
+    return missing
+
+
 class Repository:
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -76,6 +113,7 @@ class Repository:
 
     @classmethod
     def init(cls, root: Path) -> "Repository":
+        """Create `.lattice/` in `root`; refuses inside an existing repository."""
         from lattice.fsutil import atomic_write
 
         root = Path(root).absolute()
@@ -120,7 +158,17 @@ class Repository:
     def index(self):
         from lattice.index import Index
 
-        return Index(self.dir / "index.db")
+        path = self.dir / "index.db"
+        fresh = not path.exists()
+        index = Index(path)
+        if fresh and self.manifest.dir.is_dir() and any(self.manifest.dir.iterdir()):
+            # A clone carries the manifest but not the derived index: rebuild it.
+            self.__dict__["index"] = index
+            from lattice.fsck import rebuild_index
+
+            with self.lock:
+                rebuild_index(self)
+        return index
 
     @functools.cached_property
     def config(self) -> dict:
@@ -223,6 +271,9 @@ class Transaction:
                 encoded[name] = text
         if not encoded and not self._removed:
             return
+        from lattice import history
+
+        history.begin(repo)  # marks the manifest as ahead of history until the commit lands
         with AtomicBatch(repo.dir) as batch:
             for name, text in encoded.items():
                 batch.write(repo.manifest.file_of(name), text)
@@ -238,5 +289,6 @@ class Transaction:
             for name in self._removed:
                 index.remove(name)
         changed = sorted(set(encoded) | self._removed)
+        history.finish(repo, self.message, changed)  # last: never raises, warns instead
         for hook in repo._after_commit:
             hook(repo, self.message, changed)

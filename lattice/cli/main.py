@@ -58,11 +58,14 @@ def main(
     OPTIONS.color = not no_color
 
 
-from lattice.cli import gen_cmds, repo_cmds  # noqa: E402  (registers commands)
+from lattice.cli import gen_cmds, repo_cmds, tool_cmds  # noqa: E402  (registers commands)
 from lattice.cli.queue_cmd import queue_app, worker_command  # noqa: E402
+from lattice.cli import history_cmds  # noqa: E402
 
 repo_cmds.register(app)
 gen_cmds.register(app)
+tool_cmds.register(app)
+history_cmds.register(app)
 app.add_typer(queue_app)
 
 

@@ -13,13 +13,34 @@ from lattice.cli.common import cwd, echo, emit_json, human_size, progress_bar, r
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
 
-def init(directory: Optional[Path] = typer.Argument(None, help="Project folder (default: the current one).")) -> None:
-    """Create a `.lattice/` repository in DIR (or here)."""
-    from lattice.repo import Repository
+def init(
+    directory: Optional[Path] = typer.Argument(None, help="Project folder (default: the current one)."),
+    gitignore: bool = typer.Option(False, "--gitignore", help="Inside a git working tree, add the lines that keep the media store out of git to .gitignore."),
+) -> None:
+    """Create a `.lattice/` repository in DIR (or here).
+
+    Inside a git working tree, commit `.lattice/manifest/`, `.lattice/config.toml`,
+    `.lattice/format` and `.lattice/history.git`; keep the store and local
+    state out of git (`--gitignore` writes those lines). A teammate who clones
+    the project runs `lattice render` to re-create every output.
+    """
+    from lattice.repo import GITIGNORE_LINES, Repository, git_worktree, write_gitignore
 
     root = (cwd() / directory) if directory else cwd()
     repo = Repository.init(root)
     echo(f"Initialized empty lattice repository in {repo.dir}")
+    top = git_worktree(repo.root)
+    if top is None:
+        if gitignore:
+            echo("not inside a git working tree: no .gitignore written", err=True)
+        return
+    if gitignore:
+        added = write_gitignore(top)
+        echo(f"added {len(added)} line(s) to {top / '.gitignore'}" if added else ".gitignore already has the lattice lines")
+    else:
+        echo("This project is under git. Keep the media store out of it with these .gitignore lines (`lattice init --gitignore` writes them):")
+        for line in GITIGNORE_LINES:
+            echo(f"  {line}")
 
 
 def add(

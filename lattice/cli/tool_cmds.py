@@ -1,0 +1,107 @@
+"""Commands for working with other tools: watch, and hooks for git,
+pre-commit and CI."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import typer
+
+from lattice.cli.common import cwd, echo, emit_json, repo_from_ctx
+
+JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
+
+
+def watch(
+    debounce: int = typer.Option(400, "--debounce", help="Milliseconds of quiet that end a burst of saves."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Parallel jobs."),
+    json: bool = typer.Option(False, "--json", help="Print one JSON object per cycle."),
+) -> None:
+    """Re-render when an imported source file or the config changes (Ctrl-C stops).
+
+    An edited source is recorded as a new version (change type `edited`),
+    then everything downstream re-renders through the queue.
+    """
+    import msgspec
+
+    from lattice.cli.common import console
+    from lattice.watch import watch as do_watch
+
+    repo = repo_from_ctx()
+    out = console(stderr=True)
+    out.print(f"watching {repo.root} (Ctrl-C stops)")
+
+    def on_cycle(cycle) -> None:
+        if json:
+            emit_json(msgspec.to_builtins(cycle))
+            return
+        for name in cycle.recorded:
+            out.print(f"[bold]edited[/bold] {name}: recorded a new version")
+        if cycle.config_changed:
+            out.print("config changed: re-planning the project")
+        for o in cycle.outcomes:
+            style = "red" if o.status in ("failed", "skipped") else "green"
+            detail = f": {o.error.splitlines()[0]}" if o.error else ""
+            out.print(f"[{style}]{o.status:<12}[/{style}] {o.name}{detail}")
+
+    try:
+        do_watch(repo, on_cycle, debounce_ms=debounce, slots=jobs)
+    except KeyboardInterrupt:
+        out.print("stopped")
+
+
+hooks_app = typer.Typer(name="hooks", help="Checks for git hooks, pre-commit and CI.", no_args_is_help=True, add_completion=False)
+
+
+@hooks_app.command("check")
+def hooks_check(json: bool = JSON) -> None:
+    """Fail (exit 1) when an asset is stale, missing, modified without being
+    recorded, or has an incomplete recipe. Used by the `lattice-check` hook."""
+    from lattice.hooks import check
+
+    found = check(repo_from_ctx())
+    if json:
+        emit_json(found)
+    else:
+        for f in found:
+            echo(f"{f.problem}: {f.path}: {f.fix}", err=True)
+        if found:
+            echo(f"lattice: {len(found)} asset(s) not up to date; commit refused", err=True)
+    if found:
+        raise typer.Exit(1)
+
+
+@hooks_app.command("large-media")
+def hooks_large_media(
+    files: List[str] = typer.Argument(None, help="Files being committed (pre-commit passes the staged ones)."),
+    max_size: str = typer.Option("1M", "--max-size", help="Media larger than this must be tracked by lattice, not git."),
+    json: bool = JSON,
+) -> None:
+    """Fail (exit 1) when large media files are staged into git instead of
+    being tracked by lattice, naming the command that tracks each."""
+    from lattice.hooks import large_media, parse_size
+
+    found = large_media(repo_from_ctx(), files or [], parse_size(max_size), cwd())
+    if json:
+        emit_json(found)
+    else:
+        for f in found:
+            echo(f"{f.path}: {f.fix}", err=True)
+    if found:
+        raise typer.Exit(1)
+
+
+@hooks_app.command("install")
+def hooks_install(force: bool = typer.Option(False, "--force", help="Replace an existing pre-commit hook.")) -> None:
+    """Write a plain git pre-commit hook running `lattice hooks check` (for
+    people who do not use the pre-commit framework). Refuses to overwrite a
+    different existing hook."""
+    from lattice.hooks import install
+
+    path = install(repo_from_ctx(), force=force)
+    echo(f"installed {path}")
+
+
+def register(app: typer.Typer) -> None:
+    app.command()(watch)
+    app.add_typer(hooks_app)

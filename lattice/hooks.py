@@ -1,0 +1,136 @@
+"""Checks for git hooks and CI: is the project up to date and reproducible,
+and is large media being committed to git instead of tracked by lattice.
+
+Both read the index, so they stay fast on 10,000 assets. They are used by
+`lattice hooks check`, `lattice hooks large-media`, the pre-commit framework
+(`.pre-commit-hooks.yaml`) and the plain git hook `lattice hooks install` writes.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+from lattice.errors import Conflict, InvalidInput
+from lattice.repo import Repository
+
+DEFAULT_LARGE = 1 << 20  # 1 MiB
+HOOK_MARK = "# installed by `lattice hooks install`"
+HOOK_SCRIPT = f"""#!/bin/sh
+{HOOK_MARK}
+# Refuses a commit while lattice assets are stale, missing, modified without
+# being recorded, or have an incomplete recipe; and while large media is staged.
+lattice hooks check || exit 1
+git diff --cached --name-only --diff-filter=AM -z | xargs -0 -r lattice hooks large-media
+"""
+
+
+@dataclass
+class Finding:
+    path: str
+    problem: str  # stale, missing, evicted, modified, modified-output, incomplete-recipe, large-media
+    fix: str
+
+
+def check(repo: Repository) -> list[Finding]:
+    """Everything that makes a commit of this project not reproducible."""
+    from lattice.render import plan, registry
+    from lattice.status import status
+
+    found: list[Finding] = []
+    for e in status(repo, untracked=False):
+        fix = {
+            "modified": f"record it with `lattice add {e.path}` or discard it with `lattice checkout {e.path}`",
+            "missing": f"`lattice checkout {e.path}` (or `lattice render`)",
+            "stale": "`lattice render`",
+            "evicted": "`lattice render`",
+        }[e.state]
+        found.append(Finding(e.path, e.state, fix))
+    seen = {f.path for f in found}
+    steps, _ = plan(repo)
+    for s in steps:
+        if s.name not in seen:
+            found.append(Finding(s.name, "missing", "`lattice render`"))
+    reg = registry(repo)
+    names = set(repo.index.names())
+    for row in repo.index.rows():
+        if not row.generator:
+            continue
+        if row.generator not in reg:
+            found.append(Finding(row.path, "incomplete-recipe", f"generator {row.generator!r} is not installed here: install its plug-in"))
+        for parent, _ in repo.index.inputs_of(row.path):
+            if parent not in names:
+                found.append(Finding(row.path, "incomplete-recipe", f"input {parent!r} is not an asset: re-add it or `lattice gen` it"))
+    found.sort(key=lambda f: f.path)
+    return found
+
+
+def large_media(repo: Repository, files: Iterable[str], limit: int = DEFAULT_LARGE, cwd: Path | None = None) -> list[Finding]:
+    """Staged files that are media over `limit` bytes: they belong in lattice, not git."""
+    from lattice.media import is_media
+
+    found = []
+    base = cwd or Path.cwd()
+    for f in files:
+        path = Path(os.path.normpath(base / f))
+        try:
+            size = path.stat().st_size
+        except FileNotFoundError:
+            continue
+        if size <= limit or not is_media(path.name):
+            continue
+        try:
+            rel = path.relative_to(repo.root).as_posix()
+        except ValueError:
+            rel = str(path)
+        tracked = repo.index.get(rel) is not None
+        fix = (
+            f"it is tracked by lattice already: `git rm --cached {rel}` and add it to .gitignore"
+            if tracked
+            else f"track it with `lattice add {rel}`, then `git rm --cached {rel}` and add it to .gitignore"
+        )
+        found.append(Finding(rel, "large-media", f"{size} bytes staged into git; {fix}"))
+    return found
+
+
+def install(repo: Repository, force: bool = False) -> Path:
+    """Write a plain git pre-commit hook; never clobber a different hook."""
+    from lattice.fsutil import atomic_write
+
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--git-path", "hooks"], cwd=repo.root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        raise InvalidInput(f"{repo.root} is not inside a git working tree", hint="`git init` first; the hook runs on `git commit`") from None
+    hook = (repo.root / out / "pre-commit").resolve()
+    if hook.exists():
+        current = hook.read_text(errors="replace")
+        if current == HOOK_SCRIPT:
+            return hook
+        if not force:
+            raise Conflict(
+                f"{hook} already exists and is not lattice's",
+                hint="add `lattice hooks check` to it yourself, or use the pre-commit framework's `lattice-check` hook",
+            )
+    atomic_write(hook, HOOK_SCRIPT.encode(), mode=0o755)
+    hook.chmod(hook.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return hook
+
+
+def parse_size(text: str) -> int:
+    """`5M`, `512K`, `2G`, `1000` → bytes."""
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper().removesuffix("IB").removesuffix("B")
+    num, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "")
+    try:
+        value = float(num)
+    except ValueError:
+        raise InvalidInput(f"not a size: {text!r}", hint="use a number with an optional K, M, G or T suffix, e.g. 5M") from None
+    if value < 0:
+        raise InvalidInput(f"not a size: {text!r}", hint="sizes are not negative")
+    return int(value * units[unit])

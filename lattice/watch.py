@@ -1,0 +1,107 @@
+"""`lattice watch`: re-render when sources change.
+
+Watches the project with watchfiles (debounced: a burst of saves is one
+cycle). An imported asset whose file changed is recorded as a new version
+(change type `edited`), then everything downstream re-renders through the
+queue; a change to `.lattice/config.toml` re-plans the whole project.
+Lattice's own writes (generated outputs, temp files, `.lattice/`) never
+trigger a cycle.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable
+
+from lattice.repo import Repository
+
+
+@dataclass
+class Cycle:
+    recorded: list[str] = field(default_factory=list)  # sources recorded as edited versions
+    config_changed: bool = False
+    outcomes: list = field(default_factory=list)  # render outcomes
+
+
+def relevant(repo: Repository, changes: Iterable[tuple[object, str]]) -> tuple[list[str], bool]:
+    """(imported assets whose files changed, whether the config changed)."""
+    config = str(repo.dir / "config.toml")
+    sources, config_changed = [], False
+    for _, raw in changes:
+        if raw == config:
+            config_changed = True
+            continue
+        try:
+            name = Path(raw).relative_to(repo.root).as_posix()
+        except ValueError:
+            continue
+        if name.startswith(".lattice/") or "/." in f"/{name}":
+            continue
+        row = repo.index.get(name)
+        if row is not None and not row.generator and os.path.isfile(raw):
+            sources.append(name)
+    return sorted(set(sources)), config_changed
+
+
+def run_cycle(repo: Repository, sources: list[str], config_changed: bool, slots: int | None = None, on_poll=None) -> Cycle:
+    from lattice.add import add
+    from lattice.lineage import Graph
+    from lattice.pipeline import outcomes, run_until_done, submit
+    from lattice.render import plan
+
+    cycle = Cycle(config_changed=config_changed)
+    if sources:
+        for r in add(repo, sources, cwd=repo.root):
+            if r.status != "unchanged":
+                cycle.recorded.append(r.path)
+    if not cycle.recorded and not config_changed:
+        return cycle
+    if config_changed:
+        repo.__dict__.pop("config", None)  # re-read it
+        targets = None
+    else:
+        graph = Graph.from_index(repo.index)
+        targets = sorted({d for s in cycle.recorded for d in graph.descendants(s)})
+        if not targets:
+            return cycle
+    steps, skipped = plan(repo, targets)
+    cycle.outcomes = list(skipped)
+    if steps:
+        sub = submit(repo, steps)
+        finished = run_until_done(repo, list(sub.jobs.values()), slots=slots, on_poll=on_poll)
+        cycle.outcomes = outcomes(steps, sub.jobs, finished) + cycle.outcomes
+    return cycle
+
+
+def watch(
+    repo: Repository,
+    on_cycle: Callable[[Cycle], None],
+    stop: threading.Event | None = None,
+    debounce_ms: int = 400,
+    slots: int | None = None,
+    on_poll=None,
+    ready: threading.Event | None = None,
+) -> None:
+    """Run cycles until `stop` is set (or Ctrl-C)."""
+    import watchfiles
+
+    def keep(change, path: str) -> bool:
+        name = os.path.basename(path)
+        if path == str(repo.dir / "config.toml"):
+            return True
+        return not (name.startswith(".") or f"{os.sep}.lattice{os.sep}" in path or f"{os.sep}.git{os.sep}" in path)
+
+    watcher = watchfiles.watch(
+        repo.root, watch_filter=keep, debounce=debounce_ms, stop_event=stop, yield_on_timeout=True, rust_timeout=200
+    )
+    for changes in watcher:
+        if ready is not None:
+            ready.set()  # the watcher is running: changes from now on are seen
+        if not changes:
+            continue
+        sources, config_changed = relevant(repo, changes)
+        if sources or config_changed:
+            on_cycle(run_cycle(repo, sources, config_changed, slots=slots, on_poll=on_poll))

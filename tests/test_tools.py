@@ -1,0 +1,195 @@
+"""Working with other tools: watch, pre-commit hooks, the plain git hook,
+.gitignore advice, and the JSON contract of reporting commands."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import run_cli, run_proc
+from lattice.watch import watch
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def gen(repo, *args):
+    r = run_cli("gen", *args, cwd=repo.root)
+    assert r.code == 0, r.err
+
+
+def test_watch_rerenders_dependent_and_debounces_a_burst(tmp_repo, run_log):
+    repo = tmp_repo.gen({"src.txt": "v1"})
+    run_cli("add", "src.txt", cwd=repo.root)
+    gen(repo, "out.txt", "--model", "test.join", "--input", "src.txt", "--seed", "1")
+    runs_before = len(run_log())
+    stop, ready = threading.Event(), threading.Event()
+    cycles = []
+    t = threading.Thread(target=watch, args=(repo, cycles.append), kwargs={"stop": stop, "debounce_ms": 300, "ready": ready}, daemon=True)
+    t.start()
+    try:
+        assert ready.wait(10)
+        for i in range(5):  # a burst of saves
+            (repo.root / "src.txt").write_text(f"v{i + 2}")
+            time.sleep(0.02)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not any(c.outcomes for c in cycles):
+            time.sleep(0.1)
+        time.sleep(1.0)  # nothing else should arrive: the burst was one cycle
+    finally:
+        stop.set()
+        t.join(10)
+    assert len([c for c in cycles if c.recorded]) == 1
+    assert cycles[0].recorded == ["src.txt"]
+    assert [o.status for o in cycles[0].outcomes] == ["rendered"]
+    assert len(run_log()) == runs_before + 1
+    assert (repo.root / "out.txt").read_bytes() == b"v6#1"
+    assert [v.change for v in repo.record("src.txt").versions] == ["imported", "edited"]
+
+
+def _git(cwd, *args):
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                   env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"})
+
+
+def _precommit_config(project: Path) -> None:
+    """A local pre-commit config with the hooks exactly as this repository
+    ships them in .pre-commit-hooks.yaml, run with the installed `lattice`
+    (language: system) so no network install is needed."""
+    hooks = yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())
+    bindir = str(Path(sys.executable).parent)
+    for h in hooks:
+        h["language"] = "system"
+        h["entry"] = h["entry"].replace("lattice ", f"{bindir}/lattice ", 1)
+    (project / ".pre-commit-config.yaml").write_text(yaml.safe_dump({"repos": [{"repo": "local", "hooks": hooks}]}))
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_precommit_hooks_pass_clean_and_fail_stale(tmp_repo):
+    pre_commit = Path(sys.executable).parent / "pre-commit"
+    repo = tmp_repo.gen({"src.txt": "v1"})
+    _git(repo.root, "init", "-q")
+    run_cli("init", "--gitignore", cwd=repo.root)  # already a repo: refused, but check the gitignore writer below
+    from lattice.repo import write_gitignore
+
+    write_gitignore(repo.root)
+    run_cli("add", "src.txt", cwd=repo.root)
+    gen(repo, "out.txt", "--model", "test.join", "--input", "src.txt")
+    _precommit_config(repo.root)
+    env = {**os.environ, "PRE_COMMIT_HOME": str(repo.root.parent / "pc-home")}
+    _git(repo.root, "add", "-A")
+    ok = subprocess.run([str(pre_commit), "run", "--all-files"], cwd=repo.root, capture_output=True, text=True, env=env)
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+
+    (repo.root / "src.txt").write_text("v2")  # an edit not recorded: out.txt would be stale
+    run_cli("add", "src.txt", cwd=repo.root)
+    _git(repo.root, "add", "-A")
+    bad = subprocess.run([str(pre_commit), "run", "--all-files"], cwd=repo.root, capture_output=True, text=True, env=env)
+    assert bad.returncode == 1
+    assert "stale: out.txt" in bad.stdout + bad.stderr
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_large_media_hook_names_the_command(tmp_repo):
+    pre_commit = Path(sys.executable).parent / "pre-commit"
+    repo = tmp_repo.gen({"big.mp4": os.urandom(2 << 20), "small.png": b"tiny"})
+    _git(repo.root, "init", "-q")
+    _precommit_config(repo.root)
+    _git(repo.root, "add", "big.mp4", "small.png", ".pre-commit-config.yaml")
+    env = {**os.environ, "PRE_COMMIT_HOME": str(repo.root.parent / "pc-home")}
+    r = subprocess.run([str(pre_commit), "run", "lattice-large-media"], cwd=repo.root, capture_output=True, text=True, env=env)
+    assert r.returncode == 1
+    assert "big.mp4" in r.stdout and "lattice add big.mp4" in r.stdout and "small.png" not in r.stdout
+
+
+def test_hooks_manifest_is_valid_for_pre_commit():
+    pre_commit = Path(sys.executable).parent / "pre-commit"
+    r = subprocess.run([str(pre_commit), "validate-manifest", str(ROOT / ".pre-commit-hooks.yaml")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_hooks_install_refuses_to_clobber(tmp_repo):
+    _git(tmp_repo.root, "init", "-q")
+    r = run_cli("hooks", "install", cwd=tmp_repo.root)
+    assert r.code == 0, r.err
+    hook = tmp_repo.root / ".git" / "hooks" / "pre-commit"
+    assert "lattice hooks check" in hook.read_text() and os.access(hook, os.X_OK)
+    assert run_cli("hooks", "install", cwd=tmp_repo.root).code == 0  # idempotent
+    hook.write_text("#!/bin/sh\necho mine\n")
+    r = run_cli("hooks", "install", cwd=tmp_repo.root)
+    assert r.code == 12 and "already exists" in r.err
+    assert hook.read_text() == "#!/bin/sh\necho mine\n"
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_plain_git_hook_blocks_commit_of_stale_project(tmp_repo):
+    repo = tmp_repo.gen({"src.txt": "v1"})
+    _git(repo.root, "init", "-q")
+    run_cli("add", "src.txt", cwd=repo.root)
+    gen(repo, "out.txt", "--model", "test.join", "--input", "src.txt")
+    run_cli("hooks", "install", cwd=repo.root)
+    env_path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    (repo.root / "src.txt").write_text("v2")
+    run_cli("add", "src.txt", cwd=repo.root)
+    _git(repo.root, "add", "src.txt")
+    r = subprocess.run(["git", "commit", "-qm", "x"], cwd=repo.root, capture_output=True, text=True,
+                       env={**os.environ, "PATH": env_path, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"})
+    assert r.returncode != 0 and "stale: out.txt" in r.stderr
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_init_in_git_tree_offers_and_writes_gitignore(tmp_path):
+    _git(tmp_path, "init", "-q")
+    r = run_cli("init", "p1", cwd=tmp_path)
+    assert ".lattice/objects/" in r.out and not (tmp_path / ".gitignore").exists()
+    r = run_cli("init", "p2", "--gitignore", cwd=tmp_path)
+    assert r.code == 0
+    text = (tmp_path / ".gitignore").read_text()
+    assert ".lattice/objects/" in text and ".lattice/manifest" not in text
+
+
+def test_clone_without_index_rebuilds_it_and_render_recreates_outputs(tmp_repo, tmp_path):
+    gen(tmp_repo, "a.txt", "--model", "test.text", "--seed", "3")
+    gen(tmp_repo, "b.txt", "--model", "test.join", "--input", "a.txt")
+    clone = tmp_path / "clone"
+    clone.mkdir()
+    # What git carries: the manifest, config and format — no objects, index or outputs.
+    for part in ("manifest", "config.toml", "format", "README"):
+        src = tmp_repo.dir / part
+        (shutil.copytree if src.is_dir() else shutil.copy)(src, clone / ".lattice" / part if src.is_dir() else clone / ".lattice")
+    st = run_proc("status", "--json", cwd=clone, check=True)
+    assert {e["state"] for e in __import__("json").loads(st.stdout)} == {"evicted"}
+    run_proc("render", cwd=clone, check=True)
+    assert (clone / "b.txt").read_bytes() == (tmp_repo.root / "b.txt").read_bytes()
+    assert run_proc("render", "--check", cwd=clone).returncode == 0
+
+
+def test_reporting_commands_json_keys(tmp_repo):
+    gen(tmp_repo, "a.txt", "--model", "test.text")
+    keys = {
+        ("status", "--json"): None,
+        ("ls", "--json"): {"path", "kind", "version", "object", "size", "generator", "tags"},
+        ("show", "a.txt", "--json"): {"path", "kind", "versions", "current"},
+        ("fsck", "--json"): {"ok", "objects", "assets", "problems"},
+        ("render", "--dry-run", "--json"): {"steps", "skipped"},
+        ("verify", "--all", "--json"): {"path", "version", "status", "recorded"},
+        ("lineage", "a.txt", "--json"): {"path", "children"},
+        ("generators", "--json"): {"id", "version", "params", "deterministic"},
+        ("queue", "ls", "--json"): {"id", "type", "state", "priority", "progress", "stage"},
+        ("hooks", "check", "--json"): None,
+    }
+    for args, want in keys.items():
+        r = run_cli(*args, cwd=tmp_repo.root)
+        assert r.code == 0, (args, r.err)
+        data = r.json
+        if want:
+            item = data[0] if isinstance(data, list) else data
+            assert want <= set(item), (args, set(item))
