@@ -1,0 +1,113 @@
+"""Run one child program the way every generator must: an argv list (never a
+shell), its own process group (so a timeout or a cancel kills it and whatever
+it spawned), stdin closed, and the tail of its stderr kept for the error."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+from typing import Any, Callable
+
+from lattice.errors import GeneratorFailed
+
+STDERR_TAIL = 15
+
+
+def run_child(
+    argv: list[str],
+    *,
+    name: str,
+    timeout: float | None = None,
+    on_process: Callable[[Any], None] | None = None,
+    on_stdout_line: Callable[[str], None] | None = None,
+    cwd: str | os.PathLike | None = None,
+    env: dict[str, str] | None = None,
+    summary: str = "last",
+) -> None:
+    """Run `argv` to completion. Raises GeneratorFailed naming `name` when it
+    cannot start, times out (after killing its group) or exits non-zero; the
+    message quotes the `summary` ("first" or "last") line of its stderr, the
+    hint its last lines. ffmpeg names the cause first; a Python traceback last."""
+    import collections
+    import subprocess
+    import threading
+
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if on_stdout_line else subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            cwd=cwd,
+            env=env,
+        )
+    except OSError as e:
+        raise GeneratorFailed(f"cannot start {name}: {e.strerror or e}", hint=f"command: {argv[0]}") from None
+    if on_process is not None:
+        on_process(proc)
+
+    # stderr drains in its own thread so a chatty child never blocks on a full
+    # pipe; stdout (when wanted) is read here so callbacks run in this thread.
+    tail: collections.deque[str] = collections.deque(maxlen=STDERR_TAIL)
+    first: list[str] = []
+    drain = threading.Thread(target=_drain, args=(proc.stderr, tail, first), daemon=True)
+    drain.start()
+    timed_out = threading.Event()
+    timer = None
+    if timeout is not None:
+        timer = threading.Timer(timeout, _kill_group, args=(proc, timed_out))
+        timer.daemon = True
+        timer.start()
+    try:
+        if on_stdout_line is not None:
+            for raw in proc.stdout:
+                on_stdout_line(raw.decode("utf-8", "replace").rstrip("\r\n"))
+        rc = proc.wait()
+    except BaseException:
+        _kill_group(proc, None)
+        proc.wait()
+        raise
+    finally:
+        if timer is not None:
+            timer.cancel()
+        # A grandchild that outlived the group kill could hold stderr open;
+        # do not wait on it forever.
+        drain.join(timeout=5)
+        if proc.stdout is not None:
+            proc.stdout.close()
+    if timed_out.is_set():
+        raise GeneratorFailed(
+            f"{name} timed out after {timeout:g} s", hint="raise the timeout, or make the output smaller"
+        )
+    if rc != 0:
+        lines = list(tail)
+        status = f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
+        pick = (first[0] if summary == "first" else lines[-1]) if lines else status
+        raise GeneratorFailed(f"{name} failed ({status}): {_LOG_PREFIX.sub('', pick)}", hint="\n".join(lines) or None)
+
+
+# ffmpeg's "[libx264 @ 0x55d8...] " context prefix: noise in a one-line error.
+_LOG_PREFIX = re.compile(r"^(?:\[[^\]]* @ 0x[0-9a-f]+\] )+")
+
+
+def _drain(stream, tail, first) -> None:
+    for raw in stream:
+        line = raw.decode("utf-8", "replace").rstrip()
+        if line.strip():
+            tail.append(line)
+            if not first:
+                first.append(line)
+    stream.close()
+
+
+def _kill_group(proc, flag) -> None:
+    if flag is not None:
+        if proc.returncode is not None:  # finished just as the timer fired
+            return
+        flag.set()
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass

@@ -1,0 +1,203 @@
+"""The ffmpeg binary that imageio-ffmpeg ships: run it safely, read its
+progress, and probe what a media file holds.
+
+Every call is an argv list (never a shell), reads only local files
+(`-protocol_whitelist file`, inputs spelled `file:PATH`), and runs in its own
+process group so a timeout or a cancel kills ffmpeg and everything it spawned.
+imageio-ffmpeg ships no ffprobe, so `probe` reads the stream summary that
+`ffmpeg -i FILE` prints without decoding anything.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import msgspec
+
+
+class MediaInfo(msgspec.Struct, omit_defaults=True):
+    kind: str
+    size: int
+    width: int | None = None
+    height: int | None = None
+    duration: float | None = None  # seconds
+    fps: float | None = None
+    frames: int | None = None
+    codec: str | None = None
+    audio_codec: str | None = None
+    audio_channels: int | None = None
+    sample_rate: int | None = None
+
+
+@functools.cache
+def ffmpeg_exe() -> str:
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+def file_url(path: Path | str) -> str:
+    """`file:/abs/path`, so a name like `http:x` or `concat:a|b` stays a file."""
+    return "file:" + os.path.abspath(path)
+
+
+def _with_whitelist(args: list[str]) -> list[str]:
+    # The whitelist is a per-input option, so it goes before every -i. lavfi
+    # sources open no protocol and are unaffected by it.
+    out: list[str] = []
+    for a in args:
+        if a == "-i":
+            out += ["-protocol_whitelist", "file"]
+        out.append(a)
+    return out
+
+
+def run_ffmpeg(
+    args: list[str],
+    *,
+    progress: Callable[[float, str], None] | None = None,
+    duration: float | None = None,
+    timeout: float | None = None,
+    on_process: Callable[[Any], None] | None = None,
+    stage: str = "generating",
+) -> None:
+    """Run ffmpeg with `args` (inputs, filters, outputs). `duration` (seconds of
+    output expected) turns ffmpeg's out_time into a progress fraction."""
+    from lattice.childproc import run_child
+
+    def on_line(line: str) -> None:
+        key, _, value = line.partition("=")
+        if key == "out_time_us" and value.lstrip("-").isdigit():
+            progress(min(max(int(value) / (duration * 1e6), 0.0), 1.0), stage)
+
+    argv = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-y", "-loglevel", "error",
+            "-progress", "pipe:1", "-nostats", *_with_whitelist(args)]
+    run_child(argv, name="ffmpeg", timeout=timeout, on_process=on_process,
+              on_stdout_line=on_line if progress and duration else None, summary="first")
+
+
+# --- probe -------------------------------------------------------------------
+
+_DURATION = re.compile(r"^\s*Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)", re.M)
+_STREAM = re.compile(r"^\s*Stream #\d+:\d+\S*: (Video|Audio): (.*)$", re.M)
+_SIZE = re.compile(r"(?:^|[ ,])(\d{1,6})x(\d{1,6})(?:[ ,]|$)")
+_FPS = re.compile(r"([\d.]+)(k?) (?:fps|tbr)\b")
+_HZ = re.compile(r"(\d+) Hz")
+_LAYOUTS = {"mono": 1, "stereo": 2, "2.1": 3, "quad": 4, "4.0": 4, "5.0": 5, "5.1": 6, "6.1": 7, "7.1": 8}
+
+
+def probe(path: Path | str) -> MediaInfo:
+    """What `path` holds. Never raises for a damaged media file: what cannot
+    be read is left out, and kind comes from the extension."""
+    from lattice.media import extension, kind_of_extension
+
+    path = Path(path)
+    size = path.stat().st_size
+    ext = extension(path.name)
+    kind = kind_of_extension(ext)
+    if kind == "other" or ext == "svg":
+        return MediaInfo(kind=kind, size=size)
+    if kind == "vector":
+        return _probe_lottie(path, size)
+    return _probe_ffmpeg(path, kind, size)
+
+
+def _probe_ffmpeg(path: Path, kind: str, size: int) -> MediaInfo:
+    import subprocess
+
+    argv = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-protocol_whitelist", "file", "-i", file_url(path)]
+    try:
+        # Exits 1 ("At least one output file must be specified") after printing
+        # the stream summary; the summary is what is wanted.
+        err = subprocess.run(argv, stdin=subprocess.DEVNULL, capture_output=True, timeout=60).stderr
+    except (OSError, subprocess.TimeoutExpired):
+        return MediaInfo(kind=kind, size=size)
+    return parse_ffmpeg_info(err.decode("utf-8", "replace"), kind, size)
+
+
+def parse_ffmpeg_info(text: str, kind: str, size: int) -> MediaInfo:
+    info = MediaInfo(kind=kind, size=size)
+    m = _DURATION.search(text)
+    if m:
+        info.duration = int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3])
+    video = audio = None
+    for m in _STREAM.finditer(text):
+        # Cover art in an mp3 shows up as a video stream; it is not video.
+        if m[1] == "Video" and video is None and "(attached pic)" not in m[2]:
+            video = m[2]
+        elif m[1] == "Audio" and audio is None:
+            audio = m[2]
+    if video:
+        info.codec = video.split(",")[0].split()[0]
+        s = _SIZE.search(video)
+        if s:
+            info.width, info.height = int(s[1]), int(s[2])
+        f = _FPS.search(video)
+        if f:
+            info.fps = float(f[1]) * (1000 if f[2] else 1)
+    if audio:
+        info.audio_codec = audio.split(",")[0].split()[0]
+        hz = _HZ.search(audio)
+        if hz:
+            info.sample_rate = int(hz[1])
+        parts = [p.strip() for p in audio.split(",")]
+        for p in parts:
+            if p in _LAYOUTS:
+                info.audio_channels = _LAYOUTS[p]
+            elif p.endswith(" channels") and p.split()[0].isdigit():
+                info.audio_channels = int(p.split()[0])
+    # Refine the extension's guess by what the streams say.
+    if kind == "video" and not video and audio:
+        info.kind = "audio"
+    elif kind == "audio" and video:
+        info.kind = "video"
+    if info.kind == "audio":
+        info.fps = info.codec = info.width = info.height = None
+    elif info.kind == "image" and video:
+        still = info.codec != "gif" and not (info.codec == "webp" and info.duration)
+        if still:
+            info.frames, info.duration, info.fps = 1, None, None
+    if info.kind in ("video", "image") and info.frames is None and info.duration and info.fps:
+        info.frames = max(1, round(info.duration * info.fps))
+    return info
+
+
+def _probe_lottie(path: Path, size: int) -> MediaInfo:
+    info = MediaInfo(kind="vector", size=size)
+    try:
+        data = _lottie_json(path)
+        doc = msgspec.json.decode(data)
+    except Exception:  # not Lottie (rig/pose JSON, damaged zip): kind and size only
+        return info
+    if not isinstance(doc, dict) or not {"w", "h", "fr", "ip", "op"} <= doc.keys():
+        return info
+    try:
+        w, h, fr, ip, op = (float(doc[k]) for k in ("w", "h", "fr", "ip", "op"))
+    except (TypeError, ValueError):
+        return info
+    info.width, info.height, info.codec = int(w), int(h), "lottie"
+    if fr > 0:
+        info.fps = fr
+        info.frames = max(0, int(round(op - ip)))
+        info.duration = info.frames / fr
+    return info
+
+
+def _lottie_json(path: Path) -> bytes:
+    """The animation JSON: the file itself, or the first animation inside a
+    dotLottie zip (`.lottie` files are usually zips)."""
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head != b"PK\x03\x04":
+        return path.read_bytes()
+    import zipfile
+
+    with zipfile.ZipFile(path) as z:
+        names = sorted(n for n in z.namelist() if n.startswith("animations/") and n.endswith(".json"))
+        if not names:
+            raise ValueError("no animation in dotLottie")
+        return z.read(names[0])

@@ -1,0 +1,135 @@
+"""The generator registry: built-ins, Python plug-ins, and the repository's
+command generators, by id.
+
+Plug-ins come from the `lattice.generators` entry-point group; each entry
+loads a Generator subclass or instance. A plug-in that fails to import or is
+malformed, and a malformed command table, is skipped with a warning: one bad
+plug-in must not stop every command. On a name clash the first source wins:
+built-ins, then plug-ins, then commands.
+
+Loading runs no subprocess and imports no plug-in code beyond the entry
+points themselves; the modules here are imported only by `load`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable
+
+from lattice.errors import InvalidInput
+from lattice.generators.base import Generator
+
+ENTRY_POINT_GROUP = "lattice.generators"
+
+
+class Registry:
+    def __init__(self, generators: dict[str, Generator], warnings: list[str], skipped: dict[str, str]):
+        self._by_id = generators
+        self.warnings = warnings
+        self._skipped = skipped  # id -> why it was skipped, for a better error
+
+    def get(self, gen_id: str) -> Generator:
+        try:
+            return self._by_id[gen_id]
+        except KeyError:
+            pass
+        if gen_id in self._skipped:
+            raise InvalidInput(f"generator {gen_id!r} could not be loaded: {self._skipped[gen_id]}",
+                               hint="`lattice generators` lists what loaded, with warnings")
+        raise InvalidInput(
+            f"unknown generator {gen_id!r}" + _closest(gen_id, self._by_id),
+            hint="`lattice generators` lists them",
+        )
+
+    def all(self) -> list[Generator]:
+        return [self._by_id[k] for k in sorted(self._by_id)]
+
+    def __contains__(self, gen_id: str) -> bool:
+        return gen_id in self._by_id
+
+    def __len__(self) -> int:
+        return len(self._by_id)
+
+
+def _closest(name: str, names: Iterable[str]) -> str:
+    from lattice.errors import closest
+
+    return closest(name, names)
+
+
+def builtins() -> list[Generator]:
+    from lattice.generators.derive import DERIVATIONS
+    from lattice.generators.sources import SOURCES
+
+    return [cls() for cls in (*SOURCES, *DERIVATIONS)]
+
+
+def entry_points() -> list[Any]:
+    """The installed plug-ins' entry points (tests replace this)."""
+    from importlib.metadata import entry_points as eps
+
+    return list(eps(group=ENTRY_POINT_GROUP))
+
+
+def load(config: dict | None = None, *, repo_root: Path | None = None) -> Registry:
+    """Every generator available here. `repo_root` lets command generators
+    check the user's approval when they run; without it they refuse to run."""
+    gens: dict[str, Generator] = {g.id: g for g in builtins()}
+    warnings: list[str] = []
+    skipped: dict[str, str] = {}
+
+    for ep in entry_points():
+        name = getattr(ep, "name", "?")
+        try:
+            gen = _instantiate(ep.load())
+            _check_shape(gen)
+        except Exception as e:  # a plug-in's import can raise anything
+            why = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            warnings.append(f"plug-in {name!r} ({getattr(ep, 'value', '?')}) skipped: {why}")
+            skipped[name] = why
+            continue
+        if gen.id in gens:
+            warnings.append(f"plug-in {name!r} skipped: generator id {gen.id!r} is already taken")
+            continue
+        gens[gen.id] = gen
+
+    table = (config or {}).get("generators") or {}
+    if not isinstance(table, dict):
+        warnings.append("config [generators] is not a table; no command generators loaded")
+        table = {}
+    if table:
+        from lattice.generators.command import RESERVED_PREFIX, CommandGenerator
+
+        for name, spec in table.items():
+            if name in gens or name.startswith(RESERVED_PREFIX):
+                why = f"the name {name!r} is taken by a built-in or plug-in (or reserved); rename it"
+                warnings.append(f"command generator {name!r} skipped: {why}")
+                continue
+            try:
+                gens[name] = CommandGenerator(name, spec, config=config, repo_root=repo_root)
+            except InvalidInput as e:
+                warnings.append(e.message)
+                skipped[name] = e.message
+    return Registry(gens, warnings, skipped)
+
+
+def _instantiate(obj: Any) -> Generator:
+    if isinstance(obj, type) and issubclass(obj, Generator):
+        return obj()
+    if isinstance(obj, Generator):
+        return obj
+    raise TypeError(f"{obj!r} is not a lattice Generator subclass or instance")
+
+
+def _check_shape(gen: Generator) -> None:
+    """Refuse a plug-in that would break callers later, with a reason now."""
+    if not isinstance(gen.id, str) or not gen.id:
+        raise ValueError("it has no id")
+    if not gen.extensions or not all(isinstance(e, str) for e in gen.extensions):
+        raise ValueError(f"{gen.id}: extensions must be a non-empty tuple of strings")
+    if type(gen).run is Generator.run:
+        raise ValueError(f"{gen.id}: it does not implement run()")
+    if not 0 <= gen.min_inputs <= gen.max_inputs:
+        raise ValueError(f"{gen.id}: min_inputs/max_inputs out of order")
+    if gen.slot not in ("cpu", "gpu"):
+        raise ValueError(f"{gen.id}: slot must be 'cpu' or 'gpu'")

@@ -1,0 +1,130 @@
+"""The trust gate for command generators (compare git's safe.directory).
+
+A repository's config can declare programs to run. A cloned or shared project
+must not run them until this user has read and approved them, so approvals
+live outside every repository, in the user's own config:
+
+    $XDG_CONFIG_HOME/lattice/trusted.toml   (default ~/.config/lattice/)
+
+    [repos]
+    "/real/path/of/project" = "<BLAKE3 of the canonical generators table>"
+
+An approval names the exact commands it approved: any change to the
+`[generators]` table changes the digest and needs a new `lattice trust`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from lattice.errors import InvalidInput
+
+
+def trust_file() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME", "")
+    # The XDG spec says a relative value is to be ignored.
+    root = Path(base) if os.path.isabs(base) else Path.home() / ".config"
+    return root / "lattice" / "trusted.toml"
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready form of a parsed TOML value (tomlkit items unwrap)."""
+    if hasattr(value, "unwrap"):
+        value = value.unwrap()
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)  # dates and times
+
+
+def commands_digest(config: dict) -> str:
+    """BLAKE3 of the canonical JSON of the config's `generators` table."""
+    import blake3
+
+    table = _plain((config or {}).get("generators") or {})
+    canon = json.dumps(table, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return blake3.blake3(canon.encode()).hexdigest()
+
+
+def _key(repo_root: Path) -> str:
+    return os.path.realpath(repo_root)
+
+
+def _read() -> dict[str, str]:
+    import tomllib
+
+    path = trust_file()
+    try:
+        with open(path, "rb") as f:
+            repos = tomllib.load(f).get("repos", {})
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise InvalidInput(f"cannot read {path}: {e}", hint="fix the file, or delete it to start over") from None
+    return {k: v for k, v in repos.items() if isinstance(v, str)} if isinstance(repos, dict) else {}
+
+
+def _write(repos: dict[str, str]) -> None:
+    import tomlkit
+
+    from lattice.fsutil import atomic_write
+
+    doc = tomlkit.document()
+    doc.add(tomlkit.comment("Repositories whose command generators you approved (`lattice trust`)."))
+    doc["repos"] = dict(sorted(repos.items()))
+    atomic_write(trust_file(), tomlkit.dumps(doc).encode(), mode=0o600)
+
+
+def needs_trust(config: dict) -> bool:
+    return bool((config or {}).get("generators"))
+
+
+def is_trusted(repo_root: Path, config: dict) -> bool:
+    """True when the config declares no commands, or this user approved
+    exactly these commands for this repository."""
+    if not needs_trust(config):
+        return True
+    try:
+        approved = _read().get(_key(repo_root))
+    except InvalidInput:
+        return False  # an unreadable approvals file approves nothing
+    return approved == commands_digest(config)
+
+
+@contextlib.contextmanager
+def _locked():
+    """Serialize read-modify-write so two `lattice trust` runs lose nothing."""
+    import fcntl
+
+    lock = trust_file().with_suffix(".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def trust(repo_root: Path, config: dict) -> str:
+    """Approve the config's commands for `repo_root`; returns the digest."""
+    digest = commands_digest(config)
+    with _locked():
+        repos = _read()
+        repos[_key(repo_root)] = digest
+        _write(repos)
+    return digest
+
+
+def untrust(repo_root: Path) -> bool:
+    """Withdraw an approval; True if there was one."""
+    with _locked():
+        repos = _read()
+        if repos.pop(_key(repo_root), None) is None:
+            return False
+        _write(repos)
+    return True

@@ -1,0 +1,523 @@
+"""Built-in generators against the real ffmpeg (tiny sizes), the registry,
+command generators and their trust gate."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import blake3
+import pytest
+
+from lattice import generators, trust
+from lattice.errors import GeneratorFailed, InvalidInput, TrustRequired
+from lattice.ffmpeg import probe
+from lattice.generators.base import Generator, RunContext
+
+TINY = {"width": 32, "height": 24, "duration": 0.2}
+SOURCES = ["ffmpeg.mandelbrot", "ffmpeg.life", "ffmpeg.cellauto", "ffmpeg.gradients",
+           "ffmpeg.sierpinski", "ffmpeg.testsrc"]
+
+
+def make(gen_id, output: Path, params=None, seed=0, inputs=(), registry=None, **ctx):
+    """Run a generator the way a job does: check, normalize, run."""
+    gen = (registry or generators.load()).get(gen_id)
+    gen.check_output(output.suffix)
+    gen.check_inputs(len(inputs))
+    gen.run(RunContext(params=gen.normalize(params or {}), seed=seed, prompt=ctx.pop("prompt", ""),
+                       negative_prompt="", inputs=list(inputs), output=output, **ctx))
+    return output
+
+
+def digest(path: Path) -> str:
+    return blake3.blake3(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory):
+    """A few inputs for the derivations, made by the sources themselves."""
+    d = tmp_path_factory.mktemp("clips")
+    make("ffmpeg.testsrc", d / "a.mp4", TINY)
+    make("ffmpeg.life", d / "b.webm", {**TINY, "width": 40, "height": 30}, seed=3)
+    make("ffmpeg.testsrc", d / "still.png", TINY)
+    make("ffmpeg.sine", d / "tone.wav", {"duration": 0.2})
+    return d
+
+
+# -- sources ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gen_id", SOURCES)
+@pytest.mark.parametrize("ext", ["png", "mp4"])
+def test_video_sources_make_the_requested_size(gen_id, ext, tmp_path):
+    params = {**TINY, "maxiter": 100} if gen_id == "ffmpeg.mandelbrot" else TINY
+    seen = []
+    out = make(gen_id, tmp_path / f"x.{ext}", params, progress=lambda f, s: seen.append(s))
+    info = probe(out)
+    assert (info.width, info.height) == (32, 24)
+    if ext == "mp4":
+        assert (info.kind, info.codec, info.frames) == ("video", "h264", 5)
+        assert info.duration == pytest.approx(0.2, abs=0.05)
+    else:
+        assert (info.kind, info.frames) == ("image", 1)
+    assert seen[0] == "preparing" and seen[-1] == "finalizing"
+
+
+@pytest.mark.parametrize("gen_id", ["ffmpeg.sine", "ffmpeg.noise"])
+@pytest.mark.parametrize("ext", ["wav", "mp3", "flac", "ogg"])
+def test_audio_sources(gen_id, ext, tmp_path):
+    info = probe(make(gen_id, tmp_path / f"x.{ext}", {"duration": 0.3, "sample_rate": 22050}))
+    assert (info.kind, info.sample_rate) == ("audio", 22050)
+    assert info.duration == pytest.approx(0.3, abs=0.06)
+
+
+@pytest.mark.parametrize("ext,codec", [("jpg", "mjpeg"), ("webp", "webp"), ("webm", "vp9"), ("gif", "gif")])
+def test_other_formats(ext, codec, tmp_path):
+    info = probe(make("ffmpeg.gradients", tmp_path / f"x.{ext}", TINY))
+    assert (info.codec, info.width, info.height) == (codec, 32, 24)
+
+
+@pytest.mark.parametrize("ext", ["png", "jpg", "webp", "mp4", "webm", "gif", "wav", "mp3", "flac", "ogg"])
+def test_same_recipe_same_bytes(ext, tmp_path):
+    gen_id = "ffmpeg.noise" if ext in ("wav", "mp3", "flac", "ogg") else "ffmpeg.gradients"
+    params = {"duration": 0.2} if gen_id == "ffmpeg.noise" else TINY
+    # Different directories and names: nothing about the path may leak in.
+    a = make(gen_id, tmp_path / "one" / f"a.{ext}", params, seed=5)
+    b = make(gen_id, tmp_path / "two" / f"other-name.{ext}", params, seed=5)
+    assert digest(a) == digest(b)
+
+
+@pytest.mark.parametrize("gen_id,ext", [("ffmpeg.life", "png"), ("ffmpeg.cellauto", "png"),
+                                        ("ffmpeg.gradients", "png"), ("ffmpeg.sierpinski", "mp4"),
+                                        ("ffmpeg.noise", "wav")])
+def test_seed_changes_output_where_there_is_randomness(gen_id, ext, tmp_path):
+    params = {"duration": 0.2} if ext == "wav" else TINY
+    one = digest(make(gen_id, tmp_path / f"1.{ext}", params, seed=1))
+    again = digest(make(gen_id, tmp_path / f"1b.{ext}", params, seed=1))
+    two = digest(make(gen_id, tmp_path / f"2.{ext}", params, seed=2))
+    big = digest(make(gen_id, tmp_path / f"3.{ext}", params, seed=2**40 + 1))  # folded into lavfi's range
+    assert one == again != two
+    assert big == one
+
+
+@pytest.mark.parametrize("gen_id,ext", [("ffmpeg.mandelbrot", "png"), ("ffmpeg.testsrc", "png"), ("ffmpeg.sine", "wav")])
+def test_seed_does_not_matter_without_randomness(gen_id, ext, tmp_path):
+    params = {"duration": 0.2} if ext == "wav" else {**TINY, "maxiter": 50} if "mandel" in gen_id else TINY
+    assert digest(make(gen_id, tmp_path / f"1.{ext}", params, seed=1)) == digest(
+        make(gen_id, tmp_path / f"2.{ext}", params, seed=2))
+
+
+def test_source_params_change_output(tmp_path):
+    a = make("ffmpeg.life", tmp_path / "a.png", {**TINY, "ratio": 0.2}, seed=1)
+    b = make("ffmpeg.life", tmp_path / "b.png", {**TINY, "ratio": 0.8}, seed=1)
+    c = make("ffmpeg.sine", tmp_path / "c.wav", {"duration": 0.2, "frequency": 220})
+    d = make("ffmpeg.sine", tmp_path / "d.wav", {"duration": 0.2, "frequency": 880})
+    assert digest(a) != digest(b) and digest(c) != digest(d)
+
+
+# -- parameter and request validation --------------------------------------
+
+
+def test_unknown_param(tmp_path):
+    with pytest.raises(InvalidInput, match="has no parameter 'colour'"):
+        make("ffmpeg.life", tmp_path / "x.png", {"colour": "red"})
+
+
+@pytest.mark.parametrize("params,match", [
+    ({"width": "wide"}, "must be of type int"),
+    ({"width": 1.5}, "must be of type int"),
+    ({"duration": "long"}, "must be of type float"),
+    ({"width": 1}, "between 2 and 8192"),
+    ({"height": 100000}, "between 2 and 8192"),
+    ({"type": "hexagon"}, "must be one of"),
+])
+def test_bad_param_values(params, match, tmp_path):
+    with pytest.raises(InvalidInput, match=match):
+        make("ffmpeg.sierpinski", tmp_path / "x.png", params)
+
+
+@pytest.mark.parametrize("params", [
+    {"rule": "B3/S23:filename=/etc/passwd"},
+    {"rule": "B3/S23,movie=/etc/passwd"},
+    {"life_color": "white:rule=B1/S1"},
+])
+def test_strings_cannot_reach_into_the_filter_graph(params, tmp_path):
+    with pytest.raises(InvalidInput):
+        make("ffmpeg.life", tmp_path / "x.png", {**TINY, **params})
+
+
+def test_run_validates_even_when_handed_raw_params(tmp_path):
+    gen = generators.load().get("ffmpeg.life")
+    ctx = RunContext(params={"rule": "B3/S23:f=/etc/passwd"}, seed=0, prompt="", negative_prompt="",
+                     inputs=[], output=tmp_path / "x.png")
+    with pytest.raises(InvalidInput):
+        gen.run(ctx)
+
+
+def test_wrong_output_extension(tmp_path):
+    with pytest.raises(InvalidInput, match=r"cannot make \.wav"):
+        make("ffmpeg.mandelbrot", tmp_path / "x.wav")
+    with pytest.raises(InvalidInput, match=r"cannot make \.png"):
+        make("ffmpeg.sine", tmp_path / "x.png")
+
+
+def test_wrong_input_count(clips, tmp_path):
+    with pytest.raises(InvalidInput, match="takes exactly 0"):
+        make("ffmpeg.testsrc", tmp_path / "x.png", TINY, inputs=[clips / "a.mp4"])
+    with pytest.raises(InvalidInput, match="takes 2 to 64"):
+        make("ffmpeg.concat", tmp_path / "x.mp4", inputs=[clips / "a.mp4"])
+    with pytest.raises(InvalidInput, match="takes exactly 2"):
+        make("ffmpeg.mux", tmp_path / "x.mp4", inputs=[clips / "a.mp4"])
+
+
+# -- derivations -------------------------------------------------------------
+
+
+def test_thumbnail_fits_and_never_enlarges(clips, tmp_path):
+    t = probe(make("ffmpeg.thumbnail", tmp_path / "t.png", {"size": 16}, inputs=[clips / "a.mp4"]))
+    assert (t.width, t.height, t.frames) == (16, 12, 1)
+    t = probe(make("ffmpeg.thumbnail", tmp_path / "t.jpg", {"size": 16}, inputs=[clips / "still.png"]))
+    assert (t.width, t.height) == (16, 12)
+    t = probe(make("ffmpeg.thumbnail", tmp_path / "big.png", {"size": 1000}, inputs=[clips / "still.png"]))
+    assert (t.width, t.height) == (32, 24)
+
+
+def test_thumbnail_of_a_sound_is_refused(clips, tmp_path):
+    with pytest.raises(InvalidInput, match="no picture"):
+        make("ffmpeg.thumbnail", tmp_path / "t.png", inputs=[clips / "tone.wav"])
+
+
+def test_resize(clips, tmp_path):
+    v = probe(make("ffmpeg.resize", tmp_path / "r.mp4", {"width": 16, "height": 12}, inputs=[clips / "a.mp4"]))
+    assert (v.width, v.height, v.frames) == (16, 12, 5)
+    i = probe(make("ffmpeg.resize", tmp_path / "r.png", {"width": 64}, inputs=[clips / "still.png"]))
+    assert (i.width, i.height) == (64, 48)
+    with pytest.raises(InvalidInput, match="needs width or height"):
+        make("ffmpeg.resize", tmp_path / "r2.png", inputs=[clips / "still.png"])
+
+
+def test_crop(clips, tmp_path):
+    c = probe(make("ffmpeg.crop", tmp_path / "c.webm", {"x": 4, "y": 2, "width": 16, "height": 10},
+                   inputs=[clips / "a.mp4"]))
+    assert (c.width, c.height, c.codec) == (16, 10, "vp9")
+    rest = probe(make("ffmpeg.crop", tmp_path / "c.png", {"x": 8, "y": 4}, inputs=[clips / "still.png"]))
+    assert (rest.width, rest.height) == (24, 20)
+    with pytest.raises(InvalidInput, match="does not fit in the 32x24 input"):
+        make("ffmpeg.crop", tmp_path / "c2.png", {"x": 20, "width": 16}, inputs=[clips / "still.png"])
+
+
+def test_frame(clips, tmp_path):
+    f1 = make("ffmpeg.frame", tmp_path / "f1.png", {"index": 1}, inputs=[clips / "a.mp4"])
+    f3 = make("ffmpeg.frame", tmp_path / "f3.png", {"index": 3}, inputs=[clips / "a.mp4"])
+    f3b = make("ffmpeg.frame", tmp_path / "f3b.png", {"index": 3}, inputs=[clips / "a.mp4"])
+    assert (probe(f1).width, probe(f1).frames) == (32, 1)
+    assert digest(f1) != digest(f3) == digest(f3b)
+    with pytest.raises(InvalidInput, match="has 5 frames; there is no frame 5"):
+        make("ffmpeg.frame", tmp_path / "f5.png", {"index": 5}, inputs=[clips / "a.mp4"])
+
+
+def test_transcode(clips, tmp_path):
+    w = probe(make("ffmpeg.transcode", tmp_path / "t.webm", inputs=[clips / "a.mp4"]))
+    assert (w.codec, w.width, w.frames) == ("vp9", 32, 5)
+    g = probe(make("ffmpeg.transcode", tmp_path / "t.gif", inputs=[clips / "b.webm"]))
+    assert (g.codec, g.width, g.height) == ("gif", 40, 30)
+    m = probe(make("ffmpeg.transcode", tmp_path / "t.mp3", inputs=[clips / "tone.wav"]))
+    assert (m.kind, m.audio_codec) == ("audio", "mp3")
+    q1 = make("ffmpeg.transcode", tmp_path / "q1.mp4", {"crf": 10}, inputs=[clips / "b.webm"])
+    q2 = make("ffmpeg.transcode", tmp_path / "q2.mp4", {"crf": 40}, inputs=[clips / "b.webm"])
+    assert q1.stat().st_size > q2.stat().st_size
+    with pytest.raises(InvalidInput, match="no sound"):
+        make("ffmpeg.transcode", tmp_path / "t.wav", inputs=[clips / "a.mp4"])
+    with pytest.raises(InvalidInput, match="encoder name"):
+        make("ffmpeg.transcode", tmp_path / "t2.mp4", {"codec": "libx264 -vf x"}, inputs=[clips / "a.mp4"])
+    with pytest.raises(GeneratorFailed, match="ffmpeg failed"):
+        make("ffmpeg.transcode", tmp_path / "t3.mp4", {"codec": "nosuchcodec"}, inputs=[clips / "a.mp4"])
+
+
+def test_concat_in_order(clips, tmp_path):
+    ab = make("ffmpeg.concat", tmp_path / "ab.mp4", inputs=[clips / "a.mp4", clips / "b.webm", clips / "a.mp4"])
+    info = probe(ab)
+    assert (info.width, info.height, info.frames) == (32, 24, 15)  # the first clip's size
+    assert info.duration == pytest.approx(0.6, abs=0.06)
+    ba = make("ffmpeg.concat", tmp_path / "ba.mp4", inputs=[clips / "b.webm", clips / "a.mp4", clips / "a.mp4"])
+    assert digest(ab) != digest(ba)
+    again = make("ffmpeg.concat", tmp_path / "again.mp4", inputs=[clips / "a.mp4", clips / "b.webm", clips / "a.mp4"])
+    assert digest(ab) == digest(again)
+
+
+def test_mux_and_concat_with_sound(clips, tmp_path):
+    m = make("ffmpeg.mux", tmp_path / "m.mp4", inputs=[clips / "a.mp4", clips / "tone.wav"])
+    info = probe(m)
+    assert (info.codec, info.audio_codec, info.width) == ("h264", "aac", 32)
+    w = probe(make("ffmpeg.mux", tmp_path / "m.webm", inputs=[clips / "a.mp4", clips / "tone.wav"]))
+    assert (w.codec, w.audio_codec) == ("vp9", "opus")
+    both = probe(make("ffmpeg.concat", tmp_path / "mm.mp4", inputs=[m, m]))
+    assert both.audio_codec == "aac" and both.duration == pytest.approx(0.4, abs=0.06)
+    with pytest.raises(InvalidInput, match="has no sound"):
+        make("ffmpeg.mux", tmp_path / "x.mp4", inputs=[clips / "a.mp4", clips / "b.webm"])
+
+
+def test_derivation_is_reproducible(clips, tmp_path):
+    a = make("ffmpeg.resize", tmp_path / "a.mp4", {"width": 20}, inputs=[clips / "b.webm"])
+    b = make("ffmpeg.resize", tmp_path / "b.mp4", {"width": 20}, inputs=[clips / "b.webm"])
+    assert digest(a) == digest(b)
+
+
+# -- registry ----------------------------------------------------------------
+
+
+def test_registry_lists_builtins_sorted():
+    reg = generators.load()
+    ids = [g.id for g in reg.all()]
+    assert ids == sorted(ids)
+    for gid in [*SOURCES, "ffmpeg.sine", "ffmpeg.noise", "ffmpeg.thumbnail", "ffmpeg.resize", "ffmpeg.crop",
+                "ffmpeg.frame", "ffmpeg.transcode", "ffmpeg.concat", "ffmpeg.mux"]:
+        g = reg.get(gid)
+        assert g.deterministic and g.slot == "cpu" and g.description and g.extensions and g.version
+        assert all(p.help for p in g.params)
+        for p in g.params:
+            assert p.convert(p.default) == p.default  # every default passes its own checks
+
+
+def test_unknown_generator_suggests_close_names():
+    with pytest.raises(InvalidInput) as e:
+        generators.load().get("ffmpeg.mandelbrto")
+    assert "unknown generator 'ffmpeg.mandelbrto'" in e.value.message
+    assert "ffmpeg.mandelbrot" in e.value.message
+    assert "lattice generators" in e.value.hint
+
+
+def test_installed_plugins_load():
+    assert "test.text" in generators.load()  # tests/plugins, through its entry point
+
+
+class _Good(Generator):
+    id = "plug.good"
+    extensions = ("txt",)
+
+    def run(self, ctx):
+        ctx.output.write_text("ok")
+
+
+class _EP(SimpleNamespace):
+    def load(self):
+        return self.loader()
+
+
+def _boom():
+    raise ImportError("No module named 'torch'")
+
+
+def test_broken_plugins_are_skipped_with_a_warning(monkeypatch):
+    eps = [
+        _EP(name="plug.broken", value="broken_mod:Gen", loader=_boom),
+        _EP(name="plug.notagen", value="mod:thing", loader=lambda: 42),
+        _EP(name="plug.norun", value="mod:NoRun", loader=lambda: type("NoRun", (Generator,), {"id": "plug.norun", "extensions": ("x",)})),
+        _EP(name="plug.clash", value="mod:Clash", loader=lambda: type("C", (_Good,), {"id": "ffmpeg.life"})),
+        _EP(name="plug.good", value="mod:_Good", loader=lambda: _Good),
+    ]
+    monkeypatch.setattr(generators, "entry_points", lambda: eps)
+    reg = generators.load()
+    assert "plug.good" in reg and reg.get("ffmpeg.life").__class__.__name__ == "Life"
+    text = "\n".join(reg.warnings)
+    assert "plug.broken" in text and "No module named 'torch'" in text
+    assert "plug.notagen" in text and "plug.norun" in text and "already taken" in text
+    assert len(reg.warnings) == 4
+    with pytest.raises(InvalidInput, match="could not be loaded"):
+        reg.get("plug.broken")
+
+
+def test_load_runs_no_subprocess(monkeypatch):
+    import subprocess
+
+    def boom(*a, **k):
+        raise AssertionError("loading must not start a process")
+
+    monkeypatch.setattr(subprocess, "Popen", boom)
+    generators.load({"generators": {"g": {"argv": ["true"], "extensions": ["png"]}}}, repo_root=Path("/"))
+
+
+# -- command generators and the trust gate -----------------------------------
+
+SCRIPT = r"""
+import json, os, sys, time
+args = sys.argv[1:]
+mode = os.environ.get("GEN_MODE", "ok")
+out = args[args.index("--out") + 1]
+if mode == "sleep":
+    import subprocess
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    open("child.pid", "w").write(str(child.pid))
+    time.sleep(60)
+if mode == "fail":
+    print("loading model...", file=sys.stderr)
+    print("RuntimeError: CUDA out of memory", file=sys.stderr)
+    sys.exit(3)
+if mode == "empty":
+    open(out, "w").close()
+if mode == "ok":
+    print("progress 0.5")
+    json.dump({"argv": args, "cwd": os.getcwd()}, open(out, "w"))
+"""
+
+
+@pytest.fixture
+def cmd_repo(tmp_path):
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "gen.py").write_text(SCRIPT)
+    config = {"generators": {"echo": {
+        "argv": [sys.executable, "gen.py", "--prompt", "{prompt}", "--seed", "{seed}", "--steps",
+                 "{param.steps}", "--literal", "{not a placeholder} {seed", "--all", "{inputs}",
+                 "--first", "{input0}", "--out", "{output}"],
+        "extensions": ["json"], "inputs": [1, 3], "version": "2",
+        "params": {"steps": {"type": "int", "default": 30, "min": 1, "max": 200, "help": "sampling steps"}},
+    }}}
+    return SimpleNamespace(root=root, config=config)
+
+
+def run_cmd(repo, output, prompt="a cat", inputs=None, params=None, env=None, **ctx):
+    if inputs is None:
+        inputs = [repo.root / "gen.py"]
+    reg = generators.load(repo.config, repo_root=repo.root)
+    assert not reg.warnings, reg.warnings
+    return make("echo", output, params or {}, seed=7, inputs=inputs, registry=reg, prompt=prompt,
+                env=env or {}, **ctx)
+
+
+def test_command_arguments_are_never_shell_parsed(cmd_repo, tmp_path):
+    trust.trust(cmd_repo.root, cmd_repo.config)
+    a, b = tmp_path / "in a.txt", tmp_path / "in;b.txt"
+    a.write_text("a"), b.write_text("b")
+    evil = "$(touch PWNED); x `touch PWNED2` && rm -rf / {seed} 'q\" {prompt}"
+    seen = []
+    out = run_cmd(cmd_repo, tmp_path / "o.json", prompt=evil, inputs=[a, b], params={"steps": 12},
+                  progress=lambda f, s: seen.append((f, s)))
+    got = json.loads(out.read_text())
+    argv = got["argv"]
+    assert argv[argv.index("--prompt") + 1] == evil  # one argument, and {seed} inside it stays text
+    assert argv[argv.index("--seed") + 1] == "7"
+    assert argv[argv.index("--steps") + 1] == "12"
+    assert argv[argv.index("--literal") + 1] == "{not a placeholder} {seed"
+    i = argv.index("--all")
+    assert argv[i + 1:i + 3] == [str(a), str(b)] and argv[i + 3] == "--first"
+    assert argv[argv.index("--first") + 1] == str(a)
+    assert Path(got["cwd"]) == cmd_repo.root
+    assert (0.5, "generating") in seen
+    for d in (cmd_repo.root, tmp_path, Path.cwd()):
+        assert not (d / "PWNED").exists() and not (d / "PWNED2").exists()
+
+
+def test_command_failures(cmd_repo, tmp_path):
+    trust.trust(cmd_repo.root, cmd_repo.config)
+    with pytest.raises(GeneratorFailed, match="RuntimeError: CUDA out of memory") as e:
+        run_cmd(cmd_repo, tmp_path / "o.json", env={"GEN_MODE": "fail"})
+    assert "exit status 3" in e.value.message and "loading model" in e.value.hint
+    with pytest.raises(GeneratorFailed, match="wrote nothing"):
+        run_cmd(cmd_repo, tmp_path / "o.json", env={"GEN_MODE": "nothing"})
+    with pytest.raises(GeneratorFailed, match="wrote an empty file"):
+        run_cmd(cmd_repo, tmp_path / "o.json", env={"GEN_MODE": "empty"})
+    stale = tmp_path / "stale.json"
+    stale.write_text("old output")  # left by someone else: must not count as the program's
+    with pytest.raises(GeneratorFailed, match="wrote nothing"):
+        run_cmd(cmd_repo, stale, env={"GEN_MODE": "nothing"})
+
+
+def test_command_timeout_kills_its_children(cmd_repo, tmp_path):
+    cmd_repo.config["generators"]["echo"]["timeout"] = 1
+    trust.trust(cmd_repo.root, cmd_repo.config)
+    start = time.monotonic()
+    with pytest.raises(GeneratorFailed, match=r"command generator 'echo' timed out after 1 s"):
+        run_cmd(cmd_repo, tmp_path / "o.json", env={"GEN_MODE": "sleep"})
+    assert time.monotonic() - start < 15
+    pid = int((cmd_repo.root / "child.pid").read_text())
+    for _ in range(50):  # the grandchild dies with the group; its zombie is reaped by init
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            break
+        if Path(f"/proc/{pid}/stat").read_text().split(") ")[1].startswith("Z"):
+            break
+        time.sleep(0.1)
+    else:
+        pytest.fail("the command's child survived the timeout")
+
+
+def test_trust_gate(cmd_repo, tmp_path, monkeypatch):
+    out = tmp_path / "o.json"
+    with pytest.raises(TrustRequired, match="'echo'"):
+        run_cmd(cmd_repo, out)
+    assert not out.exists()
+    assert not trust.is_trusted(cmd_repo.root, cmd_repo.config)
+    trust.trust(cmd_repo.root, cmd_repo.config)
+    assert trust.is_trusted(cmd_repo.root, cmd_repo.config)
+    run_cmd(cmd_repo, out)
+    # The approval lives with the user, not in the project.
+    assert trust.trust_file().is_relative_to(os.environ["XDG_CONFIG_HOME"])
+    assert str(cmd_repo.root.resolve()) in trust.trust_file().read_text()
+    assert not any("trusted" in p.name for p in cmd_repo.root.rglob("*"))
+    # Changing the commands withdraws the approval.
+    cmd_repo.config["generators"]["echo"]["argv"][1] = "other.py"
+    with pytest.raises(TrustRequired):
+        run_cmd(cmd_repo, out)
+    # A copy of the project elsewhere is not approved.
+    trust.trust(cmd_repo.root, cmd_repo.config)
+    assert not trust.is_trusted(tmp_path / "clone", cmd_repo.config)
+    # No repository root known: refuse rather than guess.
+    gen = generators.load(cmd_repo.config).get("echo")
+    with pytest.raises(TrustRequired):
+        gen.run(RunContext(params={}, seed=0, prompt="", negative_prompt="", inputs=[], output=out))
+    assert trust.untrust(cmd_repo.root) and not trust.is_trusted(cmd_repo.root, cmd_repo.config)
+
+
+def test_digest_is_canonical_and_covers_only_commands():
+    a = {"generators": {"g": {"argv": ["x"], "extensions": ["png"]}}, "user": {"name": "a"}}
+    b = {"user": {"name": "b"}, "generators": {"g": {"extensions": ["png"], "argv": ["x"]}}}
+    assert trust.commands_digest(a) == trust.commands_digest(b)
+    assert trust.commands_digest(a) != trust.commands_digest({"generators": {"g": {"argv": ["y"], "extensions": ["png"]}}})
+    assert trust.is_trusted(Path("/nowhere"), {"user": {}})  # nothing to approve
+
+
+@pytest.mark.parametrize("name,table,why", [
+    ("ffmpeg.life", {"argv": ["x"], "extensions": ["png"]}, "taken by a built-in"),
+    ("ffmpeg.mine", {"argv": ["x"], "extensions": ["png"]}, "reserved"),
+    ("g", {"extensions": ["png"]}, "argv must be"),
+    ("g", {"argv": "python gen.py", "extensions": ["png"]}, "argv must be"),
+    ("g", {"argv": ["x"]}, "extensions must be"),
+    ("g", {"argv": ["x"], "extensions": ["png"], "shell": True}, "unknown key 'shell'"),
+    ("g", {"argv": ["x", "{input0}"], "extensions": ["png"], "inputs": [0, 2]}, "min > 0"),
+    ("g", {"argv": ["x", "--in={inputs}"], "extensions": ["png"], "inputs": [0, 2]}, "element of its own"),
+    ("g", {"argv": ["x", "{param.nope}"], "extensions": ["png"]}, "no declared parameter"),
+    ("g", {"argv": ["x"], "extensions": ["png"], "params": {"n": {"type": "int", "default": "ten"}}}, "default"),
+    ("g", {"argv": ["x"], "extensions": ["png"], "timeout": -1}, "timeout"),
+    ("bad name!", {"argv": ["x"], "extensions": ["png"]}, "a name must"),
+])
+def test_malformed_command_tables_are_skipped_with_a_warning(name, table, why):
+    from lattice.generators.command import CommandGenerator
+
+    reg = generators.load({"generators": {name: table}}, repo_root=Path("/"))
+    assert name not in reg or not isinstance(reg.get(name), CommandGenerator)
+    assert any(why in w for w in reg.warnings), reg.warnings
+    assert "ffmpeg.life" in reg  # the rest still loads
+
+
+def test_command_generator_declared_fields(cmd_repo):
+    g = generators.load(cmd_repo.config, repo_root=cmd_repo.root).get("echo")
+    assert (g.version, g.deterministic, g.extensions, g.kinds, g.min_inputs, g.max_inputs, g.slot) == (
+        "2", False, ("json",), ("vector",), 1, 3, "cpu")
+    assert g.normalize({"steps": "12"}) == {"steps": 12}
+    with pytest.raises(InvalidInput, match="between 1 and 200"):
+        g.normalize({"steps": 0})
+
+
+def test_a_frame_ffmpeg_cannot_find_is_an_error_not_an_empty_file(clips, tmp_path, monkeypatch):
+    from lattice.ffmpeg import MediaInfo
+
+    # Frame counts from a container's header are estimates; pretend it said 100.
+    monkeypatch.setattr("lattice.ffmpeg.probe", lambda p: MediaInfo(kind="video", size=1, width=32, height=24, frames=100))
+    with pytest.raises(GeneratorFailed, match="wrote no output"):
+        make("ffmpeg.frame", tmp_path / "f.png", {"index": 50}, inputs=[clips / "a.mp4"])
