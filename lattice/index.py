@@ -45,6 +45,8 @@ CREATE INDEX IF NOT EXISTS inputs_parent ON inputs(parent);
 CREATE TABLE IF NOT EXISTS cache(
     key TEXT PRIMARY KEY, object TEXT NOT NULL, generator TEXT, time REAL NOT NULL
 );
+-- Media facts depend only on the content: probe an object once.
+CREATE TABLE IF NOT EXISTS media(object TEXT PRIMARY KEY, facts TEXT NOT NULL);
 """
 
 
@@ -75,6 +77,15 @@ class Row:
 
 
 COLUMNS = ", ".join(Row.__dataclass_fields__)
+_FIELDS = tuple(Row.__dataclass_fields__)
+
+
+def _row(values: tuple) -> Row:
+    """Row(*values) at twice the speed: a frozen dataclass's __init__ pays an
+    object.__setattr__ per field, and status builds 10,000 of them."""
+    row = object.__new__(Row)
+    row.__dict__.update(zip(_FIELDS, values))
+    return row
 
 
 class Index:
@@ -149,7 +160,7 @@ class Index:
 
     def get(self, name: str) -> Row | None:
         r = self.db.execute(f"SELECT {COLUMNS} FROM assets WHERE path = ?", (name,)).fetchone()
-        return Row(*r) if r else None
+        return _row(r) if r else None
 
     def rows(self, prefix: str | None = None) -> Iterator[Row]:
         if prefix:
@@ -160,7 +171,7 @@ class Index:
         else:
             cur = self.db.execute(f"SELECT {COLUMNS} FROM assets ORDER BY path")
         for r in cur:
-            yield Row(*r)
+            yield _row(r)
 
     def names(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT path FROM assets ORDER BY path")]
@@ -200,6 +211,13 @@ class Index:
             "INSERT OR REPLACE INTO cache(key, object, generator, time) VALUES (?, ?, ?, ?)",
             (key, oid, generator, time.time()),
         )
+
+    def media_get(self, oid: str) -> dict | None:
+        r = self.db.execute("SELECT facts FROM media WHERE object = ?", (oid,)).fetchone()
+        return json.loads(r[0]) if r else None
+
+    def media_put(self, oid: str, facts: dict) -> None:
+        self.db.execute("INSERT OR REPLACE INTO media(object, facts) VALUES (?, ?)", (oid, json.dumps(facts)))
 
     def cache_drop(self, key: str) -> None:
         self.db.execute("DELETE FROM cache WHERE key = ?", (key,))

@@ -208,9 +208,11 @@ def run_until_done(repo: Repository, job_ids: list[int], slots: int | None = Non
     thread = threading.Thread(target=work, name="lattice-inline-pool", daemon=True)
     thread.start()
     try:
+        last = 0.0
         while thread.is_alive():
-            thread.join(0.1)
-            if on_poll:
+            thread.join(0.02)
+            if on_poll and time.monotonic() - last > 0.2:
+                last = time.monotonic()
                 on_poll(_jobs(q, job_ids))
     except KeyboardInterrupt:
         pool.abort()

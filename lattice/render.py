@@ -115,7 +115,10 @@ def produce(repo: Repository, recipe: Recipe, extension: str, hooks: Hooks | Non
         if not out.exists() or out.stat().st_size == 0:
             raise GeneratorFailed(f"generator {gen.id} wrote no output")
         hooks.progress(0.98, "finalizing")
+        facts = media_facts(out)
         stored = repo.objects.put_output(out, compress=False if is_compressed(out.name) else None)
+        with index:
+            index.media_put(stored.oid, facts)
     finally:
         for p in (out, *scratch):
             try:
@@ -157,7 +160,11 @@ def record_version(repo: Repository, name: str, recipe: Recipe, oid: str, change
     """Append a version with this output to the asset (creating it)."""
     from lattice.media import extension, kind_of_extension
 
-    media = probe_object(repo, oid, extension(name))
+    media = repo.index.media_get(oid)
+    if media is None:
+        media = probe_object(repo, oid, extension(name))
+        with repo.index as index:
+            index.media_put(oid, media)
     with repo.transaction(message or f"render {name}") as tx:
         record = tx.read(name)
         version = Version(
@@ -181,8 +188,6 @@ def record_version(repo: Repository, name: str, recipe: Recipe, oid: str, change
 
 def probe_object(repo: Repository, oid: str, ext: str) -> dict:
     """Media facts of a stored object, probed under a name with its extension."""
-    from lattice.ffmpeg import probe
-
     link = repo.tmp / f"probe-{uuid.uuid4().hex}.{ext}"
     src = repo.objects.locate(oid)
     try:
@@ -191,12 +196,19 @@ def probe_object(repo: Repository, oid: str, ext: str) -> dict:
                 repo.objects.copy_to(oid, f)
         else:
             os.symlink(src, link)
-        d = msgspec.to_builtins(probe(link))
+        return media_facts(link)
     finally:
         try:
             os.unlink(link)
         except FileNotFoundError:
             pass
+
+
+def media_facts(path: Path) -> dict:
+    """What the manifest keeps of a probe: the facts, not kind and size (kept elsewhere)."""
+    from lattice.ffmpeg import probe
+
+    d = msgspec.to_builtins(probe(path))
     d.pop("size", None)
     d.pop("kind", None)
     return d

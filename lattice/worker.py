@@ -231,7 +231,7 @@ class WorkerPool:
         ]
         for t in threads:
             t.start()
-        tick = min(0.1, self.lease / 5)
+        tick = min(0.1, self.lease / 5, self.poll)
         aborted_at = None
         while any(t.is_alive() for t in threads):
             if stop is not None and stop.is_set():
