@@ -30,6 +30,11 @@ def queue_of(repo: Repository):
     return repo_queue(repo.dir, repo.config)
 
 
+def lease_of(repo: Repository) -> float:
+    """How long a claimed job stays a worker's without a heartbeat (`[queue] lease`)."""
+    return float((repo.config.get("queue") or {}).get("lease", 30.0))
+
+
 def job_type(step: Step) -> str:
     if step.recipe is not None and step.recipe.inputs or step.action == "update":
         return "derive"
@@ -161,9 +166,12 @@ def submit(repo: Repository, steps: list[Step], priority: str = "normal") -> Sub
         if step.generator:
             reg = reg or registry(repo)
             try:
-                slot = reg.get(step.generator).slot
+                gen = reg.get(step.generator)
             except InvalidInput:
-                pass
+                gen = None
+            if gen is not None:
+                slot = gen.slot
+                _require_trust(repo, gen)
         job = q.submit(
             job_type(step),
             {"root": str(repo.root), "step": msgspec.to_builtins(step)},
@@ -175,6 +183,16 @@ def submit(repo: Repository, steps: list[Step], priority: str = "normal") -> Sub
         )
         out.jobs[step.name] = job.id
     return out
+
+
+def _require_trust(repo: Repository, gen) -> None:
+    """Refuse before queueing anything: a command from an unapproved config never runs."""
+    from lattice.errors import TrustRequired
+    from lattice.generators.command import CommandGenerator
+    from lattice.trust import is_trusted
+
+    if isinstance(gen, CommandGenerator) and not is_trusted(repo.root, repo.config):
+        raise TrustRequired(f"command generator {gen.id!r} is declared in a config you have not approved")
 
 
 def _estimate_key(step: Step) -> str:
@@ -192,7 +210,7 @@ def run_until_done(repo: Repository, job_ids: list[int], slots: int | None = Non
     from lattice.worker import WorkerPool, detect_slots
 
     q = queue_of(repo)
-    pool = WorkerPool(q, HANDLERS, detect_slots(cpu=slots), poll=0.05)
+    pool = WorkerPool(q, HANDLERS, detect_slots(cpu=slots), poll=0.05, lease=lease_of(repo))
     error: list[BaseException] = []
 
     def work() -> None:

@@ -74,19 +74,47 @@ def registry(repo: Repository):
 
 def produce(repo: Repository, recipe: Recipe, extension: str, hooks: Hooks | None = None) -> tuple[str, bool]:
     """The object for `recipe`: from the cache when a sound entry exists,
-    else by running its generator. Returns (object id, cached)."""
+    else by running its generator. Returns (object id, cached).
+
+    A deterministic recipe is produced under a lock on its key, so two
+    processes (or slots) asking for the same key at once run it once: the
+    second finds the first's result in the cache."""
+    if not (recipe.deterministic and recipe.key):
+        return _run_generator(repo, recipe, extension, hooks or Hooks()), False
+    from lattice.lock import RepoLock
+
+    key_lock = RepoLock(repo.tmp / f"key-{recipe.key[:32]}.lock", timeout=24 * 3600)
+    with key_lock:
+        cached = _cached(repo, recipe.key)
+        if cached:
+            return cached, True
+        oid = _run_generator(repo, recipe, extension, hooks or Hooks())
+        with repo.index as index:
+            index.cache_put(recipe.key, oid, recipe.generator)
+    # The lock file stays: unlinking it could let a waiter and a newcomer
+    # hold locks on two different files. `lattice gc` sweeps old ones.
+    return oid, False
+
+
+def _cached(repo: Repository, key: str) -> str | None:
+    """The cached object for `key` if it is present and sound; a cache entry
+    pointing at a missing or damaged object is a miss, and is dropped."""
+    index = repo.index
+    cached = index.cache_get(key)
+    if not cached:
+        return None
+    if repo.objects.has(cached) and repo.objects.verify(cached) is None:
+        return cached
+    with index:
+        index.cache_drop(key)
+    return None
+
+
+def _run_generator(repo: Repository, recipe: Recipe, extension: str, hooks: Hooks) -> str:
     from lattice.generators.base import RunContext
     from lattice.media import is_compressed
 
-    hooks = hooks or Hooks()
     index = repo.index
-    if recipe.deterministic and recipe.key:
-        cached = index.cache_get(recipe.key)
-        if cached:
-            if repo.objects.has(cached) and repo.objects.verify(cached) is None:
-                return cached, True
-            with index:  # a cache entry pointing at a missing or damaged object is a miss
-                index.cache_drop(recipe.key)
     gen = registry(repo).get(recipe.generator)
     if str(gen.version) != recipe.generator_version:
         raise GeneratorFailed(
@@ -125,10 +153,7 @@ def produce(repo: Repository, recipe: Recipe, extension: str, hooks: Hooks | Non
                 os.unlink(p)
             except FileNotFoundError:
                 pass
-    if recipe.deterministic and recipe.key:
-        with index:
-            index.cache_put(recipe.key, stored.oid, recipe.generator)
-    return stored.oid, False
+    return stored.oid
 
 
 def input_files(repo: Repository, recipe: Recipe, scratch: list[Path]) -> list[Path]:

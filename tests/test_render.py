@@ -227,3 +227,81 @@ def test_graph_order_and_stale():
     assert g.order(["c", "b", "a", "d"]) == ["a", "b", "c", "d"]
     assert g.stale() == {"d"}
     assert g.would_cycle("a", ["c"]) == ["a", "b", "c", "a"]
+
+
+def test_same_key_from_two_processes_runs_once(tmp_repo, run_log):
+    """Two terminals generating different assets with the same recipe at the
+    same time: the generator runs once and both assets share the object."""
+    import subprocess
+    import sys
+
+    args = ["--model", "test.text", "--seed", "11", "--set", "delay=1.0"]
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "lattice", "gen", name, *args], cwd=tmp_repo.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for name in ("one.txt", "two.txt")
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    assert len(run_log()) == 1
+    assert tmp_repo.record("one.txt").current.object == tmp_repo.record("two.txt").current.object
+
+
+def test_command_generator_needs_trust_end_to_end(tmp_repo):
+    script = tmp_repo.root / "gen.py"
+    script.write_text("import sys\nopen(sys.argv[sys.argv.index('--out') + 1], 'w').write(sys.argv[1] + ':' + sys.argv[3])\n")
+    import sys
+
+    cfg = tmp_repo.dir / "config.toml"
+    cfg.write_text(cfg.read_text() + f'\n[generators.echo]\nargv = ["{sys.executable}", "gen.py", "{{prompt}}", "--seed", "{{seed}}", "--out", "{{output}}"]\nextensions = ["txt"]\ndeterministic = true\n')
+    r = run_cli("gen", "e.txt", "--model", "echo", "--prompt", "$(touch PWNED); x", "--seed", "3", cwd=tmp_repo.root)
+    assert r.code == 9 and "lattice trust" in r.err
+    assert tmp_repo.index.count() == 0
+    assert run_cli("trust", cwd=tmp_repo.root).code == 0
+    r = run_cli("gen", "e.txt", "--model", "echo", "--prompt", "$(touch PWNED); x", "--seed", "3", cwd=tmp_repo.root)
+    assert r.code == 0, r.err
+    assert (tmp_repo.root / "e.txt").read_text() == "$(touch PWNED); x:3"
+    assert not (tmp_repo.root / "PWNED").exists()
+    cfg.write_text(cfg.read_text().replace("deterministic = true", "deterministic = true\ntimeout = 30"))
+    r = run_cli("gen", "f.txt", "--model", "echo", "--seed", "4", cwd=tmp_repo.root)
+    assert r.code == 9 and "lattice trust" in r.err  # changed commands need approval again
+
+
+def test_detach_then_worker_process_completes(tmp_repo):
+    from conftest import run_proc
+
+    r = run_cli("gen", "a.txt", "--model", "test.text", "--detach", "--json", cwd=tmp_repo.root)
+    assert r.code == 0 and r.json[0]["path"] == "a.txt"
+    assert tmp_repo.index.count() == 0  # only queued
+    w = run_proc("worker", "--once", cwd=tmp_repo.root, check=True)
+    assert "succeeded" in w.stderr
+    assert (tmp_repo.root / "a.txt").exists() and tmp_repo.index.count() == 1
+
+
+def test_worker_killed_mid_render_job_completes_exactly_once(tmp_repo, run_log):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import run_proc
+
+    cfg = tmp_repo.dir / "config.toml"
+    cfg.write_text(cfg.read_text() + "\n[queue]\nlease = 1.0\n")
+    r = run_cli("gen", "slow.txt", "--model", "test.text", "--set", "delay=3", "--detach", cwd=tmp_repo.root)
+    assert r.code == 0, r.err
+    w = subprocess.Popen([sys.executable, "-m", "lattice", "worker", "--slots", "1"], cwd=tmp_repo.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not run_log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert run_log(), "the worker never started the job"
+    os.killpg(w.pid, signal.SIGKILL)  # the worker and the job with it
+    w.wait()
+    assert tmp_repo.index.count() == 0  # nothing half-recorded
+    time.sleep(1.5)  # past the lease
+    run_proc("worker", "--once", "--slots", "1", cwd=tmp_repo.root, check=True)
+    assert len(tmp_repo.record("slow.txt").versions) == 1
+    assert len(run_log()) == 2  # the killed attempt and the one that finished
+    assert run_proc("fsck", cwd=tmp_repo.root).returncode == 0
+    jobs = run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json
+    assert [(j["state"], j["attempts"]) for j in jobs] == [("succeeded", 2)]

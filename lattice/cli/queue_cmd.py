@@ -226,8 +226,11 @@ def worker_command(slots: int | None = None, once: bool = False) -> dict[str, in
     from lattice.jobs import HANDLERS
     from lattice.worker import WorkerPool, detect_slots, graceful_signals
 
+    from lattice.cli.common import repo_from_ctx
+    from lattice.pipeline import lease_of
+
     q = _open_queue()
-    pool = WorkerPool(q, HANDLERS, detect_slots(cpu=slots))
+    pool = WorkerPool(q, HANDLERS, detect_slots(cpu=slots), lease=lease_of(repo_from_ctx()))
     names = ", ".join(s.name for s in pool.slots)
 
     def said(what: str) -> None:
