@@ -94,7 +94,7 @@ def write_gitignore(top: Path) -> list[str]:
 
 class Repository:
     def __init__(self, root: Path):
-        self.root = Path(root)
+        self.root = Path(root).absolute()
         self.dir = self.root / DIRNAME
         self._check_format()
         self.manifest = Manifest(self.dir / "manifest")

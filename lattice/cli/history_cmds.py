@@ -1,0 +1,267 @@
+"""Commands over versions and history: log, diff, restore, pin, unpin,
+branch, switch, tag, merge."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+
+from lattice.cli.common import cwd, echo, emit_json, repo_from_ctx
+
+JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
+
+
+def _spec(repo, spec: str) -> tuple[str, int | None]:
+    from lattice.paths import name_for, split_version
+
+    path, number = split_version(spec)
+    return name_for(repo.root, path, cwd()), number
+
+
+def _versioned(repo, spec: str, verb: str) -> tuple[str, int]:
+    from lattice.errors import InvalidInput
+
+    name, number = _spec(repo, spec)
+    if number is None:
+        raise InvalidInput(f"{verb} needs a version: {spec}@vN", hint=f"`lattice log {spec}` lists its versions")
+    return name, number
+
+
+def log(
+    path: Optional[str] = typer.Argument(None, help="An asset: list its versions instead of the project's history."),
+    n: Optional[int] = typer.Option(None, "-n", "--max-count", help="Show at most N entries.", min=1),
+    json: bool = JSON,
+) -> None:
+    """Show the project's history (commits), or one asset's versions, newest first."""
+    repo = repo_from_ctx()
+    if path is None:
+        from lattice.history import log as history_log
+
+        commits = history_log(repo, n)
+        if json:
+            emit_json(commits)
+        for c in [] if json else commits:
+            echo(f"{c.commit[:12]}  {c.date}  {c.author.split(' <')[0]}  {c.message.splitlines()[0]}")
+        return
+    from lattice.versions import asset_log
+
+    name, _ = _spec(repo, path)
+    versions = asset_log(repo, name, n)
+    if json:
+        emit_json(versions)
+        return
+    for v in versions:
+        marks = ", ".join(m for m, on in (("current", v.current), ("pinned", v.pinned)) if on)
+        state = "present" if v.present else "evicted"
+        echo(f"v{v.number:<4} {v.change:<11} {v.time}  {v.author}  {v.object[:12]} {state}" + (f" ({marks})" if marks else ""))
+        echo(f"      {v.summary}" + (f"  [from v{v.restored_from}]" if v.restored_from else ""))
+
+
+def diff(
+    old: str = typer.Argument(..., metavar="A", help="PATH@vN, or a branch, tag or commit."),
+    new: str = typer.Argument(..., metavar="B", help="PATH@vN (or @vN for the same asset), or a branch, tag or commit."),
+    json: bool = JSON,
+) -> None:
+    """Compare two versions' recipes (PATH@v1 PATH@v2), or list the assets
+    added, removed and changed between two branches, tags or commits."""
+    repo = repo_from_ctx()
+    if "@" in old or "@" in new:
+        _diff_versions(repo, old, new, json)
+        return
+    from lattice.branches import diff_refs
+
+    d = diff_refs(repo, old, new)
+    if json:
+        emit_json(d)
+        return
+    for p in d.added:
+        echo(f"A  {p}")
+    for p in d.removed:
+        echo(f"D  {p}")
+    for c in d.changed:
+        echo(f"M  {c['path']} (v{c['old_versions']} -> v{c['new_versions']})")
+    if d.config_changed:
+        echo("M  .lattice/config.toml")
+
+
+def _diff_versions(repo, old: str, new: str, json: bool) -> None:
+    from lattice.versions import diff_versions
+
+    a_name, a_num = _spec(repo, old)
+    if new.startswith("@"):
+        new = a_name + new
+    b_name, b_num = _spec(repo, new)
+    a = repo.record(a_name).version(a_num)
+    b = repo.record(b_name).version(b_num)
+    changes = diff_versions(a, b)
+    if json:
+        emit_json({"old": f"{a_name}@v{a.number}", "new": f"{b_name}@v{b.number}", "changes": changes})
+        return
+    echo(f"--- {a_name}@v{a.number}\n+++ {b_name}@v{b.number}")
+    for c in changes:
+        echo(f"{c.field}: {_short(c.old)} -> {_short(c.new)}")
+    if not changes:
+        echo("(same recipe and output)")
+
+
+def _short(value) -> str:
+    if isinstance(value, str) and len(value) == 64:
+        return value[:12]  # an object id
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def restore(
+    spec: str = typer.Argument(..., metavar="PATH@vN", help="The version to make current again."),
+    force: bool = typer.Option(False, "--force", help="Overwrite unrecorded edits of the working file."),
+    json: bool = JSON,
+) -> None:
+    """Make an old version current by recording it as a new version (history is
+    never rewritten). Re-renders the output if it was evicted."""
+    from lattice.versions import restore as do_restore
+
+    repo = repo_from_ctx()
+    name, number = _versioned(repo, spec, "restore")
+    r = do_restore(repo, name, number, force=force)
+    if json:
+        emit_json(r)
+        return
+    how = " (re-rendered)" if r.rendered else ""
+    echo(f"restored {r.path} v{r.restored_from} as v{r.version} {r.object[:12]}{how}")
+    if r.pinned:
+        echo(f"note: {r.path} is pinned at v{r.pinned}; dependents keep using it (`lattice unpin {r.path}`)", err=True)
+
+
+def pin(spec: str = typer.Argument(..., metavar="PATH@vN", help="The version dependents and exports should use."), json: bool = JSON) -> None:
+    """Pin an asset at a version: dependents and exports use it while new versions are added."""
+    from lattice.versions import pin as do_pin
+
+    repo = repo_from_ctx()
+    name, number = _versioned(repo, spec, "pin")
+    before, _ = do_pin(repo, name, number)
+    if json:
+        emit_json({"path": name, "pinned": number, "was": before})
+    else:
+        echo(f"pinned {name} at v{number}" + (f" (was v{before})" if before and before != number else ""))
+
+
+def unpin(path: str = typer.Argument(..., help="Asset."), json: bool = JSON) -> None:
+    """Remove an asset's pin: dependents follow its current version again."""
+    from lattice.versions import pin as do_pin
+
+    repo = repo_from_ctx()
+    name, _ = _spec(repo, path)
+    before, _ = do_pin(repo, name, None)
+    if json:
+        emit_json({"path": name, "pinned": None, "was": before})
+    else:
+        echo(f"unpinned {name}" + (f" (was v{before})" if before else " (it was not pinned)"))
+
+
+def branch(
+    name: Optional[str] = typer.Argument(None, help="Create a branch with this name at the current commit."),
+    delete: Optional[str] = typer.Option(None, "--delete", "-d", metavar="NAME", help="Delete a branch."),
+    json: bool = JSON,
+) -> None:
+    """List branches (current one marked *), create one, or delete one."""
+    from lattice import branches as b
+
+    repo = repo_from_ctx()
+    if delete:
+        was = b.delete_branch(repo, delete)
+        return emit_json({"deleted": delete, "was": was}) if json else echo(f"deleted branch {delete} (was {was[:12]})")
+    if name:
+        at = b.create_branch(repo, name)
+        return emit_json({"created": name, "at": at}) if json else echo(f"created branch {name} at {at[:12]}")
+    names, current = b.list_branches(repo)
+    if json:
+        return emit_json({"current": current, "branches": names})
+    for n in names or [current]:
+        echo(f"{'*' if n == current else ' '} {n}")
+
+
+def switch(
+    name: str = typer.Argument(..., help="Branch to switch to."),
+    force: bool = typer.Option(False, "--force", help="Switch even with unrecorded edits; edited files are left as they are."),
+    json: bool = JSON,
+) -> None:
+    """Switch to a branch: update the manifest and the working tree to it."""
+    from lattice.branches import switch as do_switch
+
+    s = do_switch(repo_from_ctx(), name, force=force)
+    if json:
+        return emit_json(s)
+    if s.previous == s.branch:
+        return echo(f"already on {s.branch}")
+    echo(f"switched to {s.branch} ({s.changed} assets differ from {s.previous})")
+    _worktree_lines(s.worktree)
+
+
+def _worktree_lines(wt) -> None:
+    for p in wt.kept:
+        echo(f"kept (unrecorded edits): {p}", err=True)
+    if wt.absent:
+        echo(f"{len(wt.absent)} outputs are not in the store: `lattice render` re-makes them", err=True)
+        for p in wt.absent[:10]:
+            echo(f"  {p}", err=True)
+
+
+def tag(name: Optional[str] = typer.Argument(None, help="Tag the current commit with this name."), json: bool = JSON) -> None:
+    """List tags, or tag the current commit."""
+    from lattice import branches as b
+
+    repo = repo_from_ctx()
+    if name:
+        at = b.create_tag(repo, name)
+        return emit_json({"created": name, "at": at}) if json else echo(f"tagged {at[:12]} as {name}")
+    names = b.list_tags(repo)
+    if json:
+        return emit_json(names)
+    for n in names:
+        echo(n)
+
+
+def merge(
+    name: str = typer.Argument(..., help="Branch (or tag, or commit) to merge into the current branch."),
+    ours: bool = typer.Option(False, "--ours", help="Resolve conflicts by keeping this branch's version."),
+    theirs: bool = typer.Option(False, "--theirs", help="Resolve conflicts by taking the other branch's version (ours stay in the version list)."),
+    json: bool = JSON,
+) -> None:
+    """Merge per asset: changed on one side → taken; changed on both → conflict,
+    left at ours (exit 1) until re-run with --ours or --theirs."""
+    from lattice.branches import merge as do_merge
+    from lattice.errors import UsageError
+
+    if ours and theirs:
+        raise UsageError("--ours and --theirs exclude each other")
+    m = do_merge(repo_from_ctx(), name, "ours" if ours else "theirs" if theirs else None)
+    if json:
+        emit_json(m)
+    elif m.status == "up-to-date":
+        echo("already up to date")
+    else:
+        head = f"{m.status}: {name} into {m.into}" + (f" ({m.commit[:12]})" if m.commit else "")
+        echo(head)
+        for p in m.taken:
+            echo(f"  took     {p}")
+        for p in m.resolved:
+            echo(f"  resolved {p}")
+        for p in m.conflicts:
+            echo(f"  CONFLICT {p} (left at ours)", err=True)
+        _worktree_lines(m.worktree)
+        if m.conflicts:
+            echo(f"hint: keep ours with `lattice merge {name} --ours` (pick a version first with `lattice restore PATH@vN`), or take theirs with `lattice merge {name} --theirs`", err=True)
+    if m.conflicts:
+        raise typer.Exit(1)
+
+
+def _warn(message: str) -> None:
+    echo(f"warning: {message}", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    from lattice import history
+
+    history.on_warning = _warn  # the library never prints: its warnings come here
+    for fn in (log, diff, restore, pin, unpin, branch, switch, tag, merge):
+        app.command()(fn)

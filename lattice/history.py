@@ -1,0 +1,429 @@
+"""Version history: every change of the manifest is a commit in the bare git
+repository `.lattice/history.git`, whose tree holds `manifest/` and
+`config.toml` exactly as they are on disk. Objects stay in the lattice store;
+git holds only text, so `git --git-dir=.lattice/history.git log` just works.
+
+Commits are cheap on 10,000 assets because only the trees on the paths of
+the changed files are rewritten (one TreeBuilder per changed directory), the
+rest of the tree is shared with the parent commit by id.
+
+Crash safety. A transaction writes the manifest first and commits last. Just
+before the manifest write it drops a marker file (`history-pending`); the
+commit removes it. A marker found by the next transaction means the last one
+never reached history (a crash, or damaged history): that transaction first
+commits a full snapshot, "recovered uncommitted changes", so nothing recorded
+is ever missing from history for long. `lattice fsck` compares the manifest
+with HEAD and repairs the same way.
+
+pygit2 is imported inside functions: commands that never touch history start
+without it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from lattice.errors import HistoryError, closest
+from lattice.repo import Repository
+
+GITDIR = "history.git"
+PENDING = "history-pending"
+MANIFEST = "manifest"
+CONFIG = "config.toml"
+SUFFIX = ".toml"
+DEFAULT_BRANCH = "main"
+RECOVERED = "recovered uncommitted changes"
+
+# Where warnings go when history fails but the user's change was recorded.
+# The library never prints; the CLI points this at stderr.
+def _log_warning(message: str) -> None:
+    import logging
+
+    logging.getLogger("lattice.history").warning(message)
+
+
+on_warning: Callable[[str], None] = _log_warning
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    commit: str
+    date: str  # ISO 8601 in UTC
+    author: str
+    message: str
+
+
+# -- opening ---------------------------------------------------------------
+
+
+def git_dir(repo: Repository) -> Path:
+    return repo.dir / GITDIR
+
+
+def exists(repo: Repository) -> bool:
+    return (git_dir(repo) / "HEAD").exists()
+
+
+def open_git(repo: Repository, create: bool = True):
+    """The pygit2 repository (created on first use, so repositories made
+    before history existed simply gain one)."""
+    import pygit2
+
+    path = git_dir(repo)
+    if not (path / "HEAD").exists():
+        if not create:
+            raise HistoryError(f"{path} does not exist yet", hint="it is created by the first change (`lattice add`, `lattice gen`)")
+        pygit2.init_repository(str(path), bare=True, initial_head=DEFAULT_BRANCH)
+    try:
+        return pygit2.Repository(str(path))
+    except pygit2.GitError as e:
+        raise HistoryError(f"{path} cannot be opened: {e}", hint="`lattice fsck` checks it, `lattice fsck --repair` re-creates it") from None
+
+
+def signature(repo: Repository):
+    import pygit2
+
+    user = repo.config.get("user") or {}
+    name = str(user.get("name") or os.environ.get("LATTICE_AUTHOR") or os.environ.get("USER") or "unknown")
+    # git refuses an empty e-mail; a local placeholder keeps `git log` readable.
+    email = str(user.get("email") or f"{name.replace(' ', '.').lower()}@localhost")
+    return pygit2.Signature(name, email)
+
+
+def current_branch(g) -> str:
+    target = g.references["HEAD"].target
+    return target.removeprefix("refs/heads/") if isinstance(target, str) else ""
+
+
+def head_commit(g):
+    import pygit2
+
+    return None if g.head_is_unborn else g.head.peel(pygit2.Commit)
+
+
+# -- committing --------------------------------------------------------------
+
+
+def begin(repo: Repository) -> None:
+    """Called under the lock just before a transaction writes the manifest.
+    Catches up on a change that never reached history, then marks this one."""
+    marker = repo.dir / PENDING
+    if marker.exists():
+        try:
+            commit(repo, RECOVERED)
+        except Exception as e:  # never block the user's change on history
+            on_warning(f"history is behind the manifest and could not catch up: {_why(e)}")
+    # Not fsynced: it only has to outlive a killed process (the page cache
+    # does); after a power loss `lattice fsck` still finds the gap by comparing.
+    marker.write_bytes(b"")
+
+
+def finish(repo: Repository, message: str, names: list[str], parents_extra: list[str] = ()) -> str | None:
+    """Commit a transaction's changed assets; on failure warn and leave the
+    marker, so the next transaction (or `fsck --repair`) catches up."""
+    try:
+        oid = commit(repo, message, names, parents_extra)
+    except Exception as e:
+        on_warning(f"the change was recorded, but not in history: {_why(e)}; `lattice fsck --repair` commits it")
+        return None
+    try:
+        os.unlink(repo.dir / PENDING)
+    except FileNotFoundError:
+        pass
+    return oid
+
+
+def _why(e: Exception) -> str:
+    return getattr(e, "message", None) or str(e) or type(e).__name__
+
+
+def commit(repo: Repository, message: str, names: list[str] | None = None, parents_extra: list[str] = ()) -> str | None:
+    """Commit the manifest files of `names` (None: every file) and config.toml
+    on top of HEAD. Returns the new commit id, or None when nothing changed."""
+    g = open_git(repo)
+    parent = head_commit(g)
+    if parent is None:
+        names = None  # the first commit snapshots everything already recorded
+    if names is None:
+        tree = snapshot_tree(repo, g)
+    else:
+        changes = {f"{MANIFEST}/{n}{SUFFIX}": _blob(g, repo.manifest.file_of(n)) for n in names}
+        changes[CONFIG] = _blob(g, repo.dir / CONFIG)
+        tree = update_tree(g, parent.tree, changes)
+    if parent is not None and tree == parent.tree.id and not parents_extra:
+        return None
+    return write_commit(repo, g, tree, message, [parent.id] if parent else [], parents_extra)
+
+
+def write_commit(repo: Repository, g, tree, message: str, parents: list, extra: list = ()) -> str:
+    import pygit2
+
+    if tree is None:
+        tree = g.TreeBuilder().write()
+    sig = signature(repo)
+    all_parents = [*parents, *(pygit2.Oid(hex=str(p)) for p in extra)]
+    # create_commit refuses unless HEAD still points at our first parent: a
+    # compare-and-swap on the branch, so a racing writer is never overwritten.
+    return str(g.create_commit("HEAD", sig, sig, message.strip() + "\n", tree, all_parents))
+
+
+def _blob(g, path: Path):
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    return g.create_blob(data)
+
+
+def update_tree(g, tree, changes: dict[str, object]):
+    """The id of `tree` with each path set to a blob id (None: removed);
+    only the trees along the changed paths are rewritten. None when empty."""
+    from pygit2.enums import FileMode
+
+    builder = g.TreeBuilder(tree) if tree is not None else g.TreeBuilder()
+    below: dict[str, dict] = defaultdict(dict)
+    for path, oid in changes.items():
+        head, sep, rest = path.partition("/")
+        if sep:
+            below[head][rest] = oid
+        elif oid is None:
+            if builder.get(head) is not None:
+                builder.remove(head)
+        else:
+            builder.insert(head, oid, FileMode.BLOB)
+    for name, sub in below.items():
+        entry = builder.get(name)
+        child = g[entry.id] if entry is not None and entry.type_str == "tree" else None
+        new = update_tree(g, child, sub)
+        if new is None:
+            if entry is not None:
+                builder.remove(name)
+        else:
+            builder.insert(name, new, FileMode.TREE)
+    return builder.write() if len(builder) else None
+
+
+def snapshot_tree(repo: Repository, g):
+    """A tree of the manifest and config exactly as on disk (the slow path:
+    first commit, recovery)."""
+    changes = {f"{MANIFEST}/{n}{SUFFIX}": _blob(g, repo.manifest.file_of(n)) for n in repo.manifest.names()}
+    changes[CONFIG] = _blob(g, repo.dir / CONFIG)
+    return update_tree(g, None, changes)
+
+
+# -- reading ---------------------------------------------------------------
+
+
+def log(repo: Repository, limit: int | None = None, ref: str | None = None) -> list[CommitInfo]:
+    """Commits from HEAD (or `ref`) back, newest first."""
+    import pygit2
+
+    if not exists(repo):
+        return []
+    g = open_git(repo)
+    start = resolve(g, ref) if ref else head_commit(g)
+    if start is None:
+        return []
+    out = []
+    for c in g.walk(start.id, pygit2.enums.SortMode.TOPOLOGICAL | pygit2.enums.SortMode.TIME):
+        out.append(_info(c))
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def _info(c) -> CommitInfo:
+    import time
+
+    return CommitInfo(
+        str(c.id),
+        time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(c.commit_time)),
+        f"{c.author.name} <{c.author.email}>",
+        c.message.strip(),
+    )
+
+
+def manifest_blobs(g, tree) -> dict[str, object]:
+    """Asset name → blob id of its manifest file, in `tree`."""
+    out: dict[str, object] = {}
+    if tree is None or MANIFEST not in tree:
+        return out
+
+    def walk(t, prefix: str) -> None:
+        for e in t:
+            if e.type_str == "tree":
+                walk(g[e.id], prefix + e.name + "/")
+            elif e.name.endswith(SUFFIX):
+                out[prefix + e.name[: -len(SUFFIX)]] = e.id
+
+    walk(g[tree[MANIFEST].id], "")
+    return out
+
+
+def changed_assets(g, old_tree, new_tree) -> dict[str, tuple[object, object]]:
+    """Asset name → (old blob id or None, new blob id or None) for every
+    asset whose manifest file differs; identical subtrees are skipped by id."""
+    import pygit2
+
+    if old_tree is None and new_tree is None:
+        return {}
+    empty = g[g.TreeBuilder().write()]
+    diff = g.diff(old_tree or empty, new_tree or empty)
+    out = {}
+    zero = pygit2.Oid(hex="0" * 40)
+    for d in diff.deltas:
+        path = d.new_file.path if d.new_file.id != zero else d.old_file.path
+        if not (path.startswith(MANIFEST + "/") and path.endswith(SUFFIX)):
+            continue
+        name = path[len(MANIFEST) + 1 : -len(SUFFIX)]
+        out[name] = (d.old_file.id if d.old_file.id != zero else None, d.new_file.id if d.new_file.id != zero else None)
+    return out
+
+
+def config_blob(tree):
+    return tree[CONFIG].id if tree is not None and CONFIG in tree else None
+
+
+# -- refs ------------------------------------------------------------------
+
+
+def branches(g) -> list[str]:
+    return sorted(r.removeprefix("refs/heads/") for r in g.references if r.startswith("refs/heads/"))
+
+
+def tags(g) -> list[str]:
+    return sorted(r.removeprefix("refs/tags/") for r in g.references if r.startswith("refs/tags/"))
+
+
+def resolve(g, ref: str):
+    """The commit a branch, tag, commit id (prefix) or `HEAD~N` names."""
+    import pygit2
+
+    for full in (f"refs/heads/{ref}", f"refs/tags/{ref}"):
+        r = g.references.get(full)
+        if r is not None:
+            return r.peel(pygit2.Commit)
+    if ref and not ref.startswith("-"):
+        try:
+            return g.revparse_single(ref).peel(pygit2.Commit)
+        except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
+            pass
+    raise HistoryError(
+        f"no branch, tag or commit named {ref!r}{closest(ref, branches(g) + tags(g))}",
+        hint="`lattice branch` lists branches, `lattice tag` lists tags, `lattice log` lists commits",
+    )
+
+
+def check_ref_name(g, name: str, kind: str) -> str:
+    import pygit2
+
+    if not name or name.startswith("-") or not pygit2.reference_is_valid_name(f"refs/{kind}/{name}"):
+        raise HistoryError(f"{name!r} is not a valid {'branch' if kind == 'heads' else 'tag'} name", hint="use letters, digits, '-', '_', '.' and '/'")
+    return name
+
+
+def ensure_head(repo: Repository, g):
+    """HEAD's commit, making the first one from the current manifest when the
+    history is still empty (branches need something to point at)."""
+    head = head_commit(g)
+    if head is None:
+        write_commit(repo, g, snapshot_tree(repo, g), "snapshot of the existing manifest", [])
+        head = head_commit(g)
+    return head
+
+
+# -- checking ----------------------------------------------------------------
+
+
+def fsck(repo: Repository, repair: bool = False) -> list[tuple[str, str]]:
+    """(problem, what repair did) for `lattice fsck`."""
+    found = check(repo)
+    if not found or not repair:
+        return [(m, "") for m in found]
+    damaged = any(not m.startswith(BEHIND) for m in found)
+    done = repair_history(repo, damaged)
+    return [(m, done) for m in found]
+
+
+BEHIND = ("manifest differs", "history has no commit", "history repository is missing")
+
+
+def check(repo: Repository) -> list[str]:
+    """What is wrong with history: unreadable, damaged (per `git fsck`), or
+    behind the manifest. Empty when healthy."""
+    import shutil
+    import subprocess
+
+    path = git_dir(repo)
+    has_assets = next(iter(repo.manifest.names()), None) is not None
+    if not exists(repo):
+        return ["history repository is missing"] if has_assets else []
+    problems = []
+    if shutil.which("git"):
+        try:
+            p = subprocess.run(
+                ["git", f"--git-dir={path}", "fsck", "--no-progress", "--no-dangling"],
+                capture_output=True, text=True, timeout=300, env={**os.environ, "GIT_CONFIG_NOSYSTEM": "1"},
+            )
+            if p.returncode != 0:
+                lines = (p.stderr or p.stdout).strip().splitlines()
+                problems.append("git fsck: " + ("; ".join(lines[:3]) or f"exit {p.returncode}"))
+        except (OSError, subprocess.TimeoutExpired) as e:
+            problems.append(f"git fsck could not run: {e}")
+    try:
+        g = open_git(repo, create=False)
+        head = head_commit(g)
+        if head is None:
+            return problems + (["history has no commit yet"] if has_assets else [])
+        recorded = manifest_blobs(g, head.tree)
+    except Exception as e:
+        return problems + [f"HEAD cannot be read: {_why(e)}"]
+    behind = drift(repo, g, recorded)
+    if behind:
+        more = f" and {len(behind) - 5} more" if len(behind) > 5 else ""
+        problems.append(f"manifest differs from history HEAD ({', '.join(behind[:5])}{more})")
+    return problems
+
+
+def drift(repo: Repository, g, recorded: dict) -> list[str]:
+    import pygit2
+
+    out = []
+    on_disk = set()
+    for name in repo.manifest.names():
+        on_disk.add(name)
+        if pygit2.hashfile(str(repo.manifest.file_of(name))) != recorded.get(name):
+            out.append(name)
+    out.extend(sorted(set(recorded) - on_disk))
+    # config.toml is not compared: editing it by hand is normal, and the
+    # next change (or `fsck --repair`) commits it.
+    return out
+
+
+def repair_history(repo: Repository, damaged: bool = False) -> str:
+    """Commit the current manifest; damaged history (unreadable, or failing
+    `git fsck`) is moved to quarantine/ and started afresh from the manifest.
+    Returns what was done."""
+    import time
+
+    with repo.lock:
+        try:
+            if damaged:
+                raise HistoryError("damaged")
+            head_commit(open_git(repo))
+            moved = ""
+        except Exception:
+            dest = repo.dir / "quarantine" / f"{GITDIR}-{time.strftime('%Y%m%d-%H%M%S')}"
+            dest.parent.mkdir(exist_ok=True)
+            os.replace(git_dir(repo), dest)
+            moved = f"damaged history moved to {dest}; "
+        oid = commit(repo, RECOVERED)
+        try:
+            os.unlink(repo.dir / PENDING)
+        except FileNotFoundError:
+            pass
+    return moved + (f"committed {oid[:12]}" if oid else "nothing to commit")

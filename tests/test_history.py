@@ -1,0 +1,404 @@
+"""Version history in git: log, diff, restore, pin, branches, switch, merge,
+version limits, and recovery when history is behind or damaged."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from conftest import run_cli
+from lattice import history, versions
+from lattice.errors import HistoryError, InvalidInput
+from lattice.fsck import fsck
+from lattice.repo import Repository
+
+GIT = shutil.which("git")
+
+
+def ok(*args, repo):
+    r = run_cli(*args, cwd=repo.root)
+    assert r.code == 0, f"lattice {' '.join(args)} -> {r.code}\n{r.out}\n{r.err}"
+    return r
+
+
+def write(repo, name, text):
+    p = repo.root / name
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+
+
+def add(repo, name, text):
+    write(repo, name, text)
+    return ok("add", name, repo=repo)
+
+
+def git_log(repo, *fmt):
+    return subprocess.run(
+        ["git", f"--git-dir={repo.dir / 'history.git'}", "log", *fmt], capture_output=True, text=True, check=True
+    ).stdout
+
+
+def gen(repo, name, width, seed=1):
+    return ok("gen", name, "--model", "ffmpeg.testsrc", "--set", f"width={width}", "--set", "height=24", "--seed", str(seed), repo=repo)
+
+
+def fresh(repo):
+    return Repository(repo.root)
+
+
+# -- history commits ------------------------------------------------------------
+
+
+@pytest.mark.skipif(GIT is None, reason="needs the git binary")
+def test_every_change_is_a_commit_readable_by_git(tmp_repo):
+    repo = tmp_repo
+    (repo.dir / "config.toml").write_text('[user]\nname = "Ada"\nemail = "ada@example.org"\n')
+    add(repo, "a.txt", "one")
+    add(repo, "a.txt", "two")
+    ok("pin", "a.txt@v1", repo=repo)
+    out = git_log(repo, "--format=%an <%ae>|%s")
+    assert out.splitlines() == ["Ada <ada@example.org>|pin a.txt v1", "Ada <ada@example.org>|add a.txt", "Ada <ada@example.org>|add a.txt"]
+    shown = subprocess.run(
+        ["git", f"--git-dir={repo.dir / 'history.git'}", "show", "HEAD:manifest/a.txt.toml"], capture_output=True, text=True, check=True
+    ).stdout
+    assert shown == (repo.dir / "manifest" / "a.txt.toml").read_text()
+    assert (repo.dir / "history.git" / "HEAD").read_text().strip() == "ref: refs/heads/main"
+
+
+def test_commit_rewrites_only_the_changed_directories(tmp_repo):
+    repo = tmp_repo
+    add(repo, "a/x.txt", "1")
+    add(repo, "b/y.txt", "1")
+    g = history.open_git(repo)
+    before = history.head_commit(g).tree
+    add(repo, "a/x.txt", "2")
+    after = history.head_commit(g).tree
+    assert (after / "manifest" / "b").id == (before / "manifest" / "b").id
+    assert (after / "manifest" / "a").id != (before / "manifest" / "a").id
+
+
+def test_repository_without_history_gains_one_with_everything(tmp_repo):
+    repo = tmp_repo
+    add(repo, "a.txt", "1")
+    shutil.rmtree(repo.dir / "history.git")
+    add(repo, "b.txt", "1")
+    g = history.open_git(repo)
+    assert sorted(history.manifest_blobs(g, history.head_commit(g).tree)) == ["a.txt", "b.txt"]
+    assert fsck(fresh(repo)).ok
+
+
+# -- log and diff ---------------------------------------------------------------
+
+
+def test_log_project_and_asset_in_text_and_json(tmp_repo):
+    repo = tmp_repo
+    add(repo, "a.txt", "one")
+    add(repo, "a.txt", "two")
+    r = ok("log", repo=repo)
+    assert r.out.count("add a.txt") == 2 and "tester" in r.out
+    r = ok("log", "-n", "1", "--json", repo=repo)
+    [c] = r.json
+    assert c["message"] == "add a.txt" and len(c["commit"]) == 40 and c["author"].startswith("tester")
+    r = ok("log", "a.txt", repo=repo)
+    lines = r.out.splitlines()
+    assert lines[0].startswith("v2 ") and "edited" in lines[0] and "present (current)" in lines[0]
+    assert "imported" in r.out
+    data = ok("log", "a.txt", "--json", repo=repo).json
+    assert [v["number"] for v in data] == [2, 1] and data[0]["current"] and data[1]["present"]
+    r = run_cli("log", "b.txt", cwd=repo.root)
+    assert r.code == 4 and "a.txt" in r.err  # the closest name is offered
+
+
+def test_diff_versions_text_and_json(tmp_repo):
+    repo = tmp_repo
+    gen(repo, "x.png", 32, seed=1)
+    ok("regen", "x.png", "--seed", "2", "--set", "width=48", repo=repo)
+    r = ok("diff", "x.png@v1", "x.png@v2", repo=repo)
+    assert "seed: 1 -> 2" in r.out and "params.width: 32 -> 48" in r.out and "object:" in r.out
+    data = ok("diff", "x.png@v1", "@v2", "--json", repo=repo).json
+    fields = {c["field"]: (c["old"], c["new"]) for c in data["changes"]}
+    assert fields["seed"] == (1, 2) and fields["params.width"] == (32, 48)
+    r = run_cli("diff", "x.png@v1", "x.png@v9", cwd=repo.root)
+    assert r.code == 4 and "no version v9" in r.err
+
+
+def test_diff_between_branches_and_tags(tmp_repo):
+    repo = tmp_repo
+    add(repo, "a.txt", "1")
+    add(repo, "b.txt", "1")
+    ok("tag", "start", repo=repo)
+    add(repo, "a.txt", "2")
+    add(repo, "c.txt", "1")
+    (repo.root / "b.txt").unlink()
+    with repo.transaction("remove b.txt") as tx:
+        tx.remove("b.txt")
+    r = ok("diff", "start", "main", repo=repo)
+    assert r.out.splitlines() == ["A  c.txt", "D  b.txt", "M  a.txt (v1 -> v2)"]
+    data = ok("diff", "start", "HEAD", "--json", repo=repo).json
+    assert data["added"] == ["c.txt"] and data["removed"] == ["b.txt"] and data["changed"][0]["path"] == "a.txt"
+    assert ok("tag", repo=repo).out.split() == ["start"]
+    r = run_cli("diff", "strat", "main", cwd=repo.root)
+    assert r.code == HistoryError.exit_code and "start" in r.err and "Traceback" not in r.err
+
+
+# -- restore and pin ----------------------------------------------------------------
+
+
+def test_restore_round_trip_adds_a_version(tmp_repo):
+    repo = tmp_repo
+    add(repo, "a.txt", "first")
+    add(repo, "a.txt", "second")
+    r = ok("restore", "a.txt@v1", repo=repo)
+    assert "restored a.txt v1 as v3" in r.out
+    assert (repo.root / "a.txt").read_text() == "first"
+    record = fresh(repo).record("a.txt")
+    v3 = record.current
+    assert (v3.number, v3.change, v3.restored_from, v3.object) == (3, "restored", 1, record.versions[0].object)
+    assert [v.change for v in record.versions] == ["imported", "edited", "restored"]
+    assert run_cli("status", cwd=repo.root).out == ""
+    assert "restore a.txt v1 as v3" in history.log(repo, 1)[0].message
+
+
+def test_restore_rerenders_an_evicted_output(tmp_repo):
+    repo = tmp_repo
+    gen(repo, "x.png", 32)
+    old_bytes = (repo.root / "x.png").read_bytes()
+    gen(repo, "x.png", 48)
+    v1 = fresh(repo).record("x.png").versions[0]
+    os.unlink(repo.objects.locate(v1.object))
+    with repo.index as index:
+        index.cache_drop(v1.recipe.key)
+    data = ok("restore", "x.png@v1", "--json", repo=repo).json
+    assert data["rendered"] and data["version"] == 3 and data["object"] == v1.object
+    assert (repo.root / "x.png").read_bytes() == old_bytes
+
+
+def test_restore_refuses_bad_input_and_unrecorded_edits(tmp_repo):
+    repo = tmp_repo
+    add(repo, "a.txt", "1")
+    add(repo, "a.txt", "2")
+    r = run_cli("restore", "a.txt@v7", cwd=repo.root)
+    assert r.code == 4 and "no version v7" in r.err and "hint:" in r.err
+    r = run_cli("restore", "a.txt", cwd=repo.root)
+    assert r.code == 4 and "needs a version" in r.err
+    r = run_cli("restore", "a.tx@v1", cwd=repo.root)
+    assert r.code == 4 and "did you mean: a.txt" in r.err
+    assert run_cli("restore", "a.txt@v2", cwd=repo.root).code == 4  # already current
+    write(repo, "a.txt", "unsaved work")
+    r = run_cli("restore", "a.txt@v1", cwd=repo.root)
+    assert r.code == 12 and "not recorded" in r.err
+    assert (repo.root / "a.txt").read_text() == "unsaved work"
+    assert len(fresh(repo).record("a.txt").versions) == 2
+
+
+def test_pin_holds_while_new_versions_are_added(tmp_repo):
+    repo = tmp_repo
+    gen(repo, "x.png", 32)
+    ok("pin", "x.png@v1", repo=repo)
+    gen(repo, "x.png", 48)
+    ok("regen", "x.png", "--set", "width=64", repo=repo)
+    record = fresh(repo).record("x.png")
+    assert record.pinned == 1 and len(record.versions) == 3
+    assert record.effective.object == record.versions[0].object != record.current.object
+    assert fresh(repo).index.get("x.png").effective == record.versions[0].object
+    assert "pinned" in ok("log", "x.png", repo=repo).out.splitlines()[-2]
+    assert "was v1" in ok("unpin", "x.png", repo=repo).out
+    assert fresh(repo).record("x.png").pinned is None
+    assert run_cli("pin", "x.png@v4", cwd=repo.root).code == 4
+
+
+# -- branches, switch, merge ---------------------------------------------------------
+
+
+def test_branch_switch_and_clean_merge(tmp_repo):
+    repo = tmp_repo
+    add(repo, "a.txt", "a1")
+    add(repo, "b.txt", "b1")
+    ok("branch", "feat", repo=repo)
+    assert ok("branch", repo=repo).out.splitlines() == ["  feat", "* main"]
+    ok("switch", "feat", repo=repo)
+    add(repo, "a.txt", "a2")
+    add(repo, "c.txt", "c1")
+    r = ok("switch", "main", repo=repo)
+    assert "2 assets differ" in r.out
+    assert (repo.root / "a.txt").read_text() == "a1" and not (repo.root / "c.txt").exists()
+    assert ok("status", repo=repo).out == ""
+    add(repo, "b.txt", "b2")
+    data = ok("merge", "feat", "--json", repo=repo).json
+    assert data["status"] == "merged" and data["taken"] == ["a.txt", "c.txt"] and data["conflicts"] == []
+    assert (repo.root / "a.txt").read_text() == "a2" and (repo.root / "c.txt").read_text() == "c1"
+    assert (repo.root / "b.txt").read_text() == "b2"
+    g = history.open_git(repo)
+    assert len(history.head_commit(g).parents) == 2
+    assert ok("merge", "feat", repo=repo).out.strip() == "already up to date"
+    assert fsck(fresh(repo)).ok and ok("status", repo=repo).out == ""
+
+
+def test_merge_fast_forward_and_branch_delete(tmp_repo):
+    repo = tmp_repo
+    add(repo, "a.txt", "1")
+    ok("branch", "feat", repo=repo)
+    ok("switch", "feat", repo=repo)
+    add(repo, "a.txt", "2")
+    ok("switch", "main", repo=repo)
+    assert "fast-forward" in ok("merge", "feat", repo=repo).out
+    assert (repo.root / "a.txt").read_text() == "2"
+    r = run_cli("branch", "--delete", "main", cwd=repo.root)
+    assert r.code == HistoryError.exit_code and "current branch" in r.err
+    assert "deleted branch feat" in ok("branch", "-d", "feat", repo=repo).out
+
+
+def _conflict(repo):
+    add(repo, "a.txt", "base")
+    ok("branch", "feat", repo=repo)
+    ok("switch", "feat", repo=repo)
+    add(repo, "a.txt", "theirs")
+    add(repo, "t.txt", "only theirs")
+    ok("switch", "main", repo=repo)
+    add(repo, "a.txt", "ours")
+
+
+def test_merge_conflict_is_left_at_ours_then_resolved_with_theirs(tmp_repo):
+    repo = tmp_repo
+    _conflict(repo)
+    r = run_cli("merge", "feat", cwd=repo.root)
+    assert r.code == 1 and "CONFLICT a.txt" in r.err and "--theirs" in r.err
+    assert (repo.root / "a.txt").read_text() == "ours"
+    assert (repo.root / "t.txt").read_text() == "only theirs"  # the clean part is taken
+    r = ok("merge", "feat", "--theirs", repo=repo)
+    assert "resolved a.txt" in r.out
+    assert (repo.root / "a.txt").read_text() == "theirs"
+    record = fresh(repo).record("a.txt")
+    # Nothing is dropped: ours v1, v2, then their v2 as v3.
+    assert [v.number for v in record.versions] == [1, 2, 3] and "merged from feat v2" in record.current.note
+    assert len(history.head_commit(history.open_git(repo)).parents) == 2
+    assert fsck(fresh(repo)).ok
+
+
+def test_merge_conflict_resolved_with_ours(tmp_repo):
+    repo = tmp_repo
+    _conflict(repo)
+    assert run_cli("merge", "feat", cwd=repo.root).code == 1
+    ok("restore", "a.txt@v1", repo=repo)
+    ok("merge", "feat", "--ours", repo=repo)
+    assert (repo.root / "a.txt").read_text() == "base"
+    assert ok("merge", "feat", repo=repo).out.strip() == "already up to date"
+
+
+def test_switch_and_merge_refuse_unrecorded_edits(tmp_repo):
+    repo = tmp_repo
+    add(repo, "a.txt", "1")
+    ok("branch", "feat", repo=repo)
+    write(repo, "a.txt", "my unsaved edit")
+    r = run_cli("switch", "feat", cwd=repo.root)
+    assert r.code == 12 and "unrecorded changes in a.txt" in r.err and "--force" in r.err
+    assert run_cli("merge", "feat", cwd=repo.root).code == 12
+    r = ok("switch", "feat", "--force", repo=repo)
+    assert (repo.root / "a.txt").read_text() == "my unsaved edit"
+    assert history.current_branch(history.open_git(repo)) == "feat"
+
+
+def test_switch_leaves_absent_outputs_to_render(tmp_repo):
+    repo = tmp_repo
+    gen(repo, "x.png", 32)
+    ok("branch", "feat", repo=repo)
+    ok("switch", "feat", repo=repo)
+    gen(repo, "x.png", 48)
+    ok("switch", "main", repo=repo)
+    v1 = fresh(repo).record("x.png").current
+    os.unlink(repo.objects.locate(v1.object))
+    r = ok("switch", "main", repo=repo)  # no-op
+    ok("switch", "feat", repo=repo)
+    r = ok("switch", "main", repo=repo)
+    assert "lattice render" in r.err and not (repo.root / "x.png").exists()
+    ok("render", repo=repo)
+    assert repo.objects.has(v1.object)
+
+
+def test_branch_and_switch_bad_names(tmp_repo):
+    repo = tmp_repo
+    add(repo, "a.txt", "1")
+    ok("branch", "feature", repo=repo)
+    r = run_cli("switch", "featur", cwd=repo.root)
+    assert r.code == HistoryError.exit_code and "did you mean: feature" in r.err
+    assert run_cli("branch", "feature", cwd=repo.root).code == HistoryError.exit_code
+    assert run_cli("branch", "bad..name", cwd=repo.root).code == HistoryError.exit_code
+    assert run_cli("merge", "nope", cwd=repo.root).code == HistoryError.exit_code
+
+
+# -- crash safety and damaged history ---------------------------------------------------
+
+
+def test_crash_between_manifest_write_and_commit_is_repaired(tmp_repo, monkeypatch):
+    repo = tmp_repo
+    add(repo, "a.txt", "1")
+    real = history.commit
+
+    def crash(*a, **k):
+        raise OSError("simulated crash")
+
+    monkeypatch.setattr(history, "commit", crash)
+    r = add(repo, "a.txt", "2")
+    assert "warning:" in r.err and "fsck --repair" in r.err
+    monkeypatch.setattr(history, "commit", real)
+    assert len(fresh(repo).record("a.txt").versions) == 2  # the version was recorded
+    report = fsck(fresh(repo))
+    [p] = [p for p in report.problems if p.kind == "history"]
+    assert "manifest differs from history HEAD" in p.message and not report.ok
+    r = ok("fsck", "--repair", repo=repo)
+    assert "recovered" in history.log(repo, 1)[0].message or "committed" in r.out
+    assert history.log(repo, 1)[0].message == history.RECOVERED
+    assert fsck(fresh(repo)).ok and len(fresh(repo).record("a.txt").versions) == 2
+
+
+def test_manifest_written_without_commit_is_reported(tmp_repo, monkeypatch):
+    repo = tmp_repo
+    add(repo, "a.txt", "1")
+    monkeypatch.setattr(history, "finish", lambda *a, **k: None)  # "killed" before the commit
+    add(repo, "a.txt", "2")
+    monkeypatch.undo()
+    r = run_cli("fsck", cwd=repo.root)
+    assert r.code == 1 and "manifest differs from history HEAD (a.txt)" in r.out
+    # The next change catches up first, so nothing recorded is missing from history.
+    add(repo, "b.txt", "1")
+    assert [c.message for c in history.log(repo, 2)] == ["add b.txt", history.RECOVERED]
+    assert fsck(fresh(repo)).ok
+
+
+def test_damaged_history_never_loses_work(tmp_repo):
+    repo = tmp_repo
+    add(repo, "a.txt", "1")
+    heads = repo.dir / "history.git" / "refs" / "heads" / "main"
+    heads.write_text("0123456789012345678901234567890123456789\n")  # points at nothing
+    r = add(repo, "a.txt", "2")
+    assert "warning:" in r.err
+    assert len(fresh(repo).record("a.txt").versions) == 2
+    assert ok("status", repo=repo).out == "" and ok("log", "a.txt", repo=repo).out
+    r = run_cli("fsck", cwd=repo.root)
+    assert r.code == 1 and "history:" in r.out
+    ok("fsck", "--repair", repo=repo)
+    assert fsck(fresh(repo)).ok
+    assert any((repo.dir / "quarantine").glob("history.git-*"))
+    assert history.log(repo)[0].message == history.RECOVERED
+
+
+# -- version limits ---------------------------------------------------------------------
+
+
+def test_evictable_versions_respects_limits_current_and_pin(tmp_repo):
+    repo = tmp_repo
+    (repo.dir / "config.toml").write_text("[versions]\nimage = 2\n")
+    for i, w in enumerate((16, 24, 32, 40, 48), 1):
+        gen(repo, "x.png", w, seed=i)
+    add(repo, "notes.txt", "import")
+    ok("pin", "x.png@v1", repo=repo)
+    r = fresh(repo)
+    got = versions.evictable_versions(r)
+    record = r.record("x.png")
+    assert got == [("x.png", 2, record.versions[1].object), ("x.png", 3, record.versions[2].object)]
+    assert versions.limits({}) == versions.DEFAULT_LIMITS
+    with pytest.raises(InvalidInput, match="valid limit"):
+        versions.limits({"versions": {"image": 0}})
