@@ -193,7 +193,7 @@ def write_state(repo: Repository, g, blobs: dict, config) -> dict:
                 pass
     with repo.index as index:
         for name, record in records.items():
-            index.put(record, repo.manifest.file_of(name).stat().st_mtime_ns)
+            index.put(record, repo.manifest.file_of(name).stat())
         for name, oid in blobs.items():
             if oid is None:
                 index.remove(name)

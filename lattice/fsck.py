@@ -136,7 +136,7 @@ def rebuild_index(repo: Repository, records: dict | None = None) -> None:
     with index:
         index.clear_assets()
         for name, record in records.items():
-            index.put(record, repo.manifest.file_of(name).stat().st_mtime_ns)
+            index.put(record, repo.manifest.file_of(name).stat())
 
 
 def _extra_checks(repo: Repository, repair: bool = False):

@@ -45,6 +45,11 @@ CREATE INDEX IF NOT EXISTS inputs_parent ON inputs(parent);
 CREATE TABLE IF NOT EXISTS cache(
     key TEXT PRIMARY KEY, object TEXT NOT NULL, generator TEXT, time REAL NOT NULL
 );
+-- A decoded copy of each manifest record, valid while the file's stat matches:
+-- reading a 1,000-version asset then costs a JSON decode, not a TOML parse.
+CREATE TABLE IF NOT EXISTS records(
+    path TEXT PRIMARY KEY, mtime_ns INTEGER NOT NULL, size INTEGER NOT NULL, ino INTEGER NOT NULL, body BLOB NOT NULL
+);
 -- Media facts depend only on the content: probe an object once.
 CREATE TABLE IF NOT EXISTS media(object TEXT PRIMARY KEY, facts TEXT NOT NULL);
 """
@@ -129,9 +134,13 @@ class Index:
 
     # -- assets -----------------------------------------------------------
 
-    def put(self, record, manifest_mtime_ns: int = 0) -> None:
-        """Record the asset's state from its manifest record. Keeps the stat
-        cache when the current object is unchanged."""
+    def put(self, record, manifest_stat=None) -> None:
+        """Record the asset's state from its manifest record (and the stat of
+        the manifest file it was read from or written to). Keeps the working
+        tree's stat cache when the current object is unchanged."""
+        import msgspec
+
+        manifest_mtime_ns = manifest_stat.st_mtime_ns if manifest_stat else 0
         cur, eff = record.current, record.effective
         recipe = cur.recipe
         old = self.get(record.path)
@@ -148,13 +157,26 @@ class Index:
             ),
         )
         self.db.execute("DELETE FROM inputs WHERE child = ?", (record.path,))
+        if manifest_stat is not None:
+            self.db.execute(
+                "INSERT OR REPLACE INTO records(path, mtime_ns, size, ino, body) VALUES (?, ?, ?, ?, ?)",
+                (record.path, manifest_stat.st_mtime_ns, manifest_stat.st_size, manifest_stat.st_ino, msgspec.json.encode(record)),
+            )
         if recipe:
             self.db.executemany(
                 "INSERT INTO inputs(child, pos, parent, object) VALUES (?, ?, ?, ?)",
                 [(record.path, i, p, o) for i, (p, o) in enumerate(zip(recipe.inputs, recipe.input_objects))],
             )
 
+    def record_body(self, name: str, st) -> bytes | None:
+        """The cached JSON of `name`'s record if the manifest file is unchanged since."""
+        r = self.db.execute("SELECT mtime_ns, size, ino, body FROM records WHERE path = ?", (name,)).fetchone()
+        if r and (r[0], r[1], r[2]) == (st.st_mtime_ns, st.st_size, st.st_ino):
+            return r[3]
+        return None
+
     def remove(self, name: str) -> None:
+        self.db.execute("DELETE FROM records WHERE path = ?", (name,))
         self.db.execute("DELETE FROM assets WHERE path = ?", (name,))
         self.db.execute("DELETE FROM inputs WHERE child = ?", (name,))
 
@@ -228,6 +250,7 @@ class Index:
     # -- maintenance ------------------------------------------------------
 
     def clear_assets(self) -> None:
+        self.db.execute("DELETE FROM records")
         self.db.execute("DELETE FROM assets")
         self.db.execute("DELETE FROM inputs")
 

@@ -198,6 +198,17 @@ class Repository:
     # -- assets -------------------------------------------------------------
 
     def record(self, name: str) -> AssetRecord:
+        """The asset's manifest record: from the index's decoded copy while the
+        manifest file is unchanged (by stat), else parsed from the TOML."""
+        import msgspec
+
+        try:
+            st = os.stat(self.manifest.file_of(name))
+        except FileNotFoundError:
+            raise UnknownAsset(f"no asset named {name!r}{closest(name, self.index.names())}") from None
+        body = self.index.record_body(name, st)
+        if body is not None:
+            return msgspec.json.decode(body, type=AssetRecord)
         record = self.manifest.read(name)
         if record is None:
             raise UnknownAsset(f"no asset named {name!r}{closest(name, self.index.names())}")
@@ -285,7 +296,7 @@ class Transaction:
         with repo.index as index:
             for name in encoded:
                 st = repo.manifest.file_of(name).stat()
-                index.put(self._records[name][0], st.st_mtime_ns)
+                index.put(self._records[name][0], st)
             for name in self._removed:
                 index.remove(name)
         changed = sorted(set(encoded) | self._removed)
