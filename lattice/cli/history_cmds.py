@@ -255,13 +255,6 @@ def merge(
         raise typer.Exit(1)
 
 
-def _warn(message: str) -> None:
-    echo(f"warning: {message}", err=True)
-
-
 def register(app: typer.Typer) -> None:
-    from lattice import history
-
-    history.on_warning = _warn  # the library never prints: its warnings come here
     for fn in (log, diff, restore, pin, unpin, branch, switch, tag, merge):
         app.command()(fn)

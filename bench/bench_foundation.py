@@ -1,0 +1,279 @@
+#!/usr/bin/env python3
+"""Foundation benchmark: `lattice add`, `lattice status` and add's memory,
+each against a peer or a physical floor measured in the same run.
+
+    python bench/bench_foundation.py [--repeat 3] [--skip-dvc] [--keep]
+
+Run by hand (never by the tests). Everything it writes lives in one temp
+directory under /tmp, removed at the end (unless --keep). Figures are medians
+of --repeat runs; compare the ratios, not the absolute times, between machines.
+
+(a) add 1,000 x 64 KiB files and one 1 GiB file vs the floor `b3sum` + `cp`
+    of the same data (target: >= 0.5x the floor's throughput).
+(b) no-op `lattice status` on 10,000 assets, start-up included, from a
+    byte-compiled copy of the package (PYTHONDONTWRITEBYTECODE=1 would
+    otherwise make every start recompile), vs `dvc status` on the same files
+    (target: < 0.3 s and >= 10x faster). DVC comes from PyPI into
+    /tmp/bench-dvc-venv; it is skipped with a message when it cannot be had.
+(c) peak RSS of `lattice add` of the 1 GiB file (target: < 150 MiB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DVC_VENV = Path("/tmp/bench-dvc-venv")
+KIB, MIB, GIB = 1 << 10, 1 << 20, 1 << 30
+
+
+# -- running things ---------------------------------------------------------
+
+
+def run(argv: list[str], cwd: Path | None = None, env: dict | None = None) -> tuple[float, int]:
+    """Run to completion and return (wall seconds, peak RSS in KiB of the
+    child and the children it waited for); fail loudly on a non-zero exit."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    err = proc.stderr.read()  # small for these commands; read before reaping
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    proc.returncode = code = os.waitstatus_to_exitcode(status)
+    proc.stderr.close()
+    if code != 0:
+        raise SystemExit(f"bench: {' '.join(map(str, argv))} exited {code}:\n{err.decode(errors='replace')[-2000:]}")
+    return wall, usage.ru_maxrss  # KiB on Linux
+
+
+def median_of(repeat: int, fn) -> float:
+    return statistics.median(fn() for _ in range(repeat))
+
+
+def drop(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# -- set-up -----------------------------------------------------------------
+
+
+class Bench:
+    def __init__(self, work: Path, repeat: int):
+        self.work, self.repeat = work, repeat
+        self.env = dict(os.environ, NO_COLOR="1", LATTICE_AUTHOR="bench", XDG_CONFIG_HOME=str(work / "xdg"))
+        self.env.pop("PYTHONPATH", None)
+        self.lattice = self._install()
+
+    def _install(self) -> list[str]:
+        """A byte-compiled copy of the package, run the way the console script
+        runs it, with the project's virtualenv (its site-packages are compiled)."""
+        site = self.work / "site"
+        shutil.copytree(ROOT / "lattice", site / "lattice", ignore=shutil.ignore_patterns("__pycache__"))
+        if not compileall.compile_dir(site / "lattice", quiet=1):
+            raise SystemExit("bench: could not byte-compile the package")
+        script = site / "lattice-script"
+        script.write_text("import sys\nfrom lattice.cli.main import run\nsys.exit(run())\n")
+        self.env["PYTHONPATH"] = str(site)
+        return [sys.executable, str(script)]
+
+    def lat(self, *args: str, cwd: Path) -> list[str]:
+        return [*self.lattice, "-C", str(cwd), *args]
+
+    def new_repo(self, name: str) -> Path:
+        repo = self.work / name
+        drop(repo)
+        repo.mkdir()
+        run(self.lat("init", cwd=repo), env=self.env)
+        return repo
+
+
+def make_files(directory: Path, count: int, size: int, ext: str) -> list[Path]:
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i in range(count):
+        p = directory / f"f{i:05d}.{ext}"
+        p.write_bytes(os.urandom(size))
+        paths.append(p)
+    return paths
+
+
+def make_big(path: Path, size: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        for _ in range(size // (64 * MIB)):
+            f.write(os.urandom(64 * MIB))
+
+
+def hasher() -> tuple[list[str], str]:
+    """argv prefix hashing files, and its name: `b3sum`, else the blake3
+    package hashing the same way (1 MiB reads, all cores)."""
+    if shutil.which("b3sum"):
+        return ["b3sum", "--no-names"], "b3sum"
+    code = (
+        "import sys, blake3\n"
+        "for p in sys.argv[1:]:\n"
+        "    h = blake3.blake3(max_threads=blake3.blake3.AUTO)\n"
+        "    h.update_mmap(p)\n"
+        "    print(h.hexdigest())\n"
+    )
+    return [sys.executable, "-c", code], "python blake3 (b3sum not installed)"
+
+
+# -- (a) add vs b3sum + cp ----------------------------------------------------
+
+
+def bench_add(b: Bench, label: str, source: Path, files: list[Path]) -> dict:
+    hash_argv, hash_name = hasher()
+    total = sum(p.stat().st_size for p in files)
+
+    def floor() -> float:
+        dest = b.work / "floor-copy"
+        drop(dest)
+        t_hash, _ = run([*hash_argv, *map(str, files)])
+        t_cp, _ = run(["cp", "-r", str(source), str(dest)])
+        drop(dest)
+        return t_hash + t_cp
+
+    def lattice() -> float:
+        repo = b.new_repo("repo-add")
+        # The data is moved into the working tree (a rename: no bytes copied).
+        inside = repo / source.name
+        os.rename(source, inside)
+        try:
+            t, _ = run(b.lat("add", source.name, cwd=repo), env=b.env)
+        finally:
+            os.rename(inside, source)
+        drop(repo)
+        return t
+
+    t_floor = median_of(b.repeat, floor)
+    t_lat = median_of(b.repeat, lattice)
+    ratio = t_floor / t_lat
+    print(
+        f"add {label:<24} lattice {t_lat:7.3f} s ({total / MIB / t_lat:7.1f} MiB/s)   "
+        f"floor {hash_name} + cp {t_floor:7.3f} s ({total / MIB / t_floor:7.1f} MiB/s)   "
+        f"throughput {ratio:.2f}x floor  [target >= 0.5x: {'ok' if ratio >= 0.5 else 'MISSED'}]"
+    )
+    return {"lattice": t_lat, "floor": t_floor, "ratio": ratio}
+
+
+def bench_add_rss(b: Bench, source: Path) -> int:
+    repo = b.new_repo("repo-rss")
+    inside = repo / source.name
+    os.rename(source, inside)
+    try:
+        _, rss = run(b.lat("add", source.name, cwd=repo), env=b.env)
+    finally:
+        os.rename(inside, source)
+    drop(repo)
+    mib = rss / 1024
+    print(f"peak RSS of `lattice add` of the 1 GiB file: {mib:.1f} MiB  [target < 150 MiB: {'ok' if mib < 150 else 'MISSED'}]")
+    return rss
+
+
+# -- (b) status vs dvc status -------------------------------------------------
+
+
+def dvc_available(skip: bool) -> Path | None:
+    if skip:
+        print("dvc: skipped (--skip-dvc)")
+        return None
+    dvc = DVC_VENV / "bin" / "dvc"
+    if dvc.exists():
+        return dvc
+    print(f"dvc: installing from PyPI into {DVC_VENV} ...", flush=True)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(DVC_VENV)], check=True, capture_output=True)
+        subprocess.run([str(DVC_VENV / "bin" / "pip"), "install", "-q", "dvc"], check=True, capture_output=True, timeout=900)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired, OSError) as e:
+        print(f"dvc: could not be installed ({e.__class__.__name__}); the dvc comparison is skipped")
+        return None
+    return dvc if dvc.exists() else None
+
+
+def bench_status(b: Bench, count: int, skip_dvc: bool) -> dict:
+    repo = b.new_repo("repo-status")
+    # SVG: a media type lattice tracks and walks, with no ffmpeg probe on add.
+    make_files(repo / "assets", count, 4 * KIB, "svg")
+    run(b.lat("add", "assets", cwd=repo), env=b.env)
+    # Let the racy-mtime window pass, then one status refreshes the stat cache.
+    time.sleep(0.2)
+    run(b.lat("status", cwd=repo), env=b.env)
+
+    def once() -> float:
+        t, _ = run(b.lat("status", cwd=repo), env=b.env)
+        return t
+
+    t_lat = median_of(max(b.repeat, 5), once)
+    t_start = median_of(max(b.repeat, 5), lambda: run([*b.lattice, "--version"], env=b.env)[0])
+    t_py = median_of(max(b.repeat, 5), lambda: run([sys.executable, "-c", "pass"])[0])
+    ok = t_lat < 0.3
+    print(
+        f"status, {count} assets, nothing changed: {t_lat:.3f} s  [target < 0.3 s: {'ok' if ok else 'MISSED'}]   "
+        f"(`lattice --version` {t_start:.3f} s, `python -c pass` {t_py:.3f} s)"
+    )
+    result = {"lattice": t_lat, "startup": t_start}
+    dvc = dvc_available(skip_dvc)
+    if dvc is not None:
+        dvc_dir = b.work / "dvc-status"
+        drop(dvc_dir)
+        dvc_dir.mkdir()
+        shutil.copytree(repo / "assets", dvc_dir / "assets")
+        denv = dict(os.environ, DVC_NO_ANALYTICS="1")
+        denv.pop("PYTHONPATH", None)
+        run([str(dvc), "init", "--no-scm", "-q"], cwd=dvc_dir, env=denv)
+        run([str(dvc), "config", "core.analytics", "false"], cwd=dvc_dir, env=denv)
+        run([str(dvc), "add", "-q", "assets"], cwd=dvc_dir, env=denv)
+        run([str(dvc), "status", "-q"], cwd=dvc_dir, env=denv)  # warm its caches too
+        t_dvc = median_of(max(b.repeat, 3), lambda: run([str(dvc), "status"], cwd=dvc_dir, env=denv)[0])
+        ratio = t_dvc / t_lat
+        print(f"dvc status on the same {count} files: {t_dvc:.3f} s; lattice is {ratio:.1f}x faster  [target >= 10x: {'ok' if ratio >= 10 else 'MISSED'}]")
+        result.update(dvc=t_dvc, ratio=ratio)
+        drop(dvc_dir)
+    drop(repo)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--repeat", type=int, default=3, help="runs per measurement; the median is printed")
+    parser.add_argument("--skip-dvc", action="store_true", help="do not install or run DVC")
+    parser.add_argument("--keep", action="store_true", help="keep the temp directory")
+    parser.add_argument("--status-assets", type=int, default=10_000)
+    args = parser.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="lattice-bench-", dir="/tmp"))
+    print(f"lattice foundation benchmark; {os.cpu_count()} cores; data in {work}; medians of {args.repeat}")
+    try:
+        b = Bench(work, args.repeat)
+        many = work / "many"
+        make_files(many, 1000, 64 * KIB, "png")
+        bench_add(b, "1,000 x 64 KiB .png", many, sorted(many.iterdir()))
+        for p in sorted(many.iterdir()):
+            p.rename(p.with_suffix(".bin"))
+        bench_add(b, "1,000 x 64 KiB .bin", many, sorted(many.iterdir()))
+        drop(many)
+        big = work / "big"
+        make_big(big / "take.mp4", GIB)
+        bench_add(b, "1 x 1 GiB .mp4", big, [big / "take.mp4"])
+        bench_add_rss(b, big)
+        drop(big)
+        bench_status(b, args.status_assets, args.skip_dvc)
+    finally:
+        if args.keep:
+            print(f"kept {work}")
+        else:
+            drop(work)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
