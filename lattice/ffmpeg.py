@@ -103,6 +103,13 @@ def probe(path: Path | str) -> MediaInfo:
         return MediaInfo(kind=kind, size=size)
     if kind == "vector":
         return _probe_lottie(path, size)
+    if kind == "image":
+        from lattice.imagehead import still_image
+
+        found = still_image(path, ext)
+        if found:
+            codec, width, height = found
+            return MediaInfo(kind="image", size=size, width=width, height=height, frames=1, codec=codec)
     return _probe_ffmpeg(path, kind, size)
 
 
