@@ -205,7 +205,7 @@ def update_worktree(repo: Repository, before: dict, records: dict) -> Worktree:
     """Bring the working files of the assets in `before` (name → index row
     before the change) to their new current versions (`records`; absent:
     the asset was removed)."""
-    from lattice.status import _clean, _hash
+    from lattice.status import differs
 
     wt = Worktree()
     stats = []
@@ -217,7 +217,7 @@ def update_worktree(repo: Repository, before: dict, records: dict) -> Worktree:
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             st = None
-        clean = st is not None and old is not None and (_clean(old, st) or _hash(path) == old.object)
+        clean = st is not None and old is not None and not differs(old, path, st)
         if st is not None and not clean:
             wt.kept.append(name)
         elif record is None:

@@ -49,6 +49,13 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644, durable: bool = Tru
         f.write(data)
 
 
+def remove_quietly(*paths) -> None:
+    """Remove scratch files that may or may not exist."""
+    for p in paths:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(p)
+
+
 def temp_path_near(path: Path) -> Path:
     """A fresh temporary name in `path`'s directory, for writers (ffmpeg, a
     generator) that need a path rather than a file object."""

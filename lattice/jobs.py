@@ -40,4 +40,17 @@ def render_job(ctx) -> dict[str, Any]:
         raise
 
 
+def gc_job(ctx) -> dict[str, Any]:
+    from lattice.gc import gc_job as handler  # imported only when a gc job runs
+
+    return handler(ctx)
+
+
+def export_job(ctx) -> dict[str, Any]:
+    from lattice.export import export_job as handler
+
+    return handler(ctx)
+
+
 HANDLERS = {t: render_job for t in RENDER_TYPES}
+HANDLERS.update(gc=gc_job, export=export_job)

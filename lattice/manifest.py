@@ -37,6 +37,7 @@ class Recipe(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
     inputs: list[str] = []  # input asset names, in order
     input_objects: list[str] = []  # their output objects when this recipe was made
     deterministic: bool = True
+    output: str = ""  # the output's format (file extension): part of the key
     key: str = ""  # the recipe key: see lattice.recipe
 
 

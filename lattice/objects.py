@@ -211,6 +211,9 @@ class ObjectStore:
         existing = self.locate(oid)
         if existing is not None:
             os.unlink(tmp)
+            # Freshen it: gc's grace period then protects content just re-added.
+            with contextlib.suppress(OSError):
+                os.utime(existing)
             return StoredObject(oid, size, existing.stat().st_size, existing.name.endswith(".zst"), False)
         final = self._base(oid)
         if compressed:

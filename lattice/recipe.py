@@ -2,7 +2,8 @@
 
 The recipe key is BLAKE3 over a canonical encoding of everything that
 decides the output: generator id and version, normalized params (defaults
-filled in, keys sorted), seed, prompts and the input objects. Same key, same
+filled in, keys sorted), seed, prompts, the input objects and the output
+format (the same recipe rendered to .png and to .mp4 gives different files). Same key, same
 output (for a deterministic generator); the cache maps keys to objects.
 """
 
@@ -31,6 +32,7 @@ def recipe_key(recipe: Recipe) -> str:
             "prompt": recipe.prompt,
             "negative_prompt": recipe.negative_prompt,
             "inputs": recipe.input_objects,
+            "output": recipe.output,
         },
         order="sorted",
     )
@@ -91,6 +93,7 @@ def build(
         inputs=list(inputs),
         input_objects=objects,
         deterministic=bool(generator.deterministic),
+        output=extension(name),
     )
     recipe.key = recipe_key(recipe)
     return recipe

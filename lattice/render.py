@@ -13,12 +13,13 @@ a failing or killed generator leaves the asset at its previous version.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import msgspec
 
@@ -111,10 +112,27 @@ def _cached(repo: Repository, key: str) -> str | None:
 
 
 def _run_generator(repo: Repository, recipe: Recipe, extension: str, hooks: Hooks) -> str:
-    from lattice.generators.base import RunContext
+    """Run the recipe's generator and adopt its output into the store."""
     from lattice.media import is_compressed
 
-    index = repo.index
+    with generated_file(repo, recipe, extension, hooks) as out:
+        hooks.progress(0.98, "finalizing")
+        facts = media_facts(out)
+        stored = repo.objects.put_output(out, compress=False if is_compressed(out.name) else None)
+    with repo.index as index:
+        index.media_put(stored.oid, facts)
+    return stored.oid
+
+
+@contextlib.contextmanager
+def generated_file(repo: Repository, recipe: Recipe, extension: str, hooks: Hooks | None = None) -> Iterator[Path]:
+    """Run the recipe's generator into a scratch file in `.lattice/tmp` and
+    yield its path; the scratch file and input links are removed afterwards
+    (a failing or killed generator leaves nothing behind)."""
+    from lattice.fsutil import remove_quietly
+    from lattice.generators.base import RunContext
+
+    hooks = hooks or Hooks()
     gen = registry(repo).get(recipe.generator)
     if str(gen.version) != recipe.generator_version:
         raise GeneratorFailed(
@@ -142,18 +160,9 @@ def _run_generator(repo: Repository, recipe: Recipe, extension: str, hooks: Hook
         )
         if not out.exists() or out.stat().st_size == 0:
             raise GeneratorFailed(f"generator {gen.id} wrote no output")
-        hooks.progress(0.98, "finalizing")
-        facts = media_facts(out)
-        stored = repo.objects.put_output(out, compress=False if is_compressed(out.name) else None)
-        with index:
-            index.media_put(stored.oid, facts)
+        yield out
     finally:
-        for p in (out, *scratch):
-            try:
-                os.unlink(p)
-            except FileNotFoundError:
-                pass
-    return stored.oid
+        remove_quietly(out, *scratch)
 
 
 def input_files(repo: Repository, recipe: Recipe, scratch: list[Path]) -> list[Path]:
@@ -213,6 +222,8 @@ def record_version(repo: Repository, name: str, recipe: Recipe, oid: str, change
 
 def probe_object(repo: Repository, oid: str, ext: str) -> dict:
     """Media facts of a stored object, probed under a name with its extension."""
+    from lattice.fsutil import remove_quietly
+
     link = repo.tmp / f"probe-{uuid.uuid4().hex}.{ext}"
     src = repo.objects.locate(oid)
     try:
@@ -223,10 +234,7 @@ def probe_object(repo: Repository, oid: str, ext: str) -> dict:
             os.symlink(src, link)
         return media_facts(link)
     finally:
-        try:
-            os.unlink(link)
-        except FileNotFoundError:
-            pass
+        remove_quietly(link)
 
 
 def media_facts(path: Path) -> dict:
@@ -328,7 +336,7 @@ def plan(repo: Repository, targets: list[str] | None = None) -> tuple[list[Step]
     """Steps that bring generated assets up to date, in dependency order, and
     the assets skipped (a modified working file is never overwritten)."""
     from lattice.lineage import Graph
-    from lattice.status import _clean, _hash
+    from lattice.status import differs
 
     index = repo.index
     rows = {r.path: r for r in index.rows()}
@@ -355,7 +363,7 @@ def plan(repo: Repository, targets: list[str] | None = None) -> tuple[list[Step]
             st = os.stat(path)
         except FileNotFoundError:
             st = None
-        if st is not None and not _clean(row, st) and _hash(path) != row.object:
+        if st is not None and differs(row, path, st):
             skipped.append(Outcome(name, "", "skipped", error="working file was modified; `lattice add` records it, `lattice checkout` discards it"))
             continue
         if name in stale:

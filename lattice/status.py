@@ -51,8 +51,8 @@ def status(repo: Repository, untracked: bool = True) -> list[Entry]:
         except (FileNotFoundError, NotADirectoryError):
             st = None
         state = None
-        if st is not None and not _clean(row, st):
-            oid = _hash(path)
+        if st is not None and not stat_matches(row, st):
+            oid = hash_file(path)
             if oid != row.object:
                 state = "modified"
             elif now - st.st_mtime_ns > RACY_WINDOW_NS:
@@ -76,7 +76,8 @@ def status(repo: Repository, untracked: bool = True) -> list[Entry]:
     return entries
 
 
-def _clean(row, st: os.stat_result) -> bool:
+def stat_matches(row, st: os.stat_result) -> bool:
+    """The stat cache says the working file still holds the recorded object."""
     return row.wt_object == row.object and (row.wt_size, row.wt_mtime_ns, row.wt_ino) == (
         st.st_size,
         st.st_mtime_ns,
@@ -84,7 +85,7 @@ def _clean(row, st: os.stat_result) -> bool:
     )
 
 
-def _hash(path) -> str:
+def hash_file(path) -> str:
     import blake3
 
     from lattice.objects import CHUNK
@@ -94,6 +95,12 @@ def _hash(path) -> str:
         while chunk := f.read(CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+def differs(row, path, st: os.stat_result) -> bool:
+    """The working file at `path` (stat `st`) holds something other than the
+    row's current object: the stat cache first, a hash only when it disagrees."""
+    return not stat_matches(row, st) and hash_file(path) != row.object
 
 
 def summarize(entries: Iterable[Entry]) -> dict[str, int]:

@@ -153,7 +153,7 @@ def working_file_modified(repo: Repository, name: str) -> bool:
     """True when the working file exists and differs from the recorded current version."""
     import os
 
-    from lattice.status import _clean, _hash
+    from lattice.status import differs
 
     row = repo.index.get(name)
     path = repo.working_path(name)
@@ -163,7 +163,7 @@ def working_file_modified(repo: Repository, name: str) -> bool:
         return False
     if row is None:
         return True
-    return not _clean(row, st) and _hash(path) != row.object
+    return differs(row, path, st)
 
 
 # -- pin -----------------------------------------------------------------------

@@ -26,6 +26,13 @@ def materialize(repo: Repository, name: str, oid: str, size: int | None = None) 
     st = os.stat(path)
     with repo.index as index:
         index.set_stat([(st.st_size, st.st_mtime_ns, st.st_ino, oid, name)])
+    _touch(repo, oid)
+
+
+def _touch(repo: Repository, oid: str) -> None:
+    from lattice.gc import touch  # gc evicts least recently used outputs first
+
+    touch(repo, oid)
 
 
 def require_object(repo: Repository, name: str, oid: str) -> None:
@@ -43,18 +50,26 @@ def require_object(repo: Repository, name: str, oid: str) -> None:
     )
 
 
-def checkout(repo: Repository, names: Iterable[str]) -> list[str]:
-    """Re-materialize the current version of each asset; returns the names written."""
+def checkout(repo: Repository, names: Iterable[str], regen: bool = True, notify=None) -> list[str]:
+    """Re-materialize the current version of each asset; returns the names written.
+    An output evicted by gc is re-made through the queue first (unless regen=False)."""
+    from lattice.gc import ensure_present
+
     done = []
     for name in names:
         record = repo.record(name)
+        ensure_present(repo, name, None, regen=regen, notify=notify)
         materialize(repo, name, record.current.object, record.current.size)
         done.append(name)
     return done
 
 
-def cat(repo: Repository, name: str, number: int | None, out: BinaryIO) -> int:
+def cat(repo: Repository, name: str, number: int | None, out: BinaryIO, regen: bool = True, notify=None) -> int:
+    from lattice.gc import ensure_present
+
     record = repo.record(name)
     version = record.version(number)
+    ensure_present(repo, name, version.number, regen=regen, notify=notify)
     require_object(repo, name, version.object)
+    _touch(repo, version.object)
     return repo.objects.copy_to(version.object, out, limit=version.size)

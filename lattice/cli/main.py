@@ -66,6 +66,9 @@ repo_cmds.register(app)
 gen_cmds.register(app)
 tool_cmds.register(app)
 history_cmds.register(app)
+from lattice.cli import storage_cmds  # noqa: E402
+
+storage_cmds.register(app)
 app.add_typer(queue_app)
 
 
@@ -78,13 +81,35 @@ def worker(
     worker_command(slots=slots, once=once)
 
 
+def _route_library_warnings() -> None:
+    """The library never prints; its warnings (e.g. history falling behind)
+    go to the `lattice` logger, shown here as `warning: …` on stderr."""
+    import logging
+
+    class ToStderr(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            sys.stderr.write(f"warning: {record.getMessage()}\n")  # sys.stderr as it is now
+
+    logger = logging.getLogger("lattice")
+    if not logger.handlers:
+        logger.addHandler(ToStderr())
+        logger.propagate = False
+
+
 def run(argv: list[str] | None = None) -> int:
     """Entry point of the `lattice` script."""
     from lattice.errors import LatticeError
 
     from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer 0.28 vendors click
 
+    if "_LATTICE_COMPLETE" in os.environ:
+        # add_completion=False leaves typer's shell classes unregistered; the
+        # completion scripts in completions/ call back with this variable.
+        from typer._completion_classes import completion_init
+
+        completion_init()
     OPTIONS.debug = "--debug" in (argv if argv is not None else sys.argv[1:])
+    _route_library_warnings()
     try:
         # Outside standalone mode, click returns a typer.Exit's code instead of raising.
         rv = app(args=argv, prog_name="lattice", standalone_mode=False)

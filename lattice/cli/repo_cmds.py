@@ -152,8 +152,15 @@ def show(spec: str = typer.Argument(..., metavar="PATH[@vN]", help="Asset, optio
             echo(f"  note:    {v.note}")
 
 
-def cat(spec: str = typer.Argument(..., metavar="PATH[@vN]", help="Asset, optionally at a version.")) -> None:
-    """Write an asset's bytes (current version, or @vN) to standard output."""
+NO_REGEN = typer.Option(False, "--no-regen", help="Refuse instead of re-making an output evicted by gc; name the command that would.")
+
+
+def cat(
+    spec: str = typer.Argument(..., metavar="PATH[@vN]", help="Asset, optionally at a version."),
+    no_regen: bool = NO_REGEN,
+) -> None:
+    """Write an asset's bytes (current version, or @vN) to standard output.
+    An output evicted by gc is re-made through the queue first."""
     import sys
 
     from lattice.paths import name_for, split_version
@@ -161,18 +168,21 @@ def cat(spec: str = typer.Argument(..., metavar="PATH[@vN]", help="Asset, option
 
     repo = repo_from_ctx()
     path, number = split_version(spec)
-    do_cat(repo, name_for(repo.root, path, cwd()), number, sys.stdout.buffer)
+    do_cat(repo, name_for(repo.root, path, cwd()), number, sys.stdout.buffer, regen=not no_regen, notify=lambda m: echo(m, err=True))
     sys.stdout.buffer.flush()
 
 
-def checkout(paths: List[str] = typer.Argument(..., help="Assets to restore in the working tree.")) -> None:
+def checkout(
+    paths: List[str] = typer.Argument(..., help="Assets to restore in the working tree."),
+    no_regen: bool = NO_REGEN,
+) -> None:
     """Re-materialize the recorded current version of assets into the working tree,
-    discarding working-file edits."""
+    discarding working-file edits. Outputs evicted by gc are re-made through the queue first."""
     from lattice.paths import name_for
     from lattice.worktree import checkout as do_checkout
 
     repo = repo_from_ctx()
-    for name in do_checkout(repo, [name_for(repo.root, p, cwd()) for p in paths]):
+    for name in do_checkout(repo, [name_for(repo.root, p, cwd()) for p in paths], regen=not no_regen, notify=lambda m: echo(m, err=True)):
         echo(f"checked out {name}")
 
 

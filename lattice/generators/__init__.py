@@ -58,10 +58,11 @@ def _closest(name: str, names: Iterable[str]) -> str:
 
 
 def builtins() -> list[Generator]:
+    from lattice.export import ExportGenerator
     from lattice.generators.derive import DERIVATIONS
     from lattice.generators.sources import SOURCES
 
-    return [cls() for cls in (*SOURCES, *DERIVATIONS)]
+    return [cls() for cls in (*SOURCES, *DERIVATIONS, ExportGenerator)]
 
 
 def entry_points() -> list[Any]:

@@ -1,0 +1,541 @@
+"""`lattice export`: deliverables from an asset's effective version.
+
+Formats and what each quality preset means (also in `lattice export --help`):
+
+  mp4   H.264 (libx264) + AAC: CRF/preset draft 32/ultrafast, preview 26/veryfast,
+        production 20/medium, master 16/slow; audio 96k/128k/192k/256k
+  webm  VP9 (libvpx-vp9, constant quality) + Opus: CRF draft 40, preview 36,
+        production 31, master 24; audio 64k/96k/128k/192k
+  gif   a palette made from the clip: 64/128/256/256 colours, dither
+        none/bayer/sierra2_4a/floyd_steinberg
+  png jpg webp  one still (the first frame of --range): PNG zlib level 1/3/6/9,
+        JPEG q 8/5/3/2, WebP quality 60/75/88/lossless
+  frames  a numbered PNG sequence in a directory (frame_00001.png, …)
+  wav mp3  audio: PCM 16-bit (24-bit for master); MP3 96k/128k/192k/320k
+  lottie dotlottie  a Lottie asset as is; an image as a Lottie animation with
+        the image embedded; video cannot become Lottie
+
+The recipe travels with the file: PNG text chunk, MP4/WebM/MP3 `comment`
+metadata, Lottie `meta`; other formats get a `<out>.lattice.json` sidecar.
+An export written inside the project becomes an asset whose recipe is
+generator `lattice.export` with the source as input, so `lattice render`
+re-makes it and gc may evict it like any output. Encoding is bit-exact
+(see lattice.generators.encode), so a re-made export hashes the same.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from lattice.errors import GeneratorFailed, InvalidInput, UnsafePath
+from lattice.generators.base import Generator, Param, RunContext
+from lattice.repo import Repository
+
+# format -> (file extension, what it is)
+FORMATS = {
+    "mp4": ("mp4", "video"), "webm": ("webm", "video"), "gif": ("gif", "video"),
+    "png": ("png", "image"), "jpg": ("jpg", "image"), "webp": ("webp", "image"),
+    "frames": ("", "frames"), "wav": ("wav", "audio"), "mp3": ("mp3", "audio"),
+    "lottie": ("json", "lottie"), "dotlottie": ("lottie", "lottie"),
+}
+QUALITIES = ("draft", "preview", "production", "master")
+PRESETS: dict[str, dict[str, Any]] = {
+    "draft": {"x264": ("ultrafast", 32), "vp9": (40, "realtime", 8), "gif": (64, "none"), "png": 1, "jpg": 8,
+              "webp": ["-quality", "60"], "mp3": "96k", "aac": "96k", "opus": "64k", "pcm": "pcm_s16le"},
+    "preview": {"x264": ("veryfast", 26), "vp9": (36, "good", 5), "gif": (128, "bayer"), "png": 3, "jpg": 5,
+                "webp": ["-quality", "75"], "mp3": "128k", "aac": "128k", "opus": "96k", "pcm": "pcm_s16le"},
+    "production": {"x264": ("medium", 20), "vp9": (31, "good", 2), "gif": (256, "sierra2_4a"), "png": 6, "jpg": 3,
+                   "webp": ["-quality", "88"], "mp3": "192k", "aac": "192k", "opus": "128k", "pcm": "pcm_s16le"},
+    "master": {"x264": ("slow", 16), "vp9": (24, "good", 1), "gif": (256, "floyd_steinberg"), "png": 9, "jpg": 2,
+               "webp": ["-lossless", "1"], "mp3": "320k", "aac": "256k", "opus": "192k", "pcm": "pcm_s24le"},
+}
+# What each source kind can become.
+ACCEPTS = {
+    "video": {"mp4", "webm", "gif", "png", "jpg", "webp", "frames", "wav", "mp3"},
+    "image": {"mp4", "webm", "gif", "png", "jpg", "webp", "frames", "lottie", "dotlottie"},
+    "audio": {"wav", "mp3"},
+    "vector": {"lottie", "dotlottie"},
+}
+EMBEDS = {"png", "mp4", "webm", "mp3"}  # formats whose file carries the recipe
+STILL_SECONDS = 1.0  # length of a video or Lottie made from a still without --range
+SIDECAR = ".lattice.json"
+
+
+# -- parsing options ---------------------------------------------------------------
+
+
+def parse_dimensions(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d{1,5})\s*[xX×]\s*(\d{1,5})\s*", text or "")
+    if not m or not (2 <= int(m[1]) <= 16384 and 2 <= int(m[2]) <= 16384):
+        raise InvalidInput(f"--size {text!r}: expected WIDTHxHEIGHT, each 2 to 16384", hint="for example --size 1280x720")
+    return int(m[1]), int(m[2])
+
+
+def _seconds(text: str) -> float:
+    parts = text.strip().removesuffix("s").split(":")
+    if not 1 <= len(parts) <= 3 or not all(re.fullmatch(r"\d+(\.\d+)?", p) for p in parts):
+        raise ValueError(text)
+    total = 0.0
+    for p in parts:
+        total = total * 60 + float(p)
+    return total
+
+
+def parse_range(text: str) -> tuple[float, float]:
+    """'START-END' in seconds or [HH:]MM:SS(.ms): '1.5-4', '0:01-0:03.5'."""
+    try:
+        start, end = (_seconds(t) for t in (text or "").split("-"))
+    except ValueError:
+        raise InvalidInput(f"--range {text!r}: expected START-END in seconds or [HH:]MM:SS",
+                           hint="for example --range 1.5-4 or --range 0:01-0:03") from None
+    if end <= start:
+        raise InvalidInput(f"--range {text!r}: the end must come after the start")
+    return start, end
+
+
+@dataclass
+class ExportOptions:
+    format: str
+    quality: str = "production"
+    size: str | None = None
+    fps: float | None = None
+    range: str | None = None
+
+    def params(self, source_kind: str) -> dict[str, Any]:
+        """Checked, typed parameters for ExportGenerator."""
+        if self.format not in FORMATS:
+            from lattice.errors import closest
+
+            raise InvalidInput(f"unknown export format {self.format!r}{closest(self.format, FORMATS)}",
+                               hint=f"formats are: {', '.join(FORMATS)}")
+        if self.quality not in QUALITIES:
+            raise InvalidInput(f"unknown quality {self.quality!r}", hint=f"qualities are: {', '.join(QUALITIES)}")
+        w, h = parse_dimensions(self.size) if self.size else (0, 0)
+        if self.fps is not None and not 0 < self.fps <= 240:
+            raise InvalidInput(f"--fps {self.fps:g}: expected a frame rate above 0 and at most 240")
+        start, end = parse_range(self.range) if self.range else (0.0, 0.0)
+        what = FORMATS[self.format][1]
+        if what == "audio" and (w or self.fps):
+            raise InvalidInput(f"--size and --fps do not apply to {self.format} (audio)")
+        if source_kind == "vector" and (w or self.fps or end):
+            raise InvalidInput("a Lottie asset exports as is: --size, --fps and --range do not apply")
+        if self.format in ("mp4", "webm") and (w % 2 or h % 2):
+            raise InvalidInput(f"--size {self.size}: {self.format} needs even width and height")
+        return {"format": self.format, "quality": self.quality, "width": w, "height": h, "fps": float(self.fps or 0),
+                "start": start, "end": end, "source_kind": source_kind, "embed": ""}
+
+
+def source_kind(kind: str, media: dict) -> str:
+    """An animated image (gif, animated webp) exports like a video."""
+    return "video" if kind == "image" and (media or {}).get("duration") else kind
+
+
+def check_compatible(name: str, kind: str, fmt: str) -> None:
+    if fmt in ACCEPTS.get(kind, set()):
+        return
+    if kind == "video" and FORMATS.get(fmt, ("", ""))[1] == "lottie":
+        raise InvalidInput(f"{name} is a video, which cannot become Lottie",
+                           hint=f"export it as a video (`--format mp4`, webm or gif) or as frames (`--format frames`)")
+    can = ", ".join(sorted(ACCEPTS.get(kind, ()))) or "none"
+    raise InvalidInput(f"{name} is {kind}: it cannot be exported as {fmt}", hint=f"formats for {kind}: {can}")
+
+
+# -- the generator -------------------------------------------------------------------
+
+
+class ExportGenerator(Generator):
+    """Encodes its one input as a deliverable; how exports are recorded and re-made."""
+
+    id = "lattice.export"
+    version = "1"
+    kinds = ("image", "video", "audio", "vector")
+    extensions = tuple(sorted({e for e, _ in FORMATS.values() if e}))
+    min_inputs = max_inputs = 1
+    description = "an export of its input (lattice export)"
+    params = (
+        Param("format", "choice", "mp4", "output format", choices=tuple(FORMATS)),
+        Param("quality", "choice", "production", "encoder preset", choices=QUALITIES),
+        Param("width", "int", 0, "output width (0: the source's)", min=0, max=16384),
+        Param("height", "int", 0, "output height (0: the source's)", min=0, max=16384),
+        Param("fps", "float", 0.0, "frame rate (0: the source's)", min=0, max=240),
+        Param("start", "float", 0.0, "start of the range in seconds", min=0),
+        Param("end", "float", 0.0, "end of the range in seconds (0: the end)", min=0),
+        Param("source_kind", "choice", "video", "what the input is", choices=("video", "image", "audio", "vector")),
+        Param("embed", "str", "", "recipe JSON to embed where the format allows"),
+    )
+
+    def run(self, ctx: RunContext) -> None:
+        p = self.normalize(ctx.params)
+        render(ctx.inputs[0], ctx.output, p, progress=ctx.progress, timeout=ctx.timeout, on_process=ctx.on_process)
+
+
+# -- encoding ------------------------------------------------------------------------
+
+
+def render(src: Path, out: Path, p: dict[str, Any], *, progress: Callable[[float, str], None] | None = None,
+           timeout: float | None = None, on_process=None) -> bool:
+    """Encode `src` into `out` (a directory for frames). Returns whether the
+    recipe was embedded in the file."""
+    from lattice.ffmpeg import run_ffmpeg
+
+    fmt = p["format"]
+    progress = progress or (lambda f, s: None)
+    progress(0.0, "encoding")
+    if FORMATS[fmt][1] == "lottie":
+        return _lottie(src, out, p, timeout, on_process)
+    args, duration = ffmpeg_args(src, out, p)
+    run_ffmpeg(args, progress=progress, duration=duration, timeout=timeout, on_process=on_process, stage="encoding")
+    if fmt == "png" and p["embed"]:
+        out.write_bytes(png_with_text(out.read_bytes(), "lattice", p["embed"]))
+    progress(1.0, "finalizing")
+    return fmt in EMBEDS and bool(p["embed"])
+
+
+def ffmpeg_args(src: Path, out: Path, p: dict[str, Any]) -> tuple[list[str], float | None]:
+    """The ffmpeg arguments for an export, and the seconds of output expected."""
+    from lattice.ffmpeg import file_url
+    from lattice.generators.encode import BITEXACT, ENCODER_THREADS, SWS_FLAGS
+
+    fmt, kind, q = p["format"], p["source_kind"], PRESETS[p["quality"]]
+    what = FORMATS[fmt][1]
+    span = p["end"] - p["start"] if p["end"] else None
+    if kind == "image" and what in ("video", "frames"):
+        span = span or STILL_SECONDS
+        inp = ["-loop", "1", "-framerate", _num(p["fps"] or 25), "-t", f"{span:.6f}", "-i", file_url(src)]
+    else:
+        inp = (["-ss", f"{p['start']:.6f}"] if p["start"] else []) + (["-t", f"{span:.6f}"] if span else [])
+        inp += ["-i", file_url(src)]
+    chain = []
+    if p["fps"] and what in ("video", "frames"):
+        chain.append(f"fps={_num(p['fps'])}")
+    if p["width"]:
+        chain.append(f"scale={p['width']}:{p['height']}:flags={SWS_FLAGS}")
+    elif fmt in ("mp4", "webm"):  # 4:2:0 needs even sides
+        chain.append(f"scale=trunc(iw/2)*2:trunc(ih/2)*2:flags={SWS_FLAGS}")
+    meta = ["-metadata", f"comment={p['embed']}"] if p["embed"] and fmt in EMBEDS else []
+    if what == "audio":
+        codec = ["-c:a", q["pcm"]] if fmt == "wav" else ["-c:a", "libmp3lame", "-b:a", q["mp3"]]
+        return [*inp, "-map", "0:a:0", "-vn", *BITEXACT, *codec, *meta, "-f", fmt, file_url(out)], span
+    if fmt == "gif":
+        colors, dither = q["gif"]
+        pre = ",".join(chain) + "," if chain else ""
+        graph = f"{pre}split[a][b];[a]palettegen=max_colors={colors}:stats_mode=diff[p];[b][p]paletteuse=dither={dither}"
+        return [*inp, "-vf", graph, *BITEXACT, "-f", "gif", file_url(out)], span
+    vf = ["-vf", ",".join(chain)] if chain else []
+    if what == "image":
+        codec = {"png": ["-c:v", "png", "-compression_level", str(q["png"])],
+                 "jpg": ["-c:v", "mjpeg", "-q:v", str(q["jpg"])],
+                 "webp": ["-c:v", "libwebp", *q["webp"]]}[fmt]
+        return [*inp, "-frames:v", "1", *vf, *BITEXACT, *codec, "-f", "image2", "-update", "1", file_url(out)], None
+    if what == "frames":
+        out.mkdir(parents=True, exist_ok=True)
+        return [*inp, *vf, *BITEXACT, "-c:v", "png", "-start_number", "1", "-f", "image2",
+                file_url(out / "frame_%05d.png")], span
+    if fmt == "mp4":
+        preset, crf = q["x264"]
+        codec = ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
+                 "-threads", ENCODER_THREADS, "-c:a", "aac", "-b:a", q["aac"], "-movflags", "+faststart"]
+    else:
+        crf, deadline, cpu = q["vp9"]
+        codec = ["-c:v", "libvpx-vp9", "-crf", str(crf), "-b:v", "0", "-deadline", deadline, "-cpu-used", str(cpu),
+                 "-row-mt", "0", "-threads", ENCODER_THREADS, "-pix_fmt", "yuv420p", "-c:a", "libopus", "-b:a", q["opus"]]
+    return [*inp, "-map", "0:v:0", "-map", "0:a:0?", *vf, *BITEXACT, *codec, *meta, "-f", fmt, file_url(out)], span
+
+
+def _num(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else repr(float(v))
+
+
+def _lottie(src: Path, out: Path, p: dict[str, Any], timeout, on_process) -> bool:
+    from lattice import lottie
+
+    if p["source_kind"] == "vector":  # as is; a dotLottie is only repacked when it was plain JSON
+        data = src.read_bytes()
+        if p["format"] == "lottie":
+            out.write_bytes(lottie.animation_json(data))
+        else:
+            out.write_bytes(data if data[:4] == b"PK\x03\x04" else lottie.dotlottie(data))
+        return False
+    from lattice.ffmpeg import file_url, run_ffmpeg
+    from lattice.generators.encode import BITEXACT, SWS_FLAGS
+
+    png = out.with_name(out.name + ".frame.png")
+    try:
+        vf = ["-vf", f"scale={p['width']}:{p['height']}:flags={SWS_FLAGS}"] if p["width"] else []
+        run_ffmpeg(["-i", file_url(src), "-frames:v", "1", *vf, *BITEXACT, "-c:v", "png", "-f", "image2",
+                    "-update", "1", file_url(png)], timeout=timeout, on_process=on_process)
+        data = png.read_bytes()
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            png.unlink()
+    w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")  # IHDR
+    fps = p["fps"] or 30.0
+    frames = max(1, round((p["end"] - p["start"] if p["end"] else STILL_SECONDS) * fps))
+    doc = lottie.dumps(lottie.image_animation(data, w, h, fps, frames, p["embed"]))
+    out.write_bytes(doc if p["format"] == "lottie" else lottie.dotlottie(doc, p["embed"]))
+    return bool(p["embed"])
+
+
+def png_with_text(png: bytes, key: str, text: str) -> bytes:
+    """`png` with an iTXt chunk (UTF-8 text) inserted after IHDR."""
+    import struct
+    import zlib
+
+    if png[:8] != b"\x89PNG\r\n\x1a\n":
+        raise GeneratorFailed("ffmpeg wrote no PNG")
+    body = key.encode("latin-1") + b"\0\0\0\0\0" + text.encode()
+    chunk = struct.pack(">I", len(body)) + b"iTXt" + body + struct.pack(">I", zlib.crc32(b"iTXt" + body))
+    ihdr_end = 8 + 8 + int.from_bytes(png[8:12], "big") + 4
+    return png[:ihdr_end] + chunk + png[ihdr_end:]
+
+
+def png_text(png: bytes) -> dict[str, str]:
+    """The iTXt/tEXt chunks of a PNG (for tests and `lattice show`-like tools)."""
+    out, i = {}, 8
+    while i + 8 <= len(png):
+        n, kind = int.from_bytes(png[i:i + 4], "big"), png[i + 4:i + 8]
+        body = png[i + 8:i + 8 + n]
+        if kind in (b"tEXt", b"iTXt"):
+            key, _, rest = body.partition(b"\0")
+            out[key.decode("latin-1")] = (rest[4:] if kind == b"iTXt" else rest).decode("utf-8", "replace")
+        i += 12 + n
+    return out
+
+
+# -- producing and recording ------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def object_path(repo: Repository, oid: str) -> Iterator[Path]:
+    """A readable path holding the object's content (a scratch copy when compressed)."""
+    path = repo.objects.locate(oid)
+    if path is None:
+        raise GeneratorFailed(f"object {oid[:12]} is not in the store", hint="`lattice render` re-makes evicted outputs")
+    if not path.name.endswith(".zst"):
+        yield path
+        return
+    tmp = repo.tmp / f"in-{uuid.uuid4().hex}"
+    try:
+        with open(tmp, "wb") as f:
+            repo.objects.copy_to(oid, f)
+        yield tmp
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def produce_any(repo: Repository, recipe, ext: str, hooks=None) -> tuple[str, bool]:
+    """render.produce, or the same for lattice.export while the generator
+    registry does not list it."""
+    from lattice.render import Hooks, produce, registry
+
+    if recipe.generator != ExportGenerator.id or recipe.generator in registry(repo):
+        return produce(repo, recipe, ext, hooks)
+    hooks = hooks or Hooks()
+    gen = ExportGenerator()
+    if recipe.generator_version != gen.version:
+        raise GeneratorFailed(f"the recipe was made with lattice.export version {recipe.generator_version}, installed is {gen.version}")
+    cached = repo.index.cache_get(recipe.key)
+    if cached and repo.objects.has(cached) and repo.objects.verify(cached) is None:
+        return cached, True
+    out = repo.tmp / f"out-{uuid.uuid4().hex}.{ext}"
+    try:
+        with object_path(repo, recipe.input_objects[0]) as src:
+            gen.run(RunContext(params=dict(recipe.params), seed=recipe.seed, prompt="", negative_prompt="", inputs=[src],
+                               output=out, progress=hooks.progress, timeout=hooks.timeout, on_process=hooks.on_process))
+        stored = repo.objects.put_output(out, compress=False if ext in ("mp4", "webm", "gif", "png", "jpg", "webp", "mp3", "lottie") else None)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            out.unlink()
+    with repo.index as index:
+        index.cache_put(recipe.key, stored.oid, recipe.generator)
+    return stored.oid, False
+
+
+def export_recipe(source: str, source_object: str, params: dict[str, Any]):
+    from lattice.manifest import Recipe
+    from lattice.recipe import recipe_key
+
+    recipe = Recipe(generator=ExportGenerator.id, generator_version=ExportGenerator.version, seed=0,
+                    params=ExportGenerator().normalize(params), inputs=[source], input_objects=[source_object])
+    recipe.key = recipe_key(recipe)
+    return recipe
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+@dataclass
+class Target:
+    path: Path  # where the file (or frames directory) goes
+    asset: str | None  # its asset name when it is recorded in the project
+
+
+@dataclass
+class ExportResult:
+    source: str
+    version: int
+    format: str
+    quality: str
+    output: str
+    bytes: int
+    asset: str | None = None  # recorded as this asset
+    asset_version: int | None = None
+    embedded: bool = False
+    sidecar: str | None = None
+    regenerated: list[str] | None = None
+
+
+def resolve_target(repo: Repository, out: str | None, source: str, fmt: str, cwd: Path) -> Target:
+    """Where the export goes; refuses `.lattice/`, a symlink as the target,
+    and (inside the project) a name that leaves it through a symlink."""
+    from lattice.paths import check_name, confine
+
+    ext = FORMATS[fmt][0]
+    if not out:
+        stem = Path(source).name.rsplit(".", 1)[0]
+        out = f"{stem}-frames" if fmt == "frames" else f"{stem}-export.{ext}"
+    path = Path(os.path.normpath(cwd / out))
+    if path.is_symlink():
+        raise UnsafePath(f"-o {out}: is a symbolic link; an export never writes through one",
+                         hint="remove the link or name another output")
+    parent = Path(os.path.realpath(path.parent))
+    root = Path(os.path.realpath(repo.root))
+    final = parent / path.name
+    if final == Path(os.path.realpath(repo.dir)) or Path(os.path.realpath(repo.dir)) in (parent, *parent.parents):
+        raise UnsafePath(f"-o {out}: is inside .lattice/, which only lattice writes")
+    if root not in (parent, *parent.parents) or fmt == "frames":
+        return Target(final, None)
+    name = check_name(final.relative_to(root).as_posix())
+    confine(repo.root, name)
+    if name == source:
+        raise InvalidInput(f"-o {out}: is the asset being exported", hint="name another output")
+    if ext and not name.lower().endswith("." + ext):
+        raise InvalidInput(f"-o {out}: an export inside the project needs the .{ext} extension of --format {fmt}")
+    if repo.manifest.read(name) is None and os.path.lexists(final):
+        raise InvalidInput(f"{name} already exists and is not tracked; exporting would overwrite it",
+                           hint=f"move it aside, or track it first with `lattice add {name}`")
+    return Target(final, name)
+
+
+def export(repo: Repository, name: str, options: ExportOptions, out: str | None, cwd: Path, *,
+           regen: bool = True, notify: Callable[[str], None] | None = None,
+           on_poll: Callable[[list], None] | None = None) -> ExportResult:
+    """Check everything, re-make an evicted source, then run one "export" job."""
+    import msgspec
+
+    from lattice.gc import ensure_present
+    from lattice.pipeline import queue_of, run_until_done
+
+    record = repo.record(name)
+    v = record.effective
+    kind = source_kind(record.kind, v.media)
+    params = options.params(kind)
+    check_compatible(name, kind, options.format)
+    if FORMATS[options.format][1] == "audio" and v.media and not v.media.get("audio_codec"):
+        raise InvalidInput(f"{name} has no audio stream to export as {options.format}")
+    dur = (v.media or {}).get("duration")
+    if params["end"] and dur and params["start"] >= dur and kind != "image":
+        raise InvalidInput(f"--range {options.range}: starts after the end of {name} ({dur:g} s)")
+    target = resolve_target(repo, out, name, options.format, cwd)
+    regenerated = ensure_present(repo, name, v.number, regen=regen, notify=notify)
+    if target.asset is None:
+        params["embed"] = json.dumps({"lattice": {"asset": name, "version": v.number, "object": v.object,
+                                                  "recipe": msgspec.to_builtins(v.recipe) if v.recipe else None,
+                                                  "export": {k: params[k] for k in ("format", "quality", "width", "height", "fps", "start", "end")}}},
+                                     sort_keys=True, separators=(",", ":"))
+    else:  # the manifest records the whole chain; embed what stays true when the source changes
+        params["embed"] = json.dumps({"lattice": {"asset": target.asset, "source": name}}, sort_keys=True, separators=(",", ":"))
+    payload = {"root": str(repo.root), "source": name, "version": v.number, "params": params,
+               "out": str(target.path), "asset": target.asset}
+    q = queue_of(repo)
+    job = q.submit("export", payload, estimate_key=f"export:{options.format}:{options.quality}")
+    [done] = run_until_done(repo, [job.id], on_poll=on_poll)
+    if done.state != "succeeded":
+        raise GeneratorFailed(f"export job {done.id} {done.state}: {done.error or ''}".strip(),
+                              hint=f"`lattice queue show {done.id}` has the details")
+    result = msgspec.convert(done.result, ExportResult)
+    result.regenerated = regenerated
+    return result
+
+
+def export_job(ctx) -> dict:
+    """Handler of "export" jobs."""
+    import msgspec
+
+    from lattice.jobs import _repo
+    from lattice.render import Hooks
+
+    pl = ctx.job.payload
+    repo = _repo(pl["root"])
+    hooks = Hooks(progress=ctx.progress, env=ctx.env, on_process=ctx.on_process, timeout=ctx.timeout)
+    v = repo.record(pl["source"]).version(pl["version"])
+    p = pl["params"]
+    base = {"source": pl["source"], "version": v.number, "format": p["format"], "quality": p["quality"], "output": pl["out"]}
+    if pl["asset"]:
+        return msgspec.to_builtins(_record_export(repo, pl["asset"], pl["source"], v.object, p, hooks, base))
+    out = Path(pl["out"])
+    with object_path(repo, v.object) as src:
+        embedded = _write_file(src, out, p, hooks)
+    sidecar = None
+    if not embedded:
+        from lattice.fsutil import atomic_write
+
+        sidecar = str(out) + SIDECAR
+        atomic_write(Path(sidecar), json.dumps(json.loads(p["embed"]), indent=2, sort_keys=True).encode() + b"\n")
+    size = sum(f.stat().st_size for f in out.iterdir()) if out.is_dir() else out.stat().st_size
+    return msgspec.to_builtins(ExportResult(**base, bytes=size, embedded=embedded, sidecar=sidecar))
+
+
+def _write_file(src: Path, out: Path, p: dict, hooks) -> bool:
+    """Encode next to `out`, then rename into place: never a half-written deliverable."""
+    from lattice.fsutil import TEMP_MARK, fsync_dir, publish, temp_path_near
+
+    if p["format"] != "frames":
+        tmp = temp_path_near(out)
+        try:
+            embedded = render(src, tmp, p, progress=hooks.progress, timeout=hooks.timeout, on_process=hooks.on_process)
+            publish(tmp, out)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                tmp.unlink()
+        return embedded
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}{TEMP_MARK}{uuid.uuid4().hex[:8]}")
+    old = out.with_name(f".{out.name}{TEMP_MARK}old-{uuid.uuid4().hex[:8]}")
+    try:
+        render(src, tmp, p, progress=hooks.progress, timeout=hooks.timeout, on_process=hooks.on_process)
+        if out.exists():
+            os.replace(out, old)  # a directory cannot be replaced in one rename: move the old one aside first
+        os.replace(tmp, out)
+        fsync_dir(out.parent)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return False
+
+
+def _record_export(repo: Repository, asset: str, source: str, source_object: str, p: dict, hooks, base: dict) -> ExportResult:
+    from lattice.media import extension
+    from lattice.render import record_version
+    from lattice.worktree import materialize
+
+    recipe = export_recipe(source, source_object, p)
+    oid, _ = produce_any(repo, recipe, extension(asset), hooks)
+    record = repo.manifest.read(asset)
+    if record is not None and record.current.object == oid and record.current.recipe == recipe:
+        number, size = len(record.versions), record.current.size
+    else:
+        note = f"export {source} as {p['format']} ({p['quality']})"
+        v = record_version(repo, asset, recipe, oid, "initial" if record is None else "modified", note, note)
+        number, size = v.number, v.size
+    materialize(repo, asset, oid, size)
+    return ExportResult(**base, bytes=size, asset=asset, asset_version=number, embedded=p["format"] in EMBEDS)

@@ -1,0 +1,787 @@
+"""Regeneration-aware garbage collection: outputs that can be re-made are a cache.
+
+What may go (every rule is applied by `plan_gc`, the one planning function
+that both `--dry-run` and the real run call):
+
+  1. Only an output that can be re-made: a deterministic recipe whose
+     generator is installed at the recorded version and whose inputs are
+     present or themselves re-makable (`Catalog.makeable`).
+  2. Never imported content, never outputs of non-deterministic generators
+     (unless `--include-nondeterministic`), never the pinned version of any
+     asset and never the current version (unless `--include-current` or a
+     kind's `include_current = true`) — on every branch and tag, read from
+     history, as well as in the working manifest.
+  3. Never the newest `keep_versions` versions of an asset (the kind limits of
+     `[versions]` in config, see lattice.versions; `--keep-versions N`).
+  4. The rest goes once unused for longer than its kind's `unused_for`
+     (`[gc.policy.<kind>]`; `--older-than AGE` overrides every kind);
+     thumbnails are kept forever.
+  5. A size cap (`--max-size`, or a kind's `max_size`) then evicts the least
+     recently used of whatever rule 1-2 allows, ignoring ages and rule 3.
+  6. Objects referenced by nothing (no version on any ref, no recipe input,
+     no cache entry, no queued or running job) go after the grace period
+     (default two weeks); objects just written by a running add or job are
+     young, so the grace period protects them.
+
+"Last used" is the later of the object's mtime (written) and the time it was
+last materialized or read (`touch`, recorded in `.lattice/storage.db`),
+because atime is unreliable. The same database caches per-manifest facts
+(keyed by file stamp or git blob id), so planning over 100,000 objects reads
+SQLite rather than parsing TOML, and logs every run for `lattice du`.
+
+Restoring what gc evicted is its inverse, so it runs as a "gc" job too
+(op "restore"): `ensure_present` submits one per missing output, inputs first.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import msgspec
+
+from lattice.errors import GeneratorFailed, InvalidInput
+from lattice.repo import Repository
+
+DAY = 86400.0
+GRACE = 14 * DAY
+
+
+# -- policies -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Policy:
+    forever: bool = False
+    unused_for: float = 7 * DAY  # seconds unused before an output may go
+    max_size: int | None = None  # bytes this class may hold
+    keep_versions: int | None = None  # None: the [versions] limit of the kind
+    include_current: bool = False
+
+
+# The product's table (render-pipeline spec 4.2 cache_policies).
+DEFAULT_POLICIES: dict[str, Policy] = {
+    "thumbnail": Policy(forever=True),
+    "image": Policy(unused_for=7 * DAY),
+    "video": Policy(unused_for=3 * DAY),
+    "intermediate": Policy(unused_for=1 * DAY),
+    "audio": Policy(unused_for=7 * DAY),
+    "vector": Policy(unused_for=7 * DAY),
+    "other": Policy(unused_for=7 * DAY),
+}
+_INTERMEDIATE = re.compile(r"(?:^|[/_.-])(pose|depth|mask)s?(?:[/_.-]|$)", re.I)
+
+
+def policy_class(name: str, kind: str, tags: list[str], generator: str | None) -> str:
+    """Which policy an asset follows: a tag naming a class wins, then
+    thumbnails by generator or name, intermediates (pose, depth, mask) by name."""
+    for t in tags:
+        if t in DEFAULT_POLICIES:
+            return t
+    if generator == "ffmpeg.thumbnail" or "thumb" in name.lower():
+        return "thumbnail"
+    if _INTERMEDIATE.search(name):
+        return "intermediate"
+    return kind if kind in DEFAULT_POLICIES else "other"
+
+
+def policies(config: dict) -> dict[str, Policy]:
+    """DEFAULT_POLICIES overlaid with `[gc.policy.<class>]` from config."""
+    out = dict(DEFAULT_POLICIES)
+    table = ((config.get("gc") or {}).get("policy")) or {}
+    for cls, spec in table.items():
+        if cls not in DEFAULT_POLICIES or not isinstance(spec, dict):
+            raise InvalidInput(f"config [gc.policy.{cls}] is not a known policy class",
+                               hint=f"classes are: {', '.join(DEFAULT_POLICIES)}")
+        p = asdict(out[cls])
+        for key, value in spec.items():
+            where = f"config [gc.policy.{cls}] {key}"
+            if key == "keep":
+                if value not in ("forever", "policy"):
+                    raise InvalidInput(f"{where} = {value!r}: expected \"forever\" or \"policy\"")
+                p["forever"] = value == "forever"
+            elif key == "unused_for":
+                p["unused_for"] = parse_age(value, where)
+            elif key == "max_size":
+                p["max_size"] = parse_size(value, where)
+            elif key == "keep_versions":
+                p["keep_versions"] = _count(value, where)
+            elif key == "include_current":
+                if not isinstance(value, bool):
+                    raise InvalidInput(f"{where} = {value!r}: expected true or false")
+                p["include_current"] = value
+            else:
+                raise InvalidInput(f"{where}: unknown key",
+                                   hint="keys are keep, unused_for, max_size, keep_versions, include_current")
+        out[cls] = Policy(**p)
+    return out
+
+
+_AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)?\s*$", re.I)
+_AGE_UNITS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": DAY, "w": 7 * DAY, None: 1}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.I)
+
+
+def parse_age(value: Any, what: str = "age") -> float:
+    """'90s', '30m', '24h', '7d', '2w' or a number of seconds."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0:
+        return float(value)
+    m = _AGE.match(str(value))
+    if not m:
+        raise InvalidInput(f"{what}: {value!r} is not an age", hint="write it like 90s, 30m, 24h, 7d or 2w")
+    return float(m[1]) * _AGE_UNITS[(m[2] or "").lower() or None]
+
+
+def parse_size(value: Any, what: str = "size") -> int:
+    """'500MB', '10GB', '1.5GiB' or a number of bytes (KB/MB/GB are powers of 1024)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return value
+    m = _SIZE.match(str(value))
+    if not m:
+        raise InvalidInput(f"{what}: {value!r} is not a size", hint="write it like 500MB, 10GB or 2048")
+    unit = (m[2] or "b").lower()[:1]
+    return int(float(m[1]) * 1024 ** "bkmgt".index(unit))
+
+
+def _count(value: Any, what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidInput(f"{what} = {value!r}: expected a whole number from 0")
+    return value
+
+
+# -- the storage database: usage, manifest facts, run log -----------------------------
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS used(object TEXT PRIMARY KEY, time REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS wtfacts(name TEXT PRIMARY KEY, stamp TEXT NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS gitfacts(blob TEXT PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS runs(
+    id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, objects INTEGER NOT NULL,
+    bytes INTEGER NOT NULL, detail TEXT NOT NULL
+);
+"""
+
+
+def storage_db(repo: Repository) -> sqlite3.Connection:
+    """`.lattice/storage.db`: derived and disposable except the run log."""
+    db = sqlite3.connect(repo.dir / "storage.db", timeout=60, isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=NORMAL")
+    db.executescript(_SCHEMA)
+    return db
+
+
+_TOUCH_DBS: dict[tuple[str, int], sqlite3.Connection] = {}
+
+
+def touch(repo: Repository, oid: str) -> None:
+    """Record that `oid` was just used (materialized or read). One connection
+    per thread and repository: a render materializes thousands of files."""
+    import threading
+
+    key = (str(repo.dir), threading.get_ident())
+    try:
+        db = _TOUCH_DBS.get(key) or _TOUCH_DBS.setdefault(key, storage_db(repo))
+        db.execute("INSERT OR REPLACE INTO used(object, time) VALUES (?, ?)", (oid, time.time()))
+    except sqlite3.Error:
+        pass  # a busy or damaged usage table must never fail a checkout
+
+
+# -- the catalog: every version of every asset on every ref --------------------------
+
+
+class Fact(msgspec.Struct, array_like=True):
+    number: int
+    object: str
+    size: int
+    generator: str | None  # None: imported
+    generator_version: str
+    deterministic: bool
+    inputs: list[str]
+    input_objects: list[str]
+    key: str
+
+
+class AssetFacts(msgspec.Struct, array_like=True):
+    name: str
+    kind: str
+    tags: list[str]
+    pinned: int | None
+    versions: list[Fact]
+
+
+_ENC = msgspec.msgpack.Encoder()
+_DEC = msgspec.msgpack.Decoder(AssetFacts)
+
+
+def facts_of(record) -> AssetFacts:
+    vs = []
+    for v in record.versions:
+        r = v.recipe
+        if r is None:
+            vs.append(Fact(v.number, v.object, v.size, None, "", False, [], [], ""))
+        else:
+            vs.append(Fact(v.number, v.object, v.size, r.generator, r.generator_version, r.deterministic,
+                           list(r.inputs), list(r.input_objects), r.key))
+    return AssetFacts(record.path, record.kind, list(record.tags), record.pinned, vs)
+
+
+@dataclass
+class Catalog:
+    """The states gc must respect: "" is the working manifest, then
+    "branch:NAME" and "tag:NAME" read from history at each ref's tip."""
+
+    states: dict[str, dict[str, AssetFacts]]
+    present: dict[str, tuple[int, float]]  # object -> (stored bytes, mtime)
+    used: dict[str, float]
+    cache: set[str]  # objects the recipe cache names
+    generators: dict[str, str]  # installed generator id -> version
+    manifest_bytes: int = 0
+    nondeterministic: bool = False  # count non-deterministic recipes as re-making (gc --include-nondeterministic)
+    producers: dict[str, list[tuple[str, AssetFacts, Fact]]] = field(default_factory=dict)
+    _makeable: dict[str, bool] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        seen: set[int] = set()
+        for state, assets in self.states.items():
+            for facts in assets.values():
+                if id(facts) in seen:  # refs sharing a manifest file share its facts
+                    continue
+                seen.add(id(facts))
+                for f in facts.versions:
+                    self.producers.setdefault(f.object, []).append((state, facts, f))
+
+    def last_used(self, oid: str) -> float:
+        return max(self.present.get(oid, (0, 0.0))[1], self.used.get(oid, 0.0))
+
+    def remakes(self, f: Fact) -> bool:
+        """Whether this version's recipe can make its output again here."""
+        return bool(f.generator and (f.deterministic or self.nondeterministic)
+                    and self.generators.get(f.generator) == f.generator_version)
+
+    def makeable(self, oid: str) -> bool:
+        """Re-creatable from recipes alone: some deterministic recipe makes it
+        and each of its inputs is present or itself makeable."""
+        known = self._makeable.get(oid)
+        if known is not None:
+            return known
+        self._makeable[oid] = False  # content hashes form no cycles; this only guards bad data
+        ok = any(
+            self.remakes(f) and all(i in self.present or self.makeable(i) for i in f.input_objects)
+            for _, _, f in self.producers.get(oid, ())
+        )
+        self._makeable[oid] = ok
+        return ok
+
+
+def load_catalog(repo: Repository) -> Catalog:
+    db = storage_db(repo)
+    try:
+        working, manifest_bytes = _working_state(repo, db)
+        states = {"": working, **_ref_states(repo, db)}
+        used = dict(db.execute("SELECT object, time FROM used"))
+    finally:
+        db.close()
+    return Catalog(states, store_listing(repo), used, {o for _, o in repo.index.cache_items()},
+                   installed_generators(repo), manifest_bytes)
+
+
+def _working_state(repo: Repository, db: sqlite3.Connection) -> tuple[dict[str, AssetFacts], int]:
+    from lattice.manifest import SUFFIX, decode
+
+    cached = {n: (s, d) for n, s, d in db.execute("SELECT name, stamp, data FROM wtfacts")}
+    out: dict[str, AssetFacts] = {}
+    fresh = []
+    total = 0
+    base = str(repo.manifest.dir) + "/"  # strings, not Paths: 10,000 joins add up
+    for name in repo.index.names():  # names in the index were checked when recorded
+        path = base + name + SUFFIX
+        try:
+            st = os.stat(path)
+        except FileNotFoundError:
+            continue
+        total += st.st_size
+        stamp = f"{st.st_mtime_ns}:{st.st_size}"
+        hit = cached.pop(name, None)
+        if hit and hit[0] == stamp:
+            out[name] = _DEC.decode(hit[1])
+            continue
+        facts = facts_of(decode(Path(path).read_bytes(), Path(path)))
+        out[name] = facts
+        fresh.append((name, stamp, _ENC.encode(facts)))
+    if fresh or cached:
+        with db:
+            db.executemany("INSERT OR REPLACE INTO wtfacts(name, stamp, data) VALUES (?, ?, ?)", fresh)
+            db.executemany("DELETE FROM wtfacts WHERE name = ?", [(n,) for n in cached])
+    return out, total
+
+
+def _ref_states(repo: Repository, db: sqlite3.Connection) -> dict[str, dict[str, AssetFacts]]:
+    """The manifest at the tip of every branch and tag. History is optional:
+    a repository without it has only its working manifest to protect."""
+    from lattice import history
+
+    if not history.exists(repo):
+        return {}
+    import pygit2
+
+    from lattice.manifest import decode
+
+    g = history.open_git(repo, create=False)
+    by_tree: dict[str, dict[str, AssetFacts]] = {}
+    facts_by_blob: dict[str, AssetFacts] = {}
+    out = {}
+    for ref in g.references:
+        if ref.startswith("refs/heads/"):
+            label = "branch:" + ref.removeprefix("refs/heads/")
+        elif ref.startswith("refs/tags/"):
+            label = "tag:" + ref.removeprefix("refs/tags/")
+        else:
+            continue
+        tree = g.references[ref].peel(pygit2.Commit).tree
+        if str(tree.id) not in by_tree:
+            blobs = {n: str(b) for n, b in history.manifest_blobs(g, tree).items()}
+            missing = [b for b in set(blobs.values()) if b not in facts_by_blob]
+            for i in range(0, len(missing), 500):
+                chunk = missing[i : i + 500]
+                q = f"SELECT blob, data FROM gitfacts WHERE blob IN ({','.join('?' * len(chunk))})"
+                for b, data in db.execute(q, chunk):
+                    facts_by_blob[b] = _DEC.decode(data)
+            fresh = []
+            for name, b in blobs.items():
+                if b not in facts_by_blob:
+                    facts_by_blob[b] = facts_of(decode(g[b].data, Path(f"{label}:{name}")))
+                    fresh.append((b, _ENC.encode(facts_by_blob[b])))
+            if fresh:
+                with db:
+                    db.executemany("INSERT OR IGNORE INTO gitfacts(blob, data) VALUES (?, ?)", fresh)
+            by_tree[str(tree.id)] = {n: facts_by_blob[b] for n, b in blobs.items()}
+        out[label] = by_tree[str(tree.id)]
+    return out
+
+
+def store_listing(repo: Repository) -> dict[str, tuple[int, float]]:
+    """Every object present: id -> (bytes on disk, mtime). One scandir per shard."""
+    from lattice.objects import OID_RE
+
+    out = {}
+    root = repo.objects.dir
+    if not root.exists():
+        return out
+    for shard in os.scandir(root):
+        if len(shard.name) != 2 or not shard.is_dir():
+            continue
+        for e in os.scandir(shard.path):
+            oid = shard.name + e.name.removesuffix(".zst")
+            if OID_RE.fullmatch(oid):
+                st = e.stat()
+                out[oid] = (st.st_size, st.st_mtime)
+    return out
+
+
+def installed_generators(repo: Repository) -> dict[str, str]:
+    from lattice.render import registry
+
+    gens = {g.id: str(g.version) for g in registry(repo).all()}
+    from lattice.export import ExportGenerator  # exports re-make through lattice.export
+
+    gens.setdefault(ExportGenerator.id, str(ExportGenerator.version))
+    return gens
+
+
+# -- planning ---------------------------------------------------------------------
+
+
+@dataclass
+class GcOptions:
+    keep_versions: int | None = None
+    older_than: float | None = None  # seconds; overrides every policy's unused_for
+    max_size: int | None = None
+    include_nondeterministic: bool = False
+    include_current: bool = False
+    grace: float | None = None  # None: [gc] grace in config, else two weeks
+
+
+@dataclass
+class Eviction:
+    object: str
+    bytes: int  # on disk, freed by removing it
+    reason: str  # "policy", "size cap" or "unreferenced"
+    assets: list[str]  # "name@vN" of the versions it is the output of
+    last_used: float
+
+
+@dataclass
+class GcPlan:
+    evictions: list[Eviction]
+    temps: list[str]  # stray temp files older than the grace period
+    bytes: int
+    objects: int  # objects present before
+    present_bytes: int
+
+
+def plan_gc(repo: Repository, options: GcOptions | None = None, now: float | None = None,
+            catalog: Catalog | None = None) -> GcPlan:
+    """What gc would remove now. `--dry-run` prints it; the gc job removes
+    exactly it (planned again under the repository lock)."""
+    opts = options or GcOptions()
+    now = time.time() if now is None else now
+    cat = catalog or load_catalog(repo)
+    if cat.nondeterministic != opts.include_nondeterministic:
+        cat.nondeterministic, cat._makeable = opts.include_nondeterministic, {}
+    pols = policies(repo.config)
+    limits = _version_limits(repo)
+    grace = opts.grace if opts.grace is not None else parse_age((repo.config.get("gc") or {}).get("grace", GRACE), "config [gc] grace")
+    protected, referenced = _protected(repo, cat, opts, pols)
+
+    chosen: dict[str, Eviction] = {}
+    pool: list[tuple[float, str, str]] = []  # (last used, object, class): may go under a size cap
+    for oid, prods in cat.producers.items():
+        if oid not in cat.present or oid in protected or not cat.makeable(oid):
+            continue
+        classes = {policy_class(a.name, a.kind, a.tags, f.generator) for _, a, f in prods}
+        if any(pols[c].forever for c in classes):
+            continue
+        used = cat.last_used(oid)
+        cls = max(classes, key=lambda c: pols[c].unused_for)
+        pool.append((used, oid, cls))
+        min_age = opts.older_than if opts.older_than is not None else max(pols[c].unused_for for c in classes)
+        kept_as_recent = any(_within_limit(a, f, pols, limits, opts) for _, a, f in prods)
+        if not kept_as_recent and now - used >= min_age:
+            chosen[oid] = _eviction(cat, oid, "policy", prods)
+    _size_caps(cat, pols, opts, pool, chosen)
+    for oid, (size, mtime) in cat.present.items():
+        if oid not in referenced and oid not in cat.producers and now - mtime >= grace:
+            chosen[oid] = Eviction(oid, size, "unreferenced", [], mtime)
+    temps = [str(p) for p in _stray_temps(repo) if now - _mtime(p) >= grace]
+    evictions = sorted(chosen.values(), key=lambda e: (e.reason, e.last_used, e.object))
+    return GcPlan(evictions, temps, sum(e.bytes for e in evictions), len(cat.present),
+                  sum(s for s, _ in cat.present.values()))
+
+
+def _eviction(cat: Catalog, oid: str, reason: str, prods) -> Eviction:
+    names = sorted({f"{a.name}@v{f.number}" for _, a, f in prods})
+    return Eviction(oid, cat.present[oid][0], reason, names, cat.last_used(oid))
+
+
+def _version_limits(repo: Repository) -> dict[str, int]:
+    try:
+        from lattice.versions import limits
+    except ImportError:  # before lattice.versions existed: keep only current and pinned
+        return {}
+    return limits(repo.config)
+
+
+def _within_limit(a: AssetFacts, f: Fact, pols, limits, opts: GcOptions) -> bool:
+    """Whether `f` is among the newest versions its asset keeps present."""
+    n = len(a.versions)
+    if f.number == n:
+        # The current output is only here when include_current lifted its
+        # protection: then its age alone decides.
+        return False
+    cls = policy_class(a.name, a.kind, a.tags, f.generator)
+    keep = opts.keep_versions if opts.keep_versions is not None else pols[cls].keep_versions
+    if keep is None:
+        keep = limits.get(a.kind, limits.get("other", 1))
+    return f.number > n - keep
+
+
+def _protected(repo: Repository, cat: Catalog, opts: GcOptions, pols) -> tuple[set[str], set[str]]:
+    """(objects that must stay, objects something references)."""
+    protected: set[str] = set()
+    referenced: set[str] = set(cat.cache)
+    for assets in cat.states.values():
+        for a in assets.values():
+            n = len(a.versions)
+            for f in a.versions:
+                referenced.add(f.object)
+                referenced.update(f.input_objects)
+                if f.generator is None or (not f.deterministic and not opts.include_nondeterministic):
+                    protected.add(f.object)
+                elif f.number == a.pinned:
+                    protected.add(f.object)
+                elif f.number == n:
+                    cls = policy_class(a.name, a.kind, a.tags, f.generator)
+                    if not (opts.include_current or pols[cls].include_current) or a.pinned:
+                        protected.add(f.object)
+    jobs = _active_job_objects(repo, cat)
+    return protected | jobs, referenced | jobs
+
+
+_HEX64 = re.compile(r"\b[0-9a-f]{64}\b")
+
+
+def _active_job_objects(repo: Repository, cat: Catalog) -> set[str]:
+    """Objects a queued or running job may read or write: every id in its
+    payload, the cached output of its recipe, and the current and pinned
+    outputs of the asset it works on and of everything upstream of it."""
+    from lattice.pipeline import queue_of
+
+    out: set[str] = set()
+    working = cat.states.get("", {})
+    index = repo.index
+    for job in queue_of(repo).list(states=("queued", "running"), limit=None):
+        text = json.dumps(job.payload)
+        out.update(_HEX64.findall(text))
+        step = job.payload.get("step") if isinstance(job.payload, dict) else None
+        if isinstance(step, dict):
+            recipe = step.get("recipe") or {}
+            if recipe.get("key"):
+                cached = index.cache_get(recipe["key"])
+                if cached:
+                    out.add(cached)
+            todo = [step.get("name", ""), *recipe.get("inputs", [])]
+        else:
+            todo = [job.payload.get("name", "")] if isinstance(job.payload, dict) else []
+        seen: set[str] = set()
+        while todo:
+            name = todo.pop()
+            a = working.get(name)
+            if a is None or name in seen:
+                continue
+            seen.add(name)
+            cur = a.versions[-1]
+            out.add(cur.object)
+            if a.pinned:
+                out.add(a.versions[a.pinned - 1].object)
+            todo.extend(cur.inputs)
+    return out
+
+
+def _size_caps(cat: Catalog, pols, opts: GcOptions, pool, chosen: dict[str, Eviction]) -> None:
+    """Evict least recently used first until each cap holds."""
+    pool.sort()
+    caps: list[tuple[int, Callable[[str], bool]]] = []
+    if opts.max_size is not None:
+        caps.append((opts.max_size, lambda c: True))
+    for cls, p in pols.items():
+        if p.max_size is not None:
+            caps.append((p.max_size, lambda c, cls=cls: c == cls))
+    for cap, member in caps:
+        if member("*"):  # the global cap counts every object present
+            total = sum(s for o, (s, _) in cat.present.items() if o not in chosen)
+        else:
+            total = sum(cat.present[o][0] for _, o, c in pool if member(c) and o not in chosen)
+        for _, oid, cls in pool:
+            if total <= cap:
+                break
+            if oid in chosen or not member(cls):
+                continue
+            chosen[oid] = _eviction(cat, oid, "size cap", cat.producers[oid])
+            total -= cat.present[oid][0]
+
+
+def _stray_temps(repo: Repository) -> list[Path]:
+    out = list(repo.objects.stray_temps())
+    tmp = repo.dir / "tmp"
+    if tmp.exists():
+        out += sorted(p for p in tmp.iterdir() if p.is_file())
+    return out
+
+
+def _mtime(p: Path) -> float:
+    try:
+        return p.stat().st_mtime
+    except FileNotFoundError:
+        return time.time()
+
+
+# -- running ------------------------------------------------------------------------
+
+
+@dataclass
+class GcResult:
+    plan: GcPlan
+    removed: int  # objects removed
+    freed: int  # bytes freed
+    dry_run: bool
+
+
+def collect(repo: Repository, options: GcOptions | None = None, progress: Callable[[float, str], None] | None = None) -> GcResult:
+    """Plan and evict under the repository lock, then log the run. Renders and
+    adds record versions under the same lock, so none lands half-seen."""
+    progress = progress or (lambda f, s: None)
+    with repo.lock:
+        progress(0.0, "planning")
+        plan = plan_gc(repo, options)
+        removed = freed = 0
+        total = max(1, len(plan.evictions))
+        for i, e in enumerate(plan.evictions):
+            gone = repo.objects.remove(e.object)
+            removed += gone > 0
+            freed += gone
+            if i % 100 == 0:
+                progress(0.05 + 0.9 * i / total, "evicting")
+        for t in plan.temps:
+            try:
+                os.unlink(t)
+            except FileNotFoundError:
+                pass
+        _log_run(repo, plan, removed, freed)
+    progress(1.0, "done")
+    return GcResult(plan, removed, freed, False)
+
+
+def _log_run(repo: Repository, plan: GcPlan, removed: int, freed: int) -> None:
+    reasons: dict[str, int] = {}
+    for e in plan.evictions:
+        reasons[e.reason] = reasons.get(e.reason, 0) + e.bytes
+    detail = json.dumps({"reasons": reasons, "objects": [e.object for e in plan.evictions][:10000]})
+    db = storage_db(repo)
+    try:
+        with db:
+            db.execute("INSERT INTO runs(time, objects, bytes, detail) VALUES (?, ?, ?, ?)",
+                       (time.time(), removed, freed, detail))
+    finally:
+        db.close()
+
+
+def runs(repo: Repository) -> list[dict]:
+    db = storage_db(repo)
+    try:
+        return [{"time": t, "objects": n, "bytes": b} for t, n, b in
+                db.execute("SELECT time, objects, bytes FROM runs ORDER BY id")]
+    finally:
+        db.close()
+
+
+def run_gc(repo: Repository, options: GcOptions, on_poll: Callable[[list], None] | None = None) -> GcResult:
+    """Submit a gc job and run it to the end with an inline worker."""
+    from lattice.pipeline import queue_of, run_until_done
+
+    q = queue_of(repo)
+    # No dedup key: two gc runs with different options must not share one result.
+    job = q.submit("gc", {"op": "collect", "root": str(repo.root), "options": asdict(options)})
+    [done] = run_until_done(repo, [job.id], on_poll=on_poll)
+    if done.state != "succeeded":
+        raise GeneratorFailed(f"gc job {done.id} {done.state}: {done.error or ''}".strip(),
+                              hint=f"`lattice queue show {done.id}` has the details")
+    return msgspec.convert(done.result, GcResult)
+
+
+# -- bringing evicted outputs back -------------------------------------------------
+
+
+class Evicted(InvalidInput):
+    """An output that a command needs was evicted by gc."""
+
+
+def ensure_present(repo: Repository, name: str, number: int | None = None, *, regen: bool = True,
+                   notify: Callable[[str], None] | None = None) -> list[str]:
+    """Make the output of `name` at version `number` (default: current)
+    present, re-making it and any evicted inputs through the queue first.
+    Returns the "name@vN" re-made. With regen=False refuses instead, naming
+    the command that would re-make it."""
+    record = repo.record(name)
+    v = record.version(number)
+    if repo.objects.has(v.object):
+        return []
+    spec = f"{name}@v{v.number}"
+    if v.recipe is None:
+        raise InvalidInput(f"{spec}: its imported content {v.object[:12]} is missing from the store",
+                           hint="`lattice fsck` reports lost objects; re-add the file if you still have it")
+    if not regen:
+        how = (f"`lattice render {name}`" if v.number == len(record.versions)
+               else f"the same command without --no-regen (e.g. `lattice cat {spec} > FILE`)")
+        raise Evicted(f"{spec}: its output {v.object[:12]} was evicted by gc and --no-regen forbids re-making it",
+                      hint=f"re-make it with {how}")
+    chain = _restore_chain(repo, name, v.number)
+    if notify:
+        notify("re-making evicted " + ", ".join(f"{n}@v{k}" for n, k, _ in chain) + " through the queue")
+    from lattice.pipeline import queue_of, run_until_done
+
+    q = queue_of(repo)
+    ids: dict[str, int] = {}
+    order = []
+    for n, k, deps in chain:
+        job = q.submit("gc", {"op": "restore", "root": str(repo.root), "name": n, "version": k},
+                       key=f"restore:{n}@v{k}", deps=[ids[d] for d in deps], priority="high")
+        ids[f"{n}@v{k}"] = job.id
+        order.append(job.id)
+    for job in run_until_done(repo, order):
+        if job.state != "succeeded":
+            raise GeneratorFailed(f"re-making {spec} failed: {job.error or job.state}",
+                                  hint=f"`lattice queue show {job.id}` has the details")
+    return list(ids)
+
+
+def _restore_chain(repo: Repository, name: str, number: int) -> list[tuple[str, int, list[str]]]:
+    """(name, version, the specs it waits for), inputs before their users."""
+    out: list[tuple[str, int, list[str]]] = []
+    seen: set[str] = set()
+
+    def visit(n: str, k: int) -> str:
+        spec = f"{n}@v{k}"
+        if spec in seen:
+            return spec
+        seen.add(spec)
+        v = repo.record(n).version(k)
+        if v.recipe is None or not v.recipe.deterministic:
+            raise GeneratorFailed(f"{spec}: its output {v.object[:12]} is gone and cannot be re-made",
+                                  hint="it was imported or made by a non-deterministic generator")
+        deps = []
+        for inp, oid in zip(v.recipe.inputs, v.recipe.input_objects):
+            if repo.objects.has(oid):
+                continue
+            maker = _version_with_object(repo, inp, oid)
+            if maker is None:
+                raise GeneratorFailed(f"{spec}: input {inp} ({oid[:12]}) is gone and no version of it records that output",
+                                      hint="`lattice fsck` reports lost objects")
+            deps.append(visit(inp, maker))
+        out.append((n, k, deps))
+        return spec
+
+    visit(name, number)
+    return out
+
+
+def _version_with_object(repo: Repository, name: str, oid: str) -> int | None:
+    record = repo.manifest.read(name)
+    if record is None:
+        return None
+    for v in reversed(record.versions):
+        if v.object == oid and v.recipe is not None and v.recipe.deterministic:
+            return v.number
+    return None
+
+
+def restore_object(repo: Repository, name: str, number: int, hooks=None) -> dict:
+    """Re-make the output of one recorded version (the "restore" gc job).
+    A re-made output that hashes differently is refused and not cached."""
+    from lattice.media import extension
+
+    v = repo.record(name).version(number)
+    if repo.objects.has(v.object):
+        return {"name": name, "version": number, "object": v.object, "status": "present"}
+    from lattice.export import produce_any
+
+    oid, cached = produce_any(repo, v.recipe, extension(name), hooks)
+    if oid != v.object:
+        with repo.index as index:
+            index.cache_drop(v.recipe.key)
+        raise GeneratorFailed(
+            f"{name}@v{number}: re-made output {oid[:12]} differs from the recorded {v.object[:12]}",
+            hint=f"the generator is not reproducible here; `lattice regen {name}` records the new output as a version",
+        )
+    touch(repo, oid)
+    return {"name": name, "version": number, "object": oid, "status": "cached" if cached else "rendered"}
+
+
+def gc_job(ctx) -> dict:
+    """Handler of "gc" jobs: op "collect" runs gc, op "restore" re-makes one output."""
+    from lattice.jobs import _repo
+    from lattice.render import Hooks
+
+    payload = ctx.job.payload
+    repo = _repo(payload["root"])
+    if payload.get("op") == "restore":
+        hooks = Hooks(progress=ctx.progress, env=ctx.env, on_process=ctx.on_process, timeout=ctx.timeout)
+        return restore_object(repo, payload["name"], int(payload["version"]), hooks)
+    options = msgspec.convert(payload.get("options") or {}, GcOptions)
+    return msgspec.to_builtins(collect(repo, options, ctx.progress))

@@ -1,0 +1,190 @@
+"""lattice export: every format read back by the probe, Lottie checked, the
+recipe carried along, exports recorded in the project, bad input refused."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli
+from lattice.ffmpeg import probe
+from lattice.repo import Repository
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    """One repository with a tiny clip, a still and a tone (made once: ffmpeg is slow-ish)."""
+    repo = Repository.init(tmp_path_factory.mktemp("export") / "proj")
+    for args in (
+        ("clip.mp4", "ffmpeg.testsrc", "width=64", "height=48", "duration=2"),
+        ("still.png", "ffmpeg.testsrc", "width=64", "height=48", "pattern=smptebars"),
+        ("tone.wav", "ffmpeg.sine", "duration=1"),
+    ):
+        name, model, *sets = args
+        cmd = ["gen", name, "--model", model, "--seed", "1"]
+        for s in sets:
+            cmd += ["--set", s]
+        r = run_cli(*cmd, cwd=repo.root)
+        assert r.code == 0, r.err
+    return repo
+
+
+def export(repo, *args, cwd=None):
+    return run_cli("export", *args, "--json", cwd=cwd or repo.root)
+
+
+@pytest.mark.parametrize("fmt", ["mp4", "webm", "gif"])
+def test_video_formats_have_the_requested_size_fps_and_duration(media, tmp_path, fmt):
+    out = tmp_path / f"c.{fmt}"
+    r = export(media, "clip.mp4", "--format", fmt, "--size", "32x24", "--fps", "10", "--range", "0.5-1.5", "-o", str(out))
+    assert r.code == 0, r.err
+    info = probe(out)
+    assert (info.width, info.height) == (32, 24)
+    assert info.fps == pytest.approx(10, abs=0.01)
+    assert info.duration == pytest.approx(1.0, abs=0.11)
+
+
+@pytest.mark.parametrize("fmt", ["png", "jpg", "webp"])
+def test_still_formats_have_the_requested_size(media, tmp_path, fmt):
+    out = tmp_path / f"c.{fmt}"
+    assert export(media, "clip.mp4", "--format", fmt, "--size", "40x30", "-o", str(out)).code == 0
+    info = probe(out)
+    assert (info.width, info.height, info.kind) == (40, 30, "image")
+
+
+def test_frames_write_a_numbered_sequence(media, tmp_path):
+    out = tmp_path / "frames"
+    r = export(media, "clip.mp4", "--format", "frames", "--fps", "5", "--range", "0-1", "--size", "16x12", "-o", str(out))
+    assert r.code == 0, r.err
+    names = sorted(os.listdir(out))
+    assert names == [f"frame_{i:05d}.png" for i in range(1, 6)]
+    assert (probe(out / names[0]).width, probe(out / names[0]).height) == (16, 12)
+    assert json.loads(Path(str(out) + ".lattice.json").read_text())["lattice"]["asset"] == "clip.mp4"
+
+
+@pytest.mark.parametrize("fmt", ["wav", "mp3"])
+def test_audio_formats_have_the_requested_duration(media, tmp_path, fmt):
+    out = tmp_path / f"t.{fmt}"
+    assert export(media, "tone.wav", "--format", fmt, "--range", "0.25-0.75", "-o", str(out)).code == 0
+    info = probe(out)
+    assert info.kind == "audio" and info.duration == pytest.approx(0.5, abs=0.06)
+
+
+@pytest.mark.parametrize("fmt", ["lottie", "dotlottie"])
+def test_an_image_becomes_a_lottie_with_the_image_embedded(media, tmp_path, fmt):
+    from lattice import lottie
+
+    out = tmp_path / ("s.json" if fmt == "lottie" else "s.lottie")
+    assert export(media, "still.png", "--format", fmt, "--size", "32x24", "--fps", "12", "-o", str(out)).code == 0
+    data = out.read_bytes()
+    assert lottie.check_file(data) == []
+    doc = json.loads(lottie.animation_json(data))
+    assert doc["assets"][0]["p"].startswith("data:image/png;base64,")
+    assert (doc["w"], doc["h"], doc["fr"], doc["op"]) == (32, 24, 12, 12)
+    info = probe(out)
+    assert (info.width, info.height, info.fps) == (32, 24, 12)
+
+
+def test_lottie_structural_check_finds_problems():
+    from lattice.lottie import check, check_file, dotlottie, dumps, image_animation
+
+    good = image_animation(b"\x89PNG fake", 8, 8, 30, 30)
+    assert check(good) == []
+    assert "missing top-level key 'fr'" in check({k: v for k, v in good.items() if k != "fr"})
+    broken = dict(good, assets=[])
+    assert check(broken) == ["layer 0 refers to asset 'image_0', which assets[] does not hold"]
+    assert check_file(dotlottie(dumps(good))) == []
+    assert check_file(b"not json")[0].startswith("not a readable Lottie file")
+
+
+def test_a_lottie_asset_exports_as_is(media, tmp_path):
+    from lattice import lottie
+
+    src = media.root / "anim.json"
+    doc = lottie.image_animation(b"\x89PNGx", 10, 10, 24, 48)
+    src.write_bytes(lottie.dumps(doc))
+    assert run_cli("add", "anim.json", cwd=media.root).code == 0
+    out = tmp_path / "a.json"
+    assert export(media, "anim.json", "--format", "lottie", "-o", str(out)).code == 0
+    assert out.read_bytes() == src.read_bytes()
+    assert Path(str(out) + ".lattice.json").exists()  # as is: the recipe cannot go inside
+
+
+def test_video_to_lottie_is_refused_with_alternatives(media, tmp_path):
+    r = export(media, "clip.mp4", "--format", "lottie", "-o", str(tmp_path / "x.json"))
+    assert r.code == 4
+    assert "clip.mp4 is a video, which cannot become Lottie" in r.err and "--format frames" in r.err
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_the_recipe_is_embedded(media, tmp_path):
+    from lattice.export import png_text
+
+    assert export(media, "clip.mp4", "--format", "png", "-o", str(tmp_path / "e.png")).code == 0
+    doc = json.loads(png_text((tmp_path / "e.png").read_bytes())["lattice"])
+    assert doc["lattice"]["recipe"]["generator"] == "ffmpeg.testsrc"
+    assert export(media, "clip.mp4", "--format", "mp4", "-o", str(tmp_path / "e.mp4")).code == 0
+    import subprocess
+
+    from lattice.ffmpeg import ffmpeg_exe
+
+    info = subprocess.run([ffmpeg_exe(), "-hide_banner", "-i", str(tmp_path / "e.mp4")], capture_output=True, text=True).stderr
+    assert '"generator":"ffmpeg.testsrc"' in info
+    assert not Path(str(tmp_path / "e.mp4") + ".lattice.json").exists()
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--format", "avi"], "unknown export format 'avi'"),
+    (["--format", "mp4", "--size", "big"], "--size 'big': expected WIDTHxHEIGHT"),
+    (["--format", "mp4", "--size", "33x24"], "needs even width and height"),
+    (["--format", "mp4", "--range", "3-1"], "--range '3-1': the end must come after the start"),
+    (["--format", "mp4", "--range", "soon"], "--range 'soon': expected START-END"),
+    (["--format", "mp4", "--fps", "0"], "--fps 0: expected a frame rate"),
+    (["--format", "mp4", "-o", ".lattice/x.mp4"], "is inside .lattice/"),
+])
+def test_bad_input_is_one_clear_line(media, args, message):
+    r = export(media, "clip.mp4", *args)
+    assert r.code == 4, r.err
+    assert r.err.splitlines()[0].startswith("error: ") and message in r.err.splitlines()[0]
+
+
+def test_output_never_written_through_a_symlink(media, tmp_path):
+    victim = tmp_path / "victim.mp4"
+    victim.write_bytes(b"precious")
+    link = tmp_path / "out.mp4"
+    link.symlink_to(victim)
+    r = export(media, "clip.mp4", "--format", "mp4", "-o", str(link))
+    assert r.code == 4 and "symbolic link" in r.err
+    assert victim.read_bytes() == b"precious"
+
+
+def test_an_export_inside_the_project_is_an_asset_that_can_be_remade(media):
+    r = export(media, "clip.mp4", "--format", "gif", "--size", "32x24", "-o", "deliver/c.gif")
+    assert r.code == 0, r.err
+    assert r.json["asset"] == "deliver/c.gif"
+    record = media.record("deliver/c.gif")
+    recipe = record.current.recipe
+    assert recipe.generator == "lattice.export" and recipe.inputs == ["clip.mp4"]
+    oid = record.current.object
+    # Evict it (and its source), then ask for it: re-made bit for bit through the queue.
+    assert run_cli("gc", "--keep-versions", "0", "--older-than", "0", "--include-current", cwd=media.root).code == 0
+    assert not media.objects.has(oid) and not media.objects.has(media.record("clip.mp4").current.object)
+    c = run_cli("cat", "deliver/c.gif", cwd=media.root)
+    assert c.code == 0, c.err
+    assert "re-making evicted clip.mp4@v1, deliver/c.gif@v1" in c.err
+    assert media.objects.has(oid)
+
+
+def test_evicted_source_is_regenerated_for_export(media, tmp_path):
+    assert run_cli("gc", "--keep-versions", "0", "--older-than", "0", "--include-current", cwd=media.root).code == 0
+    src = media.record("still.png").current.object
+    assert not media.objects.has(src)
+    refused = export(media, "still.png", "--format", "jpg", "--no-regen", "-o", str(tmp_path / "n.jpg"))
+    assert refused.code == 4 and "lattice render still.png" in refused.err
+    r = export(media, "still.png", "--format", "jpg", "-o", str(tmp_path / "s.jpg"))
+    assert r.code == 0, r.err
+    assert r.json["regenerated"] == ["still.png@v1"] and "re-making evicted still.png@v1" in r.err
+    assert probe(tmp_path / "s.jpg").width == 64

@@ -1,0 +1,324 @@
+"""gc and du: what may go, what must stay, and bringing evicted outputs back."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from conftest import run_cli, run_proc
+from lattice.repo import Repository
+
+EVERYTHING = ("--keep-versions", "0", "--older-than", "0")
+
+
+def gen(repo, name, model="test.text", seed=1, inputs=(), **params):
+    args = ["gen", name, "--model", model, "--seed", str(seed)]
+    for k, v in params.items():
+        args += ["--set", f"{k}={v}"]
+    for i in inputs:
+        args += ["--input", i]
+    r = run_cli(*args, cwd=repo.root)
+    assert r.code == 0, r.err
+    return r
+
+
+def gc(repo, *args):
+    r = run_cli("gc", "--json", *args, cwd=repo.root)
+    assert r.code == 0, r.err
+    return r.json
+
+
+def objects_of(repo, name):
+    return [v.object for v in repo.record(name).versions]
+
+
+def evicted(plan_json):
+    return sorted(e["object"] for e in plan_json["evictions"])
+
+
+# -- what may go ------------------------------------------------------------------
+
+
+def test_old_versions_go_current_and_pinned_stay(tmp_repo):
+    for word in ("a", "b", "c", "d"):
+        gen(tmp_repo, "x.txt", word=word)
+    run_cli("pin", "x.txt@v2", cwd=tmp_repo.root)
+    v1, v2, v3, v4 = objects_of(tmp_repo, "x.txt")
+    dry = gc(tmp_repo, "--dry-run", *EVERYTHING)
+    real = gc(tmp_repo, *EVERYTHING)
+    assert evicted(dry) == evicted(real) == sorted([v1, v3])
+    assert real["bytes"] == dry["bytes"] > 0
+    has = tmp_repo.objects.has
+    assert not has(v1) and has(v2) and not has(v3) and has(v4)
+
+
+def test_default_policy_keeps_recent_versions(tmp_repo):
+    for word in ("a", "b", "c"):
+        gen(tmp_repo, "x.txt", word=word)
+    # The [versions] limits keep the newest versions, and a day-old output is not unused for long.
+    assert gc(tmp_repo, "--dry-run")["evictions"] == []
+    assert len(gc(tmp_repo, "--dry-run", "--keep-versions", "0")["evictions"]) == 0  # too recently used
+    assert len(gc(tmp_repo, "--dry-run", "--older-than", "0")["evictions"]) == 0  # within the version limit
+
+
+def test_imports_and_nondeterministic_outputs_stay_unless_asked(tmp_repo):
+    tmp_repo.gen({"i.txt": "one"})
+    run_cli("add", "i.txt", cwd=tmp_repo.root)
+    tmp_repo.gen({"i.txt": "two"})
+    run_cli("add", "i.txt", cwd=tmp_repo.root)
+    gen(tmp_repo, "r.txt", model="test.random")
+    gen(tmp_repo, "r.txt", model="test.random", seed=2)
+    assert gc(tmp_repo, "--dry-run", *EVERYTHING)["evictions"] == []
+    plan = gc(tmp_repo, "--dry-run", *EVERYTHING, "--include-nondeterministic")
+    assert evicted(plan) == [objects_of(tmp_repo, "r.txt")[0]]  # never the import
+
+
+def test_versions_on_tags_and_branches_are_protected(tmp_repo):
+    gen(tmp_repo, "x.txt", word="tagged")
+    assert run_cli("tag", "release", cwd=tmp_repo.root).code == 0
+    gen(tmp_repo, "x.txt", word="later")
+    gen(tmp_repo, "x.txt", word="latest")
+    v1, v2, _ = objects_of(tmp_repo, "x.txt")
+    assert evicted(gc(tmp_repo, *EVERYTHING)) == [v2]
+    assert tmp_repo.objects.has(v1)
+
+
+def test_include_current_evicts_remakable_current_outputs(tmp_repo, run_log):
+    gen(tmp_repo, "a.txt", word="up")
+    gen(tmp_repo, "b.txt", model="test.join", inputs=["a.txt"])
+    a, b = objects_of(tmp_repo, "a.txt")[0], objects_of(tmp_repo, "b.txt")[0]
+    assert sorted(evicted(gc(tmp_repo, *EVERYTHING, "--include-current"))) == sorted([a, b])
+    assert run_cli("status", "--porcelain", cwd=tmp_repo.root).out.split("\n")[:2] == [" E a.txt", " E b.txt"]
+    before = len(run_log())
+    assert run_cli("render", cwd=tmp_repo.root).code == 0
+    assert tmp_repo.objects.has(a) and tmp_repo.objects.has(b)
+    assert len(run_log()) == before + 2
+
+
+def test_makeable_needs_inputs(tmp_repo):
+    tmp_repo.gen({"src.txt": "imported"})
+    run_cli("add", "src.txt", cwd=tmp_repo.root)
+    gen(tmp_repo, "d.txt", model="test.join", inputs=["src.txt"])
+    gen(tmp_repo, "d.txt", model="test.join", inputs=["src.txt"], seed=2)
+    old_d = objects_of(tmp_repo, "d.txt")[0]
+    # Lose the import: nothing derived from it can be re-made any more.
+    tmp_repo.objects.remove(objects_of(tmp_repo, "src.txt")[0])
+    assert old_d not in evicted(gc(tmp_repo, "--dry-run", *EVERYTHING))
+
+
+def test_unreferenced_objects_go_after_the_grace_period(tmp_repo):
+    gen(tmp_repo, "x.txt")
+    old = tmp_repo.objects.put_bytes(b"orphan, old" * 100).oid
+    fresh = tmp_repo.objects.put_bytes(b"orphan, just written by a running add" * 100).oid
+    past = time.time() - 15 * 86400
+    os.utime(tmp_repo.objects.locate(old), (past, past))
+    plan = gc(tmp_repo)
+    assert [(e["object"], e["reason"]) for e in plan["evictions"]] == [(old, "unreferenced")]
+    assert tmp_repo.objects.has(fresh) and not tmp_repo.objects.has(old)
+
+
+def test_size_cap_evicts_least_recently_used_first(tmp_repo):
+    for word in ("a", "b", "c", "d"):
+        gen(tmp_repo, "x.txt", word=word, repeat=50)
+    v1, v2, v3, _ = objects_of(tmp_repo, "x.txt")
+    run_cli("cat", "x.txt@v1", cwd=tmp_repo.root)  # v1 is now the most recently used
+    total = sum(tmp_repo.objects.stored_size(o) for o in objects_of(tmp_repo, "x.txt"))
+    cap = total - tmp_repo.objects.stored_size(v2) - 1
+    plan = gc(tmp_repo, "--dry-run", "--max-size", str(cap))
+    assert [e["object"] for e in plan["evictions"]] == [v2, v3]
+    assert {e["reason"] for e in plan["evictions"]} == {"size cap"}
+
+
+def test_policy_config(tmp_repo):
+    from lattice.gc import DAY, policies, policy_class
+
+    cfg = {"gc": {"policy": {"image": {"unused_for": "2d", "max_size": "1GB"}, "video": {"keep": "forever"}}}}
+    p = policies(cfg)
+    assert p["image"].unused_for == 2 * DAY and p["image"].max_size == 1 << 30 and p["video"].forever
+    assert p["thumbnail"].forever and p["intermediate"].unused_for == DAY
+    assert policy_class("shots/s1/pose_01.png", "image", [], "x") == "intermediate"
+    assert policy_class("thumbs/a.png", "image", [], "x") == "thumbnail"
+    assert policy_class("a.png", "image", ["thumbnail"], "x") == "thumbnail"
+    from lattice.errors import InvalidInput
+
+    with pytest.raises(InvalidInput, match="not an age"):
+        policies({"gc": {"policy": {"image": {"unused_for": "soon"}}}})
+    with pytest.raises(InvalidInput, match="not a known policy class"):
+        policies({"gc": {"policy": {"sprites": {}}}})
+
+
+def test_thumbnails_are_kept_forever(tmp_repo):
+    for word in ("a", "b"):
+        gen(tmp_repo, "thumb.txt", word=word)
+    assert gc(tmp_repo, "--dry-run", *EVERYTHING)["evictions"] == []
+
+
+def test_bad_gc_options_are_one_line_errors(tmp_repo):
+    r = run_cli("gc", "--older-than", "soon", cwd=tmp_repo.root)
+    assert r.code == 4 and r.err.startswith("error: --older-than: 'soon' is not an age")
+    r = run_cli("gc", "--max-size", "lots", cwd=tmp_repo.root)
+    assert r.code == 4 and "not a size" in r.err
+
+
+# -- bringing evicted outputs back ------------------------------------------------------
+
+
+def test_cat_and_checkout_regenerate_evicted_outputs(tmp_repo, run_log):
+    gen(tmp_repo, "a.txt", word="one")
+    gen(tmp_repo, "b.txt", model="test.join", inputs=["a.txt"])
+    gen(tmp_repo, "a.txt", word="two")
+    v1 = objects_of(tmp_repo, "a.txt")[0]
+    gc(tmp_repo, *EVERYTHING, "--include-current")
+    assert not tmp_repo.objects.has(v1)
+    refused = run_cli("cat", "a.txt@v1", "--no-regen", cwd=tmp_repo.root)
+    assert refused.code == 4 and "evicted by gc" in refused.err and "hint:" in refused.err
+    r = run_cli("cat", "a.txt@v1", cwd=tmp_repo.root)
+    assert r.code == 0 and r.out == "one:1\n" and "re-making evicted a.txt@v1" in r.err
+    # b.txt's recipe read a.txt v1, which must come back first (a chain of restore jobs).
+    os.unlink(tmp_repo.root / "b.txt")
+    refused = run_cli("checkout", "b.txt", "--no-regen", cwd=tmp_repo.root)
+    assert refused.code == 4 and "lattice render b.txt" in refused.err
+    tmp_repo.objects.remove(v1)
+    r = run_cli("checkout", "b.txt", cwd=tmp_repo.root)
+    assert r.code == 0, r.err
+    assert (tmp_repo.root / "b.txt").read_bytes() == b"one:1\n#1"
+
+
+def test_a_remade_output_with_another_hash_is_refused(tmp_repo):
+    from lattice.errors import GeneratorFailed
+    from lattice.gc import restore_object
+
+    gen(tmp_repo, "a.txt", word="one")
+    # The record claims an output its recipe does not make.
+    path = tmp_repo.manifest.file_of("a.txt")
+    path.write_text(path.read_text().replace(objects_of(tmp_repo, "a.txt")[0], "0" * 64))
+    with pytest.raises(GeneratorFailed, match="differs from the recorded"):
+        restore_object(tmp_repo, "a.txt", 1)
+    assert tmp_repo.index.cache_get(tmp_repo.record("a.txt").current.recipe.key) is None
+
+
+# -- du -----------------------------------------------------------------------------------
+
+
+def test_du_reports_regenerable_permanent_evicted_and_savings(tmp_repo):
+    tmp_repo.gen({"i.txt": "imported bytes"})
+    run_cli("add", "i.txt", cwd=tmp_repo.root)
+    for word in ("a", "b"):
+        gen(tmp_repo, "x.txt", word=word, repeat=20)
+    before = run_cli("du", "--json", cwd=tmp_repo.root).json
+    assert before["total"]["permanent"] > 0 and before["total"]["regenerable"] > 0
+    freed = gc(tmp_repo, *EVERYTHING)["bytes"]
+    after = run_cli("du", "--json", "--by", "generator", cwd=tmp_repo.root).json
+    assert after["gc_saved"] == freed and after["gc_runs"] == 1
+    assert after["total"]["evicted"] > 0
+    assert after["dna_ratio"] > 0 and after["outputs_bytes"] >= before["total"]["present"]
+    assert set(after["groups"]) == {"imported", "test.text"}
+    branch = run_cli("du", "--json", "--by", "branch", cwd=tmp_repo.root).json
+    assert "working tree" in branch["groups"] and "branch:main" in branch["groups"]
+    assert run_cli("du", "--by", "colour", cwd=tmp_repo.root).code == 4
+
+
+# -- the property: after gc, nothing current or pinned is lost ---------------------------
+
+dag = st.lists(
+    st.tuples(st.integers(0, 5), st.lists(st.integers(0, 5), max_size=2), st.integers(1, 3)),
+    min_size=1, max_size=5,
+)
+options = st.fixed_dictionaries({
+    "keep": st.sampled_from([None, 0, 1]),
+    "older": st.sampled_from([None, "0", "1h"]),
+    "cap": st.sampled_from([None, "0", "100"]),
+    "current": st.booleans(),
+    "nondet": st.booleans(),
+    "pin": st.booleans(),
+})
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(dag=dag, opts=options)
+def test_property_gc_never_loses_current_or_pinned(dag, opts):
+    with tempfile.TemporaryDirectory() as d:
+        repo = Repository.init(Path(d) / "p")
+        names = []
+        for i, (word, parents, regens) in enumerate(dag):
+            name = f"n{i}.txt"
+            inputs = sorted({names[p % len(names)] for p in parents}) if names and parents else []
+            for r in range(regens):
+                if inputs:
+                    gen(repo, name, model="test.join", seed=r + 1, inputs=inputs)
+                elif word == 5:
+                    gen(repo, name, model="test.random", seed=r + 1)
+                else:
+                    gen(repo, name, word=f"w{word}", seed=r + 1)
+            names.append(name)
+        if opts["pin"]:
+            run_cli("pin", f"{names[0]}@v1", cwd=repo.root)
+        args = []
+        if opts["keep"] is not None:
+            args += ["--keep-versions", str(opts["keep"])]
+        if opts["older"]:
+            args += ["--older-than", opts["older"]]
+        if opts["cap"]:
+            args += ["--max-size", opts["cap"]]
+        if opts["current"]:
+            args.append("--include-current")
+        if opts["nondet"] and not opts["current"]:  # both: a random current output is gone for good
+            args.append("--include-nondeterministic")
+        dry = gc(repo, "--dry-run", *args)
+        real = gc(repo, *args)
+        assert evicted(dry) == evicted(real)
+        for name in names:
+            record = repo.record(name)
+            pinned = record.version(record.pinned) if record.pinned else None
+            assert pinned is None or repo.objects.has(pinned.object)
+            cur = record.current
+            deterministic = cur.recipe.deterministic
+            if not (opts["current"] and deterministic):
+                assert repo.objects.has(cur.object)
+        r = run_cli("render", cwd=repo.root)
+        assert r.code == 0, r.err
+        for name in names:
+            record = repo.record(name)
+            assert repo.objects.has(record.current.object), name  # re-made with the recorded hash
+
+
+# -- concurrency: real processes ------------------------------------------------------
+
+
+def test_gc_concurrent_with_render_and_add_loses_nothing(tmp_repo):
+    for i in range(4):
+        gen(tmp_repo, f"s{i}.txt", word=f"w{i}")
+        gen(tmp_repo, f"s{i}.txt", word=f"v{i}")
+    root = tmp_repo.root
+    procs = [
+        subprocess.Popen([sys.executable, "-m", "lattice", "gen", f"g{i}.txt", "--model", "test.text", "--set", f"word=g{i}",
+                          "--set", "delay=0.2", "--seed", "3"], cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for i in range(3)
+    ]
+    for i in range(3):
+        (root / f"imp{i}.txt").write_text(f"imported {i}")
+    procs.append(subprocess.Popen([sys.executable, "-m", "lattice", "add", *[f"imp{i}.txt" for i in range(3)]],
+                                  cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    for _ in range(3):
+        run_proc("gc", *EVERYTHING, "--include-current", cwd=root, check=True)
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    run_proc("gc", *EVERYTHING, "--include-current", cwd=root, check=True)
+    repo = Repository(root)
+    for name in repo.index.names():
+        record = repo.record(name)
+        if record.current.recipe is None:
+            assert repo.objects.has(record.current.object), name  # imports are never evicted
+    assert run_proc("render", cwd=root).returncode == 0
+    for name in repo.index.names():
+        assert repo.objects.has(repo.record(name).current.object), name
+    fsck = run_proc("fsck", cwd=root)
+    assert fsck.returncode == 0, fsck.stdout + fsck.stderr
