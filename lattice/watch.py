@@ -24,6 +24,7 @@ class Cycle:
     recorded: list[str] = field(default_factory=list)  # sources recorded as edited versions
     config_changed: bool = False
     outcomes: list = field(default_factory=list)  # render outcomes
+    error: str = ""  # why the cycle stopped short (watching goes on)
 
 
 def relevant(repo: Repository, changes: Iterable[tuple[object, str]]) -> tuple[list[str], bool]:
@@ -94,8 +95,11 @@ def watch(
             return True
         return not (name.startswith(".") or f"{os.sep}.lattice{os.sep}" in path or f"{os.sep}.git{os.sep}" in path)
 
+    # watchfiles' `step` is the quiet time that ends a burst; `debounce` only
+    # caps how long one burst may be collected.
     watcher = watchfiles.watch(
-        repo.root, watch_filter=keep, debounce=debounce_ms, stop_event=stop, yield_on_timeout=True, rust_timeout=200
+        repo.root, watch_filter=keep, step=debounce_ms, debounce=max(10 * debounce_ms, 2000),
+        stop_event=stop, yield_on_timeout=True, rust_timeout=200,
     )
     for changes in watcher:
         if ready is not None:
@@ -104,4 +108,22 @@ def watch(
             continue
         sources, config_changed = relevant(repo, changes)
         if sources or config_changed:
-            on_cycle(run_cycle(repo, sources, config_changed, slots=slots, on_poll=on_poll))
+            on_cycle(_guarded_cycle(repo, sources, config_changed, slots, on_poll, debounce_ms))
+
+
+def _guarded_cycle(repo, sources, config_changed, slots, on_poll, debounce_ms) -> Cycle:
+    """A cycle that never ends the watch: a file still being written is
+    retried after a quiet moment; any other error is reported in the cycle."""
+    import time
+
+    from lattice.errors import ContentChanged, LatticeError
+
+    for attempt in range(5):
+        try:
+            return run_cycle(repo, sources, config_changed, slots=slots, on_poll=on_poll)
+        except ContentChanged as e:
+            error = e.message
+            time.sleep(debounce_ms / 1000 * (attempt + 1))
+        except LatticeError as e:
+            return Cycle(config_changed=config_changed, error=e.message)
+    return Cycle(config_changed=config_changed, error=error)

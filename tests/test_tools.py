@@ -193,3 +193,22 @@ def test_reporting_commands_json_keys(tmp_repo):
         if want:
             item = data[0] if isinstance(data, list) else data
             assert want <= set(item), (args, set(item))
+
+
+def test_watch_survives_a_file_still_being_written(tmp_repo, monkeypatch):
+    """A save that is still in progress when the cycle starts is retried,
+    never ends the watch."""
+    from lattice import watch as w
+    from lattice.errors import ContentChanged
+
+    calls = {"n": 0}
+
+    def flaky(repo, sources, config_changed, slots=None, on_poll=None):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise ContentChanged("src.txt: file changed while being added")
+        return w.Cycle(recorded=list(sources))
+
+    monkeypatch.setattr(w, "run_cycle", flaky)
+    cycle = w._guarded_cycle(tmp_repo, ["src.txt"], False, None, None, 10)
+    assert cycle.recorded == ["src.txt"] and calls["n"] == 2

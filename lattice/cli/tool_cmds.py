@@ -39,6 +39,8 @@ def watch(
             out.print(f"[bold]edited[/bold] {name}: recorded a new version")
         if cycle.config_changed:
             out.print("config changed: re-planning the project")
+        if cycle.error:
+            out.print(f"[red]error:[/red] {cycle.error}")
         for o in cycle.outcomes:
             style = "red" if o.status in ("failed", "skipped") else "green"
             detail = f": {o.error.splitlines()[0]}" if o.error else ""
