@@ -2,7 +2,7 @@
 would free now, and how small the recipes are next to the media they
 describe (the "digital DNA" ratio).
 
-It reads the same catalog as gc (lattice.gc.load_catalog: cached manifest
+It reads the same catalog as gc (lattice.catalog.load_catalog: cached manifest
 facts, one scandir of the store), so it stays fast on 10,000 assets.
 """
 
@@ -59,7 +59,8 @@ class DuReport:
 
 
 def disk_usage(repo: Repository, by: str | None = None) -> DuReport:
-    from lattice.gc import GcOptions, load_catalog, plan_gc, runs
+    from lattice.catalog import load_catalog
+    from lattice.gc import GcOptions, plan_gc, runs
 
     if by is not None and by not in GROUPS:
         raise InvalidInput(f"--by {by!r}: expected one of {', '.join(GROUPS)}")

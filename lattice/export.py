@@ -143,7 +143,7 @@ def check_compatible(name: str, kind: str, fmt: str) -> None:
         return
     if kind == "video" and FORMATS.get(fmt, ("", ""))[1] == "lottie":
         raise InvalidInput(f"{name} is a video, which cannot become Lottie",
-                           hint=f"export it as a video (`--format mp4`, webm or gif) or as frames (`--format frames`)")
+                           hint="export it as a video (`--format mp4`, webm or gif) or as frames (`--format frames`)")
     can = ", ".join(sorted(ACCEPTS.get(kind, ()))) or "none"
     raise InvalidInput(f"{name} is {kind}: it cannot be exported as {fmt}", hint=f"formats for {kind}: {can}")
 
@@ -432,7 +432,7 @@ def export(repo: Repository, name: str, options: ExportOptions, out: str | None,
     """Check everything, re-make an evicted source, then run one "export" job."""
     import msgspec
 
-    from lattice.gc import ensure_present
+    from lattice.remake import ensure_present
     from lattice.pipeline import queue_of, run_until_done
 
     record = repo.record(name)

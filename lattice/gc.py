@@ -24,13 +24,13 @@ that both `--dry-run` and the real run call):
      young, so the grace period protects them.
 
 "Last used" is the later of the object's mtime (written) and the time it was
-last materialized or read (`touch`, recorded in `.lattice/storage.db`),
-because atime is unreliable. The same database caches per-manifest facts
-(keyed by file stamp or git blob id), so planning over 100,000 objects reads
-SQLite rather than parsing TOML, and logs every run for `lattice du`.
+last materialized or read (lattice.catalog.touch), because atime is
+unreliable. The catalog (lattice.catalog) caches per-manifest facts, so
+planning over 100,000 objects reads SQLite rather than parsing TOML; every
+run is logged there for `lattice du`.
 
 Restoring what gc evicted is its inverse, so it runs as a "gc" job too
-(op "restore"): `ensure_present` submits one per missing output, inputs first.
+(op "restore"): lattice.remake.ensure_present submits one per missing output.
 """
 
 from __future__ import annotations
@@ -38,14 +38,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import sqlite3
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable
 
 import msgspec
 
+from lattice.catalog import AssetFacts, Catalog, Fact, load_catalog, storage_db
 from lattice.errors import GeneratorFailed, InvalidInput
 from lattice.repo import Repository
 
@@ -153,246 +153,6 @@ def _count(value: Any, what: str) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
         raise InvalidInput(f"{what} = {value!r}: expected a whole number from 0")
     return value
-
-
-# -- the storage database: usage, manifest facts, run log -----------------------------
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS used(object TEXT PRIMARY KEY, time REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS wtfacts(name TEXT PRIMARY KEY, stamp TEXT NOT NULL, data BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS gitfacts(blob TEXT PRIMARY KEY, data BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS runs(
-    id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, objects INTEGER NOT NULL,
-    bytes INTEGER NOT NULL, detail TEXT NOT NULL
-);
-"""
-
-
-def storage_db(repo: Repository) -> sqlite3.Connection:
-    """`.lattice/storage.db`: derived and disposable except the run log."""
-    db = sqlite3.connect(repo.dir / "storage.db", timeout=60, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
-    db.executescript(_SCHEMA)
-    return db
-
-
-_TOUCH_DBS: dict[tuple[str, int], sqlite3.Connection] = {}
-
-
-def touch(repo: Repository, oid: str) -> None:
-    """Record that `oid` was just used (materialized or read). One connection
-    per thread and repository: a render materializes thousands of files."""
-    import threading
-
-    key = (str(repo.dir), threading.get_ident())
-    try:
-        db = _TOUCH_DBS.get(key) or _TOUCH_DBS.setdefault(key, storage_db(repo))
-        db.execute("INSERT OR REPLACE INTO used(object, time) VALUES (?, ?)", (oid, time.time()))
-    except sqlite3.Error:
-        pass  # a busy or damaged usage table must never fail a checkout
-
-
-# -- the catalog: every version of every asset on every ref --------------------------
-
-
-class Fact(msgspec.Struct, array_like=True):
-    number: int
-    object: str
-    size: int
-    generator: str | None  # None: imported
-    generator_version: str
-    deterministic: bool
-    inputs: list[str]
-    input_objects: list[str]
-    key: str
-
-
-class AssetFacts(msgspec.Struct, array_like=True):
-    name: str
-    kind: str
-    tags: list[str]
-    pinned: int | None
-    versions: list[Fact]
-
-
-_ENC = msgspec.msgpack.Encoder()
-_DEC = msgspec.msgpack.Decoder(AssetFacts)
-
-
-def facts_of(record) -> AssetFacts:
-    vs = []
-    for v in record.versions:
-        r = v.recipe
-        if r is None:
-            vs.append(Fact(v.number, v.object, v.size, None, "", False, [], [], ""))
-        else:
-            vs.append(Fact(v.number, v.object, v.size, r.generator, r.generator_version, r.deterministic,
-                           list(r.inputs), list(r.input_objects), r.key))
-    return AssetFacts(record.path, record.kind, list(record.tags), record.pinned, vs)
-
-
-@dataclass
-class Catalog:
-    """The states gc must respect: "" is the working manifest, then
-    "branch:NAME" and "tag:NAME" read from history at each ref's tip."""
-
-    states: dict[str, dict[str, AssetFacts]]
-    present: dict[str, tuple[int, float]]  # object -> (stored bytes, mtime)
-    used: dict[str, float]
-    cache: set[str]  # objects the recipe cache names
-    generators: dict[str, str]  # installed generator id -> version
-    manifest_bytes: int = 0
-    nondeterministic: bool = False  # count non-deterministic recipes as re-making (gc --include-nondeterministic)
-    producers: dict[str, list[tuple[str, AssetFacts, Fact]]] = field(default_factory=dict)
-    _makeable: dict[str, bool] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        seen: set[int] = set()
-        for state, assets in self.states.items():
-            for facts in assets.values():
-                if id(facts) in seen:  # refs sharing a manifest file share its facts
-                    continue
-                seen.add(id(facts))
-                for f in facts.versions:
-                    self.producers.setdefault(f.object, []).append((state, facts, f))
-
-    def last_used(self, oid: str) -> float:
-        return max(self.present.get(oid, (0, 0.0))[1], self.used.get(oid, 0.0))
-
-    def remakes(self, f: Fact) -> bool:
-        """Whether this version's recipe can make its output again here."""
-        return bool(f.generator and (f.deterministic or self.nondeterministic)
-                    and self.generators.get(f.generator) == f.generator_version)
-
-    def makeable(self, oid: str) -> bool:
-        """Re-creatable from recipes alone: some deterministic recipe makes it
-        and each of its inputs is present or itself makeable."""
-        known = self._makeable.get(oid)
-        if known is not None:
-            return known
-        self._makeable[oid] = False  # content hashes form no cycles; this only guards bad data
-        ok = any(
-            self.remakes(f) and all(i in self.present or self.makeable(i) for i in f.input_objects)
-            for _, _, f in self.producers.get(oid, ())
-        )
-        self._makeable[oid] = ok
-        return ok
-
-
-def load_catalog(repo: Repository) -> Catalog:
-    db = storage_db(repo)
-    try:
-        working, manifest_bytes = _working_state(repo, db)
-        states = {"": working, **_ref_states(repo, db)}
-        used = dict(db.execute("SELECT object, time FROM used"))
-    finally:
-        db.close()
-    return Catalog(states, store_listing(repo), used, {o for _, o in repo.index.cache_items()},
-                   installed_generators(repo), manifest_bytes)
-
-
-def _working_state(repo: Repository, db: sqlite3.Connection) -> tuple[dict[str, AssetFacts], int]:
-    from lattice.manifest import SUFFIX, decode
-
-    cached = {n: (s, d) for n, s, d in db.execute("SELECT name, stamp, data FROM wtfacts")}
-    out: dict[str, AssetFacts] = {}
-    fresh = []
-    total = 0
-    base = str(repo.manifest.dir) + "/"  # strings, not Paths: 10,000 joins add up
-    for name in repo.index.names():  # names in the index were checked when recorded
-        path = base + name + SUFFIX
-        try:
-            st = os.stat(path)
-        except FileNotFoundError:
-            continue
-        total += st.st_size
-        stamp = f"{st.st_mtime_ns}:{st.st_size}"
-        hit = cached.pop(name, None)
-        if hit and hit[0] == stamp:
-            out[name] = _DEC.decode(hit[1])
-            continue
-        facts = facts_of(decode(Path(path).read_bytes(), Path(path)))
-        out[name] = facts
-        fresh.append((name, stamp, _ENC.encode(facts)))
-    if fresh or cached:
-        with db:
-            db.executemany("INSERT OR REPLACE INTO wtfacts(name, stamp, data) VALUES (?, ?, ?)", fresh)
-            db.executemany("DELETE FROM wtfacts WHERE name = ?", [(n,) for n in cached])
-    return out, total
-
-
-def _ref_states(repo: Repository, db: sqlite3.Connection) -> dict[str, dict[str, AssetFacts]]:
-    """The manifest at the tip of every branch and tag. History is optional:
-    a repository without it has only its working manifest to protect."""
-    from lattice import history
-
-    if not history.exists(repo):
-        return {}
-    import pygit2
-
-    from lattice.manifest import decode
-
-    g = history.open_git(repo, create=False)
-    by_tree: dict[str, dict[str, AssetFacts]] = {}
-    facts_by_blob: dict[str, AssetFacts] = {}
-    out = {}
-    for ref in g.references:
-        if ref.startswith("refs/heads/"):
-            label = "branch:" + ref.removeprefix("refs/heads/")
-        elif ref.startswith("refs/tags/"):
-            label = "tag:" + ref.removeprefix("refs/tags/")
-        else:
-            continue
-        tree = g.references[ref].peel(pygit2.Commit).tree
-        if str(tree.id) not in by_tree:
-            blobs = {n: str(b) for n, b in history.manifest_blobs(g, tree).items()}
-            missing = [b for b in set(blobs.values()) if b not in facts_by_blob]
-            for i in range(0, len(missing), 500):
-                chunk = missing[i : i + 500]
-                q = f"SELECT blob, data FROM gitfacts WHERE blob IN ({','.join('?' * len(chunk))})"
-                for b, data in db.execute(q, chunk):
-                    facts_by_blob[b] = _DEC.decode(data)
-            fresh = []
-            for name, b in blobs.items():
-                if b not in facts_by_blob:
-                    facts_by_blob[b] = facts_of(decode(g[b].data, Path(f"{label}:{name}")))
-                    fresh.append((b, _ENC.encode(facts_by_blob[b])))
-            if fresh:
-                with db:
-                    db.executemany("INSERT OR IGNORE INTO gitfacts(blob, data) VALUES (?, ?)", fresh)
-            by_tree[str(tree.id)] = {n: facts_by_blob[b] for n, b in blobs.items()}
-        out[label] = by_tree[str(tree.id)]
-    return out
-
-
-def store_listing(repo: Repository) -> dict[str, tuple[int, float]]:
-    """Every object present: id -> (bytes on disk, mtime). One scandir per shard."""
-    from lattice.objects import OID_RE
-
-    out = {}
-    root = repo.objects.dir
-    if not root.exists():
-        return out
-    for shard in os.scandir(root):
-        if len(shard.name) != 2 or not shard.is_dir():
-            continue
-        for e in os.scandir(shard.path):
-            oid = shard.name + e.name.removesuffix(".zst")
-            if OID_RE.fullmatch(oid):
-                st = e.stat()
-                out[oid] = (st.st_size, st.st_mtime)
-    return out
-
-
-def installed_generators(repo: Repository) -> dict[str, str]:
-    from lattice.render import registry
-
-    gens = {g.id: str(g.version) for g in registry(repo).all()}
-    from lattice.export import ExportGenerator  # exports re-make through lattice.export
-
-    gens.setdefault(ExportGenerator.id, str(ExportGenerator.version))
-    return gens
 
 
 # -- planning ---------------------------------------------------------------------
@@ -665,114 +425,6 @@ def run_gc(repo: Repository, options: GcOptions, on_poll: Callable[[list], None]
     return msgspec.convert(done.result, GcResult)
 
 
-# -- bringing evicted outputs back -------------------------------------------------
-
-
-class Evicted(InvalidInput):
-    """An output that a command needs was evicted by gc."""
-
-
-def ensure_present(repo: Repository, name: str, number: int | None = None, *, regen: bool = True,
-                   notify: Callable[[str], None] | None = None) -> list[str]:
-    """Make the output of `name` at version `number` (default: current)
-    present, re-making it and any evicted inputs through the queue first.
-    Returns the "name@vN" re-made. With regen=False refuses instead, naming
-    the command that would re-make it."""
-    record = repo.record(name)
-    v = record.version(number)
-    if repo.objects.has(v.object):
-        return []
-    spec = f"{name}@v{v.number}"
-    if v.recipe is None:
-        raise InvalidInput(f"{spec}: its imported content {v.object[:12]} is missing from the store",
-                           hint="`lattice fsck` reports lost objects; re-add the file if you still have it")
-    if not regen:
-        how = (f"`lattice render {name}`" if v.number == len(record.versions)
-               else f"the same command without --no-regen (e.g. `lattice cat {spec} > FILE`)")
-        raise Evicted(f"{spec}: its output {v.object[:12]} was evicted by gc and --no-regen forbids re-making it",
-                      hint=f"re-make it with {how}")
-    chain = _restore_chain(repo, name, v.number)
-    if notify:
-        notify("re-making evicted " + ", ".join(f"{n}@v{k}" for n, k, _ in chain) + " through the queue")
-    from lattice.pipeline import queue_of, run_until_done
-
-    q = queue_of(repo)
-    ids: dict[str, int] = {}
-    order = []
-    for n, k, deps in chain:
-        job = q.submit("gc", {"op": "restore", "root": str(repo.root), "name": n, "version": k},
-                       key=f"restore:{n}@v{k}", deps=[ids[d] for d in deps], priority="high")
-        ids[f"{n}@v{k}"] = job.id
-        order.append(job.id)
-    for job in run_until_done(repo, order):
-        if job.state != "succeeded":
-            raise GeneratorFailed(f"re-making {spec} failed: {job.error or job.state}",
-                                  hint=f"`lattice queue show {job.id}` has the details")
-    return list(ids)
-
-
-def _restore_chain(repo: Repository, name: str, number: int) -> list[tuple[str, int, list[str]]]:
-    """(name, version, the specs it waits for), inputs before their users."""
-    out: list[tuple[str, int, list[str]]] = []
-    seen: set[str] = set()
-
-    def visit(n: str, k: int) -> str:
-        spec = f"{n}@v{k}"
-        if spec in seen:
-            return spec
-        seen.add(spec)
-        v = repo.record(n).version(k)
-        if v.recipe is None or not v.recipe.deterministic:
-            raise GeneratorFailed(f"{spec}: its output {v.object[:12]} is gone and cannot be re-made",
-                                  hint="it was imported or made by a non-deterministic generator")
-        deps = []
-        for inp, oid in zip(v.recipe.inputs, v.recipe.input_objects):
-            if repo.objects.has(oid):
-                continue
-            maker = _version_with_object(repo, inp, oid)
-            if maker is None:
-                raise GeneratorFailed(f"{spec}: input {inp} ({oid[:12]}) is gone and no version of it records that output",
-                                      hint="`lattice fsck` reports lost objects")
-            deps.append(visit(inp, maker))
-        out.append((n, k, deps))
-        return spec
-
-    visit(name, number)
-    return out
-
-
-def _version_with_object(repo: Repository, name: str, oid: str) -> int | None:
-    record = repo.manifest.read(name)
-    if record is None:
-        return None
-    for v in reversed(record.versions):
-        if v.object == oid and v.recipe is not None and v.recipe.deterministic:
-            return v.number
-    return None
-
-
-def restore_object(repo: Repository, name: str, number: int, hooks=None) -> dict:
-    """Re-make the output of one recorded version (the "restore" gc job).
-    A re-made output that hashes differently is refused and not cached."""
-    from lattice.media import extension
-
-    v = repo.record(name).version(number)
-    if repo.objects.has(v.object):
-        return {"name": name, "version": number, "object": v.object, "status": "present"}
-    from lattice.export import produce_any
-
-    oid, cached = produce_any(repo, v.recipe, extension(name), hooks)
-    if oid != v.object:
-        with repo.index as index:
-            index.cache_drop(v.recipe.key)
-        raise GeneratorFailed(
-            f"{name}@v{number}: re-made output {oid[:12]} differs from the recorded {v.object[:12]}",
-            hint=f"the generator is not reproducible here; `lattice regen {name}` records the new output as a version",
-        )
-    touch(repo, oid)
-    return {"name": name, "version": number, "object": oid, "status": "cached" if cached else "rendered"}
-
-
 def gc_job(ctx) -> dict:
     """Handler of "gc" jobs: op "collect" runs gc, op "restore" re-makes one output."""
     from lattice.jobs import _repo
@@ -781,6 +433,8 @@ def gc_job(ctx) -> dict:
     payload = ctx.job.payload
     repo = _repo(payload["root"])
     if payload.get("op") == "restore":
+        from lattice.remake import restore_object
+
         hooks = Hooks(progress=ctx.progress, env=ctx.env, on_process=ctx.on_process, timeout=ctx.timeout)
         return restore_object(repo, payload["name"], int(payload["version"]), hooks)
     options = msgspec.convert(payload.get("options") or {}, GcOptions)

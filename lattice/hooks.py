@@ -120,17 +120,3 @@ def install(repo: Repository, force: bool = False) -> Path:
     atomic_write(hook, HOOK_SCRIPT.encode(), mode=0o755)
     hook.chmod(hook.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return hook
-
-
-def parse_size(text: str) -> int:
-    """`5M`, `512K`, `2G`, `1000` → bytes."""
-    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
-    t = text.strip().upper().removesuffix("IB").removesuffix("B")
-    num, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "")
-    try:
-        value = float(num)
-    except ValueError:
-        raise InvalidInput(f"not a size: {text!r}", hint="use a number with an optional K, M, G or T suffix, e.g. 5M") from None
-    if value < 0:
-        raise InvalidInput(f"not a size: {text!r}", hint="sizes are not negative")
-    return int(value * units[unit])

@@ -13,7 +13,6 @@ from typing import Callable, Iterable
 import msgspec
 
 from lattice.errors import InvalidInput
-from lattice.manifest import Recipe
 from lattice.render import Outcome, Step, plan, registry
 from lattice.repo import Repository
 

@@ -65,7 +65,7 @@ GITIGNORE_LINES = (
     ".lattice/quarantine/",
     ".lattice/index.db*",
     ".lattice/queue.db*",
-    ".lattice/gc.db*",
+    ".lattice/storage.db*",
     ".lattice/lock",
 )
 

@@ -30,7 +30,7 @@ def materialize(repo: Repository, name: str, oid: str, size: int | None = None) 
 
 
 def _touch(repo: Repository, oid: str) -> None:
-    from lattice.gc import touch  # gc evicts least recently used outputs first
+    from lattice.catalog import touch  # gc evicts least recently used outputs first
 
     touch(repo, oid)
 
@@ -53,7 +53,7 @@ def require_object(repo: Repository, name: str, oid: str) -> None:
 def checkout(repo: Repository, names: Iterable[str], regen: bool = True, notify=None) -> list[str]:
     """Re-materialize the current version of each asset; returns the names written.
     An output evicted by gc is re-made through the queue first (unless regen=False)."""
-    from lattice.gc import ensure_present
+    from lattice.remake import ensure_present
 
     done = []
     for name in names:
@@ -65,7 +65,7 @@ def checkout(repo: Repository, names: Iterable[str], regen: bool = True, notify=
 
 
 def cat(repo: Repository, name: str, number: int | None, out: BinaryIO, regen: bool = True, notify=None) -> int:
-    from lattice.gc import ensure_present
+    from lattice.remake import ensure_present
 
     record = repo.record(name)
     version = record.version(number)

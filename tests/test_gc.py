@@ -193,7 +193,7 @@ def test_cat_and_checkout_regenerate_evicted_outputs(tmp_repo, run_log):
 
 def test_a_remade_output_with_another_hash_is_refused(tmp_repo):
     from lattice.errors import GeneratorFailed
-    from lattice.gc import restore_object
+    from lattice.remake import restore_object
 
     gen(tmp_repo, "a.txt", word="one")
     # The record claims an output its recipe does not make.

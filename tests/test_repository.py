@@ -12,7 +12,7 @@ import pytest
 
 from conftest import run_cli, run_proc
 from lattice.add import add
-from lattice.errors import ContentChanged, NotARepository, RepositoryCorrupt, UnsafePath
+from lattice.errors import ContentChanged, RepositoryCorrupt, UnsafePath
 from lattice.fsck import fsck
 from lattice.repo import Repository
 from lattice.status import status

@@ -81,9 +81,10 @@ def hooks_large_media(
 ) -> None:
     """Fail (exit 1) when large media files are staged into git instead of
     being tracked by lattice, naming the command that tracks each."""
-    from lattice.hooks import large_media, parse_size
+    from lattice.gc import parse_size
+    from lattice.hooks import large_media
 
-    found = large_media(repo_from_ctx(), files or [], parse_size(max_size), cwd())
+    found = large_media(repo_from_ctx(), files or [], parse_size(max_size, "--max-size"), cwd())
     if json:
         emit_json(found)
     else:

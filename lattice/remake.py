@@ -1,0 +1,120 @@
+"""Bringing back outputs that gc evicted: `ensure_present` re-makes a missing
+output (and, first, any of its inputs that are missing too) through the
+queue, as "gc" jobs with op "restore", for any version, not just the
+current one. A re-made output whose hash differs from the recorded one is
+refused, never silently accepted."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from lattice.catalog import touch
+from lattice.errors import GeneratorFailed, InvalidInput
+from lattice.repo import Repository
+
+# -- bringing evicted outputs back -------------------------------------------------
+
+
+class Evicted(InvalidInput):
+    """An output that a command needs was evicted by gc."""
+
+
+def ensure_present(repo: Repository, name: str, number: int | None = None, *, regen: bool = True,
+                   notify: Callable[[str], None] | None = None) -> list[str]:
+    """Make the output of `name` at version `number` (default: current)
+    present, re-making it and any evicted inputs through the queue first.
+    Returns the "name@vN" re-made. With regen=False refuses instead, naming
+    the command that would re-make it."""
+    record = repo.record(name)
+    v = record.version(number)
+    if repo.objects.has(v.object):
+        return []
+    spec = f"{name}@v{v.number}"
+    if v.recipe is None:
+        raise InvalidInput(f"{spec}: its imported content {v.object[:12]} is missing from the store",
+                           hint="`lattice fsck` reports lost objects; re-add the file if you still have it")
+    if not regen:
+        how = (f"`lattice render {name}`" if v.number == len(record.versions)
+               else f"the same command without --no-regen (e.g. `lattice cat {spec} > FILE`)")
+        raise Evicted(f"{spec}: its output {v.object[:12]} was evicted by gc and --no-regen forbids re-making it",
+                      hint=f"re-make it with {how}")
+    chain = _restore_chain(repo, name, v.number)
+    if notify:
+        notify("re-making evicted " + ", ".join(f"{n}@v{k}" for n, k, _ in chain) + " through the queue")
+    from lattice.pipeline import queue_of, run_until_done
+
+    q = queue_of(repo)
+    ids: dict[str, int] = {}
+    order = []
+    for n, k, deps in chain:
+        job = q.submit("gc", {"op": "restore", "root": str(repo.root), "name": n, "version": k},
+                       key=f"restore:{n}@v{k}", deps=[ids[d] for d in deps], priority="high")
+        ids[f"{n}@v{k}"] = job.id
+        order.append(job.id)
+    for job in run_until_done(repo, order):
+        if job.state != "succeeded":
+            raise GeneratorFailed(f"re-making {spec} failed: {job.error or job.state}",
+                                  hint=f"`lattice queue show {job.id}` has the details")
+    return list(ids)
+
+
+def _restore_chain(repo: Repository, name: str, number: int) -> list[tuple[str, int, list[str]]]:
+    """(name, version, the specs it waits for), inputs before their users."""
+    out: list[tuple[str, int, list[str]]] = []
+    seen: set[str] = set()
+
+    def visit(n: str, k: int) -> str:
+        spec = f"{n}@v{k}"
+        if spec in seen:
+            return spec
+        seen.add(spec)
+        v = repo.record(n).version(k)
+        if v.recipe is None or not v.recipe.deterministic:
+            raise GeneratorFailed(f"{spec}: its output {v.object[:12]} is gone and cannot be re-made",
+                                  hint="it was imported or made by a non-deterministic generator")
+        deps = []
+        for inp, oid in zip(v.recipe.inputs, v.recipe.input_objects):
+            if repo.objects.has(oid):
+                continue
+            maker = _version_with_object(repo, inp, oid)
+            if maker is None:
+                raise GeneratorFailed(f"{spec}: input {inp} ({oid[:12]}) is gone and no version of it records that output",
+                                      hint="`lattice fsck` reports lost objects")
+            deps.append(visit(inp, maker))
+        out.append((n, k, deps))
+        return spec
+
+    visit(name, number)
+    return out
+
+
+def _version_with_object(repo: Repository, name: str, oid: str) -> int | None:
+    record = repo.manifest.read(name)
+    if record is None:
+        return None
+    for v in reversed(record.versions):
+        if v.object == oid and v.recipe is not None and v.recipe.deterministic:
+            return v.number
+    return None
+
+
+def restore_object(repo: Repository, name: str, number: int, hooks=None) -> dict:
+    """Re-make the output of one recorded version (the "restore" gc job).
+    A re-made output that hashes differently is refused and not cached."""
+    from lattice.media import extension
+
+    v = repo.record(name).version(number)
+    if repo.objects.has(v.object):
+        return {"name": name, "version": number, "object": v.object, "status": "present"}
+    from lattice.export import produce_any
+
+    oid, cached = produce_any(repo, v.recipe, extension(name), hooks)
+    if oid != v.object:
+        with repo.index as index:
+            index.cache_drop(v.recipe.key)
+        raise GeneratorFailed(
+            f"{name}@v{number}: re-made output {oid[:12]} differs from the recorded {v.object[:12]}",
+            hint=f"the generator is not reproducible here; `lattice regen {name}` records the new output as a version",
+        )
+    touch(repo, oid)
+    return {"name": name, "version": number, "object": oid, "status": "cached" if cached else "rendered"}
