@@ -412,7 +412,10 @@ def resolve_target(repo: Repository, out: str | None, source: str, fmt: str, cwd
     final = parent / path.name
     if final == Path(os.path.realpath(repo.dir)) or Path(os.path.realpath(repo.dir)) in (parent, *parent.parents):
         raise UnsafePath(f"-o {out}: is inside .lattice/, which only lattice writes")
-    if root not in (parent, *parent.parents) or fmt == "frames":
+    if fmt == "frames":
+        _check_frames_dir(final, out, root, Path(os.path.realpath(cwd)))
+        return Target(final, None)
+    if root not in (parent, *parent.parents):
         return Target(final, None)
     name = check_name(final.relative_to(root).as_posix())
     confine(repo.root, name)
@@ -424,6 +427,27 @@ def resolve_target(repo: Repository, out: str | None, source: str, fmt: str, cwd
         raise InvalidInput(f"{name} already exists and is not tracked; exporting would overwrite it",
                            hint=f"move it aside, or track it first with `lattice add {name}`")
     return Target(final, name)
+
+
+FRAME_FILE = re.compile(r"frame_\d{5,}\.png")
+
+
+def _check_frames_dir(final: Path, out: str, root: Path, cwd: Path) -> None:
+    """A frames export replaces a directory: only ever one that holds nothing
+    but an earlier frame sequence, and never the project or the cwd."""
+    for precious in (root, cwd):
+        if final == precious or final in precious.parents:
+            raise UnsafePath(f"-o {out}: would replace {precious}", hint="name a new directory for the frames, e.g. -o shot-frames")
+    if not final.exists():
+        return
+    if not final.is_dir():
+        raise InvalidInput(f"-o {out}: exists and is not a directory", hint="frames are written into a directory: name a new one")
+    strangers = [p.name for p in final.iterdir() if not FRAME_FILE.fullmatch(p.name)]
+    if strangers:
+        raise InvalidInput(
+            f"-o {out}: holds files that are not frames ({', '.join(sorted(strangers)[:3])})",
+            hint="frames replace only an earlier frame sequence: name a new directory",
+        )
 
 
 def export(repo: Repository, name: str, options: ExportOptions, out: str | None, cwd: Path, *,

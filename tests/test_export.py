@@ -188,3 +188,24 @@ def test_evicted_source_is_regenerated_for_export(media, tmp_path):
     assert r.code == 0, r.err
     assert r.json["regenerated"] == ["still.png@v1"] and "re-making evicted still.png@v1" in r.err
     assert probe(tmp_path / "s.jpg").width == 64
+
+
+def test_frames_export_never_replaces_a_directory_with_other_files(tmp_repo):
+    from conftest import run_cli
+
+    r = run_cli("gen", "clip.mp4", "--model", "ffmpeg.testsrc", "--set", "width=32", "--set", "height=24", "--set", "duration=0.2", cwd=tmp_repo.root)
+    assert r.code == 0, r.err
+    precious = tmp_repo.root / "precious"
+    precious.mkdir()
+    (precious / "notes.txt").write_text("keep me")
+    r = run_cli("export", "clip.mp4", "--format", "frames", "-o", "precious", cwd=tmp_repo.root)
+    assert r.code == 4 and "not frames" in r.err
+    assert (precious / "notes.txt").read_text() == "keep me"
+    for target in (".", str(tmp_repo.root.parent)):
+        r = run_cli("export", "clip.mp4", "--format", "frames", "-o", target, cwd=tmp_repo.root)
+        assert r.code == 4 and "would replace" in r.err, r.err
+    assert (tmp_repo.dir / "format").exists() and (tmp_repo.root / "clip.mp4").exists()
+    # An earlier frame sequence is replaced.
+    assert run_cli("export", "clip.mp4", "--format", "frames", "-o", "fr", cwd=tmp_repo.root).code == 0
+    assert run_cli("export", "clip.mp4", "--format", "frames", "-o", "fr", cwd=tmp_repo.root).code == 0
+    assert all(p.name.startswith("frame_") for p in (tmp_repo.root / "fr").iterdir())
