@@ -361,7 +361,7 @@ def plan(repo: Repository, targets: list[str] | None = None) -> tuple[list[Step]
         path = repo.root / name
         try:
             st = os.stat(path)
-        except FileNotFoundError:
+        except (FileNotFoundError, NotADirectoryError):
             st = None
         if st is not None and differs(row, path, st):
             skipped.append(Outcome(name, "", "skipped", error="working file was modified; `lattice add` records it, `lattice checkout` discards it"))

@@ -86,10 +86,14 @@ def stat_matches(row, st: os.stat_result) -> bool:
 
 
 def hash_file(path) -> str:
+    """BLAKE3 of a working file. A directory (or other non-file) standing
+    where the file belongs hashes to "", which matches no object."""
     import blake3
 
     from lattice.objects import CHUNK
 
+    if not os.path.isfile(path):
+        return ""
     h = blake3.blake3()
     with open(path, "rb") as f:
         while chunk := f.read(CHUNK):

@@ -357,3 +357,31 @@ def test_errors_never_show_tracebacks_unless_debug(tmp_repo):
     assert plain.returncode == 5 and "Traceback" not in plain.stderr
     debug = run_proc("--debug", "status", cwd=tmp_repo.root)
     assert "Traceback" in debug.stderr
+
+
+def test_tracked_path_replaced_by_directory_is_modified_not_a_traceback(tmp_repo):
+    repo = tmp_repo.gen({"a.png": b"img"})
+    add(repo, ["a.png"], cwd=repo.root)
+    os.unlink(repo.root / "a.png")
+    (repo.root / "a.png").mkdir()
+    assert states(repo) == {("a.png", "modified")}
+    r = run_cli("checkout", "a.png", cwd=repo.root)
+    assert r.code == 4 and "directory is in the way" in r.err
+
+
+def test_damaged_index_is_one_error_line_with_the_repair(tmp_repo):
+    repo = tmp_repo.gen({"a.txt": "x"})
+    add(repo, ["a.txt"], cwd=repo.root)
+    repo.index.close()
+    with open(repo.dir / "index.db", "r+b") as f:
+        f.seek(100)
+        f.write(b"\xff" * 4000)
+    for suffix in ("-wal", "-shm"):
+        try:
+            os.unlink(str(repo.dir / "index.db") + suffix)
+        except FileNotFoundError:
+            pass
+    r = run_proc("ls", cwd=repo.root)
+    assert r.returncode == 5 and "Traceback" not in r.stderr and "fsck --repair" in r.stderr
+    assert run_proc("fsck", "--repair", cwd=repo.root).returncode == 0
+    assert run_proc("ls", cwd=repo.root).returncode == 0

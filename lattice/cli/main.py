@@ -96,6 +96,18 @@ def _route_library_warnings() -> None:
         logger.propagate = False
 
 
+def _report(message: str, hint: str | None, code: int) -> int:
+    """The one place errors are printed: `error:` and `hint:` lines (a traceback with --debug)."""
+    if OPTIONS.debug:
+        import traceback
+
+        traceback.print_exc()
+    sys.stderr.write(f"error: {message}\n")
+    if hint:
+        sys.stderr.write(f"hint: {hint}\n")
+    return code
+
+
 def run(argv: list[str] | None = None) -> int:
     """Entry point of the `lattice` script."""
     from lattice.errors import LatticeError
@@ -114,15 +126,10 @@ def run(argv: list[str] | None = None) -> int:
         # Outside standalone mode, click returns a typer.Exit's code instead of raising.
         rv = app(args=argv, prog_name="lattice", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
+        if code == 130:  # typer turns Ctrl-C inside a command into Exit(130)
+            sys.stderr.write("interrupted\n")
     except LatticeError as e:
-        if OPTIONS.debug:
-            import traceback
-
-            traceback.print_exc()
-        sys.stderr.write(f"error: {e.message}\n")
-        if e.hint:
-            sys.stderr.write(f"hint: {e.hint}\n")
-        code = e.exit_code
+        code = _report(e.message, e.hint, e.exit_code)
     except typer.Exit as e:
         code = e.exit_code
     except NoArgsIsHelpError as e:
@@ -139,6 +146,14 @@ def run(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         code = 0
+    except OSError as e:  # disk full, permission denied, read-only filesystem…
+        where = f"{e.filename}: " if e.filename else ""
+        code = _report(f"{where}{e.strerror or e}", "check free space and permissions, then run the command again", 1)
+    except Exception as e:
+        if type(e).__module__ == "sqlite3":
+            code = _report(f"a repository database is damaged ({e})", "`lattice fsck` says which; `lattice fsck --repair` rebuilds the index", 5)
+        else:
+            code = _report(f"internal error: {type(e).__name__}: {e}", "this is a bug in lattice; run again with --debug and report the traceback", 1)
     if argv is not None:
         return code
     sys.stdout.flush()
