@@ -13,6 +13,7 @@ which matters when `add` writes thousands of records). A new version is appended
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from pathlib import Path
@@ -102,7 +103,20 @@ class Manifest:
         self.dir = Path(directory)
 
     def file_of(self, name: str) -> Path:
-        return self.dir / (check_name(name) + SUFFIX)
+        """The TOML file of asset `name`, refusing a folder that a symlink (which
+        a clone may carry) leads out of the manifest directory."""
+        path = self.dir / (check_name(name) + SUFFIX)
+        if "/" in name:
+            real = os.path.realpath(path.parent)
+            if real != self._real_dir and not real.startswith(self._real_dir + os.sep):
+                from lattice.errors import UnsafePath
+
+                raise UnsafePath(f"{name}: its manifest folder leads outside .lattice/manifest (to {real})", hint="remove the symlink inside .lattice/manifest")
+        return path
+
+    @functools.cached_property
+    def _real_dir(self) -> str:
+        return os.path.realpath(self.dir)
 
     def exists(self, name: str) -> bool:
         return self.file_of(name).exists()

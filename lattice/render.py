@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import stat
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -80,20 +81,33 @@ def produce(repo: Repository, recipe: Recipe, extension: str, hooks: Hooks | Non
     A deterministic recipe is produced under a lock on its key, so two
     processes (or slots) asking for the same key at once run it once: the
     second finds the first's result in the cache."""
-    if not (recipe.deterministic and recipe.key):
+    from lattice.recipe import recipe_key
+
+    # The stored key is someone's text: trust only the one computed here, so a
+    # hand-edited or hostile manifest can never poison another recipe's cache entry.
+    key = recipe_key(recipe)
+    if recipe.key and recipe.key != key:
+        from lattice.errors import RepositoryCorrupt
+
+        raise RepositoryCorrupt(
+            f"the recorded recipe key {recipe.key[:12]}… does not match the recipe (it hashes to {key[:12]}…)",
+            hint="the manifest was edited by hand; `lattice regen PATH` records a consistent version",
+        )
+    if not recipe.deterministic:
         return _run_generator(repo, recipe, extension, hooks or Hooks()), False
     from lattice.lock import RepoLock
 
-    key_lock = RepoLock(repo.tmp / f"key-{recipe.key[:32]}.lock", timeout=24 * 3600)
+    key_lock = RepoLock(repo.tmp / f"key-{key[:32]}.lock", timeout=24 * 3600)
     with key_lock:
-        cached = _cached(repo, recipe.key)
+        cached = _cached(repo, key)
         if cached:
             return cached, True
         oid = _run_generator(repo, recipe, extension, hooks or Hooks())
         with repo.index as index:
-            index.cache_put(recipe.key, oid, recipe.generator)
-    # The lock file stays: unlinking it could let a waiter and a newcomer
-    # hold locks on two different files. `lattice gc` sweeps old ones.
+            index.cache_put(key, oid, recipe.generator)
+    # The lock file stays: unlinking it could let a waiter and a newcomer hold
+    # locks on two different files. gc sweeps ones older than its grace
+    # period; losing that race costs at most one duplicate (identical) run.
     return oid, False
 
 
@@ -158,8 +172,13 @@ def generated_file(repo: Repository, recipe: Recipe, extension: str, hooks: Hook
                 on_process=hooks.on_process,
             )
         )
-        if not out.exists() or out.stat().st_size == 0:
-            raise GeneratorFailed(f"generator {gen.id} wrote no output")
+        try:
+            st = os.lstat(out)
+        except FileNotFoundError:
+            raise GeneratorFailed(f"generator {gen.id} wrote no output") from None
+        if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+            what = "an empty file" if stat.S_ISREG(st.st_mode) else "something other than a regular file"
+            raise GeneratorFailed(f"generator {gen.id} wrote {what} as its output")
         yield out
     finally:
         remove_quietly(out, *scratch)

@@ -96,6 +96,9 @@ class Repository:
     def __init__(self, root: Path):
         self.root = Path(root).absolute()
         self.dir = self.root / DIRNAME
+        for part in (self.dir, self.dir / "manifest", self.dir / "objects"):
+            if part.is_symlink():  # a clone could point the store or manifest anywhere
+                raise RepositoryCorrupt(f"{part} is a symbolic link; lattice never follows one there", hint="replace it with a real directory")
         self._check_format()
         self.manifest = Manifest(self.dir / "manifest")
         self._after_commit: list[Callable[["Repository", str, list[str]], None]] = []

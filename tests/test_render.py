@@ -305,3 +305,30 @@ def test_worker_killed_mid_render_job_completes_exactly_once(tmp_repo, run_log):
     assert run_proc("fsck", cwd=tmp_repo.root).returncode == 0
     jobs = run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json
     assert [(j["state"], j["attempts"]) for j in jobs] == [("succeeded", 2)]
+
+
+def test_hand_edited_recipe_key_is_refused_not_cached(tmp_repo):
+    gen(tmp_repo, "a.txt", "--model", "test.text", "--seed", "1")
+    gen(tmp_repo, "b.txt", "--model", "test.text", "--seed", "2")
+    rec = tmp_repo.record("a.txt")
+    other_key = tmp_repo.record("b.txt").current.recipe.key
+    mf = tmp_repo.manifest.file_of("a.txt")
+    # Point a.txt's recipe at b's key, then make its output absent so it must be re-made.
+    mf.write_text(mf.read_text().replace(rec.current.recipe.key, other_key))
+    tmp_repo.objects.remove(rec.current.object)
+    os.unlink(tmp_repo.root / "a.txt")
+    from lattice.fsck import rebuild_index
+
+    rebuild_index(tmp_repo)
+    r = run_cli("render", "a.txt", cwd=tmp_repo.root)
+    assert r.code == 1 and "does not match the recipe" in r.err
+    assert tmp_repo.index.cache_get(other_key) == tmp_repo.record("b.txt").current.object
+
+
+def test_manifest_symlink_out_of_the_repository_is_refused(tmp_repo, tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_repo.dir / "manifest" / "evil").symlink_to(outside)
+    r = run_cli("gen", "evil/x.txt", "--model", "test.text", cwd=tmp_repo.root)
+    assert r.code == 4 and "leads outside" in r.err
+    assert list(outside.iterdir()) == []
