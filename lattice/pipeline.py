@@ -21,6 +21,7 @@ from lattice.repo import Repository
 class Submitted:
     steps: list[Step]
     jobs: dict[str, int] = field(default_factory=dict)  # asset → job id
+    created: set[int] = field(default_factory=set)  # ids queued by this call (not joined duplicates)
 
 
 def queue_of(repo: Repository):
@@ -155,6 +156,7 @@ def submit(repo: Repository, steps: list[Step], priority: str = "normal") -> Sub
     q = queue_of(repo)
     reg = None
     out = Submitted(steps)
+    since = time.time()
     for step in steps:
         deps = [out.jobs[d] for d in step.deps if d in out.jobs]
         if step.recipe is not None:
@@ -181,6 +183,8 @@ def submit(repo: Repository, steps: list[Step], priority: str = "normal") -> Sub
             estimate_key=_estimate_key(step),
         )
         out.jobs[step.name] = job.id
+        if job.queued_at >= since:
+            out.created.add(job.id)
     return out
 
 
@@ -202,14 +206,22 @@ def _estimate_key(step: Step) -> str:
     return f"{r.generator}:{size}"
 
 
-def run_until_done(repo: Repository, job_ids: list[int], slots: int | None = None, on_poll: Callable[[list], None] | None = None) -> list:
-    """Run an inline worker pool until every job in `job_ids` is finished,
-    calling `on_poll(jobs)` as they progress. Returns the finished jobs."""
+def run_until_done(
+    repo: Repository,
+    job_ids: list[int],
+    slots: int | None = None,
+    on_poll: Callable[[list], None] | None = None,
+    own: Iterable[int] | None = None,
+) -> list:
+    """Run an inline worker pool over `job_ids` (and nothing else) until every
+    one is finished, calling `on_poll(jobs)` as they progress. Returns the
+    finished jobs. On Ctrl-C the jobs this command queued (`own`, default all)
+    are cancelled: an interrupted render is not picked up later by a stranger."""
     from lattice.jobs import HANDLERS
     from lattice.worker import WorkerPool, detect_slots
 
     q = queue_of(repo)
-    pool = WorkerPool(q, HANDLERS, detect_slots(cpu=slots), poll=0.05, lease=lease_of(repo))
+    pool = WorkerPool(q, HANDLERS, detect_slots(cpu=slots), poll=0.05, lease=lease_of(repo), only=job_ids)
     error: list[BaseException] = []
 
     def work() -> None:
@@ -234,6 +246,8 @@ def run_until_done(repo: Repository, job_ids: list[int], slots: int | None = Non
     except KeyboardInterrupt:
         pool.abort()
         thread.join(10)
+        mine = set(job_ids if own is None else own)
+        q.cancel([j.id for j in _jobs(q, job_ids) if j.id in mine and not j.finished])
         raise
     if error:
         raise error[0]

@@ -383,12 +383,14 @@ class JobQueue:
         slots: Iterable[str] = ("cpu",),
         lease: float = 30.0,
         types: Iterable[str] | None = None,
+        only: Iterable[int] | None = None,
     ) -> Job | None:
         """Take the next runnable job for one of `slots` (and of `types`, the
-        ones this worker has handlers for): highest priority first, FIFO within
-        a priority, all dependencies succeeded, backoff over. None when nothing
+        ones this worker has handlers for; and among `only`, the jobs an
+        inline pool was started for): highest priority first, FIFO within a
+        priority, all dependencies succeeded, backoff over. None when nothing
         is runnable."""
-        where, args = _slot_filter(slots, types)
+        where, args = _slot_filter(slots, types, only)
         with self._tx() as db:
             now = time.time()
             # Expired leases are looked for at most every RECLAIM_EVERY seconds
@@ -652,9 +654,9 @@ class JobQueue:
             found = dict(db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
         return {s: found.get(s, 0) for s in STATES}
 
-    def pending(self, slots: Iterable[str] = SLOT_KINDS, types: Iterable[str] | None = None) -> int:
+    def pending(self, slots: Iterable[str] = SLOT_KINDS, types: Iterable[str] | None = None, only: Iterable[int] | None = None) -> int:
         """How many queued jobs wait for one of `slots` (runnable now or later)."""
-        where, args = _slot_filter(slots, types)
+        where, args = _slot_filter(slots, types, only)
         with self._read() as db:
             return db.execute(f"SELECT count(*) FROM jobs WHERE state='queued' AND {where}", args).fetchone()[0]
 
@@ -723,13 +725,18 @@ def _parse_id(job_id: int | str) -> int:
     return int(text)
 
 
-def _slot_filter(slots: Iterable[str], types: Iterable[str] | None) -> tuple[str, list[str]]:
+def _slot_filter(slots: Iterable[str], types: Iterable[str] | None, only: Iterable[int] | None = None) -> tuple[str, list]:
     slots = sorted(set(slots))
-    where = f"slot IN ({','.join('?' * len(slots))})"
-    if types is None:
-        return where, slots
-    types = sorted(set(types))
-    return f"{where} AND type IN ({','.join('?' * len(types))})", slots + types
+    where, args = f"slot IN ({','.join('?' * len(slots))})", list(slots)
+    if types is not None:
+        types = sorted(set(types))
+        where += f" AND type IN ({','.join('?' * len(types))})"
+        args += types
+    if only is not None:
+        ids = sorted({int(i) for i in only})
+        where += f" AND id IN ({','.join('?' * len(ids)) or 'NULL'})"
+        args += ids
+    return where, args
 
 
 def repo_queue(lattice_dir: str | Path, config: Mapping[str, Any] | None = None) -> JobQueue:

@@ -24,7 +24,7 @@ import threading
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from lattice.errors import InvalidInput, LatticeError, QueueError, UsageError
 from lattice.queue import Job, JobQueue
@@ -193,9 +193,13 @@ class WorkerPool:
         poll: float = 0.5,
         gpu_fallback: bool = True,
         progress_interval: float = 0.5,
+        only: Iterable[int] | None = None,
     ):
         self.queue = queue
         self.handlers = dict(handlers)
+        # An inline pool (`lattice gen`, `render`) runs only its command's jobs,
+        # never somebody's batch that happens to be queued.
+        self.only = None if only is None else list(only)
         self.slots = detect_slots() if slots is None else list(slots)
         self.lease = lease
         self.poll = poll
@@ -297,8 +301,8 @@ class WorkerPool:
         types = list(self.handlers)
         while not self._draining.is_set():
             try:
-                job = self.queue.claim(worker_id, kinds, self.lease, types=types)
-                if job is None and once and self.queue.pending(kinds, types) == 0:
+                job = self.queue.claim(worker_id, kinds, self.lease, types=types, only=self.only)
+                if job is None and once and self.queue.pending(kinds, types, self.only) == 0:
                     return
             except QueueError:  # database busy past its timeout: try again later
                 job = None

@@ -332,3 +332,35 @@ def test_manifest_symlink_out_of_the_repository_is_refused(tmp_repo, tmp_path):
     r = run_cli("gen", "evil/x.txt", "--model", "test.text", cwd=tmp_repo.root)
     assert r.code == 4 and "leads outside" in r.err
     assert list(outside.iterdir()) == []
+
+
+def test_inline_render_runs_only_its_own_jobs(tmp_repo, run_log):
+    r = run_cli("gen", "batch.txt", "--model", "test.text", "--priority", "batch", "--detach", cwd=tmp_repo.root)
+    assert r.code == 0
+    gen(tmp_repo, "mine.txt", "--model", "test.text", "--seed", "5")
+    assert [line.split()[1] for line in run_log()] == [run_log()[0].split()[1]]  # one run: ours
+    assert tmp_repo.index.get("batch.txt") is None  # the detached job still waits for a worker
+    jobs = {j["state"] for j in run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json}
+    assert jobs == {"queued", "succeeded"}
+
+
+def test_ctrl_c_cancels_the_commands_jobs(tmp_repo):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    p = subprocess.Popen([sys.executable, "-m", "lattice", "gen", "slow.txt", "--model", "test.text", "--set", "delay=20"],
+                         cwd=tmp_repo.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        jobs = run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json if (tmp_repo.dir / "queue.db").exists() else []
+        if jobs and jobs[0]["state"] == "running":
+            break
+        time.sleep(0.1)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    jobs = run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json
+    assert [j["state"] for j in jobs] == ["cancelled"]
+    assert tmp_repo.index.count() == 0

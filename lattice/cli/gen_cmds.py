@@ -40,7 +40,7 @@ def _execute(repo, steps, skipped=(), *, priority="normal", detach=False, jobs=N
     if submitted:
         ids = list(submitted.jobs.values())
         with _Display(submitted, enabled=not json) as display:
-            finished = run_until_done(repo, ids, slots=jobs, on_poll=display.update)
+            finished = run_until_done(repo, ids, slots=jobs, on_poll=display.update, own=submitted.created)
         results = outcomes(steps, submitted.jobs, finished) + results
     if json:
         emit_json(results)
