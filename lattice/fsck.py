@@ -49,7 +49,12 @@ def fsck(repo: Repository, repair: bool = False) -> Report:
             try:
                 records[name] = decode(path.read_bytes(), path)
             except LatticeError as e:
-                problems.append(Problem("manifest", str(path), e.message))
+                p = Problem("manifest", str(path), e.message)
+                if repair:
+                    restored = _restore_manifest(repo, name, path)
+                    if restored is not None:
+                        records[name], p.repaired = restored
+                problems.append(p)
             else:
                 if records[name].path != name:
                     problems.append(Problem("manifest", str(path), f"records path {records[name].path!r} but is stored as {name!r}"))
@@ -92,9 +97,36 @@ def fsck(repo: Repository, repair: bool = False) -> Report:
                     p.repaired = "removed"
                 problems.append(p)
 
-    for extra in _extra_checks(repo, repair):
+    # Never let history commit a manifest file that is still damaged.
+    manifests_sound = all(p.repaired for p in problems if p.kind == "manifest")
+    for extra in _extra_checks(repo, repair and manifests_sound):
         problems.extend(extra)
     return report
+
+
+def _restore_manifest(repo: Repository, name: str, path):
+    """Replace a damaged manifest file by its last committed copy (the
+    damaged one goes to quarantine/). Returns (record, what was done) or None
+    when history holds no sound copy."""
+    from lattice import history
+    from lattice.fsutil import atomic_write
+    from lattice.manifest import decode
+
+    try:
+        g = history.open_git(repo, create=False)
+        head = history.head_commit(g)
+        blob = history.manifest_blobs(g, head.tree).get(name) if head is not None else None
+        if blob is None:
+            return None
+        data = g[blob].data
+        record = decode(data, path)
+    except Exception:  # no history, damaged history, damaged copy: nothing to restore from
+        return None
+    aside = repo.dir / "quarantine" / f"manifest-{name.replace('/', '__')}-{int(time.time())}.toml"
+    aside.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(path, aside)
+    atomic_write(path, data)
+    return record, f"restored from history HEAD; the damaged copy is {aside}"
 
 
 def _check_index(repo: Repository, records: dict) -> list[Problem]:
@@ -148,4 +180,16 @@ def _extra_checks(repo: Repository, repair: bool = False):
     if queue_db.exists():
         from lattice.queue import check_file
 
-        yield [Problem("queue", str(queue_db), m) for m in check_file(queue_db)]
+        found = [Problem("queue", str(queue_db), m) for m in check_file(queue_db)]
+        if found and repair:
+            # The queue is not derivable; keep the damaged file for inspection
+            # and start a new, empty one (jobs can be submitted again).
+            stamp = int(time.time())
+            for suffix in ("", "-wal", "-shm"):
+                src = repo.dir / f"queue.db{suffix}"
+                if src.exists():
+                    (repo.dir / "quarantine").mkdir(exist_ok=True)
+                    os.replace(src, repo.dir / "quarantine" / f"queue.db-{stamp}{suffix}")
+            for p in found:
+                p.repaired = f"moved to quarantine/queue.db-{stamp}; a new empty queue starts (re-run the commands whose jobs were queued)"
+        yield found

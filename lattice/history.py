@@ -88,7 +88,9 @@ def signature(repo: Repository):
     import pygit2
 
     user = repo.config.get("user") or {}
-    name = str(user.get("name") or os.environ.get("LATTICE_AUTHOR") or os.environ.get("USER") or "unknown")
+    from lattice.manifest import author
+
+    name = str(user.get("name") or author())
     # git refuses an empty e-mail; a local placeholder keeps `git log` readable.
     email = str(user.get("email") or f"{name.replace(' ', '.').lower()}@localhost")
     return pygit2.Signature(name, email)

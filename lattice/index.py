@@ -102,6 +102,15 @@ class Index:
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript(SCHEMA)
         except sqlite3.DatabaseError as e:
+            import os
+
+            if not os.access(self.path.parent, os.W_OK):
+                from lattice.errors import LatticeError
+
+                raise LatticeError(
+                    f"{self.path.parent} is read-only: lattice keeps its index there",
+                    hint="run lattice where you may write (copy the project if it is on read-only media)",
+                ) from None
             raise RepositoryCorrupt(f"{self.path}: index is damaged ({e})") from None
         # One connection is shared by the worker threads of a process; a
         # re-entrant lock keeps each write transaction to one thread.
@@ -167,6 +176,10 @@ class Index:
                 "INSERT INTO inputs(child, pos, parent, object) VALUES (?, ?, ?, ?)",
                 [(record.path, i, p, o) for i, (p, o) in enumerate(zip(recipe.inputs, recipe.input_objects))],
             )
+
+    def manifest_stamps(self) -> dict[str, tuple[int, int, int]]:
+        """Asset name → (mtime_ns, size, inode) of the manifest file last indexed."""
+        return {r[0]: (r[1], r[2], r[3]) for r in self.db.execute("SELECT path, mtime_ns, size, ino FROM records")}
 
     def record_body(self, name: str, st) -> bytes | None:
         """The cached JSON of `name`'s record if the manifest file is unchanged since."""

@@ -133,6 +133,27 @@ class Manifest:
             return None, None
         return decode(data, path), data
 
+    def stamps(self) -> dict[str, os.stat_result]:
+        """Asset name → stat of its manifest file, for every asset (scandir: one
+        walk, no per-file path parsing)."""
+        out: dict[str, os.stat_result] = {}
+        stack = [("", str(self.dir))]
+        while stack:
+            prefix, directory = stack.pop()
+            try:
+                entries = os.scandir(directory)
+            except FileNotFoundError:
+                continue
+            with entries:
+                for e in entries:
+                    if e.name.startswith("."):
+                        continue
+                    if e.is_dir(follow_symlinks=False):
+                        stack.append((prefix + e.name + "/", e.path))
+                    elif e.name.endswith(SUFFIX):
+                        out[prefix + e.name[: -len(SUFFIX)]] = e.stat()
+        return out
+
     def names(self) -> Iterator[str]:
         """Every asset name, from the file tree (the slow path: the index is the fast one)."""
         base = str(self.dir)

@@ -19,8 +19,10 @@ RESERVED = (".lattice", ".git")
 def check_name(name: str) -> str:
     """Validate an asset name as stored in a manifest."""
     p = PurePosixPath(name)
-    if not name or p.is_absolute() or "\\" in name or "\0" in name:
+    if not name or p.is_absolute() or "\\" in name:
         raise UnsafePath(f"asset name {name!r} is not a relative path")
+    if any(ord(c) < 32 or c == "\x7f" for c in name):
+        raise UnsafePath(f"asset name {name!r} contains a control character (newline, tab…)", hint="rename the file")
     parts = name.split("/")
     if any(part in ("", ".", "..") for part in parts):
         raise UnsafePath(f"asset name {name!r} contains an empty, '.' or '..' component")
@@ -32,6 +34,8 @@ def check_name(name: str) -> str:
 def name_for(root: Path, user_path: str | os.PathLike, cwd: Path | None = None) -> str:
     """Turn a path typed by the user (relative to `cwd`) into an asset name."""
     root = Path(root)
+    if not str(user_path):
+        raise UnsafePath("an empty path names no file", hint="name a file or folder, e.g. `.` for the whole project")
     raw = Path(user_path)
     absolute = Path(os.path.normpath((cwd or Path.cwd()) / raw))
     try:
@@ -43,6 +47,16 @@ def name_for(root: Path, user_path: str | os.PathLike, cwd: Path | None = None) 
     name = check_name(rel.as_posix())
     confine(root, name)
     return name
+
+
+def check_creatable(root: Path, name: str) -> None:
+    """Refuse a new file under a folder name that is already a file
+    (`sky.png/x.png` while `sky.png` is an image)."""
+    parts = name.split("/")[:-1]
+    for i in range(1, len(parts) + 1):
+        p = Path(root, *parts[:i])
+        if os.path.lexists(p) and not p.is_dir():
+            raise UnsafePath(f"{name}: {'/'.join(parts[:i])} is a file, so nothing can be created under it")
 
 
 def confine(root: Path, name: str) -> Path:

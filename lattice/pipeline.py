@@ -69,6 +69,9 @@ def gen_step(
 
 
 def _refuse_untracked_file(repo: Repository, name: str) -> None:
+    from lattice.paths import check_creatable
+
+    check_creatable(repo.root, name)
     if os.path.lexists(repo.working_path(name)):
         raise InvalidInput(
             f"{name} already exists and is not tracked; generating would overwrite it",
@@ -111,7 +114,8 @@ def regen_step(
         prompt=old.prompt if prompt is None else prompt,
         deterministic=bool(gen.deterministic),
     )
-    gen.check_output(name.rsplit(".", 1)[-1])
+    gen.check_output(name.rsplit(".", 1)[-1] if "." in name else "")
+    gen.check_inputs(len(new.inputs))
     new.key = recipe_key(new)
     what = []
     if new.seed != old.seed:

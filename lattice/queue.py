@@ -425,9 +425,18 @@ class JobQueue:
         """Jobs whose worker stopped renewing its lease (killed, hung, power
         cut) go back to the queue; the lost run counts as an attempt."""
         self._next_reclaim = now + RECLAIM_EVERY
-        for job_id, attempts, retries in db.execute(
+        expired = db.execute(
             "SELECT id, attempts, max_retries FROM jobs WHERE state='running' AND lease_until<?", (now,)
+        ).fetchall()
+        # A worker on this host whose process is gone need not be waited for.
+        here = f"{socket.gethostname()}:"
+        for job_id, attempts, retries, worker in db.execute(
+            "SELECT id, attempts, max_retries, worker FROM jobs WHERE state='running' AND lease_until>=? AND worker LIKE ?",
+            (now, here + "%"),
         ).fetchall():
+            if _dead_local_worker(worker, here):
+                expired.append((job_id, attempts, retries))
+        for job_id, attempts, retries in expired:
             reason = "worker stopped responding (killed or hung); its lease expired"
             if attempts > retries:
                 self._finish_failed(db, job_id, f"{reason}, after {attempts} attempt(s)", "", now)
@@ -723,6 +732,25 @@ def _parse_id(job_id: int | str) -> int:
     if not text.isdigit():
         raise QueueError(f"job ids are numbers, got {job_id!r}", hint="`lattice queue ls` lists the jobs")
     return int(text)
+
+
+def _dead_local_worker(worker: str, here: str) -> bool:
+    """True when `worker` ("host:pid:…") ran on this host and its process is gone."""
+    import os
+
+    try:
+        pid = int(worker[len(here):].split(":", 1)[0])
+    except ValueError:
+        return False
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def _slot_filter(slots: Iterable[str], types: Iterable[str] | None, only: Iterable[int] | None = None) -> tuple[str, list]:

@@ -357,6 +357,7 @@ def plan(repo: Repository, targets: list[str] | None = None) -> tuple[list[Step]
     from lattice.lineage import Graph
     from lattice.status import differs
 
+    repo.check_manifest()
     index = repo.index
     rows = {r.path: r for r in index.rows()}
     graph = Graph.from_index(index)

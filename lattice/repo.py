@@ -101,6 +101,7 @@ class Repository:
                 raise RepositoryCorrupt(f"{part} is a symbolic link; lattice never follows one there", hint="replace it with a real directory")
         self._check_format()
         self.manifest = Manifest(self.dir / "manifest")
+        self.damaged: list[RepositoryCorrupt] = []  # manifest files sync_index could not read
         self._after_commit: list[Callable[["Repository", str, list[str]], None]] = []
 
     # -- finding and creating ---------------------------------------------
@@ -120,6 +121,8 @@ class Repository:
         from lattice.fsutil import atomic_write
 
         root = Path(root).absolute()
+        if root.exists() and not root.is_dir():
+            raise InvalidInput(f"{root} is a file, not a folder", hint="name a folder for the project")
         for d in (root, *root.parents):
             if (d / DIRNAME).is_dir():
                 raise InvalidInput(
@@ -159,19 +162,47 @@ class Repository:
 
     @functools.cached_property
     def index(self):
+        """The index, brought up to date with the manifest files first: a
+        clone or `git pull` changes them behind its back, and a crash can
+        fall between a manifest write and the index update."""
         from lattice.index import Index
 
-        path = self.dir / "index.db"
-        fresh = not path.exists()
-        index = Index(path)
-        if fresh and self.manifest.dir.is_dir() and any(self.manifest.dir.iterdir()):
-            # A clone carries the manifest but not the derived index: rebuild it.
-            self.__dict__["index"] = index
-            from lattice.fsck import rebuild_index
-
-            with self.lock:
-                rebuild_index(self)
+        index = Index(self.dir / "index.db")
+        self.__dict__["index"] = index
+        self.sync_index()
         return index
+
+    def sync_index(self) -> list[str]:
+        """Re-index the assets whose manifest file differs (by stat) from
+        what the index last saw; drop those whose file is gone. Costs one
+        directory walk and one query; returns the names re-indexed."""
+        index = self.index
+        seen = self.manifest.stamps()
+        known = index.manifest_stamps()
+        changed = [n for n, st in seen.items() if known.get(n) != (st.st_mtime_ns, st.st_size, st.st_ino)]
+        removed = [n for n in known if n not in seen]
+        if not changed and not removed:
+            return []
+        with self.lock, index:
+            for name in changed:
+                try:
+                    record = self.manifest.read(name)
+                except RepositoryCorrupt as e:
+                    # Keep the last good entry; commands that trust the
+                    # manifest refuse (check_manifest), fsck explains.
+                    self.damaged.append(e)
+                    continue
+                if record is not None:
+                    index.put(record, os.stat(self.manifest.file_of(name)))
+            for name in removed:
+                index.remove(name)
+        return changed + removed
+
+    def check_manifest(self) -> None:
+        """Raise the first damage sync_index met in a manifest file."""
+        self.index
+        if self.damaged:
+            raise self.damaged[0]
 
     @functools.cached_property
     def config(self) -> dict:

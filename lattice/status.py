@@ -34,6 +34,7 @@ def status(repo: Repository, untracked: bool = True) -> list[Entry]:
     from lattice.add import RACY_WINDOW_NS, walk
     from lattice.lineage import Graph
 
+    repo.check_manifest()
     index = repo.index
     rows = list(index.rows())
     stale = Graph.from_index(index).stale()

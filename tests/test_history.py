@@ -402,3 +402,31 @@ def test_evictable_versions_respects_limits_current_and_pin(tmp_repo):
     assert versions.limits({}) == versions.DEFAULT_LIMITS
     with pytest.raises(InvalidInput, match="valid limit"):
         versions.limits({"versions": {"image": 0}})
+
+
+def test_fsck_repair_restores_a_truncated_manifest_from_history_never_commits_it(tmp_repo):
+    from conftest import run_cli
+
+    repo = tmp_repo.gen({"a.txt": "one"})
+    run_cli("add", "a.txt", cwd=repo.root)
+    (repo.root / "a.txt").write_text("two")
+    run_cli("add", "a.txt", cwd=repo.root)
+    mf = repo.manifest.file_of("a.txt")
+    good = mf.read_bytes()
+    mf.write_bytes(good[:100])
+    r = run_cli("fsck", "--repair", cwd=repo.root)
+    assert r.code == 0, r.out + r.err
+    assert "restored from history HEAD" in r.out
+    assert mf.read_bytes() == good
+    assert len(repo.record("a.txt").versions) == 2
+    assert run_cli("fsck", cwd=repo.root).code == 0
+
+
+def test_fsck_repair_quarantines_a_garbage_queue(tmp_repo):
+    from conftest import run_cli
+
+    (tmp_repo.dir / "queue.db").write_bytes(b"garbage" * 1000)
+    r = run_cli("fsck", "--repair", cwd=tmp_repo.root)
+    assert r.code == 0, r.out
+    assert list((tmp_repo.dir / "quarantine").glob("queue.db-*"))
+    assert run_cli("queue", "ls", cwd=tmp_repo.root).code == 0

@@ -364,3 +364,25 @@ def test_ctrl_c_cancels_the_commands_jobs(tmp_repo):
     jobs = run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json
     assert [j["state"] for j in jobs] == ["cancelled"]
     assert tmp_repo.index.count() == 0
+
+
+def test_dead_local_worker_is_reclaimed_without_waiting_for_its_lease(tmp_repo, run_log):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import run_proc
+
+    cfg = tmp_repo.dir / "config.toml"
+    cfg.write_text(cfg.read_text() + "\n[queue]\nlease = 600\n")  # far longer than this test
+    run_cli("gen", "slow.txt", "--model", "test.text", "--set", "delay=3", "--detach", cwd=tmp_repo.root)
+    w = subprocess.Popen([sys.executable, "-m", "lattice", "worker", "--slots", "1"], cwd=tmp_repo.root,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 30
+    while not run_log() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(w.pid, signal.SIGKILL)
+    w.wait()
+    run_proc("worker", "--once", "--slots", "1", cwd=tmp_repo.root, check=True)
+    assert len(tmp_repo.record("slow.txt").versions) == 1 and len(run_log()) == 2

@@ -13,7 +13,7 @@ from lattice.cli.common import OPTIONS, cwd, echo, emit_json, repo_from_ctx
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
 PRIORITY = typer.Option("normal", "--priority", "-p", help="Queue priority: urgent, high, normal, low, batch.")
 DETACH = typer.Option(False, "--detach", help="Only enqueue: print the job ids and leave the work to `lattice worker`.")
-JOBS = typer.Option(None, "--jobs", "-j", help="Parallel jobs (default: one per CPU core, one per GPU).")
+JOBS = typer.Option(None, "--jobs", "-j", min=1, help="Parallel jobs (default: one per CPU core, one per GPU).")
 
 
 def _names(repo, paths: list[str]) -> list[str]:
@@ -26,7 +26,12 @@ def _execute(repo, steps, skipped=(), *, priority="normal", detach=False, jobs=N
     """Submit steps as jobs; unless detached, run them with a live display and
     print a summary. Exits 1 when a step failed or was skipped."""
     from lattice.pipeline import outcomes, run_until_done, submit
+    from lattice.queue import PRIORITIES
 
+    if priority not in PRIORITIES:
+        from lattice.errors import InvalidInput, closest
+
+        raise InvalidInput(f"unknown priority {priority!r}{closest(priority, PRIORITIES)}", hint=f"priorities are: {', '.join(PRIORITIES)}")
     submitted = submit(repo, steps, priority=priority) if steps else None
     if detach:
         ids = submitted.jobs if submitted else {}
@@ -266,7 +271,7 @@ def lineage(
     show(t)
 
 
-generators_app = typer.Typer(name="generators", help="List generators and their parameters.", invoke_without_command=True, add_completion=False)
+generators_app = typer.Typer(name="generators", help="List generators and their parameters.", invoke_without_command=True, add_completion=False, rich_markup_mode=None)
 
 
 @generators_app.callback(invoke_without_command=True)

@@ -27,6 +27,7 @@ app = typer.Typer(
     help=HELP,
     no_args_is_help=True,
     add_completion=False,
+    rich_markup_mode=None,  # help text is plain: `[gc.policy.video]` must survive
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
@@ -150,8 +151,11 @@ def run(argv: list[str] | None = None) -> int:
         where = f"{e.filename}: " if e.filename else ""
         code = _report(f"{where}{e.strerror or e}", "check free space and permissions, then run the command again", 1)
     except Exception as e:
-        if type(e).__module__ == "sqlite3":
+        module = type(e).__module__ or ""
+        if module == "sqlite3":
             code = _report(f"a repository database is damaged ({e})", "`lattice fsck` says which; `lattice fsck --repair` rebuilds the index", 5)
+        elif "pygit2" in module:
+            code = _report(f"the history repository is damaged ({e})", "`lattice fsck` checks it; `lattice fsck --repair` repairs it", 11)
         else:
             code = _report(f"internal error: {type(e).__name__}: {e}", "this is a bug in lattice; run again with --debug and report the traceback", 1)
     if argv is not None:

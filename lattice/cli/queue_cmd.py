@@ -17,7 +17,7 @@ queue_app = typer.Typer(
     name="queue",
     help="Inspect and steer the job queue.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=False, rich_markup_mode=None,
 )
 
 JsonOpt = typer.Option(False, "--json", help="Print JSON instead of text.")

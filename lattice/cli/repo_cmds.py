@@ -27,8 +27,11 @@ def init(
     from lattice.repo import GITIGNORE_LINES, Repository, git_worktree, write_gitignore
 
     root = (cwd() / directory) if directory else cwd()
-    repo = Repository.init(root)
-    echo(f"Initialized empty lattice repository in {repo.dir}")
+    if gitignore and (root / ".lattice").is_dir():
+        repo = Repository(root)  # already a repository: just add the lines
+    else:
+        repo = Repository.init(root)
+        echo(f"Initialized empty lattice repository in {repo.dir}")
     top = git_worktree(repo.root)
     if top is None:
         if gitignore:
@@ -90,6 +93,7 @@ def status(
 def ls(json: bool = JSON, prefix: Optional[str] = typer.Argument(None, help="Only assets under this folder.")) -> None:
     """List tracked assets with their current version."""
     repo = repo_from_ctx()
+    repo.check_manifest()
     rows = list(repo.index.rows(prefix.strip("/") if prefix else None))
     if json:
         emit_json(

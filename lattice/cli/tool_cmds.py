@@ -52,7 +52,7 @@ def watch(
         out.print("stopped")
 
 
-hooks_app = typer.Typer(name="hooks", help="Checks for git hooks, pre-commit and CI.", no_args_is_help=True, add_completion=False)
+hooks_app = typer.Typer(name="hooks", help="Checks for git hooks, pre-commit and CI.", no_args_is_help=True, add_completion=False, rich_markup_mode=None)
 
 
 @hooks_app.command("check")

@@ -119,6 +119,11 @@ class Generator:
 
     def check_output(self, extension: str) -> None:
         ext = extension.lower().lstrip(".")
+        if not ext:
+            raise InvalidInput(
+                "the output has no file extension: the extension picks the format",
+                hint=f"{self.id} makes: {', '.join('.' + e for e in self.extensions)}",
+            )
         if ext not in self.extensions:
             raise InvalidInput(
                 f"generator {self.id!r} cannot make .{ext} files",
