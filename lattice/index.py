@@ -94,13 +94,27 @@ def _row(values: tuple) -> Row:
 
 
 class Index:
+    """Each thread (worker slots run jobs in threads) gets its own connection:
+    WAL mode then isolates readers from another thread's open transaction,
+    and SQLite's own locking serializes the writers."""
+
     def __init__(self, path: Path):
         self.path = Path(path)
+        self._local = threading.local()
+        self._open(schema=True)
+
+    @property
+    def db(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "db", None)
+        return conn if conn is not None else self._open()
+
+    def _open(self, schema: bool = False) -> sqlite3.Connection:
         try:
-            self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=NORMAL")
-            self.db.executescript(SCHEMA)
+            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            if schema:
+                conn.executescript(SCHEMA)
         except sqlite3.DatabaseError as e:
             import os
 
@@ -112,34 +126,30 @@ class Index:
                     hint="run lattice where you may write (copy the project if it is on read-only media)",
                 ) from None
             raise RepositoryCorrupt(f"{self.path}: index is damaged ({e})") from None
-        # One connection is shared by the worker threads of a process; a
-        # re-entrant lock keeps each write transaction to one thread.
-        self._lock = threading.RLock()
-        self._depth = 0
+        self._local.db = conn
+        self._local.depth = 0
+        return conn
 
     def close(self) -> None:
-        self.db.close()
+        """Close this thread's connection."""
+        conn = getattr(self._local, "db", None)
+        if conn is not None:
+            conn.close()
+            self._local.db = None
 
-    # -- transactions -----------------------------------------------------
+    # -- transactions (re-entrant within a thread) ----------------------------
 
     def __enter__(self) -> "Index":
-        self._lock.acquire()
-        if self._depth == 0:
-            try:
-                self.db.execute("BEGIN IMMEDIATE")
-            except BaseException:
-                self._lock.release()
-                raise
-        self._depth += 1
+        db = self.db
+        if self._local.depth == 0:
+            db.execute("BEGIN IMMEDIATE")
+        self._local.depth += 1
         return self
 
     def __exit__(self, exc_type, *rest) -> None:
-        self._depth -= 1
-        try:
-            if self._depth == 0:
-                self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
-        finally:
-            self._lock.release()
+        self._local.depth -= 1
+        if self._local.depth == 0:
+            self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
 
     # -- assets -----------------------------------------------------------
 
