@@ -152,6 +152,9 @@ def add(
         for name in names:
             stored, st = hashed[name]
             oid = stored if isinstance(stored, str) else stored.oid
+            if not repo.objects.has(oid):
+                # gc may have evicted identical content between our write and this lock.
+                oid = repo.objects.put_file(confine(repo.root, name)).oid
             record = tx.read(name)
             if record is not None and record.current.object == oid:
                 if tags and not set(tags) <= set(record.tags):

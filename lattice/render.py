@@ -29,6 +29,7 @@ from lattice.manifest import AssetRecord, Recipe, Version, author, now_iso
 from lattice.repo import Repository
 
 ACTIONS = ("generate", "update", "remake", "materialize")
+VERIFY_CACHE_HITS_UP_TO = 256 << 20
 
 
 @dataclass
@@ -66,9 +67,14 @@ class Hooks:
 
 
 def registry(repo: Repository):
-    from lattice import generators
+    """The generators for this repository, loaded once per Repository object
+    (scanning entry points costs tens of milliseconds)."""
+    reg = repo.__dict__.get("_generators")
+    if reg is None:
+        from lattice import generators
 
-    return generators.load(repo.config, repo_root=repo.root)
+        reg = repo.__dict__["_generators"] = generators.load(repo.config, repo_root=repo.root)
+    return reg
 
 
 # -- producing an output --------------------------------------------------
@@ -118,7 +124,10 @@ def _cached(repo: Repository, key: str) -> str | None:
     cached = index.cache_get(key)
     if not cached:
         return None
-    if repo.objects.has(cached) and repo.objects.verify(cached) is None:
+    size = repo.objects.content_size(cached)
+    # Re-hash what is cheap to re-hash; a multi-GB video is trusted by its
+    # presence and size (fsck hashes everything).
+    if size is not None and (size > VERIFY_CACHE_HITS_UP_TO or repo.objects.verify(cached) is None):
         return cached
     with index:
         index.cache_drop(key)

@@ -44,13 +44,35 @@ def _plain(value: Any) -> Any:
     return str(value)  # dates and times
 
 
-def commands_digest(config: dict) -> str:
-    """BLAKE3 of the canonical JSON of the config's `generators` table."""
+def commands_digest(config: dict, repo_root: Path | None = None) -> str:
+    """BLAKE3 of the canonical JSON of the config's `generators` table and,
+    given the repository, of every file inside it that an argv names (a
+    `gen.py` a `git pull` changes needs approving again, like the argv)."""
     import blake3
 
     table = _plain((config or {}).get("generators") or {})
     canon = json.dumps(table, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    return blake3.blake3(canon.encode()).hexdigest()
+    h = blake3.blake3(canon.encode())
+    if repo_root is not None:
+        for name, path in _scripts(table, Path(repo_root)):
+            h.update(f"\0{name}\0".encode())
+            h.update(blake3.blake3(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
+def _scripts(table: dict, root: Path) -> list[tuple[str, Path]]:
+    """Files inside the repository named by argv elements, sorted."""
+    real_root = os.path.realpath(root)
+    found = {}
+    for spec in table.values():
+        argv = spec.get("argv") if isinstance(spec, dict) else None
+        for arg in argv if isinstance(argv, list) else []:
+            if not isinstance(arg, str) or "{" in arg or not arg:
+                continue
+            real = os.path.realpath(os.path.join(root, arg))
+            if real.startswith(real_root + os.sep) and os.path.isfile(real):
+                found[os.path.relpath(real, real_root)] = Path(real)
+    return sorted(found.items())
 
 
 def _key(repo_root: Path) -> str:
@@ -95,7 +117,7 @@ def is_trusted(repo_root: Path, config: dict) -> bool:
         approved = _read().get(_key(repo_root))
     except InvalidInput:
         return False  # an unreadable approvals file approves nothing
-    return approved == commands_digest(config)
+    return approved == commands_digest(config, repo_root)
 
 
 @contextlib.contextmanager
@@ -112,7 +134,7 @@ def _locked():
 
 def trust(repo_root: Path, config: dict) -> str:
     """Approve the config's commands for `repo_root`; returns the digest."""
-    digest = commands_digest(config)
+    digest = commands_digest(config, repo_root)
     with _locked():
         repos = _read()
         repos[_key(repo_root)] = digest

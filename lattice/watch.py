@@ -61,7 +61,8 @@ def run_cycle(repo: Repository, sources: list[str], config_changed: bool, slots:
     if not cycle.recorded and not config_changed:
         return cycle
     if config_changed:
-        repo.__dict__.pop("config", None)  # re-read it
+        repo.__dict__.pop("config", None)  # re-read it, and the generators it declares
+        repo.__dict__.pop("_generators", None)
         targets = None
     else:
         graph = Graph.from_index(repo.index)

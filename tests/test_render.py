@@ -265,6 +265,10 @@ def test_command_generator_needs_trust_end_to_end(tmp_repo):
     cfg.write_text(cfg.read_text().replace("deterministic = true", "deterministic = true\ntimeout = 30"))
     r = run_cli("gen", "f.txt", "--model", "echo", "--seed", "4", cwd=tmp_repo.root)
     assert r.code == 9 and "lattice trust" in r.err  # changed commands need approval again
+    assert run_cli("trust", cwd=tmp_repo.root).code == 0
+    script.write_text(script.read_text() + "# a pull changed the script\n")
+    r = run_cli("gen", "g.txt", "--model", "echo", "--seed", "5", cwd=tmp_repo.root)
+    assert r.code == 9  # so does a changed script the argv runs
 
 
 def test_detach_then_worker_process_completes(tmp_repo):

@@ -342,7 +342,7 @@ def trust(json: bool = JSON) -> None:
     do_trust(repo.root, repo.config)
     names = sorted((repo.config.get("generators") or {}))
     if json:
-        emit_json({"trusted": names, "digest": commands_digest(repo.config)})
+        emit_json({"trusted": names, "digest": commands_digest(repo.config, repo.root)})
     else:
         echo(f"trusted {len(names)} command generator(s): {', '.join(names) or 'none'}")
 
