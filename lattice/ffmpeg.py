@@ -45,13 +45,19 @@ def file_url(path: Path | str) -> str:
     return "file:" + os.path.abspath(path)
 
 
+# Demuxers an input may be read with. Playlists (hls, concat lists, …) are
+# left out: a file that names other files could pull any local file into an
+# output. lavfi is the built-in sources' own input.
+DEMUXERS = "mov,matroska,avi,mpeg,mpegts,image2,png_pipe,jpeg_pipe,webp_pipe,gif,bmp_pipe,tiff_pipe,wav,mp3,flac,ogg,aac,aiff,lavfi"
+
+
 def _with_whitelist(args: list[str]) -> list[str]:
-    # The whitelist is a per-input option, so it goes before every -i. lavfi
-    # sources open no protocol and are unaffected by it.
+    # The whitelists are per-input options, so they go before every -i. lavfi
+    # sources open no protocol and are unaffected by the protocol list.
     out: list[str] = []
     for a in args:
         if a == "-i":
-            out += ["-protocol_whitelist", "file"]
+            out += ["-protocol_whitelist", "file", "-format_whitelist", DEMUXERS]
         out.append(a)
     return out
 
@@ -116,7 +122,7 @@ def probe(path: Path | str) -> MediaInfo:
 def _probe_ffmpeg(path: Path, kind: str, size: int) -> MediaInfo:
     import subprocess
 
-    argv = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-protocol_whitelist", "file", "-i", file_url(path)]
+    argv = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-protocol_whitelist", "file", "-format_whitelist", DEMUXERS, "-i", file_url(path)]
     try:
         # Exits 1 ("At least one output file must be specified") after printing
         # the stream summary; the summary is what is wanted.
