@@ -33,7 +33,7 @@ import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 from lattice.errors import GeneratorFailed, InvalidInput, UnsafePath
 from lattice.generators.base import Generator, Param, RunContext
@@ -313,53 +313,6 @@ def png_text(png: bytes) -> dict[str, str]:
 # -- producing and recording ------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def object_path(repo: Repository, oid: str) -> Iterator[Path]:
-    """A readable path holding the object's content (a scratch copy when compressed)."""
-    path = repo.objects.locate(oid)
-    if path is None:
-        raise GeneratorFailed(f"object {oid[:12]} is not in the store", hint="`lattice render` re-makes evicted outputs")
-    if not path.name.endswith(".zst"):
-        yield path
-        return
-    tmp = repo.tmp / f"in-{uuid.uuid4().hex}"
-    try:
-        with open(tmp, "wb") as f:
-            repo.objects.copy_to(oid, f)
-        yield tmp
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def produce_any(repo: Repository, recipe, ext: str, hooks=None) -> tuple[str, bool]:
-    """render.produce, or the same for lattice.export while the generator
-    registry does not list it."""
-    from lattice.render import Hooks, produce, registry
-
-    if recipe.generator != ExportGenerator.id or recipe.generator in registry(repo):
-        return produce(repo, recipe, ext, hooks)
-    hooks = hooks or Hooks()
-    gen = ExportGenerator()
-    if recipe.generator_version != gen.version:
-        raise GeneratorFailed(f"the recipe was made with lattice.export version {recipe.generator_version}, installed is {gen.version}")
-    cached = repo.index.cache_get(recipe.key)
-    if cached and repo.objects.has(cached) and repo.objects.verify(cached) is None:
-        return cached, True
-    out = repo.tmp / f"out-{uuid.uuid4().hex}.{ext}"
-    try:
-        with object_path(repo, recipe.input_objects[0]) as src:
-            gen.run(RunContext(params=dict(recipe.params), seed=recipe.seed, prompt="", negative_prompt="", inputs=[src],
-                               output=out, progress=hooks.progress, timeout=hooks.timeout, on_process=hooks.on_process))
-        stored = repo.objects.put_output(out, compress=False if ext in ("mp4", "webm", "gif", "png", "jpg", "webp", "mp3", "lottie") else None)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            out.unlink()
-    with repo.index as index:
-        index.cache_put(recipe.key, stored.oid, recipe.generator)
-    return stored.oid, False
-
-
 def export_recipe(source: str, source_object: str, params: dict[str, Any]):
     from lattice.manifest import Recipe
     from lattice.recipe import recipe_key
@@ -507,7 +460,9 @@ def export_job(ctx) -> dict:
     if pl["asset"]:
         return msgspec.to_builtins(_record_export(repo, pl["asset"], pl["source"], v.object, p, hooks, base))
     out = Path(pl["out"])
-    with object_path(repo, v.object) as src:
+    from lattice.media import extension
+
+    with repo.objects.as_file(v.object, extension(pl["source"])) as src:
         embedded = _write_file(src, out, p, hooks)
     sidecar = None
     if not embedded:
@@ -549,11 +504,11 @@ def _write_file(src: Path, out: Path, p: dict, hooks) -> bool:
 
 def _record_export(repo: Repository, asset: str, source: str, source_object: str, p: dict, hooks, base: dict) -> ExportResult:
     from lattice.media import extension
-    from lattice.render import record_version
+    from lattice.render import produce, record_version
     from lattice.worktree import materialize
 
     recipe = export_recipe(source, source_object, p)
-    oid, _ = produce_any(repo, recipe, extension(asset), hooks)
+    oid, _ = produce(repo, recipe, extension(asset), hooks)
     record = repo.manifest.read(asset)
     if record is not None and record.current.object == oid and record.current.recipe == recipe:
         number, size = len(record.versions), record.current.size

@@ -231,10 +231,8 @@ def _eviction(cat: Catalog, oid: str, reason: str, prods) -> Eviction:
 
 
 def _version_limits(repo: Repository) -> dict[str, int]:
-    try:
-        from lattice.versions import limits
-    except ImportError:  # before lattice.versions existed: keep only current and pinned
-        return {}
+    from lattice.versions import limits
+
     return limits(repo.config)
 
 

@@ -273,6 +273,29 @@ class ObjectStore:
                 total += len(chunk)
         return total
 
+    @contextlib.contextmanager
+    def as_file(self, oid: str, extension: str = "") -> Iterator[Path]:
+        """A readable path holding the object's content, named with
+        `extension` (tools like ffmpeg pick formats by name): a symlink to the
+        stored file when raw, else a decompressed scratch copy; removed after."""
+        import uuid
+
+        src = self.locate(oid)
+        if src is None:
+            raise InvalidInput(f"object {oid[:12]} is not in the store", hint="`lattice render` re-makes evicted outputs")
+        self.tmp.mkdir(parents=True, exist_ok=True)
+        path = self.tmp / f"view{TEMP_MARK}{uuid.uuid4().hex}.{extension or 'bin'}"
+        try:
+            if src.name.endswith(".zst"):
+                with open(path, "wb") as f:
+                    self.copy_to(oid, f)
+            else:
+                os.symlink(src, path)
+            yield path
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
     def hash_of(self, oid: str) -> str:
         """Re-hash the stored content: equal to `oid` when the object is sound."""
         import blake3

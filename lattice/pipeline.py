@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 import msgspec
 
 from lattice.errors import InvalidInput
-from lattice.render import Outcome, Step, plan, registry
+from lattice.render import Outcome, Step, registry
 from lattice.repo import Repository
 
 
@@ -276,6 +276,3 @@ def outcomes(steps: list[Step], jobs: dict[str, int], finished: list) -> list[Ou
             out.append(Outcome(step.name, step.action, status, error=reason + tail))
     return out
 
-
-def render_plan(repo: Repository, targets: list[str] | None = None) -> tuple[list[Step], list[Outcome]]:
-    return plan(repo, targets)

@@ -106,9 +106,9 @@ def restore_object(repo: Repository, name: str, number: int, hooks=None) -> dict
     v = repo.record(name).version(number)
     if repo.objects.has(v.object):
         return {"name": name, "version": number, "object": v.object, "status": "present"}
-    from lattice.export import produce_any
+    from lattice.render import produce
 
-    oid, cached = produce_any(repo, v.recipe, extension(name), hooks)
+    oid, cached = produce(repo, v.recipe, extension(name), hooks)
     if oid != v.object:
         with repo.index as index:
             index.cache_drop(v.recipe.key)

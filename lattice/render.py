@@ -162,9 +162,9 @@ def generated_file(repo: Repository, recipe: Recipe, extension: str, hooks: Hook
             f"the recipe was made with {gen.id} version {recipe.generator_version}, installed is {gen.version}",
             hint="`lattice regen PATH` records a new version with the installed generator",
         )
-    scratch: list[Path] = []
     out = repo.tmp / f"out-{uuid.uuid4().hex}.{extension}"
-    try:
+    with contextlib.ExitStack() as scratch:
+        scratch.callback(remove_quietly, out)
         inputs = input_files(repo, recipe, scratch)
         hooks.progress(0.0, "preparing")
         gen.run(
@@ -189,29 +189,18 @@ def generated_file(repo: Repository, recipe: Recipe, extension: str, hooks: Hook
             what = "an empty file" if stat.S_ISREG(st.st_mode) else "something other than a regular file"
             raise GeneratorFailed(f"generator {gen.id} wrote {what} as its output")
         yield out
-    finally:
-        remove_quietly(out, *scratch)
 
 
-def input_files(repo: Repository, recipe: Recipe, scratch: list[Path]) -> list[Path]:
+def input_files(repo: Repository, recipe: Recipe, scratch: contextlib.ExitStack) -> list[Path]:
     """Readable paths for a recipe's input objects, named with their assets'
-    extensions (tools like ffmpeg pick formats by name): a symlink to the
-    stored file when raw, else a decompressed scratch copy."""
+    extensions; they live as long as `scratch`."""
     from lattice.media import extension
 
     paths = []
     for name, oid in zip(recipe.inputs, recipe.input_objects):
-        src = repo.objects.locate(oid)
-        if src is None:
+        if not repo.objects.has(oid):
             raise GeneratorFailed(f"input {name} ({oid[:12]}) is not in the store", hint="`lattice render` re-makes evicted inputs first")
-        path = repo.tmp / f"in-{uuid.uuid4().hex}.{extension(name) or 'bin'}"
-        if src.name.endswith(".zst"):
-            with open(path, "wb") as f:
-                repo.objects.copy_to(oid, f)
-        else:
-            os.symlink(src, path)
-        scratch.append(path)
-        paths.append(path)
+        paths.append(scratch.enter_context(repo.objects.as_file(oid, extension(name))))
     return paths
 
 
@@ -250,19 +239,8 @@ def record_version(repo: Repository, name: str, recipe: Recipe, oid: str, change
 
 def probe_object(repo: Repository, oid: str, ext: str) -> dict:
     """Media facts of a stored object, probed under a name with its extension."""
-    from lattice.fsutil import remove_quietly
-
-    link = repo.tmp / f"probe-{uuid.uuid4().hex}.{ext}"
-    src = repo.objects.locate(oid)
-    try:
-        if src.name.endswith(".zst"):
-            with open(link, "wb") as f:
-                repo.objects.copy_to(oid, f)
-        else:
-            os.symlink(src, link)
-        return media_facts(link)
-    finally:
-        remove_quietly(link)
+    with repo.objects.as_file(oid, ext) as path:
+        return media_facts(path)
 
 
 def media_facts(path: Path) -> dict:

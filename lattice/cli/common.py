@@ -49,10 +49,6 @@ def emit_json(obj: Any) -> None:
     sys.stdout.flush()
 
 
-def emit_json_line(obj: Any) -> None:
-    emit_json(obj)
-
-
 def _enc(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)

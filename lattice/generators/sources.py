@@ -18,8 +18,8 @@ from lattice.generators.encode import AUDIO_EXTS, IMAGE_EXTS, VIDEO_EXTS, output
 
 SEED_SPACE = 2**32  # lavfi seeds run 0..UINT32_MAX; -1 would mean "random"
 
-_COLOR = re.compile(r"^(?:[A-Za-z]{3,24}|(?:#|0x)?[0-9A-Fa-f]{6}(?:[0-9A-Fa-f]{2})?)$")
-_LIFE_RULE = re.compile(r"^[BbSs]?[0-8]{0,9}/[BbSs]?[0-8]{0,9}$")
+_COLOR = re.compile(r"^(?:[A-Za-z]{3,24}|(?:#|0x)?[0-9A-Fa-f]{6}(?:[0-9A-Fa-f]{2})?)\Z")
+_LIFE_RULE = re.compile(r"^[BbSs]?[0-8]{0,9}/[BbSs]?[0-8]{0,9}\Z")
 
 
 def num(v: Any) -> str:
