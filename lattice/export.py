@@ -365,9 +365,21 @@ def resolve_target(repo: Repository, out: str | None, source: str, fmt: str, cwd
     final = parent / path.name
     if final == Path(os.path.realpath(repo.dir)) or Path(os.path.realpath(repo.dir)) in (parent, *parent.parents):
         raise UnsafePath(f"-o {out}: is inside .lattice/, which only lattice writes")
+    inside = root in (parent, *parent.parents)
+    if not parent.is_dir() and not inside:  # folders inside the project are made as needed
+        raise InvalidInput(f"-o {out}: the folder {parent} does not exist", hint="create it first, or name another output")
+    if parent.is_dir() and not os.access(parent, os.W_OK):
+        raise InvalidInput(f"-o {out}: the folder {parent} is not writable", hint="name an output where you may write")
     if fmt == "frames":
         _check_frames_dir(final, out, root, Path(os.path.realpath(cwd)))
         return Target(final, None)
+    if final.is_dir():
+        raise InvalidInput(f"-o {out}: is a directory", hint=f"name a file, e.g. -o {out.rstrip('/')}/{Path(source).stem}.{ext}")
+    from lattice.media import MEDIA, extension
+
+    named = extension(final.name)
+    if ext and named in MEDIA and named != ext and not (ext == "jpg" and named == "jpeg"):
+        raise InvalidInput(f"-o {out}: a .{named} name for --format {fmt}", hint=f"name it .{ext}, or pick --format to match")
     if root not in (parent, *parent.parents):
         return Target(final, None)
     name = check_name(final.relative_to(root).as_posix())

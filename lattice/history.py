@@ -347,8 +347,36 @@ def fsck(repo: Repository, repair: bool = False) -> list[tuple[str, str]]:
     if not found or not repair:
         return [(m, "") for m in found]
     damaged = any(not m.startswith(BEHIND) for m in found)
+    if damaged and _fix_head(repo):
+        # Only HEAD was broken: every commit, branch and tag is kept.
+        still = check(repo)
+        damaged = any(not m.startswith(BEHIND) for m in still)
+        done = "HEAD was unreadable and now names its branch again"
+        if still:
+            done += "; " + repair_history(repo, damaged)
+        return [(m, done) for m in found]
     done = repair_history(repo, damaged)
     return [(m, done) for m in found]
+
+
+def _fix_head(repo: Repository) -> bool:
+    """Point a garbled HEAD file back at a branch that exists. True if done."""
+    from lattice.fsutil import atomic_write
+
+    heads = git_dir(repo) / "refs" / "heads"
+    head = git_dir(repo) / "HEAD"
+    try:
+        text = head.read_text(errors="replace")
+    except OSError:
+        text = ""
+    if text.startswith("ref: refs/heads/") and (git_dir(repo) / text[5:].strip()).exists():
+        return False
+    names = sorted(p.name for p in heads.iterdir()) if heads.is_dir() else []
+    if not names:
+        return False
+    branch = DEFAULT_BRANCH if DEFAULT_BRANCH in names else names[0]
+    atomic_write(head, f"ref: refs/heads/{branch}\n".encode())
+    return True
 
 
 BEHIND = ("manifest differs", "history has no commit", "history repository is missing")

@@ -209,3 +209,20 @@ def test_frames_export_never_replaces_a_directory_with_other_files(tmp_repo):
     assert run_cli("export", "clip.mp4", "--format", "frames", "-o", "fr", cwd=tmp_repo.root).code == 0
     assert run_cli("export", "clip.mp4", "--format", "frames", "-o", "fr", cwd=tmp_repo.root).code == 0
     assert all(p.name.startswith("frame_") for p in (tmp_repo.root / "fr").iterdir())
+
+
+def test_bad_output_paths_are_refused_up_front(tmp_repo, tmp_path):
+    from conftest import run_cli
+
+    r = run_cli("gen", "still.png", "--model", "ffmpeg.testsrc", "--set", "width=32", "--set", "height=24", cwd=tmp_repo.root)
+    assert r.code == 0, r.err
+    (tmp_path / "adir").mkdir()
+    cases = [
+        (["-o", str(tmp_path / "missing" / "x.png")], "does not exist"),
+        (["-o", str(tmp_path / "adir")], "is a directory"),
+        (["-o", str(tmp_path / "x.jpg")], "a .jpg name for --format png"),
+    ]
+    for args, message in cases:
+        r = run_cli("export", "still.png", "--format", "png", *args, cwd=tmp_repo.root)
+        assert r.code == 4 and message in r.err, (args, r.err)
+    assert run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json[0]["type"] != "export"

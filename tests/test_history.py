@@ -430,3 +430,19 @@ def test_fsck_repair_quarantines_a_garbage_queue(tmp_repo):
     assert r.code == 0, r.out
     assert list((tmp_repo.dir / "quarantine").glob("queue.db-*"))
     assert run_cli("queue", "ls", cwd=tmp_repo.root).code == 0
+
+
+def test_fsck_repair_mends_a_garbled_head_keeping_history(tmp_repo):
+    from conftest import run_cli
+
+    repo = tmp_repo.gen({"a.txt": "one"})
+    run_cli("add", "a.txt", cwd=repo.root)
+    run_cli("branch", "side", cwd=repo.root)
+    before = run_cli("log", "--json", cwd=repo.root).json
+    (repo.dir / "history.git" / "HEAD").write_text("garbage\n")
+    r = run_cli("log", cwd=repo.root)
+    assert r.code != 0 and "Traceback" not in r.err
+    r = run_cli("fsck", "--repair", cwd=repo.root)
+    assert "now names its branch again" in r.out
+    assert run_cli("log", "--json", cwd=repo.root).json == before
+    assert "side" in run_cli("branch", cwd=repo.root).out
