@@ -79,7 +79,8 @@ def status(
     """Show new, modified, missing, stale and evicted assets. Prints nothing when all is clean."""
     from lattice.status import PORCELAIN, status as do_status
 
-    entries = do_status(repo_from_ctx())
+    repo = repo_from_ctx()
+    entries = do_status(repo)
     if json:
         emit_json(entries)
     elif porcelain:
@@ -88,6 +89,19 @@ def status(
     else:
         for e in entries:
             echo(f"{e.state + ':':<10} {e.path}")
+        _mention_queued_work(repo)
+
+
+def _mention_queued_work(repo) -> None:
+    """Work left to workers (`--detach`) is not in the manifest yet: say so."""
+    if not (repo.dir / "queue.db").exists():
+        return
+    from lattice.queue import repo_queue
+
+    counts = repo_queue(repo.dir, repo.config).counts()
+    active = counts.get("queued", 0) + counts.get("running", 0)
+    if active:
+        echo(f"({active} job(s) queued or running; `lattice queue ls` shows them, `lattice worker` runs them)", err=True)
 
 
 def ls(json: bool = JSON, prefix: Optional[str] = typer.Argument(None, help="Only assets under this folder.")) -> None:
