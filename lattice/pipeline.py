@@ -227,29 +227,33 @@ def run_until_done(
     q = queue_of(repo)
     pool = WorkerPool(q, HANDLERS, detect_slots(cpu=slots), poll=0.05, lease=lease_of(repo), only=job_ids)
     error: list[BaseException] = []
+    # An Event, not Thread.join: on Python 3.11 a join interrupted by Ctrl-C
+    # can report a live thread as finished.
+    done = threading.Event()
 
     def work() -> None:
         try:
-            while True:
+            while not pool.aborted:
                 pool.run(once=True)
                 if all(j.finished for j in _jobs(q, job_ids)):
                     return
                 time.sleep(0.05)  # our jobs wait on another worker's: look again soon
         except BaseException as e:  # surfaced in the caller's thread
             error.append(e)
+        finally:
+            done.set()
 
     thread = threading.Thread(target=work, name="lattice-inline-pool", daemon=True)
     thread.start()
     try:
         last = 0.0
-        while thread.is_alive():
-            thread.join(0.02)
+        while not done.wait(0.02):
             if on_poll and time.monotonic() - last > 0.2:
                 last = time.monotonic()
                 on_poll(_jobs(q, job_ids))
     except KeyboardInterrupt:
-        pool.abort()
-        thread.join(10)
+        pool.abort()  # kills the jobs' processes now
+        done.wait(10)  # the slots clean up their scratch files
         mine = set(job_ids if own is None else own)
         q.cancel([j.id for j in _jobs(q, job_ids) if j.id in mine and not j.finished])
         raise

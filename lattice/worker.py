@@ -216,15 +216,26 @@ class WorkerPool:
 
     # -- control --------------------------------------------------------------
 
+    @property
+    def aborted(self) -> bool:
+        return self._aborted.is_set()
+
     def drain(self) -> None:
         """Stop claiming; `run` returns when the running jobs have finished."""
         self._draining.set()
 
     def abort(self) -> None:
         """Stop now: kill running jobs' processes and hand the jobs back to the
-        queue (without counting an attempt) for another worker."""
+        queue (without counting an attempt) for another worker. The kill
+        happens here, in the caller's thread, so it is done even when the
+        process is about to exit."""
         self._draining.set()
         self._aborted.set()
+        with self._runs_lock:
+            runs = list(self._runs.values())
+        for run in runs:
+            for p in list(run.processes):
+                _kill_group(p)
 
     def run(self, once: bool = False, stop: threading.Event | None = None) -> dict[str, int]:
         """Work until drained or aborted (or, with `once`, until no job this
