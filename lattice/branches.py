@@ -157,6 +157,9 @@ def _settled_head(repo: Repository, g):
     if (repo.dir / history.PENDING).exists():
         history.commit(repo, history.RECOVERED)
         os.unlink(repo.dir / history.PENDING)
+    # A hand edit of config.toml is a change like any other: record it on
+    # this branch before the target's config replaces it.
+    history.commit(repo, "config.toml edited", names=[])
     return history.ensure_head(repo, g)
 
 

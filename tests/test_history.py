@@ -446,3 +446,17 @@ def test_fsck_repair_mends_a_garbled_head_keeping_history(tmp_repo):
     assert "now names its branch again" in r.out
     assert run_cli("log", "--json", cwd=repo.root).json == before
     assert "side" in run_cli("branch", cwd=repo.root).out
+
+
+def test_switch_keeps_a_hand_edit_of_the_config_on_its_branch(tmp_repo):
+    from conftest import run_cli
+
+    repo = tmp_repo.gen({"a.txt": "one"})
+    run_cli("add", "a.txt", cwd=repo.root)
+    run_cli("branch", "side", cwd=repo.root)
+    cfg = repo.dir / "config.toml"
+    cfg.write_text(cfg.read_text() + "\n# tuned on main\n")
+    assert run_cli("switch", "side", cwd=repo.root).code == 0
+    assert "tuned on main" not in cfg.read_text()
+    assert run_cli("switch", "main", cwd=repo.root).code == 0
+    assert "tuned on main" in cfg.read_text()
