@@ -96,13 +96,29 @@ class Bench:
 
 
 def make_files(directory: Path, count: int, size: int, ext: str) -> list[Path]:
+    """`count` files of about `size` bytes; .png ones are real PNGs (noise
+    pixels, so they do not compress), as a generator would write them."""
     directory.mkdir(parents=True, exist_ok=True)
     paths = []
     for i in range(count):
         p = directory / f"f{i:05d}.{ext}"
-        p.write_bytes(os.urandom(size))
+        p.write_bytes(noise_png(size) if ext == "png" else os.urandom(size))
         paths.append(p)
     return paths
+
+
+def noise_png(size: int) -> bytes:
+    import struct
+    import zlib
+
+    side = max(1, int((size / 3) ** 0.5))
+    rows = b"".join(b"\0" + os.urandom(side * 3) for _ in range(side))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", side, side, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(rows, 1)) + chunk(b"IEND", b"")
 
 
 def make_big(path: Path, size: int) -> None:

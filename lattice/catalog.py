@@ -31,9 +31,9 @@ CREATE TABLE IF NOT EXISTS runs(
 
 def storage_db(repo: Repository) -> sqlite3.Connection:
     """`.lattice/storage.db`: derived and disposable except the run log."""
-    db = sqlite3.connect(repo.dir / "storage.db", timeout=60, isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=NORMAL")
+    from lattice.sqlite import connect
+
+    db = connect(repo.dir / "storage.db")
     db.executescript(_SCHEMA)
     return db
 

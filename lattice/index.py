@@ -110,9 +110,9 @@ class Index:
 
     def _open(self, schema: bool = False) -> sqlite3.Connection:
         try:
-            conn = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
+            from lattice.sqlite import connect
+
+            conn = connect(self.path)
             if schema:
                 conn.executescript(SCHEMA)
         except sqlite3.DatabaseError as e:

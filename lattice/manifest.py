@@ -101,17 +101,21 @@ def author() -> str:
 class Manifest:
     def __init__(self, directory: Path):
         self.dir = Path(directory)
+        self._sound_folders: set[str] = set()
 
     def file_of(self, name: str) -> Path:
         """The TOML file of asset `name`, refusing a folder that a symlink (which
         a clone may carry) leads out of the manifest directory."""
         path = self.dir / (check_name(name) + SUFFIX)
-        if "/" in name:
+        folder = name.rpartition("/")[0]
+        if folder and folder not in self._sound_folders:
             real = os.path.realpath(path.parent)
             if real != self._real_dir and not real.startswith(self._real_dir + os.sep):
                 from lattice.errors import UnsafePath
 
                 raise UnsafePath(f"{name}: its manifest folder leads outside .lattice/manifest (to {real})", hint="remove the symlink inside .lattice/manifest")
+            if os.path.isdir(path.parent):
+                self._sound_folders.add(folder)  # checked once per folder and process
         return path
 
     @functools.cached_property

@@ -8,6 +8,7 @@ someone else's clone) are checked the same way before they touch the disk.
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path, PurePosixPath
 
@@ -63,7 +64,7 @@ def confine(root: Path, name: str) -> Path:
     """The working-tree path of `name`, refusing symlinks that lead outside."""
     root = Path(root)
     path = root / name
-    real_root = os.path.realpath(root)
+    real_root = _realpath_of_root(str(root))
     real = os.path.realpath(path)
     if os.path.commonpath([real_root, real]) != real_root:
         raise UnsafePath(f"{name}: a symlink leads outside the project (to {real})")
@@ -71,6 +72,11 @@ def confine(root: Path, name: str) -> Path:
     if rel[0] in RESERVED:
         raise UnsafePath(f"{name}: resolves into {rel[0]}/, which lattice never tracks")
     return path
+
+
+@functools.lru_cache(maxsize=16)
+def _realpath_of_root(root: str) -> str:
+    return os.path.realpath(root)
 
 
 def split_version(spec: str) -> tuple[str, int | None]:

@@ -194,9 +194,9 @@ class JobQueue:
         self._next_reclaim = 0.0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self._errors():
-            self._db = sqlite3.connect(
-                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
+            from lattice.sqlite import connect
+
+            self._db = connect(self.path, timeout=busy_timeout, check_same_thread=False)
         try:
             self._init_schema()
         except BaseException:
@@ -230,12 +230,10 @@ class JobQueue:
             raise RepositoryCorrupt(f"queue database {self.path} is damaged: {e}") from e
 
     def _init_schema(self) -> None:
+        # WAL with NORMAL sync (lattice.sqlite.connect): a crash of the process
+        # loses nothing, a power cut may roll back the last few state changes --
+        # which re-runs a job at worst, never half-writes one.
         with self._read() as db:
-            db.execute("PRAGMA journal_mode=WAL")
-            # In WAL mode NORMAL syncs at checkpoints, not at each commit: a crash of
-            # the process loses nothing, a power cut may roll back the last few state
-            # changes -- which re-runs a job at worst, never half-writes one.
-            db.execute("PRAGMA synchronous=NORMAL")
             version = db.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise RepositoryCorrupt(
