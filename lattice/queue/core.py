@@ -1,17 +1,7 @@
-"""The durable job queue: one SQLite database in WAL mode (`.lattice/queue.db`).
-
-Every state change is one short transaction. Claims run inside
-`BEGIN IMMEDIATE`, so two workers (threads or processes) can never take the
-same job. A running job holds a lease that its worker renews; a worker that
-dies (SIGKILL, power cut) stops renewing, and the next claim puts its job
-back in the queue, counting the lost attempt. A job is never lost and never
-runs twice at once.
-
-States: queued -> running -> succeeded | failed | cancelled, and running ->
-queued again on a retry (with exponential backoff in `next_try`), a released
-lease or an expired one. A job whose dependency fails or is cancelled fails
-too, naming the dependency, so nothing waits forever.
-"""
+"""`JobQueue`: the connection and its transactions, submitting, and the
+worker's side of a job -- claim, lease renewal and reclaim, progress,
+success, failure with retries, release -- with the failure of the jobs
+that depend on a failed one. The users' side is in lattice.queue.admin."""
 
 from __future__ import annotations
 
@@ -22,124 +12,26 @@ import socket
 import sqlite3
 import threading
 import time
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping
 
-from lattice.errors import InvalidInput, QueueError, RepositoryCorrupt, closest
-
-JOB_TYPES = ("image", "video", "audio", "derive", "analysis", "composition", "preview", "export", "gc")
-PRIORITIES = ("urgent", "high", "normal", "low", "batch")  # stored as their index: 0 runs first
-STATES = ("queued", "running", "succeeded", "failed", "cancelled")
-ACTIVE = ("queued", "running")
-FINISHED = ("succeeded", "failed", "cancelled")
-SLOT_KINDS = ("cpu", "gpu")
-
-# (retries after the first attempt, timeout in seconds); `[queue.types.<type>]`
-# in the repository config overrides either.
-TYPE_DEFAULTS: dict[str, tuple[int, float | None]] = {
-    "image": (3, 300.0),
-    "video": (2, 1800.0),
-    "audio": (3, 600.0),
-    "derive": (2, 600.0),
-    "analysis": (3, 120.0),
-    "composition": (2, 1800.0),
-    "preview": (1, 60.0),
-    "export": (2, 3600.0),
-    "gc": (0, 3600.0),  # gc is idempotent but heavy: a failure wants a human
-}
-
-RECLAIM_EVERY = 1.0  # seconds between looks for expired leases while jobs keep coming
-STDERR_TAIL = 4000  # characters of a failed job's stderr kept in the db
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS jobs (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: ids are never reused after `clear`
-    type TEXT NOT NULL,
-    priority INTEGER NOT NULL,
-    state TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    key TEXT,
-    slot TEXT NOT NULL,
-    user TEXT NOT NULL,
-    host TEXT NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    max_retries INTEGER NOT NULL,
-    timeout REAL,
-    queued_at REAL NOT NULL,
-    started_at REAL,
-    finished_at REAL,
-    next_try REAL NOT NULL,
-    error TEXT,
-    stderr_tail TEXT,
-    result TEXT,
-    progress REAL NOT NULL DEFAULT 0,
-    stage TEXT,
-    worker TEXT,
-    lease_until REAL,
-    estimate_key TEXT,
-    blocked_by INTEGER  -- the dependency whose failure failed this job, so `retry` revives both
-);
-CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (state, priority, id);
-CREATE INDEX IF NOT EXISTS jobs_state_id ON jobs (state, id);
-CREATE INDEX IF NOT EXISTS jobs_key ON jobs (key) WHERE key IS NOT NULL;
-CREATE INDEX IF NOT EXISTS jobs_blocked_by ON jobs (blocked_by) WHERE blocked_by IS NOT NULL;
-CREATE TABLE IF NOT EXISTS deps (
-    job INTEGER NOT NULL,
-    dep INTEGER NOT NULL,
-    PRIMARY KEY (job, dep)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS deps_dep ON deps (dep);
-CREATE TABLE IF NOT EXISTS estimates (
-    key TEXT PRIMARY KEY,
-    seconds REAL NOT NULL,  -- moving average of successful run times
-    samples INTEGER NOT NULL
-);
-"""
-
-_COLUMNS = (
-    "id, type, priority, state, payload, key, slot, user, host, attempts, max_retries, timeout, "
-    "queued_at, started_at, finished_at, next_try, error, stderr_tail, result, progress, stage, "
-    "worker, lease_until, estimate_key, blocked_by"
+from lattice.errors import QueueError, RepositoryCorrupt, closest
+from lattice.queue.admin import QueueAdmin
+from lattice.queue.schema import (
+    _COLUMNS,
+    _SCHEMA,
+    JOB_TYPES,
+    PRIORITIES,
+    RECLAIM_EVERY,
+    SCHEMA_VERSION,
+    SLOT_KINDS,
+    STDERR_TAIL,
+    Job,
+    _parse_id,
+    _rows_to_jobs,
+    _slot_filter,
+    _type_settings,
 )
-
-
-@dataclass(frozen=True)
-class Job:
-    id: int
-    type: str
-    priority: str
-    state: str
-    payload: Any
-    key: str | None
-    slot: str
-    user: str
-    host: str
-    attempts: int
-    max_retries: int
-    timeout: float | None
-    queued_at: float
-    started_at: float | None
-    finished_at: float | None
-    next_try: float
-    error: str | None
-    stderr_tail: str | None
-    result: Any
-    progress: float
-    stage: str | None
-    worker: str | None
-    lease_until: float | None
-    estimate_key: str | None
-    blocked_by: int | None
-    deps: tuple[int, ...] = ()
-
-    @property
-    def finished(self) -> bool:
-        return self.state in FINISHED
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self) | {"deps": list(self.deps)}
 
 
 def _who() -> tuple[str, str]:
@@ -150,27 +42,7 @@ def _who() -> tuple[str, str]:
     return user, socket.gethostname()
 
 
-def _type_settings(types: Mapping[str, Any] | None) -> dict[str, tuple[int, float | None]]:
-    """Per-type (retries, timeout), with the config's `[queue.types.<type>]` applied."""
-    settings = dict(TYPE_DEFAULTS)
-    for name, table in (types or {}).items():
-        where = f"[queue.types.{name}]"
-        if name not in JOB_TYPES:
-            raise InvalidInput(f"{where} names no job type", hint=f"job types are: {', '.join(JOB_TYPES)}")
-        if not isinstance(table, Mapping) or set(table) - {"retries", "timeout"}:
-            raise InvalidInput(f"{where} may set only `retries` and `timeout`")
-        retries, timeout = settings[name]
-        retries = table.get("retries", retries)
-        timeout = table.get("timeout", timeout)
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise InvalidInput(f"{where} retries must be a whole number >= 0, got {retries!r}")
-        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
-            raise InvalidInput(f"{where} timeout must be a number of seconds (0: none), got {timeout!r}")
-        settings[name] = (retries, float(timeout) if timeout else None)
-    return settings
-
-
-class JobQueue:
+class JobQueue(QueueAdmin):
     """A handle on one queue database; safe to share between threads.
 
     `types` is the config's `[queue.types]` table. `backoff` is the first
@@ -268,28 +140,9 @@ class JobQueue:
         with self._lock, self._errors():
             yield self._db
 
-    def _rows_to_jobs(self, db: sqlite3.Connection, rows: list[tuple]) -> list[Job]:
-        if not rows:
-            return []
-        ids = [r[0] for r in rows]
-        deps: dict[int, list[int]] = {}
-        for chunk in range(0, len(ids), 500):  # SQLite's variable limit
-            part = ids[chunk : chunk + 500]
-            marks = ",".join("?" * len(part))
-            for job, dep in db.execute(f"SELECT job, dep FROM deps WHERE job IN ({marks}) ORDER BY dep", part):
-                deps.setdefault(job, []).append(dep)
-        jobs = []
-        for r in rows:
-            r = list(r)
-            r[2] = PRIORITIES[r[2]]
-            r[4] = json.loads(r[4])
-            r[18] = json.loads(r[18]) if r[18] is not None else None
-            jobs.append(Job(*r, deps=tuple(deps.get(r[0], ()))))
-        return jobs
-
     def _fetch(self, db: sqlite3.Connection, job_id: int) -> Job | None:
         rows = db.execute(f"SELECT {_COLUMNS} FROM jobs WHERE id=?", (job_id,)).fetchall()
-        jobs = self._rows_to_jobs(db, rows)
+        jobs = _rows_to_jobs(db, rows)
         return jobs[0] if jobs else None
 
     def _require(self, db: sqlite3.Connection, job_id: int | str) -> Job:
@@ -407,7 +260,7 @@ class JobQueue:
                 f" progress=0, stage=NULL WHERE id=? RETURNING {_COLUMNS}",
                 (now, worker_id, now + lease, row[0]),
             ).fetchall()
-            return self._rows_to_jobs(db, claimed)[0]
+            return _rows_to_jobs(db, claimed)[0]
 
     def _next_runnable(self, db: sqlite3.Connection, now: float, where: str, args: list[str]) -> tuple | None:
         return db.execute(
@@ -575,141 +428,6 @@ class JobQueue:
                 )
                 frontier.append((child, f"dependency {child} failed ({why})"))
 
-    # -- users --------------------------------------------------------------
-
-    def cancel(self, ids: Iterable[int | str]) -> list[Job]:
-        """Cancel queued and running jobs (a running job's worker sees it at its
-        next heartbeat and kills the process). Finished jobs are left as they
-        are. Returns the jobs as they now stand."""
-        with self._tx() as db:
-            jobs = [self._require(db, i) for i in ids]
-            now = time.time()
-            for job in jobs:
-                if job.state in ACTIVE:
-                    db.execute(
-                        "UPDATE jobs SET state='cancelled', finished_at=?, error='cancelled', worker=NULL,"
-                        " lease_until=NULL WHERE id=?",
-                        (now, job.id),
-                    )
-                    self._fail_dependents(db, job.id)
-            return [self._fetch(db, j.id) for j in jobs]  # type: ignore[misc]
-
-    def retry(self, ids: Iterable[int | str]) -> list[Job]:
-        """Queue failed or cancelled jobs again with fresh attempts, together
-        with the jobs that failed only because of them."""
-        with self._tx() as db:
-            jobs = [self._require(db, i) for i in ids]
-            for job in jobs:
-                if job.state not in ("failed", "cancelled"):
-                    raise QueueError(
-                        f"job {job.id} is {job.state}; only failed or cancelled jobs can be retried",
-                        hint="`lattice queue ls --state failed` lists them",
-                    )
-            now = time.time()
-            todo = [j.id for j in jobs]
-            seen: set[int] = set()
-            while todo:
-                job_id = todo.pop()
-                if job_id in seen:
-                    continue
-                seen.add(job_id)
-                db.execute(
-                    "UPDATE jobs SET state='queued', attempts=0, error=NULL, stderr_tail=NULL, result=NULL,"
-                    " started_at=NULL, finished_at=NULL, next_try=?, progress=0, stage=NULL, blocked_by=NULL"
-                    " WHERE id=?",
-                    (now, job_id),
-                )
-                todo += [r[0] for r in db.execute(
-                    "SELECT id FROM jobs WHERE blocked_by=? AND state='failed'", (job_id,))]
-            return [self._fetch(db, j.id) for j in jobs]  # type: ignore[misc]
-
-    def clear_finished(self) -> int:
-        """Delete succeeded, failed and cancelled jobs; returns how many. A
-        deleted dependency counts as done for jobs still waiting on it (only
-        succeeded ones can be: a failed one has already failed its dependents)."""
-        with self._tx() as db:
-            n = db.execute("DELETE FROM jobs WHERE state IN ('succeeded','failed','cancelled')").rowcount
-            db.execute("DELETE FROM deps WHERE job NOT IN (SELECT id FROM jobs)")
-            return n
-
-    def get(self, job_id: int | str) -> Job:
-        with self._read() as db:
-            return self._require(db, job_id)
-
-    def list(self, states: Iterable[str] | None = None, limit: int | None = 100) -> list[Job]:
-        """Jobs, newest first, at most `limit` (None: all)."""
-        args: list[Any] = []
-        where = ""
-        if states is not None:
-            states = list(states)
-            for s in states:
-                if s not in STATES:
-                    raise QueueError(f"unknown job state {s!r}{closest(s, STATES)}",
-                                     hint=f"states are: {', '.join(STATES)}")
-            where = f"WHERE state IN ({','.join('?' * len(states))})"
-            args += states
-        sql = f"SELECT {_COLUMNS} FROM jobs {where} ORDER BY id DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            args.append(int(limit))
-        with self._read() as db:
-            return self._rows_to_jobs(db, db.execute(sql, args).fetchall())
-
-    def counts(self) -> dict[str, int]:
-        """How many jobs are in each state."""
-        with self._read() as db:
-            found = dict(db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
-        return {s: found.get(s, 0) for s in STATES}
-
-    def pending(self, slots: Iterable[str] = SLOT_KINDS, types: Iterable[str] | None = None, only: Iterable[int] | None = None) -> int:
-        """How many queued jobs wait for one of `slots` (runnable now or later)."""
-        where, args = _slot_filter(slots, types, only)
-        with self._read() as db:
-            return db.execute(f"SELECT count(*) FROM jobs WHERE state='queued' AND {where}", args).fetchone()[0]
-
-    def wait(self, ids: Iterable[int | str], timeout: float | None = None, poll: float = 0.1) -> list[Job]:
-        """Block until every job named is finished; returns them. QueueError
-        if `timeout` seconds pass first."""
-        ids = [_parse_id(i) for i in ids]
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            jobs = [self.get(i) for i in ids]
-            if all(j.finished for j in jobs):
-                return jobs
-            if deadline is not None and time.monotonic() >= deadline:
-                waiting = ", ".join(str(j.id) for j in jobs if not j.finished)
-                raise QueueError(f"timed out after {timeout:g} s waiting for job(s) {waiting}",
-                                 hint="`lattice queue ls` shows what they are doing; is a worker running?")
-            time.sleep(poll)
-
-    def eta(self, job: Job) -> float | None:
-        """Seconds until `job` should finish, from the run times of earlier jobs
-        with its estimate key (and its progress, when running). For a queued job
-        this is its own run time, not the wait before it starts. None: no idea."""
-        if job.finished:
-            return 0.0
-        mean = None
-        if job.estimate_key:
-            with self._read() as db:
-                row = db.execute("SELECT seconds FROM estimates WHERE key=?", (job.estimate_key,)).fetchone()
-            mean = row[0] if row else None
-        if job.state == "queued":
-            return mean
-        elapsed = time.time() - (job.started_at or time.time())
-        if 0.05 <= job.progress < 1:
-            by_progress = elapsed / job.progress * (1 - job.progress)
-            return by_progress if mean is None else (by_progress + max(0.0, mean - elapsed)) / 2
-        return None if mean is None else max(0.0, mean - elapsed)
-
-    def check(self) -> list[str]:
-        """Problems PRAGMA integrity_check finds (empty: healthy), for fsck."""
-        try:
-            with self._read() as db:
-                rows = [r[0] for r in db.execute("PRAGMA integrity_check")]
-        except RepositoryCorrupt as e:
-            return [e.message]
-        return [] if rows == ["ok"] else [f"{self.path}: {r}" for r in rows]
-
 
 def check_file(path: str | Path) -> list[str]:
     """Problems with the queue database at `path` (empty: healthy or absent),
@@ -723,13 +441,11 @@ def check_file(path: str | Path) -> list[str]:
         return [e.message]
 
 
-def _parse_id(job_id: int | str) -> int:
-    if isinstance(job_id, int) and not isinstance(job_id, bool):
-        return job_id
-    text = str(job_id).strip().lstrip("#")
-    if not text.isdigit():
-        raise QueueError(f"job ids are numbers, got {job_id!r}", hint="`lattice queue ls` lists the jobs")
-    return int(text)
+def repo_queue(lattice_dir: str | Path, config: Mapping[str, Any] | None = None) -> JobQueue:
+    """The repository's queue, `.lattice/queue.db`, with the `[queue.types]`
+    table of its config applied."""
+    section = (config or {}).get("queue", {}) or {}
+    return JobQueue(Path(lattice_dir) / "queue.db", types=section.get("types"))
 
 
 def _dead_local_worker(worker: str, here: str) -> bool:
@@ -749,24 +465,3 @@ def _dead_local_worker(worker: str, here: str) -> bool:
     except PermissionError:
         return False
     return False
-
-
-def _slot_filter(slots: Iterable[str], types: Iterable[str] | None, only: Iterable[int] | None = None) -> tuple[str, list]:
-    slots = sorted(set(slots))
-    where, args = f"slot IN ({','.join('?' * len(slots))})", list(slots)
-    if types is not None:
-        types = sorted(set(types))
-        where += f" AND type IN ({','.join('?' * len(types))})"
-        args += types
-    if only is not None:
-        ids = sorted({int(i) for i in only})
-        where += f" AND id IN ({','.join('?' * len(ids)) or 'NULL'})"
-        args += ids
-    return where, args
-
-
-def repo_queue(lattice_dir: str | Path, config: Mapping[str, Any] | None = None) -> JobQueue:
-    """The repository's queue, `.lattice/queue.db`, with the `[queue.types]`
-    table of its config applied."""
-    section = (config or {}).get("queue", {}) or {}
-    return JobQueue(Path(lattice_dir) / "queue.db", types=section.get("types"))

@@ -1,0 +1,150 @@
+"""What users do with the queue: cancel, retry and clear jobs, and the
+read-only views (get, list, counts, pending, wait, eta, check).
+
+`QueueAdmin` is a mixin of `JobQueue` (lattice.queue.core): it uses that
+class's connection and transactions (`_tx`, `_read`), its lookups (`_fetch`,
+`_require`) and its dependency failure (`_fail_dependents`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Iterable
+
+from lattice.errors import QueueError, RepositoryCorrupt, closest
+from lattice.queue.schema import _COLUMNS, ACTIVE, SLOT_KINDS, STATES, Job, _parse_id, _rows_to_jobs, _slot_filter
+
+
+class QueueAdmin:
+    def cancel(self, ids: Iterable[int | str]) -> list[Job]:
+        """Cancel queued and running jobs (a running job's worker sees it at its
+        next heartbeat and kills the process). Finished jobs are left as they
+        are. Returns the jobs as they now stand."""
+        with self._tx() as db:
+            jobs = [self._require(db, i) for i in ids]
+            now = time.time()
+            for job in jobs:
+                if job.state in ACTIVE:
+                    db.execute(
+                        "UPDATE jobs SET state='cancelled', finished_at=?, error='cancelled', worker=NULL,"
+                        " lease_until=NULL WHERE id=?",
+                        (now, job.id),
+                    )
+                    self._fail_dependents(db, job.id)
+            return [self._fetch(db, j.id) for j in jobs]  # type: ignore[misc]
+
+    def retry(self, ids: Iterable[int | str]) -> list[Job]:
+        """Queue failed or cancelled jobs again with fresh attempts, together
+        with the jobs that failed only because of them."""
+        with self._tx() as db:
+            jobs = [self._require(db, i) for i in ids]
+            for job in jobs:
+                if job.state not in ("failed", "cancelled"):
+                    raise QueueError(
+                        f"job {job.id} is {job.state}; only failed or cancelled jobs can be retried",
+                        hint="`lattice queue ls --state failed` lists them",
+                    )
+            now = time.time()
+            todo = [j.id for j in jobs]
+            seen: set[int] = set()
+            while todo:
+                job_id = todo.pop()
+                if job_id in seen:
+                    continue
+                seen.add(job_id)
+                db.execute(
+                    "UPDATE jobs SET state='queued', attempts=0, error=NULL, stderr_tail=NULL, result=NULL,"
+                    " started_at=NULL, finished_at=NULL, next_try=?, progress=0, stage=NULL, blocked_by=NULL"
+                    " WHERE id=?",
+                    (now, job_id),
+                )
+                todo += [r[0] for r in db.execute(
+                    "SELECT id FROM jobs WHERE blocked_by=? AND state='failed'", (job_id,))]
+            return [self._fetch(db, j.id) for j in jobs]  # type: ignore[misc]
+
+    def clear_finished(self) -> int:
+        """Delete succeeded, failed and cancelled jobs; returns how many. A
+        deleted dependency counts as done for jobs still waiting on it (only
+        succeeded ones can be: a failed one has already failed its dependents)."""
+        with self._tx() as db:
+            n = db.execute("DELETE FROM jobs WHERE state IN ('succeeded','failed','cancelled')").rowcount
+            db.execute("DELETE FROM deps WHERE job NOT IN (SELECT id FROM jobs)")
+            return n
+
+    def get(self, job_id: int | str) -> Job:
+        with self._read() as db:
+            return self._require(db, job_id)
+
+    def list(self, states: Iterable[str] | None = None, limit: int | None = 100) -> list[Job]:
+        """Jobs, newest first, at most `limit` (None: all)."""
+        args: list[Any] = []
+        where = ""
+        if states is not None:
+            states = list(states)
+            for s in states:
+                if s not in STATES:
+                    raise QueueError(f"unknown job state {s!r}{closest(s, STATES)}",
+                                     hint=f"states are: {', '.join(STATES)}")
+            where = f"WHERE state IN ({','.join('?' * len(states))})"
+            args += states
+        sql = f"SELECT {_COLUMNS} FROM jobs {where} ORDER BY id DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(int(limit))
+        with self._read() as db:
+            return _rows_to_jobs(db, db.execute(sql, args).fetchall())
+
+    def counts(self) -> dict[str, int]:
+        """How many jobs are in each state."""
+        with self._read() as db:
+            found = dict(db.execute("SELECT state, count(*) FROM jobs GROUP BY state").fetchall())
+        return {s: found.get(s, 0) for s in STATES}
+
+    def pending(self, slots: Iterable[str] = SLOT_KINDS, types: Iterable[str] | None = None, only: Iterable[int] | None = None) -> int:
+        """How many queued jobs wait for one of `slots` (runnable now or later)."""
+        where, args = _slot_filter(slots, types, only)
+        with self._read() as db:
+            return db.execute(f"SELECT count(*) FROM jobs WHERE state='queued' AND {where}", args).fetchone()[0]
+
+    def wait(self, ids: Iterable[int | str], timeout: float | None = None, poll: float = 0.1) -> list[Job]:
+        """Block until every job named is finished; returns them. QueueError
+        if `timeout` seconds pass first."""
+        ids = [_parse_id(i) for i in ids]
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            jobs = [self.get(i) for i in ids]
+            if all(j.finished for j in jobs):
+                return jobs
+            if deadline is not None and time.monotonic() >= deadline:
+                waiting = ", ".join(str(j.id) for j in jobs if not j.finished)
+                raise QueueError(f"timed out after {timeout:g} s waiting for job(s) {waiting}",
+                                 hint="`lattice queue ls` shows what they are doing; is a worker running?")
+            time.sleep(poll)
+
+    def eta(self, job: Job) -> float | None:
+        """Seconds until `job` should finish, from the run times of earlier jobs
+        with its estimate key (and its progress, when running). For a queued job
+        this is its own run time, not the wait before it starts. None: no idea."""
+        if job.finished:
+            return 0.0
+        mean = None
+        if job.estimate_key:
+            with self._read() as db:
+                row = db.execute("SELECT seconds FROM estimates WHERE key=?", (job.estimate_key,)).fetchone()
+            mean = row[0] if row else None
+        if job.state == "queued":
+            return mean
+        elapsed = time.time() - (job.started_at or time.time())
+        if 0.05 <= job.progress < 1:
+            by_progress = elapsed / job.progress * (1 - job.progress)
+            return by_progress if mean is None else (by_progress + max(0.0, mean - elapsed)) / 2
+        return None if mean is None else max(0.0, mean - elapsed)
+
+    def check(self) -> list[str]:
+        """Problems PRAGMA integrity_check finds (empty: healthy), for fsck."""
+        try:
+            with self._read() as db:
+                rows = [r[0] for r in db.execute("PRAGMA integrity_check")]
+        except RepositoryCorrupt as e:
+            return [e.message]
+        return [] if rows == ["ok"] else [f"{self.path}: {r}" for r in rows]

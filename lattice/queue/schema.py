@@ -1,0 +1,188 @@
+"""What the queue stores: job types, priorities and states, the SQLite schema,
+the `Job` record and how a database row becomes one, and the small parsers
+that check what callers hand in (ids, per-type settings, slot filters)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from dataclasses import asdict, dataclass
+from typing import Any, Iterable, Mapping
+
+from lattice.errors import InvalidInput, QueueError
+
+JOB_TYPES = ("image", "video", "audio", "derive", "analysis", "composition", "preview", "export", "gc")
+PRIORITIES = ("urgent", "high", "normal", "low", "batch")  # stored as their index: 0 runs first
+STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+ACTIVE = ("queued", "running")
+FINISHED = ("succeeded", "failed", "cancelled")
+SLOT_KINDS = ("cpu", "gpu")
+
+# (retries after the first attempt, timeout in seconds); `[queue.types.<type>]`
+# in the repository config overrides either.
+TYPE_DEFAULTS: dict[str, tuple[int, float | None]] = {
+    "image": (3, 300.0),
+    "video": (2, 1800.0),
+    "audio": (3, 600.0),
+    "derive": (2, 600.0),
+    "analysis": (3, 120.0),
+    "composition": (2, 1800.0),
+    "preview": (1, 60.0),
+    "export": (2, 3600.0),
+    "gc": (0, 3600.0),  # gc is idempotent but heavy: a failure wants a human
+}
+
+RECLAIM_EVERY = 1.0  # seconds between looks for expired leases while jobs keep coming
+STDERR_TAIL = 4000  # characters of a failed job's stderr kept in the db
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- AUTOINCREMENT: ids are never reused after `clear`
+    type TEXT NOT NULL,
+    priority INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    key TEXT,
+    slot TEXT NOT NULL,
+    user TEXT NOT NULL,
+    host TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    max_retries INTEGER NOT NULL,
+    timeout REAL,
+    queued_at REAL NOT NULL,
+    started_at REAL,
+    finished_at REAL,
+    next_try REAL NOT NULL,
+    error TEXT,
+    stderr_tail TEXT,
+    result TEXT,
+    progress REAL NOT NULL DEFAULT 0,
+    stage TEXT,
+    worker TEXT,
+    lease_until REAL,
+    estimate_key TEXT,
+    blocked_by INTEGER  -- the dependency whose failure failed this job, so `retry` revives both
+);
+CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (state, priority, id);
+CREATE INDEX IF NOT EXISTS jobs_state_id ON jobs (state, id);
+CREATE INDEX IF NOT EXISTS jobs_key ON jobs (key) WHERE key IS NOT NULL;
+CREATE INDEX IF NOT EXISTS jobs_blocked_by ON jobs (blocked_by) WHERE blocked_by IS NOT NULL;
+CREATE TABLE IF NOT EXISTS deps (
+    job INTEGER NOT NULL,
+    dep INTEGER NOT NULL,
+    PRIMARY KEY (job, dep)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS deps_dep ON deps (dep);
+CREATE TABLE IF NOT EXISTS estimates (
+    key TEXT PRIMARY KEY,
+    seconds REAL NOT NULL,  -- moving average of successful run times
+    samples INTEGER NOT NULL
+);
+"""
+
+_COLUMNS = (
+    "id, type, priority, state, payload, key, slot, user, host, attempts, max_retries, timeout, "
+    "queued_at, started_at, finished_at, next_try, error, stderr_tail, result, progress, stage, "
+    "worker, lease_until, estimate_key, blocked_by"
+)
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    type: str
+    priority: str
+    state: str
+    payload: Any
+    key: str | None
+    slot: str
+    user: str
+    host: str
+    attempts: int
+    max_retries: int
+    timeout: float | None
+    queued_at: float
+    started_at: float | None
+    finished_at: float | None
+    next_try: float
+    error: str | None
+    stderr_tail: str | None
+    result: Any
+    progress: float
+    stage: str | None
+    worker: str | None
+    lease_until: float | None
+    estimate_key: str | None
+    blocked_by: int | None
+    deps: tuple[int, ...] = ()
+
+    @property
+    def finished(self) -> bool:
+        return self.state in FINISHED
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"deps": list(self.deps)}
+
+
+def _type_settings(types: Mapping[str, Any] | None) -> dict[str, tuple[int, float | None]]:
+    """Per-type (retries, timeout), with the config's `[queue.types.<type>]` applied."""
+    settings = dict(TYPE_DEFAULTS)
+    for name, table in (types or {}).items():
+        where = f"[queue.types.{name}]"
+        if name not in JOB_TYPES:
+            raise InvalidInput(f"{where} names no job type", hint=f"job types are: {', '.join(JOB_TYPES)}")
+        if not isinstance(table, Mapping) or set(table) - {"retries", "timeout"}:
+            raise InvalidInput(f"{where} may set only `retries` and `timeout`")
+        retries, timeout = settings[name]
+        retries = table.get("retries", retries)
+        timeout = table.get("timeout", timeout)
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise InvalidInput(f"{where} retries must be a whole number >= 0, got {retries!r}")
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout < 0):
+            raise InvalidInput(f"{where} timeout must be a number of seconds (0: none), got {timeout!r}")
+        settings[name] = (retries, float(timeout) if timeout else None)
+    return settings
+
+
+def _rows_to_jobs(db: sqlite3.Connection, rows: list[tuple]) -> list[Job]:
+    if not rows:
+        return []
+    ids = [r[0] for r in rows]
+    deps: dict[int, list[int]] = {}
+    for chunk in range(0, len(ids), 500):  # SQLite's variable limit
+        part = ids[chunk : chunk + 500]
+        marks = ",".join("?" * len(part))
+        for job, dep in db.execute(f"SELECT job, dep FROM deps WHERE job IN ({marks}) ORDER BY dep", part):
+            deps.setdefault(job, []).append(dep)
+    jobs = []
+    for r in rows:
+        r = list(r)
+        r[2] = PRIORITIES[r[2]]
+        r[4] = json.loads(r[4])
+        r[18] = json.loads(r[18]) if r[18] is not None else None
+        jobs.append(Job(*r, deps=tuple(deps.get(r[0], ()))))
+    return jobs
+
+
+def _parse_id(job_id: int | str) -> int:
+    if isinstance(job_id, int) and not isinstance(job_id, bool):
+        return job_id
+    text = str(job_id).strip().lstrip("#")
+    if not text.isdigit():
+        raise QueueError(f"job ids are numbers, got {job_id!r}", hint="`lattice queue ls` lists the jobs")
+    return int(text)
+
+
+def _slot_filter(slots: Iterable[str], types: Iterable[str] | None, only: Iterable[int] | None = None) -> tuple[str, list]:
+    slots = sorted(set(slots))
+    where, args = f"slot IN ({','.join('?' * len(slots))})", list(slots)
+    if types is not None:
+        types = sorted(set(types))
+        where += f" AND type IN ({','.join('?' * len(types))})"
+        args += types
+    if only is not None:
+        ids = sorted({int(i) for i in only})
+        where += f" AND id IN ({','.join('?' * len(ids)) or 'NULL'})"
+        args += ids
+    return where, args
