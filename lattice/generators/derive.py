@@ -12,7 +12,7 @@ from pathlib import Path
 from lattice.errors import InvalidInput
 from lattice.generators.base import Generator, Param, RunContext
 from lattice.generators.encode import (
-    AUDIO_EXTS, IMAGE_EXTS, SWS_FLAGS, VIDEO_EXTS, complex_graph, copy_video_args, kind_of, output_args, require_output, vf,
+    AUDIO_EXTS, IMAGE_EXTS, SWS_FLAGS, VIDEO_EXTS, complex_graph, copy_video_args, kind_of, output_args, run_into_output, vf,
 )
 
 _CODEC_NAME = re.compile(r"^[A-Za-z0-9_.-]{0,40}$")
@@ -36,12 +36,7 @@ class Derivation(Generator):
         return p, ext, [probe(path) for path in ctx.inputs]
 
     def ffmpeg(self, ctx: RunContext, args: list[str], duration: float | None) -> None:
-        from lattice.ffmpeg import run_ffmpeg
-
-        run_ffmpeg(args, progress=ctx.progress, duration=duration, timeout=ctx.timeout,
-                   on_process=ctx.on_process, stage=self.stage)
-        require_output(ctx.output)
-        ctx.progress(1.0, "finalizing")
+        run_into_output(ctx, args, duration, self.stage)
 
 
 def _inp(path: Path) -> list[str]:

@@ -118,3 +118,14 @@ def require_output(path) -> None:
     if not os.path.isfile(path) or os.path.getsize(path) == 0:
         raise GeneratorFailed("ffmpeg finished but wrote no output",
                               hint="the input may hold fewer frames or less sound than asked for")
+
+
+def run_into_output(ctx, args: list[str], duration: float | None, stage: str) -> None:
+    """The ffmpeg step every built-in generator ends with: run `args`
+    (writing ctx.output), insist on a non-empty output, report the end."""
+    from lattice.ffmpeg import run_ffmpeg
+
+    run_ffmpeg(args, progress=ctx.progress, duration=duration, timeout=ctx.timeout,
+               on_process=ctx.on_process, stage=stage)
+    require_output(ctx.output)
+    ctx.progress(1.0, "finalizing")

@@ -14,7 +14,7 @@ from typing import Any
 
 from lattice.errors import InvalidInput
 from lattice.generators.base import Generator, Param, RunContext
-from lattice.generators.encode import AUDIO_EXTS, IMAGE_EXTS, VIDEO_EXTS, output_args, require_output, vf
+from lattice.generators.encode import AUDIO_EXTS, IMAGE_EXTS, VIDEO_EXTS, output_args, run_into_output, vf
 
 SEED_SPACE = 2**32  # lavfi seeds run 0..UINT32_MAX; -1 would mean "random"
 
@@ -75,17 +75,13 @@ class VideoSource(Generator):
         return lavfi(self.filter_name, opts)
 
     def run(self, ctx: RunContext) -> None:
-        from lattice.ffmpeg import file_url, run_ffmpeg
+        from lattice.ffmpeg import file_url
 
         p, ext = _prepare(self, ctx)
         ctx.progress(0.0, "preparing")
         args = ["-t", f"{p['duration']:.6f}", "-f", "lavfi", "-i", self.source(p, ctx.seed % SEED_SPACE),
                 *vf(ext, []), *output_args(ext), file_url(ctx.output)]
-        still = ext in IMAGE_EXTS
-        run_ffmpeg(args, progress=ctx.progress, duration=None if still else p["duration"],
-                   timeout=ctx.timeout, on_process=ctx.on_process, stage="generating")
-        require_output(ctx.output)
-        ctx.progress(1.0, "finalizing")
+        run_into_output(ctx, args, None if ext in IMAGE_EXTS else p["duration"], "generating")
 
 
 class Mandelbrot(VideoSource):
@@ -217,17 +213,14 @@ class AudioSource(Generator):
         return {}
 
     def run(self, ctx: RunContext) -> None:
-        from lattice.ffmpeg import file_url, run_ffmpeg
+        from lattice.ffmpeg import file_url
 
         p, ext = _prepare(self, ctx)
         ctx.progress(0.0, "preparing")
         src = lavfi(self.filter_name, {"r": num(p["sample_rate"]), "d": f"{p['duration']:.6f}",
                                        **self.options(p, ctx.seed % SEED_SPACE)})
         args = ["-f", "lavfi", "-i", src, *output_args(ext), file_url(ctx.output)]
-        run_ffmpeg(args, progress=ctx.progress, duration=p["duration"], timeout=ctx.timeout,
-                   on_process=ctx.on_process, stage="generating")
-        require_output(ctx.output)
-        ctx.progress(1.0, "finalizing")
+        run_into_output(ctx, args, p["duration"], "generating")
 
 
 class Sine(AudioSource):
