@@ -115,10 +115,12 @@ def add(
     from lattice.fsutil import AtomicBatch, sync_filesystem
     from lattice.media import is_compressed
 
+    tags = list(dict.fromkeys(tags))
+    if any(not t.strip() for t in tags):
+        raise InvalidInput("--tag needs a non-empty tag", hint="for example --tag plate")
     names = expand(repo, paths, cwd)
     # Few files: fsync each. Many: one syncfs for the whole batch.
     batch = len(names) >= AtomicBatch.SYNCFS_FROM
-    tags = list(dict.fromkeys(tags))
     index = repo.index
     hashed: dict[str, tuple[object, os.stat_result]] = {}
     stat_updates = []

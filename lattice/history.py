@@ -323,7 +323,7 @@ def resolve(g, ref: str):
 def check_ref_name(g, name: str, kind: str) -> str:
     import pygit2
 
-    if not name or name.startswith("-") or not pygit2.reference_is_valid_name(f"refs/{kind}/{name}"):
+    if not name or name.startswith("-") or name == "HEAD" or not pygit2.reference_is_valid_name(f"refs/{kind}/{name}"):
         raise HistoryError(f"{name!r} is not a valid {'branch' if kind == 'heads' else 'tag'} name", hint="use letters, digits, '-', '_', '.' and '/'")
     return name
 

@@ -70,7 +70,7 @@ def _line(q, job) -> str:
 @queue_app.command("ls")
 def ls(
     state: Optional[list[str]] = typer.Option(None, "--state", "-s", help="Only jobs in this state (repeatable)."),
-    limit: int = typer.Option(50, "--limit", "-n", help="Show at most this many, newest first."),
+    limit: int = typer.Option(50, "--limit", "-n", min=1, help="Show at most this many, newest first."),
     all_: bool = typer.Option(False, "--all", "-a", help="Show every job (no limit)."),
     as_json: bool = JsonOpt,
 ) -> None:
