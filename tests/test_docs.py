@@ -57,7 +57,7 @@ def test_a_page_per_command_and_sub_command(generated):
     page = files["man/lattice-queue-ls.1"]
     for section in ("NAME", "SYNOPSIS", "DESCRIPTION", "OPTIONS", "EXIT STATUS", "SEE ALSO"):
         assert f".SH {section}\n" in page
-    assert "\\fB\\-n, \\-\\-limit <int>\\fR" in page
+    assert "\\fB\\-n, \\-\\-limit <int range>\\fR" in page
     assert "\\fB130\\fR\ninterrupted (Ctrl-C)" in page
     assert "\\fBlattice\\-queue\\fR(1)" in page
 

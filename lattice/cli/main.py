@@ -77,9 +77,14 @@ app.add_typer(queue_app)
 def worker(
     slots: Optional[int] = typer.Option(None, "--slots", help="CPU slots (default: one per core); one GPU slot per GPU found."),
     once: bool = typer.Option(False, "--once", help="Exit when no runnable job is left."),
+    json: bool = typer.Option(False, "--json", help="Print the counts of what ran as JSON at the end."),
 ) -> None:
     """Run queued jobs until stopped. First Ctrl-C: finish running jobs; second: hand them back."""
-    worker_command(slots=slots, once=once)
+    stats = worker_command(slots=slots, once=once)
+    if json:
+        from lattice.cli.common import emit_json
+
+        emit_json(stats)
 
 
 def _route_library_warnings() -> None:

@@ -16,6 +16,7 @@ JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
 def init(
     directory: Optional[Path] = typer.Argument(None, help="Project folder (default: the current one)."),
     gitignore: bool = typer.Option(False, "--gitignore", help="Inside a git working tree, add the lines that keep the media store out of git to .gitignore."),
+    json: bool = JSON,
 ) -> None:
     """Create a `.lattice/` repository in DIR (or here).
 
@@ -31,14 +32,18 @@ def init(
         repo = Repository(root)  # already a repository: just add the lines
     else:
         repo = Repository.init(root)
-        echo(f"Initialized empty lattice repository in {repo.dir}")
+        if not json:
+            echo(f"Initialized empty lattice repository in {repo.dir}")
     top = git_worktree(repo.root)
+    added = write_gitignore(top) if gitignore and top is not None else []
+    if json:
+        emit_json({"repository": str(repo.dir), "git_worktree": str(top) if top else None, "gitignore_added": added})
+        return
     if top is None:
         if gitignore:
             echo("not inside a git working tree: no .gitignore written", err=True)
         return
     if gitignore:
-        added = write_gitignore(top)
         echo(f"added {len(added)} line(s) to {top / '.gitignore'}" if added else ".gitignore already has the lattice lines")
     else:
         echo("This project is under git. Keep the media store out of it with these .gitignore lines (`lattice init --gitignore` writes them):")
@@ -193,6 +198,7 @@ def cat(
 def checkout(
     paths: List[str] = typer.Argument(..., help="Assets to restore in the working tree."),
     no_regen: bool = NO_REGEN,
+    json: bool = JSON,
 ) -> None:
     """Re-materialize the recorded current version of assets into the working tree,
     discarding working-file edits. Outputs evicted by gc are re-made through the queue first."""
@@ -200,7 +206,11 @@ def checkout(
     from lattice.worktree import checkout as do_checkout
 
     repo = repo_from_ctx()
-    for name in do_checkout(repo, [name_for(repo.root, p, cwd()) for p in paths], regen=not no_regen, notify=lambda m: echo(m, err=True)):
+    done = do_checkout(repo, [name_for(repo.root, p, cwd()) for p in paths], regen=not no_regen, notify=lambda m: echo(m, err=True))
+    if json:
+        emit_json([{"path": name} for name in done])
+        return
+    for name in done:
         echo(f"checked out {name}")
 
 
