@@ -49,7 +49,7 @@ def fsck(repo: Repository, repair: bool = False) -> Report:
             try:
                 records[name] = decode(path.read_bytes(), path)
             except LatticeError as e:
-                p = Problem("manifest", str(path), e.message)
+                p = Problem("manifest", str(path), e.message.removeprefix(f"{path}: "))
                 if repair:
                     restored = _restore_manifest(repo, name, path)
                     if restored is not None:
@@ -89,7 +89,10 @@ def fsck(repo: Repository, repair: bool = False) -> Report:
         problems.extend(index_problems)
 
         cutoff = time.time() - TEMP_GRACE_S
-        for tmp in repo.objects.stray_temps():
+        # Scratch outputs of generators whose worker was killed; key-*.lock
+        # files are never removed (see lattice.render.produce).
+        scratch = sorted(p for p in (repo.dir / "tmp").glob("*") if p.is_file() and not p.name.startswith("key-"))
+        for tmp in [*repo.objects.stray_temps(), *scratch]:
             if tmp.stat().st_mtime < cutoff:
                 p = Problem("temp", str(tmp), "stray temporary file from an interrupted write")
                 if repair:
@@ -97,11 +100,53 @@ def fsck(repo: Repository, repair: bool = False) -> Report:
                     p.repaired = "removed"
                 problems.append(p)
 
+        problems.extend(_compare_with_history(repo, records, repair))
+
     # Never let history commit a manifest file that is still damaged.
     manifests_sound = all(p.repaired for p in problems if p.kind == "manifest")
     for extra in _extra_checks(repo, repair and manifests_sound):
         problems.extend(extra)
     return report
+
+
+def _compare_with_history(repo: Repository, records: dict, repair: bool) -> list[Problem]:
+    """Versions are only ever appended, and assets never deleted: a manifest
+    file with fewer versions than history HEAD, or gone, is damage (a file
+    cut at a line boundary still parses), never a change to commit."""
+    from lattice import history
+    from lattice.manifest import decode
+
+    try:
+        g = history.open_git(repo, create=False)
+        head = history.head_commit(g)
+        recorded = history.manifest_blobs(g, head.tree) if head is not None else {}
+    except Exception:
+        return []  # history's own checks report an unreadable history
+    problems = []
+    for name in history.drift(repo, g, recorded):
+        if name not in recorded:
+            continue  # new since the last commit: history catches up
+        path = repo.manifest.file_of(name)
+        try:
+            committed = len(decode(g[recorded[name]].data, path).versions)
+        except Exception:
+            continue
+        have = len(records[name].versions) if name in records else None
+        if have is not None and have >= committed:
+            continue
+        what = "is missing" if have is None and not path.exists() else f"holds {have} version(s), history HEAD has {committed}"
+        if have is None and path.exists():
+            continue  # unparseable: reported above
+        p = Problem("manifest", str(path), f"{what}: truncated or deleted")
+        if repair:
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(b"")  # something to move aside
+            restored = _restore_manifest(repo, name, path)
+            if restored is not None:
+                records[name], p.repaired = restored
+        problems.append(p)
+    return problems
 
 
 def _restore_manifest(repo: Repository, name: str, path):

@@ -371,10 +371,22 @@ def _fix_head(repo: Repository) -> bool:
         text = ""
     if text.startswith("ref: refs/heads/") and (git_dir(repo) / text[5:].strip()).exists():
         return False
-    names = sorted(p.name for p in heads.iterdir()) if heads.is_dir() else []
+    names = sorted(p.name for p in heads.iterdir() if p.is_file()) if heads.is_dir() else []
     if not names:
         return False
-    branch = DEFAULT_BRANCH if DEFAULT_BRANCH in names else names[0]
+    # The branch that was checked out is the one whose tip matches the
+    # manifest on disk best (ties: the default branch).
+    atomic_write(head, f"ref: refs/heads/{names[0]}\n".encode())
+    try:
+        g = open_git(repo, create=False)
+
+        def distance(branch: str) -> tuple[int, bool]:
+            tip = g.lookup_reference(f"refs/heads/{branch}").peel()
+            return len(drift(repo, g, manifest_blobs(g, tip.tree))), branch != DEFAULT_BRANCH
+
+        branch = min(names, key=distance)
+    except Exception:
+        branch = DEFAULT_BRANCH if DEFAULT_BRANCH in names else names[0]
     atomic_write(head, f"ref: refs/heads/{branch}\n".encode())
     return True
 

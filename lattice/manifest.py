@@ -131,6 +131,8 @@ class Manifest:
     def read_raw(self, name: str) -> tuple[AssetRecord | None, bytes | None]:
         """The record and the text it was parsed from (for cheap appends)."""
         path = self.file_of(name)
+        if path.is_symlink():  # a clone may carry one pointing anywhere
+            raise RepositoryCorrupt(f"{path} is a symbolic link; manifest files never are", hint="replace it with the file from history (`lattice fsck --repair`)")
         try:
             data = path.read_bytes()
         except FileNotFoundError:

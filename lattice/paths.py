@@ -15,6 +15,8 @@ from pathlib import Path, PurePosixPath
 from lattice.errors import UnsafePath
 
 RESERVED = (".lattice", ".git")
+# File systems allow 255 bytes per name; the manifest adds ".toml".
+MAX_COMPONENT = 250
 
 
 def check_name(name: str) -> str:
@@ -29,6 +31,10 @@ def check_name(name: str) -> str:
         raise UnsafePath(f"asset name {name!r} contains an empty, '.' or '..' component")
     if parts[0] in RESERVED:
         raise UnsafePath(f"asset name {name!r} is inside {parts[0]}/, which lattice never tracks")
+    if any(part.startswith(".") for part in parts):
+        raise UnsafePath(f"asset name {name!r} has a hidden (dot) component; lattice does not track hidden files", hint="rename it without the leading dot")
+    if any(len(part.encode()) > MAX_COMPONENT for part in parts):
+        raise UnsafePath(f"asset name {name[:60]!r}… has a component longer than {MAX_COMPONENT} bytes", hint="use a shorter file or folder name")
     return name
 
 

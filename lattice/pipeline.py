@@ -64,14 +64,16 @@ def gen_step(
     if record is None:
         _refuse_untracked_file(repo, name)
     change = "initial" if record is None else "modified"
-    note = f"gen {name}: {model} seed {recipe.seed}"
-    return Step(name, "generate", recipe, change=change, note=note, generator=gen.id, kind=kind_of_extension(extension(name)))
+    base = len(record.versions) if record else 0
+    note = f"gen {name} v{base + 1}: {model} seed {recipe.seed}"
+    return Step(name, "generate", recipe, change=change, note=note, generator=gen.id, kind=kind_of_extension(extension(name)), base=base)
 
 
 def _refuse_untracked_file(repo: Repository, name: str) -> None:
     from lattice.paths import check_creatable
 
     check_creatable(repo.root, name)
+    repo.check_not_under_asset(name)
     if os.path.lexists(repo.working_path(name)):
         raise InvalidInput(
             f"{name} already exists and is not tracked; generating would overwrite it",
@@ -130,7 +132,7 @@ def regen_step(
     only_seed = all(w.startswith("seed ") for w in what)
     change = "regenerated" if only_seed else "modified"
     note = f"regen {name} v{len(record.versions) + 1}: " + (", ".join(what) or "same recipe")
-    return Step(name, "generate", new, change=change, note=note, generator=gen.id, kind=record.kind)
+    return Step(name, "generate", new, change=change, note=note, generator=gen.id, kind=record.kind, base=len(record.versions))
 
 
 def cascade(repo: Repository, changed: list[Step]) -> list[Step]:

@@ -42,13 +42,14 @@ class Step:
     deps: list[str] = field(default_factory=list)  # names of steps that must finish first
     generator: str = ""
     kind: str = ""
+    base: int = -1  # for generate: the version count it was planned on (-1: any)
 
 
 @dataclass
 class Outcome:
     name: str
     action: str
-    status: str  # rendered, cached, materialized, failed, skipped
+    status: str  # rendered, cached, unchanged, materialized, superseded, failed, skipped
     version: int | None = None
     object: str | None = None
     error: str = ""
@@ -299,6 +300,12 @@ def run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outcom
         recipe = step.recipe
         if recipe.inputs:  # inputs may have been re-made by earlier steps of the same plan
             recipe = _with_inputs(repo, recipe)
+        record = repo.manifest.read(name)
+        now = len(record.versions) if record else 0
+        if step.base >= 0 and now != step.base:
+            # Planned on another state of the asset (e.g. a job left behind by a
+            # killed command, run after a newer gen): never stack it on top.
+            return Outcome(name, step.action, "superseded", now or None, error=f"{name} changed (v{step.base} → v{now}) since this job was queued; nothing recorded")
         oid, cached = produce(repo, recipe, ext, hooks)
         record = repo.manifest.read(name)
         if record is not None and record.current.object == oid and record.current.recipe == recipe:

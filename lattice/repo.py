@@ -187,6 +187,13 @@ class Repository:
             for name in changed:
                 try:
                     record = self.manifest.read(name)
+                    row = index.get(name)
+                    if record is not None and row is not None and len(record.versions) < row.versions:
+                        # Versions are only ever appended: fewer means a cut file.
+                        raise RepositoryCorrupt(
+                            f"{self.manifest.file_of(name)}: holds {len(record.versions)} version(s), but v{row.versions} was recorded: truncated?",
+                            hint="`lattice fsck --repair` restores it from history",
+                        )
                 except RepositoryCorrupt as e:
                     # Keep the last good entry; commands that trust the
                     # manifest refuse (check_manifest), fsck explains.
@@ -247,6 +254,17 @@ class Repository:
         if record is None:
             raise UnknownAsset(f"no asset named {name!r}{closest(name, self.index.names())}")
         return record
+
+    def check_not_under_asset(self, name: str) -> None:
+        """Refuse `sky.png/x.png` while `sky.png` is an asset: a name cannot be
+        both a file and a folder."""
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            prefix = "/".join(parts[:i])
+            if self.index.get(prefix) is not None:
+                from lattice.errors import UnsafePath
+
+                raise UnsafePath(f"{name}: {prefix} is an asset (a file), so nothing can be tracked under it", hint=f"rename the folder, or `lattice checkout {prefix}` to bring the file back")
 
     def working_path(self, name: str) -> Path:
         from lattice.paths import confine

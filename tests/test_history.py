@@ -460,3 +460,55 @@ def test_switch_keeps_a_hand_edit_of_the_config_on_its_branch(tmp_repo):
     assert "tuned on main" not in cfg.read_text()
     assert run_cli("switch", "main", cwd=repo.root).code == 0
     assert "tuned on main" in cfg.read_text()
+
+
+def test_manifest_cut_at_a_line_boundary_is_damage_not_a_change(tmp_repo):
+    from conftest import run_cli
+
+    repo = tmp_repo.gen({"a.txt": "one"})
+    run_cli("add", "a.txt", cwd=repo.root)
+    for text in ("two", "three"):
+        (repo.root / "a.txt").write_text(text)
+        run_cli("add", "a.txt", cwd=repo.root)
+    mf = repo.manifest.file_of("a.txt")
+    good = mf.read_bytes()
+    cut = good[: good.index(b"\n[[versions]]", good.index(b"[[versions]]") + 1) + 1]  # v1 only, still valid TOML
+    mf.write_bytes(cut)
+    r = run_cli("status", cwd=repo.root)
+    assert r.code == 5 and "truncated" in r.err
+    r = run_cli("fsck", cwd=repo.root)
+    assert r.code == 1 and "history HEAD has 3" in r.out
+    r = run_cli("fsck", "--repair", cwd=repo.root)
+    assert r.code == 0, r.out
+    assert mf.read_bytes() == good
+    assert [v["number"] for v in run_cli("show", "a.txt", "--json", cwd=repo.root).json["versions"]] == [1, 2, 3]
+
+
+def test_deleted_manifest_file_is_restored_by_repair(tmp_repo):
+    from conftest import run_cli
+
+    repo = tmp_repo.gen({"a.txt": "one", "b.txt": "two"})
+    run_cli("add", ".", cwd=repo.root)
+    mf = repo.manifest.file_of("b.txt")
+    good = mf.read_bytes()
+    mf.unlink()
+    assert run_cli("fsck", cwd=repo.root).code == 1
+    assert run_cli("fsck", "--repair", cwd=repo.root).code == 0
+    assert mf.read_bytes() == good
+    assert [e["path"] for e in run_cli("ls", "--json", cwd=repo.root).json] == ["a.txt", "b.txt"]
+
+
+def test_garbled_head_is_reattached_to_the_branch_in_use(tmp_repo):
+    from conftest import run_cli
+
+    repo = tmp_repo.gen({"a.txt": "one"})
+    run_cli("add", "a.txt", cwd=repo.root)
+    run_cli("branch", "feat", cwd=repo.root)
+    run_cli("switch", "feat", cwd=repo.root)
+    (repo.root / "a.txt").write_text("feat")
+    run_cli("add", "a.txt", cwd=repo.root)
+    main_log = run_cli("log", "--json", cwd=repo.root).json
+    (repo.dir / "history.git" / "HEAD").write_text("x\n")
+    assert run_cli("fsck", "--repair", cwd=repo.root).code == 0
+    assert (repo.dir / "history.git" / "HEAD").read_text().strip() == "ref: refs/heads/feat"
+    assert run_cli("log", "--json", cwd=repo.root).json == main_log

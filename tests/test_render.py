@@ -390,3 +390,17 @@ def test_dead_local_worker_is_reclaimed_without_waiting_for_its_lease(tmp_repo, 
     w.wait()
     run_proc("worker", "--once", "--slots", "1", cwd=tmp_repo.root, check=True)
     assert len(tmp_repo.record("slow.txt").versions) == 1 and len(run_log()) == 2
+
+
+def test_a_job_planned_on_an_older_state_is_superseded_not_stacked(tmp_repo):
+    from conftest import run_proc
+
+    r = run_cli("gen", "a.txt", "--model", "test.text", "--seed", "1", "--detach", cwd=tmp_repo.root)
+    assert r.code == 0
+    gen(tmp_repo, "a.txt", "--model", "test.text", "--seed", "2")  # the user's newer gen runs first
+    w = run_proc("worker", "--once", "--json", cwd=tmp_repo.root, check=True)
+    rec = tmp_repo.record("a.txt")
+    assert len(rec.versions) == 1 and rec.current.recipe.seed == 2
+    job = [j for j in run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json if j["id"] == 1][0]
+    assert job["state"] == "succeeded" and job["result"]["status"] == "superseded"
+    assert w.returncode == 0

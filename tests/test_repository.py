@@ -387,20 +387,22 @@ def test_damaged_index_is_one_error_line_with_the_repair(tmp_repo):
     assert run_proc("ls", cwd=repo.root).returncode == 0
 
 
-def test_index_follows_manifest_changed_behind_its_back(tmp_repo):
+def test_index_follows_manifest_changed_behind_its_back(tmp_repo, tmp_path):
     """A git pull (or a crash between the manifest and index writes) changes
     manifest files the index has not seen: the next command re-indexes them."""
     repo = tmp_repo.gen({"a.txt": "one", "b.txt": "two"})
     add(repo, ["."], cwd=repo.root)
-    mf_a = repo.manifest.file_of("a.txt")
-    saved = mf_a.read_bytes()
-    (repo.root / "a.txt").write_text("three")
-    add(repo, ["a.txt"], cwd=repo.root)
-    # "git checkout" an older manifest of a.txt and delete b.txt's.
-    mf_a.write_bytes(saved)
+    # A teammate's copy of the project, one version ahead on a.txt.
+    other = Repository.init(tmp_path / "other")
+    (other.root / "a.txt").write_text("one")
+    add(other, ["a.txt"], cwd=other.root)
+    (other.root / "a.txt").write_text("three")
+    add(other, ["a.txt"], cwd=other.root)
+    # "git pull": their manifest of a.txt arrives, b.txt's is deleted.
+    repo.manifest.file_of("a.txt").write_bytes(other.manifest.file_of("a.txt").read_bytes())
     os.unlink(repo.manifest.file_of("b.txt"))
     fresh = Repository.find(repo.root)
-    assert [(r.path, r.versions) for r in fresh.index.rows()] == [("a.txt", 1)]
+    assert [(r.path, r.versions) for r in fresh.index.rows()] == [("a.txt", 2)]
     # A zero-byte index is rebuilt the same way.
     fresh.index.close()
     repo.index.close()
@@ -421,3 +423,23 @@ def test_damaged_manifest_stops_status_and_render_check(tmp_repo):
     for args in (("status",), ("render", "--check"), ("ls",)):
         r = run_cli(*args, cwd=repo.root)
         assert r.code == 5 and "a.txt.toml" in r.err, (args, r.err)
+
+
+def test_nothing_is_tracked_under_a_file_asset(tmp_repo):
+    repo = tmp_repo.gen({"sky.png": b"img"})
+    add(repo, ["sky.png"], cwd=repo.root)
+    os.unlink(repo.root / "sky.png")
+    (repo.root / "sky.png").mkdir()
+    (repo.root / "sky.png" / "inner.png").write_bytes(b"x")
+    r = run_cli("add", "sky.png", cwd=repo.root)
+    assert r.code == 4 and "is an asset" in r.err
+    r = run_cli("gen", "sky.png/x.txt", "--model", "test.text", cwd=repo.root)
+    assert r.code == 4
+
+
+def test_hidden_and_overlong_names_are_refused(tmp_repo):
+    repo = tmp_repo.gen({".hidden.png": b"x"})
+    assert run_cli("add", ".hidden.png", cwd=repo.root).code == 4
+    r = run_cli("gen", "x" * 300 + ".txt", "--model", "test.text", cwd=repo.root)
+    assert r.code == 4 and "longer than" in r.err
+    assert repo.index.count() == 0

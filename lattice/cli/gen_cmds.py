@@ -59,7 +59,7 @@ def _summary(results) -> None:
     counts: dict[str, int] = {}
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1
-        if r.status in ("failed", "skipped"):
+        if r.status in ("failed", "skipped", "superseded"):
             first, _, rest = (r.error or r.status).partition("\n")
             echo(f"{r.status}: {r.name}: {first}", err=True)
             for line in rest.strip().splitlines()[-8:]:
