@@ -404,3 +404,29 @@ def test_a_job_planned_on_an_older_state_is_superseded_not_stacked(tmp_repo):
     job = [j for j in run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json if j["id"] == 1][0]
     assert job["state"] == "succeeded" and job["result"]["status"] == "superseded"
     assert w.returncode == 0
+
+
+def test_ctrl_c_kills_the_generators_child_process(tmp_repo, run_log):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    p = subprocess.Popen([sys.executable, "-m", "lattice", "gen", "h.txt", "--model", "test.hang"],
+                         cwd=tmp_repo.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not any(line.startswith("child ") for line in run_log()):
+        time.sleep(0.05)
+    child = int([line for line in run_log() if line.startswith("child ")][0].split()[1])
+    p.send_signal(signal.SIGINT)
+    p.communicate(timeout=60)
+    assert p.returncode == 130
+    for _ in range(50):  # the kill is immediate; reaping may lag a moment
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"generator child {child} survived Ctrl-C")
+    assert [p.name for p in (tmp_repo.dir / "tmp").iterdir() if not p.name.startswith("key-")] == []

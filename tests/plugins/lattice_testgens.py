@@ -97,6 +97,10 @@ class Hang(Generator):
         _log(self.id, ctx)
         proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"], start_new_session=True)
         ctx.on_process(proc)
+        log = os.environ.get("LATTICE_TEST_LOG")
+        if log:
+            with open(log, "a") as f:
+                f.write(f"child {proc.pid}\n")
         try:
             proc.wait(timeout=ctx.timeout)
         except subprocess.TimeoutExpired:
