@@ -154,7 +154,7 @@ def load_catalog(repo: Repository) -> Catalog:
 
 
 def _working_state(repo: Repository, db: sqlite3.Connection) -> tuple[dict[str, AssetFacts], int]:
-    from lattice.manifest import SUFFIX, decode
+    from lattice.manifest import SUFFIX
 
     cached = {n: (s, d) for n, s, d in db.execute("SELECT name, stamp, data FROM wtfacts")}
     out: dict[str, AssetFacts] = {}
@@ -173,7 +173,7 @@ def _working_state(repo: Repository, db: sqlite3.Connection) -> tuple[dict[str, 
         if hit and hit[0] == stamp:
             out[name] = _DEC.decode(hit[1])
             continue
-        facts = facts_of(decode(Path(path).read_bytes(), Path(path)))
+        facts = facts_of(repo.record(name))  # the index's decoded copy when current
         out[name] = facts
         fresh.append((name, stamp, _ENC.encode(facts)))
     if fresh or cached:

@@ -35,6 +35,7 @@ Restoring what gc evicted is its inverse, so it runs as a "gc" job too
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -81,6 +82,11 @@ _INTERMEDIATE = re.compile(r"(?:^|[/_.-])(pose|depth|mask)s?(?:[/_.-]|$)", re.I)
 def policy_class(name: str, kind: str, tags: list[str], generator: str | None) -> str:
     """Which policy an asset follows: a tag naming a class wins, then
     thumbnails by generator or name, intermediates (pose, depth, mask) by name."""
+    return _policy_class(name, kind, tuple(tags), generator)
+
+
+@functools.lru_cache(maxsize=1 << 16)  # asked once per version; the answer is per asset
+def _policy_class(name: str, kind: str, tags: tuple[str, ...], generator: str | None) -> str:
     for t in tags:
         if t in DEFAULT_POLICIES:
             return t
