@@ -116,15 +116,6 @@ class Index:
             if schema:
                 conn.executescript(SCHEMA)
         except sqlite3.DatabaseError as e:
-            import os
-
-            if not os.access(self.path.parent, os.W_OK):
-                from lattice.errors import LatticeError
-
-                raise LatticeError(
-                    f"{self.path.parent} is read-only: lattice keeps its index there",
-                    hint="run lattice where you may write (copy the project if it is on read-only media)",
-                ) from None
             raise RepositoryCorrupt(f"{self.path}: index is damaged ({e})") from None
         self._local.db = conn
         self._local.depth = 0

@@ -10,7 +10,24 @@ from pathlib import Path
 
 
 def connect(path: Path, timeout: float = 60.0, check_same_thread: bool = True) -> sqlite3.Connection:
-    """A connection in autocommit mode (transactions are explicit)."""
+    """A connection in autocommit mode (transactions are explicit). A
+    directory lattice may not write to is said so, not called damage."""
+    import os
+
+    try:
+        return _connect(Path(path), timeout, check_same_thread)
+    except sqlite3.OperationalError:
+        if not os.access(Path(path).parent, os.W_OK):
+            from lattice.errors import LatticeError
+
+            raise LatticeError(
+                f"{Path(path).parent} is read-only: lattice keeps its databases there",
+                hint="run lattice where you may write (copy the project if it is on read-only media)",
+            ) from None
+        raise
+
+
+def _connect(path: Path, timeout: float, check_same_thread: bool) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=check_same_thread)
     deadline = time.monotonic() + timeout
     delay = 0.005
