@@ -159,7 +159,7 @@ def generated_file(repo: Repository, recipe: Recipe, extension: str, hooks: Hook
     hooks = hooks or Hooks()
     gen = registry(repo).get(recipe.generator)
     if str(gen.version) != recipe.generator_version:
-        raise GeneratorFailed(
+        raise InvalidInput(  # not a failure a retry could fix
             f"the recipe was made with {gen.id} version {recipe.generator_version}, installed is {gen.version}",
             hint="`lattice regen PATH` records a new version with the installed generator",
         )

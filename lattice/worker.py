@@ -26,11 +26,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from lattice.errors import InvalidInput, LatticeError, QueueError, UsageError
+from lattice.errors import InvalidInput, LatticeError, QueueError, RepositoryCorrupt, TrustRequired, UsageError
 from lattice.queue import Job, JobQueue
 
 # Errors a retry cannot fix: the same input gives the same refusal.
-NOT_RETRYABLE = (InvalidInput, UsageError)
+# Failures a retry cannot fix: bad input, a damaged repository, an unapproved command.
+NOT_RETRYABLE = (InvalidInput, UsageError, RepositoryCorrupt, TrustRequired)
 
 
 @dataclass(frozen=True)
