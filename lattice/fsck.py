@@ -139,9 +139,6 @@ def _compare_with_history(repo: Repository, records: dict, repair: bool) -> list
             continue  # unparseable: reported above
         p = Problem("manifest", str(path), f"{what}: truncated or deleted")
         if repair:
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_bytes(b"")  # something to move aside
             restored = _restore_manifest(repo, name, path)
             if restored is not None:
                 records[name], p.repaired = restored
@@ -167,6 +164,9 @@ def _restore_manifest(repo: Repository, name: str, path):
         record = decode(data, path)
     except Exception:  # no history, damaged history, damaged copy: nothing to restore from
         return None
+    if not os.path.lexists(path):
+        atomic_write(path, data)
+        return record, "restored from history HEAD"
     aside = repo.dir / "quarantine" / f"manifest-{name.replace('/', '__')}-{int(time.time())}.toml"
     aside.parent.mkdir(parents=True, exist_ok=True)
     os.replace(path, aside)

@@ -38,7 +38,7 @@ class Finding:
 
 def check(repo: Repository) -> list[Finding]:
     """Everything that makes a commit of this project not reproducible."""
-    from lattice.render import plan, registry
+    from lattice.render import registry
     from lattice.status import status
 
     found: list[Finding] = []
@@ -50,11 +50,8 @@ def check(repo: Repository) -> list[Finding]:
             "evicted": "`lattice render`",
         }[e.state]
         found.append(Finding(e.path, e.state, fix))
-    seen = {f.path for f in found}
-    steps, _ = plan(repo)
-    for s in steps:
-        if s.name not in seen:
-            found.append(Finding(s.name, "missing", "`lattice render`"))
+    # status already covers everything `render` would do (stale, evicted,
+    # missing); one pass over the working tree is enough.
     reg = registry(repo)
     names = set(repo.index.names())
     for row in repo.index.rows():

@@ -34,7 +34,6 @@ CREATE TABLE IF NOT EXISTS assets(
     deterministic INTEGER NOT NULL DEFAULT 0,
     recipe_key TEXT,
     tags TEXT NOT NULL DEFAULT '[]',
-    manifest_mtime_ns INTEGER NOT NULL DEFAULT 0,
     wt_size INTEGER, wt_mtime_ns INTEGER, wt_ino INTEGER, wt_object TEXT
 );
 CREATE TABLE IF NOT EXISTS inputs(
@@ -70,7 +69,6 @@ class Row:
     deterministic: bool
     recipe_key: str | None
     tags: str
-    manifest_mtime_ns: int
     wt_size: int | None
     wt_mtime_ns: int | None
     wt_ino: int | None
@@ -150,7 +148,6 @@ class Index:
         tree's stat cache when the current object is unchanged."""
         import msgspec
 
-        manifest_mtime_ns = manifest_stat.st_mtime_ns if manifest_stat else 0
         cur, eff = record.current, record.effective
         recipe = cur.recipe
         old = self.get(record.path)
@@ -161,7 +158,7 @@ class Index:
                 record.path, record.kind, len(record.versions), cur.object, eff.object, cur.size,
                 record.pinned, cur.change, cur.time,
                 recipe.generator if recipe else None, int(bool(recipe and recipe.deterministic)),
-                recipe.key if recipe else None, json.dumps(record.tags), manifest_mtime_ns,
+                recipe.key if recipe else None, json.dumps(record.tags),
                 old.wt_size if keep else None, old.wt_mtime_ns if keep else None,
                 old.wt_ino if keep else None, old.wt_object if keep else None,
             ),

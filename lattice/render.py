@@ -393,8 +393,3 @@ def plan(repo: Repository, targets: list[str] | None = None) -> tuple[list[Step]
     for name in ordered:
         steps[name].deps = [p for p, _ in graph.parents.get(name, ()) if p in steps]
     return [steps[n] for n in ordered], skipped
-
-
-def needs_work(repo: Repository) -> bool:
-    steps, skipped = plan(repo)
-    return bool(steps or skipped)

@@ -24,7 +24,6 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
-from typing import Callable
 
 from lattice.errors import InvalidInput, NotARepository, RepositoryCorrupt, UnknownAsset, closest
 from lattice.manifest import AssetRecord, Manifest
@@ -102,7 +101,6 @@ class Repository:
         self._check_format()
         self.manifest = Manifest(self.dir / "manifest")
         self.damaged: list[RepositoryCorrupt] = []  # manifest files sync_index could not read
-        self._after_commit: list[Callable[["Repository", str, list[str]], None]] = []
 
     # -- finding and creating ---------------------------------------------
 
@@ -274,9 +272,6 @@ class Repository:
     def transaction(self, message: str) -> "Transaction":
         return Transaction(self, message)
 
-    def on_commit(self, hook: Callable[["Repository", str, list[str]], None]) -> None:
-        """Run `hook(repo, message, changed names)` after each committed transaction."""
-        self._after_commit.append(hook)
 
 
 class Transaction:
@@ -353,5 +348,3 @@ class Transaction:
                 index.remove(name)
         changed = sorted(set(encoded) | self._removed)
         history.finish(repo, self.message, changed)  # last: never raises, warns instead
-        for hook in repo._after_commit:
-            hook(repo, self.message, changed)

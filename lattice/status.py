@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass
-from typing import Iterable
 
 from lattice.repo import Repository
 
@@ -106,10 +105,3 @@ def differs(row, path, st: os.stat_result) -> bool:
     """The working file at `path` (stat `st`) holds something other than the
     row's current object: the stat cache first, a hash only when it disagrees."""
     return not stat_matches(row, st) and hash_file(path) != row.object
-
-
-def summarize(entries: Iterable[Entry]) -> dict[str, int]:
-    counts = {s: 0 for s in STATES}
-    for e in entries:
-        counts[e.state] += 1
-    return counts

@@ -18,6 +18,17 @@ from lattice.repo import Repository
 from lattice.status import status
 
 
+def replace_index_file(repo, data: bytes) -> None:
+    """Put `data` where the index database is (closing it first)."""
+    repo.index.close()
+    for suffix in ("-wal", "-shm"):
+        try:
+            os.unlink(str(repo.dir / "index.db") + suffix)
+        except FileNotFoundError:
+            pass
+    (repo.dir / "index.db").write_bytes(data)
+
+
 def states(repo):
     return {(e.path, e.state) for e in status(repo)}
 
@@ -339,13 +350,7 @@ def test_fsck_repair_rebuilds_damaged_index(tmp_repo):
 def test_fsck_repair_replaces_garbage_index_file(tmp_repo):
     repo = tmp_repo.gen({"a.txt": "x"})
     add(repo, ["."], cwd=repo.root)
-    repo.index.close()
-    for suffix in ("-wal", "-shm"):
-        try:
-            os.unlink(str(repo.dir / "index.db") + suffix)
-        except FileNotFoundError:
-            pass
-    (repo.dir / "index.db").write_bytes(b"garbage" * 1000)
+    replace_index_file(repo, b"garbage" * 1000)
     r = run_proc("fsck", "--repair", cwd=repo.root)
     assert r.returncode == 0, r.stdout + r.stderr
     assert json.loads(run_proc("ls", "--json", cwd=repo.root).stdout)[0]["path"] == "a.txt"
@@ -372,15 +377,10 @@ def test_tracked_path_replaced_by_directory_is_modified_not_a_traceback(tmp_repo
 def test_damaged_index_is_one_error_line_with_the_repair(tmp_repo):
     repo = tmp_repo.gen({"a.txt": "x"})
     add(repo, ["a.txt"], cwd=repo.root)
-    repo.index.close()
-    with open(repo.dir / "index.db", "r+b") as f:
-        f.seek(100)
-        f.write(b"\xff" * 4000)
-    for suffix in ("-wal", "-shm"):
-        try:
-            os.unlink(str(repo.dir / "index.db") + suffix)
-        except FileNotFoundError:
-            pass
+    repo.index.close()  # checkpoints the WAL into the file
+    data = bytearray((repo.dir / "index.db").read_bytes())
+    data[100:4100] = b"\xff" * 4000
+    replace_index_file(repo, bytes(data))
     r = run_proc("ls", cwd=repo.root)
     assert r.returncode == 5 and "Traceback" not in r.stderr and "fsck --repair" in r.stderr
     assert run_proc("fsck", "--repair", cwd=repo.root).returncode == 0
@@ -405,13 +405,7 @@ def test_index_follows_manifest_changed_behind_its_back(tmp_repo, tmp_path):
     assert [(r.path, r.versions) for r in fresh.index.rows()] == [("a.txt", 2)]
     # A zero-byte index is rebuilt the same way.
     fresh.index.close()
-    repo.index.close()
-    for suffix in ("-wal", "-shm"):
-        try:
-            os.unlink(str(repo.dir / "index.db") + suffix)
-        except FileNotFoundError:
-            pass
-    (repo.dir / "index.db").write_bytes(b"")
+    replace_index_file(repo, b"")
     assert [r.path for r in Repository.find(repo.root).index.rows()] == ["a.txt"]
 
 

@@ -119,28 +119,27 @@ def show(job_id: str = typer.Argument(..., metavar="ID"), as_json: bool = JsonOp
         typer.echo(job.stderr_tail.rstrip())
 
 
-@queue_app.command("cancel")
-def cancel(job_ids: list[str] = typer.Argument(..., metavar="ID..."), as_json: bool = JsonOpt) -> None:
-    """Cancel queued or running jobs (a running job's process is killed)."""
-    q = _open_queue()
-    jobs = q.cancel(job_ids)
+def _print_states(q, jobs, as_json: bool) -> None:
+    """What cancel and retry did: each job's state now."""
     if as_json:
         _print_json([_job_json(q, j) for j in jobs])
         return
     for job in jobs:
         typer.echo(f"job {job.id}: {job.state}")
+
+
+@queue_app.command("cancel")
+def cancel(job_ids: list[str] = typer.Argument(..., metavar="ID..."), as_json: bool = JsonOpt) -> None:
+    """Cancel queued or running jobs (a running job's process is killed)."""
+    q = _open_queue()
+    _print_states(q, q.cancel(job_ids), as_json)
 
 
 @queue_app.command("retry")
 def retry(job_ids: list[str] = typer.Argument(..., metavar="ID..."), as_json: bool = JsonOpt) -> None:
     """Queue failed or cancelled jobs again (and the jobs that failed because of them)."""
     q = _open_queue()
-    jobs = q.retry(job_ids)
-    if as_json:
-        _print_json([_job_json(q, j) for j in jobs])
-        return
-    for job in jobs:
-        typer.echo(f"job {job.id}: {job.state}")
+    _print_states(q, q.retry(job_ids), as_json)
 
 
 @queue_app.command("clear")
