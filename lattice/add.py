@@ -128,12 +128,13 @@ def add(
     hashed: dict[str, tuple[object, os.stat_result]] = {}
     stat_updates = []
     now = time.time_ns()
+    folders: dict[str, str] = {}  # confine() resolves each folder once
     # Objects first, outside the lock: writing them is safe concurrently, and
     # until a manifest names them they are just unreferenced blobs.
     for i, name in enumerate(names):
         if progress:
             progress(i, len(names), name)
-        path = confine(repo.root, name)
+        path = confine(repo.root, name, folders)
         try:
             st = os.stat(path)
         except FileNotFoundError:

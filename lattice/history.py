@@ -153,9 +153,9 @@ def commit(repo: Repository, message: str, names: list[str] | None = None, paren
     if names is None:
         tree = snapshot_tree(repo, g)
     else:
-        changes = {f"{MANIFEST}/{n}{SUFFIX}": _blob(g, repo.manifest.file_of(n)) for n in names}
-        changes[CONFIG] = _blob(g, repo.dir / CONFIG)
-        tree = update_tree(g, parent.tree, changes)
+        paths = {f"{MANIFEST}/{n}{SUFFIX}": repo.manifest.file_of(n) for n in names}
+        paths[CONFIG] = repo.dir / CONFIG
+        tree = update_tree(g, parent.tree, dict(zip(paths, _blobs(g, list(paths.values())))))
     if parent is not None and tree == parent.tree.id and not parents_extra:
         return None
     return write_commit(repo, g, tree, message, [parent.id] if parent else [], parents_extra)
@@ -171,14 +171,6 @@ def write_commit(repo: Repository, g, tree, message: str, parents: list, extra: 
     # create_commit refuses unless HEAD still points at our first parent: a
     # compare-and-swap on the branch, so a racing writer is never overwritten.
     return str(g.create_commit("HEAD", sig, sig, message.strip() + "\n", tree, all_parents))
-
-
-def _blob(g, path: Path):
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    return g.create_blob(data)
 
 
 def update_tree(g, tree, changes: dict[str, object]):
@@ -210,11 +202,48 @@ def update_tree(g, tree, changes: dict[str, object]):
 
 
 def snapshot_tree(repo: Repository, g):
-    """A tree of the manifest and config exactly as on disk (the slow path:
-    first commit, recovery)."""
-    changes = {f"{MANIFEST}/{n}{SUFFIX}": _blob(g, repo.manifest.file_of(n)) for n in repo.manifest.names()}
-    changes[CONFIG] = _blob(g, repo.dir / CONFIG)
-    return update_tree(g, None, changes)
+    """A tree of the manifest and config exactly as on disk (first commit,
+    recovery): one walk of the manifest folder."""
+    files = {CONFIG: str(repo.dir / CONFIG)}
+    _manifest_files(str(repo.manifest.dir), f"{MANIFEST}/", files)
+    return update_tree(g, None, dict(zip(files, _blobs(g, list(files.values())))))
+
+
+def _manifest_files(directory: str, prefix: str, out: dict[str, str]) -> None:
+    """Tree path → file path of each manifest file under `directory`. Hidden
+    entries (temp files) and symlinks are left out, as names() does."""
+    try:
+        entries = list(os.scandir(directory))
+    except FileNotFoundError:
+        return
+    for e in entries:
+        if e.name.startswith(".") or e.is_symlink():
+            continue
+        if e.is_dir():
+            _manifest_files(e.path, f"{prefix}{e.name}/", out)
+        elif e.name.endswith(SUFFIX):
+            out[prefix + e.name] = e.path
+
+
+def _blobs(g, paths: list) -> list:
+    """Blob ids of the files at `paths` (None for a missing file). Many at
+    once go into one pack (gitpack) rather than a loose file each."""
+    import pygit2
+
+    from lattice import gitpack
+
+    datas = []
+    for path in paths:
+        try:
+            with open(path, "rb") as f:
+                datas.append(f.read())
+        except FileNotFoundError:
+            datas.append(None)
+    present = [d for d in datas if d is not None]
+    if len(present) < gitpack.PACK_FROM:
+        return [None if d is None else g.create_blob(d) for d in datas]
+    ids = iter(gitpack.write_blobs(Path(g.path) / "objects", present))
+    return [None if d is None else pygit2.Oid(hex=next(ids)) for d in datas]
 
 
 # -- reading ---------------------------------------------------------------

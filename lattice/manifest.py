@@ -13,6 +13,7 @@ which matters when `add` writes thousands of records). A new version is appended
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import time
@@ -131,12 +132,17 @@ class Manifest:
     def read_raw(self, name: str) -> tuple[AssetRecord | None, bytes | None]:
         """The record and the text it was parsed from (for cheap appends)."""
         path = self.file_of(name)
-        if path.is_symlink():  # a clone may carry one pointing anywhere
-            raise RepositoryCorrupt(f"{path} is a symbolic link; manifest files never are", hint="replace it with the file from history (`lattice fsck --repair`)")
         try:
-            data = path.read_bytes()
+            # O_NOFOLLOW: a clone may carry a symlink pointing anywhere.
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             return None, None
+        except OSError as e:
+            if e.errno != errno.ELOOP:
+                raise
+            raise RepositoryCorrupt(f"{path} is a symbolic link; manifest files never are", hint="replace it with the file from history (`lattice fsck --repair`)") from None
+        with open(fd, "rb") as f:
+            data = f.read()
         return decode(data, path), data
 
     def stamps(self) -> dict[str, os.stat_result]:

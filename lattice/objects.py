@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from lattice.errors import ContentChanged, InvalidInput, RepositoryCorrupt
-from lattice.fsutil import TEMP_MARK, fsync_dir
+from lattice.fsutil import TEMP_MARK, create_temp, fsync_dir
 
 CHUNK = 1 << 20
 OID_RE = re.compile(r"[0-9a-f]{64}")
@@ -46,6 +46,14 @@ class ObjectStore:
     def __init__(self, directory: Path):
         self.dir = Path(directory)
         self.tmp = self.dir / "tmp"
+        self._made: set[str] = set()  # folders this process already created
+
+    def _folder(self, path: Path | str) -> None:
+        """mkdir -p once per folder and process (10,000 adds, 256 shards)."""
+        key = str(path)
+        if key not in self._made:
+            os.makedirs(key, exist_ok=True)
+            self._made.add(key)
 
     # -- naming ---------------------------------------------------------
 
@@ -55,11 +63,15 @@ class ObjectStore:
 
     def locate(self, oid: str) -> Path | None:
         """The file holding `oid`, or None when it is absent."""
-        base = self._base(oid)
-        if base.exists():
+        found = self._find(oid)
+        return Path(found) if found else None
+
+    def _find(self, oid: str) -> str | None:
+        check_oid(oid)
+        base = f"{self.dir}/{oid[:2]}/{oid[2:]}"
+        if os.path.exists(base):
             return base
-        z = base.with_name(base.name + ".zst")
-        return z if z.exists() else None
+        return base + ".zst" if os.path.exists(base + ".zst") else None
 
     def content_size(self, oid: str) -> int | None:
         """Bytes of content (the zstd frame header declares it for compressed objects)."""
@@ -74,7 +86,7 @@ class ObjectStore:
             return zstandard.frame_content_size(f.read(18))
 
     def has(self, oid: str) -> bool:
-        return self.locate(oid) is not None
+        return self._find(oid) is not None
 
     def present(self) -> set[str]:
         """Every object id present, as a set: one directory listing per shard
@@ -130,7 +142,7 @@ class ObjectStore:
             src = open(path, "rb")
         except FileNotFoundError:
             raise ContentChanged(f"{path}: file vanished while being added") from None
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        self._folder(self.tmp)
         with src:
             first = src.read(CHUNK)
             if compress is None:
@@ -188,7 +200,7 @@ class ObjectStore:
     def put_bytes(self, data: bytes, compress: bool | None = None) -> StoredObject:
         import blake3
 
-        self.tmp.mkdir(parents=True, exist_ok=True)
+        self._folder(self.tmp)
         if compress is None:
             compress = _compresses_well(data[:CHUNK])
         fd, tmp = _mkstemp(self.tmp)
@@ -215,17 +227,20 @@ class ObjectStore:
             with contextlib.suppress(OSError):
                 os.utime(existing)
             return StoredObject(oid, size, existing.stat().st_size, existing.name.endswith(".zst"), False)
-        final = self._base(oid)
-        if compressed:
-            final = final.with_name(final.name + ".zst")
-        final.parent.mkdir(parents=True, exist_ok=True)
+        shard = os.path.join(self.dir, oid[:2])
+        final = os.path.join(shard, oid[2:] + (".zst" if compressed else ""))
+        self._folder(shard)
         os.chmod(tmp, 0o444)
-        stored = tmp.stat().st_size
+        stored = os.stat(tmp).st_size if compressed else size
         # Two writers of the same content race harmlessly: both renames put
         # identical bytes under the same name.
-        os.replace(tmp, final)
+        try:
+            os.replace(tmp, final)
+        except FileNotFoundError:  # the shard was removed behind our back
+            os.makedirs(shard, exist_ok=True)
+            os.replace(tmp, final)
         if durable:
-            fsync_dir(final.parent)
+            fsync_dir(shard)
         return StoredObject(oid, size, stored, compressed, True)
 
     # -- reading --------------------------------------------------------
@@ -356,9 +371,11 @@ class _Bounded:
 
 
 def _mkstemp(directory: Path) -> tuple[int, str]:
-    import tempfile
-
-    return tempfile.mkstemp(prefix=f"obj{TEMP_MARK}", dir=directory)
+    try:
+        return create_temp(directory, "obj")
+    except FileNotFoundError:  # removed behind a long-running process's back
+        os.makedirs(directory, exist_ok=True)
+        return create_temp(directory, "obj")
 
 
 def _compresses_well(sample: bytes) -> bool:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import os
-from pathlib import Path, PurePosixPath
+import re
+from pathlib import Path
 
 from lattice.errors import UnsafePath
 
@@ -19,21 +20,24 @@ RESERVED = (".lattice", ".git")
 MAX_COMPONENT = 250
 
 
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def check_name(name: str) -> str:
-    """Validate an asset name as stored in a manifest."""
-    p = PurePosixPath(name)
-    if not name or p.is_absolute() or "\\" in name:
+    """Validate an asset name as stored in a manifest. (Runs once per asset
+    per command, 10,000s of times: plain string tests, no Path objects.)"""
+    if not name or name[0] == "/" or "\\" in name:
         raise UnsafePath(f"asset name {name!r} is not a relative path")
-    if any(ord(c) < 32 or c == "\x7f" for c in name):
+    if _CONTROL.search(name):
         raise UnsafePath(f"asset name {name!r} contains a control character (newline, tab…)", hint="rename the file")
     parts = name.split("/")
-    if any(part in ("", ".", "..") for part in parts):
+    if "" in parts or "." in parts or ".." in parts:
         raise UnsafePath(f"asset name {name!r} contains an empty, '.' or '..' component")
     if parts[0] in RESERVED:
         raise UnsafePath(f"asset name {name!r} is inside {parts[0]}/, which lattice never tracks")
-    if any(part.startswith(".") for part in parts):
+    if "/." in "/" + name:
         raise UnsafePath(f"asset name {name!r} has a hidden (dot) component; lattice does not track hidden files", hint="rename it without the leading dot")
-    if any(len(part.encode()) > MAX_COMPONENT for part in parts):
+    if len(name) > MAX_COMPONENT // 4 and any(len(part.encode()) > MAX_COMPONENT for part in parts):
         raise UnsafePath(f"asset name {name[:60]!r}… has a component longer than {MAX_COMPONENT} bytes", hint="use a shorter file or folder name")
     return name
 
@@ -66,17 +70,27 @@ def check_creatable(root: Path, name: str) -> None:
             raise UnsafePath(f"{name}: {'/'.join(parts[:i])} is a file, so nothing can be created under it")
 
 
-def confine(root: Path, name: str) -> Path:
-    """The working-tree path of `name`, refusing symlinks that lead outside."""
+def confine(root: Path, name: str, folders: dict[str, str] | None = None) -> Path:
+    """The working-tree path of `name`, refusing symlinks that lead outside.
+    Callers confining many names pass a `folders` dict: each folder is then
+    resolved once per call, and each file costs one lstat."""
     root = Path(root)
     path = root / name
     real_root = _realpath_of_root(str(root))
-    real = os.path.realpath(path)
-    if os.path.commonpath([real_root, real]) != real_root:
+    if folders is None:
+        real = os.path.realpath(path)
+    else:
+        folder, _, leaf = name.rpartition("/")
+        if folder not in folders:
+            folders[folder] = os.path.realpath(os.path.join(real_root, folder)) if folder else real_root
+        real = os.path.join(folders[folder], leaf)
+        if os.path.islink(real):
+            real = os.path.realpath(real)
+    if real != real_root and not real.startswith(real_root + os.sep if real_root != os.sep else os.sep):
         raise UnsafePath(f"{name}: a symlink leads outside the project (to {real})")
-    rel = os.path.relpath(real, real_root).split(os.sep)
-    if rel[0] in RESERVED:
-        raise UnsafePath(f"{name}: resolves into {rel[0]}/, which lattice never tracks")
+    first = real[len(real_root) :].lstrip(os.sep).partition(os.sep)[0]
+    if first in RESERVED:
+        raise UnsafePath(f"{name}: resolves into {first}/, which lattice never tracks")
     return path
 
 

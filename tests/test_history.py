@@ -512,3 +512,48 @@ def test_garbled_head_is_reattached_to_the_branch_in_use(tmp_repo):
     assert run_cli("fsck", "--repair", cwd=repo.root).code == 0
     assert (repo.dir / "history.git" / "HEAD").read_text().strip() == "ref: refs/heads/feat"
     assert run_cli("log", "--json", cwd=repo.root).json == main_log
+
+
+# -- packs ------------------------------------------------------------------------
+
+
+def test_blobs_written_as_a_pack_read_back_by_pygit2_and_git(tmp_path):
+    import pygit2
+
+    from lattice import gitpack
+
+    g = pygit2.init_repository(str(tmp_path / "h.git"), bare=True)
+    # Sizes cross each width of git's variable-length size header; one duplicate.
+    blobs = [b"", b"x" * 15, b"y" * 16, os.urandom(2047), os.urandom(2048), os.urandom(300_000), b"x" * 15]
+    ids = gitpack.write_blobs(tmp_path / "h.git" / "objects", blobs)
+    assert ids == [gitpack.blob_id(b) for b in blobs]
+    fresh_g = pygit2.Repository(str(tmp_path / "h.git"))
+    for oid, data in zip(ids, blobs):
+        assert fresh_g[oid].data == data
+    packs = list((tmp_path / "h.git" / "objects" / "pack").glob("*.pack"))
+    assert len(packs) == 1
+    if GIT:
+        out = subprocess.run(["git", "verify-pack", "-v", str(packs[0])], capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr
+        assert sum(1 for line in out.stdout.splitlines() if " blob " in line) == len(set(ids))
+
+
+def test_a_large_change_is_committed_as_one_pack(tmp_repo):
+    repo = tmp_repo
+    for i in range(40):
+        write(repo, f"set/f{i:02}.txt", f"content {i}")
+    ok("add", "set", repo=repo)
+    objects = repo.dir / "history.git" / "objects"
+    assert len(list((objects / "pack").glob("*.idx"))) == 1
+    loose = [p for p in objects.glob("??/*")]
+    assert len(loose) < 10  # trees and the commit; no blob per manifest file
+    g = history.open_git(repo)
+    blobs = history.manifest_blobs(g, history.head_commit(g).tree)
+    assert len(blobs) == 40
+    assert g[blobs["set/f07.txt"]].data == (repo.dir / "manifest" / "set" / "f07.txt.toml").read_bytes()
+    write(repo, "set/f07.txt", "changed")
+    ok("add", "set/f07.txt", repo=repo)  # a small change: loose objects on top of the pack
+    assert fsck(fresh(repo)).ok
+    if GIT:
+        p = subprocess.run(["git", f"--git-dir={repo.dir / 'history.git'}", "fsck", "--strict"], capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr

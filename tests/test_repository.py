@@ -437,3 +437,30 @@ def test_hidden_and_overlong_names_are_refused(tmp_repo):
     r = run_cli("gen", "x" * 300 + ".txt", "--model", "test.text", cwd=repo.root)
     assert r.code == 4 and "longer than" in r.err
     assert repo.index.count() == 0
+
+
+def test_names_are_checked_and_confined_one_folder_resolution_at_a_time(tmp_path):
+    from lattice.paths import check_name, confine
+
+    for bad in ("", "/abs", "a\\b", "a\nb", "a//b", "a/./b", "a/../b", ".lattice/x", ".git/config", "a/.hidden", "x" * 251):
+        with pytest.raises(UnsafePath):
+            check_name(bad)
+    assert check_name("shots/sky 1.png") == "shots/sky 1.png"
+    root = tmp_path / "proj"
+    (root / "in").mkdir(parents=True)
+    (root / "in" / "a.png").write_bytes(b"a")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "b.png").write_bytes(b"b")
+    (root / "away").symlink_to(tmp_path / "out")
+    (root / "in" / "link.png").symlink_to(tmp_path / "out" / "b.png")
+    (root / "in" / "inside.png").symlink_to(root / "in" / "a.png")
+    (root / ".lattice").mkdir()
+    (root / "meta").symlink_to(root / ".lattice")
+    folders: dict = {}
+    for cache in (None, folders):
+        assert confine(root, "in/a.png", cache) == root / "in" / "a.png"
+        assert confine(root, "in/inside.png", cache) == root / "in" / "inside.png"
+        for escaping in ("away/b.png", "in/link.png", "meta/format"):
+            with pytest.raises(UnsafePath):
+                confine(root, escaping, cache)
+    assert set(folders) == {"in", "away", "meta"}
