@@ -80,7 +80,7 @@ class Bench:
         if not compileall.compile_dir(site / "lattice", quiet=1):
             raise SystemExit("bench: could not byte-compile the package")
         script = site / "lattice-script"
-        script.write_text("import sys\nfrom lattice.cli.main import run\nsys.exit(run())\n")
+        script.write_text("import sys\nfrom lattice.cli.entry import run\nsys.exit(run())\n")
         self.env["PYTHONPATH"] = str(site)
         return [sys.executable, str(script)]
 

@@ -89,7 +89,7 @@ def synthetic_one_version(root: Path):
 
 
 def bench_export(tmp: Path) -> None:
-    from lattice.cli.main import run
+    from lattice.cli.entry import run
     from lattice.export import ExportOptions, export, ffmpeg_args
     from lattice.ffmpeg import ffmpeg_exe
     from lattice.repo import Repository

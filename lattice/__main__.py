@@ -1,3 +1,3 @@
-from lattice.cli.main import run
+from lattice.cli.entry import run
 
 run()

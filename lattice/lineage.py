@@ -26,8 +26,10 @@ class Graph:
 
     @classmethod
     def from_index(cls, index) -> "Graph":
-        eff = dict(index.db.execute("SELECT path, effective FROM assets"))
-        return cls(index.edges(), eff)
+        edges = index.edges()
+        # Without a single input edge (a project of imports) nobody's effective output matters.
+        eff = dict(index.db.execute("SELECT path, effective FROM assets")) if edges else {}
+        return cls(edges, eff)
 
     def ancestors(self, name: str) -> list[str]:
         return self._walk(name, lambda n: [p for p, _ in self.parents.get(n, ())])

@@ -145,10 +145,10 @@ class Manifest:
             data = f.read()
         return decode(data, path), data
 
-    def stamps(self) -> dict[str, os.stat_result]:
-        """Asset name → stat of its manifest file, for every asset (scandir: one
-        walk, no per-file path parsing)."""
-        out: dict[str, os.stat_result] = {}
+    def stamps(self) -> dict[str, tuple[int, int, int]]:
+        """Asset name → (mtime_ns, size, inode) of its manifest file, for every
+        asset (scandir: one walk, no per-file path parsing)."""
+        out: dict[str, tuple[int, int, int]] = {}
         stack = [("", str(self.dir))]
         while stack:
             prefix, directory = stack.pop()
@@ -163,7 +163,8 @@ class Manifest:
                     if e.is_dir(follow_symlinks=False):
                         stack.append((prefix + e.name + "/", e.path))
                     elif e.name.endswith(SUFFIX):
-                        out[prefix + e.name[: -len(SUFFIX)]] = e.stat()
+                        st = e.stat()
+                        out[prefix + e.name[: -len(SUFFIX)]] = (st.st_mtime_ns, st.st_size, st.st_ino)
         return out
 
     def names(self) -> Iterator[str]:

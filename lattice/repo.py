@@ -177,7 +177,9 @@ class Repository:
         index = self.index
         seen = self.manifest.stamps()
         known = index.manifest_stamps()
-        changed = [n for n, st in seen.items() if known.get(n) != (st.st_mtime_ns, st.st_size, st.st_ino)]
+        if seen == known:  # the common case, compared in C
+            return []
+        changed = [n for n, stamp in seen.items() if known.get(n) != stamp]
         removed = [n for n in known if n not in seen]
         if not changed and not removed:
             return []

@@ -42,8 +42,11 @@ def status(repo: Repository, untracked: bool = True) -> list[Entry]:
     now = time.time_ns()
     # Plain strings, not Path objects, in the per-row loop: it runs 10,000 times.
     root = os.path.join(repo.root, "")
-    # Past a few hundred assets, listing the store's shards beats a stat per object.
-    present = repo.objects.present() if len(rows) > PRESENT_LISTING_FROM else set()
+    # Only outputs can be evicted (an import without its object is fsck's
+    # business): past a few hundred of them, listing the store's shards
+    # beats a stat per object.
+    outputs = sum(1 for row in rows if row.generator)
+    present = repo.objects.present() if outputs > PRESENT_LISTING_FROM else set()
     for row in rows:
         path = root + row.path
         try:
@@ -59,9 +62,9 @@ def status(repo: Repository, untracked: bool = True) -> list[Entry]:
                 refresh.append((st.st_size, st.st_mtime_ns, st.st_ino, oid, row.path))
         if state is None and row.path in stale:
             state = "stale"
-        if state is None and row.object not in present and not repo.objects.has(row.object):
-            # Re-creatable outputs are a cache; an import without its object is lost (fsck says so).
-            state = "evicted" if row.generator and row.deterministic else "missing" if st is None else None
+        if state is None and row.generator and row.object not in present and not repo.objects.has(row.object):
+            # Re-creatable outputs are a cache; a non-deterministic one without its object is lost.
+            state = "evicted" if row.deterministic else "missing" if st is None else None
         if state is None and st is None:
             state = "missing"
         if state:

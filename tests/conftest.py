@@ -1,5 +1,5 @@
 """Shared fixtures: a repository built from a dict of files, and a runner for
-the real `lattice` CLI (in-process through `lattice.cli.main.run`, or as a
+the real `lattice` CLI (in-process through `lattice.cli.entry.run`, or as a
 subprocess where process boundaries matter)."""
 
 from __future__ import annotations
@@ -76,7 +76,7 @@ class Result:
 def run_cli(*args: str, cwd: Path | None = None) -> Result:
     """Run `lattice ARGS` in-process (fast) from `cwd`."""
     from lattice.cli import common
-    from lattice.cli.main import run
+    from lattice.cli.entry import run
 
     err = io.StringIO()
     old = Path.cwd()

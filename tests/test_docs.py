@@ -96,7 +96,7 @@ def _protocol(**env: str) -> str:
     proc = subprocess.run([str(_lattice_script())], env=_env(**env), capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0 and proc.stdout.strip(), (
         f"completion through `lattice` failed (rc {proc.returncode}): {proc.stderr.strip()}"
-        " -- run() in lattice/cli/main.py must register typer's completion classes when _LATTICE_COMPLETE is set"
+        " -- _run_typer() in lattice/cli/entry.py must register typer's completion classes when _LATTICE_COMPLETE is set"
     )
     return proc.stdout
 
@@ -128,7 +128,7 @@ show lattice add --t
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines() == ["status", "ls", "--tag"], (
         f"{proc.stdout!r} {proc.stderr.strip()}"
-        " -- run() in lattice/cli/main.py must register typer's completion classes when _LATTICE_COMPLETE is set"
+        " -- _run_typer() in lattice/cli/entry.py must register typer's completion classes when _LATTICE_COMPLETE is set"
     )
 
 

@@ -522,7 +522,7 @@ def test_blobs_written_as_a_pack_read_back_by_pygit2_and_git(tmp_path):
 
     from lattice import gitpack
 
-    g = pygit2.init_repository(str(tmp_path / "h.git"), bare=True)
+    pygit2.init_repository(str(tmp_path / "h.git"), bare=True)
     # Sizes cross each width of git's variable-length size header; one duplicate.
     blobs = [b"", b"x" * 15, b"y" * 16, os.urandom(2047), os.urandom(2048), os.urandom(300_000), b"x" * 15]
     ids = gitpack.write_blobs(tmp_path / "h.git" / "objects", blobs)

@@ -209,6 +209,31 @@ def test_status_cli_forms(tmp_repo):
     assert (r.code, r.out) == (0, "")
 
 
+def test_status_and_ls_print_the_same_without_typer(tmp_repo, monkeypatch):
+    """Plain `status`/`ls` skip building the typer app; their output, exit
+    code and errors must be what the typer path gives."""
+    from lattice.cli import quick
+
+    repo = tmp_repo.gen({"a.png": b"img", "sub/b.png": b"b", "sub/c.wav": b"c", "new.png": b"n"})
+    add(repo, ["a.png", "sub"], cwd=repo.root)
+    (repo.root / "sub" / "b.png").write_bytes(b"edited")
+    forms = [
+        ("status",), ("status", "--porcelain"), ("status", "--json"), ("-q", "status"), ("--debug", "status", "--json", "--porcelain"),
+        ("ls",), ("ls", "--json"), ("ls", "sub"), ("-C", str(repo.root), "--no-color", "ls", "--json", "sub"), ("-C", "nowhere", "status"),
+    ]
+    for form in forms:
+        assert quick.parse(list(form)) is not None, form
+        fast = run_cli(*form, cwd=repo.root)
+        with monkeypatch.context() as m:
+            m.setattr(quick, "parse", lambda args: None)
+            slow = run_cli(*form, cwd=repo.root)
+        assert (fast.code, fast.out, fast.err) == (slow.code, slow.out, slow.err), form
+    assert run_cli("status", "--porcelain", cwd=repo.root).out == "?? new.png\n M sub/b.png\n"
+    for unusual in (["status", "--help"], ["status", "-x"], ["-qC", ".", "status"], ["status", "extra"], ["ls", "a", "b"],
+                    ["statu"], [], ["--version"], ["-C"], ["-C", "--json", "status"], ["status", "--", "--json"]):
+        assert quick.parse(unusual) is None, unusual
+
+
 def test_status_uses_stat_cache_and_notices_same_size_edit(tmp_repo):
     repo = tmp_repo.gen({"a.png": b"aaaa"})
     add(repo, ["a.png"], cwd=repo.root)

@@ -22,6 +22,20 @@ class Options:
 OPTIONS = Options(cwd=Path.cwd())
 
 
+def apply_globals(directory: str | Path | None, debug: bool, quiet: bool, no_color: bool) -> None:
+    """Record the global options (-C, --debug, --quiet, --no-color)."""
+    if directory is not None:
+        target = (Path.cwd() / directory).absolute()
+        if not target.is_dir():
+            from lattice.errors import UsageError
+
+            raise UsageError(f"-C {directory}: not a directory")
+        OPTIONS.cwd = target
+    OPTIONS.debug = debug
+    OPTIONS.quiet = quiet
+    OPTIONS.color = not no_color
+
+
 def repo_from_ctx():
     """The repository around the working directory (`-C DIR` applied)."""
     from lattice.repo import Repository

@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import typer
 
+from lattice.cli import quick
 from lattice.cli.common import cwd, echo, emit_json, human_size, progress_bar, repo_from_ctx
 
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
@@ -82,53 +83,12 @@ def status(
     porcelain: bool = typer.Option(False, "--porcelain", help="Stable two-letter codes for scripts: ?? new, ' M' modified, ' D' missing, ' S' stale, ' E' evicted."),
 ) -> None:
     """Show new, modified, missing, stale and evicted assets. Prints nothing when all is clean."""
-    from lattice.status import PORCELAIN, status as do_status
-
-    repo = repo_from_ctx()
-    entries = do_status(repo)
-    if json:
-        emit_json(entries)
-    elif porcelain:
-        for e in entries:
-            echo(f"{PORCELAIN[e.state]} {e.path}")
-    else:
-        for e in entries:
-            echo(f"{e.state + ':':<10} {e.path}")
-        _mention_queued_work(repo)
-
-
-def _mention_queued_work(repo) -> None:
-    """Work left to workers (`--detach`) is not in the manifest yet: say so."""
-    if not (repo.dir / "queue.db").exists():
-        return
-    from lattice.queue import repo_queue
-
-    counts = repo_queue(repo.dir, repo.config).counts()
-    active = counts.get("queued", 0) + counts.get("running", 0)
-    if active:
-        echo(f"({active} job(s) queued or running; `lattice queue ls` shows them, `lattice worker` runs them)", err=True)
+    quick.status(json, porcelain)
 
 
 def ls(json: bool = JSON, prefix: Optional[str] = typer.Argument(None, help="Only assets under this folder.")) -> None:
     """List tracked assets with their current version."""
-    repo = repo_from_ctx()
-    repo.check_manifest()
-    rows = list(repo.index.rows(prefix.strip("/") if prefix else None))
-    if json:
-        emit_json(
-            [
-                {
-                    "path": r.path, "kind": r.kind, "version": r.versions, "pinned": r.pinned,
-                    "object": r.object, "size": r.size, "generator": r.generator, "tags": r.tag_list,
-                }
-                for r in rows
-            ]
-        )
-        return
-    for r in rows:
-        source = r.generator or "imported"
-        pin = f" (pinned v{r.pinned})" if r.pinned else ""
-        echo(f"{r.path}  v{r.versions}{pin}  {r.kind}  {human_size(r.size)}  {source}")
+    quick.ls(json, prefix)
 
 
 def show(spec: str = typer.Argument(..., metavar="PATH[@vN]", help="Asset, optionally at a version."), json: bool = JSON) -> None:

@@ -1,0 +1,109 @@
+"""`status` and `ls`: the commands scripts, editors and pre-commit hooks call
+in loops, runnable without typer (see lattice.cli.entry).
+
+The typer definitions in repo_cmds (help, completion, man pages) call the
+same functions below. `parse` accepts only the plain forms: the global
+options, then the command and its own flags. Anything else (`--help`, a
+typo, `-qC DIR`) returns None and goes through typer, which parses and
+reports it exactly as for every other command.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from lattice.cli.common import apply_globals, echo, emit_json, human_size, repo_from_ctx
+
+GLOBAL_FLAGS = {"--debug": "debug", "-q": "quiet", "--quiet": "quiet", "--no-color": "no_color"}
+
+
+def status(json: bool = False, porcelain: bool = False) -> None:
+    from lattice.status import PORCELAIN, status as do_status
+
+    repo = repo_from_ctx()
+    entries = do_status(repo)
+    if json:
+        emit_json(entries)
+    elif porcelain:
+        for e in entries:
+            echo(f"{PORCELAIN[e.state]} {e.path}")
+    else:
+        for e in entries:
+            echo(f"{e.state + ':':<10} {e.path}")
+        _mention_queued_work(repo)
+
+
+def _mention_queued_work(repo) -> None:
+    """Work left to workers (`--detach`) is not in the manifest yet: say so."""
+    if not (repo.dir / "queue.db").exists():
+        return
+    from lattice.queue import repo_queue
+
+    counts = repo_queue(repo.dir, repo.config).counts()
+    active = counts.get("queued", 0) + counts.get("running", 0)
+    if active:
+        echo(f"({active} job(s) queued or running; `lattice queue ls` shows them, `lattice worker` runs them)", err=True)
+
+
+def ls(json: bool = False, prefix: str | None = None) -> None:
+    repo = repo_from_ctx()
+    repo.check_manifest()
+    rows = list(repo.index.rows(prefix.strip("/") if prefix else None))
+    if json:
+        emit_json(
+            [
+                {
+                    "path": r.path, "kind": r.kind, "version": r.versions, "pinned": r.pinned,
+                    "object": r.object, "size": r.size, "generator": r.generator, "tags": r.tag_list,
+                }
+                for r in rows
+            ]
+        )
+        return
+    for r in rows:
+        source = r.generator or "imported"
+        pin = f" (pinned v{r.pinned})" if r.pinned else ""
+        echo(f"{r.path}  v{r.versions}{pin}  {r.kind}  {human_size(r.size)}  {source}")
+
+
+# command → (its flags, how many arguments it takes, how to run it)
+COMMANDS: dict[str, tuple[set[str], int, Callable[[set[str], list[str]], None]]] = {
+    "status": ({"--json", "--porcelain"}, 0, lambda flags, _: status("--json" in flags, "--porcelain" in flags)),
+    "ls": ({"--json"}, 1, lambda flags, args: ls("--json" in flags, args[0] if args else None)),
+}
+
+
+def parse(args: list[str]) -> Callable[[], int] | None:
+    """A runnable for `args` when they are a plain `status` or `ls`, else None."""
+    options: dict = {"directory": None, "debug": False, "quiet": False, "no_color": False}
+    i = 0
+    while i < len(args) and args[i].startswith("-"):
+        arg = args[i]
+        if arg == "-C" and i + 1 < len(args) and args[i + 1] and not args[i + 1].startswith("-"):
+            options["directory"] = args[i + 1]
+            i += 2
+        elif arg in GLOBAL_FLAGS:
+            options[GLOBAL_FLAGS[arg]] = True
+            i += 1
+        else:
+            return None
+    if i >= len(args) or args[i] not in COMMANDS:
+        return None
+    known, most, action = COMMANDS[args[i]]
+    flags, positional = set(), []
+    for arg in args[i + 1 :]:
+        if arg in known:
+            flags.add(arg)
+        elif arg.startswith("-"):
+            return None
+        else:
+            positional.append(arg)
+    if len(positional) > most:
+        return None
+
+    def command() -> int:
+        apply_globals(**options)
+        action(flags, positional)
+        return 0
+
+    return command
