@@ -14,12 +14,16 @@ left at ours until the merge is re-run with --ours or --theirs.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
+from typing import Optional, Union
+
+import msgspec
 
 from lattice import history
 from lattice.errors import Conflict, HistoryError, closest
-from lattice.repo import Repository
+from lattice.repo import JOURNAL, Repository
 
 
 @dataclass
@@ -132,16 +136,15 @@ def switch(repo: Repository, name: str, force: bool = False) -> Switched:
         head = _settled_head(repo, g)
         target = history.resolve(g, name)
         changes = history.changed_assets(g, head.tree, target.tree)
-        before = {n: repo.index.get(n) for n in changes}
-        records = write_state(repo, g, {n: new for n, (_, new) in changes.items()}, _config_change(head.tree, target.tree))
-        g.set_head(f"refs/heads/{name}")
-        return Switched(name, previous, len(changes), update_worktree(repo, before, records))
+        blobs = {n: new for n, (_, new) in changes.items()}
+        wt = change_state(repo, g, blobs, _config_change(head.tree, target.tree), head=f"ref:refs/heads/{name}")
+        return Switched(name, previous, len(changes), wt)
 
 
 def refuse_dirty(repo: Repository, what: str) -> None:
-    from lattice.status import status
+    from lattice.status import modified as unrecorded
 
-    modified = [e.path for e in status(repo, untracked=False) if e.state == "modified"]
+    modified = unrecorded(repo)
     if modified:
         more = f" and {len(modified) - 5} more" if len(modified) > 5 else ""
         raise Conflict(
@@ -168,54 +171,160 @@ def _config_change(old_tree, new_tree):
     return new if old != new else False
 
 
-def write_state(repo: Repository, g, blobs: dict, config) -> dict:
-    """Make the manifest files of `blobs` (name → blob id, None: remove) and,
-    unless `config` is False, config.toml match the history's text; then
-    update the index for just those assets. Returns the records written."""
-    from lattice.fsutil import AtomicBatch
-    from lattice.manifest import decode
+class Journal(msgspec.Struct):
+    """What a switch or merge is about to do, written durably before it
+    touches a file. Every blob and object it names is already stored, so
+    when a crash interrupts the change, the next command re-applies it
+    (recover): the manifest is never left half one branch, half another."""
 
+    blobs: dict[str, Optional[str]]  # manifest file of asset → git blob id (None: remove)
+    config: Union[str, None, bool]  # config.toml's blob id; None: empty; False: unchanged
+    write: dict[str, tuple[str, int]]  # working file of asset → (object, size) to write
+    delete: list[str]  # working files to remove
+    head: Optional[str] = None  # "ref:refs/heads/B" (switch) or "commit:ID" (fast-forward)
+
+
+def change_state(repo: Repository, g, blobs: dict, config, head: str | None = None) -> Worktree:
+    """Make the manifest files of `blobs` (asset → blob id, None: remove) and,
+    unless `config` is False, config.toml match history's text; bring their
+    working files along; move HEAD as `head` says. Journaled: see Journal."""
+    before = {n: repo.index.get(n) for n in blobs}
     records = {}
-    with AtomicBatch(repo.dir) as batch:
+    with repo.index:
+        for name in blobs:
+            _park(repo, name)
         for name, oid in blobs.items():
-            if oid is None:
-                continue
-            path = repo.manifest.file_of(name)  # validates names that came from history
-            data = g[oid].data
-            records[name] = decode(data, path)
-            if records[name].path != name:
-                raise HistoryError(f"history's {path.name} records asset {records[name].path!r}", hint="`lattice fsck` checks history")
-            batch.write(path, data)
-        if config is not False:
-            batch.write(repo.dir / history.CONFIG, g[config].data if config is not None else b"")
-    for name, oid in blobs.items():
-        if oid is None:
-            try:
-                repo.manifest.file_of(name).unlink()
-            except FileNotFoundError:
-                pass
-    with repo.index as index:
+            if oid is not None:
+                records[name] = _record_of_blob(repo, g, name, oid)
+    wt, write, delete = _plan_worktree(repo, before, records)
+    journal = Journal({n: str(b) if b is not None else None for n, b in blobs.items()},
+                      str(config) if config not in (False, None) else config, write, delete, head)
+    from lattice.fsutil import atomic_write
+
+    atomic_write(repo.dir / JOURNAL, msgspec.json.encode(journal))
+    _apply(repo, g, journal, records)
+    return wt
+
+
+def recover(repo: Repository) -> None:
+    """Finish a switch or merge a crash interrupted (its journal is still
+    there): every step is re-done, which is harmless for those already done."""
+    with repo.lock:
+        try:
+            data = (repo.dir / JOURNAL).read_bytes()
+        except FileNotFoundError:
+            return  # finished by the process that held the lock
+        try:
+            journal = msgspec.json.decode(data, type=Journal)
+            g = history.open_git(repo)
+            records = {n: _record_of_blob(repo, g, n, b) for n, b in journal.blobs.items() if b is not None}
+            _apply(repo, g, journal, records)
+        except Exception as e:
+            from lattice.errors import RepositoryCorrupt
+
+            raise RepositoryCorrupt(
+                f"an interrupted switch or merge could not be finished: {getattr(e, 'message', None) or e}",
+                hint=f"`lattice fsck` explains; removing {repo.dir / JOURNAL} gives up on it",
+            ) from None
+
+
+def _apply(repo: Repository, g, journal: Journal, records: dict) -> None:
+    """Carry out a journal: manifest files rewritten in place (history holds
+    every byte, so the journal, not a temp file per asset, makes this
+    crash-safe), one filesystem sync, working files replaced the way git
+    replaces them (unlink, create), index, HEAD, and the journal removed."""
+    from lattice.fsutil import sync_filesystem
+    from lattice.paths import confine
+
+    for name, blob in journal.blobs.items():
+        if blob is None:
+            repo.manifest.remove(name)
+        else:
+            repo.manifest.overwrite(name, g[blob].data)
+    if journal.config is not False:
+        repo.manifest.overwrite_file(repo.dir / history.CONFIG, g[journal.config].data if journal.config else b"")
+        repo.__dict__.pop("config", None)  # re-read on next use
+    sync_filesystem(repo.dir)
+    folders: dict[str, str] = {}  # confine() resolves each folder once
+    for name in journal.delete:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(confine(repo.root, name, folders))
+    stats = []
+    for name, (oid, size) in journal.write.items():
+        path = confine(repo.root, name, folders)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "wb") as f:
+            repo.objects.copy_to(oid, f, limit=size)
+            f.flush()
+            st = os.fstat(f.fileno())
+        stats.append((st.st_size, st.st_mtime_ns, st.st_ino, oid, name))
+    with repo.index as index:  # one index transaction for the whole change
         for name, record in records.items():
             index.put(record, repo.manifest.file_of(name).stat())
-        for name, oid in blobs.items():
-            if oid is None:
+        for name, blob in journal.blobs.items():
+            if blob is None:
                 index.remove(name)
-    repo.__dict__.pop("config", None)  # re-read on next use
-    return records
+        index.set_stat(stats)
+    if journal.head is not None:
+        kind, _, target = journal.head.partition(":")
+        if kind == "ref":
+            g.set_head(target)
+        else:
+            import pygit2
+
+            g.head.set_target(pygit2.Oid(hex=target), "fast-forward")
+    os.unlink(repo.dir / JOURNAL)
 
 
-def update_worktree(repo: Repository, before: dict, records: dict) -> Worktree:
-    """Bring the working files of the assets in `before` (name → index row
-    before the change) to their new current versions (`records`; absent:
-    the asset was removed)."""
+def _park(repo: Repository, name: str) -> None:
+    """Keep the decoded record of `name`'s manifest file, about to be
+    replaced, under the file's git blob id: switching back then needs no
+    TOML parse. Only a record the index holds for exactly these bytes."""
+    from lattice.gitpack import blob_id
+
+    path = repo.manifest.file_of(name)
+    try:
+        with open(path, "rb") as f:
+            st = os.fstat(f.fileno())
+            data = f.read()
+    except FileNotFoundError:
+        return
+    body = repo.index.record_body(name, st)
+    if body is not None:
+        repo.index.park(blob_id(data), body)
+
+
+def _record_of_blob(repo: Repository, g, name: str, oid):
+    """The record in history's manifest blob `oid` for asset `name`: parked
+    JSON when this repository had it before, else the TOML parsed."""
+    from lattice.manifest import AssetRecord, decode
+
+    path = repo.manifest.file_of(name)  # validates names that came from history
+    body = repo.index.unpark(str(oid))
+    record = msgspec.json.decode(body, type=AssetRecord) if body is not None else decode(g[oid].data, path)
+    if record.path != name:
+        raise HistoryError(f"history's {path.name} records asset {record.path!r}", hint="`lattice fsck` checks history")
+    return record
+
+
+def _plan_worktree(repo: Repository, before: dict, records: dict) -> tuple[Worktree, dict, list]:
+    """What to do with the working files of the assets in `before` (name →
+    index row before the change) given their new records (absent: the asset
+    was removed): (the report, files to write, files to delete). A working
+    file with unrecorded edits is kept as it is."""
+    from lattice.paths import confine
     from lattice.status import differs
 
     wt = Worktree()
-    stats = []
+    write: dict[str, tuple[str, int]] = {}
+    delete: list[str] = []
+    folders: dict[str, str] = {}
     for name in sorted(before):
         old = before[name]
         record = records.get(name)
-        path = repo.working_path(name)
+        path = confine(repo.root, name, folders)
         try:
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
@@ -225,33 +334,21 @@ def update_worktree(repo: Repository, before: dict, records: dict) -> Worktree:
             wt.kept.append(name)
         elif record is None:
             if st is not None:
-                os.unlink(path)
+                delete.append(name)
                 wt.removed.append(name)
         elif st is not None and old.object == record.current.object:
             continue
         elif repo.objects.has(record.current.object):
-            stats.append(_write_working_file(repo, name, path, record.current))
+            from lattice.paths import check_creatable
+
+            check_creatable(repo.root, name)
+            write[name] = (record.current.object, record.current.size)
             wt.materialized.append(name)
         else:
             if st is not None:  # the old version's bytes would read as an edit
-                os.unlink(path)
+                delete.append(name)
             wt.absent.append(name)
-    with repo.index as index:  # one index transaction for the whole batch
-        index.set_stat(stats)
-    return wt
-
-
-def _write_working_file(repo: Repository, name: str, path, version) -> tuple:
-    """lattice.worktree.materialize without its per-file index transaction."""
-    from lattice.errors import InvalidInput
-    from lattice.fsutil import atomic_file
-
-    if path.is_dir():
-        raise InvalidInput(f"{name}: a directory is in the way", hint="move it aside, then run the command again")
-    with atomic_file(path, durable=False) as f:
-        repo.objects.copy_to(version.object, f, limit=version.size)
-    st = os.stat(path)
-    return (st.st_size, st.st_mtime_ns, st.st_ino, version.object, name)
+    return wt, write, delete
 
 
 # -- merge ---------------------------------------------------------------------
@@ -273,11 +370,10 @@ def merge(repo: Repository, name: str, strategy: str | None = None) -> Merged:
         base_tree = g[base_id].tree if base_id else None
         if base_id == ours.id:
             changes = history.changed_assets(g, ours.tree, theirs.tree)
-            before = {n: repo.index.get(n) for n in changes}
-            records = write_state(repo, g, {n: new for n, (_, new) in changes.items()}, _config_change(ours.tree, theirs.tree))
-            g.head.set_target(theirs.id, f"merge {name}: fast-forward")
+            blobs = {n: new for n, (_, new) in changes.items()}
+            config = _config_change(ours.tree, theirs.tree)
+            result.worktree = change_state(repo, g, blobs, config, head=f"commit:{theirs.id}")
             result.status, result.taken, result.commit = "fast-forward", sorted(changes), str(theirs.id)
-            result.worktree = update_worktree(repo, before, records)
             return result
         mine = history.changed_assets(g, base_tree, ours.tree)
         theirs_changes = history.changed_assets(g, base_tree, theirs.tree)
@@ -296,11 +392,9 @@ def merge(repo: Repository, name: str, strategy: str | None = None) -> Merged:
             else:
                 result.conflicts.append(asset)
         config = _merge_config(base_tree, ours.tree, theirs.tree, strategy, result)
-        before = {n: repo.index.get(n) for n in blobs}
-        records = {}
         if blobs or config is not False:
             history.begin(repo)
-            records = write_state(repo, g, blobs, config)
+            result.worktree = change_state(repo, g, blobs, config)
         if result.conflicts:
             result.status = "conflicts"
             msg = f"merge {name} into {into}: took {len(result.taken)}, left {len(result.conflicts)} conflicts at ours"
@@ -311,7 +405,6 @@ def merge(repo: Repository, name: str, strategy: str | None = None) -> Merged:
             if not (blobs or config is not False):
                 history.begin(repo)
             result.commit = history.finish(repo, msg, sorted(blobs), [str(theirs.id)])
-        result.worktree = update_worktree(repo, before, records)
         return result
 
 

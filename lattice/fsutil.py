@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import tempfile
 from pathlib import Path
 from typing import BinaryIO, Iterator
 
@@ -15,12 +14,12 @@ TEMP_MARK = ".tmp-"
 _serial = itertools.count()  # thread-safe in CPython
 
 
-def create_temp(directory: str | Path, prefix: str, mode: int = 0o600) -> tuple[int, str]:
-    """A new file `directory/<prefix>.tmp-<pid>-<n>` opened for writing, as
+def create_temp(directory: str | Path, prefix: str, mode: int = 0o600, suffix: str = "") -> tuple[int, str]:
+    """A new file `directory/<prefix>.tmp-<pid>-<n><suffix>` opened for writing, as
     (fd, path). Cheaper than tempfile.mkstemp (no random names) and as safe:
     O_EXCL, and a name left by a dead process with our pid is skipped."""
     while True:
-        tmp = f"{directory}/{prefix}{TEMP_MARK}{os.getpid()}-{next(_serial)}"
+        tmp = f"{directory}/{prefix}{TEMP_MARK}{os.getpid()}-{next(_serial)}{suffix}"
         try:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode), tmp
         except FileExistsError:
@@ -40,10 +39,13 @@ def atomic_file(path: Path, mode: int = 0o644, durable: bool = True) -> Iterator
     """Yield a binary file that replaces `path` atomically when the block ends
     without an exception, and is removed when it raises."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}{TEMP_MARK}", dir=path.parent)
     try:
-        with os.fdopen(fd, "wb") as f:
+        fd, tmp = create_temp(path.parent, f".{path.name}")
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = create_temp(path.parent, f".{path.name}")
+    try:
+        with open(fd, "wb") as f:
             yield f
             f.flush()
             if durable:
@@ -75,7 +77,7 @@ def temp_path_near(path: Path) -> Path:
     generator) that need a path rather than a file object."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}{TEMP_MARK}", suffix=path.suffix, dir=path.parent)
+    fd, tmp = create_temp(path.parent, f".{path.stem}", suffix=path.suffix)
     os.close(fd)
     return Path(tmp)
 

@@ -49,6 +49,10 @@ CREATE TABLE IF NOT EXISTS cache(
 CREATE TABLE IF NOT EXISTS records(
     path TEXT PRIMARY KEY, mtime_ns INTEGER NOT NULL, size INTEGER NOT NULL, ino INTEGER NOT NULL, body BLOB NOT NULL
 );
+-- Records of manifest files a switch or merge replaced, by git blob id:
+-- switching back decodes this JSON instead of parsing TOML. Rows are
+-- taken out when used, so it holds only what other branches last had.
+CREATE TABLE IF NOT EXISTS parked(blob TEXT PRIMARY KEY, body BLOB NOT NULL);
 -- Media facts depend only on the content: probe an object once.
 CREATE TABLE IF NOT EXISTS media(object TEXT PRIMARY KEY, facts TEXT NOT NULL);
 """
@@ -185,6 +189,17 @@ class Index:
         if r and (r[0], r[1], r[2]) == (st.st_mtime_ns, st.st_size, st.st_ino):
             return r[3]
         return None
+
+    def park(self, blob: str, body: bytes) -> None:
+        self.db.execute("INSERT OR REPLACE INTO parked(blob, body) VALUES (?, ?)", (blob, body))
+
+    def unpark(self, blob: str) -> bytes | None:
+        """The parked record body of git blob `blob`, taken out of the table."""
+        r = self.db.execute("SELECT body FROM parked WHERE blob = ?", (blob,)).fetchone()
+        if r is None:
+            return None
+        self.db.execute("DELETE FROM parked WHERE blob = ?", (blob,))
+        return r[0]
 
     def remove(self, name: str) -> None:
         self.db.execute("DELETE FROM records WHERE path = ?", (name,))

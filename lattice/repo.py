@@ -29,6 +29,7 @@ from lattice.errors import InvalidInput, NotARepository, RepositoryCorrupt, Unkn
 from lattice.manifest import AssetRecord, Manifest
 
 DIRNAME = ".lattice"
+JOURNAL = "journal"  # .lattice/journal: a switch or merge under way (lattice.branches)
 FORMAT = 1
 
 README_TEXT = """\
@@ -167,6 +168,10 @@ class Repository:
 
         index = Index(self.dir / "index.db")
         self.__dict__["index"] = index
+        if os.path.exists(self.dir / JOURNAL):  # a switch or merge was interrupted
+            from lattice.branches import recover
+
+            recover(self)
         self.sync_index()
         return index
 

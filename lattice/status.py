@@ -79,6 +79,23 @@ def status(repo: Repository, untracked: bool = True) -> list[Entry]:
     return entries
 
 
+def modified(repo: Repository) -> list[str]:
+    """Assets whose working file holds unrecorded edits: what a switch or
+    merge must not overwrite (status without the rest of its states)."""
+    repo.check_manifest()
+    root = os.path.join(repo.root, "")
+    out = []
+    for row in repo.index.rows():
+        path = root + row.path
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if differs(row, path, st):
+            out.append(row.path)
+    return out
+
+
 def stat_matches(row, st: os.stat_result) -> bool:
     """The stat cache says the working file still holds the recorded object."""
     return row.wt_object == row.object and (row.wt_size, row.wt_mtime_ns, row.wt_ino) == (
