@@ -202,7 +202,7 @@ def change_state(repo: Repository, g, blobs: dict, config, head: str | None = No
     from lattice.fsutil import atomic_write
 
     atomic_write(repo.dir / JOURNAL, msgspec.json.encode(journal))
-    _apply(repo, g, journal, records)
+    _apply(repo, g, journal, records, before)
     return wt
 
 
@@ -228,7 +228,7 @@ def recover(repo: Repository) -> None:
             ) from None
 
 
-def _apply(repo: Repository, g, journal: Journal, records: dict) -> None:
+def _apply(repo: Repository, g, journal: Journal, records: dict, before: dict | None = None) -> None:
     """Carry out a journal: manifest files rewritten in place (history holds
     every byte, so the journal, not a temp file per asset, makes this
     crash-safe), one filesystem sync, working files replaced the way git
@@ -252,17 +252,20 @@ def _apply(repo: Repository, g, journal: Journal, records: dict) -> None:
     stats = []
     for name, (oid, size) in journal.write.items():
         path = confine(repo.root, name, folders)
-        with contextlib.suppress(FileNotFoundError):
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        try:
             os.unlink(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "wb") as f:
+            fd = os.open(path, flags, 0o644)
+        except FileNotFoundError:  # no file, or no folder yet
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, flags, 0o644)
+        with open(fd, "wb", buffering=0) as f:
             repo.objects.copy_to(oid, f, limit=size)
-            f.flush()
-            st = os.fstat(f.fileno())
+            st = os.fstat(fd)
         stats.append((st.st_size, st.st_mtime_ns, st.st_ino, oid, name))
     with repo.index as index:  # one index transaction for the whole change
         for name, record in records.items():
-            index.put(record, repo.manifest.file_of(name).stat())
+            index.put(record, os.stat(repo.manifest.file_of(name)), before[name] if before else False)
         for name, blob in journal.blobs.items():
             if blob is None:
                 index.remove(name)
@@ -284,12 +287,16 @@ def _park(repo: Repository, name: str) -> None:
     TOML parse. Only a record the index holds for exactly these bytes."""
     from lattice.gitpack import blob_id
 
-    path = repo.manifest.file_of(name)
     try:
-        with open(path, "rb") as f:
-            st = os.fstat(f.fileno())
-            data = f.read()
+        fd = os.open(repo.manifest.file_of(name), os.O_RDONLY | os.O_NOFOLLOW)
     except FileNotFoundError:
+        return
+    try:
+        st = os.fstat(fd)
+        data = os.read(fd, st.st_size + 1)
+    finally:
+        os.close(fd)
+    if len(data) != st.st_size:  # changing under us: not worth keeping
         return
     body = repo.index.record_body(name, st)
     if body is not None:
@@ -339,9 +346,10 @@ def _plan_worktree(repo: Repository, before: dict, records: dict) -> tuple[Workt
         elif st is not None and old.object == record.current.object:
             continue
         elif repo.objects.has(record.current.object):
-            from lattice.paths import check_creatable
+            if st is None:  # a file there already proves its folders are folders
+                from lattice.paths import check_creatable
 
-            check_creatable(repo.root, name)
+                check_creatable(repo.root, name)
             write[name] = (record.current.object, record.current.size)
             wt.materialized.append(name)
         else:

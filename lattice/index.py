@@ -146,15 +146,17 @@ class Index:
 
     # -- assets -----------------------------------------------------------
 
-    def put(self, record, manifest_stat=None) -> None:
+    def put(self, record, manifest_stat=None, old: Row | None | bool = False) -> None:
         """Record the asset's state from its manifest record (and the stat of
         the manifest file it was read from or written to). Keeps the working
-        tree's stat cache when the current object is unchanged."""
+        tree's stat cache when the current object is unchanged. `old`: the
+        asset's row as the caller already read it (else it is looked up)."""
         import msgspec
 
         cur, eff = record.current, record.effective
         recipe = cur.recipe
-        old = self.get(record.path)
+        if old is False:
+            old = self.get(record.path)
         keep = old is not None and old.object == cur.object
         self.db.execute(
             f"INSERT OR REPLACE INTO assets({COLUMNS}) VALUES ({', '.join('?' * len(Row.__dataclass_fields__))})",

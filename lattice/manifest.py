@@ -103,10 +103,14 @@ class Manifest:
     def __init__(self, directory: Path):
         self.dir = Path(directory)
         self._sound_folders: set[str] = set()
+        self._files: dict[str, Path] = {}
 
     def file_of(self, name: str) -> Path:
         """The TOML file of asset `name`, refusing a folder that a symlink (which
         a clone may carry) leads out of the manifest directory."""
+        path = self._files.get(name)
+        if path is not None:
+            return path
         path = self.dir / (check_name(name) + SUFFIX)
         folder = name.rpartition("/")[0]
         if folder and folder not in self._sound_folders:
@@ -117,6 +121,8 @@ class Manifest:
                 raise UnsafePath(f"{name}: its manifest folder leads outside .lattice/manifest (to {real})", hint="remove the symlink inside .lattice/manifest")
             if os.path.isdir(path.parent):
                 self._sound_folders.add(folder)  # checked once per folder and process
+        if not folder or folder in self._sound_folders:
+            self._files[name] = path  # a switch asks for each of 1,000 files four times
         return path
 
     @functools.cached_property
@@ -166,10 +172,13 @@ class Manifest:
             if e.errno != errno.ELOOP:
                 raise
             raise RepositoryCorrupt(f"{path} is a symbolic link; manifest files never are", hint="remove it, then run the command again") from None
-        with open(fd, "wb") as f:
-            f.write(data)
-            f.flush()
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
             os.ftruncate(fd, len(data))
+        finally:
+            os.close(fd)
 
     def remove(self, name: str) -> None:
         try:

@@ -275,12 +275,13 @@ class ObjectStore:
 
     def copy_to(self, oid: str, dest: BinaryIO, limit: int | None = None) -> int:
         """Write the object's content into an open file; a reflink when raw."""
-        path = self.locate(oid)
-        if path is not None and not path.name.endswith(".zst"):
-            from lattice.fsutil import clone_or_copy
+        from lattice.fsutil import clone_or_copy
 
-            clone_or_copy(path, dest)
-            return path.stat().st_size
+        check_oid(oid)
+        try:  # most objects are stored raw: try that name first, no stat
+            return clone_or_copy(f"{self.dir}/{oid[:2]}/{oid[2:]}", dest)
+        except FileNotFoundError:
+            pass
         total = 0
         with self.open(oid, limit=limit) as src:
             while chunk := src.read(CHUNK):
