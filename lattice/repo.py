@@ -67,6 +67,7 @@ GITIGNORE_LINES = (
     ".lattice/queue.db*",
     ".lattice/storage.db*",
     ".lattice/lock",
+    ".lattice/journal",
 )
 
 
