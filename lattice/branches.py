@@ -193,6 +193,7 @@ def change_state(repo: Repository, g, blobs: dict, config, head: str | None = No
     with repo.index:
         for name in blobs:
             _park(repo, name)
+        repo.index.trim_parked()
         for name, oid in blobs.items():
             if oid is not None:
                 records[name] = _record_of_blob(repo, g, name, oid)

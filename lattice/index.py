@@ -192,8 +192,16 @@ class Index:
             return r[3]
         return None
 
+    # Parked records kept at most (the newest): about a 1 KiB JSON body each.
+    PARKED_MAX = 50_000
+
     def park(self, blob: str, body: bytes) -> None:
         self.db.execute("INSERT OR REPLACE INTO parked(blob, body) VALUES (?, ?)", (blob, body))
+
+    def trim_parked(self, keep: int = PARKED_MAX) -> None:
+        """Forget all but the newest `keep` parked records (rowids only grow:
+        a re-park deletes and re-inserts)."""
+        self.db.execute("DELETE FROM parked WHERE rowid <= (SELECT max(rowid) FROM parked) - ?", (keep,))
 
     def unpark(self, blob: str) -> bytes | None:
         """The parked record body of git blob `blob`, taken out of the table."""

@@ -652,3 +652,18 @@ def test_a_damaged_journal_is_one_clear_error(tmp_repo):
     assert r.code == 5 and "interrupted switch or merge" in r.err and "journal" in r.err and "Traceback" not in r.err
     os.unlink(repo.dir / "journal")
     assert ok("status", repo=repo).out == ""
+
+
+def test_parked_records_are_taken_once_and_capped(tmp_path):
+    from lattice.index import Index
+
+    index = Index(tmp_path / "index.db")
+    with index:
+        for i in range(10):
+            index.park(f"b{i}", b"body %d" % i)
+        index.park("b3", b"again")  # re-parked: now among the newest
+        index.trim_parked(keep=4)
+    assert sorted(r[0] for r in index.db.execute("SELECT blob FROM parked")) == ["b3", "b7", "b8", "b9"]
+    with index:
+        assert index.unpark("b3") == b"again"
+        assert index.unpark("b3") is None and index.unpark("b0") is None
