@@ -22,7 +22,7 @@ from typing import Optional, Union
 import msgspec
 
 from lattice import history
-from lattice.errors import Conflict, HistoryError, closest
+from lattice.errors import Conflict, HistoryError, InvalidInput, closest
 from lattice.repo import JOURNAL, Repository
 
 
@@ -261,7 +261,11 @@ def _apply(repo: Repository, g, journal: Journal, records: dict, before: dict | 
             path.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(path, flags, 0o644)
         with open(fd, "wb", buffering=0) as f:
-            repo.objects.copy_to(oid, f, limit=size)
+            try:
+                repo.objects.copy_to(oid, f, limit=size)
+            except InvalidInput:  # evicted since (a journal re-done late): left to `lattice render`
+                os.unlink(path)
+                continue
             st = os.fstat(fd)
         stats.append((st.st_size, st.st_mtime_ns, st.st_ino, oid, name))
     with repo.index as index:  # one index transaction for the whole change

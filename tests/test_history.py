@@ -667,3 +667,30 @@ def test_parked_records_are_taken_once_and_capped(tmp_path):
     with index:
         assert index.unpark("b3") == b"again"
         assert index.unpark("b3") is None and index.unpark("b0") is None
+
+
+def test_a_journal_re_done_after_its_object_went_leaves_the_file_to_render(tmp_repo, monkeypatch):
+    from lattice import branches
+    from lattice.manifest import Manifest
+
+    repo = tmp_repo
+    _two_branches(repo)
+    real = Manifest.overwrite
+    monkeypatch.setattr(Manifest, "overwrite", lambda self, name, data: (_ for _ in ()).throw(SystemExit("killed")))
+    with pytest.raises(SystemExit):
+        branches.switch(fresh(repo), "feat")
+    monkeypatch.setattr(Manifest, "overwrite", real)
+    journal = (repo.dir / "journal").read_text()
+    g = history.open_git(repo)
+    feat = history.resolve(g, "feat").tree
+    from lattice.manifest import decode
+
+    record = decode(g[history.manifest_blobs(g, feat)["d/f2.txt"]].data, repo.dir / "x")
+    assert record.current.object in journal
+    os.chmod(repo.objects.locate(record.current.object), 0o644)
+    os.unlink(repo.objects.locate(record.current.object))
+    r = run_cli("status", "--porcelain", cwd=repo.root)
+    assert r.code == 0 and not (repo.dir / "journal").exists(), r.err
+    assert not (repo.root / "d" / "f2.txt").exists()
+    assert (repo.root / "d" / "f0.txt").read_text() == "feat 0 " * 50
+    assert fresh(repo).record("d/f2.txt").current.object == record.current.object  # recorded, to re-make or re-add
