@@ -9,7 +9,7 @@ import subprocess
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, run_proc
 from lattice import history, versions
 from lattice.errors import HistoryError, InvalidInput
 from lattice.fsck import fsck
@@ -694,3 +694,43 @@ def test_a_journal_re_done_after_its_object_went_leaves_the_file_to_render(tmp_r
     assert not (repo.root / "d" / "f2.txt").exists()
     assert (repo.root / "d" / "f0.txt").read_text() == "feat 0 " * 50
     assert fresh(repo).record("d/f2.txt").current.object == record.current.object  # recorded, to re-make or re-add
+
+
+def test_switch_killed_with_sigkill_leaves_one_branch_or_the_other(tmp_repo):
+    """Real processes, killed at points spread over a 400-asset switch (from
+    start-up to done): afterwards the project is wholly on one branch."""
+    import signal
+    import sys
+    import time
+
+    repo = tmp_repo
+    repo.gen({f"d/f{i:03}.txt": f"main {i}" for i in range(400)})
+    ok("add", "d", repo=repo)
+    ok("branch", "feat", repo=repo)
+    ok("switch", "feat", repo=repo)
+    repo.gen({f"d/f{i:03}.txt": f"feat {i}" for i in range(0, 400, 2)})
+    ok("add", "d", repo=repo)
+    ok("switch", "main", repo=repo)
+    started = time.perf_counter()
+    run_proc("switch", "feat", cwd=repo.root, check=True)
+    whole = time.perf_counter() - started
+    ok("switch", "main", repo=repo)
+    interrupted = 0
+    for fraction in (0.3, 0.5, 0.65, 0.8, 0.9, 1.0):
+        proc = subprocess.Popen([sys.executable, "-m", "lattice", "switch", "feat"], cwd=repo.root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(whole * fraction)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        interrupted += (repo.dir / "journal").exists()
+        assert ok("status", "--porcelain", repo=repo).out == ""  # finishes a journaled switch first
+        g = history.open_git(repo)
+        branch = history.current_branch(g)
+        blobs = history.manifest_blobs(g, history.head_commit(g).tree)
+        for i in range(400):
+            name = f"d/f{i:03}.txt"
+            assert (repo.dir / "manifest" / f"{name}.toml").read_bytes() == g[blobs[name]].data
+            assert (repo.root / name).read_text() == (f"feat {i}" if branch == "feat" and i % 2 == 0 else f"main {i}")
+        assert fsck(fresh(repo)).ok
+        if branch == "feat":
+            ok("switch", "main", repo=repo)
+    print(f"{interrupted} of 6 kills fell inside the journaled part")
