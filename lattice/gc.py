@@ -365,6 +365,7 @@ class GcResult:
     removed: int  # objects removed
     freed: int  # bytes freed
     dry_run: bool
+    history_packed: int = 0  # history objects packed into one pack (0: not needed)
 
 
 def collect(repo: Repository, options: GcOptions | None = None, progress: Callable[[float, str], None] | None = None) -> GcResult:
@@ -388,8 +389,12 @@ def collect(repo: Repository, options: GcOptions | None = None, progress: Callab
             except FileNotFoundError:
                 pass
         _log_run(repo, plan, removed, freed)
+        progress(0.97, "packing history")
+        from lattice import history
+
+        packed = history.repack(repo)
     progress(1.0, "done")
-    return GcResult(plan, removed, freed, False)
+    return GcResult(plan, removed, freed, False, packed)
 
 
 def _log_run(repo: Repository, plan: GcPlan, removed: int, freed: int) -> None:

@@ -246,6 +246,52 @@ def _blobs(g, paths: list) -> list:
     return [None if d is None else pygit2.Oid(hex=next(ids)) for d in datas]
 
 
+# -- packing -----------------------------------------------------------------
+
+# `lattice gc` packs history once it holds this many loose objects or packs
+# (git's own `gc --auto` defaults are 6,700 and 50; manifest blobs are small).
+LOOSE_LIMIT = 1000
+PACK_LIMIT = 20
+
+
+def repack(repo: Repository, force: bool = False) -> int:
+    """Pack every history object into one pack (with deltas between the
+    versions of each manifest file) and remove the loose objects and older
+    packs it replaces, as `git gc` does. Call under the repository lock.
+    Returns the objects packed, 0 when there was no need."""
+    if not exists(repo):
+        return 0
+    objects = git_dir(repo) / "objects"
+    loose = [Path(e.path) for d in os.scandir(objects) if len(d.name) == 2 and d.is_dir() for e in os.scandir(d.path)]
+    before = set((objects / "pack").glob("pack-*.pack"))
+    if not force and len(loose) < LOOSE_LIMIT and len(before) < PACK_LIMIT:
+        return 0
+    g = open_git(repo)
+    ids = list(g.odb)  # loose and packed, reachable or not: nothing is dropped
+
+    def add_all(builder) -> None:
+        for oid in ids:
+            builder.add(oid)
+
+    count = g.pack(pack_delegate=add_all)
+    new = set((objects / "pack").glob("pack-*.pack")) - before
+    if not new:
+        return 0  # the same pack already existed: nothing to replace
+    fresh = g.__class__(str(git_dir(repo)))  # reads the new pack with no cached view of the old
+    if any(oid not in fresh.odb for oid in ids):
+        raise HistoryError("packing history lost objects; nothing was removed", hint="`lattice fsck` checks history")
+    for pack in before:
+        for part in (pack.with_suffix(".idx"), pack):  # index first: never an index without its pack
+            part.unlink(missing_ok=True)
+    for path in loose:
+        path.unlink(missing_ok=True)
+        try:
+            path.parent.rmdir()
+        except OSError:
+            pass  # not empty yet
+    return count
+
+
 # -- reading ---------------------------------------------------------------
 
 

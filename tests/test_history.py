@@ -734,3 +734,28 @@ def test_switch_killed_with_sigkill_leaves_one_branch_or_the_other(tmp_repo):
         if branch == "feat":
             ok("switch", "main", repo=repo)
     print(f"{interrupted} of 6 kills fell inside the journaled part")
+
+
+def test_gc_packs_history_and_removes_what_the_pack_replaces(tmp_repo, monkeypatch):
+    repo = tmp_repo
+    for i in range(20):
+        write(repo, f"set/f{i:02}.txt", f"{i}")
+    ok("add", "set", repo=repo)  # one pack
+    for i in range(5):
+        add(repo, "a.txt", f"v{i}")  # loose objects
+    objects = repo.dir / "history.git" / "objects"
+    loose_before = list(objects.glob("??/*"))
+    assert loose_before and len(list(objects.glob("pack/*.pack"))) == 1
+    log_before = history.log(repo)
+    assert ok("gc", repo=repo).out.count("history:") == 0  # below the limits: left alone
+    monkeypatch.setattr(history, "LOOSE_LIMIT", 5)
+    r = ok("gc", "--json", repo=repo).json
+    assert r["history_packed"] > len(loose_before)
+    assert list(objects.glob("??/*")) == [] and len(list(objects.glob("pack/*.pack"))) == 1
+    assert [c.commit for c in history.log(repo)] == [c.commit for c in log_before]
+    assert fsck(fresh(repo)).ok and fresh(repo).record("a.txt").versions[-1].number == 5
+    if GIT:
+        p = subprocess.run(["git", f"--git-dir={repo.dir / 'history.git'}", "fsck", "--strict"], capture_output=True, text=True)
+        assert p.returncode == 0, p.stderr
+    add(repo, "a.txt", "after")  # history goes on on top of the pack
+    assert len(history.log(repo)) == len(log_before) + 1

@@ -29,8 +29,10 @@ def gc(
     (unless asked). Policies per kind come from `[gc.policy.<kind>]` in
     .lattice/config.toml: thumbnails forever, images after 7 days unused,
     videos after 3 days, intermediates (pose, depth, mask) after 24 hours.
-    Unreferenced objects go after `[gc] grace` (two weeks). Runs as a queue
-    job under the repository lock; every run is logged for `lattice du`.
+    Unreferenced objects go after `[gc] grace` (two weeks). History is
+    packed into one git pack once it holds 1,000 loose objects or 20 packs.
+    Runs as a queue job under the repository lock; every run is logged for
+    `lattice du`.
     """
     from lattice.gc import GcOptions, parse_age, parse_size, plan_gc, run_gc
 
@@ -42,21 +44,25 @@ def gc(
         include_nondeterministic=include_nondeterministic,
         include_current=include_current,
     )
+    packed = 0
     if dry_run:
         plan = plan_gc(repo, options)
         removed, freed = len(plan.evictions), plan.bytes
     else:
         result = run_gc(repo, options)
-        plan, removed, freed = result.plan, result.removed, result.freed
+        plan, removed, freed, packed = result.plan, result.removed, result.freed, result.history_packed
     if json:
         emit_json({"dry_run": dry_run, "objects": removed, "bytes": freed, "evictions": plan.evictions,
-                   "temps": plan.temps, "present_objects": plan.objects, "present_bytes": plan.present_bytes})
+                   "temps": plan.temps, "present_objects": plan.objects, "present_bytes": plan.present_bytes,
+                   "history_packed": packed})
         return
     for e in plan.evictions:
         what = ", ".join(e.assets[:3]) + (f" (+{len(e.assets) - 3})" if len(e.assets) > 3 else "") or "unreferenced"
         echo(f"{'would evict' if dry_run else 'evicted'}  {e.object[:12]}  {human_size(e.bytes):>10}  {e.reason:<12}  {what}")
     verb = "would free" if dry_run else "freed"
     echo(f"{removed} objects, {verb} {human_size(freed)} of {human_size(plan.present_bytes)}")
+    if packed:
+        echo(f"history: packed {packed} objects into one pack")
 
 
 def du(
