@@ -22,7 +22,7 @@ from typing import Optional, Union
 import msgspec
 
 from lattice import history
-from lattice.errors import Conflict, HistoryError, InvalidInput, closest
+from lattice.errors import Conflict, HistoryError, InvalidInput, RepositoryCorrupt, closest
 from lattice.repo import JOURNAL, Repository
 
 
@@ -221,8 +221,6 @@ def recover(repo: Repository) -> None:
             records = {n: _record_of_blob(repo, g, n, b) for n, b in journal.blobs.items() if b is not None}
             _apply(repo, g, journal, records)
         except Exception as e:
-            from lattice.errors import RepositoryCorrupt
-
             raise RepositoryCorrupt(
                 f"an interrupted switch or merge could not be finished: {getattr(e, 'message', None) or e}",
                 hint=f"`lattice fsck` explains; removing {repo.dir / JOURNAL} gives up on it",
