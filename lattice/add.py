@@ -129,6 +129,7 @@ def add(
     stat_updates = []
     now = time.time_ns()
     folders: dict[str, str] = {}  # confine() resolves each folder once
+    known = index.get_many(names)
     # Objects first, outside the lock: writing them is safe concurrently, and
     # until a manifest names them they are just unreferenced blobs.
     for i, name in enumerate(names):
@@ -139,11 +140,11 @@ def add(
             st = os.stat(path)
         except FileNotFoundError:
             raise ContentChanged(f"{name}: file vanished while being added") from None
-        row = index.get(name)
+        row = known.get(name)
         if row and row.wt_object == row.object and (row.wt_size, row.wt_mtime_ns, row.wt_ino) == (st.st_size, st.st_mtime_ns, st.st_ino):
             hashed[name] = (row.object, st)
             continue
-        stored = repo.objects.put_file(path, compress=False if is_compressed(name) else None, durable=not batch)
+        stored = repo.objects.put_file(path, compress=False if is_compressed(name) else None, durable=not batch, st=st)
         hashed[name] = (stored, st)
         if now - st.st_mtime_ns > RACY_WINDOW_NS:
             stat_updates.append((st.st_size, st.st_mtime_ns, st.st_ino, stored.oid, name))

@@ -12,6 +12,15 @@ from typing import BinaryIO, Iterator
 
 TEMP_MARK = ".tmp-"
 _serial = itertools.count()  # thread-safe in CPython
+_pid = os.getpid()  # a system call each time otherwise; a forked child re-reads it
+
+
+def _after_fork() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def create_temp(directory: str | Path, prefix: str, mode: int = 0o600, suffix: str = "") -> tuple[int, str]:
@@ -19,7 +28,7 @@ def create_temp(directory: str | Path, prefix: str, mode: int = 0o600, suffix: s
     (fd, path). Cheaper than tempfile.mkstemp (no random names) and as safe:
     O_EXCL, and a name left by a dead process with our pid is skipped."""
     while True:
-        tmp = f"{directory}/{prefix}{TEMP_MARK}{os.getpid()}-{next(_serial)}{suffix}"
+        tmp = f"{directory}/{prefix}{TEMP_MARK}{_pid}-{next(_serial)}{suffix}"
         try:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode), tmp
         except FileExistsError:
@@ -151,8 +160,12 @@ class AtomicBatch:
             folder.mkdir(parents=True, exist_ok=True)
             self._folders.add(folder)
         fd, tmp = create_temp(folder, f".{path.name}", mode)
-        with open(fd, "wb") as f:
-            f.write(data)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+        finally:
+            os.close(fd)
         self._pending.append((tmp, path))
 
     def commit(self) -> None:

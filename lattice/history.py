@@ -173,6 +173,13 @@ def write_commit(repo: Repository, g, tree, message: str, parents: list, extra: 
     return str(g.create_commit("HEAD", sig, sig, message.strip() + "\n", tree, all_parents))
 
 
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 1 << 20):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
 def update_tree(g, tree, changes: dict[str, object]):
     """The id of `tree` with each path set to a blob id (None: removed);
     only the trees along the changed paths are rewritten. None when empty."""
@@ -235,10 +242,14 @@ def _blobs(g, paths: list) -> list:
     datas = []
     for path in paths:
         try:
-            with open(path, "rb") as f:
-                datas.append(f.read())
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             datas.append(None)
+            continue
+        try:
+            datas.append(_read_all(fd))
+        finally:
+            os.close(fd)
     present = [d for d in datas if d is not None]
     if len(present) < gitpack.PACK_FROM:
         return [None if d is None else g.create_blob(d) for d in datas]

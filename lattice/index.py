@@ -220,6 +220,16 @@ class Index:
         r = self.db.execute(f"SELECT {COLUMNS} FROM assets WHERE path = ?", (name,)).fetchone()
         return _row(r) if r else None
 
+    def get_many(self, names: list[str]) -> dict[str, Row]:
+        """The rows of those of `names` that are assets: one query per 500."""
+        out: dict[str, Row] = {}
+        for i in range(0, len(names), 500):
+            part = names[i : i + 500]
+            marks = ", ".join("?" * len(part))
+            for r in self.db.execute(f"SELECT {COLUMNS} FROM assets WHERE path IN ({marks})", part):
+                out[r[0]] = _row(r)
+        return out
+
     def rows(self, prefix: str | None = None) -> Iterator[Row]:
         if prefix:
             cur = self.db.execute(

@@ -131,47 +131,51 @@ class ObjectStore:
 
     # -- writing --------------------------------------------------------
 
-    def put_file(self, path: Path, compress: bool | None = None, durable: bool = True) -> StoredObject:
-        """Store the file at `path`. `compress=None` decides by sampling.
-        Raises ContentChanged if the file changes or vanishes while read."""
+    def put_file(self, path: Path, compress: bool | None = None, durable: bool = True, st: os.stat_result | None = None) -> StoredObject:
+        """Store the file at `path` (whose stat the caller may pass as `st`).
+        `compress=None` decides by sampling. Raises ContentChanged if the
+        file changes or vanishes while read. Plain file descriptors, no
+        buffered file objects: `add` runs this 1,000s of times."""
         import blake3
 
-        path = Path(path)
         try:
-            before = os.stat(path)
-            src = open(path, "rb")
+            src = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:
             raise ContentChanged(f"{path}: file vanished while being added") from None
-        self._folder(self.tmp)
-        with src:
-            first = src.read(CHUNK)
+        try:
+            before = st or os.fstat(src)
+            self._folder(self.tmp)
+            first = os.read(src, CHUNK)
             if compress is None:
                 compress = _compresses_well(first)
             hasher = blake3.blake3()
             fd, tmp = _mkstemp(self.tmp)
             try:
-                with os.fdopen(fd, "wb") as out:
+                with os.fdopen(fd, "wb", buffering=0) as out:
                     sink = _zstd_writer(out, before.st_size) if compress else out
                     chunk = first
                     size = 0
                     while chunk:
                         hasher.update(chunk)
-                        sink.write(chunk)
+                        view = memoryview(chunk)
+                        while view:  # raw writes may be partial
+                            view = view[sink.write(view) :]
                         size += len(chunk)
-                        chunk = src.read(CHUNK)
+                        chunk = os.read(src, CHUNK)
                     if compress:
                         sink.flush(_zstd_frame_end())
-                    out.flush()
                     if durable:
-                        os.fsync(out.fileno())
-                after = os.fstat(src.fileno())
+                        os.fsync(fd)
+                after = os.fstat(src)
                 if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or size != before.st_size:
                     raise ContentChanged(f"{path}: file changed while being added")
-                return self._publish(Path(tmp), hasher.hexdigest(), size, compress, durable)
+                return self._publish(tmp, hasher.hexdigest(), size, compress, durable, readonly=True)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
                 raise
+        finally:
+            os.close(src)
 
     def put_output(self, path: Path, compress: bool | None = None) -> StoredObject:
         """Adopt a finished file written inside the repository (a generator's
@@ -213,13 +217,15 @@ class ObjectStore:
                 else:
                     out.write(data)
                 os.fsync(out.fileno())
-            return self._publish(Path(tmp), blake3.blake3(data).hexdigest(), len(data), compress, True)
+            return self._publish(tmp, blake3.blake3(data).hexdigest(), len(data), compress, True, readonly=True)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
 
-    def _publish(self, tmp: Path, oid: str, size: int, compressed: bool, durable: bool) -> StoredObject:
+    def _publish(self, tmp: Path | str, oid: str, size: int, compressed: bool, durable: bool, readonly: bool = False) -> StoredObject:
+        """Move a finished temp file into place as object `oid` (`readonly`:
+        it was created mode 0444 already)."""
         existing = self.locate(oid)
         if existing is not None:
             os.unlink(tmp)
@@ -230,7 +236,8 @@ class ObjectStore:
         shard = os.path.join(self.dir, oid[:2])
         final = os.path.join(shard, oid[2:] + (".zst" if compressed else ""))
         self._folder(shard)
-        os.chmod(tmp, 0o444)
+        if not readonly:
+            os.chmod(tmp, 0o444)
         stored = os.stat(tmp).st_size if compressed else size
         # Two writers of the same content race harmlessly: both renames put
         # identical bytes under the same name.
@@ -372,11 +379,12 @@ class _Bounded:
 
 
 def _mkstemp(directory: Path) -> tuple[int, str]:
+    """A new read-only (0444) temp file for an object, open for writing."""
     try:
-        return create_temp(directory, "obj")
+        return create_temp(directory, "obj", 0o444)
     except FileNotFoundError:  # removed behind a long-running process's back
         os.makedirs(directory, exist_ok=True)
-        return create_temp(directory, "obj")
+        return create_temp(directory, "obj", 0o444)
 
 
 def _compresses_well(sample: bytes) -> bool:
@@ -391,7 +399,8 @@ def _zstd_writer(out: BinaryIO, size: int):
     import zstandard
 
     cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL, write_content_size=True)
-    return cctx.stream_writer(out, size=size, closefd=False)
+    # write() then returns the bytes it took in (put_file loops on it).
+    return cctx.stream_writer(out, size=size, closefd=False, write_return_read=True)
 
 
 def _zstd_frame_end() -> int:

@@ -127,10 +127,10 @@ def test_file_vanishing_during_add_records_nothing(tmp_repo, monkeypatch):
 
     real = ObjectStore.put_file
 
-    def vanish_b(self, path, compress=None, durable=True):
+    def vanish_b(self, path, compress=None, durable=True, st=None):
         if path.name == "b.txt":
             os.unlink(path)  # deleted by someone else after add listed it
-        return real(self, path, compress, durable)
+        return real(self, path, compress, durable, st)
 
     monkeypatch.setattr(ObjectStore, "put_file", vanish_b)
     with pytest.raises(ContentChanged, match="vanished"):
