@@ -119,10 +119,10 @@ class Manifest:
                 from lattice.errors import UnsafePath
 
                 raise UnsafePath(f"{name}: its manifest folder leads outside .lattice/manifest (to {real})", hint="remove the symlink inside .lattice/manifest")
-            if os.path.isdir(path.parent):
-                self._sound_folders.add(folder)  # checked once per folder and process
-        if not folder or folder in self._sound_folders:
-            self._files[name] = path  # a switch asks for each of 1,000 files four times
+            # Checked once per folder and process, existing or not yet (an
+            # `add` of 1,000 files into a new folder asks 1,000 times first).
+            self._sound_folders.add(folder)
+        self._files[name] = path  # a switch asks for each of 1,000 files four times
         return path
 
     @functools.cached_property
