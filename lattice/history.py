@@ -124,11 +124,12 @@ def begin(repo: Repository) -> None:
     marker.write_bytes(b"")
 
 
-def finish(repo: Repository, message: str, names: list[str], parents_extra: list[str] = ()) -> str | None:
+def finish(repo: Repository, message: str, names: list[str], parents_extra: list[str] = (), written: dict[str, bytes] | None = None) -> str | None:
     """Commit a transaction's changed assets; on failure warn and leave the
-    marker, so the next transaction (or `fsck --repair`) catches up."""
+    marker, so the next transaction (or `fsck --repair`) catches up.
+    `written`: manifest file path → the text just written there."""
     try:
-        oid = commit(repo, message, names, parents_extra)
+        oid = commit(repo, message, names, parents_extra, written)
     except Exception as e:
         on_warning(f"the change was recorded, but not in history: {_why(e)}; `lattice fsck --repair` commits it")
         return None
@@ -143,19 +144,20 @@ def _why(e: Exception) -> str:
     return getattr(e, "message", None) or str(e) or type(e).__name__
 
 
-def commit(repo: Repository, message: str, names: list[str] | None = None, parents_extra: list[str] = ()) -> str | None:
+def commit(repo: Repository, message: str, names: list[str] | None = None, parents_extra: list[str] = (), written: dict[str, bytes] | None = None) -> str | None:
     """Commit the manifest files of `names` (None: every file) and config.toml
-    on top of HEAD. Returns the new commit id, or None when nothing changed."""
+    on top of HEAD. Returns the new commit id, or None when nothing changed.
+    `written` (file path → text) spares reading back what the caller wrote."""
     g = open_git(repo)
     parent = head_commit(g)
     if parent is None:
         names = None  # the first commit snapshots everything already recorded
     if names is None:
-        tree = snapshot_tree(repo, g)
+        tree = snapshot_tree(repo, g, written)
     else:
-        paths = {f"{MANIFEST}/{n}{SUFFIX}": repo.manifest.file_of(n) for n in names}
-        paths[CONFIG] = repo.dir / CONFIG
-        tree = update_tree(g, parent.tree, dict(zip(paths, _blobs(g, list(paths.values())))))
+        paths = {f"{MANIFEST}/{n}{SUFFIX}": str(repo.manifest.file_of(n)) for n in names}
+        paths[CONFIG] = str(repo.dir / CONFIG)
+        tree = update_tree(g, parent.tree, dict(zip(paths, _blobs(g, list(paths.values()), written))))
     if parent is not None and tree == parent.tree.id and not parents_extra:
         return None
     return write_commit(repo, g, tree, message, [parent.id] if parent else [], parents_extra)
@@ -208,12 +210,12 @@ def update_tree(g, tree, changes: dict[str, object]):
     return builder.write() if len(builder) else None
 
 
-def snapshot_tree(repo: Repository, g):
+def snapshot_tree(repo: Repository, g, written: dict[str, bytes] | None = None):
     """A tree of the manifest and config exactly as on disk (first commit,
     recovery): one walk of the manifest folder."""
     files = {CONFIG: str(repo.dir / CONFIG)}
     _manifest_files(str(repo.manifest.dir), f"{MANIFEST}/", files)
-    return update_tree(g, None, dict(zip(files, _blobs(g, list(files.values())))))
+    return update_tree(g, None, dict(zip(files, _blobs(g, list(files.values()), written))))
 
 
 def _manifest_files(directory: str, prefix: str, out: dict[str, str]) -> None:
@@ -232,15 +234,19 @@ def _manifest_files(directory: str, prefix: str, out: dict[str, str]) -> None:
             out[prefix + e.name] = e.path
 
 
-def _blobs(g, paths: list) -> list:
-    """Blob ids of the files at `paths` (None for a missing file). Many at
-    once go into one pack (gitpack) rather than a loose file each."""
+def _blobs(g, paths: list[str], written: dict[str, bytes] | None = None) -> list:
+    """Blob ids of the files at `paths` (None for a missing file; `written`
+    gives the text of some without reading them). Many at once go into one
+    pack (gitpack) rather than a loose file each."""
     import pygit2
 
     from lattice import gitpack
 
     datas = []
     for path in paths:
+        if written and path in written:
+            datas.append(written[path])
+            continue
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except FileNotFoundError:

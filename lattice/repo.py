@@ -355,4 +355,5 @@ class Transaction:
             for name in self._removed:
                 index.remove(name)
         changed = sorted(set(encoded) | self._removed)
-        history.finish(repo, self.message, changed)  # last: never raises, warns instead
+        written = {str(repo.manifest.file_of(n)): text for n, text in encoded.items()}
+        history.finish(repo, self.message, changed, written=written)  # last: never raises, warns instead
