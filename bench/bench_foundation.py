@@ -150,21 +150,13 @@ def bench_add(b: Bench, label: str, source: Path, files: list[Path]) -> dict:
     hash_argv, hash_name = hasher()
     total = sum(p.stat().st_size for p in files)
 
-    def floor() -> float:
+    def floor(durable: bool = False) -> float:
+        """`b3sum` then `cp`; `durable`: the copy then synced, as lattice syncs its writes."""
         dest = b.work / "floor-copy"
         drop(dest)
+        run(["sync"])  # every run starts from a clean page cache
         t_hash, _ = run([*hash_argv, *map(str, files)])
-        t_cp, _ = run(["cp", "-r", str(source), str(dest)])
-        drop(dest)
-        return t_hash + t_cp
-
-    def durable_floor() -> float:
-        """The same, made durable as lattice makes its writes (`sync`)."""
-        dest = b.work / "floor-copy"
-        drop(dest)
-        run(["sync"])
-        t_hash, _ = run([*hash_argv, *map(str, files)])
-        t_cp, _ = run(["sh", "-c", f"cp -r '{source}' '{dest}' && sync"])
+        t_cp, _ = run(["sh", "-c", f"cp -r '{source}' '{dest}'" + (" && sync" if durable else "")])
         drop(dest)
         return t_hash + t_cp
 
@@ -182,7 +174,7 @@ def bench_add(b: Bench, label: str, source: Path, files: list[Path]) -> dict:
         return t
 
     t_floor = median_of(b.repeat, floor)
-    t_durable = median_of(b.repeat, durable_floor)
+    t_durable = median_of(b.repeat, lambda: floor(durable=True))
     t_lat = median_of(b.repeat, lattice)
     ratio = t_floor / t_lat
     print(
