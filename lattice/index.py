@@ -12,7 +12,7 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, NamedTuple
 
 from lattice.errors import RepositoryCorrupt
 
@@ -81,6 +81,20 @@ class Row:
     @property
     def tag_list(self) -> list[str]:
         return json.loads(self.tags)
+
+
+class WorkingRow(NamedTuple):
+    """The columns status needs of a row: a plain tuple, built four times
+    faster than a Row (status builds 10,000)."""
+
+    path: str
+    object: str
+    generator: str | None
+    deterministic: bool
+    wt_size: int | None
+    wt_mtime_ns: int | None
+    wt_ino: int | None
+    wt_object: str | None
 
 
 COLUMNS = ", ".join(Row.__dataclass_fields__)
@@ -219,6 +233,11 @@ class Index:
     def get(self, name: str) -> Row | None:
         r = self.db.execute(f"SELECT {COLUMNS} FROM assets WHERE path = ?", (name,)).fetchone()
         return _row(r) if r else None
+
+    def working_rows(self) -> list[WorkingRow]:
+        """Every asset's current object and working-file stat cache, by path."""
+        cur = self.db.execute(f"SELECT {', '.join(WorkingRow._fields)} FROM assets ORDER BY path")
+        return list(map(WorkingRow._make, cur))
 
     def get_many(self, names: list[str]) -> dict[str, Row]:
         """The rows of those of `names` that are assets: one query per 500."""

@@ -35,7 +35,7 @@ def status(repo: Repository, untracked: bool = True) -> list[Entry]:
 
     repo.check_manifest()
     index = repo.index
-    rows = list(index.rows())
+    rows = index.working_rows()
     stale = Graph.from_index(index).stale()
     entries: list[Entry] = []
     refresh = []
@@ -85,7 +85,7 @@ def modified(repo: Repository) -> list[str]:
     repo.check_manifest()
     root = os.path.join(repo.root, "")
     out = []
-    for row in repo.index.rows():
+    for row in repo.index.working_rows():
         path = root + row.path
         try:
             st = os.stat(path)
