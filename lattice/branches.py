@@ -223,7 +223,7 @@ def recover(repo: Repository) -> None:
         except Exception as e:
             raise RepositoryCorrupt(
                 f"an interrupted switch or merge could not be finished: {getattr(e, 'message', None) or e}",
-                hint=f"`lattice fsck` explains; removing {repo.dir / JOURNAL} gives up on it",
+                hint="`lattice fsck --repair` sets the journal aside and checks the rest",
             ) from None
 
 

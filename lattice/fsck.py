@@ -20,10 +20,37 @@ TEMP_GRACE_S = 3600
 
 @dataclass
 class Problem:
-    kind: str  # manifest, object, reference, index, temp, queue, history
+    kind: str  # manifest, object, reference, index, temp, queue, history, journal
     subject: str  # the file, object or asset concerned
     message: str
     repaired: str = ""
+
+
+def _finish_interrupted_change(repo: Repository, repair: bool, problems: list) -> bool:
+    """Re-do a switch or merge a crash interrupted (.lattice/journal); one
+    that cannot be re-done is reported, and set aside by repair. False when
+    it is still in the way."""
+    from lattice.repo import JOURNAL
+
+    journal = repo.dir / JOURNAL
+    if not journal.exists():
+        return True
+    from lattice.branches import recover
+    from lattice.errors import RepositoryCorrupt
+
+    try:
+        recover(repo)
+        return True
+    except RepositoryCorrupt as e:
+        p = Problem("journal", str(journal), e.message)
+        problems.append(p)
+        if not repair:
+            return False
+        aside = repo.dir / "quarantine" / f"journal-{int(time.time())}"
+        aside.parent.mkdir(exist_ok=True)
+        os.replace(journal, aside)
+        p.repaired = f"moved to {aside}; the manifest is as the interrupted change left it (history has both sides)"
+        return True
 
 
 @dataclass
@@ -42,6 +69,8 @@ def fsck(repo: Repository, repair: bool = False) -> Report:
 
     report = Report()
     problems = report.problems
+    if not _finish_interrupted_change(repo, repair, problems):
+        return report  # the index cannot be opened until the journal is dealt with
     records = {}
     with repo.lock:
         for name in repo.manifest.names():

@@ -649,9 +649,12 @@ def test_a_damaged_journal_is_one_clear_error(tmp_repo):
     add(repo, "a.txt", "1")
     (repo.dir / "journal").write_bytes(b"{not json")
     r = run_cli("status", cwd=repo.root)
-    assert r.code == 5 and "interrupted switch or merge" in r.err and "journal" in r.err and "Traceback" not in r.err
-    os.unlink(repo.dir / "journal")
-    assert ok("status", repo=repo).out == ""
+    assert r.code == 5 and "interrupted switch or merge" in r.err and "fsck --repair" in r.err and "Traceback" not in r.err
+    r = run_cli("fsck", cwd=repo.root)
+    assert r.code != 0 and "journal" in r.out + r.err and "Traceback" not in r.err
+    r = ok("fsck", "--repair", repo=repo)
+    assert "quarantine" in r.out and not (repo.dir / "journal").exists()
+    assert ok("status", repo=repo).out == "" and fsck(fresh(repo)).ok
 
 
 def test_parked_records_are_taken_once_and_capped(tmp_path):
