@@ -173,9 +173,10 @@ def bench_add(b: Bench, label: str, source: Path, files: list[Path]) -> dict:
         drop(repo)
         return t
 
-    t_floor = median_of(b.repeat, floor)
-    t_durable = median_of(b.repeat, lambda: floor(durable=True))
-    t_lat = median_of(b.repeat, lattice)
+    # Interleaved, so that all three see the same disk: on a shared VM the
+    # cost of creating a file varies tenfold from one minute to the next.
+    runs = [(floor(), floor(durable=True), lattice()) for _ in range(b.repeat)]
+    t_floor, t_durable, t_lat = (statistics.median(r[i] for r in runs) for i in range(3))
     ratio = t_floor / t_lat
     print(
         f"add {label:<24} lattice {t_lat:7.3f} s ({total / MIB / t_lat:7.1f} MiB/s)   "
