@@ -35,6 +35,15 @@ def create_temp(directory: str | Path, prefix: str, mode: int = 0o600, suffix: s
             continue
 
 
+def write_all(out: int | BinaryIO, data: bytes) -> None:
+    """Write all of `data` to a file descriptor or an unbuffered file, whose
+    single writes may take only part of it."""
+    write = (lambda b: os.write(out, b)) if isinstance(out, int) else out.write
+    view = memoryview(data)
+    while view:
+        view = view[write(view) :]
+
+
 def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -161,9 +170,7 @@ class AtomicBatch:
             self._folders.add(folder)
         fd, tmp = create_temp(folder, f".{path.name}", mode)
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, data)
         finally:
             os.close(fd)
         self._pending.append((tmp, path))

@@ -23,6 +23,7 @@ from typing import Any, Iterator
 import msgspec
 
 from lattice.errors import RepositoryCorrupt
+from lattice.fsutil import write_all
 from lattice.paths import check_name
 
 CHANGE_TYPES = ("imported", "initial", "regenerated", "modified", "edited", "restored")
@@ -173,9 +174,7 @@ class Manifest:
                 raise
             raise RepositoryCorrupt(f"{path} is a symbolic link; manifest files never are", hint="remove it, then run the command again") from None
         try:
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            write_all(fd, data)
             os.ftruncate(fd, len(data))
         finally:
             os.close(fd)

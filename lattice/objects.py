@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from lattice.errors import ContentChanged, InvalidInput, RepositoryCorrupt
-from lattice.fsutil import TEMP_MARK, create_temp, fsync_dir
+from lattice.fsutil import TEMP_MARK, create_temp, fsync_dir, write_all
 
 CHUNK = 1 << 20
 OID_RE = re.compile(r"[0-9a-f]{64}")
@@ -157,9 +157,7 @@ class ObjectStore:
                     size = 0
                     while chunk:
                         hasher.update(chunk)
-                        view = memoryview(chunk)
-                        while view:  # raw writes may be partial
-                            view = view[sink.write(view) :]
+                        write_all(sink, chunk)
                         size += len(chunk)
                         chunk = os.read(src, CHUNK)
                     if compress:

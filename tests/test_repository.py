@@ -489,3 +489,21 @@ def test_names_are_checked_and_confined_one_folder_resolution_at_a_time(tmp_path
             with pytest.raises(UnsafePath):
                 confine(root, escaping, cache)
     assert set(folders) == {"in", "away", "meta"}
+
+
+def test_store_folders_removed_behind_a_long_running_process_are_made_again(tmp_repo):
+    import shutil
+
+    store = tmp_repo.objects
+    first = store.put_bytes(b"first object " * 100)
+    shutil.rmtree(store.dir / "tmp")  # e.g. a hand clean-up while a worker runs
+    shard = store.dir / first.oid[:2]
+    os.chmod(store.locate(first.oid), 0o644)
+    shutil.rmtree(shard)
+    again = store.put_bytes(b"first object " * 100)
+    assert again.oid == first.oid and again.new
+    with store.open(again.oid) as f:
+        assert f.read() == b"first object " * 100
+    (tmp_repo.root / "x.bin").write_bytes(os.urandom(5000))
+    shutil.rmtree(store.dir / "tmp")
+    assert store.has(store.put_file(tmp_repo.root / "x.bin").oid)
