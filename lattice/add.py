@@ -10,7 +10,7 @@ from typing import Callable, Iterable
 
 from lattice.errors import ContentChanged, InvalidInput
 from lattice.manifest import AssetRecord, Version, author, now_iso
-from lattice.paths import RESERVED, confine, name_for
+from lattice.paths import RESERVED, confine, confined, name_for
 from lattice.repo import Repository
 
 # A file modified within this window of being hashed may change again within
@@ -128,14 +128,14 @@ def add(
     hashed: dict[str, tuple[object, os.stat_result]] = {}
     stat_updates = []
     now = time.time_ns()
-    folders: dict[str, str] = {}  # confine() resolves each folder once
+    folders: dict[str, str] = {}  # confined() resolves each folder once
     known = index.get_many(names)
     # Objects first, outside the lock: writing them is safe concurrently, and
     # until a manifest names them they are just unreferenced blobs.
     for i, name in enumerate(names):
         if progress:
             progress(i, len(names), name)
-        path = confine(repo.root, name, folders)
+        path = confined(repo.root, name, folders)
         try:
             st = os.stat(path)
         except FileNotFoundError:

@@ -233,30 +233,31 @@ def _apply(repo: Repository, g, journal: Journal, records: dict, before: dict | 
     crash-safe), one filesystem sync, working files replaced the way git
     replaces them (unlink, create), index, HEAD, and the journal removed."""
     from lattice.fsutil import sync_filesystem
-    from lattice.paths import confine
+    from lattice.paths import confined
 
+    manifest_stats = {}
     for name, blob in journal.blobs.items():
         if blob is None:
             repo.manifest.remove(name)
         else:
-            repo.manifest.overwrite(name, g[blob].data)
+            manifest_stats[name] = repo.manifest.overwrite(name, g[blob].data)
     if journal.config is not False:
         repo.manifest.overwrite_file(repo.dir / history.CONFIG, g[journal.config].data if journal.config else b"")
         repo.__dict__.pop("config", None)  # re-read on next use
     sync_filesystem(repo.dir)
-    folders: dict[str, str] = {}  # confine() resolves each folder once
+    folders: dict[str, str] = {}  # confined() resolves each folder once
     for name in journal.delete:
         with contextlib.suppress(FileNotFoundError):
-            os.unlink(confine(repo.root, name, folders))
+            os.unlink(confined(repo.root, name, folders))
     stats = []
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
     for name, (oid, size) in journal.write.items():
-        path = confine(repo.root, name, folders)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
+        path = confined(repo.root, name, folders)
         try:
             os.unlink(path)
             fd = os.open(path, flags, 0o644)
         except FileNotFoundError:  # no file, or no folder yet
-            path.parent.mkdir(parents=True, exist_ok=True)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
             fd = os.open(path, flags, 0o644)
         with open(fd, "wb", buffering=0) as f:
             try:
@@ -267,8 +268,7 @@ def _apply(repo: Repository, g, journal: Journal, records: dict, before: dict | 
             st = os.fstat(fd)
         stats.append((st.st_size, st.st_mtime_ns, st.st_ino, oid, name))
     with repo.index as index:  # one index transaction for the whole change
-        for name, record in records.items():
-            index.put(record, os.stat(repo.manifest.file_of(name)), before[name] if before else False)
+        index.put_many((record, manifest_stats[name], before[name] if before else False) for name, record in records.items())
         for name, blob in journal.blobs.items():
             if blob is None:
                 index.remove(name)
@@ -324,7 +324,7 @@ def _plan_worktree(repo: Repository, before: dict, records: dict) -> tuple[Workt
     index row before the change) given their new records (absent: the asset
     was removed): (the report, files to write, files to delete). A working
     file with unrecorded edits is kept as it is."""
-    from lattice.paths import confine
+    from lattice.paths import confined
     from lattice.status import differs
 
     wt = Worktree()
@@ -334,7 +334,7 @@ def _plan_worktree(repo: Repository, before: dict, records: dict) -> tuple[Workt
     for name in sorted(before):
         old = before[name]
         record = records.get(name)
-        path = confine(repo.root, name, folders)
+        path = confined(repo.root, name, folders)
         try:
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):

@@ -152,15 +152,15 @@ class Manifest:
             data = f.read()
         return decode(data, path), data
 
-    def overwrite(self, name: str, data: bytes) -> None:
+    def overwrite(self, name: str, data: bytes) -> os.stat_result:
         """Write `name`'s manifest file in place, not through a temp file and a
         rename: for a switch of 1,000 assets the renames cost more than all
         else. Only for changes that are journaled (branches.Journal), which a
-        crash midway leaves to be re-done."""
-        self.overwrite_file(self.file_of(name), data)
+        crash midway leaves to be re-done. Returns the file's stat."""
+        return self.overwrite_file(self.file_of(name), data)
 
     @staticmethod
-    def overwrite_file(path: Path, data: bytes) -> None:
+    def overwrite_file(path: Path, data: bytes) -> os.stat_result:
         # Write over the old bytes, then cut the tail: truncating to zero
         # first frees the blocks and makes ext4 flush each file on close.
         flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW
@@ -176,6 +176,7 @@ class Manifest:
         try:
             write_all(fd, data)
             os.ftruncate(fd, len(data))
+            return os.fstat(fd)
         finally:
             os.close(fd)
 

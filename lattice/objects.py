@@ -131,7 +131,7 @@ class ObjectStore:
 
     # -- writing --------------------------------------------------------
 
-    def put_file(self, path: Path, compress: bool | None = None, durable: bool = True, st: os.stat_result | None = None) -> StoredObject:
+    def put_file(self, path: str | os.PathLike, compress: bool | None = None, durable: bool = True, st: os.stat_result | None = None) -> StoredObject:
         """Store the file at `path` (whose stat the caller may pass as `st`).
         `compress=None` decides by sampling. Raises ContentChanged if the
         file changes or vanishes while read. Plain file descriptors, no

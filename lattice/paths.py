@@ -71,27 +71,39 @@ def check_creatable(root: Path, name: str) -> None:
 
 
 def confine(root: Path, name: str, folders: dict[str, str] | None = None) -> Path:
-    """The working-tree path of `name`, refusing symlinks that lead outside.
-    Callers confining many names pass a `folders` dict: each folder is then
-    resolved once per call, and each file costs one lstat."""
-    root = Path(root)
-    path = root / name
-    real_root = _realpath_of_root(str(root))
-    if folders is None:
-        real = os.path.realpath(path)
-    else:
-        folder, _, leaf = name.rpartition("/")
-        if folder not in folders:
-            folders[folder] = os.path.realpath(os.path.join(real_root, folder)) if folder else real_root
-        real = os.path.join(folders[folder], leaf)
-        if os.path.islink(real):
-            real = os.path.realpath(real)
+    """The working-tree path of `name`, refusing symlinks that lead outside
+    or into `.lattice/` and `.git/`."""
+    return Path(confined(root, name, folders))
+
+
+def confined(root: Path | str, name: str, folders: dict[str, str] | None = None) -> str:
+    """confine() as a string, for loops over thousands of names: callers
+    pass one `folders` dict for the loop, so each folder is resolved and
+    checked once and each file costs one lstat."""
+    real_root = _realpath_of_root(os.fspath(root))
+    folder, _, leaf = name.rpartition("/")
+    base = folders.get(folder) if folders is not None else None
+    if base is None:
+        base = _inside(name, real_root, os.path.realpath(os.path.join(real_root, folder)) if folder else real_root)
+        if folders is not None:
+            folders[folder] = base
+    real = os.path.join(base, leaf)
+    if os.path.islink(real):
+        _inside(name, real_root, os.path.realpath(real))
+    elif base == real_root and leaf in RESERVED:
+        raise UnsafePath(f"{name}: resolves into {leaf}/, which lattice never tracks")
+    return os.path.join(root, name)
+
+
+def _inside(name: str, real_root: str, real: str) -> str:
+    """`real` (a resolved path) when it lies in the project outside the
+    reserved folders; else UnsafePath naming `name`."""
     if real != real_root and not real.startswith(real_root + os.sep if real_root != os.sep else os.sep):
         raise UnsafePath(f"{name}: a symlink leads outside the project (to {real})")
     first = real[len(real_root) :].lstrip(os.sep).partition(os.sep)[0]
     if first in RESERVED:
         raise UnsafePath(f"{name}: resolves into {first}/, which lattice never tracks")
-    return path
+    return real
 
 
 @functools.lru_cache(maxsize=16)

@@ -190,6 +190,7 @@ class Repository:
         if not changed and not removed:
             return []
         with self.lock, index:
+            fresh = []
             for name in changed:
                 try:
                     record = self.manifest.read(name)
@@ -206,7 +207,8 @@ class Repository:
                     self.damaged.append(e)
                     continue
                 if record is not None:
-                    index.put(record, os.stat(self.manifest.file_of(name)))
+                    fresh.append((record, os.stat(self.manifest.file_of(name)), row))
+            index.put_many(fresh)
             for name in removed:
                 index.remove(name)
         return changed + removed
@@ -349,9 +351,7 @@ class Transaction:
             except FileNotFoundError:
                 pass
         with repo.index as index:
-            for name in encoded:
-                st = repo.manifest.file_of(name).stat()
-                index.put(self._records[name][0], st)
+            index.put_many((self._records[name][0], os.stat(repo.manifest.file_of(name)), False) for name in encoded)
             for name in self._removed:
                 index.remove(name)
         changed = sorted(set(encoded) | self._removed)

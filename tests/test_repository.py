@@ -128,7 +128,7 @@ def test_file_vanishing_during_add_records_nothing(tmp_repo, monkeypatch):
     real = ObjectStore.put_file
 
     def vanish_b(self, path, compress=None, durable=True, st=None):
-        if path.name == "b.txt":
+        if os.path.basename(path) == "b.txt":
             os.unlink(path)  # deleted by someone else after add listed it
         return real(self, path, compress, durable, st)
 
@@ -209,9 +209,9 @@ def test_status_cli_forms(tmp_repo):
     assert (r.code, r.out) == (0, "")
 
 
-def test_status_and_ls_print_the_same_without_typer(tmp_repo, monkeypatch):
-    """Plain `status`/`ls` skip building the typer app; their output, exit
-    code and errors must be what the typer path gives."""
+def test_quick_commands_print_the_same_without_typer(tmp_repo, monkeypatch):
+    """Plain `status`/`ls`/`switch` skip building the typer app; their
+    output, exit code and errors must be what the typer path gives."""
     from lattice.cli import quick
 
     repo = tmp_repo.gen({"a.png": b"img", "sub/b.png": b"b", "sub/c.wav": b"c", "new.png": b"n"})
@@ -220,6 +220,7 @@ def test_status_and_ls_print_the_same_without_typer(tmp_repo, monkeypatch):
     forms = [
         ("status",), ("status", "--porcelain"), ("status", "--json"), ("-q", "status"), ("--debug", "status", "--json", "--porcelain"),
         ("ls",), ("ls", "--json"), ("ls", "sub"), ("-C", str(repo.root), "--no-color", "ls", "--json", "sub"), ("-C", "nowhere", "status"),
+        ("switch", "main"), ("switch", "--json", "main"), ("switch", "mian"), ("switch", "main", "--force"),
     ]
     for form in forms:
         assert quick.parse(list(form)) is not None, form
@@ -230,7 +231,8 @@ def test_status_and_ls_print_the_same_without_typer(tmp_repo, monkeypatch):
         assert (fast.code, fast.out, fast.err) == (slow.code, slow.out, slow.err), form
     assert run_cli("status", "--porcelain", cwd=repo.root).out == "?? new.png\n M sub/b.png\n"
     for unusual in (["status", "--help"], ["status", "-x"], ["-qC", ".", "status"], ["status", "extra"], ["ls", "a", "b"],
-                    ["statu"], [], ["--version"], ["-C"], ["-C", "--json", "status"], ["status", "--", "--json"]):
+                    ["statu"], [], ["--version"], ["-C"], ["-C", "--json", "status"], ["status", "--", "--json"],
+                    ["switch"], ["switch", "a", "b"], ["switch", "--hard", "a"], ["switch", "--help"]):
         assert quick.parse(unusual) is None, unusual
 
 
@@ -488,7 +490,9 @@ def test_names_are_checked_and_confined_one_folder_resolution_at_a_time(tmp_path
         for escaping in ("away/b.png", "in/link.png", "meta/format"):
             with pytest.raises(UnsafePath):
                 confine(root, escaping, cache)
-    assert set(folders) == {"in", "away", "meta"}
+        with pytest.raises(UnsafePath):
+            confine(root, ".lattice", cache)
+    assert set(folders) == {"", "in"}  # folders are resolved once; those refused are not kept
 
 
 def test_store_folders_removed_behind_a_long_running_process_are_made_again(tmp_repo):

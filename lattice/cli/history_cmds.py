@@ -186,24 +186,9 @@ def switch(
     json: bool = JSON,
 ) -> None:
     """Switch to a branch: update the manifest and the working tree to it."""
-    from lattice.branches import switch as do_switch
+    from lattice.cli.quick import switch as run_switch
 
-    s = do_switch(repo_from_ctx(), name, force=force)
-    if json:
-        return emit_json(s)
-    if s.previous == s.branch:
-        return echo(f"already on {s.branch}")
-    echo(f"switched to {s.branch} ({s.changed} assets differ from {s.previous})")
-    _worktree_lines(s.worktree)
-
-
-def _worktree_lines(wt) -> None:
-    for p in wt.kept:
-        echo(f"kept (unrecorded edits): {p}", err=True)
-    if wt.absent:
-        echo(f"{len(wt.absent)} outputs are not in the store: `lattice render` re-makes them", err=True)
-        for p in wt.absent[:10]:
-            echo(f"  {p}", err=True)
+    run_switch(name, force, json)
 
 
 def tag(name: Optional[str] = typer.Argument(None, help="Tag the current commit with this name."), json: bool = JSON) -> None:
@@ -230,6 +215,7 @@ def merge(
     """Merge per asset: changed on one side → taken; changed on both → conflict,
     left at ours (exit 1) until re-run with --ours or --theirs."""
     from lattice.branches import merge as do_merge
+    from lattice.cli.quick import worktree_lines
     from lattice.errors import UsageError
 
     if ours and theirs:
@@ -248,7 +234,7 @@ def merge(
             echo(f"  resolved {p}")
         for p in m.conflicts:
             echo(f"  CONFLICT {p} (left at ours)", err=True)
-        _worktree_lines(m.worktree)
+        worktree_lines(m.worktree)
         if m.conflicts:
             echo(f"hint: keep ours with `lattice merge {name} --ours` (pick a version first with `lattice restore PATH@vN`), or take theirs with `lattice merge {name} --theirs`", err=True)
     if m.conflicts:

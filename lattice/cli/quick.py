@@ -1,5 +1,6 @@
-"""`status` and `ls`: the commands scripts, editors and pre-commit hooks call
-in loops, runnable without typer (see lattice.cli.entry).
+"""`status`, `ls` and `switch`: the commands scripts, editors and pre-commit
+hooks call in loops, and the one whose speed is measured against git's,
+runnable without typer (see lattice.cli.entry).
 
 The typer definitions in repo_cmds (help, completion, man pages) call the
 same functions below. `parse` accepts only the plain forms: the global
@@ -66,15 +67,39 @@ def ls(json: bool = False, prefix: str | None = None) -> None:
         echo(f"{r.path}  v{r.versions}{pin}  {r.kind}  {human_size(r.size)}  {source}")
 
 
-# command → (its flags, how many arguments it takes, how to run it)
-COMMANDS: dict[str, tuple[set[str], int, Callable[[set[str], list[str]], None]]] = {
-    "status": ({"--json", "--porcelain"}, 0, lambda flags, _: status("--json" in flags, "--porcelain" in flags)),
-    "ls": ({"--json"}, 1, lambda flags, args: ls("--json" in flags, args[0] if args else None)),
+def switch(name: str, force: bool = False, json: bool = False) -> None:
+    from lattice.branches import switch as do_switch
+
+    s = do_switch(repo_from_ctx(), name, force=force)
+    if json:
+        return emit_json(s)
+    if s.previous == s.branch:
+        return echo(f"already on {s.branch}")
+    echo(f"switched to {s.branch} ({s.changed} assets differ from {s.previous})")
+    worktree_lines(s.worktree)
+
+
+def worktree_lines(wt) -> None:
+    """What a switch or merge did not do to the working tree, on stderr."""
+    for p in wt.kept:
+        echo(f"kept (unrecorded edits): {p}", err=True)
+    if wt.absent:
+        echo(f"{len(wt.absent)} outputs are not in the store: `lattice render` re-makes them", err=True)
+        for p in wt.absent[:10]:
+            echo(f"  {p}", err=True)
+
+
+# command → (its flags, the fewest and most arguments it takes, how to run it)
+COMMANDS: dict[str, tuple[set[str], int, int, Callable[[set[str], list[str]], None]]] = {
+    "status": ({"--json", "--porcelain"}, 0, 0, lambda flags, _: status("--json" in flags, "--porcelain" in flags)),
+    "ls": ({"--json"}, 0, 1, lambda flags, args: ls("--json" in flags, args[0] if args else None)),
+    "switch": ({"--force", "--json"}, 1, 1, lambda flags, args: switch(args[0], "--force" in flags, "--json" in flags)),
 }
 
 
 def parse(args: list[str]) -> Callable[[], int] | None:
-    """A runnable for `args` when they are a plain `status` or `ls`, else None."""
+    """A runnable for `args` when they are a plain use of a command in
+    COMMANDS, else None."""
     options: dict = {"directory": None, "debug": False, "quiet": False, "no_color": False}
     i = 0
     while i < len(args) and args[i].startswith("-"):
@@ -89,7 +114,7 @@ def parse(args: list[str]) -> Callable[[], int] | None:
             return None
     if i >= len(args) or args[i] not in COMMANDS:
         return None
-    known, most, action = COMMANDS[args[i]]
+    known, least, most, action = COMMANDS[args[i]]
     flags, positional = set(), []
     for arg in args[i + 1 :]:
         if arg in known:
@@ -98,7 +123,7 @@ def parse(args: list[str]) -> Callable[[], int] | None:
             return None
         else:
             positional.append(arg)
-    if len(positional) > most:
+    if not least <= len(positional) <= most:
         return None
 
     def command() -> int:
