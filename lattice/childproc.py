@@ -79,13 +79,14 @@ def run_child(
             proc.stdout.close()
     if timed_out.is_set():
         raise GeneratorFailed(
-            f"{name} timed out after {timeout:g} s", hint="raise the timeout, or make the output smaller"
+            f"{name} timed out after {timeout:g} s", hint="raise the timeout, or make the output smaller", transient=True
         )
     if rc != 0:
         lines = list(tail)
         status = f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
         pick = (first[0] if summary == "first" else lines[-1]) if lines else status
-        raise GeneratorFailed(f"{name} failed ({status}): {_LOG_PREFIX.sub('', pick)}", hint="\n".join(lines) or None)
+        raise GeneratorFailed(f"{name} failed ({status}): {_LOG_PREFIX.sub('', pick)}", hint="\n".join(lines) or None,
+                              transient=rc < 0)  # a signal: the OOM killer, a shutdown
 
 
 # ffmpeg's "[libx264 @ 0x55d8...] " context prefix: noise in a one-line error.

@@ -76,10 +76,14 @@ class GeneratorFailed(LatticeError):
     """A generator failed."""
 
     exit_code = 8
+    # Whether the queue may run the job again. A deterministic generator's
+    # failure repeats itself, so lattice.render clears this for it.
+    retryable = True
 
-    def __init__(self, message: str | None = None, hint: str | None = None, stderr_tail: str = ""):
+    def __init__(self, message: str | None = None, hint: str | None = None, stderr_tail: str = "", *, transient: bool = False):
         super().__init__(message, hint)
         self.stderr_tail = stderr_tail  # the last lines the generator wrote to stderr
+        self.transient = transient  # timed out or killed: may pass on another try, whatever the generator
 
 
 class TrustRequired(LatticeError):

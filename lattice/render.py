@@ -168,27 +168,32 @@ def generated_file(repo: Repository, recipe: Recipe, extension: str, hooks: Hook
         scratch.callback(remove_quietly, out)
         inputs = input_files(repo, recipe, scratch)
         hooks.progress(0.0, "preparing")
-        gen.run(
-            RunContext(
-                params=dict(recipe.params),
-                seed=recipe.seed,
-                prompt=recipe.prompt,
-                negative_prompt=recipe.negative_prompt,
-                inputs=inputs,
-                output=out,
-                progress=hooks.progress,
-                timeout=hooks.timeout,
-                env=dict(hooks.env),
-                on_process=hooks.on_process,
-            )
-        )
         try:
-            st = os.lstat(out)
-        except FileNotFoundError:
-            raise GeneratorFailed(f"generator {gen.id} wrote no output") from None
-        if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
-            what = "an empty file" if stat.S_ISREG(st.st_mode) else "something other than a regular file"
-            raise GeneratorFailed(f"generator {gen.id} wrote {what} as its output")
+            gen.run(
+                RunContext(
+                    params=dict(recipe.params),
+                    seed=recipe.seed,
+                    prompt=recipe.prompt,
+                    negative_prompt=recipe.negative_prompt,
+                    inputs=inputs,
+                    output=out,
+                    progress=hooks.progress,
+                    timeout=hooks.timeout,
+                    env=dict(hooks.env),
+                    on_process=hooks.on_process,
+                )
+            )
+            try:
+                st = os.lstat(out)
+            except FileNotFoundError:
+                raise GeneratorFailed(f"generator {gen.id} wrote no output") from None
+            if not stat.S_ISREG(st.st_mode) or st.st_size == 0:
+                what = "an empty file" if stat.S_ISREG(st.st_mode) else "something other than a regular file"
+                raise GeneratorFailed(f"generator {gen.id} wrote {what} as its output")
+        except GeneratorFailed as e:
+            # The same recipe through a deterministic generator fails the same way.
+            e.retryable = e.transient or not gen.deterministic
+            raise
         yield out
 
 

@@ -29,8 +29,8 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from lattice.errors import InvalidInput, LatticeError, QueueError, RepositoryCorrupt, TrustRequired, UsageError
 from lattice.queue import Job, JobQueue
 
-# Errors a retry cannot fix: the same input gives the same refusal.
-# Failures a retry cannot fix: bad input, a damaged repository, an unapproved command.
+# Failures a retry cannot fix: bad input, a damaged repository, an unapproved
+# command (and a deterministic generator's failure: GeneratorFailed.retryable).
 NOT_RETRYABLE = (InvalidInput, UsageError, RepositoryCorrupt, TrustRequired)
 
 
@@ -341,7 +341,7 @@ class WorkerPool:
                 if isinstance(tail, bytes):
                     tail = tail.decode("utf-8", "replace")
                 if run.outcome is None:
-                    retry = not isinstance(e, NOT_RETRYABLE)
+                    retry = not isinstance(e, NOT_RETRYABLE) and getattr(e, "retryable", True)
                     if self._quietly(self.queue.fail, job.id, error, str(tail), retry, worker_id=worker_id):
                         will_retry = retry and job.attempts <= job.max_retries
                         self.stats["retried" if will_retry else "failed"] += 1

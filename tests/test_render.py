@@ -131,11 +131,13 @@ def test_cycle_is_refused_naming_it(tmp_repo):
     assert r.code == 4 and "cycle a.txt -> b.txt -> a.txt" in r.err
 
 
-def test_failing_generator_leaves_previous_version_and_reports_stderr(tmp_repo):
+def test_failing_generator_leaves_previous_version_and_reports_stderr(tmp_repo, run_log):
     gen(tmp_repo, "a.txt", "--model", "test.text", "--seed", "1")
     before = (tmp_repo.root / "a.txt").read_bytes()
     r = run_cli("gen", "a.txt", "--model", "test.fail", cwd=tmp_repo.root)
     assert r.code == 1 and "failed: a.txt" in r.err and "boom: model exploded" in r.err
+    # test.fail is deterministic: its failure would repeat, so it ran once, not once per retry.
+    assert [line.split()[0] for line in run_log()] == ["test.text", "test.fail"]
     assert len(tmp_repo.record("a.txt").versions) == 1
     assert (tmp_repo.root / "a.txt").read_bytes() == before
     assert list((tmp_repo.dir / "tmp").glob("out-*")) == []
@@ -158,6 +160,28 @@ def test_failure_skips_dependents_and_the_rest_goes_on(tmp_repo, tmp_path):
     assert r.code == 1
     by = {o["name"]: o["status"] for o in r.json}
     assert by == {"a.txt": "failed", "b.txt": "skipped", "solo.txt": "rendered"}
+
+
+def test_a_nondeterministic_generator_that_fails_once_is_retried(tmp_repo):
+    """A model on a GPU may fail once (out of memory while another job held
+    it) and pass on the next try: such generators are retried."""
+    import json
+    import sys
+
+    script = ("import os, sys\n"
+              "if not os.path.exists('tried'):\n"
+              "    open('tried', 'w').close()\n"
+              "    sys.exit('RuntimeError: CUDA out of memory')\n"
+              "open(sys.argv[1], 'w').write('made on the second try')\n")
+    (tmp_repo.root / "flaky.py").write_text(script)
+    cfg = tmp_repo.dir / "config.toml"
+    cfg.write_text(cfg.read_text() + f"\n[generators.flaky]\nargv = {json.dumps([sys.executable, 'flaky.py', '{output}'])}\n"
+                   'extensions = ["txt"]\n\n[queue.types.image]\nretries = 1\n')
+    assert run_cli("trust", cwd=tmp_repo.root).code == 0
+    gen(tmp_repo, "f.txt", "--model", "flaky")
+    assert (tmp_repo.root / "f.txt").read_text() == "made on the second try"
+    jobs = run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json
+    assert [(j["state"], j["attempts"]) for j in jobs] == [("succeeded", 2)]
 
 
 def test_hanging_generator_times_out(tmp_repo):
