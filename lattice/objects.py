@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from lattice.errors import ContentChanged, InvalidInput, RepositoryCorrupt
-from lattice.fsutil import TEMP_MARK, create_temp, fsync_dir, write_all
+from lattice.fsutil import TEMP_MARK, Writeback, create_temp, fsync_dir, write_all
 
 CHUNK = 1 << 20
 OID_RE = re.compile(r"[0-9a-f]{64}")
@@ -153,12 +153,15 @@ class ObjectStore:
             try:
                 with os.fdopen(fd, "wb", buffering=0) as out:
                     sink = _zstd_writer(out, before.st_size) if compress else out
+                    writeback = None if compress else Writeback(fd)
                     chunk = first
                     size = 0
                     while chunk:
                         hasher.update(chunk)
                         write_all(sink, chunk)
                         size += len(chunk)
+                        if writeback:
+                            writeback.wrote(len(chunk))
                         chunk = os.read(src, CHUNK)
                     if compress:
                         sink.flush(_zstd_frame_end())

@@ -511,3 +511,31 @@ def test_store_folders_removed_behind_a_long_running_process_are_made_again(tmp_
     (tmp_repo.root / "x.bin").write_bytes(os.urandom(5000))
     shutil.rmtree(store.dir / "tmp")
     assert store.has(store.put_file(tmp_repo.root / "x.bin").oid)
+
+
+def test_large_objects_start_their_disk_writes_as_they_are_written(tmp_repo, tmp_path, monkeypatch):
+    """A big add hands the kernel finished windows as it goes (sync_file_range)
+    instead of leaving a gigabyte of dirty pages to the final fsync."""
+    from lattice.fsutil import Writeback
+
+    monkeypatch.setattr(Writeback, "WINDOW", 64 << 10)
+    real = Writeback._call if Writeback._call is not None else Writeback._lookup()
+    if not real:
+        pytest.skip("no sync_file_range on this system")
+    ranges = []
+
+    def spy(fd, offset, length, flags):
+        ranges.append((offset, length, flags))
+        return real(fd, offset, length, flags)
+
+    monkeypatch.setattr(Writeback, "_call", spy)
+    data = os.urandom(3 << 20)
+    src = tmp_path / "big.mp4"
+    src.write_bytes(data)
+    stored = tmp_repo.objects.put_file(src, compress=False)
+    with tmp_repo.objects.open(stored.oid) as f:
+        assert f.read() == data
+    started = [(o, n) for o, n, f in ranges if f == 2]
+    assert started[0][0] == 0 and sum(n for _, n in started) >= len(data) - (64 << 10) - (1 << 20)
+    assert all(o + n <= len(data) for o, n, _ in ranges)
+    assert any(f == 7 for _, _, f in ranges)  # and waits on older windows, bounding what stays dirty
