@@ -75,22 +75,17 @@ class Result:
 
 def run_cli(*args: str, cwd: Path | None = None) -> Result:
     """Run `lattice ARGS` in-process (fast) from `cwd`."""
-    from lattice.cli import common
     from lattice.cli.entry import run
 
     err = io.StringIO()
     old = Path.cwd()
-    saved = common.Options(**vars(common.OPTIONS))
     os.chdir(cwd or old)
-    common.OPTIONS.cwd = Path.cwd()
     try:
         stdout = _Stdout()
         with redirect_stdout(stdout), redirect_stderr(err):
             code = run(list(args))
     finally:
         os.chdir(old)
-        for k, v in vars(saved).items():
-            setattr(common.OPTIONS, k, v)
     return Result(code, stdout.bytes.getvalue().decode(errors="replace"), err.getvalue())
 
 

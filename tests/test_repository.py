@@ -539,3 +539,19 @@ def test_large_objects_start_their_disk_writes_as_they_are_written(tmp_repo, tmp
     assert started[0][0] == 0 and sum(n for _, n in started) >= len(data) - (64 << 10) - (1 << 20)
     assert all(o + n <= len(data) for o, n, _ in ranges)
     assert any(f == 7 for _, _, f in ranges)  # and waits on older windows, bounding what stays dirty
+
+
+def test_each_in_process_run_starts_from_fresh_global_options(tmp_path, monkeypatch, capsys):
+    """A program (or plug-in) calling entry.run twice: the first call's -C
+    and --quiet must not steer the second."""
+    from lattice.cli.entry import run
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    assert run(["-q", "-C", str(tmp_path), "init", "first"]) == 0
+    assert run(["init", str(second)]) == 0
+    monkeypatch.chdir(second)
+    (second / "here.png").write_bytes(b"x")
+    capsys.readouterr()
+    assert run(["status", "--porcelain"]) == 0
+    assert capsys.readouterr().out == "?? here.png\n"
+    assert (first / ".lattice").is_dir() and not (first / "here.png").exists()

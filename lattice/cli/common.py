@@ -22,6 +22,12 @@ class Options:
 OPTIONS = Options(cwd=Path.cwd())
 
 
+def reset_options() -> None:
+    """Fresh global options for one run of a command: a program calling
+    lattice.cli.entry.run twice must not carry the first call's -C over."""
+    vars(OPTIONS).update(vars(Options(cwd=Path.cwd())))
+
+
 def apply_globals(directory: str | Path | None, debug: bool, quiet: bool, no_color: bool) -> None:
     """Record the global options (-C, --debug, --quiet, --no-color)."""
     if directory is not None:

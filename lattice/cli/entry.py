@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from lattice.cli.common import OPTIONS
+from lattice.cli.common import OPTIONS, reset_options
 
 
 def _route_library_warnings() -> None:
@@ -48,6 +48,7 @@ def run(argv: list[str] | None = None) -> int:
     from lattice.errors import LatticeError
 
     args = list(sys.argv[1:] if argv is None else argv)
+    reset_options()
     OPTIONS.debug = "--debug" in args
     _route_library_warnings()
     command = None if "_LATTICE_COMPLETE" in os.environ else quick.parse(args)
