@@ -4,6 +4,7 @@ it spawned), stdin closed, and the tail of its stderr kept for the error."""
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import signal
@@ -44,7 +45,8 @@ def run_child(
             env=env,
         )
     except OSError as e:
-        raise GeneratorFailed(f"cannot start {name}: {e.strerror or e}", hint=f"command: {argv[0]}") from None
+        busy = e.errno in (errno.EAGAIN, errno.ENOMEM, errno.ETXTBSY)  # out of processes or memory, binary being replaced
+        raise GeneratorFailed(f"cannot start {name}: {e.strerror or e}", hint=f"command: {argv[0]}", transient=busy) from None
     if on_process is not None:
         on_process(proc)
 
@@ -85,8 +87,10 @@ def run_child(
         lines = list(tail)
         status = f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
         pick = (first[0] if summary == "first" else lines[-1]) if lines else status
+        # Killed by a signal (the OOM killer, a shutdown), directly or as a
+        # shell reports it (128 + N): another try may pass.
         raise GeneratorFailed(f"{name} failed ({status}): {_LOG_PREFIX.sub('', pick)}", hint="\n".join(lines) or None,
-                              transient=rc < 0)  # a signal: the OOM killer, a shutdown
+                              transient=rc < 0 or rc > 128)
 
 
 # ffmpeg's "[libx264 @ 0x55d8...] " context prefix: noise in a one-line error.

@@ -63,10 +63,19 @@ class Writeback:
             return
         call = Writeback._call if Writeback._call is not None else Writeback._lookup()
         if call:
-            call(self.fd, self.started, self.written - self.started, 2)  # SYNC_FILE_RANGE_WRITE
+            self._check(call(self.fd, self.started, self.written - self.started, 2))  # SYNC_FILE_RANGE_WRITE
             if self.started >= self.WINDOW:  # wait for the window before: WAIT_BEFORE | WRITE | WAIT_AFTER
-                call(self.fd, self.started - self.WINDOW, self.WINDOW, 7)
+                # Raise a write error here: the wait marks it seen, so the final fsync would not.
+                self._check(call(self.fd, self.started - self.WINDOW, self.WINDOW, 7))
         self.started = self.written
+
+    @staticmethod
+    def _check(result: int) -> None:
+        if result != 0:
+            import ctypes
+
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err))
 
     @staticmethod
     def _lookup():
@@ -77,7 +86,7 @@ class Writeback:
             fn = ctypes.CDLL(None, use_errno=True).sync_file_range
             fn.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
             Writeback._call = fn
-        except (OSError, AttributeError):  # not Linux
+        except (ImportError, OSError, AttributeError):  # not Linux, or no ctypes
             pass
         return Writeback._call
 

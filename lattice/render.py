@@ -191,8 +191,9 @@ def generated_file(repo: Repository, recipe: Recipe, extension: str, hooks: Hook
                 what = "an empty file" if stat.S_ISREG(st.st_mode) else "something other than a regular file"
                 raise GeneratorFailed(f"generator {gen.id} wrote {what} as its output")
         except GeneratorFailed as e:
-            # The same recipe through a deterministic generator fails the same way.
-            e.retryable = e.transient or not gen.deterministic
+            # The same recipe through a deterministic CPU generator fails the
+            # same way; a GPU job may have failed for memory another job held.
+            e.retryable = e.transient or not gen.deterministic or gen.slot == "gpu"
             raise
         yield out
 

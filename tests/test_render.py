@@ -162,9 +162,11 @@ def test_failure_skips_dependents_and_the_rest_goes_on(tmp_repo, tmp_path):
     assert by == {"a.txt": "failed", "b.txt": "skipped", "solo.txt": "rendered"}
 
 
-def test_a_nondeterministic_generator_that_fails_once_is_retried(tmp_repo):
-    """A model on a GPU may fail once (out of memory while another job held
-    it) and pass on the next try: such generators are retried."""
+@pytest.mark.parametrize("declared", ["", "deterministic = true\nslot = \"gpu\"\n"])
+def test_a_generator_that_may_fail_once_is_retried(tmp_repo, declared):
+    """A model may fail once (out of memory while another job held the GPU)
+    and pass on the next try: generators not declared deterministic, and
+    every GPU generator, are retried."""
     import json
     import sys
 
@@ -176,7 +178,7 @@ def test_a_nondeterministic_generator_that_fails_once_is_retried(tmp_repo):
     (tmp_repo.root / "flaky.py").write_text(script)
     cfg = tmp_repo.dir / "config.toml"
     cfg.write_text(cfg.read_text() + f"\n[generators.flaky]\nargv = {json.dumps([sys.executable, 'flaky.py', '{output}'])}\n"
-                   'extensions = ["txt"]\n\n[queue.types.image]\nretries = 1\n')
+                   'extensions = ["txt"]\n' + declared + '\n[queue.types.image]\nretries = 1\n')
     assert run_cli("trust", cwd=tmp_repo.root).code == 0
     gen(tmp_repo, "f.txt", "--model", "flaky")
     assert (tmp_repo.root / "f.txt").read_text() == "made on the second try"
@@ -454,3 +456,18 @@ def test_ctrl_c_kills_the_generators_child_process(tmp_repo, run_log):
     else:
         raise AssertionError(f"generator child {child} survived Ctrl-C")
     assert [p.name for p in (tmp_repo.dir / "tmp").iterdir() if not p.name.startswith("key-")] == []
+
+
+@pytest.mark.parametrize("argv, transient", [
+    (["sh", "-c", "echo 'RuntimeError: bad prompt' >&2; exit 1"], False),  # the same run fails the same way
+    (["sh", "-c", "kill -KILL $$"], True),  # killed by a signal (the OOM killer)
+    (["sh", "-c", "sh -c 'kill -KILL $$'; exit $?"], True),  # the same, reported by a wrapping shell as 137
+    (["/nonexistent/generator"], False),  # cannot start, and never will
+])
+def test_which_child_failures_another_try_may_fix(argv, transient):
+    from lattice.childproc import run_child
+    from lattice.errors import GeneratorFailed
+
+    with pytest.raises(GeneratorFailed) as e:
+        run_child(argv, name="gen")
+    assert e.value.transient is transient

@@ -555,3 +555,35 @@ def test_each_in_process_run_starts_from_fresh_global_options(tmp_path, monkeypa
     assert run(["status", "--porcelain"]) == 0
     assert capsys.readouterr().out == "?? here.png\n"
     assert (first / ".lattice").is_dir() and not (first / "here.png").exists()
+
+
+def test_a_write_error_during_writeback_stores_nothing(tmp_repo, tmp_path, monkeypatch):
+    """sync_file_range reporting EIO (a failing disk) must fail the add: the
+    wait marks the error seen, so the final fsync would not report it."""
+    import ctypes
+    import errno
+
+    from lattice.fsutil import Writeback
+
+    monkeypatch.setattr(Writeback, "WINDOW", 64 << 10)
+
+    def failing_disk(fd, offset, length, flags):
+        ctypes.set_errno(errno.EIO)
+        return -1
+
+    monkeypatch.setattr(Writeback, "_call", failing_disk)
+    src = tmp_path / "big.mp4"
+    src.write_bytes(os.urandom(3 << 20))
+    with pytest.raises(OSError) as e:
+        tmp_repo.objects.put_file(src, compress=False)
+    assert e.value.errno == errno.EIO
+    assert list(tmp_repo.objects) == [] and not tmp_repo.objects.stray_temps()
+
+
+def test_a_deleted_current_directory_is_one_clear_error(tmp_path):
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    r = subprocess.run(["sh", "-c", f"cd '{gone}' && rmdir '{gone}' && exec '{sys.executable}' -m lattice status"],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.startswith("error: the current directory no longer exists\nhint:")

@@ -13,25 +13,25 @@ from typing import Any
 
 @dataclass
 class Options:
-    cwd: Path
+    cwd: Path | None = None  # -C DIR; None: the process's directory, read when first needed
     debug: bool = False
     quiet: bool = False
     color: bool = True
 
 
-OPTIONS = Options(cwd=Path.cwd())
+OPTIONS = Options()
 
 
 def reset_options() -> None:
     """Fresh global options for one run of a command: a program calling
     lattice.cli.entry.run twice must not carry the first call's -C over."""
-    vars(OPTIONS).update(vars(Options(cwd=Path.cwd())))
+    vars(OPTIONS).update(vars(Options()))
 
 
 def apply_globals(directory: str | Path | None, debug: bool, quiet: bool, no_color: bool) -> None:
     """Record the global options (-C, --debug, --quiet, --no-color)."""
     if directory is not None:
-        target = (Path.cwd() / directory).absolute()
+        target = Path(directory) if os.path.isabs(directory) else (_process_cwd() / directory).absolute()
         if not target.is_dir():
             from lattice.errors import UsageError
 
@@ -46,11 +46,23 @@ def repo_from_ctx():
     """The repository around the working directory (`-C DIR` applied)."""
     from lattice.repo import Repository
 
-    return Repository.find(OPTIONS.cwd)
+    return Repository.find(cwd())
 
 
 def cwd() -> Path:
+    """Where the command runs: -C DIR, else the process's directory."""
+    if OPTIONS.cwd is None:
+        OPTIONS.cwd = _process_cwd()
     return OPTIONS.cwd
+
+
+def _process_cwd() -> Path:
+    try:
+        return Path.cwd()
+    except FileNotFoundError:
+        from lattice.errors import UsageError
+
+        raise UsageError("the current directory no longer exists", hint="cd to an existing directory, or pass -C DIR") from None
 
 
 def echo(text: str = "", err: bool = False) -> None:
