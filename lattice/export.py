@@ -46,6 +46,18 @@ FORMATS = {
     "frames": ("", "frames"), "wav": ("wav", "audio"), "mp3": ("mp3", "audio"),
     "lottie": ("json", "lottie"), "dotlottie": ("lottie", "lottie"),
 }
+
+
+def format_of_output(out: str) -> str | None:
+    """The export format an output name asks for by its extension
+    (`clip.mp4` → mp4, `anim.json` → lottie), or None."""
+    from lattice.media import extension
+
+    ext = extension(out)
+    ext = "jpg" if ext == "jpeg" else ext
+    return next((fmt for fmt, (e, _) in FORMATS.items() if e and e == ext), None)
+
+
 QUALITIES = ("draft", "preview", "production", "master")
 PRESETS: dict[str, dict[str, Any]] = {
     "draft": {"x264": ("ultrafast", 32), "vp9": (40, "realtime", 8), "gif": (64, "none"), "png": 1, "jpg": 8,

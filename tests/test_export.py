@@ -55,6 +55,20 @@ def test_still_formats_have_the_requested_size(media, tmp_path, fmt):
     assert (info.width, info.height, info.kind) == (40, 30, "image")
 
 
+@pytest.mark.parametrize("name, fmt, kind", [("c.webm", "webm", "video"), ("s.JPEG", "jpg", "image"), ("t.mp3", "mp3", "audio")])
+def test_the_format_follows_the_output_extension(media, tmp_path, name, fmt, kind):
+    source = {"video": "clip.mp4", "image": "still.png", "audio": "tone.wav"}[kind]
+    r = export(media, source, "-o", str(tmp_path / name))
+    assert r.code == 0, r.err
+    assert r.json["format"] == fmt and probe(tmp_path / name).kind == kind
+
+
+@pytest.mark.parametrize("args", [[], ["-o", "notes.txt"], ["-o", "frames-dir"]])
+def test_no_format_and_no_telling_extension_is_a_usage_error(media, args):
+    r = export(media, "clip.mp4", *args)
+    assert r.code == 2 and r.err.startswith("error: export needs a format") and "formats are: mp4" in r.err
+
+
 def test_frames_write_a_numbered_sequence(media, tmp_path):
     out = tmp_path / "frames"
     r = export(media, "clip.mp4", "--format", "frames", "--fps", "5", "--range", "0-1", "--size", "16x12", "-o", str(out))

@@ -75,7 +75,8 @@ def switch(name: str, force: bool = False, json: bool = False) -> None:
         return emit_json(s)
     if s.previous == s.branch:
         return echo(f"already on {s.branch}")
-    echo(f"switched to {s.branch} ({s.changed} assets differ from {s.previous})")
+    differ = "1 asset differs" if s.changed == 1 else f"{s.changed} assets differ"
+    echo(f"switched to {s.branch} ({differ} from {s.previous})")
     worktree_lines(s.worktree)
 
 

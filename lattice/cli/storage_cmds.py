@@ -114,7 +114,7 @@ otherwise it goes to OUT.lattice.json.
 
 def export(
     path: str = typer.Argument(..., help="Asset to export."),
-    format: str = typer.Option(..., "--format", "-f", help="mp4, webm, gif, png, jpg, webp, frames, wav, mp3, lottie or dotlottie."),
+    format: Optional[str] = typer.Option(None, "--format", "-f", help="mp4, webm, gif, png, jpg, webp, frames, wav, mp3, lottie or dotlottie (default: from the --output extension)."),
     quality: str = typer.Option("production", "--quality", help="draft, preview, production or master."),
     size: Optional[str] = typer.Option(None, "--size", metavar="WxH", help="Output size, e.g. 1280x720."),
     fps: Optional[float] = typer.Option(None, "--fps", help="Output frame rate."),
@@ -123,9 +123,15 @@ def export(
     no_regen: bool = NO_REGEN,
     json: bool = JSON,
 ) -> None:
-    from lattice.export import ExportOptions, export as do_export
+    from lattice.errors import UsageError
+    from lattice.export import FORMATS, ExportOptions, export as do_export, format_of_output
     from lattice.paths import name_for
 
+    if format is None:
+        format = format_of_output(out) if out else None
+        if format is None:
+            raise UsageError("export needs a format: pass --format, or an --output whose extension names one",
+                             hint=f"formats are: {', '.join(FORMATS)}; e.g. `lattice export {path} -o clip.mp4`")
     repo = repo_from_ctx()
     name = name_for(repo.root, path, cwd())
     start = time.monotonic()
