@@ -31,7 +31,7 @@ import os
 import re
 import shutil
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -115,7 +115,7 @@ def parse_range(text: str) -> tuple[float, float]:
 
 @dataclass
 class ExportOptions:
-    format: str
+    format: str | None  # None: from the output's extension (format_of_output)
     quality: str = "production"
     size: str | None = None
     fps: float | None = None
@@ -436,6 +436,14 @@ def export(repo: Repository, name: str, options: ExportOptions, out: str | None,
     from lattice.remake import ensure_present
     from lattice.pipeline import queue_of, run_until_done
 
+    if options.format is None:
+        fmt = format_of_output(out) if out else None
+        if fmt is None:
+            from lattice.errors import UsageError
+
+            raise UsageError("export needs a format: pass --format, or an --output whose extension names one",
+                             hint=f"formats are: {', '.join(FORMATS)}; e.g. `lattice export {name} -o out.mp4`")
+        options = replace(options, format=fmt)
     record = repo.record(name)
     v = record.effective
     kind = source_kind(record.kind, v.media)

@@ -2,8 +2,8 @@
 hooks call in loops, and the one whose speed is measured against git's,
 runnable without typer (see lattice.cli.entry).
 
-The typer definitions in repo_cmds (help, completion, man pages) call the
-same functions below. `parse` accepts only the plain forms: the global
+The typer definitions in repo_cmds and history_cmds (help, completion, man
+pages) call the same functions below. `parse` accepts only the plain forms: the global
 options, then the command and its own flags. Anything else (`--help`, a
 typo, `-qC DIR`) returns None and goes through typer, which parses and
 reports it exactly as for every other command.

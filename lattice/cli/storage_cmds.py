@@ -123,15 +123,9 @@ def export(
     no_regen: bool = NO_REGEN,
     json: bool = JSON,
 ) -> None:
-    from lattice.errors import UsageError
-    from lattice.export import FORMATS, ExportOptions, export as do_export, format_of_output
+    from lattice.export import ExportOptions, export as do_export
     from lattice.paths import name_for
 
-    if format is None:
-        format = format_of_output(out) if out else None
-        if format is None:
-            raise UsageError("export needs a format: pass --format, or an --output whose extension names one",
-                             hint=f"formats are: {', '.join(FORMATS)}; e.g. `lattice export {path} -o clip.mp4`")
     repo = repo_from_ctx()
     name = name_for(repo.root, path, cwd())
     start = time.monotonic()
