@@ -189,7 +189,20 @@ class Repository:
         removed = [n for n in known if n not in seen]
         if not changed and not removed:
             return []
-        with self.lock, index:
+        with self.lock:
+            if os.path.exists(self.dir / JOURNAL):
+                # A switch or merge died while we waited for its lock: its
+                # manifest files may be half written. Finish it, then look again.
+                from lattice.branches import recover
+
+                recover(self)
+                return self.sync_index()
+            return self._reindex(changed, removed)
+
+    def _reindex(self, changed: list[str], removed: list[str]) -> list[str]:
+        """sync_index's writes, under the repository lock."""
+        index = self.index
+        with index:
             fresh = []
             for name in changed:
                 try:

@@ -622,6 +622,38 @@ def test_switch_killed_midway_is_finished_by_the_next_command(tmp_repo, monkeypa
     assert fsck(fresh(repo)).ok
 
 
+def test_a_command_that_waited_on_a_switch_that_died_finishes_it_first(tmp_repo, monkeypatch):
+    """A process that opened the index before a switch began, and re-reads
+    the manifest after the switch died under the lock, finishes the journal
+    instead of indexing half-written manifest files."""
+    from lattice import branches
+    from lattice.manifest import Manifest
+
+    repo = tmp_repo
+    _two_branches(repo)
+    waiting = fresh(repo)
+    waiting.index  # opened (and synced) before the switch
+    real_over, calls = Manifest.overwrite, []
+
+    def dying_overwrite(self, name, data):
+        calls.append(name)
+        if len(calls) == 2:
+            raise SystemExit("killed")
+        return real_over(self, name, data)
+
+    monkeypatch.setattr(Manifest, "overwrite", dying_overwrite)
+    with pytest.raises(SystemExit):
+        branches.switch(fresh(repo), "feat")
+    monkeypatch.undo()
+    assert (repo.dir / "journal").exists()
+    waiting.sync_index()
+    assert not (repo.dir / "journal").exists() and not waiting.damaged
+    assert history.current_branch(history.open_git(repo)) == "feat"
+    assert waiting.index.get("d/f2.txt").object == waiting.manifest.read("d/f2.txt").current.object
+    assert (repo.root / "d" / "only-feat.txt").read_text() == "new on feat"
+    assert ok("status", "--porcelain", repo=repo).out == ""
+
+
 def test_switching_back_and_forth_reuses_parked_records_and_the_stat_cache(tmp_repo, monkeypatch):
     from lattice import manifest
     from lattice.manifest import decode
