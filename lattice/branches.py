@@ -188,15 +188,12 @@ def change_state(repo: Repository, g, blobs: dict, config, head: str | None = No
     """Make the manifest files of `blobs` (asset → blob id, None: remove) and,
     unless `config` is False, config.toml match history's text; bring their
     working files along; move HEAD as `head` says. Journaled: see Journal."""
-    before = {n: repo.index.get(n) for n in blobs}
-    records = {}
+    known = repo.index.get_many(list(blobs))
+    before = {n: known.get(n) for n in blobs}
     with repo.index:
-        for name in blobs:
-            _park(repo, name)
+        _park(repo, list(blobs))
         repo.index.trim_parked()
-        for name, oid in blobs.items():
-            if oid is not None:
-                records[name] = _record_of_blob(repo, g, name, oid)
+        records = _records_of_blobs(repo, g, blobs)
     wt, write, delete = _plan_worktree(repo, before, records)
     journal = Journal({n: str(b) if b is not None else None for n, b in blobs.items()},
                       str(config) if config not in (False, None) else config, write, delete, head)
@@ -218,7 +215,7 @@ def recover(repo: Repository) -> None:
         try:
             journal = msgspec.json.decode(data, type=Journal)
             g = history.open_git(repo)
-            records = {n: _record_of_blob(repo, g, n, b) for n, b in journal.blobs.items() if b is not None}
+            records = _records_of_blobs(repo, g, journal.blobs)
             _apply(repo, g, journal, records)
         except Exception as e:
             raise RepositoryCorrupt(
@@ -284,39 +281,45 @@ def _apply(repo: Repository, g, journal: Journal, records: dict, before: dict | 
     os.unlink(repo.dir / JOURNAL)
 
 
-def _park(repo: Repository, name: str) -> None:
-    """Keep the decoded record of `name`'s manifest file, about to be
-    replaced, under the file's git blob id: switching back then needs no
-    TOML parse. Only a record the index holds for exactly these bytes."""
+def _park(repo: Repository, names: list[str]) -> None:
+    """Keep the decoded records of these assets' manifest files, about to be
+    replaced, under the files' git blob ids: switching back then needs no
+    TOML parse. Only records the index holds for exactly these bytes."""
     from lattice.gitpack import blob_id
 
-    try:
-        fd = os.open(repo.manifest.file_of(name), os.O_RDONLY | os.O_NOFOLLOW)
-    except FileNotFoundError:
-        return
-    try:
-        st = os.fstat(fd)
-        data = os.read(fd, st.st_size + 1)
-    finally:
-        os.close(fd)
-    if len(data) != st.st_size:  # changing under us: not worth keeping
-        return
-    body = repo.index.record_body(name, st)
-    if body is not None:
-        repo.index.park(blob_id(data), body)
+    stats, blobs = {}, {}
+    for name in names:
+        try:
+            fd = os.open(repo.manifest.file_of(name), os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            continue
+        try:
+            st = os.fstat(fd)
+            data = os.read(fd, st.st_size + 1)
+        finally:
+            os.close(fd)
+        if len(data) == st.st_size:  # else changing under us: not worth keeping
+            stats[name], blobs[name] = st, blob_id(data)
+    repo.index.park_many((blobs[name], body) for name, body in repo.index.record_bodies(stats).items())
 
 
-def _record_of_blob(repo: Repository, g, name: str, oid):
-    """The record in history's manifest blob `oid` for asset `name`: parked
-    JSON when this repository had it before, else the TOML parsed."""
+def _records_of_blobs(repo: Repository, g, blobs: dict) -> dict:
+    """Asset → its record in history's manifest blob (asset → blob id; None
+    skipped): parked JSON when this repository had it before, else the TOML
+    parsed."""
     from lattice.manifest import AssetRecord, decode
 
-    path = repo.manifest.file_of(name)  # validates names that came from history
-    body = repo.index.unpark(str(oid))
-    record = msgspec.json.decode(body, type=AssetRecord) if body is not None else decode(g[oid].data, path)
-    if record.path != name:
-        raise HistoryError(f"history's {path.name} records asset {record.path!r}", hint="`lattice fsck` checks history")
-    return record
+    wanted = {name: str(oid) for name, oid in blobs.items() if oid is not None}
+    parked = repo.index.unpark_many(list(wanted.values()))
+    records = {}
+    for name, oid in wanted.items():
+        path = repo.manifest.file_of(name)  # validates names that came from history
+        body = parked.get(oid)
+        record = msgspec.json.decode(body, type=AssetRecord) if body is not None else decode(g[oid].data, path)
+        if record.path != name:
+            raise HistoryError(f"history's {path.name} records asset {record.path!r}", hint="`lattice fsck` checks history")
+        records[name] = record
+    return records
 
 
 def _plan_worktree(repo: Repository, before: dict, records: dict) -> tuple[Worktree, dict, list]:

@@ -203,29 +203,40 @@ class Index:
 
     def record_body(self, name: str, st) -> bytes | None:
         """The cached JSON of `name`'s record if the manifest file is unchanged since."""
-        r = self.db.execute("SELECT mtime_ns, size, ino, body FROM records WHERE path = ?", (name,)).fetchone()
-        if r and (r[0], r[1], r[2]) == (st.st_mtime_ns, st.st_size, st.st_ino):
-            return r[3]
-        return None
+        return self.record_bodies({name: st}).get(name)
+
+    def record_bodies(self, stats: dict[str, os.stat_result]) -> dict[str, bytes]:
+        """record_body for many manifest files (name → its stat) at once."""
+        return {
+            path: body
+            for path, mtime_ns, size, ino, body in self._select_in("SELECT path, mtime_ns, size, ino, body FROM records WHERE path IN", list(stats))
+            if (mtime_ns, size, ino) == (stats[path].st_mtime_ns, stats[path].st_size, stats[path].st_ino)
+        }
 
     # Parked records kept at most (the newest): about a 1 KiB JSON body each.
     PARKED_MAX = 50_000
 
-    def park(self, blob: str, body: bytes) -> None:
-        self.db.execute("INSERT OR REPLACE INTO parked(blob, body) VALUES (?, ?)", (blob, body))
+    def park_many(self, parked: Iterable[tuple[str, bytes]]) -> None:
+        """Keep record bodies under git blob ids: (blob, body) pairs."""
+        self.db.executemany("INSERT OR REPLACE INTO parked(blob, body) VALUES (?, ?)", parked)
 
     def trim_parked(self, keep: int = PARKED_MAX) -> None:
         """Forget all but the newest `keep` parked records (rowids only grow:
         a re-park deletes and re-inserts)."""
         self.db.execute("DELETE FROM parked WHERE rowid <= (SELECT max(rowid) FROM parked) - ?", (keep,))
 
-    def unpark(self, blob: str) -> bytes | None:
-        """The parked record body of git blob `blob`, taken out of the table."""
-        r = self.db.execute("SELECT body FROM parked WHERE blob = ?", (blob,)).fetchone()
-        if r is None:
-            return None
-        self.db.execute("DELETE FROM parked WHERE blob = ?", (blob,))
-        return r[0]
+    def unpark_many(self, blobs: list[str]) -> dict[str, bytes]:
+        """The parked record bodies of those git blobs that have one, taken
+        out of the table."""
+        out = dict(self._select_in("SELECT blob, body FROM parked WHERE blob IN", blobs))
+        self.db.executemany("DELETE FROM parked WHERE blob = ?", [(b,) for b in out])
+        return out
+
+    def _select_in(self, sql: str, keys: list[str]) -> Iterator[tuple]:
+        """Rows of `sql ... IN (keys)`, one query per 500 keys."""
+        for i in range(0, len(keys), 500):
+            part = keys[i : i + 500]
+            yield from self.db.execute(f"{sql} ({', '.join('?' * len(part))})", part)
 
     def remove(self, name: str) -> None:
         self.db.execute("DELETE FROM records WHERE path = ?", (name,))
@@ -243,13 +254,7 @@ class Index:
 
     def get_many(self, names: list[str]) -> dict[str, Row]:
         """The rows of those of `names` that are assets: one query per 500."""
-        out: dict[str, Row] = {}
-        for i in range(0, len(names), 500):
-            part = names[i : i + 500]
-            marks = ", ".join("?" * len(part))
-            for r in self.db.execute(f"SELECT {COLUMNS} FROM assets WHERE path IN ({marks})", part):
-                out[r[0]] = _row(r)
-        return out
+        return {r[0]: _row(r) for r in self._select_in(f"SELECT {COLUMNS} FROM assets WHERE path IN", names)}
 
     def rows(self, prefix: str | None = None) -> Iterator[Row]:
         if prefix:

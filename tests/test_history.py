@@ -694,14 +694,13 @@ def test_parked_records_are_taken_once_and_capped(tmp_path):
 
     index = Index(tmp_path / "index.db")
     with index:
-        for i in range(10):
-            index.park(f"b{i}", b"body %d" % i)
-        index.park("b3", b"again")  # re-parked: now among the newest
+        index.park_many((f"b{i}", b"body %d" % i) for i in range(10))
+        index.park_many([("b3", b"again")])  # re-parked: now among the newest
         index.trim_parked(keep=4)
     assert sorted(r[0] for r in index.db.execute("SELECT blob FROM parked")) == ["b3", "b7", "b8", "b9"]
     with index:
-        assert index.unpark("b3") == b"again"
-        assert index.unpark("b3") is None and index.unpark("b0") is None
+        assert index.unpark_many(["b3", "b0", "b8"]) == {"b3": b"again", "b8": b"body 8"}
+        assert index.unpark_many(["b3", "b8"]) == {}
 
 
 def test_a_journal_re_done_after_its_object_went_leaves_the_file_to_render(tmp_repo, monkeypatch):
