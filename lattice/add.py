@@ -29,8 +29,16 @@ class AddResult:
 
 def expand(repo: Repository, paths: Iterable[str], cwd: Path | None = None) -> list[str]:
     """Asset names for the files and directories given (directories recursively;
-    dot-files found while walking are skipped, named ones are not)."""
+    dot-files and files matched by .latticeignore found while walking are
+    skipped, unless already tracked; a file or folder named is never skipped)."""
+    from lattice import ignore
+
     cwd = cwd or Path.cwd()
+    ignored = ignore.load(repo.root)
+    skip = None
+    if ignored is not None:
+        tracked = {r.path for r in repo.index.rows()}
+        skip = lambda name, is_dir: not is_dir and name not in tracked and ignored(name)  # noqa: E731
     names: dict[str, None] = {}
     for p in paths:
         absolute = Path(os.path.normpath(cwd / p))
@@ -42,7 +50,8 @@ def expand(repo: Repository, paths: Iterable[str], cwd: Path | None = None) -> l
         if not os.path.lexists(full):
             raise InvalidInput(f"{p}: no such file or directory")
         if full.is_dir():
-            for name in walk(repo.root, base):
+            named_ignored = ignored is not None and base and ignored(base + "/")  # named, so added anyway
+            for name in walk(repo.root, base, skip=None if named_ignored else skip):
                 names[name] = None
         elif full.is_file():
             names[base] = None
@@ -51,19 +60,22 @@ def expand(repo: Repository, paths: Iterable[str], cwd: Path | None = None) -> l
     return list(names)
 
 
-def walk(root: Path, base: str = "", media_only: bool = False) -> Iterable[str]:
+def walk(root: Path, base: str = "", media_only: bool = False,
+         skip: Callable[[str, bool], bool] | None = None) -> Iterable[str]:
     """Files under `root/base` as asset names, skipping `.lattice/`, `.git/`
     and hidden entries, refusing symlinks that leave the project. Symlinked
-    directories are not entered. Names come out sorted per directory, a
-    directory's files before its sub-directories."""
+    directories are not entered. `skip(name, is_dir)` passes over a file, or
+    a folder and all in it (its name then ends with "/"). Names come out
+    sorted per directory, a directory's files before its sub-directories."""
     from lattice.media import is_media
 
     start = os.path.join(root, base) if base else os.fspath(root)
     prefix = base.replace(os.sep, "/") + "/" if base else ""
-    return _walk(root, start, prefix, is_media if media_only else None)
+    return _walk(root, start, prefix, is_media if media_only else None, skip)
 
 
-def _walk(root: Path, directory: str, prefix: str, media: Callable[[str], bool] | None) -> Iterable[str]:
+def _walk(root: Path, directory: str, prefix: str, media: Callable[[str], bool] | None,
+          skip: Callable[[str, bool], bool] | None) -> Iterable[str]:
     # os.scandir, not os.walk + os.path.islink: the entry types come with the
     # listing, so a tree of 10,000 files costs no stat per file.
     try:
@@ -86,11 +98,15 @@ def _walk(root: Path, directory: str, prefix: str, media: Callable[[str], bool] 
         if f.startswith(".") or (media is not None and not media(f)):
             continue
         name = prefix + f
+        if skip is not None and skip(name, False):
+            continue
         if _is_symlink(e):
             confine(root, name)
         yield name
     for d in sorted(dirs, key=_name):
-        yield from _walk(root, d.path, prefix + d.name + "/", media)
+        sub = prefix + d.name + "/"
+        if skip is None or not skip(sub, True):
+            yield from _walk(root, d.path, sub, media, skip)
 
 
 def _name(entry: os.DirEntry) -> str:

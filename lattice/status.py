@@ -73,8 +73,12 @@ def status(repo: Repository, untracked: bool = True) -> list[Entry]:
         with index:
             index.set_stat(refresh)
     if untracked:
+        from lattice import ignore
+
         tracked = {r.path for r in rows}
-        entries.extend(Entry(n, "new") for n in walk(repo.root, media_only=True) if n not in tracked)
+        ignored = ignore.load(repo.root)
+        skip = (lambda name, _is_dir: ignored(name)) if ignored is not None else None  # noqa: E731
+        entries.extend(Entry(n, "new") for n in walk(repo.root, media_only=True, skip=skip) if n not in tracked)
     entries.sort(key=lambda e: e.path)
     return entries
 

@@ -587,3 +587,32 @@ def test_a_deleted_current_directory_is_one_clear_error(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert r.stderr.startswith("error: the current directory no longer exists\nhint:")
+
+
+def test_latticeignore_hides_new_files_from_status_and_add_but_never_tracked_ones(tmp_repo):
+    repo = tmp_repo.gen({
+        "renders/r.png": b"r", "refs/a/b.jpg": b"b", "refs/c.png": b"c", "shots/s.png": b"s",
+        "shots/x.tmp.png": b"x", "shots/keep.tmp.png": b"k", "top.png": b"t",
+    })
+    assert run_cli("add", "renders/r.png", cwd=repo.root).code == 0  # tracked before the ignore file
+    (repo.root / ".latticeignore").write_text("renders/\n*.tmp.png\n!keep.tmp.png\nrefs/**/*.jpg\n")
+    (repo.root / "renders" / "new.png").write_bytes(b"n")
+    r = run_cli("status", "--porcelain", cwd=repo.root)
+    assert r.out.splitlines() == ["?? refs/c.png", "?? shots/keep.tmp.png", "?? shots/s.png", "?? top.png"]
+    (repo.root / "renders" / "r.png").write_bytes(b"edited")
+    assert " M renders/r.png" in run_cli("status", "--porcelain", cwd=repo.root).out  # tracked: never ignored
+    r = run_cli("add", ".", "--json", cwd=repo.root)
+    assert r.code == 0
+    assert sorted(a["path"] for a in r.json) == ["refs/c.png", "renders/r.png", "shots/keep.tmp.png", "shots/s.png", "top.png"]
+    # Named on the command line, a file or a whole ignored folder is added anyway.
+    assert run_cli("add", "shots/x.tmp.png", cwd=repo.root).code == 0
+    assert run_cli("add", "renders", cwd=repo.root).code == 0
+    assert {"renders/new.png", "shots/x.tmp.png"} <= {row.path for row in repo.index.rows()}
+    assert run_cli("status", "--porcelain", cwd=repo.root).out == ""
+
+
+def test_an_unreadable_latticeignore_is_one_clear_error(tmp_repo):
+    repo = tmp_repo.gen({"a.png": b"a"})
+    (repo.root / ".latticeignore").write_bytes(b"\xff\xfe\x00 not text")
+    r = run_cli("status", cwd=repo.root)
+    assert r.code == 4 and r.err.startswith("error: .latticeignore: cannot be read") and "Traceback" not in r.err

@@ -61,6 +61,7 @@ def add(
 
     Re-adding changed content records a new version; unchanged content
     records nothing. Media facts (size, duration, codec…) are probed and kept.
+    Inside directories, files matched by .latticeignore are passed over.
     """
     from lattice.add import add as do_add
 
@@ -82,7 +83,8 @@ def status(
     json: bool = JSON,
     porcelain: bool = typer.Option(False, "--porcelain", help="Stable two-letter codes for scripts: ?? new, ' M' modified, ' D' missing, ' S' stale, ' E' evicted."),
 ) -> None:
-    """Show new, modified, missing, stale and evicted assets. Prints nothing when all is clean."""
+    """Show new, modified, missing, stale and evicted assets. Prints nothing when all is clean.
+    Files matched by .latticeignore are never listed as new."""
     quick.status(json, porcelain)
 
 
