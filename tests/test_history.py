@@ -573,12 +573,26 @@ def _two_branches(repo, count=6):
     ok("switch", "main", repo=repo)
 
 
+def _die_at_second_manifest_write(monkeypatch):
+    """Make a switch stop dead among its in-place manifest writes, as kill -9 would."""
+    from lattice.manifest import Manifest
+
+    real, calls = Manifest.overwrite, []
+
+    def dying_overwrite(self, name, data):
+        calls.append(name)
+        if len(calls) == 2:
+            raise SystemExit("killed")
+        return real(self, name, data)
+
+    monkeypatch.setattr(Manifest, "overwrite", dying_overwrite)
+
+
 @pytest.mark.parametrize("crash_after", [0, 1, 3])
 def test_switch_killed_midway_is_finished_by_the_next_command(tmp_repo, monkeypatch, crash_after):
     """A crash between the journal and its end leaves manifest files of both
     branches: the next command re-applies the journal, as if never stopped."""
     from lattice import branches
-    from lattice.manifest import Manifest
     from lattice.objects import ObjectStore
 
     repo = tmp_repo
@@ -594,16 +608,7 @@ def test_switch_killed_midway_is_finished_by_the_next_command(tmp_repo, monkeypa
 
     monkeypatch.setattr(ObjectStore, "copy_to", dying_copy)
     if crash_after == 0:  # die among the manifest writes instead
-        real_over = Manifest.overwrite
-        calls = []
-
-        def dying_overwrite(self, name, data):
-            calls.append(name)
-            if len(calls) == 2:
-                raise SystemExit("killed")
-            return real_over(self, name, data)
-
-        monkeypatch.setattr(Manifest, "overwrite", dying_overwrite)
+        _die_at_second_manifest_write(monkeypatch)
     with pytest.raises(SystemExit):
         branches.switch(fresh(repo), "feat")
     monkeypatch.undo()
@@ -627,21 +632,11 @@ def test_a_command_that_waited_on_a_switch_that_died_finishes_it_first(tmp_repo,
     the manifest after the switch died under the lock, finishes the journal
     instead of indexing half-written manifest files."""
     from lattice import branches
-    from lattice.manifest import Manifest
-
     repo = tmp_repo
     _two_branches(repo)
     waiting = fresh(repo)
     waiting.index  # opened (and synced) before the switch
-    real_over, calls = Manifest.overwrite, []
-
-    def dying_overwrite(self, name, data):
-        calls.append(name)
-        if len(calls) == 2:
-            raise SystemExit("killed")
-        return real_over(self, name, data)
-
-    monkeypatch.setattr(Manifest, "overwrite", dying_overwrite)
+    _die_at_second_manifest_write(monkeypatch)
     with pytest.raises(SystemExit):
         branches.switch(fresh(repo), "feat")
     monkeypatch.undo()
