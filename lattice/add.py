@@ -36,9 +36,8 @@ def expand(repo: Repository, paths: Iterable[str], cwd: Path | None = None) -> l
     cwd = cwd or Path.cwd()
     ignored = ignore.load(repo.root)
     skip = None
-    if ignored is not None:
-        tracked = {r.path for r in repo.index.rows()}
-        skip = lambda name, is_dir: not is_dir and name not in tracked and ignored(name)  # noqa: E731
+    if ignored is not None:  # the index is asked only about the few names ignored
+        skip = lambda name, is_dir: not is_dir and ignored(name) and repo.index.get(name) is None  # noqa: E731
     names: dict[str, None] = {}
     for p in paths:
         absolute = Path(os.path.normpath(cwd / p))

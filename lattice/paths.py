@@ -70,10 +70,10 @@ def check_creatable(root: Path, name: str) -> None:
             raise UnsafePath(f"{name}: {'/'.join(parts[:i])} is a file, so nothing can be created under it")
 
 
-def confine(root: Path, name: str, folders: dict[str, str] | None = None) -> Path:
+def confine(root: Path, name: str) -> Path:
     """The working-tree path of `name`, refusing symlinks that lead outside
-    or into `.lattice/` and `.git/`."""
-    return Path(confined(root, name, folders))
+    or into `.lattice/` and `.git/` (loops over many names: `confined`)."""
+    return Path(confined(root, name))
 
 
 def confined(root: Path | str, name: str, folders: dict[str, str] | None = None) -> str:

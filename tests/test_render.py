@@ -471,3 +471,19 @@ def test_which_child_failures_another_try_may_fix(argv, transient):
     with pytest.raises(GeneratorFailed) as e:
         run_child(argv, name="gen")
     assert e.value.transient is transient
+
+
+def test_a_start_refused_for_want_of_processes_may_pass_later(monkeypatch):
+    import errno
+    import subprocess
+
+    from lattice.childproc import run_child
+    from lattice.errors import GeneratorFailed
+
+    def busy(*a, **k):
+        raise OSError(errno.EAGAIN, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(subprocess, "Popen", busy)
+    with pytest.raises(GeneratorFailed, match="cannot start gen") as e:
+        run_child(["true"], name="gen")
+    assert e.value.transient

@@ -467,7 +467,7 @@ def test_hidden_and_overlong_names_are_refused(tmp_repo):
 
 
 def test_names_are_checked_and_confined_one_folder_resolution_at_a_time(tmp_path):
-    from lattice.paths import check_name, confine
+    from lattice.paths import check_name, confine, confined
 
     for bad in ("", "/abs", "a\\b", "a\nb", "a//b", "a/./b", "a/../b", ".lattice/x", ".git/config", "a/.hidden", "x" * 251):
         with pytest.raises(UnsafePath):
@@ -483,15 +483,19 @@ def test_names_are_checked_and_confined_one_folder_resolution_at_a_time(tmp_path
     (root / "in" / "inside.png").symlink_to(root / "in" / "a.png")
     (root / ".lattice").mkdir()
     (root / "meta").symlink_to(root / ".lattice")
+    (tmp_path / "out2").mkdir()
+    (tmp_path / "out2" / "back").symlink_to(root / "in" / "a.png")  # out through a folder, back in through a file
+    (root / "ext").symlink_to(tmp_path / "out2")
+    assert confine(root, "in/a.png") == root / "in" / "a.png"
     folders: dict = {}
     for cache in (None, folders):
-        assert confine(root, "in/a.png", cache) == root / "in" / "a.png"
-        assert confine(root, "in/inside.png", cache) == root / "in" / "inside.png"
-        for escaping in ("away/b.png", "in/link.png", "meta/format"):
+        assert confined(root, "in/a.png", cache) == str(root / "in" / "a.png")
+        assert confined(root, "in/inside.png", cache) == str(root / "in" / "inside.png")
+        for escaping in ("away/b.png", "in/link.png", "meta/format", ".lattice", "ext/back"):
             with pytest.raises(UnsafePath):
-                confine(root, escaping, cache)
-        with pytest.raises(UnsafePath):
-            confine(root, ".lattice", cache)
+                confined(root, escaping, cache)
+            with pytest.raises(UnsafePath):
+                confine(root, escaping)
     assert set(folders) == {"", "in"}  # folders are resolved once; those refused are not kept
 
 
@@ -555,6 +559,18 @@ def test_each_in_process_run_starts_from_fresh_global_options(tmp_path, monkeypa
     assert run(["status", "--porcelain"]) == 0
     assert capsys.readouterr().out == "?? here.png\n"
     assert (first / ".lattice").is_dir() and not (first / "here.png").exists()
+
+
+def test_without_sync_file_range_large_objects_are_stored_all_the_same(tmp_repo, tmp_path, monkeypatch):
+    from lattice.fsutil import Writeback
+
+    monkeypatch.setattr(Writeback, "WINDOW", 64 << 10)
+    monkeypatch.setattr(Writeback, "_call", False)  # as on a system without it
+    data = os.urandom(1 << 20)
+    (tmp_path / "big.mp4").write_bytes(data)
+    stored = tmp_repo.objects.put_file(tmp_path / "big.mp4", compress=False)
+    with tmp_repo.objects.open(stored.oid) as f:
+        assert f.read() == data
 
 
 def test_a_write_error_during_writeback_stores_nothing(tmp_repo, tmp_path, monkeypatch):
