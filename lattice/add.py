@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
+
+import msgspec
 
 from lattice.errors import ContentChanged, InvalidInput
 from lattice.manifest import AssetRecord, Version, author, now_iso
@@ -18,8 +19,7 @@ from lattice.repo import Repository
 RACY_WINDOW_NS = 100_000_000
 
 
-@dataclass
-class AddResult:
+class AddResult(msgspec.Struct):
     path: str
     status: str  # "added", "updated", "unchanged"
     version: int
@@ -208,8 +208,6 @@ def add(
 
 
 def _media_dict(media) -> dict:
-    import msgspec
-
     d = msgspec.to_builtins(media)
     d.pop("size", None)
     d.pop("kind", None)

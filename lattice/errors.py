@@ -111,6 +111,21 @@ class Conflict(LatticeError):
     exit_code = 12
 
 
+# Where library warnings go (a change recorded, but history fell behind).
+# The library never prints: by default they go to the `lattice` logger; the
+# CLI points them at stderr without loading logging on every start.
+warning_sink = None
+
+
+def warn(message: str) -> None:
+    """Report something the user should know that did not stop the command."""
+    if warning_sink is not None:
+        return warning_sink(message)
+    import logging
+
+    logging.getLogger("lattice").warning(message)
+
+
 def closest(name: str, candidates, n: int = 3) -> str:
     """A ' (did you mean: a, b?)' suffix naming the closest valid names."""
     import difflib

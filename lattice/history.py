@@ -25,9 +25,8 @@ import os
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
-from lattice.errors import HistoryError, closest
+from lattice.errors import HistoryError, closest, warn
 from lattice.repo import Repository
 
 GITDIR = "history.git"
@@ -37,16 +36,6 @@ CONFIG = "config.toml"
 SUFFIX = ".toml"
 DEFAULT_BRANCH = "main"
 RECOVERED = "recovered uncommitted changes"
-
-# Where warnings go when history fails but the user's change was recorded.
-# The library never prints; the CLI points this at stderr.
-def _log_warning(message: str) -> None:
-    import logging
-
-    logging.getLogger("lattice.history").warning(message)
-
-
-on_warning: Callable[[str], None] = _log_warning
 
 
 @dataclass(frozen=True)
@@ -118,7 +107,7 @@ def begin(repo: Repository) -> None:
         try:
             commit(repo, RECOVERED)
         except Exception as e:  # never block the user's change on history
-            on_warning(f"history is behind the manifest and could not catch up: {_why(e)}")
+            warn(f"history is behind the manifest and could not catch up: {_why(e)}")
     # Not fsynced: it only has to outlive a killed process (the page cache
     # does); after a power loss `lattice fsck` still finds the gap by comparing.
     marker.write_bytes(b"")
@@ -131,7 +120,7 @@ def finish(repo: Repository, message: str, names: list[str], parents_extra: list
     try:
         oid = commit(repo, message, names, parents_extra, written)
     except Exception as e:
-        on_warning(f"the change was recorded, but not in history: {_why(e)}; `lattice fsck --repair` commits it")
+        warn(f"the change was recorded, but not in history: {_why(e)}; `lattice fsck --repair` commits it")
         return None
     try:
         os.unlink(repo.dir / PENDING)

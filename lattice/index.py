@@ -11,9 +11,10 @@ import json
 import os
 import sqlite3
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
+
+import msgspec
 
 from lattice.errors import RepositoryCorrupt
 
@@ -59,8 +60,9 @@ CREATE TABLE IF NOT EXISTS media(object TEXT PRIMARY KEY, facts TEXT NOT NULL);
 """
 
 
-@dataclass(frozen=True)
-class Row:
+class Row(msgspec.Struct, frozen=True):
+    """An asset's row (a msgspec Struct: built in C, as `ls` builds 10,000)."""
+
     path: str
     kind: str
     versions: int
@@ -98,16 +100,7 @@ class WorkingRow(NamedTuple):
     wt_object: str | None
 
 
-COLUMNS = ", ".join(Row.__dataclass_fields__)
-_FIELDS = tuple(Row.__dataclass_fields__)
-
-
-def _row(values: tuple) -> Row:
-    """Row(*values) at twice the speed: a frozen dataclass's __init__ pays an
-    object.__setattr__ per field, and status builds 10,000 of them."""
-    row = object.__new__(Row)
-    row.__dict__.update(zip(_FIELDS, values))
-    return row
+COLUMNS = ", ".join(Row.__struct_fields__)
 
 
 class Index:
@@ -171,8 +164,6 @@ class Index:
     def put_many(self, items: Iterable[tuple[object, os.stat_result | None, Row | None | bool]]) -> None:
         """put() for many (record, manifest_stat, old) at once: one statement
         per table, not four per asset. A path given twice keeps the last."""
-        import msgspec
-
         assets, records, inputs = {}, {}, {}
         for record, manifest_stat, old in items:
             cur, eff = record.current, record.effective
@@ -192,7 +183,8 @@ class Index:
                 records[record.path] = (record.path, manifest_stat.st_mtime_ns, manifest_stat.st_size, manifest_stat.st_ino, msgspec.json.encode(record))
             inputs[record.path] = [(record.path, i, p, o) for i, (p, o) in enumerate(zip(recipe.inputs, recipe.input_objects))] if recipe else []
         db = self.db
-        db.executemany(f"INSERT OR REPLACE INTO assets({COLUMNS}) VALUES ({', '.join('?' * len(Row.__dataclass_fields__))})", assets.values())
+        self._forget_manifest_digest()
+        db.executemany(f"INSERT OR REPLACE INTO assets({COLUMNS}) VALUES ({', '.join('?' * len(Row.__struct_fields__))})", assets.values())
         db.executemany("DELETE FROM inputs WHERE child = ?", ((p,) for p in inputs))
         db.executemany("INSERT OR REPLACE INTO records(path, mtime_ns, size, ino, body) VALUES (?, ?, ?, ?, ?)", records.values())
         db.executemany("INSERT INTO inputs(child, pos, parent, object) VALUES (?, ?, ?, ?)", [e for edges in inputs.values() for e in edges])
@@ -200,6 +192,19 @@ class Index:
     def manifest_stamps(self) -> dict[str, tuple[int, int, int]]:
         """Asset name → (mtime_ns, size, inode) of the manifest file last indexed."""
         return {r[0]: (r[1], r[2], r[3]) for r in self.db.execute("SELECT path, mtime_ns, size, ino FROM records")}
+
+    # The digest of every manifest file's stamp, stored when they were last
+    # found to match the index: a command then compares one value, not
+    # 10,000 rows. Anything that changes an asset forgets it.
+    def manifest_digest(self) -> str | None:
+        r = self.db.execute("SELECT value FROM meta WHERE key = 'manifest_digest'").fetchone()
+        return r[0] if r else None
+
+    def set_manifest_digest(self, digest: str) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('manifest_digest', ?)", (digest,))
+
+    def _forget_manifest_digest(self) -> None:
+        self.db.execute("DELETE FROM meta WHERE key = 'manifest_digest'")
 
     def record_body(self, name: str, st) -> bytes | None:
         """The cached JSON of `name`'s record if the manifest file is unchanged since."""
@@ -239,13 +244,14 @@ class Index:
             yield from self.db.execute(f"{sql} ({', '.join('?' * len(part))})", part)
 
     def remove(self, name: str) -> None:
+        self._forget_manifest_digest()
         self.db.execute("DELETE FROM records WHERE path = ?", (name,))
         self.db.execute("DELETE FROM assets WHERE path = ?", (name,))
         self.db.execute("DELETE FROM inputs WHERE child = ?", (name,))
 
     def get(self, name: str) -> Row | None:
         r = self.db.execute(f"SELECT {COLUMNS} FROM assets WHERE path = ?", (name,)).fetchone()
-        return _row(r) if r else None
+        return Row(*r) if r else None
 
     def working_rows(self) -> list[WorkingRow]:
         """Every asset's current object and working-file stat cache, by path."""
@@ -254,7 +260,7 @@ class Index:
 
     def get_many(self, names: list[str]) -> dict[str, Row]:
         """The rows of those of `names` that are assets: one query per 500."""
-        return {r[0]: _row(r) for r in self._select_in(f"SELECT {COLUMNS} FROM assets WHERE path IN", names)}
+        return {r[0]: Row(*r) for r in self._select_in(f"SELECT {COLUMNS} FROM assets WHERE path IN", names)}
 
     def rows(self, prefix: str | None = None) -> Iterator[Row]:
         if prefix:
@@ -265,7 +271,7 @@ class Index:
         else:
             cur = self.db.execute(f"SELECT {COLUMNS} FROM assets ORDER BY path")
         for r in cur:
-            yield _row(r)
+            yield Row(*r)
 
     def names(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT path FROM assets ORDER BY path")]
@@ -322,6 +328,7 @@ class Index:
     # -- maintenance ------------------------------------------------------
 
     def clear_assets(self) -> None:
+        self._forget_manifest_digest()
         self.db.execute("DELETE FROM records")
         self.db.execute("DELETE FROM assets")
         self.db.execute("DELETE FROM inputs")

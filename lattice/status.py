@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass
+
+import msgspec
 
 from lattice.repo import Repository
 
@@ -23,8 +24,7 @@ PRESENT_LISTING_FROM = 256
 PORCELAIN = {"modified": " M", "stale": " S", "evicted": " E", "missing": " D", "new": "??"}
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(msgspec.Struct, frozen=True):
     path: str
     state: str
 

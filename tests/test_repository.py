@@ -436,6 +436,24 @@ def test_index_follows_manifest_changed_behind_its_back(tmp_repo, tmp_path):
     assert [r.path for r in Repository.find(repo.root).index.rows()] == ["a.txt"]
 
 
+def test_in_place_manifest_edit_is_seen_after_a_clean_check(tmp_repo):
+    """A clean check stores a digest of every manifest file's stamp; an edit
+    in place (same inode, folder untouched) must still be noticed."""
+    repo = tmp_repo.gen({"a.txt": "one", "b.txt": "two"})
+    add(repo, ["."], cwd=repo.root)
+    digest = Repository.find(repo.root).index.manifest_digest()  # opening the index checked
+    assert digest is not None
+    mf = repo.manifest.file_of("a.txt")
+    text = mf.read_text()
+    assert 'kind = "other"' in text
+    with open(mf, "r+") as f:  # as an editor that writes in place does
+        f.write(text.replace('kind = "other"', 'kind = "image"', 1))
+    fresh = Repository.find(repo.root)
+    assert fresh.index.get("a.txt").kind == "image"
+    assert fresh.index.manifest_digest() is None  # forgotten until the next clean check
+    assert Repository.find(repo.root).index.manifest_digest() not in (None, digest)
+
+
 def test_damaged_manifest_stops_status_and_render_check(tmp_repo):
     repo = tmp_repo.gen({"a.txt": "one"})
     add(repo, ["a.txt"], cwd=repo.root)

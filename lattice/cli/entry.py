@@ -15,19 +15,9 @@ import sys
 from lattice.cli.common import OPTIONS, reset_options
 
 
-def _route_library_warnings() -> None:
-    """The library never prints; its warnings (e.g. history falling behind)
-    go to the `lattice` logger, shown here as `warning: …` on stderr."""
-    import logging
-
-    class ToStderr(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            sys.stderr.write(f"warning: {record.getMessage()}\n")  # sys.stderr as it is now
-
-    logger = logging.getLogger("lattice")
-    if not logger.handlers:
-        logger.addHandler(ToStderr())
-        logger.propagate = False
+def _warning_to_stderr(message: str) -> None:
+    """Library warnings (e.g. history falling behind) as `warning: …` lines."""
+    sys.stderr.write(f"warning: {message}\n")  # sys.stderr as it is now
 
 
 def _report(message: str, hint: str | None, code: int) -> int:
@@ -45,12 +35,13 @@ def _report(message: str, hint: str | None, code: int) -> int:
 def run(argv: list[str] | None = None) -> int:
     """Entry point of the `lattice` script."""
     from lattice.cli import quick
+    from lattice import errors
     from lattice.errors import LatticeError
 
     args = list(sys.argv[1:] if argv is None else argv)
     reset_options()
     OPTIONS.debug = "--debug" in args
-    _route_library_warnings()
+    errors.warning_sink = _warning_to_stderr
     command = None if "_LATTICE_COMPLETE" in os.environ else quick.parse(args)
     try:
         code = command() if command is not None else _run_typer(args)
