@@ -22,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lattice import history  # noqa: E402
-from lattice.manifest import AssetRecord, Recipe, Version  # noqa: E402
+from lattice.records import AssetRecord, Recipe, Version  # noqa: E402
 from lattice.repo import Repository  # noqa: E402
 
 OID = "ab" * 32

@@ -38,7 +38,7 @@ def timed(argv, cwd, runs=5) -> float:
 def synth_project(root: Path, n: int) -> None:
     """N generated assets in a chain of small DAGs, all up to date, written
     through the library (running N generators would measure ffmpeg, not us)."""
-    from lattice.manifest import AssetRecord, Recipe, Version
+    from lattice.records import AssetRecord, Recipe, Version
     from lattice.recipe import recipe_key
     from lattice.repo import Repository
     from lattice.worktree import materialize

@@ -23,7 +23,7 @@ ASSETS, VERSIONS = 10_000, 10
 def synthetic(root: Path):
     import blake3
 
-    from lattice.manifest import AssetRecord, Recipe, Version
+    from lattice.records import AssetRecord, Recipe, Version
     from lattice.recipe import recipe_key
     from lattice.repo import Repository
 

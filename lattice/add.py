@@ -10,13 +10,10 @@ from typing import Callable, Iterable
 import msgspec
 
 from lattice.errors import ContentChanged, InvalidInput
-from lattice.manifest import AssetRecord, Version, author, now_iso
-from lattice.paths import RESERVED, confine, confined, name_for
+from lattice.paths import confine, confined, name_for
+from lattice.records import AssetRecord, Version, author, now_iso
 from lattice.repo import Repository
-
-# A file modified within this window of being hashed may change again within
-# the same mtime tick, so its stat is not trusted for the cache (git's "racy" case).
-RACY_WINDOW_NS = 100_000_000
+from lattice.worktree import RACY_WINDOW_NS, walk
 
 
 class AddResult(msgspec.Struct):
@@ -57,66 +54,6 @@ def expand(repo: Repository, paths: Iterable[str], cwd: Path | None = None) -> l
         else:
             raise InvalidInput(f"{p}: not a regular file or directory")
     return list(names)
-
-
-def walk(root: Path, base: str = "", media_only: bool = False,
-         skip: Callable[[str, bool], bool] | None = None) -> Iterable[str]:
-    """Files under `root/base` as asset names, skipping `.lattice/`, `.git/`
-    and hidden entries, refusing symlinks that leave the project. Symlinked
-    directories are not entered. `skip(name, is_dir)` passes over a file, or
-    a folder and all in it (its name then ends with "/"). Names come out
-    sorted per directory, a directory's files before its sub-directories."""
-    from lattice.media import is_media
-
-    start = os.path.join(root, base) if base else os.fspath(root)
-    prefix = base.replace(os.sep, "/") + "/" if base else ""
-    return _walk(root, start, prefix, is_media if media_only else None, skip)
-
-
-def _walk(root: Path, directory: str, prefix: str, media: Callable[[str], bool] | None,
-          skip: Callable[[str, bool], bool] | None) -> Iterable[str]:
-    # os.scandir, not os.walk + os.path.islink: the entry types come with the
-    # listing, so a tree of 10,000 files costs no stat per file.
-    try:
-        with os.scandir(directory) as it:
-            entries = list(it)
-    except OSError:
-        return  # unreadable or vanished: skipped, as os.walk does
-    files, dirs = [], []
-    for e in entries:
-        try:
-            is_dir = e.is_dir()
-        except OSError:
-            is_dir = False
-        if not is_dir:
-            files.append(e)
-        elif not e.name.startswith(".") and e.name not in RESERVED and not _is_symlink(e):
-            dirs.append(e)
-    for e in sorted(files, key=_name):
-        f = e.name
-        if f.startswith(".") or (media is not None and not media(f)):
-            continue
-        name = prefix + f
-        if skip is not None and skip(name, False):
-            continue
-        if _is_symlink(e):
-            confine(root, name)
-        yield name
-    for d in sorted(dirs, key=_name):
-        sub = prefix + d.name + "/"
-        if skip is None or not skip(sub, True):
-            yield from _walk(root, d.path, sub, media, skip)
-
-
-def _name(entry: os.DirEntry) -> str:
-    return entry.name
-
-
-def _is_symlink(entry: os.DirEntry) -> bool:
-    try:
-        return entry.is_symlink()
-    except OSError:
-        return False
 
 
 def add(

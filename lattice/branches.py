@@ -307,7 +307,7 @@ def _records_of_blobs(repo: Repository, g, blobs: dict) -> dict:
     """Asset → its record in history's manifest blob (asset → blob id; None
     skipped): parked JSON when this repository had it before, else the TOML
     parsed."""
-    from lattice.manifest import AssetRecord, decode
+    from lattice.records import AssetRecord, decode
 
     wanted = {name: str(oid) for name, oid in blobs.items() if oid is not None}
     parked = repo.index.unpark_many(list(wanted.values()))
@@ -439,7 +439,7 @@ def _take_theirs(repo: Repository, g, name: str, ours_oid, theirs_oid, branch: s
     their current version becomes current. Returns a blob id (None: removed)."""
     import msgspec
 
-    from lattice.manifest import decode
+    from lattice.records import decode
 
     if theirs_oid is None or ours_oid is None:
         return theirs_oid
@@ -468,7 +468,7 @@ def _take_theirs(repo: Repository, g, name: str, ours_oid, theirs_oid, branch: s
 
 
 def diff_refs(repo: Repository, old: str, new: str) -> RefDiff:
-    from lattice.manifest import decode
+    from lattice.records import decode
 
     g = history.open_git(repo, create=False)
     a, b = history.resolve(g, old), history.resolve(g, new)

@@ -192,7 +192,7 @@ def _ref_states(repo: Repository, db: sqlite3.Connection) -> dict[str, dict[str,
         return {}
     import pygit2
 
-    from lattice.manifest import decode
+    from lattice.records import decode
 
     g = history.open_git(repo, create=False)
     by_tree: dict[str, dict[str, AssetFacts]] = {}

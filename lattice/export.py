@@ -326,7 +326,7 @@ def png_text(png: bytes) -> dict[str, str]:
 
 
 def export_recipe(source: str, source_object: str, params: dict[str, Any]):
-    from lattice.manifest import Recipe
+    from lattice.records import Recipe
     from lattice.recipe import recipe_key
 
     recipe = Recipe(generator=ExportGenerator.id, generator_version=ExportGenerator.version, seed=0,

@@ -65,7 +65,7 @@ class Report:
 
 
 def fsck(repo: Repository, repair: bool = False) -> Report:
-    from lattice.manifest import decode
+    from lattice.records import decode
 
     report = Report()
     problems = report.problems
@@ -143,7 +143,7 @@ def _compare_with_history(repo: Repository, records: dict, repair: bool) -> list
     file with fewer versions than history HEAD, or gone, is damage (a file
     cut at a line boundary still parses), never a change to commit."""
     from lattice import history
-    from lattice.manifest import decode
+    from lattice.records import decode
 
     try:
         g = history.open_git(repo, create=False)
@@ -181,7 +181,7 @@ def _restore_manifest(repo: Repository, name: str, path):
     when history holds no sound copy."""
     from lattice import history
     from lattice.fsutil import atomic_write
-    from lattice.manifest import decode
+    from lattice.records import decode
 
     try:
         g = history.open_git(repo, create=False)

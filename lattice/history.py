@@ -77,7 +77,7 @@ def signature(repo: Repository):
     import pygit2
 
     user = repo.config.get("user") or {}
-    from lattice.manifest import author
+    from lattice.records import author
 
     name = str(user.get("name") or author())
     # git refuses an empty e-mail; a local placeholder keeps `git log` readable.

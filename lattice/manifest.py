@@ -1,14 +1,10 @@
-"""The parameter manifest: one human-readable TOML file per asset.
+"""The parameter manifest on disk: one human-readable TOML file per asset.
 
 `.lattice/manifest/<asset name>.toml` holds the asset's kind, tags, pin and
 every version: change type, time, author, output object, media facts and
-the full recipe. The files are the source of truth (the SQLite index is
-derived from them) and they are what the history repository commits.
-
-Records are typed msgspec structs; reading goes through the stdlib TOML
-parser, writing through msgspec with tomli-w (ten times faster than tomlkit,
-which matters when `add` writes thousands of records). A new version is appended as one
-`[[versions]]` block, so writing stays cheap for an asset with 1,000 versions.
+the full recipe (lattice.records: the structs and their TOML text). The
+files are the source of truth (the SQLite index is derived from them) and
+they are what the history repository commits.
 """
 
 from __future__ import annotations
@@ -16,88 +12,17 @@ from __future__ import annotations
 import errno
 import functools
 import os
-import time
 from pathlib import Path
-from typing import Any, Iterator
-
-import msgspec
+from typing import TYPE_CHECKING, Iterator
 
 from lattice.errors import RepositoryCorrupt
 from lattice.fsutil import write_all
 from lattice.paths import check_name
 
-CHANGE_TYPES = ("imported", "initial", "regenerated", "modified", "edited", "restored")
+if TYPE_CHECKING:
+    from lattice.records import AssetRecord
+
 SUFFIX = ".toml"
-
-
-class Recipe(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=False):
-    generator: str
-    generator_version: str
-    seed: int
-    params: dict[str, Any] = {}
-    prompt: str = ""
-    negative_prompt: str = ""
-    inputs: list[str] = []  # input asset names, in order
-    input_objects: list[str] = []  # their output objects when this recipe was made
-    deterministic: bool = True
-    output: str = ""  # the output's format (file extension): part of the key
-    key: str = ""  # the recipe key: see lattice.recipe
-
-
-class Version(msgspec.Struct, omit_defaults=True):
-    number: int
-    change: str
-    time: str
-    author: str
-    object: str
-    size: int
-    media: dict[str, Any] = {}
-    recipe: Recipe | None = None
-    note: str = ""
-    restored_from: int | None = None
-
-
-class AssetRecord(msgspec.Struct, omit_defaults=True):
-    path: str
-    kind: str
-    tags: list[str] = []
-    pinned: int | None = None
-    versions: list[Version] = []
-
-    @property
-    def current(self) -> Version:
-        return self.versions[-1]
-
-    @property
-    def effective(self) -> Version:
-        """The version dependents and exports use: the pin, else the current one."""
-        return self.version(self.pinned) if self.pinned else self.current
-
-    def version(self, number: int | None) -> Version:
-        from lattice.errors import InvalidInput
-
-        if number is None:
-            return self.current
-        if 1 <= number <= len(self.versions):
-            return self.versions[number - 1]
-        raise InvalidInput(
-            f"{self.path} has no version v{number}",
-            hint=f"its versions are v1 to v{len(self.versions)} (`lattice log {self.path}`)",
-        )
-
-
-def now_iso() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-
-
-def author() -> str:
-    import getpass
-
-    try:
-        fallback = getpass.getuser()
-    except (KeyError, OSError):
-        fallback = "unknown"
-    return os.environ.get("LATTICE_AUTHOR") or os.environ.get("USER") or fallback
 
 
 class Manifest:
@@ -150,6 +75,8 @@ class Manifest:
             raise RepositoryCorrupt(f"{path} is a symbolic link; manifest files never are", hint="replace it with the file from history (`lattice fsck --repair`)") from None
         with open(fd, "rb") as f:
             data = f.read()
+        from lattice.records import decode
+
         return decode(data, path), data
 
     def overwrite(self, name: str, data: bytes) -> os.stat_result:
@@ -218,42 +145,9 @@ class Manifest:
                     rel = os.path.relpath(os.path.join(dirpath, f), base)
                     yield rel[: -len(SUFFIX)].replace(os.sep, "/")
 
-    def encode(self, record: AssetRecord, old: bytes | None = None, old_count: int = 0) -> bytes:
-        """TOML text for `record`. Given the previous text and how many
-        versions it held, unchanged version blocks are kept verbatim."""
-        data = msgspec.to_builtins(record)
-        versions = data.pop("versions", [])
-        head = msgspec.toml.encode(data).decode()
-        if old is not None and 0 < old_count <= len(versions):
-            cut = old.find(b"\n[[versions]]")
-            body = old[cut + 1 :] if cut >= 0 else b""
-            new = versions[old_count:]
-        else:
-            body, new = b"", versions
-        if new:
-            body = body.rstrip(b"\n") + (b"\n\n" if body else b"") + msgspec.toml.encode({"versions": new})
-        return head.encode() + (b"\n" + body if body else b"")
+    @staticmethod
+    def encode(record: AssetRecord, old: bytes | None = None, old_count: int = 0) -> bytes:
+        """TOML text for `record` (lattice.records.encode)."""
+        from lattice.records import encode
 
-
-def decode(data: bytes, path: Path) -> AssetRecord:
-    try:
-        record = msgspec.toml.decode(data, type=AssetRecord)
-    except msgspec.DecodeError as e:
-        why = str(e)
-        if "at end of document" in why:  # a truncated file: say which line it stops at
-            last = data.count(b"\n") + 1
-            why = why.replace("at end of document", f"at line {last}, the end of the file: truncated?")
-        raise RepositoryCorrupt(
-            f"{path}: {why}",
-            hint="`lattice fsck` lists damaged files; the last committed copy is in .lattice/history.git",
-        ) from None
-    try:
-        check_name(record.path)
-    except Exception:
-        raise RepositoryCorrupt(f"{path}: unsafe asset path {record.path!r}") from None
-    if not record.versions:
-        raise RepositoryCorrupt(f"{path}: the asset has no versions")
-    for i, v in enumerate(record.versions, 1):
-        if v.number != i:
-            raise RepositoryCorrupt(f"{path}: version {v.number} is listed where v{i} belongs")
-    return record
+        return encode(record, old, old_count)

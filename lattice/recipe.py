@@ -13,7 +13,7 @@ import secrets
 from typing import Any, Iterable
 
 from lattice.errors import InvalidInput, UnknownAsset, closest
-from lattice.manifest import Recipe
+from lattice.records import Recipe
 
 KEY_DOMAIN = b"lattice-recipe-1\0"
 SEED_RANGE = 2**31

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterator
 import msgspec
 
 from lattice.errors import GeneratorFailed, InvalidInput
-from lattice.manifest import AssetRecord, Recipe, Version, author, now_iso
+from lattice.records import AssetRecord, Recipe, Version, author, now_iso
 from lattice.repo import Repository
 
 ACTIONS = ("generate", "update", "remake", "materialize")

@@ -27,9 +27,13 @@ import marshal
 import os
 import sqlite3
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lattice.errors import InvalidInput, NotARepository, RepositoryCorrupt, UnknownAsset, closest
-from lattice.manifest import AssetRecord, Manifest
+from lattice.manifest import Manifest
+
+if TYPE_CHECKING:
+    from lattice.records import AssetRecord
 
 DIRNAME = ".lattice"
 JOURNAL = "journal"  # .lattice/journal: a switch or merge under way (lattice.branches)
@@ -280,6 +284,8 @@ class Repository:
         """The asset's manifest record: from the index's decoded copy while the
         manifest file is unchanged (by stat), else parsed from the TOML."""
         import msgspec
+
+        from lattice.records import AssetRecord
 
         try:
             st = os.stat(self.manifest.file_of(name))

@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-
-import msgspec
+from typing import NamedTuple
 
 from lattice.repo import Repository
 
@@ -24,13 +23,13 @@ PRESENT_LISTING_FROM = 256
 PORCELAIN = {"modified": " M", "stale": " S", "evicted": " E", "missing": " D", "new": "??"}
 
 
-class Entry(msgspec.Struct, frozen=True):
+class Entry(NamedTuple):
     path: str
     state: str
 
 
 def status(repo: Repository, untracked: bool = True) -> list[Entry]:
-    from lattice.add import RACY_WINDOW_NS, walk
+    from lattice.worktree import RACY_WINDOW_NS, walk
     from lattice.lineage import Graph
 
     repo.check_manifest()

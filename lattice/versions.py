@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from lattice.errors import Conflict, GeneratorFailed, InvalidInput
-from lattice.manifest import Version, author, now_iso
+from lattice.records import Version, author, now_iso
 from lattice.repo import Repository
 
 # Generated versions whose outputs are kept present, per asset kind.

@@ -1,4 +1,5 @@
-"""Materializing recorded versions into the working tree (`checkout`, `cat`).
+"""The working tree: walking it for files (`add DIR`, `status`), and
+materializing recorded versions into it (`checkout`, `cat`).
 
 The working file is always a copy (a reflink where the filesystem allows),
 never a hard link, so editing it can never corrupt the store.
@@ -7,10 +8,78 @@ never a hard link, so editing it can never corrupt the store.
 from __future__ import annotations
 
 import os
-from typing import BinaryIO, Iterable
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterable
 
 from lattice.errors import InvalidInput
+from lattice.paths import RESERVED, confine
 from lattice.repo import Repository
+
+# A file modified within this window of being hashed may change again within
+# the same mtime tick, so its stat is not trusted for the cache (git's "racy" case).
+RACY_WINDOW_NS = 100_000_000
+
+
+def walk(root: Path, base: str = "", media_only: bool = False,
+         skip: Callable[[str, bool], bool] | None = None) -> Iterable[str]:
+    """Files under `root/base` as asset names, skipping `.lattice/`, `.git/`
+    and hidden entries, refusing symlinks that leave the project. Symlinked
+    directories are not entered. `skip(name, is_dir)` passes over a file, or
+    a folder and all in it (its name then ends with "/"). Names come out
+    sorted per directory, a directory's files before its sub-directories."""
+    from lattice.media import is_media
+
+    start = os.path.join(root, base) if base else os.fspath(root)
+    prefix = base.replace(os.sep, "/") + "/" if base else ""
+    return _walk(root, start, prefix, is_media if media_only else None, skip)
+
+
+def _walk(root: Path, directory: str, prefix: str, media: Callable[[str], bool] | None,
+          skip: Callable[[str, bool], bool] | None) -> Iterable[str]:
+    # os.scandir, not os.walk + os.path.islink: the entry types come with the
+    # listing, so a tree of 10,000 files costs no stat per file.
+    try:
+        with os.scandir(directory) as it:
+            entries = list(it)
+    except OSError:
+        return  # unreadable or vanished: skipped, as os.walk does
+    files, dirs = [], []
+    for e in entries:
+        try:
+            is_dir = e.is_dir()
+        except OSError:
+            is_dir = False
+        if not is_dir:
+            files.append(e)
+        elif not e.name.startswith(".") and e.name not in RESERVED and not _is_symlink(e):
+            dirs.append(e)
+    for e in sorted(files, key=_name):
+        f = e.name
+        if f.startswith(".") or (media is not None and not media(f)):
+            continue
+        name = prefix + f
+        if skip is not None and skip(name, False):
+            continue
+        if _is_symlink(e):
+            confine(root, name)
+        yield name
+    for d in sorted(dirs, key=_name):
+        sub = prefix + d.name + "/"
+        if skip is None or not skip(sub, True):
+            yield from _walk(root, d.path, sub, media, skip)
+
+
+def _name(entry: os.DirEntry) -> str:
+    return entry.name
+
+
+def _is_symlink(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_symlink()
+    except OSError:
+        return False
+
+
 
 
 def materialize(repo: Repository, name: str, oid: str, size: int | None = None) -> None:

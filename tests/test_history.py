@@ -650,15 +650,15 @@ def test_a_command_that_waited_on_a_switch_that_died_finishes_it_first(tmp_repo,
 
 
 def test_switching_back_and_forth_reuses_parked_records_and_the_stat_cache(tmp_repo, monkeypatch):
-    from lattice import manifest
-    from lattice.manifest import decode
+    from lattice import records
+    from lattice.records import decode
 
     repo = tmp_repo
     _two_branches(repo)
     ok("switch", "feat", repo=repo)
     parsed = []
-    real = manifest.decode
-    monkeypatch.setattr(manifest, "decode", lambda data, path: parsed.append(path) or real(data, path))
+    real = records.decode
+    monkeypatch.setattr(records, "decode", lambda data, path: parsed.append(path) or real(data, path))
     ok("switch", "main", repo=repo)
     ok("switch", "feat", repo=repo)
     assert parsed == []  # both sides were parked: no TOML parsed
@@ -712,7 +712,7 @@ def test_a_journal_re_done_after_its_object_went_leaves_the_file_to_render(tmp_r
     journal = (repo.dir / "journal").read_text()
     g = history.open_git(repo)
     feat = history.resolve(g, "feat").tree
-    from lattice.manifest import decode
+    from lattice.records import decode
 
     record = decode(g[history.manifest_blobs(g, feat)["d/f2.txt"]].data, repo.dir / "x")
     assert record.current.object in journal

@@ -24,7 +24,7 @@ def status(json: bool = False, porcelain: bool = False) -> None:
     repo = repo_from_ctx()
     entries = do_status(repo)
     if json:
-        emit_json(entries)
+        emit_json([e._asdict() for e in entries])
     elif porcelain:
         for e in entries:
             echo(f"{PORCELAIN[e.state]} {e.path}")
