@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable
+from typing import BinaryIO, Callable, Container, Iterable
 
 from lattice.errors import InvalidInput
 from lattice.paths import RESERVED, confine
@@ -21,21 +21,22 @@ RACY_WINDOW_NS = 100_000_000
 
 
 def walk(root: Path, base: str = "", media_only: bool = False,
-         skip: Callable[[str, bool], bool] | None = None) -> Iterable[str]:
+         skip: Callable[[str, bool], bool] | None = None, known: Container[str] = ()) -> Iterable[str]:
     """Files under `root/base` as asset names, skipping `.lattice/`, `.git/`
     and hidden entries, refusing symlinks that leave the project. Symlinked
     directories are not entered. `skip(name, is_dir)` passes over a file, or
-    a folder and all in it (its name then ends with "/"). Names come out
-    sorted per directory, a directory's files before its sub-directories."""
+    a folder and all in it (its name then ends with "/"); names in `known`
+    (status: the tracked ones) are passed over before any other test. Names
+    come out sorted per directory, a directory's files before its sub-directories."""
     from lattice.media import is_media
 
     start = os.path.join(root, base) if base else os.fspath(root)
     prefix = base.replace(os.sep, "/") + "/" if base else ""
-    return _walk(root, start, prefix, is_media if media_only else None, skip)
+    return _walk(root, start, prefix, is_media if media_only else None, skip, known)
 
 
 def _walk(root: Path, directory: str, prefix: str, media: Callable[[str], bool] | None,
-          skip: Callable[[str, bool], bool] | None) -> Iterable[str]:
+          skip: Callable[[str, bool], bool] | None, known: Container[str]) -> Iterable[str]:
     # os.scandir, not os.walk + os.path.islink: the entry types come with the
     # listing, so a tree of 10,000 files costs no stat per file.
     try:
@@ -53,6 +54,8 @@ def _walk(root: Path, directory: str, prefix: str, media: Callable[[str], bool] 
             files.append(e)
         elif not e.name.startswith(".") and e.name not in RESERVED and not _is_symlink(e):
             dirs.append(e)
+    if known:  # one comprehension: status passes over 10,000 tracked names here
+        files = [e for e in files if prefix + e.name not in known]
     for e in sorted(files, key=_name):
         f = e.name
         if f.startswith(".") or (media is not None and not media(f)):
@@ -66,7 +69,7 @@ def _walk(root: Path, directory: str, prefix: str, media: Callable[[str], bool] 
     for d in sorted(dirs, key=_name):
         sub = prefix + d.name + "/"
         if skip is None or not skip(sub, True):
-            yield from _walk(root, d.path, sub, media, skip)
+            yield from _walk(root, d.path, sub, media, skip, known)
 
 
 def _name(entry: os.DirEntry) -> str:

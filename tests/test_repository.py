@@ -199,6 +199,37 @@ def test_status_new_modified_missing(tmp_repo):
     assert states(repo) == {("a.png", "modified"), ("b.wav", "missing")}
 
 
+def test_status_in_nested_folders_gone_or_replaced(tmp_repo):
+    """Status stats files relative to each open folder: a folder deleted, or
+    replaced by a file, leaves its assets missing; new files beside tracked
+    ones are still found."""
+    import shutil
+
+    repo = tmp_repo.gen({
+        "top.png": b"t", "a/one.png": b"1", "a/b/two.png": b"2", "a/c.png": b"c",
+        "gone/x.png": b"x", "swap/y.png": b"y",
+    })
+    add(repo, ["."], cwd=repo.root)
+    (repo.root / "a" / "b" / "new.png").write_bytes(b"n")
+    shutil.rmtree(repo.root / "gone")
+    shutil.rmtree(repo.root / "swap")
+    (repo.root / "swap").write_bytes(b"a file where the folder was")
+    (repo.root / "a" / "c.png").write_bytes(b"changed")
+    assert states(repo) == {("a/b/new.png", "new"), ("gone/x.png", "missing"), ("swap/y.png", "missing"), ("a/c.png", "modified")}
+
+
+def test_manifest_stamps_walk_folders_but_not_links_or_hidden_files(tmp_repo, tmp_path):
+    repo = tmp_repo.gen({"a.png": b"a", "x.toml/b.png": b"b", "d/e/f.png": b"f"})
+    add(repo, ["."], cwd=repo.root)
+    mdir = repo.manifest.dir
+    (mdir / ".stray.toml").write_text("not a record")
+    outside = tmp_path / "elsewhere"
+    (outside / "sub").mkdir(parents=True)
+    (outside / "sub" / "z.png.toml").write_text("")
+    os.symlink(outside, mdir / "linked")
+    assert set(repo.manifest.stamps()) == {"a.png", "x.toml/b.png", "d/e/f.png"}
+
+
 def test_status_cli_forms(tmp_repo):
     repo = tmp_repo.gen({"a.png": b"img"})
     assert run_cli("status", cwd=repo.root).out == "new:       a.png\n"
