@@ -263,8 +263,38 @@ def test_quick_commands_print_the_same_without_typer(tmp_repo, monkeypatch):
     assert run_cli("status", "--porcelain", cwd=repo.root).out == "?? new.png\n M sub/b.png\n"
     for unusual in (["status", "--help"], ["status", "-x"], ["-qC", ".", "status"], ["status", "extra"], ["ls", "a", "b"],
                     ["statu"], [], ["--version"], ["-C"], ["-C", "--json", "status"], ["status", "--", "--json"],
-                    ["switch"], ["switch", "a", "b"], ["switch", "--hard", "a"], ["switch", "--help"]):
+                    ["switch"], ["switch", "a", "b"], ["switch", "--hard", "a"], ["switch", "--help"],
+                    ["add"], ["add", "--tag"], ["add", "a.png", "--tag"], ["add", "--tag", "--json", "a.png"], ["add", "-t=x", "a.png"],
+                    ["add", "--tag=", "a.png"], ["add", "-tx", "a.png"], ["add", "--", "-a.png"], ["add", "--help"]):
         assert quick.parse(unusual) is None, unusual
+
+
+def test_quick_add_prints_and_records_what_typer_does(tmp_repo, monkeypatch):
+    """`add` runs without typer too: each form records the same and prints
+    the same as through typer (run on twin repositories)."""
+    from lattice.cli import quick
+
+    forms = [
+        ("add", "a.png"), ("add", "a.png", "sub", "--json"), ("add", "--tag", "x", "-t", "y", "a.png"),
+        ("add", "a.png", "--tag=z"), ("-q", "add", "sub"), ("add", "missing.png"), ("add", "../outside.png"),
+    ]
+    for n, form in enumerate(forms):
+        assert quick.parse(list(form)) is not None, form
+        outs = []
+        for fast in (True, False):
+            root = tmp_repo.root.parent / f"twin-{n}-{fast}"
+            Repository.init(root)
+            for name, data in {"a.png": b"img", "sub/b.png": b"b", "sub/c.wav": b"c"}.items():
+                (root / name).parent.mkdir(parents=True, exist_ok=True)
+                (root / name).write_bytes(data)
+            with monkeypatch.context() as m:
+                if not fast:
+                    m.setattr(quick, "parse", lambda args: None)
+                r = run_cli(*form, cwd=root)
+            rows = [(row.path, row.versions, row.object, row.tags) for row in Repository.find(root).index.rows()]
+            outs.append((r.code, r.out, r.err.replace(str(root), "ROOT"), rows))
+        assert outs[0] == outs[1], form
+    assert outs[0][0] == 4 and "outside the project" in outs[0][2]  # the last form is refused either way
 
 
 def test_status_uses_stat_cache_and_notices_same_size_edit(tmp_repo):

@@ -1,6 +1,6 @@
-"""`status`, `ls` and `switch`: the commands scripts, editors and pre-commit
-hooks call in loops, and the one whose speed is measured against git's,
-runnable without typer (see lattice.cli.entry).
+"""`status`, `ls`, `add` and `switch`: the commands scripts, editors and
+pre-commit hooks call in loops, and the one whose speed is measured against
+git's, runnable without typer (see lattice.cli.entry).
 
 The typer definitions in repo_cmds and history_cmds (help, completion, man
 pages) call the same functions below. `parse` accepts only the plain forms: the global
@@ -67,6 +67,24 @@ def ls(json: bool = False, prefix: str | None = None) -> None:
         echo(f"{r.path}  v{r.versions}{pin}  {r.kind}  {human_size(r.size)}  {source}")
 
 
+def add(paths: list[str], tags: list[str], json: bool = False) -> None:
+    from lattice.add import add as do_add
+    from lattice.cli.common import cwd, progress_bar
+
+    repo = repo_from_ctx()
+    with progress_bar("hashing") as bar:
+        task = bar.add_task("adding", total=None)
+        results = do_add(repo, paths, tags=tags, cwd=cwd(), progress=lambda i, n, name: bar.update(task, completed=i, total=n))
+    if json:
+        emit_json(results)
+        return
+    for r in results:
+        if r.status == "unchanged":
+            echo(f"unchanged  {r.path} (v{r.version})")
+        else:
+            echo(f"{r.status:<10} {r.path} v{r.version} {r.object[:12]} {human_size(r.size)}")
+
+
 def switch(name: str, force: bool = False, json: bool = False) -> None:
     from lattice.branches import switch as do_switch
 
@@ -90,11 +108,16 @@ def worktree_lines(wt) -> None:
             echo(f"  {p}", err=True)
 
 
-# command → (its flags, the fewest and most arguments it takes, how to run it)
-COMMANDS: dict[str, tuple[set[str], int, int, Callable[[set[str], list[str]], None]]] = {
-    "status": ({"--json", "--porcelain"}, 0, 0, lambda flags, _: status("--json" in flags, "--porcelain" in flags)),
-    "ls": ({"--json"}, 0, 1, lambda flags, args: ls("--json" in flags, args[0] if args else None)),
-    "switch": ({"--force", "--json"}, 1, 1, lambda flags, args: switch(args[0], "--force" in flags, "--json" in flags)),
+# command → (its flags, its options that take a value (a spelling → the
+# option's name), the fewest and most arguments, how to run it with the flags
+# given, each valued option's values, and the arguments)
+Action = Callable[[set[str], dict[str, list[str]], list[str]], None]
+COMMANDS: dict[str, tuple[set[str], dict[str, str], int, float, Action]] = {
+    "status": ({"--json", "--porcelain"}, {}, 0, 0, lambda flags, _, __: status("--json" in flags, "--porcelain" in flags)),
+    "ls": ({"--json"}, {}, 0, 1, lambda flags, _, args: ls("--json" in flags, args[0] if args else None)),
+    "add": ({"--json"}, {"--tag": "--tag", "-t": "--tag"}, 1, float("inf"),
+            lambda flags, values, args: add(args, values.get("--tag", []), "--json" in flags)),
+    "switch": ({"--force", "--json"}, {}, 1, 1, lambda flags, _, args: switch(args[0], "--force" in flags, "--json" in flags)),
 }
 
 
@@ -115,11 +138,19 @@ def parse(args: list[str]) -> Callable[[], int] | None:
             return None
     if i >= len(args) or args[i] not in COMMANDS:
         return None
-    known, least, most, action = COMMANDS[args[i]]
-    flags, positional = set(), []
-    for arg in args[i + 1 :]:
+    known, valued, least, most, action = COMMANDS[args[i]]
+    flags, values, positional = set(), {}, []
+    rest = iter(args[i + 1 :])
+    for arg in rest:
+        option, eq, value = arg.partition("=")
         if arg in known:
             flags.add(arg)
+        elif option in valued and (not eq or option.startswith("--")):  # click reads `-t=x` as "=x"
+            if not eq:
+                value = next(rest, None)
+            if not value or value.startswith("-"):
+                return None  # missing, or a dash-led value: typer says what it makes of it
+            values.setdefault(valued[option], []).append(value)
         elif arg.startswith("-"):
             return None
         else:
@@ -129,7 +160,7 @@ def parse(args: list[str]) -> Callable[[], int] | None:
 
     def command() -> int:
         apply_globals(**options)
-        action(flags, positional)
+        action(flags, values, positional)
         return 0
 
     return command

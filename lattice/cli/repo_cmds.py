@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from lattice.cli import quick
-from lattice.cli.common import cwd, echo, emit_json, human_size, progress_bar, repo_from_ctx
+from lattice.cli.common import cwd, echo, emit_json, human_size, repo_from_ctx
 
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
@@ -63,20 +63,7 @@ def add(
     records nothing. Media facts (size, duration, codec…) are probed and kept.
     Inside directories, files matched by .latticeignore are passed over.
     """
-    from lattice.add import add as do_add
-
-    repo = repo_from_ctx()
-    with progress_bar("hashing") as bar:
-        task = bar.add_task("adding", total=None)
-        results = do_add(repo, paths, tags=tag, cwd=cwd(), progress=lambda i, n, name: bar.update(task, completed=i, total=n))
-    if json:
-        emit_json(results)
-        return
-    for r in results:
-        if r.status == "unchanged":
-            echo(f"unchanged  {r.path} (v{r.version})")
-        else:
-            echo(f"{r.status:<10} {r.path} v{r.version} {r.object[:12]} {human_size(r.size)}")
+    quick.add(paths, tag, json)
 
 
 def status(
