@@ -71,9 +71,7 @@ def add(
     if any(not t.strip() for t in tags):
         raise InvalidInput("--tag needs a non-empty tag", hint="for example --tag plate")
     names = expand(repo, paths, cwd)
-    for name in names:
-        if "/" in name:
-            repo.check_not_under_asset(name)
+    repo.check_not_under_asset(names)
     # Few files: fsync each. Many: one syncfs for the whole batch.
     batch = len(names) >= AtomicBatch.SYNCFS_FROM
     index = repo.index

@@ -73,7 +73,7 @@ def _refuse_untracked_file(repo: Repository, name: str) -> None:
     from lattice.paths import check_creatable
 
     check_creatable(repo.root, name)
-    repo.check_not_under_asset(name)
+    repo.check_not_under_asset([name])
     if os.path.lexists(repo.working_path(name)):
         raise InvalidInput(
             f"{name} already exists and is not tracked; generating would overwrite it",

@@ -27,7 +27,7 @@ import marshal
 import os
 import sqlite3
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable
 
 from lattice.errors import InvalidInput, NotARepository, RepositoryCorrupt, UnknownAsset, closest
 from lattice.manifest import Manifest
@@ -299,13 +299,18 @@ class Repository:
             raise UnknownAsset(f"no asset named {name!r}{closest(name, self.index.names())}")
         return record
 
-    def check_not_under_asset(self, name: str) -> None:
+    def check_not_under_asset(self, names: Iterable[str]) -> None:
         """Refuse `sky.png/x.png` while `sky.png` is an asset: a name cannot be
-        both a file and a folder."""
-        parts = name.split("/")
-        for i in range(1, len(parts)):
-            prefix = "/".join(parts[:i])
-            if self.index.get(prefix) is not None:
+        both a file and a folder. Each folder is asked about once, in one
+        query per 500 (an `add` of 1,000 files in one folder asks one)."""
+        under: dict[str, str] = {}  # folder → the first name under it
+        for name in names:
+            parts = name.split("/")
+            for i in range(1, len(parts)):
+                under.setdefault("/".join(parts[:i]), name)
+        assets = self.index.get_many(list(under))
+        for prefix, name in under.items():
+            if prefix in assets:
                 from lattice.errors import UnsafePath
 
                 raise UnsafePath(f"{name}: {prefix} is an asset (a file), so nothing can be tracked under it", hint=f"rename the folder, or `lattice checkout {prefix}` to bring the file back")
