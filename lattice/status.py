@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 from lattice.repo import Repository
 
@@ -46,42 +46,25 @@ def status(repo: Repository, untracked: bool = True) -> list[Entry]:
     # beats a stat per object.
     outputs = sum(1 for row in rows if row.generator)
     present = repo.objects.present() if outputs > PRESENT_LISTING_FROM else set()
-    stat = os.stat
-    # Rows come sorted by path: each folder is opened once and each file is
-    # a stat relative to it, not a path walk from the root.
-    folder, fd = None, None
-    try:
-        for name, oid, generator, deterministic, wt_size, wt_mtime_ns, wt_ino, wt_object in rows:
-            parent, _, leaf = name.rpartition("/")
-            if parent != folder:
-                if fd is not None:
-                    os.close(fd)
-                    fd = None
-                folder, fd = parent, _open_folder(root + parent)
-            try:
-                st = stat(leaf, dir_fd=fd) if fd is not None else None
-            except (FileNotFoundError, NotADirectoryError):
-                st = None
-            state = None
-            # stat_matches, inlined: this loop runs 10,000 times.
-            if st is not None and (st.st_mtime_ns != wt_mtime_ns or st.st_size != wt_size or st.st_ino != wt_ino or wt_object != oid):
-                found = hash_file(root + name)
-                if found != oid:
-                    state = "modified"
-                elif now - st.st_mtime_ns > RACY_WINDOW_NS:
-                    refresh.append((st.st_size, st.st_mtime_ns, st.st_ino, found, name))
-            if state is None and name in stale:
-                state = "stale"
-            if state is None and generator and oid not in present and not repo.objects.has(oid):
-                # Re-creatable outputs are a cache; a non-deterministic one without its object is lost.
-                state = "evicted" if deterministic else "missing" if st is None else None
-            if state is None and st is None:
-                state = "missing"
-            if state:
-                entries.append(Entry(name, state))
-    finally:
-        if fd is not None:
-            os.close(fd)
+    for row, st in working_stats(root, rows):
+        name, oid, generator, deterministic, wt_size, wt_mtime_ns, wt_ino, wt_object = row
+        state = None
+        # stat_matches, inlined: this loop runs 10,000 times.
+        if st is not None and (st.st_mtime_ns != wt_mtime_ns or st.st_size != wt_size or st.st_ino != wt_ino or wt_object != oid):
+            found = hash_file(root + name)
+            if found != oid:
+                state = "modified"
+            elif now - st.st_mtime_ns > RACY_WINDOW_NS:
+                refresh.append((st.st_size, st.st_mtime_ns, st.st_ino, found, name))
+        if state is None and name in stale:
+            state = "stale"
+        if state is None and generator and oid not in present and not repo.objects.has(oid):
+            # Re-creatable outputs are a cache; a non-deterministic one without its object is lost.
+            state = "evicted" if deterministic else "missing" if st is None else None
+        if state is None and st is None:
+            state = "missing"
+        if state:
+            entries.append(Entry(name, state))
     if refresh:
         with index:
             index.set_stat(refresh)
@@ -98,6 +81,28 @@ def status(repo: Repository, untracked: bool = True) -> list[Entry]:
     return entries
 
 
+def working_stats(root: str, rows: list) -> Iterator[tuple]:
+    """(row, the stat of its working file, or None where there is none) for
+    rows sorted by path (`root` ends with a separator). Each folder is opened
+    once and each file is a stat relative to it, not a path walk from the root."""
+    folder, fd = None, None
+    try:
+        for row in rows:
+            parent, _, leaf = row.path.rpartition("/")
+            if parent != folder:
+                if fd is not None:
+                    os.close(fd)
+                    fd = None
+                folder, fd = parent, _open_folder(root + parent)
+            try:
+                yield row, os.stat(leaf, dir_fd=fd) if fd is not None else None
+            except (FileNotFoundError, NotADirectoryError):
+                yield row, None
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def _open_folder(path: str) -> int | None:
     """A descriptor of the folder at `path`, None where there is none."""
     try:
@@ -111,16 +116,7 @@ def modified(repo: Repository) -> list[str]:
     merge must not overwrite (status without the rest of its states)."""
     repo.check_manifest()
     root = os.path.join(repo.root, "")
-    out = []
-    for row in repo.index.working_rows():
-        path = root + row.path
-        try:
-            st = os.stat(path)
-        except (FileNotFoundError, NotADirectoryError):
-            continue
-        if differs(row, path, st):
-            out.append(row.path)
-    return out
+    return [row.path for row, st in working_stats(root, repo.index.working_rows()) if st is not None and differs(row, root + row.path, st)]
 
 
 def stat_matches(row, st: os.stat_result) -> bool:
