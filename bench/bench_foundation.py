@@ -12,7 +12,8 @@ of --repeat runs; compare the ratios, not the absolute times, between machines.
     of the same data (target: >= 0.5x the floor's throughput).
 (b) no-op `lattice status` on 10,000 assets, start-up included, from a
     byte-compiled copy of the package (PYTHONDONTWRITEBYTECODE=1 would
-    otherwise make every start recompile), vs `dvc status` on the same files
+    otherwise make every start recompile) in a virtualenv like a regular
+    install's (no editable-install hook), vs `dvc status` on the same files
     (target: < 0.3 s and >= 10x faster). DVC comes from PyPI into
     /tmp/bench-dvc-venv; it is skipped with a message when it cannot be had.
 (c) peak RSS of `lattice add` of the 1 GiB file (target: < 150 MiB).
@@ -21,7 +22,6 @@ of --repeat runs; compare the ratios, not the absolute times, between machines.
 from __future__ import annotations
 
 import argparse
-import compileall
 import os
 import shutil
 import statistics
@@ -30,6 +30,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from installed import install
 
 ROOT = Path(__file__).resolve().parent.parent
 DVC_VENV = Path("/tmp/bench-dvc-venv")
@@ -73,16 +75,9 @@ class Bench:
         self.lattice = self._install()
 
     def _install(self) -> list[str]:
-        """A byte-compiled copy of the package, run the way the console script
-        runs it, with the project's virtualenv (its site-packages are compiled)."""
-        site = self.work / "site"
-        shutil.copytree(ROOT / "lattice", site / "lattice", ignore=shutil.ignore_patterns("__pycache__"))
-        if not compileall.compile_dir(site / "lattice", quiet=1):
-            raise SystemExit("bench: could not byte-compile the package")
-        script = site / "lattice-script"
-        script.write_text("import sys\nfrom lattice.cli.entry import run\nsys.exit(run())\n")
+        argv, site = install(self.work)
         self.env["PYTHONPATH"] = str(site)
-        return [sys.executable, str(script)]
+        return argv
 
     def lat(self, *args: str, cwd: Path) -> list[str]:
         return [*self.lattice, "-C", str(cwd), *args]
@@ -234,7 +229,7 @@ def bench_status(b: Bench, count: int, skip_dvc: bool) -> dict:
 
     t_lat = median_of(max(b.repeat, 5), once)
     t_start = median_of(max(b.repeat, 5), lambda: run([*b.lattice, "--version"], env=b.env)[0])
-    t_py = median_of(max(b.repeat, 5), lambda: run([sys.executable, "-c", "pass"])[0])
+    t_py = median_of(max(b.repeat, 5), lambda: run([b.lattice[0], "-c", "pass"])[0])
     ok = t_lat < 0.3
     print(
         f"status, {count} assets, nothing changed: {t_lat:.3f} s  [target < 0.3 s: {'ok' if ok else 'MISSED'}]   "

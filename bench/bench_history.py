@@ -24,9 +24,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from lattice import history  # noqa: E402
 from lattice.records import AssetRecord, Recipe, Version  # noqa: E402
 from lattice.repo import Repository  # noqa: E402
+from installed import install  # noqa: E402
 
 OID = "ab" * 32
 ENV = {**os.environ, "LATTICE_AUTHOR": "bench", "NO_COLOR": "1"}
+LATTICE = [sys.executable, "-m", "lattice"]  # until main() installs a copy
 
 
 def version(n: int, oid: str = OID, size: int = 1024) -> Version:
@@ -91,7 +93,7 @@ def bench_commit(tmp: Path) -> None:
 
 def cli(root: Path, *args: str) -> float:
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "lattice", *args], cwd=root, env=ENV, check=True, capture_output=True)
+    subprocess.run([*LATTICE, *args], cwd=root, env=ENV, check=True, capture_output=True)
     return time.perf_counter() - t
 
 
@@ -120,7 +122,7 @@ def bench_switch(tmp: Path, total: int = 5000, differ: int = 1000) -> None:
             tx.put(AssetRecord(path=n, kind="image", versions=[version(1, objects[n], 1024)]))
     for n in names:
         materialize(repo, n, objects[n])
-    run = lambda *a: subprocess.run([sys.executable, "-m", "lattice", *a], cwd=root, env=ENV, check=True, capture_output=True)  # noqa: E731
+    run = lambda *a: subprocess.run([*LATTICE, *a], cwd=root, env=ENV, check=True, capture_output=True)  # noqa: E731
     run("branch", "feat")
     run("switch", "feat")
     changed = names[::total // differ][:differ]
@@ -166,13 +168,11 @@ def bench_switch(tmp: Path, total: int = 5000, differ: int = 1000) -> None:
 
 
 def main() -> None:
-    import compileall
-
-    # This machine sets PYTHONDONTWRITEBYTECODE: without byte-compiled files
-    # every `lattice` run below would recompile the package first.
-    compileall.compile_dir(Path(__file__).resolve().parent.parent / "lattice", quiet=1)
     tmp = Path(tempfile.mkdtemp(prefix="lattice-bench-history-"))
     try:
+        argv, site = install(tmp)  # run as a regular install runs (bench/installed.py)
+        LATTICE[:] = argv
+        ENV["PYTHONPATH"] = str(site)
         bench_commit(tmp)
         bench_log(tmp)
         if shutil.which("git"):

@@ -23,7 +23,9 @@ import tempfile
 import time
 from pathlib import Path
 
-LATTICE = [sys.executable, "-m", "lattice"]
+from installed import install
+
+LATTICE = [sys.executable, "-m", "lattice"]  # until main() installs a copy
 
 
 def timed(argv, cwd, runs=5) -> float:
@@ -153,15 +155,10 @@ def bench_overhead(work: Path) -> None:
 
 
 def use_compiled_copy(work: Path) -> None:
-    """Run a byte-compiled copy of the package, as a regular install does:
-    this machine sets PYTHONDONTWRITEBYTECODE, so an editable install would
-    recompile lattice on every start and the figures would measure that."""
-    import compileall
-
-    site = work / "site"
-    shutil.copytree(Path(__file__).resolve().parent.parent / "lattice", site / "lattice",
-                    ignore=shutil.ignore_patterns("__pycache__"))
-    compileall.compile_dir(site / "lattice", quiet=1)
+    """Run lattice as a regular install does (bench/installed.py), here and
+    in the processes started below."""
+    argv, site = install(work)
+    LATTICE[:] = argv
     os.environ["PYTHONPATH"] = str(site)
     sys.path.insert(0, str(site))
 
