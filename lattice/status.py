@@ -29,8 +29,8 @@ class Entry(NamedTuple):
 
 
 def status(repo: Repository, untracked: bool = True) -> list[Entry]:
-    from lattice.worktree import RACY_WINDOW_NS, walk
     from lattice.lineage import Graph
+    from lattice.worktree import RACY_WINDOW_NS, walk
 
     repo.check_manifest()
     index = repo.index
@@ -116,7 +116,8 @@ def modified(repo: Repository) -> list[str]:
     merge must not overwrite (status without the rest of its states)."""
     repo.check_manifest()
     root = os.path.join(repo.root, "")
-    return [row.path for row, st in working_stats(root, repo.index.working_rows()) if st is not None and differs(row, root + row.path, st)]
+    rows = repo.index.working_rows()
+    return [row.path for row, st in working_stats(root, rows) if st is not None and differs(row, root + row.path, st)]
 
 
 def stat_matches(row, st: os.stat_result) -> bool:

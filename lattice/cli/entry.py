@@ -34,8 +34,8 @@ def _report(message: str, hint: str | None, code: int) -> int:
 
 def run(argv: list[str] | None = None) -> int:
     """Entry point of the `lattice` script."""
-    from lattice.cli import quick
     from lattice import errors
+    from lattice.cli import quick
     from lattice.errors import LatticeError
 
     args = list(sys.argv[1:] if argv is None else argv)
