@@ -63,7 +63,7 @@ def add(
     cwd: Path | None = None,
     progress: Callable[[int, int, str], None] | None = None,
 ) -> list[AddResult]:
-    from lattice.ffmpeg import probe
+    from lattice.ffmpeg import probe, probe_many
     from lattice.fsutil import AtomicBatch, sync_filesystem
     from lattice.media import is_compressed
 
@@ -102,13 +102,17 @@ def add(
         progress(len(names), len(names), "")
     if batch:
         sync_filesystem(repo.dir)
+    # Media facts outside the lock too, and the ffmpeg probes several at once:
+    # only for content the index does not already hold as current.
+    fresh = [name for name in names if _oid(hashed[name][0]) != getattr(known.get(name), "object", None)]
+    facts = dict(zip(fresh, probe_many([os.path.join(repo.root, name) for name in fresh])))
 
     results: list[AddResult] = []
     when, who = now_iso(), author()
     with repo.transaction(f"add {_summary(names)}") as tx:
         for name in names:
             stored, st = hashed[name]
-            oid = stored if isinstance(stored, str) else stored.oid
+            oid = _oid(stored)
             if not repo.objects.has(oid):
                 # gc may have evicted identical content between our write and this lock.
                 oid = repo.objects.put_file(confine(repo.root, name)).oid
@@ -119,7 +123,7 @@ def add(
                     tx.put(record)
                 results.append(AddResult(name, "unchanged", len(record.versions), oid, st.st_size))
                 continue
-            media = probe(repo.root / name)
+            media = facts.get(name) or probe(repo.root / name)  # changed by another add meanwhile
             version = Version(
                 number=len(record.versions) + 1 if record else 1,
                 change="edited" if record else "imported",
@@ -140,6 +144,11 @@ def add(
     with index:
         index.set_stat(stat_updates)
     return results
+
+
+def _oid(stored) -> str:
+    """The object id of a put_file result, or of an id the stat cache gave."""
+    return stored if isinstance(stored, str) else stored.oid
 
 
 def _media_dict(media) -> dict:

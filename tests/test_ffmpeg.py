@@ -11,7 +11,7 @@ import zipfile
 import pytest
 
 from lattice.errors import GeneratorFailed
-from lattice.ffmpeg import MediaInfo, ffmpeg_exe, file_url, parse_ffmpeg_info, probe, run_ffmpeg
+from lattice.ffmpeg import MediaInfo, ffmpeg_exe, file_url, parse_ffmpeg_info, probe, probe_many, run_ffmpeg
 
 BITEXACT = ["-fflags", "+bitexact", "-map_metadata", "-1"]
 
@@ -55,6 +55,27 @@ def test_probe_wav(media):
     assert (info.kind, info.audio_codec, info.audio_channels, info.sample_rate) == ("audio", "pcm_s16le", 1, 44100)
     assert info.duration == pytest.approx(0.2, abs=0.01)
     assert info.width is None and info.codec is None
+
+
+def test_probe_many_runs_ffmpeg_probes_together_and_keeps_order(media, tmp_path, monkeypatch):
+    """Several ffmpeg probes at once, each result in its file's place, the
+    same as probing one by one; files read in-process start no process."""
+    import threading
+
+    from lattice import ffmpeg
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    (tmp_path / "notes.txt").write_text("text")
+    paths = [media / "a.wav", media / "a.png", media / "av.mp4", tmp_path / "notes.txt", broken, media / "a.mp4"]
+    one_by_one = [probe(p) for p in paths]
+    threads = set()
+    real = ffmpeg._probe_ffmpeg
+    monkeypatch.setattr(ffmpeg, "_probe_ffmpeg", lambda *a: threads.add(threading.get_ident()) or real(*a))
+    assert probe_many(paths) == one_by_one
+    assert probe_many([]) == []
+    if (os.cpu_count() or 1) > 1:
+        assert threading.get_ident() not in threads  # the four ffmpeg probes ran in the pool
 
 
 def test_probe_lottie_json(tmp_path):

@@ -87,6 +87,28 @@ def test_add_records_versions_and_is_idempotent(tmp_repo):
     assert lottie.kind == "vector" and lottie.current.media["width"] == 10
 
 
+def test_add_probes_media_before_the_lock_and_again_if_it_must(tmp_repo, monkeypatch):
+    """Facts are probed before the lock, only for content the index does not
+    hold as current; content that turns out new under the lock (another add
+    got in between) is probed there."""
+    from lattice import ffmpeg
+
+    lottie = '{"v": "5.7.0", "w": 10, "h": 20, "fr": 30, "ip": 0, "op": 60, "layers": []}'
+    repo = tmp_repo.gen({"a.json": lottie, "b.json": lottie.replace('"w": 10', '"w": 11')})
+    asked = []
+    real = ffmpeg.probe_many
+    monkeypatch.setattr(ffmpeg, "probe_many", lambda paths: asked.append(sorted(os.path.basename(p) for p in paths)) or real(paths))
+    add(repo, ["a.json", "b.json"], cwd=repo.root)
+    (repo.root / "b.json").write_text(lottie.replace('"w": 10', '"w": 12'))
+    add(repo, ["a.json", "b.json"], cwd=repo.root)
+    assert asked == [["a.json", "b.json"], ["b.json"]]
+    assert repo.record("b.json").current.media["width"] == 12
+    monkeypatch.setattr(ffmpeg, "probe_many", lambda paths: [])  # as if all changed after the probes
+    (repo.root / "a.json").write_text(lottie.replace('"w": 10', '"w": 13'))
+    add(repo, ["a.json"], cwd=repo.root)
+    assert repo.record("a.json").current.media["width"] == 13
+
+
 def test_add_cli_messages_and_json(tmp_repo):
     tmp_repo.gen({"x.txt": "1"})
     r = run_cli("add", "x.txt", "--json", cwd=tmp_repo.root)
