@@ -135,7 +135,7 @@ def switch(repo: Repository, name: str, force: bool = False) -> Switched:
             refuse_dirty(repo, "switch")
         head = _settled_head(repo, g)
         target = history.resolve(g, name)
-        changes = history.changed_assets(g, head.tree, target.tree)
+        head, changes = _record_manifest_edits(repo, g, head, target)
         blobs = {n: new for n, (_, new) in changes.items()}
         wt = change_state(repo, g, blobs, _config_change(head.tree, target.tree), head=f"ref:refs/heads/{name}")
         return Switched(name, previous, len(changes), wt)
@@ -164,6 +164,31 @@ def _settled_head(repo: Repository, g):
     # this branch before the target's config replaces it.
     history.commit(repo, "config.toml edited", names=[])
     return history.ensure_head(repo, g)
+
+
+def _record_manifest_edits(repo: Repository, g, head, target) -> tuple:
+    """(HEAD, the assets that differ between it and `target`: name → (its
+    blob in HEAD, in target)), after committing on this branch the manifest
+    files among them that were edited outside lattice (by hand, by a script):
+    a switch or merge would otherwise write the target's text over an edit
+    no history holds. Like a hand edit of config.toml, it is a change."""
+    from lattice.gitpack import blob_id
+
+    changes = history.changed_assets(g, head.tree, target.tree)
+    edited = []
+    for name, (old, _) in changes.items():
+        try:
+            data = repo.manifest.file_of(name).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):  # gone: nothing to lose
+            continue
+        if old is None or blob_id(data) != str(old):
+            edited.append(name)
+    if not edited:
+        return head, changes
+    more = f" and {len(edited) - 3} more" if len(edited) > 3 else ""
+    history.commit(repo, f"record manifest edits made outside lattice: {', '.join(edited[:3])}{more}", names=edited)
+    head = history.ensure_head(repo, g)
+    return head, history.changed_assets(g, head.tree, target.tree)
 
 
 def _config_change(old_tree, new_tree):
@@ -376,6 +401,7 @@ def merge(repo: Repository, name: str, strategy: str | None = None) -> Merged:
         refuse_dirty(repo, "merge")
         ours = _settled_head(repo, g)
         theirs = history.resolve(g, name)
+        ours, _ = _record_manifest_edits(repo, g, ours, theirs)
         into = history.current_branch(g)
         result = Merged(name, into, "up-to-date")
         if theirs.id == ours.id or g.descendant_of(ours.id, theirs.id):

@@ -301,6 +301,31 @@ def test_switch_and_merge_refuse_unrecorded_edits(tmp_repo):
     assert history.current_branch(history.open_git(repo)) == "feat"
 
 
+def test_switch_and_merge_keep_a_manifest_file_edited_by_hand(tmp_repo):
+    """A manifest file edited outside lattice is a change: a switch or merge
+    that would write the other side's text over it records it first."""
+    repo = tmp_repo
+    add(repo, "a.txt", "1")
+    ok("branch", "feat", repo=repo)
+    ok("switch", "feat", repo=repo)
+    add(repo, "a.txt", "2")
+    ok("switch", "main", repo=repo)
+    mf = repo.manifest.file_of("a.txt")
+    mf.write_text(mf.read_text().replace('kind = "other"\n', 'kind = "other"\ntags = ["by-hand"]\n', 1))
+    ok("switch", "feat", repo=repo)
+    assert "by-hand" not in mf.read_text()
+    ok("switch", "main", repo=repo)
+    assert fresh(repo).record("a.txt").tags == ["by-hand"]
+    log = [c.message for c in history.open_git(repo).walk(history.head_commit(history.open_git(repo)).id)]
+    assert log[0].startswith("record manifest edits made outside lattice: a.txt")
+    # A merge that would take feat's a.txt over a new hand edit keeps it, as a conflict.
+    mf.write_text(mf.read_text().replace('"by-hand"', '"by-hand", "again"', 1))
+    r = run_cli("merge", "feat", cwd=repo.root)
+    assert r.code == 1 and "CONFLICT a.txt (left at ours)" in r.err
+    assert "again" in mf.read_text()
+    assert fresh(repo).record("a.txt").tags == ["by-hand", "again"]
+
+
 def test_switch_leaves_absent_outputs_to_render(tmp_repo):
     repo = tmp_repo
     gen(repo, "x.png", 32)
