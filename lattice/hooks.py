@@ -51,17 +51,18 @@ def check(repo: Repository) -> list[Finding]:
         }[e.state]
         found.append(Finding(e.path, e.state, fix))
     # status already covers everything `render` would do (stale, evicted,
-    # missing); one pass over the working tree is enough.
-    reg = registry(repo)
-    names = set(repo.index.names())
-    for row in repo.index.rows():
-        if not row.generator:
-            continue
-        if row.generator not in reg:
-            found.append(Finding(row.path, "incomplete-recipe", f"generator {row.generator!r} is not installed here: install its plug-in"))
-        for parent, _ in repo.index.inputs_of(row.path):
+    # missing); one pass over the working tree is enough. Recipes are asked
+    # of the index in two queries, and the generators loaded only if any.
+    generated = repo.index.generators()
+    if generated:
+        reg = registry(repo)
+        names = set(repo.index.names())
+        for path, generator in generated.items():
+            if generator not in reg:
+                found.append(Finding(path, "incomplete-recipe", f"generator {generator!r} is not installed here: install its plug-in"))
+        for child, parent, _ in repo.index.edges():
             if parent not in names:
-                found.append(Finding(row.path, "incomplete-recipe", f"input {parent!r} is not an asset: re-add it or `lattice gen` it"))
+                found.append(Finding(child, "incomplete-recipe", f"input {parent!r} is not an asset: re-add it or `lattice gen` it"))
     found.sort(key=lambda f: f.path)
     return found
 

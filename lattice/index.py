@@ -276,6 +276,10 @@ class Index:
         for r in cur:
             yield Row._make(r)
 
+    def generators(self) -> dict[str, str]:
+        """Generated asset → its generator id, by path."""
+        return dict(self.db.execute("SELECT path, generator FROM assets WHERE generator IS NOT NULL ORDER BY path"))
+
     def names(self) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT path FROM assets ORDER BY path")]
 

@@ -263,8 +263,8 @@ def test_status_cli_forms(tmp_repo):
 
 
 def test_quick_commands_print_the_same_without_typer(tmp_repo, monkeypatch):
-    """Plain `status`/`ls`/`switch` skip building the typer app; their
-    output, exit code and errors must be what the typer path gives."""
+    """Plain `status`/`ls`/`switch`/`hooks check` skip building the typer
+    app; their output, exit code and errors must be what the typer path gives."""
     from lattice.cli import quick
 
     repo = tmp_repo.gen({"a.png": b"img", "sub/b.png": b"b", "sub/c.wav": b"c", "new.png": b"n"})
@@ -274,6 +274,7 @@ def test_quick_commands_print_the_same_without_typer(tmp_repo, monkeypatch):
         ("status",), ("status", "--porcelain"), ("status", "--json"), ("-q", "status"), ("--debug", "status", "--json", "--porcelain"),
         ("ls",), ("ls", "--json"), ("ls", "sub"), ("-C", str(repo.root), "--no-color", "ls", "--json", "sub"), ("-C", "nowhere", "status"),
         ("switch", "main"), ("switch", "--json", "main"), ("switch", "mian"), ("switch", "main", "--force"),
+        ("hooks", "check"), ("hooks", "check", "--json"), ("-q", "hooks", "check"),
     ]
     for form in forms:
         assert quick.parse(list(form)) is not None, form
@@ -287,7 +288,8 @@ def test_quick_commands_print_the_same_without_typer(tmp_repo, monkeypatch):
                     ["statu"], [], ["--version"], ["-C"], ["-C", "--json", "status"], ["status", "--", "--json"],
                     ["switch"], ["switch", "a", "b"], ["switch", "--hard", "a"], ["switch", "--help"],
                     ["add"], ["add", "--tag"], ["add", "a.png", "--tag"], ["add", "--tag", "--json", "a.png"], ["add", "-t=x", "a.png"],
-                    ["add", "--tag=", "a.png"], ["add", "-tx", "a.png"], ["add", "--", "-a.png"], ["add", "--help"]):
+                    ["add", "--tag=", "a.png"], ["add", "-tx", "a.png"], ["add", "--", "-a.png"], ["add", "--help"],
+                    ["hooks"], ["hooks", "check", "x"], ["hooks", "check", "--help"], ["hooks", "large-media", "a.png"]):
         assert quick.parse(unusual) is None, unusual
 
 

@@ -1,6 +1,6 @@
-"""`status`, `ls`, `add` and `switch`: the commands scripts, editors and
-pre-commit hooks call in loops, and the one whose speed is measured against
-git's, runnable without typer (see lattice.cli.entry).
+"""`status`, `ls`, `add`, `hooks check` and `switch`: the commands scripts,
+editors and pre-commit hooks call in loops, and the one whose speed is
+measured against git's, runnable without typer (see lattice.cli.entry).
 
 The typer definitions in repo_cmds and history_cmds (help, completion, man
 pages) call the same functions below. `parse` accepts only the plain forms: the global
@@ -85,6 +85,21 @@ def add(paths: list[str], tags: list[str], json: bool = False) -> None:
             echo(f"{r.status:<10} {r.path} v{r.version} {r.object[:12]} {human_size(r.size)}")
 
 
+def hooks_check(json: bool = False) -> int:
+    """Exit code 1 when something is not up to date (git's pre-commit hook)."""
+    from lattice.hooks import check
+
+    found = check(repo_from_ctx())
+    if json:
+        emit_json(found)
+    else:
+        for f in found:
+            echo(f"{f.problem}: {f.path}: {f.fix}", err=True)
+        if found:
+            echo(f"lattice: {len(found)} asset(s) not up to date; commit refused", err=True)
+    return 1 if found else 0
+
+
 def switch(name: str, force: bool = False, json: bool = False) -> None:
     from lattice.branches import switch as do_switch
 
@@ -108,11 +123,13 @@ def worktree_lines(wt) -> None:
             echo(f"  {p}", err=True)
 
 
-# command → (its flags, its options that take a value (a spelling → the
-# option's name), the fewest and most arguments, how to run it with the flags
-# given, each valued option's values, and the arguments)
-Action = Callable[[set[str], dict[str, list[str]], list[str]], None]
+# command (a sub-command after a space) → (its flags, its options that take a
+# value (a spelling → the option's name), the fewest and most arguments, how
+# to run it with the flags given, each valued option's values, and the
+# arguments; it returns the exit code, None for 0)
+Action = Callable[[set[str], dict[str, list[str]], list[str]], "int | None"]
 COMMANDS: dict[str, tuple[set[str], dict[str, str], int, float, Action]] = {
+    "hooks check": ({"--json"}, {}, 0, 0, lambda flags, _, __: hooks_check("--json" in flags)),
     "status": ({"--json", "--porcelain"}, {}, 0, 0, lambda flags, _, __: status("--json" in flags, "--porcelain" in flags)),
     "ls": ({"--json"}, {}, 0, 1, lambda flags, _, args: ls("--json" in flags, args[0] if args else None)),
     "add": ({"--json"}, {"--tag": "--tag", "-t": "--tag"}, 1, float("inf"),
@@ -136,9 +153,13 @@ def parse(args: list[str]) -> Callable[[], int] | None:
             i += 1
         else:
             return None
-    if i >= len(args) or args[i] not in COMMANDS:
+    if i < len(args) - 1 and f"{args[i]} {args[i + 1]}" in COMMANDS:
+        name, i = f"{args[i]} {args[i + 1]}", i + 1
+    elif i < len(args) and args[i] in COMMANDS:
+        name = args[i]
+    else:
         return None
-    known, valued, least, most, action = COMMANDS[args[i]]
+    known, valued, least, most, action = COMMANDS[name]
     flags, values, positional = set(), {}, []
     rest = iter(args[i + 1 :])
     for arg in rest:
@@ -160,7 +181,6 @@ def parse(args: list[str]) -> Callable[[], int] | None:
 
     def command() -> int:
         apply_globals(**options)
-        action(flags, values, positional)
-        return 0
+        return action(flags, values, positional) or 0
 
     return command

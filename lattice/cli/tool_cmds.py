@@ -7,6 +7,7 @@ from typing import List, Optional
 
 import typer
 
+from lattice.cli import quick
 from lattice.cli.common import cwd, echo, emit_json, repo_from_ctx
 
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
@@ -59,18 +60,9 @@ hooks_app = typer.Typer(name="hooks", help="Checks for git hooks, pre-commit and
 def hooks_check(json: bool = JSON) -> None:
     """Fail (exit 1) when an asset is stale, missing, modified without being
     recorded, or has an incomplete recipe. Used by the `lattice-check` hook."""
-    from lattice.hooks import check
-
-    found = check(repo_from_ctx())
-    if json:
-        emit_json(found)
-    else:
-        for f in found:
-            echo(f"{f.problem}: {f.path}: {f.fix}", err=True)
-        if found:
-            echo(f"lattice: {len(found)} asset(s) not up to date; commit refused", err=True)
-    if found:
-        raise typer.Exit(1)
+    code = quick.hooks_check(json)
+    if code:
+        raise typer.Exit(code)
 
 
 @hooks_app.command("large-media")
