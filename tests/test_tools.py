@@ -96,6 +96,27 @@ def test_precommit_hooks_pass_clean_and_fail_stale(tmp_repo):
     assert "stale: out.txt" in bad.stdout + bad.stderr
 
 
+def test_hooks_check_names_incomplete_recipes(tmp_repo):
+    """A generator that is not installed here, or an input that is no longer
+    an asset, makes a recipe that cannot be re-made: the hook says which."""
+    from lattice.repo import Repository
+
+    repo = tmp_repo.gen({"src.txt": "v1", "other.txt": "o"})
+    run_cli("add", "src.txt", "other.txt", cwd=repo.root)
+    gen(repo, "out.txt", "--model", "test.join", "--input", "src.txt")
+    gen(repo, "two.txt", "--model", "test.join", "--input", "other.txt")
+    assert run_cli("hooks", "check", cwd=repo.root).code == 0
+    mf = repo.manifest.file_of("two.txt")
+    mf.write_text(mf.read_text().replace('generator = "test.join"', 'generator = "gone.plugin"'))
+    os.unlink(repo.manifest.file_of("src.txt"))  # src.txt is no longer an asset
+    r = run_cli("hooks", "check", "--json", cwd=repo.root)
+    assert r.code == 1
+    found = {(f["path"], f["problem"], f["fix"].split(" ")[1]) for f in r.json}
+    assert ("out.txt", "incomplete-recipe", "'src.txt'") in found
+    assert ("two.txt", "incomplete-recipe", "'gone.plugin'") in found
+    assert Repository.find(repo.root).index.generators() == {"out.txt": "test.join", "two.txt": "gone.plugin"}
+
+
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_large_media_hook_names_the_command(tmp_repo):
     pre_commit = Path(sys.executable).parent / "pre-commit"
