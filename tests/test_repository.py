@@ -274,7 +274,7 @@ def test_quick_commands_print_the_same_without_typer(tmp_repo, monkeypatch):
         ("status",), ("status", "--porcelain"), ("status", "--json"), ("-q", "status"), ("--debug", "status", "--json", "--porcelain"),
         ("ls",), ("ls", "--json"), ("ls", "sub"), ("-C", str(repo.root), "--no-color", "ls", "--json", "sub"), ("-C", "nowhere", "status"),
         ("switch", "main"), ("switch", "--json", "main"), ("switch", "mian"), ("switch", "main", "--force"),
-        ("hooks", "check"), ("hooks", "check", "--json"), ("-q", "hooks", "check"),
+        ("hooks", "check"), ("hooks", "check", "--json"), ("-q", "hooks", "check"), ("--version",),
     ]
     for form in forms:
         assert quick.parse(list(form)) is not None, form
@@ -285,7 +285,7 @@ def test_quick_commands_print_the_same_without_typer(tmp_repo, monkeypatch):
         assert (fast.code, fast.out, fast.err) == (slow.code, slow.out, slow.err), form
     assert run_cli("status", "--porcelain", cwd=repo.root).out == "?? new.png\n M sub/b.png\n"
     for unusual in (["status", "--help"], ["status", "-x"], ["-qC", ".", "status"], ["status", "extra"], ["ls", "a", "b"],
-                    ["statu"], [], ["--version"], ["-C"], ["-C", "--json", "status"], ["status", "--", "--json"],
+                    ["statu"], [], ["--version", "status"], ["-q", "--version"], ["-C"], ["-C", "--json", "status"], ["status", "--", "--json"],
                     ["switch"], ["switch", "a", "b"], ["switch", "--hard", "a"], ["switch", "--help"],
                     ["add"], ["add", "--tag"], ["add", "a.png", "--tag"], ["add", "--tag", "--json", "a.png"], ["add", "-t=x", "a.png"],
                     ["add", "--tag=", "a.png"], ["add", "-tx", "a.png"], ["add", "--", "-a.png"], ["add", "--help"],

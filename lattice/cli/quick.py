@@ -138,9 +138,20 @@ COMMANDS: dict[str, tuple[set[str], dict[str, str], int, float, Action]] = {
 }
 
 
+def _version() -> int:
+    import sys
+
+    from lattice import __version__
+
+    sys.stdout.write(f"lattice {__version__}\n")
+    return 0
+
+
 def parse(args: list[str]) -> Callable[[], int] | None:
     """A runnable for `args` when they are a plain use of a command in
-    COMMANDS, else None."""
+    COMMANDS (or `--version` alone), else None."""
+    if args == ["--version"]:  # what scripts ask to see that lattice is there
+        return _version
     options: dict = {"directory": None, "debug": False, "quiet": False, "no_color": False}
     i = 0
     while i < len(args) and args[i].startswith("-"):
