@@ -135,9 +135,9 @@ def switch(repo: Repository, name: str, force: bool = False) -> Switched:
             refuse_dirty(repo, "switch")
         head = _settled_head(repo, g)
         target = history.resolve(g, name)
-        head, changes = _record_manifest_edits(repo, g, head, target)
+        head, changes, seen = _record_manifest_edits(repo, g, head, target)
         blobs = {n: new for n, (_, new) in changes.items()}
-        wt = change_state(repo, g, blobs, _config_change(head.tree, target.tree), head=f"ref:refs/heads/{name}")
+        wt = change_state(repo, g, blobs, _config_change(head.tree, target.tree), head=f"ref:refs/heads/{name}", seen=seen)
         return Switched(name, previous, len(changes), wt)
 
 
@@ -168,27 +168,43 @@ def _settled_head(repo: Repository, g):
 
 def _record_manifest_edits(repo: Repository, g, head, target) -> tuple:
     """(HEAD, the assets that differ between it and `target`: name → (its
-    blob in HEAD, in target)), after committing on this branch the manifest
-    files among them that were edited outside lattice (by hand, by a script):
-    a switch or merge would otherwise write the target's text over an edit
-    no history holds. Like a hand edit of config.toml, it is a change."""
+    blob in HEAD, in target), the (stat, blob id) of their manifest files as
+    read), after committing on this branch the manifest files among them
+    that were edited outside lattice (by hand, by a script): a switch or
+    merge would otherwise write the target's text over an edit no history
+    holds. Like a hand edit of config.toml, it is a change."""
     from lattice.gitpack import blob_id
 
     changes = history.changed_assets(g, head.tree, target.tree)
-    edited = []
+    edited, seen = [], {}
     for name, (old, _) in changes.items():
-        try:
-            data = repo.manifest.file_of(name).read_bytes()
-        except (FileNotFoundError, NotADirectoryError):  # gone: nothing to lose
+        found = _manifest_bytes(repo, name)
+        if found is None:  # gone: nothing to lose
             continue
-        if old is None or blob_id(data) != str(old):
+        seen[name] = (found[0], blob_id(found[1]))
+        if old is None or seen[name][1] != str(old):
             edited.append(name)
-    if not edited:
-        return head, changes
-    more = f" and {len(edited) - 3} more" if len(edited) > 3 else ""
-    history.commit(repo, f"record manifest edits made outside lattice: {', '.join(edited[:3])}{more}", names=edited)
-    head = history.ensure_head(repo, g)
-    return head, history.changed_assets(g, head.tree, target.tree)
+    if edited:
+        more = f" and {len(edited) - 3} more" if len(edited) > 3 else ""
+        history.commit(repo, f"record manifest edits made outside lattice: {', '.join(edited[:3])}{more}", names=edited)
+        head = history.ensure_head(repo, g)
+        changes = history.changed_assets(g, head.tree, target.tree)
+    return head, changes, seen
+
+
+def _manifest_bytes(repo: Repository, name: str) -> tuple[os.stat_result, bytes] | None:
+    """(stat, bytes) of an asset's manifest file; None when there is none, or
+    it is changing under us."""
+    try:
+        fd = os.open(repo.manifest.file_of(name), os.O_RDONLY | os.O_NOFOLLOW)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    try:
+        st = os.fstat(fd)
+        data = os.read(fd, st.st_size + 1)
+    finally:
+        os.close(fd)
+    return (st, data) if len(data) == st.st_size else None
 
 
 def _config_change(old_tree, new_tree):
@@ -209,14 +225,15 @@ class Journal(msgspec.Struct):
     head: Optional[str] = None  # "ref:refs/heads/B" (switch) or "commit:ID" (fast-forward)
 
 
-def change_state(repo: Repository, g, blobs: dict, config, head: str | None = None) -> Worktree:
+def change_state(repo: Repository, g, blobs: dict, config, head: str | None = None, seen: dict | None = None) -> Worktree:
     """Make the manifest files of `blobs` (asset → blob id, None: remove) and,
     unless `config` is False, config.toml match history's text; bring their
-    working files along; move HEAD as `head` says. Journaled: see Journal."""
+    working files along; move HEAD as `head` says. Journaled: see Journal.
+    `seen`: the (stat, blob id) of manifest files the caller just read."""
     known = repo.index.get_many(list(blobs))
     before = {n: known.get(n) for n in blobs}
     with repo.index:
-        _park(repo, list(blobs))
+        _park(repo, list(blobs), seen or {})
         repo.index.trim_parked()
         records = _records_of_blobs(repo, g, blobs)
     wt, write, delete = _plan_worktree(repo, before, records)
@@ -306,25 +323,21 @@ def _apply(repo: Repository, g, journal: Journal, records: dict, before: dict | 
     os.unlink(repo.dir / JOURNAL)
 
 
-def _park(repo: Repository, names: list[str]) -> None:
+def _park(repo: Repository, names: list[str], seen: dict) -> None:
     """Keep the decoded records of these assets' manifest files, about to be
     replaced, under the files' git blob ids: switching back then needs no
-    TOML parse. Only records the index holds for exactly these bytes."""
+    TOML parse. Only records the index holds for exactly these bytes.
+    `seen`: (stat, blob id) of files already read."""
     from lattice.gitpack import blob_id
 
     stats, blobs = {}, {}
     for name in names:
-        try:
-            fd = os.open(repo.manifest.file_of(name), os.O_RDONLY | os.O_NOFOLLOW)
-        except FileNotFoundError:
+        if name in seen:
+            stats[name], blobs[name] = seen[name]
             continue
-        try:
-            st = os.fstat(fd)
-            data = os.read(fd, st.st_size + 1)
-        finally:
-            os.close(fd)
-        if len(data) == st.st_size:  # else changing under us: not worth keeping
-            stats[name], blobs[name] = st, blob_id(data)
+        found = _manifest_bytes(repo, name)
+        if found is not None:  # else gone, or changing under us: not worth keeping
+            stats[name], blobs[name] = found[0], blob_id(found[1])
     repo.index.park_many((blobs[name], body) for name, body in repo.index.record_bodies(stats).items())
 
 
@@ -401,7 +414,7 @@ def merge(repo: Repository, name: str, strategy: str | None = None) -> Merged:
         refuse_dirty(repo, "merge")
         ours = _settled_head(repo, g)
         theirs = history.resolve(g, name)
-        ours, _ = _record_manifest_edits(repo, g, ours, theirs)
+        ours, _, seen = _record_manifest_edits(repo, g, ours, theirs)
         into = history.current_branch(g)
         result = Merged(name, into, "up-to-date")
         if theirs.id == ours.id or g.descendant_of(ours.id, theirs.id):
@@ -412,7 +425,7 @@ def merge(repo: Repository, name: str, strategy: str | None = None) -> Merged:
             changes = history.changed_assets(g, ours.tree, theirs.tree)
             blobs = {n: new for n, (_, new) in changes.items()}
             config = _config_change(ours.tree, theirs.tree)
-            result.worktree = change_state(repo, g, blobs, config, head=f"commit:{theirs.id}")
+            result.worktree = change_state(repo, g, blobs, config, head=f"commit:{theirs.id}", seen=seen)
             result.status, result.taken, result.commit = "fast-forward", sorted(changes), str(theirs.id)
             return result
         mine = history.changed_assets(g, base_tree, ours.tree)
@@ -434,7 +447,7 @@ def merge(repo: Repository, name: str, strategy: str | None = None) -> Merged:
         config = _merge_config(base_tree, ours.tree, theirs.tree, strategy, result)
         if blobs or config is not False:
             history.begin(repo)
-            result.worktree = change_state(repo, g, blobs, config)
+            result.worktree = change_state(repo, g, blobs, config, seen=seen)
         if result.conflicts:
             result.status = "conflicts"
             msg = f"merge {name} into {into}: took {len(result.taken)}, left {len(result.conflicts)} conflicts at ours"
