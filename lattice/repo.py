@@ -195,7 +195,8 @@ class Repository:
     def sync_index(self) -> list[str]:
         """Re-index the assets whose manifest file differs (by stat) from
         what the index last saw; drop those whose file is gone. Costs one
-        directory walk and one query; returns the names re-indexed."""
+        walk of the manifest folder and one value read (the stored digest of
+        the stamps; a full comparison after a change); returns the names re-indexed."""
         index = self.index
         seen = self.manifest.stamps()
         digest = stamps_digest(seen)
