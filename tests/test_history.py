@@ -237,13 +237,18 @@ def test_branch_switch_and_clean_merge(tmp_repo):
     assert fsck(fresh(repo)).ok and ok("status", repo=repo).out == ""
 
 
-def test_merge_fast_forward_and_branch_delete(tmp_repo):
-    repo = tmp_repo
+def _feat_one_version_ahead(repo) -> None:
+    """a.txt at v1 on main and v2 on feat; main checked out."""
     add(repo, "a.txt", "1")
     ok("branch", "feat", repo=repo)
     ok("switch", "feat", repo=repo)
     add(repo, "a.txt", "2")
     ok("switch", "main", repo=repo)
+
+
+def test_merge_fast_forward_and_branch_delete(tmp_repo):
+    repo = tmp_repo
+    _feat_one_version_ahead(repo)
     assert "fast-forward" in ok("merge", "feat", repo=repo).out
     assert (repo.root / "a.txt").read_text() == "2"
     r = run_cli("branch", "--delete", "main", cwd=repo.root)
@@ -305,11 +310,7 @@ def test_switch_and_merge_keep_a_manifest_file_edited_by_hand(tmp_repo):
     """A manifest file edited outside lattice is a change: a switch or merge
     that would write the other side's text over it records it first."""
     repo = tmp_repo
-    add(repo, "a.txt", "1")
-    ok("branch", "feat", repo=repo)
-    ok("switch", "feat", repo=repo)
-    add(repo, "a.txt", "2")
-    ok("switch", "main", repo=repo)
+    _feat_one_version_ahead(repo)
     mf = repo.manifest.file_of("a.txt")
     mf.write_text(mf.read_text().replace('kind = "other"\n', 'kind = "other"\ntags = ["by-hand"]\n', 1))
     ok("switch", "feat", repo=repo)
