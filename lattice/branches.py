@@ -15,6 +15,7 @@ left at ours until the merge is re-run with --ours or --theirs.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from dataclasses import dataclass, field
 from typing import Optional, Union
@@ -195,10 +196,15 @@ def _record_manifest_edits(repo: Repository, g, head, target) -> tuple:
 def _manifest_bytes(repo: Repository, name: str) -> tuple[os.stat_result, bytes] | None:
     """(stat, bytes) of an asset's manifest file; None when there is none, or
     it is changing under us."""
+    path = repo.manifest.file_of(name)
     try:
-        fd = os.open(repo.manifest.file_of(name), os.O_RDONLY | os.O_NOFOLLOW)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
     except (FileNotFoundError, NotADirectoryError):
         return None
+    except OSError as e:
+        if e.errno != errno.ELOOP:
+            raise
+        raise RepositoryCorrupt(f"{path} is a symbolic link; manifest files never are", hint="replace it with the file from history (`lattice fsck --repair`)") from None
     try:
         st = os.fstat(fd)
         data = os.read(fd, st.st_size + 1)

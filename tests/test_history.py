@@ -327,6 +327,20 @@ def test_switch_and_merge_keep_a_manifest_file_edited_by_hand(tmp_repo):
     assert fresh(repo).record("a.txt").tags == ["by-hand", "again"]
 
 
+def test_switch_over_a_symlinked_manifest_file_is_one_clear_error(tmp_repo, tmp_path):
+    repo = tmp_repo
+    _feat_one_version_ahead(repo)
+    mf = repo.manifest.file_of("a.txt")
+    elsewhere = tmp_path / "elsewhere.toml"
+    elsewhere.write_bytes(mf.read_bytes())
+    mf.unlink()
+    os.symlink(elsewhere, mf)
+    for args in (("switch", "feat"), ("switch", "feat", "--force")):
+        r = run_cli(*args, cwd=repo.root)
+        assert r.code == 5 and "a.txt.toml is a symbolic link" in r.err and "Traceback" not in r.err, (args, r.err)
+    assert history.current_branch(history.open_git(repo)) == "main"
+
+
 def test_switch_leaves_absent_outputs_to_render(tmp_repo):
     repo = tmp_repo
     gen(repo, "x.png", 32)
