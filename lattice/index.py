@@ -299,9 +299,6 @@ class Index:
         """(child, parent, recorded parent object) for every input edge, in input order."""
         return self.db.execute("SELECT child, parent, object FROM inputs ORDER BY child, pos").fetchall()
 
-    def inputs_of(self, name: str) -> list[tuple[str, str]]:
-        return self.db.execute("SELECT parent, object FROM inputs WHERE child = ? ORDER BY pos", (name,)).fetchall()
-
     def children_of(self, name: str) -> list[str]:
         return [r[0] for r in self.db.execute("SELECT DISTINCT child FROM inputs WHERE parent = ? ORDER BY child", (name,))]
 

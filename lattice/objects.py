@@ -57,10 +57,6 @@ class ObjectStore:
 
     # -- naming ---------------------------------------------------------
 
-    def _base(self, oid: str) -> Path:
-        check_oid(oid)
-        return self.dir / oid[:2] / oid[2:]
-
     def locate(self, oid: str) -> Path | None:
         """The file holding `oid`, or None when it is absent."""
         found = self._find(oid)

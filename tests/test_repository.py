@@ -539,6 +539,26 @@ def test_in_place_manifest_edit_is_seen_after_a_clean_check(tmp_repo):
     assert Repository.find(repo.root).index.manifest_digest() not in (None, digest)
 
 
+def test_status_works_when_the_digest_cannot_be_stored(tmp_repo, monkeypatch):
+    """Storing the stamps' digest is a write; an index that refuses writes
+    (read-only media) leaves every check on the full comparison, nothing worse."""
+    import sqlite3
+
+    from lattice.index import Index
+
+    repo = tmp_repo.gen({"a.png": b"img"})
+    add(repo, ["a.png"], cwd=repo.root)
+
+    def refuse(self, digest):
+        raise sqlite3.OperationalError("attempt to write a readonly database")
+
+    monkeypatch.setattr(Index, "set_manifest_digest", refuse)
+    for _ in range(2):
+        r = run_cli("status", "--porcelain", cwd=repo.root)
+        assert (r.code, r.out, r.err) == (0, "", "")
+        assert Repository.find(repo.root).index.manifest_digest() is None
+
+
 def test_damaged_manifest_stops_status_and_render_check(tmp_repo):
     repo = tmp_repo.gen({"a.txt": "one"})
     add(repo, ["a.txt"], cwd=repo.root)
