@@ -8,6 +8,7 @@ manifest (`lattice fsck --repair`)."""
 from __future__ import annotations
 
 import json
+import marshal
 import os
 import sqlite3
 import threading
@@ -56,6 +57,19 @@ CREATE TABLE IF NOT EXISTS parked(blob TEXT PRIMARY KEY, body BLOB NOT NULL);
 -- Media facts depend only on the content: probe an object once.
 CREATE TABLE IF NOT EXISTS media(object TEXT PRIMARY KEY, facts TEXT NOT NULL);
 """
+
+
+def stamps_digest(stamps: dict, sort: bool = False) -> str:
+    """A digest of manifest files' stamps (name → (mtime_ns, size, inode)),
+    in the order given or, with `sort`, by name. Marshal format 2 has no
+    back-references, so equal dicts in equal order give equal bytes.
+    Commands compare the listing's order (free); a writer stores the sorted
+    one, as it cannot know where the filesystem lists a new or renamed file."""
+    import blake3
+
+    if sort:
+        stamps = {name: stamps[name] for name in sorted(stamps)}
+    return blake3.blake3(marshal.dumps(stamps, 2)).hexdigest()
 
 
 class Row(NamedTuple):
@@ -127,6 +141,8 @@ class Index:
             raise RepositoryCorrupt(f"{self.path}: index is damaged ({e})") from None
         self._local.db = conn
         self._local.depth = 0
+        self._local.stamps = None
+        self._local.stamps_changed = False
         return conn
 
     def close(self) -> None:
@@ -146,9 +162,18 @@ class Index:
         return self
 
     def __exit__(self, exc_type, *rest) -> None:
-        self._local.depth -= 1
-        if self._local.depth == 0:
-            self.db.execute("COMMIT" if exc_type is None else "ROLLBACK")
+        local = self._local
+        local.depth -= 1
+        if local.depth == 0:
+            changed, local.stamps_changed = local.stamps_changed, False
+            if exc_type is not None:
+                if changed:
+                    local.stamps = None  # they held this transaction's changes
+                self.db.execute("ROLLBACK")
+                return
+            if changed and local.stamps is not None:
+                self.set_manifest_digest(stamps_digest(local.stamps, sort=True))
+            self.db.execute("COMMIT")
 
     # -- assets -----------------------------------------------------------
 
@@ -186,7 +211,7 @@ class Index:
                 records[record.path] = (record.path, manifest_stat.st_mtime_ns, manifest_stat.st_size, manifest_stat.st_ino, msgspec.json.encode(record))
             inputs[record.path] = [(record.path, i, p, o) for i, (p, o) in enumerate(zip(recipe.inputs, recipe.input_objects))] if recipe else []
         db = self.db
-        self._forget_manifest_digest()
+        self._manifest_changed({path: (r[1], r[2], r[3]) for path, r in records.items()})
         db.executemany(f"INSERT OR REPLACE INTO assets({COLUMNS}) VALUES ({', '.join('?' * len(Row._fields))})", assets.values())
         db.executemany("DELETE FROM inputs WHERE child = ?", ((p,) for p in inputs))
         db.executemany("INSERT OR REPLACE INTO records(path, mtime_ns, size, ino, body) VALUES (?, ?, ?, ?, ?)", records.values())
@@ -197,8 +222,11 @@ class Index:
         return {r[0]: (r[1], r[2], r[3]) for r in self.db.execute("SELECT path, mtime_ns, size, ino FROM records")}
 
     # The digest of every manifest file's stamp, stored when they were last
-    # found to match the index: a command then compares one value, not
-    # 10,000 rows. Anything that changes an asset forgets it.
+    # found to match the records table: a command then compares one value,
+    # not 10,000 rows. A connection that knows those stamps (track_stamps)
+    # keeps them in step with what it writes and stores their new digest
+    # with its commit, so the command after a write needs no full comparison
+    # either; any other change to the table forgets the digest.
     def manifest_digest(self) -> str | None:
         r = self.db.execute("SELECT value FROM meta WHERE key = 'manifest_digest'").fetchone()
         return r[0] if r else None
@@ -208,6 +236,26 @@ class Index:
 
     def _forget_manifest_digest(self) -> None:
         self.db.execute("DELETE FROM meta WHERE key = 'manifest_digest'")
+
+    def track_stamps(self, stamps: dict[str, tuple[int, int, int]]) -> None:
+        """Take `stamps` (name → stamp), just found to match the records
+        table, as this thread's view of it, kept up to date by this thread's
+        writes."""
+        self._local.stamps = stamps
+
+    def _manifest_changed(self, changes: dict[str, tuple[int, int, int] | None]) -> None:
+        """The records table is changing (name → new stamp; None: removed)."""
+        local = self._local
+        if local.stamps is None or local.depth == 0:
+            local.stamps = None
+            self._forget_manifest_digest()
+            return
+        for name, stamp in changes.items():
+            if stamp is None:
+                local.stamps.pop(name, None)
+            else:
+                local.stamps[name] = stamp
+        local.stamps_changed = True
 
     def record_body(self, name: str, st) -> bytes | None:
         """The cached JSON of `name`'s record if the manifest file is unchanged since."""
@@ -247,7 +295,7 @@ class Index:
             yield from self.db.execute(f"{sql} ({', '.join('?' * len(part))})", part)
 
     def remove(self, name: str) -> None:
-        self._forget_manifest_digest()
+        self._manifest_changed({name: None})
         self.db.execute("DELETE FROM records WHERE path = ?", (name,))
         self.db.execute("DELETE FROM assets WHERE path = ?", (name,))
         self.db.execute("DELETE FROM inputs WHERE child = ?", (name,))
@@ -332,6 +380,7 @@ class Index:
     # -- maintenance ------------------------------------------------------
 
     def clear_assets(self) -> None:
+        self._local.stamps = None
         self._forget_manifest_digest()
         self.db.execute("DELETE FROM records")
         self.db.execute("DELETE FROM assets")

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import marshal
 import os
 import sqlite3
 from pathlib import Path
@@ -98,15 +97,6 @@ def write_gitignore(top: Path) -> list[str]:
         sep = "" if not text or text.endswith("\n") else "\n"
         atomic_write(path, (text + sep + "\n".join(missing) + "\n").encode())
     return missing
-
-
-def stamps_digest(stamps: dict) -> str:
-    """A digest of the manifest files' stamps in the order they were listed
-    (marshal format 2: no back-references, so equal dicts give equal bytes;
-    a listing in another order only costs the full comparison once)."""
-    import blake3
-
-    return blake3.blake3(marshal.dumps(stamps, 2)).hexdigest()
 
 
 class Repository:
@@ -196,16 +186,24 @@ class Repository:
         """Re-index the assets whose manifest file differs (by stat) from
         what the index last saw; drop those whose file is gone. Costs one
         walk of the manifest folder and one value read (the stored digest of
-        the stamps; a full comparison after a change); returns the names re-indexed."""
+        the stamps; a full comparison after a change that did not store
+        one); returns the names re-indexed."""
+        from lattice.index import stamps_digest
+
         index = self.index
         seen = self.manifest.stamps()
         digest = stamps_digest(seen)
-        if digest == index.manifest_digest():  # the common case: one value read
+        stored = index.manifest_digest()
+        if digest == stored:  # the common case: one value read
+            index.track_stamps(seen)
             return []
-        known = index.manifest_stamps()
+        # Else a write stored it (sorted by name), or a change forgot it.
+        written = stored is not None and stamps_digest(seen, sort=True) == stored
+        known = seen if written else index.manifest_stamps()
         if seen == known:  # compared in C
             with contextlib.suppress(sqlite3.OperationalError), index:  # a read-only index just stays slower
                 index.set_manifest_digest(digest)
+            index.track_stamps(seen)
             return []
         changed = [n for n, stamp in seen.items() if known.get(n) != stamp]
         removed = [n for n in known if n not in seen]

@@ -539,6 +539,56 @@ def test_in_place_manifest_edit_is_seen_after_a_clean_check(tmp_repo):
     assert Repository.find(repo.root).index.manifest_digest() not in (None, digest)
 
 
+def test_a_write_stores_the_digest_of_what_it_wrote(tmp_repo, monkeypatch):
+    """A command that changes assets keeps the stamps it found in step with
+    its writes and stores their digest with its commit: the next command
+    compares one value, and still notices a hand edit made after the write."""
+    from lattice.index import Index, stamps_digest
+
+    repo = tmp_repo.gen({"a.txt": "one", "b.txt": "two"})
+    add(repo, ["."], cwd=repo.root)
+    Repository.find(repo.root).index  # a clean check: the digest is stored
+    (repo.root / "a.txt").write_text("one, edited")
+    (repo.root / "c.txt").write_text("three")
+    writer = Repository.find(repo.root)
+    add(writer, ["a.txt", "c.txt"], cwd=repo.root)  # rewrites a.txt's manifest file, makes c.txt's
+    assert writer.index.manifest_digest() == stamps_digest(repo.manifest.stamps(), sort=True)
+
+    def no_full_comparison(self):
+        raise AssertionError("the stored digest should have matched")
+
+    with monkeypatch.context() as m:
+        m.setattr(Index, "manifest_stamps", no_full_comparison)
+        fresh = Repository.find(repo.root).index
+        assert (fresh.get("a.txt").versions, fresh.get("c.txt").versions) == (2, 1)
+    mf = repo.manifest.file_of("b.txt")
+    text = mf.read_text()
+    with open(mf, "r+") as f:  # in place, after the write
+        f.write(text.replace('kind = "other"', 'kind = "image"', 1))
+    assert Repository.find(repo.root).index.get("b.txt").kind == "image"
+
+
+def test_a_rolled_back_write_stores_no_digest(tmp_repo):
+    """The tracked stamps hold a transaction's changes before it commits: a
+    rollback drops them, and the digest stored before stays as it was."""
+    repo = tmp_repo.gen({"a.txt": "one"})
+    add(repo, ["a.txt"], cwd=repo.root)
+    fresh = Repository.find(repo.root)
+    index = fresh.index
+    before = index.manifest_digest()
+    record = fresh.record("a.txt")
+    with pytest.raises(RuntimeError):
+        with index:
+            index.put(record, os.stat(repo.manifest.file_of("a.txt")))
+            index.remove("a.txt")
+            raise RuntimeError("a failure midway")
+    assert index.manifest_digest() == before
+    with index:  # untracked now: a change forgets the digest, as before
+        index.put(record, os.stat(repo.manifest.file_of("a.txt")))
+    assert index.manifest_digest() is None
+    assert Repository.find(repo.root).index.get("a.txt") is not None
+
+
 def test_status_works_when_the_digest_cannot_be_stored(tmp_repo, monkeypatch):
     """Storing the stamps' digest is a write; an index that refuses writes
     (read-only media) leaves every check on the full comparison, nothing worse."""
@@ -548,6 +598,8 @@ def test_status_works_when_the_digest_cannot_be_stored(tmp_repo, monkeypatch):
 
     repo = tmp_repo.gen({"a.png": b"img"})
     add(repo, ["a.png"], cwd=repo.root)
+    with sqlite3.connect(repo.dir / "index.db") as db:  # as after a change no one tracked
+        db.execute("DELETE FROM meta WHERE key = 'manifest_digest'")
 
     def refuse(self, digest):
         raise sqlite3.OperationalError("attempt to write a readonly database")
