@@ -21,6 +21,7 @@ from lattice.fsutil import TEMP_MARK, Writeback, create_temp, fsync_dir, write_a
 
 CHUNK = 1 << 20
 OID_RE = re.compile(r"[0-9a-f]{64}")
+DAMAGED_HINT = "`lattice fsck --repair` sets damaged objects aside; re-add the file, or `lattice render` to re-make an output"
 # Compress only when the sample shrinks below this fraction of its size.
 WORTH_COMPRESSING = 0.9
 ZSTD_LEVEL = 3
@@ -277,20 +278,31 @@ class ObjectStore:
             reader = dctx.stream_reader(f, read_size=CHUNK)
             yield _Bounded(reader, declared, oid)
 
-    def copy_to(self, oid: str, dest: BinaryIO, limit: int | None = None) -> int:
-        """Write the object's content into an open file; a reflink when raw."""
+    def copy_to(self, oid: str, dest: BinaryIO, limit: int | None = None, verify: bool = False) -> int:
+        """Write the object's content into an open file; a reflink when raw.
+        `verify`: hash the bytes on the way and raise RepositoryCorrupt, after
+        writing them, when they are not the object's (callers that must not
+        hand on damaged bytes write to a temp file or report the failure)."""
         from lattice.fsutil import clone_or_copy
 
         check_oid(oid)
-        try:  # most objects are stored raw: try that name first, no stat
-            return clone_or_copy(f"{self.dir}/{oid[:2]}/{oid[2:]}", dest)
-        except FileNotFoundError:
-            pass
+        if not verify:
+            try:  # most objects are stored raw: try that name first, no stat
+                return clone_or_copy(f"{self.dir}/{oid[:2]}/{oid[2:]}", dest)
+            except FileNotFoundError:
+                pass
+        import blake3
+
+        h = blake3.blake3()
         total = 0
         with self.open(oid, limit=limit) as src:
             while chunk := src.read(CHUNK):
+                if verify:
+                    h.update(chunk)
                 dest.write(chunk)
                 total += len(chunk)
+        if verify and h.hexdigest() != oid:
+            raise RepositoryCorrupt(f"object {oid[:12]} is damaged: its bytes hash to {h.hexdigest()[:12]}", hint=DAMAGED_HINT)
         return total
 
     @contextlib.contextmanager
@@ -368,7 +380,12 @@ class _Bounded:
         self._r, self._left, self._oid = reader, declared, oid
 
     def read(self, n: int = CHUNK) -> bytes:
-        data = self._r.read(n if n > 0 else CHUNK)
+        import zstandard
+
+        try:
+            data = self._r.read(n if n > 0 else CHUNK)
+        except zstandard.ZstdError as e:
+            raise RepositoryCorrupt(f"object {self._oid[:12]} is damaged: {e}", hint=DAMAGED_HINT) from None
         if len(data) > self._left:
             raise RepositoryCorrupt(f"object {self._oid}: decompresses past its declared size")
         self._left -= len(data)

@@ -435,6 +435,31 @@ def test_fsck_names_corrupted_object_and_quarantines_it(tmp_repo):
     assert run_cli("fsck", cwd=repo.root).code == 1
 
 
+def test_damaged_objects_never_reach_the_working_tree(tmp_repo):
+    """cat and checkout hash what they copy: a damaged object (raw or zstd)
+    is one exit-5 line naming it, and the working file is left as it was."""
+    repo = tmp_repo.gen({"a.txt": "good", "c.txt": "c" * 100_000})
+    raw, packed = add(repo, ["a.txt", "c.txt"], cwd=repo.root)
+    path = repo.objects.locate(raw.object)
+    os.chmod(path, 0o644)
+    path.write_bytes(b"BADd")
+    zst = repo.objects.locate(packed.object)
+    assert zst.name.endswith(".zst")
+    os.chmod(zst, 0o644)
+    data = bytearray(zst.read_bytes())
+    data[20:24] = b"XXXX"
+    zst.write_bytes(bytes(data))
+    (repo.root / "a.txt").write_text("edited")  # checkout would discard this, but not for garbage
+    for args in (("cat", "a.txt"), ("checkout", "a.txt"), ("cat", "c.txt"), ("checkout", "c.txt")):
+        r = run_cli(*args, cwd=repo.root)
+        oid = raw.object if args[1] == "a.txt" else packed.object
+        assert r.code == 5 and f"object {oid[:12]} is damaged" in r.err and "Traceback" not in r.err, (args, r.err)
+        assert len(r.err.strip().splitlines()) == 2  # error and hint
+    assert (repo.root / "a.txt").read_text() == "edited"
+    assert (repo.root / "c.txt").read_text() == "c" * 100_000
+    assert not [p for p in repo.root.iterdir() if p.name.startswith(".a.txt") or p.name.startswith(".c.txt")]
+
+
 def test_truncated_manifest_named_with_line(tmp_repo):
     repo = tmp_repo.gen({"a.txt": "x"})
     add(repo, ["a.txt"], cwd=repo.root)
