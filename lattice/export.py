@@ -400,10 +400,33 @@ def resolve_target(repo: Repository, out: str | None, source: str, fmt: str, cwd
         raise InvalidInput(f"-o {out}: is the asset being exported", hint="name another output")
     if ext and not name.lower().endswith("." + ext):
         raise InvalidInput(f"-o {out}: an export inside the project needs the .{ext} extension of --format {fmt}")
-    if repo.manifest.read(name) is None and os.path.lexists(final):
+    row = repo.index.get(name)
+    if row is None and os.path.lexists(final):
         raise InvalidInput(f"{name} already exists and is not tracked; exporting would overwrite it",
                            hint=f"move it aside, or track it first with `lattice add {name}`")
+    if row is not None:
+        _check_export_target(name, row, final)
     return Target(final, name)
+
+
+def _check_export_target(name: str, row, final: Path) -> None:
+    """A tracked asset may be exported over only when it is itself an
+    export (a new version of it), and only when its working file holds
+    nothing unrecorded."""
+    from lattice.errors import Conflict
+    from lattice.status import differs
+
+    if row.generator != ExportGenerator.id:
+        made = f"made by {row.generator}" if row.generator else "imported"
+        raise InvalidInput(f"{name} is a tracked asset ({made}); exporting would replace it",
+                           hint="name another output; -o may name an earlier export to add a version of it")
+    try:
+        st = os.stat(final)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if differs(row, final, st):
+        raise Conflict(f"{name} holds unrecorded changes; exporting would overwrite them",
+                       hint=f"record them with `lattice add {name}`, or discard them with `lattice checkout {name}`")
 
 
 FRAME_FILE = re.compile(r"frame_\d{5,}\.png")

@@ -240,3 +240,30 @@ def test_bad_output_paths_are_refused_up_front(tmp_repo, tmp_path):
         r = run_cli("export", "still.png", "--format", "png", *args, cwd=tmp_repo.root)
         assert r.code == 4 and message in r.err, (args, r.err)
     assert run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json[0]["type"] != "export"
+
+
+def test_an_export_never_replaces_another_asset_or_unrecorded_edits(tmp_repo):
+    from conftest import run_cli
+
+    r = run_cli("gen", "still.png", "--model", "ffmpeg.testsrc", "--set", "width=32", "--set", "height=24", cwd=tmp_repo.root)
+    assert r.code == 0, r.err
+    (tmp_repo.root / "mine.png").write_bytes((tmp_repo.root / "still.png").read_bytes() + b"mine")
+    assert run_cli("add", "mine.png", cwd=tmp_repo.root).code == 0
+    r = run_cli("export", "still.png", "-o", "mine.png", cwd=tmp_repo.root)
+    assert r.code == 4 and "mine.png is a tracked asset (imported)" in r.err, r.err
+    r = run_cli("gen", "sky.png", "--model", "ffmpeg.mandelbrot", "--set", "width=32", "--set", "height=24", cwd=tmp_repo.root)
+    r = run_cli("export", "still.png", "-o", "sky.png", cwd=tmp_repo.root)
+    assert r.code == 4 and "sky.png is a tracked asset (made by ffmpeg.mandelbrot)" in r.err, r.err
+    assert run_cli("export", "still.png", "-o", "other.png", cwd=tmp_repo.root).code == 0
+    assert (tmp_repo.root / "mine.png").read_bytes().endswith(b"mine")
+    assert Repository.find(tmp_repo.root).record("mine.png").current.recipe is None
+    # An earlier export takes a new version, but never over unrecorded edits.
+    with open(tmp_repo.root / "other.png", "ab") as f:
+        f.write(b"edit")
+    r = run_cli("export", "still.png", "-o", "other.png", "--size", "16x12", cwd=tmp_repo.root)
+    assert r.code == 12 and "other.png holds unrecorded changes" in r.err, r.err
+    assert (tmp_repo.root / "other.png").read_bytes().endswith(b"edit")
+    assert run_cli("checkout", "other.png", cwd=tmp_repo.root).code == 0
+    r = run_cli("export", "still.png", "-o", "other.png", "--size", "16x12", cwd=tmp_repo.root)
+    assert r.code == 0, r.err
+    assert len(Repository.find(tmp_repo.root).record("other.png").versions) == 2
