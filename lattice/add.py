@@ -10,7 +10,7 @@ from typing import Callable, Iterable
 import msgspec
 
 from lattice.errors import ContentChanged, InvalidInput
-from lattice.paths import confine, confined, name_for
+from lattice.paths import confine, confined, name_for, require_path
 from lattice.records import AssetRecord, Version, author, now_iso
 from lattice.repo import Repository
 from lattice.worktree import RACY_WINDOW_NS, walk
@@ -37,6 +37,7 @@ def expand(repo: Repository, paths: Iterable[str], cwd: Path | None = None) -> l
         skip = lambda name, is_dir: not is_dir and ignored(name) and repo.index.get(name) is None  # noqa: E731
     names: dict[str, None] = {}
     for p in paths:
+        require_path(p)
         absolute = Path(os.path.normpath(cwd / p))
         if absolute == repo.root:
             base = ""

@@ -28,7 +28,10 @@ def create_temp(directory: str | Path, prefix: str, mode: int = 0o600, suffix: s
     (fd, path). Cheaper than tempfile.mkstemp (no random names) and as safe:
     O_EXCL, and a name left by a dead process with our pid is skipped."""
     while True:
-        tmp = f"{directory}/{prefix}{TEMP_MARK}{_pid}-{next(_serial)}{suffix}"
+        tail = f"{TEMP_MARK}{_pid}-{next(_serial)}{suffix}"
+        # A name may take 255 bytes: a long prefix (a long file name) is cut.
+        cut = prefix.encode()[: 255 - len(tail.encode())].decode(errors="ignore")
+        tmp = f"{directory}/{cut}{tail}"
         try:
             return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode), tmp
         except FileExistsError:

@@ -117,7 +117,7 @@ class ObjectStore:
         if not self.dir.exists():
             return
         for shard in sorted(os.listdir(self.dir)):
-            if len(shard) != 2:
+            if len(shard) != 2 or not os.path.isdir(self.dir / shard):  # a stray file is no shard
                 continue
             for name in sorted(os.listdir(self.dir / shard)):
                 if TEMP_MARK in name:

@@ -42,11 +42,16 @@ def check_name(name: str) -> str:
     return name
 
 
+def require_path(user_path: str | os.PathLike) -> None:
+    """Refuse an empty path: `lattice add "$UNSET"` must not mean the whole project."""
+    if not str(user_path):
+        raise UnsafePath("an empty path names no file", hint="name a file or folder, e.g. `.` for the whole project")
+
+
 def name_for(root: Path, user_path: str | os.PathLike, cwd: Path | None = None) -> str:
     """Turn a path typed by the user (relative to `cwd`) into an asset name."""
     root = Path(root)
-    if not str(user_path):
-        raise UnsafePath("an empty path names no file", hint="name a file or folder, e.g. `.` for the whole project")
+    require_path(user_path)
     raw = Path(user_path)
     absolute = Path(os.path.normpath((cwd or Path.cwd()) / raw))
     try:
@@ -112,13 +117,27 @@ def _realpath_of_root(root: str) -> str:
 
 
 def split_version(spec: str) -> tuple[str, int | None]:
-    """`sky.png@v3` → ('sky.png', 3); `sky.png` → ('sky.png', None)."""
+    """`sky.png@v3` → ('sky.png', 3); `sky.png` and `me@home.png` (no
+    version after the '@') → the whole spec, None."""
     from lattice.errors import InvalidInput
 
     head, sep, tail = spec.rpartition("@")
-    if not sep:
-        return spec, None
     digits = tail[1:] if tail[:1] in ("v", "V") else tail
-    if not digits.isdigit() or int(digits) < 1:
-        raise InvalidInput(f"{spec!r}: the version after '@' must look like v3", hint="versions are numbered from v1")
+    if not sep or not digits.isdigit():
+        return spec, None
+    if int(digits) < 1:
+        raise InvalidInput(f"{spec!r}: there is no version {tail}", hint="versions are numbered from v1")
     return head, int(digits)
+
+
+def asset_spec(repo, spec: str, cwd: Path) -> tuple[str, int | None]:
+    """`PATH[@vN]` as typed → (asset name, version or None). A name that is
+    itself an asset (`take@v2.png`, even `x@v2`) is that asset."""
+    try:
+        whole = name_for(repo.root, spec, cwd)
+    except UnsafePath:
+        whole = None
+    if whole is not None and repo.index.get(whole) is not None:
+        return whole, None
+    path, number = split_version(spec)
+    return name_for(repo.root, path, cwd), number

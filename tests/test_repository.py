@@ -832,3 +832,27 @@ def test_an_unreadable_latticeignore_is_one_clear_error(tmp_repo):
     (repo.root / ".latticeignore").write_bytes(b"\xff\xfe\x00 not text")
     r = run_cli("status", cwd=repo.root)
     assert r.code == 4 and r.err.startswith("error: .latticeignore: cannot be read") and "Traceback" not in r.err
+
+
+def test_edge_names_and_paths_work_as_typed(tmp_repo):
+    """An empty path is refused, not the whole project; `-C ..` is the folder
+    above; names with '@' and names near the 255-byte limit work end to end;
+    a stray file among the object shards stops no command."""
+    repo = tmp_repo.gen({"a.txt": "a", "b.txt": "b", "me@home.txt": "me", "x@v2": "x", "sub/.keep": ""})
+    r = run_cli("add", "", cwd=repo.root)
+    assert r.code == 4 and "an empty path names no file" in r.err
+    assert run_cli("ls", "--json", cwd=repo.root).json == []
+    assert run_cli("-C", "..", "add", "a.txt", "me@home.txt", "x@v2", cwd=repo.root / "sub").code == 0
+    assert run_cli("-C", "..", "show", "a.txt", cwd=repo.root / "sub").code == 0
+    assert run_cli("cat", "me@home.txt", cwd=repo.root).out == "me"
+    assert run_cli("cat", "x@v2", cwd=repo.root).out == "x"  # the asset, not version 2 of x
+    assert run_cli("cat", "x@v2@v1", cwd=repo.root).out == "x"
+    r = run_cli("cat", "a.txt@v0", cwd=repo.root)
+    assert r.code == 4 and "there is no version v0" in r.err
+    long = "b" * 250  # the longest name a manifest file allows
+    (repo.root / long).write_text("long")
+    assert run_cli("add", long, cwd=repo.root).code == 0
+    assert run_cli("checkout", long, cwd=repo.root).code == 0
+    (repo.dir / "objects" / "zz").write_text("not a shard")
+    r = run_cli("fsck", cwd=repo.root)
+    assert r.code == 0, r.out + r.err

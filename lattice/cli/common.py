@@ -36,7 +36,8 @@ def reset_options() -> None:
 def apply_globals(directory: str | Path | None, debug: bool, quiet: bool, no_color: bool) -> None:
     """Record the global options (-C, --debug, --quiet, --no-color)."""
     if directory is not None:
-        target = Path(directory) if os.path.isabs(directory) else (_process_cwd() / directory).absolute()
+        # Resolved as chdir would: `-C ..` and symlinks name the real folder.
+        target = Path(os.path.realpath(os.path.join(_process_cwd(), directory)))
         if not target.is_dir():
             from lattice.errors import UsageError
 

@@ -13,10 +13,9 @@ JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
 
 def _spec(repo, spec: str) -> tuple[str, int | None]:
-    from lattice.paths import name_for, split_version
+    from lattice.paths import asset_spec
 
-    path, number = split_version(spec)
-    return name_for(repo.root, path, cwd()), number
+    return asset_spec(repo, spec, cwd())
 
 
 def _versioned(repo, spec: str, verb: str) -> tuple[str, int]:

@@ -84,11 +84,10 @@ def show(spec: str = typer.Argument(..., metavar="PATH[@vN]", help="Asset, optio
     """Show an asset's metadata, recipe and versions (or one version with @vN)."""
     import msgspec
 
-    from lattice.paths import name_for, split_version
+    from lattice.paths import asset_spec
 
     repo = repo_from_ctx()
-    path, number = split_version(spec)
-    name = name_for(repo.root, path, cwd())
+    name, number = asset_spec(repo, spec, cwd())
     record = repo.record(name)
     selected = [record.version(number)] if number else record.versions
     if json:
@@ -135,12 +134,12 @@ def cat(
     An output evicted by gc is re-made through the queue first."""
     import sys
 
-    from lattice.paths import name_for, split_version
+    from lattice.paths import asset_spec
     from lattice.worktree import cat as do_cat
 
     repo = repo_from_ctx()
-    path, number = split_version(spec)
-    do_cat(repo, name_for(repo.root, path, cwd()), number, sys.stdout.buffer, regen=not no_regen, notify=lambda m: echo(m, err=True))
+    name, number = asset_spec(repo, spec, cwd())
+    do_cat(repo, name, number, sys.stdout.buffer, regen=not no_regen, notify=lambda m: echo(m, err=True))
     sys.stdout.buffer.flush()
 
 
