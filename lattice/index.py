@@ -288,6 +288,20 @@ class Index:
         self.db.executemany("DELETE FROM parked WHERE blob = ?", [(b,) for b in out])
         return out
 
+    def first_under(self, names: list[str]) -> dict[str, str]:
+        """Name → the first asset inside it as a folder, for those of `names`
+        that are folders holding assets: one query per 500 names."""
+        out = {}
+        for i in range(0, len(names), 500):
+            part = names[i : i + 500]
+            values = ", ".join("(?)" for _ in part)
+            out.update(self.db.execute(
+                f"WITH given(name) AS (VALUES {values}) SELECT name, (SELECT path FROM assets "
+                "WHERE path > name || '/' AND path < name || '0' ORDER BY path LIMIT 1) AS inside FROM given WHERE inside IS NOT NULL",
+                part,
+            ))
+        return out
+
     def _select_in(self, sql: str, keys: list[str]) -> Iterator[tuple]:
         """Rows of `sql ... IN (keys)`, one query per 500 keys."""
         for i in range(0, len(keys), 500):

@@ -299,20 +299,25 @@ class Repository:
         return record
 
     def check_not_under_asset(self, names: Iterable[str]) -> None:
-        """Refuse `sky.png/x.png` while `sky.png` is an asset: a name cannot be
-        both a file and a folder. Each folder is asked about once, in one
-        query per 500 (an `add` of 1,000 files in one folder asks one)."""
+        """Refuse `sky.png/x.png` while `sky.png` is an asset, and `shots`
+        while `shots/a.png` is one: a name cannot be both a file and a
+        folder. One query per 500 folders or names (an `add` of 1,000 files
+        in one folder asks three)."""
+        names = list(names)
         under: dict[str, str] = {}  # folder → the first name under it
         for name in names:
             parts = name.split("/")
             for i in range(1, len(parts)):
                 under.setdefault("/".join(parts[:i]), name)
+        from lattice.errors import UnsafePath
+
         assets = self.index.get_many(list(under))
         for prefix, name in under.items():
             if prefix in assets:
-                from lattice.errors import UnsafePath
-
                 raise UnsafePath(f"{name}: {prefix} is an asset (a file), so nothing can be tracked under it", hint=f"rename the folder, or `lattice checkout {prefix}` to bring the file back")
+        # The other way round: a file named like a folder that holds assets.
+        for name, inside in self.index.first_under(names).items():
+            raise UnsafePath(f"{name}: is a folder of assets ({inside}…), so it cannot be an asset too", hint=f"rename the file, or bring the folder back with `lattice checkout {inside}`")
 
     def working_path(self, name: str) -> Path:
         from lattice.paths import confine

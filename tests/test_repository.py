@@ -240,6 +240,23 @@ def test_status_in_nested_folders_gone_or_replaced(tmp_repo):
     assert states(repo) == {("a/b/new.png", "new"), ("gone/x.png", "missing"), ("swap/y.png", "missing"), ("a/c.png", "modified")}
 
 
+def test_a_name_is_never_both_an_asset_and_a_folder_of_assets(tmp_repo):
+    repo = tmp_repo.gen({"d/a.txt": "1", "f.txt": "2"})
+    add(repo, ["."], cwd=repo.root)
+    import shutil
+
+    shutil.rmtree(repo.root / "d")
+    (repo.root / "d").write_text("a file where the folder was")
+    r = run_cli("add", "d", cwd=repo.root)
+    assert r.code == 4 and "d: is a folder of assets (d/a.txt" in r.err
+    os.unlink(repo.root / "f.txt")
+    (repo.root / "f.txt").mkdir()
+    (repo.root / "f.txt" / "x.txt").write_text("3")
+    r = run_cli("add", "f.txt/x.txt", cwd=repo.root)
+    assert r.code == 4 and "f.txt is an asset (a file)" in r.err
+    assert sorted(row.path for row in Repository.find(repo.root).index.rows()) == ["d/a.txt", "f.txt"]
+
+
 def test_manifest_stamps_walk_folders_but_not_links_or_hidden_files(tmp_repo, tmp_path):
     repo = tmp_repo.gen({"a.png": b"a", "x.toml/b.png": b"b", "d/e/f.png": b"f"})
     add(repo, ["."], cwd=repo.root)
