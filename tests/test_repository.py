@@ -873,3 +873,18 @@ def test_edge_names_and_paths_work_as_typed(tmp_repo):
     (repo.dir / "objects" / "zz").write_text("not a shard")
     r = run_cli("fsck", cwd=repo.root)
     assert r.code == 0, r.out + r.err
+
+
+def test_ls_prefix_is_read_from_the_current_folder(tmp_repo):
+    repo = tmp_repo.gen({"top.txt": "1", "sub/a.txt": "2", "sub/deep/b.txt": "3"})
+    add(repo, ["."], cwd=repo.root)
+
+    def listed(*args, cwd):
+        return [a["path"] for a in run_cli("ls", "--json", *args, cwd=cwd).json]
+
+    assert listed("./sub", cwd=repo.root) == listed("sub/", cwd=repo.root) == ["sub/a.txt", "sub/deep/b.txt"]
+    assert listed(".", cwd=repo.root / "sub") == ["sub/a.txt", "sub/deep/b.txt"]
+    assert listed("deep", cwd=repo.root / "sub") == ["sub/deep/b.txt"]
+    assert listed("..", cwd=repo.root / "sub") == listed(cwd=repo.root / "sub") == ["sub/a.txt", "sub/deep/b.txt", "top.txt"]
+    r = run_cli("ls", "../..", cwd=repo.root / "sub")
+    assert r.code == 4 and "outside the project" in r.err

@@ -47,9 +47,16 @@ def _mention_queued_work(repo) -> None:
 
 
 def ls(json: bool = False, prefix: str | None = None) -> None:
+    import os
+
+    from lattice.cli.common import cwd
+    from lattice.paths import name_for
+
     repo = repo_from_ctx()
     repo.check_manifest()
-    rows = list(repo.index.rows(prefix.strip("/") if prefix else None))
+    if prefix is not None and os.path.normpath(os.path.join(cwd(), prefix)) == str(repo.root):
+        prefix = None  # `.` at the root: everything
+    rows = list(repo.index.rows(name_for(repo.root, prefix, cwd()) if prefix is not None else None))
     if json:
         emit_json(
             [
