@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import msgspec
 
@@ -106,7 +107,8 @@ def add(
     # Media facts outside the lock too, and the ffmpeg probes several at once:
     # only for content the index does not already hold as current.
     fresh = [name for name in names if _oid(hashed[name][0]) != getattr(known.get(name), "object", None)]
-    facts = dict(zip(fresh, probe_many([os.path.join(repo.root, name) for name in fresh])))
+    with _vanished(repo):
+        facts = dict(zip(fresh, probe_many([os.path.join(repo.root, name) for name in fresh])))
 
     results: list[AddResult] = []
     when, who = now_iso(), author()
@@ -124,7 +126,10 @@ def add(
                     tx.put(record)
                 results.append(AddResult(name, "unchanged", len(record.versions), oid, st.st_size))
                 continue
-            media = facts.get(name) or probe(repo.root / name)  # changed by another add meanwhile
+            if name not in facts:  # changed by another add meanwhile
+                with _vanished(repo):
+                    facts[name] = probe(repo.root / name)
+            media = facts[name]
             version = Version(
                 number=len(record.versions) + 1 if record else 1,
                 change="edited" if record else "imported",
@@ -145,6 +150,16 @@ def add(
     with index:
         index.set_stat(stat_updates)
     return results
+
+
+@contextlib.contextmanager
+def _vanished(repo: Repository) -> Iterator[None]:
+    """A file deleted while it is probed is a change under our feet (exit 7)."""
+    try:
+        yield
+    except FileNotFoundError as e:
+        name = os.path.relpath(e.filename, repo.root) if e.filename else "a file"
+        raise ContentChanged(f"{name}: file vanished while being added") from None
 
 
 def _oid(stored) -> str:

@@ -160,6 +160,20 @@ def test_file_vanishing_during_add_records_nothing(tmp_repo, monkeypatch):
     assert repo.index.count() == 0 and list(repo.manifest.names()) == []
 
 
+def test_file_vanishing_before_its_probe_records_nothing(tmp_repo):
+    """Stored, then deleted before its media facts are read: the same exit-7
+    error, not an OS error with a hint about disk space."""
+    repo = tmp_repo.gen({"a.png": b"not really a png", "b.txt": "second"})
+
+    def progress(i, n, name):
+        if i == n:  # every file stored; the probes come next
+            os.unlink(repo.root / "a.png")
+
+    with pytest.raises(ContentChanged, match="a.png: file vanished while being added"):
+        add(repo, ["."], cwd=repo.root, progress=progress)
+    assert repo.index.count() == 0 and list(repo.manifest.names()) == []
+
+
 def test_put_file_detects_concurrent_modification(tmp_repo):
     """A writer appending while the store reads: ContentChanged, no object left."""
     repo = tmp_repo.gen({"grow.bin": os.urandom(8 << 20)})
