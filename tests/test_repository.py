@@ -902,3 +902,20 @@ def test_ls_prefix_is_read_from_the_current_folder(tmp_repo):
     assert listed("..", cwd=repo.root / "sub") == listed(cwd=repo.root / "sub") == ["sub/a.txt", "sub/deep/b.txt", "top.txt"]
     r = run_cli("ls", "../..", cwd=repo.root / "sub")
     assert r.code == 4 and "outside the project" in r.err
+
+
+def test_a_reader_that_goes_away_or_a_closed_stdout_is_not_an_error(tmp_repo):
+    """`lattice cat big | head` exits 0 whichever path parsed it (typer's
+    own EPIPE exit is 1), and a closed stdout gets /dev/null, not a
+    traceback or a file opened later in its place."""
+    repo = tmp_repo.gen({"m.bin": os.urandom(4 << 20)})
+    add(repo, ["m.bin"], cwd=repo.root)
+    lattice = f"{sys.executable} -m lattice"
+    for command in ("cat m.bin", "log", "ls"):
+        proc = subprocess.run(["bash", "-c", f"{lattice} {command} | head -c 1 >/dev/null; echo ${{PIPESTATUS[0]}}"],
+                              cwd=repo.root, capture_output=True, text=True, timeout=120)
+        assert proc.stdout.strip() == "0" and "Traceback" not in proc.stderr, (command, proc.stderr)
+    for command in ("status", "cat m.bin", "add m.bin"):
+        proc = subprocess.run(["bash", "-c", f"{lattice} {command} >&-"], cwd=repo.root, capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and proc.stderr == "", (command, proc.stderr)
+    assert run_cli("fsck", cwd=repo.root).code == 0

@@ -32,6 +32,32 @@ def _report(message: str, hint: str | None, code: int) -> int:
     return code
 
 
+def _sanitize_std_fds() -> None:
+    """Put /dev/null where stdin, stdout or stderr is closed (`lattice status
+    >&-`), as git does: else the next file opened takes descriptor 1 and
+    output, ours or ffmpeg's, lands in it."""
+    for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
+        try:
+            os.fstat(fd)
+            continue
+        except OSError:
+            pass
+        null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: fd
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))
+
+
+def _reader_gone() -> int:
+    """The reader of our output went away (`lattice cat x | head`): not an
+    error of ours. Later writes (the final flush) go nowhere."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    return 0
+
+
 def run(argv: list[str] | None = None) -> int:
     """Entry point of the `lattice` script."""
     from lattice import errors
@@ -39,6 +65,7 @@ def run(argv: list[str] | None = None) -> int:
     from lattice.errors import LatticeError
 
     args = list(sys.argv[1:] if argv is None else argv)
+    _sanitize_std_fds()
     reset_options()
     OPTIONS.debug = "--debug" in args
     errors.warning_sink = _warning_to_stderr
@@ -51,10 +78,7 @@ def run(argv: list[str] | None = None) -> int:
         sys.stderr.write("interrupted\n")
         code = 130
     except BrokenPipeError:
-        # The reader went away (`lattice cat x | head`): not an error of ours.
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        code = 0
+        code = _reader_gone()
     except OSError as e:  # disk full, permission denied, read-only filesystem…
         where = f"{e.filename}: " if e.filename else ""
         code = _report(f"{where}{e.strerror or e}", "check free space and permissions, then run the command again", 1)
@@ -91,6 +115,11 @@ def _run_typer(args: list[str]) -> int:
         rv = app_for(args)(args=args, prog_name="lattice", standalone_mode=False)
     except typer.Exit as e:
         return e.exit_code
+    except SystemExit as e:
+        if type(sys.stdout).__name__ == "PacifyFlushWrapper":  # click's own EPIPE exit, always 1
+            sys.stdout = sys.stdout.wrapped
+            return _reader_gone()
+        raise
     except NoArgsIsHelpError as e:
         e.show()
         return 2
