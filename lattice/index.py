@@ -138,7 +138,9 @@ class Index:
             if schema:
                 conn.executescript(SCHEMA)
         except sqlite3.DatabaseError as e:
-            raise RepositoryCorrupt(f"{self.path}: index is damaged ({e})") from None
+            from lattice.sqlite import storage_failure
+
+            raise storage_failure(e, self.path) or RepositoryCorrupt(f"{self.path}: index is damaged ({e})") from None
         self._local.db = conn
         self._local.depth = 0
         self._local.stamps = None
@@ -169,7 +171,8 @@ class Index:
             if exc_type is not None:
                 if changed:
                     local.stamps = None  # they held this transaction's changes
-                self.db.execute("ROLLBACK")
+                if self.db.in_transaction:  # SQLite ends it itself on some errors (disk full)
+                    self.db.execute("ROLLBACK")
                 return
             if changed and local.stamps is not None:
                 self.set_manifest_digest(stamps_digest(local.stamps, sort=True))

@@ -27,6 +27,19 @@ def connect(path: Path, timeout: float = 60.0, check_same_thread: bool = True) -
         raise
 
 
+def storage_failure(e: sqlite3.Error, path: Path | str | None = None):
+    """A LatticeError (exit 1) for SQLite errors that mean the disk is full or
+    failing, not that the database is damaged; None for any other error."""
+    name = getattr(e, "sqlite_errorname", "") or ""
+    if not name.startswith(("SQLITE_FULL", "SQLITE_IOERR")):
+        return None
+    from lattice.errors import LatticeError
+
+    where = f"{path}: " if path else ""
+    return LatticeError(f"{where}could not read or write the database ({e})",
+                        hint="check free space and the disk, then run the command again")
+
+
 def _connect(path: Path, timeout: float, check_same_thread: bool) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=timeout, isolation_level=None, check_same_thread=check_same_thread)
     deadline = time.monotonic() + timeout

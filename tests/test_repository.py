@@ -919,3 +919,27 @@ def test_a_reader_that_goes_away_or_a_closed_stdout_is_not_an_error(tmp_repo):
         proc = subprocess.run(["bash", "-c", f"{lattice} {command} >&-"], cwd=repo.root, capture_output=True, text=True, timeout=120)
         assert proc.returncode == 0 and proc.stderr == "", (command, proc.stderr)
     assert run_cli("fsck", cwd=repo.root).code == 0
+
+
+def test_a_full_disk_under_the_index_is_not_called_damage(tmp_repo, monkeypatch):
+    """SQLite's "database or disk is full" (here: a page limit, a real
+    SQLITE_FULL) is exit 1 with a hint about space, not exit 5 "damaged"."""
+    import lattice.sqlite
+
+    repo = tmp_repo.gen({"a.txt": "a", **{f"b/{i:03d}.txt": str(i) * 50 for i in range(300)}})
+    add(repo, ["a.txt"], cwd=repo.root)
+    real = lattice.sqlite._connect
+
+    def full(path, timeout, check_same_thread):
+        conn = real(path, timeout, check_same_thread)
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        conn.execute(f"PRAGMA max_page_count = {pages}")
+        return conn
+
+    with monkeypatch.context() as m:
+        m.setattr(lattice.sqlite, "_connect", full)
+        r = run_cli("add", "b", cwd=repo.root)
+    assert r.code == 1 and "could not read or write the database" in r.err and "check free space" in r.err, r.err
+    assert "damaged" not in r.err
+    run_cli("fsck", "--repair", cwd=repo.root)  # commits what the manifest got before the index failed
+    assert run_cli("fsck", cwd=repo.root).code == 0

@@ -85,7 +85,13 @@ def run(argv: list[str] | None = None) -> int:
     except Exception as e:
         module = type(e).__module__ or ""
         if module == "sqlite3":
-            code = _report(f"a repository database is damaged ({e})", "`lattice fsck` says which; `lattice fsck --repair` rebuilds the index", 5)
+            from lattice.sqlite import storage_failure
+
+            full = storage_failure(e)
+            if full is not None:
+                code = _report(full.message, full.hint, full.exit_code)
+            else:
+                code = _report(f"a repository database is damaged ({e})", "`lattice fsck` says which; `lattice fsck --repair` rebuilds the index", 5)
         elif "pygit2" in module:
             code = _report(f"the history repository is damaged ({e})", "`lattice fsck` checks it; `lattice fsck --repair` repairs it", 11)
         else:
