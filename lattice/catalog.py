@@ -106,6 +106,7 @@ class Catalog:
     manifest_bytes: int = 0
     nondeterministic: bool = False  # count non-deterministic recipes as re-making (gc --include-nondeterministic)
     producers: dict[str, list[tuple[str, AssetFacts, Fact]]] = field(default_factory=dict)
+    imported: set[str] = field(default_factory=set)  # objects some import holds: never evicted
     _makeable: dict[str, bool] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -117,6 +118,8 @@ class Catalog:
                 seen.add(id(facts))
                 for f in facts.versions:
                     self.producers.setdefault(f.object, []).append((state, facts, f))
+                    if f.generator is None:
+                        self.imported.add(f.object)
 
     def last_used(self, oid: str) -> float:
         return max(self.present.get(oid, (0, 0.0))[1], self.used.get(oid, 0.0))

@@ -32,7 +32,7 @@ class Usage:
         stored = cat.present.get(oid)
         if stored is not None:
             self.present += stored[0]
-            if cat.makeable(oid):
+            if cat.makeable(oid) and oid not in cat.imported:  # gc never evicts an import's bytes
                 self.regenerable += stored[0]
             else:
                 self.permanent += stored[0]

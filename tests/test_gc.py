@@ -225,6 +225,16 @@ def test_du_reports_regenerable_permanent_evicted_and_savings(tmp_repo):
     assert run_cli("du", "--by", "colour", cwd=tmp_repo.root).code == 4
 
 
+def test_du_counts_bytes_an_import_shares_with_an_output_as_permanent(tmp_repo):
+    """gc never evicts bytes an import holds, even when a recipe makes the
+    same bytes: du must not promise them back as regenerable."""
+    gen(tmp_repo, "x.txt", word="same", repeat=20)
+    (tmp_repo.root / "mine.txt").write_bytes((tmp_repo.root / "x.txt").read_bytes())
+    run_cli("add", "mine.txt", cwd=tmp_repo.root)
+    total = run_cli("du", "--json", cwd=tmp_repo.root).json["total"]
+    assert total["regenerable"] == 0 and total["permanent"] == total["present"] > 0
+
+
 # -- the property: after gc, nothing current or pinned is lost ---------------------------
 
 dag = st.lists(

@@ -16,7 +16,7 @@ NO_REGEN = typer.Option(False, "--no-regen", help="Refuse instead of re-making a
 def gc(
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="List exactly what would go and the bytes freed; remove nothing."),
     keep_versions: Optional[int] = typer.Option(None, "--keep-versions", min=0, help="Keep the outputs of the newest N versions of every asset (default: the [versions] limit of its kind)."),
-    older_than: Optional[str] = typer.Option(None, "--older-than", metavar="AGE", help="Evict outputs unused for AGE (90s, 30m, 24h, 7d), overriding every kind's policy."),
+    older_than: Optional[str] = typer.Option(None, "--older-than", metavar="AGE", help="Evict outputs unused for AGE (90s, 30m, 24h, 7d), overriding every kind's age (kinds kept forever, like thumbnails, stay)."),
     max_size: Optional[str] = typer.Option(None, "--max-size", metavar="SIZE", help="Then evict least recently used outputs until the store holds at most SIZE (500MB, 10GB)."),
     include_nondeterministic: bool = typer.Option(False, "--include-nondeterministic", help="Also evict outputs of non-deterministic generators (re-making them gives other bytes)."),
     include_current: bool = typer.Option(False, "--include-current", help="Also evict current (unpinned) outputs that can be re-made; pinned ones always stay."),
