@@ -88,9 +88,10 @@ def run_child(
         status = f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
         pick = (first[0] if summary == "first" else lines[-1]) if lines else status
         # Killed by a signal (the OOM killer, a shutdown), directly or as a
-        # shell reports it (128 + N): another try may pass.
+        # shell reports it (128 + N, N a signal number): another try may
+        # pass. ffmpeg's own errors exit with 256 - errno (234: EINVAL), above that.
         raise GeneratorFailed(f"{name} failed ({status}): {_LOG_PREFIX.sub('', pick)}", hint="\n".join(lines) or None,
-                              transient=rc < 0 or rc > 128)
+                              transient=rc < 0 or 128 < rc < 128 + signal.NSIG)
 
 
 # ffmpeg's "[libx264 @ 0x55d8...] " context prefix: noise in a one-line error.

@@ -112,9 +112,17 @@ def restore_object(repo: Repository, name: str, number: int, hooks=None) -> dict
     if oid != v.object:
         with repo.index as index:
             index.cache_drop(v.recipe.key)
-        raise GeneratorFailed(
-            f"{name}@v{number}: re-made output {oid[:12]} differs from the recorded {v.object[:12]}",
-            hint=f"the generator is not reproducible here; `lattice regen {name}` records the new output as a version",
-        )
+        raise output_differs(f"{name}@v{number}", name, oid, v.object)
     touch(repo, oid)
     return {"name": name, "version": number, "object": oid, "status": "cached" if cached else "rendered"}
+
+
+def output_differs(label: str, name: str, oid: str, recorded: str) -> GeneratorFailed:
+    """The error for a re-made output that hashes differently from the
+    recorded one. Not retried: the generator ran and would differ again."""
+    e = GeneratorFailed(
+        f"{label}: re-made output {oid[:12]} differs from the recorded {recorded[:12]}",
+        hint=f"the generator is not reproducible here; `lattice regen {name}` records the new output as a version",
+    )
+    e.retryable = False
+    return e

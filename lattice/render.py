@@ -283,10 +283,9 @@ def run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outcom
             raise GeneratorFailed(f"{name}: v{v.number} was imported; its content cannot be re-made", hint="re-add the file if you still have it")
         oid, cached = produce(repo, v.recipe, ext, hooks)
         if oid != v.object:
-            raise GeneratorFailed(
-                f"{name}: re-made output {oid[:12]} differs from the recorded {v.object[:12]}",
-                hint=f"the generator is not reproducible here; `lattice regen {name}` records the new output as a version",
-            )
+            from lattice.remake import output_differs
+
+            raise output_differs(name, name, oid, v.object)
         materialize(repo, name, oid, v.size)
         return Outcome(name, step.action, "cached" if cached else "rendered", v.number, oid, seconds=time.monotonic() - start)
     if step.action == "update":

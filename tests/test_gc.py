@@ -199,8 +199,9 @@ def test_a_remade_output_with_another_hash_is_refused(tmp_repo):
     # The record claims an output its recipe does not make.
     path = tmp_repo.manifest.file_of("a.txt")
     path.write_text(path.read_text().replace(objects_of(tmp_repo, "a.txt")[0], "0" * 64))
-    with pytest.raises(GeneratorFailed, match="differs from the recorded"):
+    with pytest.raises(GeneratorFailed, match="differs from the recorded") as e:
         restore_object(tmp_repo, "a.txt", 1)
+    assert e.value.retryable is False  # it ran, and would differ again
     assert tmp_repo.index.cache_get(tmp_repo.record("a.txt").current.recipe.key) is None
 
 

@@ -463,6 +463,7 @@ def test_ctrl_c_kills_the_generators_child_process(tmp_repo, run_log):
     (["sh", "-c", "kill -KILL $$"], True),  # killed by a signal (the OOM killer)
     (["sh", "-c", "sh -c 'kill -KILL $$'; exit $?"], True),  # the same, reported by a wrapping shell as 137
     (["/nonexistent/generator"], False),  # cannot start, and never will
+    (["sh", "-c", "exit 234"], False),  # ffmpeg's "invalid argument" (256 - EINVAL), no signal
 ])
 def test_which_child_failures_another_try_may_fix(argv, transient):
     from lattice.childproc import run_child
