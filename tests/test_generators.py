@@ -131,6 +131,8 @@ def test_unknown_param(tmp_path):
     ({"width": "wide"}, "must be of type int"),
     ({"width": 1.5}, "must be of type int"),
     ({"duration": "long"}, "must be of type float"),
+    ({"duration": "nan"}, "must be a finite number"),
+    ({"duration": float("inf")}, "must be a finite number"),
     ({"width": 1}, "between 2 and 8192"),
     ({"height": 100000}, "between 2 and 8192"),
     ({"type": "hexagon"}, "must be one of"),
@@ -138,6 +140,14 @@ def test_unknown_param(tmp_path):
 def test_bad_param_values(params, match, tmp_path):
     with pytest.raises(InvalidInput, match=match):
         make("ffmpeg.sierpinski", tmp_path / "x.png", params)
+
+
+def test_a_malformed_string_param_is_refused_when_the_recipe_is_made(tmp_repo):
+    from conftest import run_cli
+
+    r = run_cli("gen", "l.png", "--model", "ffmpeg.life", "--set", "rule=xyz", cwd=tmp_repo.root)
+    assert r.code == 4 and "parameter 'rule' must be a rule like B3/S23" in r.err
+    assert run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json == []  # nothing was queued
 
 
 @pytest.mark.parametrize("params", [

@@ -8,6 +8,7 @@ tables in the repository config.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -42,6 +43,9 @@ class Param:
                 if isinstance(value, bool):
                     raise ValueError
                 v = float(value)
+                if not math.isfinite(v):  # nan passes every range test; inf has no use
+                    raise InvalidInput(f"parameter {self.name!r} must be a finite number; got {value!r}",
+                                       hint=f"{self.name}: {self.help}" if self.help else None)
             elif self.type == "bool":
                 if isinstance(value, bool):
                     v = value
@@ -115,7 +119,13 @@ class Generator:
                 f"generator {self.id!r} has no parameter {unknown[0]!r}",
                 hint=f"its parameters are: {allowed} (`lattice generators show {self.id}`)",
             )
-        return {name: p.convert(raw[name]) if name in raw else p.default for name, p in schema.items()}
+        params = {name: p.convert(raw[name]) if name in raw else p.default for name, p in schema.items()}
+        self.check(params)
+        return params
+
+    def check(self, params: dict[str, Any]) -> None:
+        """Refuse values that pass their type and range but not the
+        generator (a malformed rule string): at `gen`, not at render time."""
 
     def check_output(self, extension: str) -> None:
         ext = extension.lower().lstrip(".")

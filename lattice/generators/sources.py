@@ -54,7 +54,15 @@ def _prepare(gen: Generator, ctx: RunContext) -> tuple[dict[str, Any], str]:
     return params, ext
 
 
-class VideoSource(Generator):
+class _Options:
+    """Sources whose params become lavfi options: building the options
+    checks every value (patterns, colours), so `check` builds them."""
+
+    def check(self, params: dict[str, Any]) -> None:
+        self.options(params, 0)
+
+
+class VideoSource(_Options, Generator):
     """A lavfi video source; subclasses name the filter and map their params."""
 
     kinds = ("image", "video")
@@ -198,7 +206,7 @@ class TestSrc(VideoSource):
         return lavfi(p["pattern"], {"s": f"{p['width']}x{p['height']}", "r": num(p["fps"])})
 
 
-class AudioSource(Generator):
+class AudioSource(_Options, Generator):
     """A lavfi audio source rendered to a sound file."""
 
     kinds = ("audio",)
