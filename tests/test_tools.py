@@ -233,3 +233,11 @@ def test_watch_survives_a_file_still_being_written(tmp_repo, monkeypatch):
     monkeypatch.setattr(w, "run_cycle", flaky)
     cycle = w._guarded_cycle(tmp_repo, ["src.txt"], False, None, None, 10)
     assert cycle.recorded == ["src.txt"] and calls["n"] == 2
+
+
+@pytest.mark.parametrize("args", [["--debounce", "-5"], ["-j", "0"]])
+def test_watch_refuses_impossible_settings_up_front(tmp_repo, args):
+    from conftest import run_cli
+
+    r = run_cli("watch", *args, cwd=tmp_repo.root)
+    assert r.code == 2 and "is not in the range" in r.err

@@ -14,8 +14,8 @@ JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
 
 def watch(
-    debounce: int = typer.Option(400, "--debounce", help="Milliseconds of quiet that end a burst of saves."),
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", help="Parallel jobs."),
+    debounce: int = typer.Option(400, "--debounce", min=0, help="Milliseconds of quiet that end a burst of saves."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Parallel jobs."),
     json: bool = typer.Option(False, "--json", help="Print one JSON object per cycle."),
 ) -> None:
     """Re-render when an imported source file or the config changes (Ctrl-C stops).
