@@ -943,3 +943,12 @@ def test_a_full_disk_under_the_index_is_not_called_damage(tmp_repo, monkeypatch)
     assert "damaged" not in r.err
     run_cli("fsck", "--repair", cwd=repo.root)  # commits what the manifest got before the index failed
     assert run_cli("fsck", cwd=repo.root).code == 0
+
+
+def test_status_forms_agree_when_config_is_broken(tmp_repo):
+    repo = tmp_repo.gen({"a.png": b"img"})
+    (repo.dir / "queue.db").touch()  # as after any gen: status then looks for queued work
+    with open(repo.dir / "config.toml", "a") as f:
+        f.write("this is [ not toml\n")
+    text, js = run_cli("status", cwd=repo.root), run_cli("status", "--json", cwd=repo.root)
+    assert text.code == js.code == 0 and "new:" in text.out and js.json

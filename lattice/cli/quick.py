@@ -38,9 +38,13 @@ def _mention_queued_work(repo) -> None:
     """Work left to workers (`--detach`) is not in the manifest yet: say so."""
     if not (repo.dir / "queue.db").exists():
         return
+    from lattice.errors import LatticeError
     from lattice.queue import repo_queue
 
-    counts = repo_queue(repo.dir, repo.config).counts()
+    try:
+        counts = repo_queue(repo.dir, repo.config).counts()
+    except LatticeError:  # a courtesy line: a broken config.toml is reported by the commands that use it
+        return
     active = counts.get("queued", 0) + counts.get("running", 0)
     if active:
         echo(f"({active} job(s) queued or running; `lattice queue ls` shows them, `lattice worker` runs them)", err=True)
