@@ -12,7 +12,7 @@ from typing import Callable, Iterable
 
 import msgspec
 
-from lattice.errors import InvalidInput
+from lattice.errors import InvalidInput, LatticeError
 from lattice.render import Outcome, Step, registry
 from lattice.repo import Repository
 
@@ -236,6 +236,7 @@ def run_until_done(
     def work() -> None:
         try:
             while not pool.aborted:
+                pool.only = job_ids + _unfinished_deps(q, job_ids)
                 pool.run(once=True)
                 if all(j.finished for j in _jobs(q, job_ids)):
                     return
@@ -266,6 +267,25 @@ def run_until_done(
 
 def _jobs(q, ids: list[int]) -> list:
     return [q.get(i) for i in ids]
+
+
+def _unfinished_deps(q, ids: list[int]) -> list[int]:
+    """The unfinished jobs those of `ids` wait on, transitively, beyond
+    `ids`: a job deduplicated into one that a killed command queued waits on
+    that command's other jobs, which nobody else may ever run. The pool runs
+    them too (one that a live worker holds stays with it)."""
+    seen, todo, out = set(ids), list(ids), []
+    while todo:
+        try:
+            job = q.get(todo.pop())
+        except LatticeError:  # cleared meanwhile
+            continue
+        for dep in () if job.finished else job.deps:
+            if dep not in seen:
+                seen.add(dep)
+                todo.append(dep)
+                out.append(dep)
+    return out
 
 
 def outcomes(steps: list[Step], jobs: dict[str, int], finished: list) -> list[Outcome]:

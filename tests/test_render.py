@@ -308,6 +308,25 @@ def test_detach_then_worker_process_completes(tmp_repo):
     assert (tmp_repo.root / "a.txt").exists() and tmp_repo.index.count() == 1
 
 
+def test_a_command_runs_the_jobs_a_killed_command_left_that_its_own_wait_on(tmp_repo):
+    """A regen whose downstream job is deduplicated into one that an earlier
+    command queued (detached here; killed, in life) and left waiting on its
+    other jobs runs those jobs too, instead of waiting for ever."""
+    from conftest import run_proc
+    from lattice.repo import Repository
+
+    assert run_cli("gen", "a.txt", "--model", "test.text", "--set", "word=one", cwd=tmp_repo.root).code == 0
+    assert run_cli("gen", "b.txt", "--model", "test.join", "--input", "a.txt", cwd=tmp_repo.root).code == 0
+    assert run_cli("regen", "a.txt", "--set", "word=two", "--detach", cwd=tmp_repo.root).code == 0
+    r = run_proc("regen", "a.txt", "--set", "word=three", cwd=tmp_repo.root, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert all(j["state"] == "succeeded" for j in run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json)
+    words = {(tmp_repo.root / "a.txt").read_text().split(":")[0]}
+    assert words <= {"two", "three"}  # both requests were recorded, as versions
+    assert len(Repository.find(tmp_repo.root).record("a.txt").versions) == 3
+    assert run_cli("render", "--check", cwd=tmp_repo.root).code == 0  # b.txt follows a.txt's current
+
+
 def test_worker_killed_mid_render_job_completes_exactly_once(tmp_repo, run_log):
     import signal
     import subprocess
