@@ -158,9 +158,7 @@ def refuse_dirty(repo: Repository, what: str) -> None:
 def _settled_head(repo: Repository, g):
     """HEAD, after committing any recorded change history missed (a crash or
     damaged history): switching must never drop a recorded version."""
-    if (repo.dir / history.PENDING).exists():
-        history.commit(repo, history.RECOVERED)
-        os.unlink(repo.dir / history.PENDING)
+    history.catch_up(repo)
     # A hand edit of config.toml is a change like any other: record it on
     # this branch before the target's config replaces it.
     history.commit(repo, "config.toml edited", names=[])
@@ -270,6 +268,12 @@ def recover(repo: Repository) -> None:
                 f"an interrupted switch or merge could not be finished: {getattr(e, 'message', None) or e}",
                 hint="`lattice fsck --repair` sets the journal aside and checks the rest",
             ) from None
+        try:  # a merge's commit, which the killed process never made
+            history.catch_up(repo)
+        except Exception as e:
+            from lattice.errors import warn
+
+            warn(f"the interrupted change was finished, but not committed to history: {history._why(e)}; `lattice fsck --repair` commits it")
 
 
 def _apply(repo: Repository, g, journal: Journal, records: dict, before: dict | None = None) -> None:
@@ -451,19 +455,23 @@ def merge(repo: Repository, name: str, strategy: str | None = None) -> Merged:
             else:
                 result.conflicts.append(asset)
         config = _merge_config(base_tree, ours.tree, theirs.tree, strategy, result)
-        if blobs or config is not False:
-            history.begin(repo)
-            result.worktree = change_state(repo, g, blobs, config, seen=seen)
+        changing = bool(blobs) or config is not False
         if result.conflicts:
             result.status = "conflicts"
             msg = f"merge {name} into {into}: took {len(result.taken)}, left {len(result.conflicts)} conflicts at ours"
-            result.commit = history.finish(repo, msg, sorted(blobs)) if blobs or config is not False else None
+            parents = []
         else:
             result.status = "merged"
             msg = f"merge {name} into {into}" + (f" ({strategy} on {len(result.resolved)} conflicts)" if result.resolved else "")
-            if not (blobs or config is not False):
-                history.begin(repo)
-            result.commit = history.finish(repo, msg, sorted(blobs), [str(theirs.id)])
+            parents = [str(theirs.id)]
+        if changing or parents:
+            # The marker names the merge commit: a process killed after the
+            # journal is caught up as this merge, second parent and all.
+            history.begin(repo, msg, parents)
+        if changing:
+            result.worktree = change_state(repo, g, blobs, config, seen=seen)
+        if changing or parents:
+            result.commit = history.finish(repo, msg, sorted(blobs), parents)
         return result
 
 

@@ -21,6 +21,7 @@ without it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import defaultdict
 from dataclasses import dataclass
@@ -99,18 +100,52 @@ def head_commit(g):
 # -- committing --------------------------------------------------------------
 
 
-def begin(repo: Repository) -> None:
+def begin(repo: Repository, message: str = "", parents_extra: list[str] = ()) -> None:
     """Called under the lock just before a transaction writes the manifest.
-    Catches up on a change that never reached history, then marks this one."""
-    marker = repo.dir / PENDING
-    if marker.exists():
-        try:
-            commit(repo, RECOVERED)
-        except Exception as e:  # never block the user's change on history
-            warn(f"history is behind the manifest and could not catch up: {_why(e)}")
+    Catches up on a change that never reached history, then marks this one
+    with the commit it means to make (a merge's second parent too), so that
+    a process killed before the commit is caught up as that commit."""
+    import json
+
+    try:
+        catch_up(repo)
+    except Exception as e:  # never block the user's change on history
+        warn(f"history is behind the manifest and could not catch up: {_why(e)}")
     # Not fsynced: it only has to outlive a killed process (the page cache
     # does); after a power loss `lattice fsck` still finds the gap by comparing.
-    marker.write_bytes(b"")
+    (repo.dir / PENDING).write_text(json.dumps({"message": message, "parents": list(parents_extra)}) if message else "")
+
+
+def catch_up(repo: Repository) -> str | None:
+    """Commit a change that a killed process recorded in the manifest but not
+    in history (the PENDING marker is there), as the commit it meant to make;
+    remove the marker. Returns the commit id (None: nothing to commit)."""
+    import json
+
+    marker = repo.dir / PENDING
+    try:
+        text = marker.read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        intent = json.loads(text) if text else {}
+        message, parents = f"{intent['message']} ({RECOVERED})", [str(p) for p in intent["parents"]]
+    except (ValueError, KeyError, TypeError):
+        message, parents = RECOVERED, []
+    g = open_git(repo)
+    head = head_commit(g)
+    # A merge's other side, unless history lost it or HEAD already has it.
+    parents = [p for p in parents if head is not None and _known(g, p) and not g.descendant_of(head.id, p)]
+    oid = commit(repo, message, parents_extra=parents)
+    os.unlink(marker)
+    return oid
+
+
+def _known(g, commit_id: str) -> bool:
+    try:
+        return g.get(commit_id) is not None
+    except ValueError:
+        return False
 
 
 def finish(repo: Repository, message: str, names: list[str], parents_extra: list[str] = (), written: dict[str, bytes] | None = None) -> str | None:
@@ -544,9 +579,10 @@ def repair_history(repo: Repository, damaged: bool = False) -> str:
             dest.parent.mkdir(exist_ok=True)
             os.replace(git_dir(repo), dest)
             moved = f"damaged history moved to {dest}; "
-        oid = commit(repo, RECOVERED)
-        try:
-            os.unlink(repo.dir / PENDING)
-        except FileNotFoundError:
-            pass
+        if moved or not (repo.dir / PENDING).exists():  # a new history holds everything at once
+            oid = commit(repo, RECOVERED)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(repo.dir / PENDING)
+        else:
+            oid = catch_up(repo)
     return moved + (f"committed {oid[:12]}" if oid else "nothing to commit")

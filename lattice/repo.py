@@ -386,7 +386,7 @@ class Transaction:
             return
         from lattice import history
 
-        history.begin(repo)  # marks the manifest as ahead of history until the commit lands
+        history.begin(repo, self.message)  # marks the manifest as ahead of history until the commit lands
         with AtomicBatch(repo.dir) as batch:
             for name, text in encoded.items():
                 batch.write(repo.manifest.file_of(name), text)

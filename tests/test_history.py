@@ -41,6 +41,13 @@ def git_log(repo, *fmt):
     ).stdout
 
 
+def git_parents(repo) -> list[str]:
+    """The parents of history's HEAD commit."""
+    from lattice.history import open_git
+
+    return [str(p) for p in open_git(repo).head.peel().parent_ids]
+
+
 def gen(repo, name, width, seed=1):
     return ok("gen", name, "--model", "ffmpeg.testsrc", "--set", f"width={width}", "--set", "height=24", "--seed", str(seed), repo=repo)
 
@@ -390,7 +397,7 @@ def test_crash_between_manifest_write_and_commit_is_repaired(tmp_repo, monkeypat
     assert "manifest differs from history HEAD" in p.message and not report.ok
     r = ok("fsck", "--repair", repo=repo)
     assert "recovered" in history.log(repo, 1)[0].message or "committed" in r.out
-    assert history.log(repo, 1)[0].message == history.RECOVERED
+    assert history.log(repo, 1)[0].message == f"add a.txt ({history.RECOVERED})"  # the commit it meant to make
     assert fsck(fresh(repo)).ok and len(fresh(repo).record("a.txt").versions) == 2
 
 
@@ -404,7 +411,39 @@ def test_manifest_written_without_commit_is_reported(tmp_repo, monkeypatch):
     assert r.code == 1 and "manifest differs from history HEAD (a.txt)" in r.out
     # The next change catches up first, so nothing recorded is missing from history.
     add(repo, "b.txt", "1")
-    assert [c.message for c in history.log(repo, 2)] == ["add b.txt", history.RECOVERED]
+    assert [c.message for c in history.log(repo, 2)] == ["add b.txt", f"add a.txt ({history.RECOVERED})"]
+    assert fsck(fresh(repo)).ok
+
+
+@pytest.mark.parametrize("killed", ["during the journal", "before the commit"])
+def test_a_merge_killed_midway_is_caught_up_as_that_merge(tmp_repo, monkeypatch, killed):
+    """The next command finishes the change and makes the merge commit it
+    meant to make (second parent and all); running the merge again is then
+    up to date, not a second round of versions."""
+    from lattice import branches
+
+    repo = tmp_repo
+    for name in ("a.txt", "b.txt"):
+        add(repo, name, "base")
+    ok("branch", "feat", repo=repo)
+    add(repo, "a.txt", "main")
+    ok("switch", "feat", repo=repo)
+    add(repo, "a.txt", "feat")
+    add(repo, "b.txt", "feat")
+    ok("switch", "main", repo=repo)
+
+    def die(*a, **k):
+        raise KeyboardInterrupt  # as a kill leaves it: nothing after runs
+
+    with monkeypatch.context() as m:
+        m.setattr(*((branches, "_apply") if killed == "during the journal" else (history, "finish")), die)
+        assert run_cli("merge", "feat", "--theirs", cwd=repo.root).code == 130
+    assert (repo.root / "a.txt").read_text() == ("main" if killed == "during the journal" else "feat")
+    r = ok("merge", "feat", "--theirs", "--json", repo=repo)  # the user tries again
+    assert r.json["status"] == "up-to-date"
+    assert history.log(repo, 1)[0].message == f"merge feat into main (theirs on 1 conflicts) ({history.RECOVERED})"
+    assert len(git_parents(repo)) == 2
+    assert len(fresh(repo).record("a.txt").versions) == 3 and (repo.root / "a.txt").read_text() == "feat"
     assert fsck(fresh(repo)).ok
 
 
