@@ -217,7 +217,29 @@ class Repository:
 
                 recover(self)
                 return self.sync_index()
-            return self._reindex(changed, removed)
+            names = self._reindex(changed, removed)
+            # A deleted file is left out: fsck reports it, --repair restores it.
+            self._record_outside_edits([n for n in names if n not in removed])
+            return names
+
+    def _record_outside_edits(self, names: list[str]) -> None:
+        """Commit manifest files changed behind lattice's back (a hand edit,
+        a `git pull`) on the current branch, as soon as they are seen: a
+        later switch would otherwise carry them to another branch. A change
+        of ours that a killed process left out of history is caught up under
+        its own message instead."""
+        from lattice import history
+
+        if not names or not history.exists(self):
+            return
+        try:
+            if not history.catch_up(self):
+                more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+                history.commit(self, f"record manifest edits made outside lattice: {', '.join(names[:3])}{more}", names=names)
+        except Exception as e:  # the index is right; history catches up later (fsck --repair)
+            from lattice.errors import warn
+
+            warn(f"manifest edits made outside lattice are not in history yet: {history._why(e)}")
 
     def _reindex(self, changed: list[str], removed: list[str]) -> list[str]:
         """sync_index's writes, under the repository lock."""
@@ -244,7 +266,7 @@ class Repository:
             index.put_many(fresh)
             for name in removed:
                 index.remove(name)
-        return changed + removed
+        return [record.path for record, _, _ in fresh] + removed  # not the damaged ones
 
     def check_manifest(self) -> None:
         """Raise the first damage sync_index met in a manifest file."""
@@ -386,6 +408,7 @@ class Transaction:
             return
         from lattice import history
 
+        repo.index  # checked against the manifest now, before our writes: they are no outside edits
         history.begin(repo, self.message)  # marks the manifest as ahead of history until the commit lands
         with AtomicBatch(repo.dir) as batch:
             for name, text in encoded.items():

@@ -563,6 +563,24 @@ def test_manifest_cut_at_a_line_boundary_is_damage_not_a_change(tmp_repo):
     assert [v["number"] for v in run_cli("show", "a.txt", "--json", cwd=repo.root).json["versions"]] == [1, 2, 3]
 
 
+def test_a_hand_edit_is_recorded_on_the_branch_it_was_made_on(tmp_repo):
+    """The first command to see a manifest file edited outside lattice
+    commits it on the current branch: a switch never carries it elsewhere."""
+    repo = tmp_repo
+    add(repo, "a.txt", "a")
+    add(repo, "b.txt", "b")
+    ok("branch", "feat", repo=repo)
+    mf = repo.manifest.file_of("b.txt")
+    mf.write_text(mf.read_text().replace('kind = "other"', 'kind = "image"', 1))
+    ok("switch", "feat", repo=repo)
+    assert 'kind = "other"' in mf.read_text()  # feat's own record
+    ok("pin", "b.txt@v1", repo=repo)
+    ok("switch", "main", repo=repo)
+    assert 'kind = "image"' in mf.read_text() and "pinned" not in mf.read_text()
+    assert history.log(repo, 1)[0].message == "record manifest edits made outside lattice: b.txt"
+    assert fsck(fresh(repo)).ok
+
+
 def test_deleted_manifest_file_is_restored_by_repair(tmp_repo):
     from conftest import run_cli
 
