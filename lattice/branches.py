@@ -455,6 +455,7 @@ def merge(repo: Repository, name: str, strategy: str | None = None) -> Merged:
             else:
                 result.conflicts.append(asset)
         config = _merge_config(base_tree, ours.tree, theirs.tree, strategy, result)
+        _refuse_cycles(repo, g, blobs, name)
         changing = bool(blobs) or config is not False
         if result.conflicts:
             result.status = "conflicts"
@@ -473,6 +474,25 @@ def merge(repo: Repository, name: str, strategy: str | None = None) -> Merged:
         if changing or parents:
             result.commit = history.finish(repo, msg, sorted(blobs), parents)
         return result
+
+
+def _refuse_cycles(repo: Repository, g, blobs: dict, branch: str) -> None:
+    """Each side's recipes form a DAG, but an asset made from another on one
+    branch and the other made from it on the other close a cycle together,
+    which no render could ever finish: refuse before changing anything."""
+    from lattice.lineage import Graph
+    from lattice.records import decode
+
+    edges = [e for e in repo.index.edges() if e[0] not in blobs]
+    for name, blob in blobs.items():
+        if blob is not None:
+            recipe = decode(g[blob].data, repo.manifest.file_of(name)).current.recipe
+            if recipe is not None:
+                edges += [(name, p, o) for p, o in zip(recipe.inputs, recipe.input_objects)]
+    cycle = Graph(edges, {}).cycle()
+    if cycle:
+        raise InvalidInput(f"merging {branch} would make a cycle in the lineage: {' -> '.join(cycle)}",
+                           hint=f"change one of those recipes' inputs on one branch first (`lattice regen {cycle[0]} --input …`), then merge again")
 
 
 def _merge_config(base_tree, ours_tree, theirs_tree, strategy, result: Merged):

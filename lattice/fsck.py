@@ -64,6 +64,15 @@ class Report:
         return all(p.repaired for p in self.problems)
 
 
+def _lineage_cycle(records: dict) -> list[str] | None:
+    """A cycle the current recipes' inputs make (a merge of two branches could)."""
+    from lattice.lineage import Graph
+
+    edges = [(name, p, o) for name, r in records.items() if r.current.recipe
+             for p, o in zip(r.current.recipe.inputs, r.current.recipe.input_objects)]
+    return Graph(edges, {}).cycle()
+
+
 def fsck(repo: Repository, repair: bool = False) -> Report:
     from lattice.records import decode
 
@@ -109,6 +118,11 @@ def fsck(repo: Repository, repair: bool = False) -> Report:
                         what = "damaged" if v.object in damaged else "missing"
                         hint = "re-make it with `lattice render`" if regenerable else "re-add the file if you still have it"
                         problems.append(Problem("reference", f"{name}@v{v.number}", f"object {v.object} is {what}; {hint}"))
+
+        cycle = _lineage_cycle(records)
+        if cycle:
+            problems.append(Problem("lineage", " -> ".join(cycle), "recipes make a cycle, which no render can finish; "
+                                    f"`lattice regen {cycle[0]} --input …` breaks it"))
 
         index_problems = _check_index(repo, records)
         if index_problems and repair:

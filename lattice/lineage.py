@@ -75,6 +75,28 @@ class Graph:
                     queue.append(c)
         return None
 
+    def cycle(self) -> list[str] | None:
+        """A cycle in the lineage (`a, b, a`), if there is one: recipes
+        refuse to make one, but two branches can each add half of it."""
+        indeg = {n: len(ps) for n, ps in self.parents.items()}
+        ready = deque(n for n in self.children if not indeg.get(n))
+        while ready:
+            for c in self.children.get(ready.popleft(), ()):
+                indeg[c] -= 1
+                if indeg[c] == 0:
+                    ready.append(c)
+        left = sorted(n for n, d in indeg.items() if d > 0)
+        if not left:
+            return None
+        # Every asset left has a parent left: walk parents until one repeats.
+        path, at = [left[0]], {left[0]: 0}
+        while True:
+            nxt = next(p for p, _ in self.parents[path[-1]] if indeg.get(p, 0) > 0)
+            if nxt in at:
+                return [*path[at[nxt]:], nxt][::-1]
+            at[nxt] = len(path)
+            path.append(nxt)
+
     def stale(self) -> set[str]:
         """Every asset whose recipe no longer matches its inputs, transitively."""
         direct = {

@@ -581,6 +581,30 @@ def test_a_hand_edit_is_recorded_on_the_branch_it_was_made_on(tmp_repo):
     assert fsck(fresh(repo)).ok
 
 
+def test_a_merge_that_would_close_a_lineage_cycle_is_refused(tmp_repo, monkeypatch):
+    """x made from y on main, y made from x on feat: each branch is a DAG,
+    the merge would not be. Refused before any change; fsck names a cycle
+    that got in anyway (here: a merge that did not check)."""
+    from lattice import branches
+
+    repo = tmp_repo
+    for name in ("x.txt", "y.txt"):
+        ok("gen", name, "--model", "test.text", "--set", f"word={name}", repo=repo)
+    ok("branch", "feat", repo=repo)
+    ok("switch", "feat", repo=repo)
+    ok("gen", "y.txt", "--model", "test.join", "--input", "x.txt", repo=repo)
+    ok("switch", "main", repo=repo)
+    ok("gen", "x.txt", "--model", "test.join", "--input", "y.txt", repo=repo)
+    head = history.log(repo, 1)[0].commit
+    r = run_cli("merge", "feat", cwd=repo.root)
+    assert r.code == 4 and "would make a cycle in the lineage: " in r.err and "y.txt -> x.txt" in r.err, r.err
+    assert history.log(repo, 1)[0].commit == head and fsck(fresh(repo)).ok
+    monkeypatch.setattr(branches, "_refuse_cycles", lambda *a: None)
+    ok("merge", "feat", repo=repo)
+    r = run_cli("fsck", cwd=repo.root)
+    assert r.code == 1 and "lineage" in r.out and "recipes make a cycle" in r.out
+
+
 def test_deleted_manifest_file_is_restored_by_repair(tmp_repo):
     from conftest import run_cli
 
