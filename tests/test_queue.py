@@ -297,8 +297,10 @@ def test_the_same_key_queued_twice_runs_once(tmp_path):
     q = open_queue(tmp_path)
     log = tmp_path / "log"
     first = q.submit("image", {"log": str(log)}, key="recipe:abc", priority="low")
-    second = q.submit("image", {"log": str(log)}, key="recipe:abc", priority="high")
+    upstream = q.submit("image", {})
+    second = q.submit("image", {"log": str(log)}, key="recipe:abc", priority="high", deps=[upstream.id])
     assert second.id == first.id and second.priority == "high"
+    assert second.deps == (upstream.id,)  # it now waits for what the second submitter waits for
     make_pool(q).run(once=True)
     assert len(read_log(log)) == 2  # one start, one done
     third = q.submit("image", {"log": str(log)}, key="recipe:abc")

@@ -178,8 +178,9 @@ class JobQueue(QueueAdmin):
         estimate_key: str | None = None,
     ) -> Job:
         """Queue a job. If a job with the same `key` is queued or running,
-        return it instead (raising its priority if this one is higher): the
-        same recipe queued twice runs once."""
+        return it instead (raising its priority if this one is higher, and,
+        while it is queued, adding `deps` to its own): the same recipe queued
+        twice runs once, after everything either submitter waits for."""
         if type not in JOB_TYPES:
             raise QueueError(f"unknown job type {type!r}{closest(type, JOB_TYPES)}",
                              hint=f"job types are: {', '.join(JOB_TYPES)}")
@@ -201,12 +202,14 @@ class JobQueue(QueueAdmin):
         with self._tx() as db:
             if key is not None:
                 row = db.execute(
-                    "SELECT id, priority FROM jobs WHERE key=? AND state IN ('queued','running') ORDER BY id LIMIT 1",
+                    "SELECT id, priority, state FROM jobs WHERE key=? AND state IN ('queued','running') ORDER BY id LIMIT 1",
                     (key,),
                 ).fetchone()
                 if row:
                     if prio < row[1]:
                         db.execute("UPDATE jobs SET priority=? WHERE id=?", (prio, row[0]))
+                    if row[2] == "queued":  # it now also waits for what this submitter waits for
+                        db.executemany("INSERT OR IGNORE INTO deps (job, dep) VALUES (?,?)", [(row[0], d) for d in dep_ids if d != row[0]])
                     return self._fetch(db, row[0])  # type: ignore[return-value]
             dep_states = {}
             for d in dep_ids:
