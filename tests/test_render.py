@@ -230,6 +230,17 @@ def test_verify_deterministic_and_not(tmp_repo):
     assert r.code == 1 and "differs" in r.out
 
 
+def test_verify_after_gc_re_makes_evicted_inputs_first(tmp_repo):
+    gen(tmp_repo, "a.txt", "--model", "test.text")
+    gen(tmp_repo, "b.txt", "--model", "test.join", "--input", "a.txt")
+    r = run_cli("gc", "--include-current", "--older-than", "0", "--keep-versions", "0", cwd=tmp_repo.root)
+    assert r.code == 0 and not tmp_repo.objects.has(tmp_repo.record("a.txt").current.object)
+    r = run_cli("verify", "--all", "--json", cwd=tmp_repo.root)
+    assert r.code == 0, r.out + r.err
+    assert {v["path"]: v["status"] for v in r.json} == {"a.txt": "reproducible", "b.txt": "reproducible"}
+    assert "re-making evicted a.txt@v1" in r.err
+
+
 def test_lineage_up_and_down(tmp_repo):
     gen(tmp_repo, "a.txt", "--model", "test.text")
     gen(tmp_repo, "b.txt", "--model", "test.join", "--input", "a.txt")

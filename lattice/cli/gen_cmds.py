@@ -225,7 +225,7 @@ def verify(
     if not paths and not all_:
         raise UsageError("name assets to verify, or pass --all")
     names = [r.path for r in repo.index.rows() if r.generator] if all_ else _names(repo, paths)
-    verdicts = [do_verify(repo, n) for n in names]
+    verdicts = [do_verify(repo, n, notify=lambda m: echo(m, err=True)) for n in names]
     if json:
         emit_json(verdicts)
     else:
