@@ -20,12 +20,20 @@ from lattice.repo import Repository
 
 DEFAULT_LARGE = 1 << 20  # 1 MiB
 HOOK_MARK = "# installed by `lattice hooks install`"
-HOOK_SCRIPT = f"""#!/bin/sh
+
+
+def hook_script(project: str = ".") -> str:
+    """The pre-commit hook for a lattice project at `project`, relative to
+    the top of the git working tree, where git runs its hooks."""
+    import shlex
+
+    inside = project != "."
+    return f"""#!/bin/sh
 {HOOK_MARK}
 # Refuses a commit while lattice assets are stale, missing, modified without
 # being recorded, or have an incomplete recipe; and while large media is staged.
-lattice hooks check || exit 1
-git diff --cached --name-only --diff-filter=AM -z | xargs -0 -r lattice hooks large-media
+{f"cd {shlex.quote(project)} || exit 1{chr(10)}" if inside else ""}lattice hooks check || exit 1
+git diff --cached --name-only --diff-filter=AM{" --relative" if inside else ""} -z | xargs -0 -r lattice hooks large-media
 """
 
 
@@ -100,21 +108,22 @@ def install(repo: Repository, force: bool = False) -> Path:
     from lattice.fsutil import atomic_write
 
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "--git-path", "hooks"], cwd=repo.root, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
+        out, top = subprocess.run(
+            ["git", "rev-parse", "--git-path", "hooks", "--show-toplevel"], cwd=repo.root, capture_output=True, text=True, check=True
+        ).stdout.splitlines()
+    except (OSError, subprocess.CalledProcessError, ValueError):
         raise InvalidInput(f"{repo.root} is not inside a git working tree", hint="`git init` first; the hook runs on `git commit`") from None
     hook = (repo.root / out / "pre-commit").resolve()
+    script = hook_script(os.path.relpath(os.path.realpath(repo.root), os.path.realpath(top)))
     if hook.exists():
         current = hook.read_text(errors="replace")
-        if current == HOOK_SCRIPT:
+        if current == script:
             return hook
         if not force:
             raise Conflict(
                 f"{hook} already exists and is not lattice's",
                 hint="add `lattice hooks check` to it yourself, or use the pre-commit framework's `lattice-check` hook",
             )
-    atomic_write(hook, HOOK_SCRIPT.encode(), mode=0o755)
+    atomic_write(hook, script.encode(), mode=0o755)
     hook.chmod(hook.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
     return hook

@@ -167,6 +167,34 @@ def test_plain_git_hook_blocks_commit_of_stale_project(tmp_repo):
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_plain_git_hook_works_for_a_project_inside_a_bigger_git_tree(tmp_path):
+    """git runs hooks at the top of its working tree: the hook goes into the
+    lattice project first, and sees only files staged inside it."""
+    from lattice.repo import Repository
+
+    top = tmp_path / "top"
+    top.mkdir()
+    _git(top, "init", "-q")
+    repo = Repository.init(top / "my proj")
+    (repo.root / "src.txt").write_text("v1")
+    run_cli("add", "src.txt", cwd=repo.root)
+    gen(repo, "out.txt", "--model", "test.join", "--input", "src.txt")
+    assert run_cli("hooks", "install", cwd=repo.root).code == 0
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
+    (top / "readme.txt").write_text("hi")
+    _git(top, "add", "readme.txt")
+    r = subprocess.run(["git", "commit", "-qm", "x"], cwd=top, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+    (repo.root / "src.txt").write_text("v2")
+    run_cli("add", "src.txt", cwd=repo.root)
+    (top / "readme.txt").write_text("again")
+    _git(top, "add", "readme.txt")
+    r = subprocess.run(["git", "commit", "-qm", "y"], cwd=top, capture_output=True, text=True, env=env)
+    assert r.returncode != 0 and "stale: out.txt" in r.stderr, r.stderr
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
 def test_init_in_git_tree_offers_and_writes_gitignore(tmp_path):
     _git(tmp_path, "init", "-q")
     r = run_cli("init", "p1", cwd=tmp_path)
