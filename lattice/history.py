@@ -441,6 +441,12 @@ def check_ref_name(g, name: str, kind: str) -> str:
 
     if not name or name.startswith("-") or name == "HEAD" or not pygit2.reference_is_valid_name(f"refs/{kind}/{name}"):
         raise HistoryError(f"{name!r} is not a valid {'branch' if kind == 'heads' else 'tag'} name", hint="use letters, digits, '-', '_', '.' and '/'")
+    what = "branch" if kind == "heads" else "tag"
+    # git keeps refs as files: `feat` and `feat/x` cannot both exist.
+    for other in (branches(g) if kind == "heads" else tags(g)):
+        if name.startswith(other + "/") or other.startswith(name + "/"):
+            raise HistoryError(f"cannot create {what} {name!r}: {what} {other!r} exists, and a name cannot also be a folder of names",
+                               hint=f"pick another name, e.g. {name.replace('/', '-')!r}" if "/" in name else "pick another name")
     return name
 
 

@@ -605,6 +605,17 @@ def test_a_merge_that_would_close_a_lineage_cycle_is_refused(tmp_repo, monkeypat
     assert r.code == 1 and "lineage" in r.out and "recipes make a cycle" in r.out
 
 
+def test_a_ref_name_that_is_also_a_folder_of_refs_is_one_clear_error(tmp_repo):
+    repo = tmp_repo
+    add(repo, "a.txt", "a")
+    for kind, first, second in (("branch", "feat", "feat/x"), ("branch", "a/b", "a"), ("tag", "v1", "v1/x")):
+        ok(kind, first, repo=repo)
+        r = run_cli(kind, second, cwd=repo.root)
+        assert r.code == 11 and f"cannot create {kind} {second!r}: {kind} {first!r} exists" in r.err, r.err
+        assert len(r.err.strip().splitlines()) == 2
+    assert fsck(fresh(repo)).ok
+
+
 def test_deleted_manifest_file_is_restored_by_repair(tmp_repo):
     from conftest import run_cli
 
