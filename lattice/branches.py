@@ -280,8 +280,9 @@ def _apply(repo: Repository, g, journal: Journal, records: dict, before: dict | 
     """Carry out a journal: manifest files rewritten in place (history holds
     every byte, so the journal, not a temp file per asset, makes this
     crash-safe), one filesystem sync, working files replaced the way git
-    replaces them (unlink, create), index, HEAD, and the journal removed."""
-    from lattice.fsutil import sync_filesystem
+    replaces them (unlink, create; several at once, as git's parallel
+    checkout does), index, HEAD, and the journal removed."""
+    from lattice.fsutil import in_threads, sync_filesystem
     from lattice.paths import confined
 
     manifest_stats = {}
@@ -298,10 +299,10 @@ def _apply(repo: Repository, g, journal: Journal, records: dict, before: dict | 
     for name in journal.delete:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(confined(repo.root, name, folders))
-    stats = []
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-    for name, (oid, size) in journal.write.items():
-        path = confined(repo.root, name, folders)
+
+    def replace(item: tuple) -> tuple | None:
+        name, path, oid, size = item
         try:
             os.unlink(path)
             fd = os.open(path, flags, 0o644)
@@ -313,9 +314,12 @@ def _apply(repo: Repository, g, journal: Journal, records: dict, before: dict | 
                 repo.objects.copy_to(oid, f, limit=size)
             except InvalidInput:  # evicted since (a journal re-done late): left to `lattice render`
                 os.unlink(path)
-                continue
+                return None
             st = os.fstat(fd)
-        stats.append((st.st_size, st.st_mtime_ns, st.st_ino, oid, name))
+        return st.st_size, st.st_mtime_ns, st.st_ino, oid, name
+
+    items = [(name, confined(repo.root, name, folders), oid, size) for name, (oid, size) in journal.write.items()]
+    stats = [st for st in in_threads(replace, items) if st is not None]
     with repo.index as index:  # one index transaction for the whole change
         index.put_many((record, manifest_stats[name], before[name] if before else False) for name, record in records.items())
         for name, blob in journal.blobs.items():
