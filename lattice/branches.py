@@ -229,17 +229,20 @@ class Journal(msgspec.Struct):
     head: Optional[str] = None  # "ref:refs/heads/B" (switch) or "commit:ID" (fast-forward)
 
 
-def change_state(repo: Repository, g, blobs: dict, config, head: str | None = None, seen: dict | None = None) -> Worktree:
+def change_state(repo: Repository, g, blobs: dict, config, head: str | None = None, seen: dict | None = None,
+                 records: dict | None = None) -> Worktree:
     """Make the manifest files of `blobs` (asset → blob id, None: remove) and,
     unless `config` is False, config.toml match history's text; bring their
     working files along; move HEAD as `head` says. Journaled: see Journal.
-    `seen`: the (stat, blob id) of manifest files the caller just read."""
+    `seen`: the (stat, blob id) of manifest files the caller just read;
+    `records`: the records of `blobs`, when the caller already has them."""
     known = repo.index.get_many(list(blobs))
     before = {n: known.get(n) for n in blobs}
     with repo.index:
         _park(repo, list(blobs), seen or {})
         repo.index.trim_parked()
-        records = _records_of_blobs(repo, g, blobs)
+        if records is None:
+            records = _records_of_blobs(repo, g, blobs)
     wt, write, delete = _plan_worktree(repo, before, records)
     journal = Journal({n: str(b) if b is not None else None for n, b in blobs.items()},
                       str(config) if config not in (False, None) else config, write, delete, head)
@@ -459,7 +462,8 @@ def merge(repo: Repository, name: str, strategy: str | None = None) -> Merged:
             else:
                 result.conflicts.append(asset)
         config = _merge_config(base_tree, ours.tree, theirs.tree, strategy, result)
-        _refuse_cycles(repo, g, blobs, name)
+        records = _records_of_blobs(repo, g, blobs)
+        _refuse_cycles(repo, blobs, records, name)
         changing = bool(blobs) or config is not False
         if result.conflicts:
             result.status = "conflicts"
@@ -474,25 +478,24 @@ def merge(repo: Repository, name: str, strategy: str | None = None) -> Merged:
             # journal is caught up as this merge, second parent and all.
             history.begin(repo, msg, parents)
         if changing:
-            result.worktree = change_state(repo, g, blobs, config, seen=seen)
+            result.worktree = change_state(repo, g, blobs, config, seen=seen, records=records)
         if changing or parents:
             result.commit = history.finish(repo, msg, sorted(blobs), parents)
         return result
 
 
-def _refuse_cycles(repo: Repository, g, blobs: dict, branch: str) -> None:
+def _refuse_cycles(repo: Repository, blobs: dict, records: dict, branch: str) -> None:
     """Each side's recipes form a DAG, but an asset made from another on one
     branch and the other made from it on the other close a cycle together,
-    which no render could ever finish: refuse before changing anything."""
+    which no render could ever finish: refuse before changing anything.
+    `records`: the merged records of the assets in `blobs`."""
     from lattice.lineage import Graph
-    from lattice.records import decode
 
     edges = [e for e in repo.index.edges() if e[0] not in blobs]
-    for name, blob in blobs.items():
-        if blob is not None:
-            recipe = decode(g[blob].data, repo.manifest.file_of(name)).current.recipe
-            if recipe is not None:
-                edges += [(name, p, o) for p, o in zip(recipe.inputs, recipe.input_objects)]
+    for name, record in records.items():
+        recipe = record.current.recipe
+        if recipe is not None:
+            edges += [(name, p, o) for p, o in zip(recipe.inputs, recipe.input_objects)]
     cycle = Graph(edges, {}).cycle()
     if cycle:
         raise InvalidInput(f"merging {branch} would make a cycle in the lineage: {' -> '.join(cycle)}",
