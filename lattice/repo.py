@@ -115,7 +115,7 @@ class Repository:
     @classmethod
     def find(cls, start: Path | None = None) -> "Repository":
         """The repository containing `start` (default: the current directory)."""
-        here = Path(start or Path.cwd()).absolute()
+        here = Path(os.path.abspath(start or os.getcwd()))  # `a/..` is not inside `a`
         for d in (here, *here.parents):
             if (d / DIRNAME).is_dir():
                 return cls(d)
@@ -126,7 +126,7 @@ class Repository:
         """Create `.lattice/` in `root`; refuses inside an existing repository."""
         from lattice.fsutil import atomic_write
 
-        root = Path(root).absolute()
+        root = Path(os.path.abspath(root))  # `p1/../p3` is not inside p1
         if root.exists() and not root.is_dir():
             raise InvalidInput(f"{root} is a file, not a folder", hint="name a folder for the project")
         for d in (root, *root.parents):

@@ -616,6 +616,15 @@ def test_a_ref_name_that_is_also_a_folder_of_refs_is_one_clear_error(tmp_repo):
     assert fsck(fresh(repo)).ok
 
 
+def test_diff_at_version_shorthand_and_branch_json_from_anywhere(tmp_repo):
+    repo = tmp_repo
+    assert run_cli("branch", "--json", cwd=repo.root).json == {"current": "main", "branches": ["main"]}
+    add(repo, "d/s.txt", "one")
+    add(repo, "d/s.txt", "two")
+    r = run_cli("diff", "s.txt@v1", "@v2", "--json", cwd=repo.root / "d")
+    assert r.code == 0 and (r.json["old"], r.json["new"]) == ("d/s.txt@v1", "d/s.txt@v2"), r.err
+
+
 def test_deleted_manifest_file_is_restored_by_repair(tmp_repo):
     from conftest import run_cli
 

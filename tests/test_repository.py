@@ -952,3 +952,23 @@ def test_status_forms_agree_when_config_is_broken(tmp_repo):
         f.write("this is [ not toml\n")
     text, js = run_cli("status", cwd=repo.root), run_cli("status", "--json", cwd=repo.root)
     assert text.code == js.code == 0 and "new:" in text.out and js.json
+
+
+def test_quiet_keeps_the_data_asked_for_and_drops_the_chatter(tmp_repo):
+    repo = tmp_repo.gen({"a.png": b"img", "b.png": b"new"})
+    assert run_cli("-q", "add", "a.png", cwd=repo.root).out == ""  # what it did: chatter
+    assert run_cli("-q", "status", "--porcelain", cwd=repo.root).out == "?? b.png\n"
+    assert run_cli("-q", "ls", cwd=repo.root).out.startswith("a.png  v1")
+    assert run_cli("-q", "log", "a.png", cwd=repo.root).out.startswith("v1")
+    assert run_cli("-q", "branch", cwd=repo.root).out == "* main\n"
+    assert run_cli("-q", "branch", "feat", cwd=repo.root).out == ""
+    assert run_cli("-q", "switch", "feat", cwd=repo.root).out == ""
+    assert "would free" in run_cli("-q", "gc", "--dry-run", cwd=repo.root).out
+
+
+def test_init_resolves_dot_dot_before_looking_for_an_enclosing_repository(tmp_path):
+    assert run_cli("init", "p1", cwd=tmp_path).code == 0
+    assert run_cli("init", "p1/../p3", cwd=tmp_path).code == 0
+    assert run_cli("init", "../p2", cwd=tmp_path / "p1").code == 0
+    assert (tmp_path / "p2" / ".lattice").is_dir() and (tmp_path / "p3" / ".lattice").is_dir()
+    assert run_cli("init", "p1/inner/..", cwd=tmp_path).code == 4  # that one is p1 itself

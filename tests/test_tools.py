@@ -263,9 +263,9 @@ def test_watch_survives_a_file_still_being_written(tmp_repo, monkeypatch):
     assert cycle.recorded == ["src.txt"] and calls["n"] == 2
 
 
-@pytest.mark.parametrize("args", [["--debounce", "-5"], ["-j", "0"]])
-def test_watch_refuses_impossible_settings_up_front(tmp_repo, args):
+@pytest.mark.parametrize("args", [["watch", "--debounce", "-5"], ["watch", "-j", "0"], ["queue", "watch", "--interval", "-1"]])
+def test_watchers_refuse_impossible_settings_up_front(tmp_repo, args):
     from conftest import run_cli
 
-    r = run_cli("watch", *args, cwd=tmp_repo.root)
+    r = run_cli(*args, cwd=tmp_repo.root)
     assert r.code == 2 and "is not in the range" in r.err

@@ -72,11 +72,17 @@ def _process_cwd() -> Path:
 
 
 def echo(text: str = "", err: bool = False) -> None:
-    """Plain output; suppressed by --quiet (errors never are)."""
-    if OPTIONS.quiet and not err:
-        return
+    """Data a command was asked for (a listing, a report): printed even with
+    --quiet, which promises "only errors and requested data"."""
     stream = sys.stderr if err else sys.stdout
     stream.write(text + "\n")
+
+
+def say(text: str = "", err: bool = False) -> None:
+    """What a command did or is doing ("added …", "switched to …"):
+    suppressed by --quiet."""
+    if not OPTIONS.quiet:
+        echo(text, err)
 
 
 def emit_json(obj: Any) -> None:

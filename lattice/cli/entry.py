@@ -121,7 +121,7 @@ def _run_typer(args: list[str]) -> int:
         rv = app_for(args)(args=args, prog_name="lattice", standalone_mode=False)
     except typer.Exit as e:
         return e.exit_code
-    except SystemExit as e:
+    except SystemExit:
         if type(sys.stdout).__name__ == "PacifyFlushWrapper":  # click's own EPIPE exit, always 1
             sys.stdout = sys.stdout.wrapped
             return _reader_gone()

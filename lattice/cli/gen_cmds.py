@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from lattice.cli.common import OPTIONS, cwd, echo, emit_json, repo_from_ctx
+from lattice.cli.common import OPTIONS, cwd, echo, emit_json, repo_from_ctx, say
 
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
 PRIORITY = typer.Option("normal", "--priority", "-p", help="Queue priority: urgent, high, normal, low, batch.")
@@ -39,7 +39,7 @@ def _execute(repo, steps, skipped=(), *, priority="normal", detach=False, jobs=N
             emit_json([{"path": n, "job": j} for n, j in ids.items()])
         else:
             for n, j in ids.items():
-                echo(f"queued job {j}: {n}")
+                say(f"queued job {j}: {n}")
         return
     results = list(skipped)
     if submitted:
@@ -66,9 +66,9 @@ def _summary(results) -> None:
                 echo(f"    {line}", err=True)
         else:
             v = f" v{r.version}" if r.version else ""
-            echo(f"{r.status:<12} {r.name}{v} {(r.object or '')[:12]}")
+            say(f"{r.status:<12} {r.name}{v} {(r.object or '')[:12]}")
     if len(results) > 1:
-        echo(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
+        say(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
 
 
 class _Display:
@@ -176,7 +176,7 @@ def regen(
 
 def render(
     paths: List[str] = typer.Argument(None, help="Assets to bring up to date (default: all), with what they depend on."),
-    check: bool = typer.Option(False, "--check", help="Render nothing; exit 1 if anything is stale, missing or modified (for CI)."),
+    check: bool = typer.Option(False, "--check", help="Render nothing; exit 1 if any output is stale, missing or edited by hand (for CI; `lattice hooks check` also covers unrecorded edits of imports)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan in order and stop."),
     jobs: Optional[int] = JOBS,
     priority: str = PRIORITY,
@@ -198,7 +198,7 @@ def render(
             for o in skipped:
                 echo(f"skipped: {o.name}: {o.error}", err=True)
             if not steps and not skipped:
-                echo("up to date")
+                say("up to date")
         if check and (steps or skipped):
             raise typer.Exit(1)
         return
@@ -206,7 +206,7 @@ def render(
         if json:
             emit_json([])
         else:
-            echo("up to date")
+            say("up to date")
         return
     _execute(repo, steps, skipped, priority=priority, detach=detach, jobs=jobs, json=json)
 
@@ -344,7 +344,7 @@ def trust(json: bool = JSON) -> None:
     if json:
         emit_json({"trusted": names, "digest": commands_digest(repo.config, repo.root)})
     else:
-        echo(f"trusted {len(names)} command generator(s): {', '.join(names) or 'none'}")
+        say(f"trusted {len(names)} command generator(s): {', '.join(names) or 'none'}")
 
 
 def register(app: typer.Typer) -> None:

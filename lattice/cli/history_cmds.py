@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from lattice.cli.common import cwd, echo, emit_json, repo_from_ctx
+from lattice.cli.common import cwd, echo, emit_json, repo_from_ctx, say
 
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
@@ -87,10 +87,11 @@ def diff(
 def _diff_versions(repo, old: str, new: str, json: bool) -> None:
     from lattice.versions import diff_versions
 
+    from lattice.paths import split_version
+
     a_name, a_num = _spec(repo, old)
-    if new.startswith("@"):
-        new = a_name + new
-    b_name, b_num = _spec(repo, new)
+    # `@vN`: the same asset, whose name is already resolved (from any folder).
+    b_name, b_num = split_version(a_name + new) if new.startswith("@") else _spec(repo, new)
     a = repo.record(a_name).version(a_num)
     b = repo.record(b_name).version(b_num)
     changes = diff_versions(a, b)
@@ -126,7 +127,7 @@ def restore(
         emit_json(r)
         return
     how = " (re-rendered)" if r.rendered else ""
-    echo(f"restored {r.path} v{r.restored_from} as v{r.version} {r.object[:12]}{how}")
+    say(f"restored {r.path} v{r.restored_from} as v{r.version} {r.object[:12]}{how}")
     if r.pinned:
         echo(f"note: {r.path} is pinned at v{r.pinned}; dependents keep using it (`lattice unpin {r.path}`)", err=True)
 
@@ -141,7 +142,7 @@ def pin(spec: str = typer.Argument(..., metavar="PATH@vN", help="The version dep
     if json:
         emit_json({"path": name, "pinned": number, "was": before})
     else:
-        echo(f"pinned {name} at v{number}" + (f" (was v{before})" if before and before != number else ""))
+        say(f"pinned {name} at v{number}" + (f" (was v{before})" if before and before != number else ""))
 
 
 def unpin(path: str = typer.Argument(..., help="Asset."), json: bool = JSON) -> None:
@@ -154,7 +155,7 @@ def unpin(path: str = typer.Argument(..., help="Asset."), json: bool = JSON) -> 
     if json:
         emit_json({"path": name, "pinned": None, "was": before})
     else:
-        echo(f"unpinned {name}" + (f" (was v{before})" if before else " (it was not pinned)"))
+        say(f"unpinned {name}" + (f" (was v{before})" if before else " (it was not pinned)"))
 
 
 def branch(
@@ -168,14 +169,15 @@ def branch(
     repo = repo_from_ctx()
     if delete:
         was = b.delete_branch(repo, delete)
-        return emit_json({"deleted": delete, "was": was}) if json else echo(f"deleted branch {delete} (was {was[:12]})")
+        return emit_json({"deleted": delete, "was": was}) if json else say(f"deleted branch {delete} (was {was[:12]})")
     if name:
         at = b.create_branch(repo, name)
-        return emit_json({"created": name, "at": at}) if json else echo(f"created branch {name} at {at[:12]}")
+        return emit_json({"created": name, "at": at}) if json else say(f"created branch {name} at {at[:12]}")
     names, current = b.list_branches(repo)
+    names = names or [current]  # a new repository's branch exists from its first commit on
     if json:
         return emit_json({"current": current, "branches": names})
-    for n in names or [current]:
+    for n in names:
         echo(f"{'*' if n == current else ' '} {n}")
 
 
@@ -197,7 +199,7 @@ def tag(name: Optional[str] = typer.Argument(None, help="Tag the current commit 
     repo = repo_from_ctx()
     if name:
         at = b.create_tag(repo, name)
-        return emit_json({"created": name, "at": at}) if json else echo(f"tagged {at[:12]} as {name}")
+        return emit_json({"created": name, "at": at}) if json else say(f"tagged {at[:12]} as {name}")
     names = b.list_tags(repo)
     if json:
         return emit_json(names)
@@ -223,14 +225,14 @@ def merge(
     if json:
         emit_json(m)
     elif m.status == "up-to-date":
-        echo("already up to date")
+        say("already up to date")
     else:
         head = f"{m.status}: {name} into {m.into}" + (f" ({m.commit[:12]})" if m.commit else "")
-        echo(head)
+        say(head)
         for p in m.taken:
-            echo(f"  took     {p}")
+            say(f"  took     {p}")
         for p in m.resolved:
-            echo(f"  resolved {p}")
+            say(f"  resolved {p}")
         for p in m.conflicts:
             echo(f"  CONFLICT {p} (left at ours)", err=True)
         worktree_lines(m.worktree)

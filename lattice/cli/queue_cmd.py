@@ -11,6 +11,7 @@ from typing import Any, Optional
 
 import typer
 
+from lattice.cli.common import say
 from lattice.errors import UsageError
 
 queue_app = typer.Typer(
@@ -125,7 +126,7 @@ def _print_states(q, jobs, as_json: bool) -> None:
         _print_json([_job_json(q, j) for j in jobs])
         return
     for job in jobs:
-        typer.echo(f"job {job.id}: {job.state}")
+        say(f"job {job.id}: {job.state}")
 
 
 @queue_app.command("cancel")
@@ -154,12 +155,12 @@ def clear(
     if as_json:
         _print_json({"cleared": n})
     else:
-        typer.echo(f"cleared {n} finished job(s)")
+        say(f"cleared {n} finished job(s)")
 
 
 @queue_app.command("watch")
 def watch(
-    interval: float = typer.Option(0.5, "--interval", help="Seconds between looks."),
+    interval: float = typer.Option(0.5, "--interval", min=0.01, help="Seconds between looks."),
     until_done: bool = typer.Option(False, "--until-done", help="Exit when no job is queued or running."),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -209,13 +210,18 @@ def watch(
         t.caption = ", ".join(f"{n} {s}" for s, n in counts.items() if n) or "queue empty"
         return t
 
-    with Live(table([]), refresh_per_second=4, transient=False) as live:
+    from lattice.cli.common import console
+
+    out = console()
+    with Live(table([]), refresh_per_second=4, transient=False, console=out) as live:
         while True:
             jobs = q.list(states=ACTIVE, limit=200)
             live.update(table(jobs))
             if until_done and not jobs:
-                return
+                break
             time.sleep(interval)
+    if not out.is_terminal:  # Live leaves its last frame without a line end
+        out.line()
 
 
 def worker_command(slots: int | None = None, once: bool = False) -> dict[str, int]:
@@ -235,11 +241,11 @@ def worker_command(slots: int | None = None, once: bool = False) -> dict[str, in
     def said(what: str) -> None:
         msg = ("finishing running jobs; Ctrl-C again to hand them back to the queue" if what == "drain"
                else "stopping; handing running jobs back to the queue")
-        typer.echo(f"worker: {msg}", err=True)
+        say(f"worker: {msg}", err=True)
 
-    typer.echo(f"worker {pool.id}: slots {names}", err=True)
+    say(f"worker {pool.id}: slots {names}", err=True)
     with graceful_signals(pool, said):
         stats = pool.run(once=once)
     summary = ", ".join(f"{n} {k}" for k, n in sorted(stats.items())) or "no jobs run"
-    typer.echo(f"worker: {summary}", err=True)
+    say(f"worker: {summary}", err=True)
     return stats

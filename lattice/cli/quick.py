@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Callable
 
-from lattice.cli.common import apply_globals, echo, emit_json, human_size, repo_from_ctx
+from lattice.cli.common import apply_globals, echo, emit_json, human_size, repo_from_ctx, say
 
 GLOBAL_FLAGS = {"--debug": "debug", "-q": "quiet", "--quiet": "quiet", "--no-color": "no_color"}
 
@@ -91,9 +91,9 @@ def add(paths: list[str], tags: list[str], json: bool = False) -> None:
         return
     for r in results:
         if r.status == "unchanged":
-            echo(f"unchanged  {r.path} (v{r.version})")
+            say(f"unchanged  {r.path} (v{r.version})")
         else:
-            echo(f"{r.status:<10} {r.path} v{r.version} {r.object[:12]} {human_size(r.size)}")
+            say(f"{r.status:<10} {r.path} v{r.version} {r.object[:12]} {human_size(r.size)}")
 
 
 def hooks_check(json: bool = False) -> int:
@@ -118,9 +118,9 @@ def switch(name: str, force: bool = False, json: bool = False) -> None:
     if json:
         return emit_json(s)
     if s.previous == s.branch:
-        return echo(f"already on {s.branch}")
+        return say(f"already on {s.branch}")
     differ = "1 asset differs" if s.changed == 1 else f"{s.changed} assets differ"
-    echo(f"switched to {s.branch} ({differ} from {s.previous})")
+    say(f"switched to {s.branch} ({differ} from {s.previous})")
     worktree_lines(s.worktree)
 
 

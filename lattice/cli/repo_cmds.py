@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from lattice.cli import quick
-from lattice.cli.common import cwd, echo, emit_json, human_size, repo_from_ctx
+from lattice.cli.common import cwd, echo, emit_json, human_size, repo_from_ctx, say
 
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
@@ -34,7 +34,7 @@ def init(
     else:
         repo = Repository.init(root)
         if not json:
-            echo(f"Initialized empty lattice repository in {repo.dir}")
+            say(f"Initialized empty lattice repository in {repo.dir}")
     top = git_worktree(repo.root)
     added = write_gitignore(top) if gitignore and top is not None else []
     if json:
@@ -45,11 +45,11 @@ def init(
             echo("not inside a git working tree: no .gitignore written", err=True)
         return
     if gitignore:
-        echo(f"added {len(added)} line(s) to {top / '.gitignore'}" if added else ".gitignore already has the lattice lines")
+        say(f"added {len(added)} line(s) to {top / '.gitignore'}" if added else ".gitignore already has the lattice lines")
     else:
-        echo("This project is under git. Keep the media store out of it with these .gitignore lines (`lattice init --gitignore` writes them):")
+        say("This project is under git. Keep the media store out of it with these .gitignore lines (`lattice init --gitignore` writes them):")
         for line in GITIGNORE_LINES:
-            echo(f"  {line}")
+            say(f"  {line}")
 
 
 def add(
@@ -159,7 +159,7 @@ def checkout(
         emit_json([{"path": name} for name in done])
         return
     for name in done:
-        echo(f"checked out {name}")
+        say(f"checked out {name}")
 
 
 def fsck(
@@ -178,7 +178,7 @@ def fsck(
             fixed = f" [repaired: {p.repaired}]" if p.repaired else ""
             echo(f"{p.kind}: {p.subject}: {p.message}{fixed}")
         if report.ok:
-            echo(f"ok: {report.assets} assets, {report.objects} objects")
+            say(f"ok: {report.assets} assets, {report.objects} objects")
     if not report.ok:
         raise typer.Exit(1)
 

@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from lattice.cli.common import cwd, echo, emit_json, human_size, repo_from_ctx
+from lattice.cli.common import cwd, echo, emit_json, human_size, repo_from_ctx, say
 
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
 NO_REGEN = typer.Option(False, "--no-regen", help="Refuse instead of re-making an evicted output; name the command that would.")
@@ -56,13 +56,14 @@ def gc(
                    "temps": plan.temps, "present_objects": plan.objects, "present_bytes": plan.present_bytes,
                    "history_packed": packed})
         return
+    out = echo if dry_run else say  # a dry run's plan is the data asked for
     for e in plan.evictions:
         what = ", ".join(e.assets[:3]) + (f" (+{len(e.assets) - 3})" if len(e.assets) > 3 else "") or "unreferenced"
-        echo(f"{'would evict' if dry_run else 'evicted'}  {e.object[:12]}  {human_size(e.bytes):>10}  {e.reason:<12}  {what}")
+        out(f"{'would evict' if dry_run else 'evicted'}  {e.object[:12]}  {human_size(e.bytes):>10}  {e.reason:<12}  {what}")
     verb = "would free" if dry_run else "freed"
-    echo(f"{removed} objects, {verb} {human_size(freed)} of {human_size(plan.present_bytes)}")
+    out(f"{removed} objects, {verb} {human_size(freed)} of {human_size(plan.present_bytes)}")
     if packed:
-        echo(f"history: packed {packed} objects into one pack")
+        say(f"history: packed {packed} objects into one pack")
 
 
 def du(
@@ -137,10 +138,10 @@ def export(
         emit_json(result)
         return
     recorded = f" (recorded as {result.asset} v{result.asset_version})" if result.asset else ""
-    echo(f"exported {result.source}@v{result.version} as {result.format} ({result.quality}) to {result.output}"
+    say(f"exported {result.source}@v{result.version} as {result.format} ({result.quality}) to {result.output}"
          f" {human_size(result.bytes)} in {time.monotonic() - start:.1f}s{recorded}")
     if result.sidecar:
-        echo(f"recipe written to {result.sidecar}")
+        say(f"recipe written to {result.sidecar}")
 
 
 export.__doc__ = EXPORT_HELP

@@ -8,7 +8,7 @@ from typing import List, Optional
 import typer
 
 from lattice.cli import quick
-from lattice.cli.common import cwd, echo, emit_json, repo_from_ctx
+from lattice.cli.common import cwd, echo, emit_json, repo_from_ctx, say
 
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
@@ -94,7 +94,7 @@ def hooks_install(force: bool = typer.Option(False, "--force", help="Replace an 
     from lattice.hooks import install
 
     path = install(repo_from_ctx(), force=force)
-    echo(f"installed {path}")
+    say(f"installed {path}")
 
 
 def register(app: typer.Typer) -> None:
