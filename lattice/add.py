@@ -111,6 +111,7 @@ def add(
         facts = dict(zip(fresh, probe_many([os.path.join(repo.root, name) for name in fresh])))
 
     results: list[AddResult] = []
+    changed: list[str] = []
     when, who = now_iso(), author()
     with repo.transaction(f"add {_summary(names)}") as tx:
         for name in names:
@@ -124,6 +125,7 @@ def add(
                 if tags and not set(tags) <= set(record.tags):
                     record.tags = sorted(set(record.tags) | set(tags))
                     tx.put(record)
+                    changed.append(name)
                 results.append(AddResult(name, "unchanged", len(record.versions), oid, st.st_size))
                 continue
             if name not in facts:  # changed by another add meanwhile
@@ -146,7 +148,10 @@ def add(
                 record.kind = media.kind
                 record.tags = sorted(set(record.tags) | set(tags))
             tx.put(record)
+            changed.append(name)
             results.append(AddResult(name, "added" if version.number == 1 else "updated", version.number, oid, st.st_size))
+        if changed:  # history names what changed, not what was named
+            tx.message = f"add {_summary(changed)}"
     with index:
         index.set_stat(stat_updates)
     return results

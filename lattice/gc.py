@@ -208,20 +208,22 @@ def plan_gc(repo: Repository, options: GcOptions | None = None, now: float | Non
 
     chosen: dict[str, Eviction] = {}
     pool: list[tuple[float, str, str]] = []  # (last used, object, class): may go under a size cap
+    held: dict[str, str] = {}  # every present object some version names → its class (what a cap counts)
     for oid, prods in cat.producers.items():
-        if oid not in cat.present or oid in protected or not cat.makeable(oid):
+        if oid not in cat.present:
             continue
         classes = {policy_class(a.name, a.kind, a.tags, f.generator) for _, a, f in prods}
-        if any(pols[c].forever for c in classes):
+        cls = max(classes, key=lambda c: pols[c].unused_for)
+        held[oid] = cls
+        if oid in protected or not cat.makeable(oid) or any(pols[c].forever for c in classes):
             continue
         used = cat.last_used(oid)
-        cls = max(classes, key=lambda c: pols[c].unused_for)
         pool.append((used, oid, cls))
         min_age = opts.older_than if opts.older_than is not None else max(pols[c].unused_for for c in classes)
         kept_as_recent = any(_within_limit(a, f, pols, limits, opts) for _, a, f in prods)
         if not kept_as_recent and now - used >= min_age:
             chosen[oid] = _eviction(cat, oid, "policy", prods)
-    _size_caps(cat, pols, opts, pool, chosen)
+    _size_caps(cat, pols, opts, pool, held, chosen)
     for oid, (size, mtime) in cat.present.items():
         if oid not in referenced and oid not in cat.producers and now - mtime >= grace:
             chosen[oid] = Eviction(oid, size, "unreferenced", [], mtime)
@@ -318,8 +320,10 @@ def _active_job_objects(repo: Repository, cat: Catalog) -> set[str]:
     return out
 
 
-def _size_caps(cat: Catalog, pols, opts: GcOptions, pool, chosen: dict[str, Eviction]) -> None:
-    """Evict least recently used first until each cap holds."""
+def _size_caps(cat: Catalog, pols, opts: GcOptions, pool, held: dict[str, str], chosen: dict[str, Eviction]) -> None:
+    """Evict least recently used first until each cap holds. A cap counts
+    every byte its class holds, protected ones too (the global one: every
+    object present); only what the pool offers can go."""
     pool.sort()
     caps: list[tuple[int, Callable[[str], bool]]] = []
     if opts.max_size is not None:
@@ -331,7 +335,7 @@ def _size_caps(cat: Catalog, pols, opts: GcOptions, pool, chosen: dict[str, Evic
         if member("*"):  # the global cap counts every object present
             total = sum(s for o, (s, _) in cat.present.items() if o not in chosen)
         else:
-            total = sum(cat.present[o][0] for _, o, c in pool if member(c) and o not in chosen)
+            total = sum(cat.present[o][0] for o, c in held.items() if member(c) and o not in chosen)
         for _, oid, cls in pool:
             if total <= cap:
                 break

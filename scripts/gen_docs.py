@@ -113,11 +113,12 @@ def roff_literal(text: str) -> str:
     return text.replace("\\", "\\e").replace("-", "\\-")
 
 
-def paragraphs(help_text: str) -> list[str]:
-    """Click help text as paragraphs: `\\f` ends it, `\\b` lines are markers."""
+def paragraphs(help_text: str) -> list[tuple[str, bool]]:
+    """Click help text as (paragraph, kept as laid out) pairs: `\\f` ends it,
+    a `\\b` line marks a paragraph click must not rewrap (a table)."""
     text = inspect.cleandoc(help_text or "").split("\f")[0]
     paras = [p for p in re.split(r"\n\s*\n", text) if p.strip()]
-    return ["\n".join(line for line in p.split("\n") if line.strip() != "\b") for p in paras]
+    return [("\n".join(line for line in p.split("\n") if line.strip() != "\b"), p.lstrip().startswith("\b")) for p in paras]
 
 
 def short_help(cmd) -> str:
@@ -154,10 +155,10 @@ def man_page(node: Node, codes: list[tuple[str, str]], version: str) -> str:
     paras = paragraphs(cmd.help or "")
     if paras:
         out.append(".SH DESCRIPTION")
-        for i, p in enumerate(paras):
+        for i, (p, laid_out) in enumerate(paras):
             if i:
                 out.append(".PP")
-            out.append(roff_text(p))
+            out += [".nf", roff_text(p), ".fi"] if laid_out else [roff_text(p)]
     if node.children:
         out.append(".SH COMMANDS")
         for child in node.children:

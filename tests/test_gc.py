@@ -226,6 +226,18 @@ def test_du_reports_regenerable_permanent_evicted_and_savings(tmp_repo):
     assert run_cli("du", "--by", "colour", cwd=tmp_repo.root).code == 4
 
 
+def test_a_kinds_size_cap_counts_the_bytes_it_cannot_evict_too(tmp_repo):
+    """Four equal versions, the current one protected, a cap of two: the
+    two oldest go (the cap counts the current version's bytes as well)."""
+    for word in ("w1", "w2", "w3", "w4"):
+        gen(tmp_repo, "x.txt", word=word, repeat=50)
+    size = tmp_repo.objects.stored_size(objects_of(tmp_repo, "x.txt")[0])
+    with open(tmp_repo.dir / "config.toml", "a") as f:
+        f.write(f"\n[gc.policy.other]\nmax_size = {2 * size}\n")
+    v1, v2, v3, v4 = objects_of(tmp_repo, "x.txt")
+    assert evicted(gc(tmp_repo, "--dry-run")) == sorted([v1, v2])
+
+
 def test_du_counts_bytes_an_import_shares_with_an_output_as_permanent(tmp_repo):
     """gc never evicts bytes an import holds, even when a recipe makes the
     same bytes: du must not promise them back as regenerable."""

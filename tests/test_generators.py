@@ -125,6 +125,8 @@ def test_source_params_change_output(tmp_path):
 def test_unknown_param(tmp_path):
     with pytest.raises(InvalidInput, match="has no parameter 'colour'"):
         make("ffmpeg.life", tmp_path / "x.png", {"colour": "red"})
+    with pytest.raises(InvalidInput, match=r"no parameter 'widht' \(did you mean: width"):
+        make("ffmpeg.life", tmp_path / "x.png", {"widht": 5})
 
 
 @pytest.mark.parametrize("params,match", [

@@ -625,6 +625,19 @@ def test_diff_at_version_shorthand_and_branch_json_from_anywhere(tmp_repo):
     assert r.code == 0 and (r.json["old"], r.json["new"]) == ("d/s.txt@v1", "d/s.txt@v2"), r.err
 
 
+def test_an_add_commit_names_what_changed(tmp_repo):
+    repo = tmp_repo
+    write(repo, "a.txt", "a")
+    write(repo, "b.txt", "b")
+    ok("add", "a.txt", "b.txt", repo=repo)
+    assert history.log(repo, 1)[0].message == "add 2 files"
+    add(repo, "a.txt", "a, edited")
+    ok("add", "a.txt", "b.txt", repo=repo)  # nothing changed: no commit
+    write(repo, "b.txt", "b, edited")
+    ok("add", "a.txt", "b.txt", repo=repo)
+    assert [c.message for c in history.log(repo, 2)] == ["add b.txt", "add a.txt"]
+
+
 def test_deleted_manifest_file_is_restored_by_repair(tmp_repo):
     from conftest import run_cli
 

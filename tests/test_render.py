@@ -245,6 +245,8 @@ def test_lineage_up_and_down(tmp_repo):
     gen(tmp_repo, "a.txt", "--model", "test.text")
     gen(tmp_repo, "b.txt", "--model", "test.join", "--input", "a.txt")
     gen(tmp_repo, "c.txt", "--model", "test.join", "--input", "b.txt", "--input", "a.txt")
+    assert run_cli("lineage", "c.txt", "--up", "--down", cwd=tmp_repo.root).code == 2
+    assert run_cli("verify", "--all", "c.txt", cwd=tmp_repo.root).code == 2
     up = run_cli("lineage", "c.txt", "--json", cwd=tmp_repo.root).json
     assert [c["path"] for c in up["children"]] == ["b.txt", "a.txt"]
     down = run_cli("lineage", "a.txt", "--down", cwd=tmp_repo.root).out

@@ -972,3 +972,10 @@ def test_init_resolves_dot_dot_before_looking_for_an_enclosing_repository(tmp_pa
     assert run_cli("init", "../p2", cwd=tmp_path / "p1").code == 0
     assert (tmp_path / "p2" / ".lattice").is_dir() and (tmp_path / "p3" / ".lattice").is_dir()
     assert run_cli("init", "p1/inner/..", cwd=tmp_path).code == 4  # that one is p1 itself
+
+
+@pytest.mark.parametrize("args", [["ls", "--bogus"], ["log", "-n", "0"], ["diff", "a"], ["statu"]])
+def test_usage_errors_take_the_error_and_hint_form(tmp_repo, args):
+    r = run_cli(*args, cwd=tmp_repo.root)
+    lines = r.err.strip().splitlines()
+    assert r.code == 2 and len(lines) == 2 and lines[0].startswith("error: ") and lines[1].startswith("hint: `lattice"), r.err

@@ -143,7 +143,8 @@ def test_hooks_install_refuses_to_clobber(tmp_repo):
     assert r.code == 0, r.err
     hook = tmp_repo.root / ".git" / "hooks" / "pre-commit"
     assert "lattice hooks check" in hook.read_text() and os.access(hook, os.X_OK)
-    assert run_cli("hooks", "install", cwd=tmp_repo.root).code == 0  # idempotent
+    r = run_cli("hooks", "install", "--json", cwd=tmp_repo.root)  # idempotent
+    assert r.code == 0 and r.json == {"installed": str(hook)}
     hook.write_text("#!/bin/sh\necho mine\n")
     r = run_cli("hooks", "install", cwd=tmp_repo.root)
     assert r.code == 12 and "already exists" in r.err

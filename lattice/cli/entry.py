@@ -130,8 +130,10 @@ def _run_typer(args: list[str]) -> int:
         e.show()
         return 2
     except ClickException as e:
-        e.show()
-        return e.exit_code
+        # Click's usage block, in the one form every error takes here.
+        where = getattr(getattr(e, "ctx", None), "command_path", None)
+        hint = f"`{where} -h` shows what it takes" if where else None
+        return _report(e.format_message(), hint, e.exit_code)
     except typer.Abort:
         raise KeyboardInterrupt from None
     code = rv if isinstance(rv, int) else 0

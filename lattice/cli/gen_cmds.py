@@ -224,6 +224,8 @@ def verify(
     repo = repo_from_ctx()
     if not paths and not all_:
         raise UsageError("name assets to verify, or pass --all")
+    if paths and all_:
+        raise UsageError("name assets to verify, or pass --all, not both")
     names = [r.path for r in repo.index.rows() if r.generator] if all_ else _names(repo, paths)
     verdicts = [do_verify(repo, n, notify=lambda m: echo(m, err=True)) for n in names]
     if json:
@@ -245,6 +247,10 @@ def lineage(
     """Print an asset's ancestors or dependents as a tree."""
     from lattice.lineage import Graph
 
+    from lattice.errors import UsageError
+
+    if up and down:
+        raise UsageError("--up and --down exclude each other", hint="ask for one direction at a time")
     repo = repo_from_ctx()
     name = _names(repo, [path])[0]
     repo.record(name)

@@ -108,8 +108,9 @@ Quality presets (default production):
   wav/mp3       PCM 16-bit (24-bit master); MP3 96k/128k/192k/320k
   frames        numbered PNGs in a directory; lottie/dotlottie: Lottie assets as is, images embedded
 
-The recipe is embedded in PNG, MP4, WebM, MP3 and Lottie made from images;
-otherwise it goes to OUT.lattice.json.
+Outside the project, the recipe is embedded in PNG, MP4, WebM, MP3 and
+Lottie made from images, otherwise written to OUT.lattice.json; inside it,
+the export is an asset and its manifest record holds the recipe.
 """
 
 

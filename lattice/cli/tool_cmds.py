@@ -87,14 +87,20 @@ def hooks_large_media(
 
 
 @hooks_app.command("install")
-def hooks_install(force: bool = typer.Option(False, "--force", help="Replace an existing pre-commit hook.")) -> None:
+def hooks_install(
+    force: bool = typer.Option(False, "--force", help="Replace an existing pre-commit hook."),
+    json: bool = JSON,
+) -> None:
     """Write a plain git pre-commit hook running `lattice hooks check` (for
     people who do not use the pre-commit framework). Refuses to overwrite a
     different existing hook."""
     from lattice.hooks import install
 
     path = install(repo_from_ctx(), force=force)
-    say(f"installed {path}")
+    if json:
+        emit_json({"installed": str(path)})
+    else:
+        say(f"installed {path}")
 
 
 def register(app: typer.Typer) -> None:

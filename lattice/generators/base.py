@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from lattice.errors import InvalidInput
+from lattice.errors import InvalidInput, closest
 
 ProgressFn = Callable[[float, str], None]
 """progress(fraction 0..1, stage name); stages: preparing, generating, encoding, finalizing."""
@@ -116,7 +116,7 @@ class Generator:
         if unknown:
             allowed = ", ".join(schema) or "none"
             raise InvalidInput(
-                f"generator {self.id!r} has no parameter {unknown[0]!r}",
+                f"generator {self.id!r} has no parameter {unknown[0]!r}{closest(unknown[0], list(schema))}",
                 hint=f"its parameters are: {allowed} (`lattice generators show {self.id}`)",
             )
         params = {name: p.convert(raw[name]) if name in raw else p.default for name, p in schema.items()}
