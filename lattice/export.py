@@ -486,8 +486,10 @@ def export(repo: Repository, name: str, options: ExportOptions, out: str | None,
                                      sort_keys=True, separators=(",", ":"))
     else:  # the manifest records the whole chain; embed what stays true when the source changes
         params["embed"] = json.dumps({"lattice": {"asset": target.asset, "source": name}}, sort_keys=True, separators=(",", ":"))
+    from lattice.history import head_branch
+
     payload = {"root": str(repo.root), "source": name, "version": v.number, "params": params,
-               "out": str(target.path), "asset": target.asset}
+               "out": str(target.path), "asset": target.asset, "branch": head_branch(repo) or ""}
     q = queue_of(repo)
     job = q.submit("export", payload, estimate_key=f"export:{options.format}:{options.quality}")
     [done] = run_until_done(repo, [job.id], on_poll=on_poll)
@@ -513,7 +515,7 @@ def export_job(ctx) -> dict:
     p = pl["params"]
     base = {"source": pl["source"], "version": v.number, "format": p["format"], "quality": p["quality"], "output": pl["out"]}
     if pl["asset"]:
-        return msgspec.to_builtins(_record_export(repo, pl["asset"], pl["source"], v.object, p, hooks, base))
+        return msgspec.to_builtins(_record_export(repo, pl["asset"], pl["source"], v.object, p, hooks, base, pl.get("branch", "")))
     out = Path(pl["out"])
     from lattice.media import extension
 
@@ -557,7 +559,8 @@ def _write_file(src: Path, out: Path, p: dict, hooks) -> bool:
     return False
 
 
-def _record_export(repo: Repository, asset: str, source: str, source_object: str, p: dict, hooks, base: dict) -> ExportResult:
+def _record_export(repo: Repository, asset: str, source: str, source_object: str, p: dict, hooks, base: dict,
+                   branch: str = "") -> ExportResult:
     from lattice.media import extension
     from lattice.render import produce, record_version
     from lattice.worktree import materialize
@@ -569,7 +572,7 @@ def _record_export(repo: Repository, asset: str, source: str, source_object: str
         number, size = len(record.versions), record.current.size
     else:
         note = f"export {source} as {p['format']} ({p['quality']})"
-        v = record_version(repo, asset, recipe, oid, "initial" if record is None else "modified", note, note)
+        v = record_version(repo, asset, recipe, oid, "initial" if record is None else "modified", note, note, branch)
         number, size = v.number, v.size
     materialize(repo, asset, oid, size)
     return ExportResult(**base, bytes=size, asset=asset, asset_version=number, embedded=p["format"] in EMBEDS)

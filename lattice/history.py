@@ -86,6 +86,16 @@ def signature(repo: Repository):
     return pygit2.Signature(name, email)
 
 
+def head_branch(repo: Repository) -> str | None:
+    """The checked-out branch, read from HEAD's file (no pygit2): None when
+    history does not exist yet or HEAD is detached or unreadable."""
+    try:
+        text = (git_dir(repo) / "HEAD").read_text()
+    except (FileNotFoundError, NotADirectoryError, UnicodeDecodeError):
+        return None
+    return text.strip().removeprefix("ref: refs/heads/") if text.startswith("ref: refs/heads/") else None
+
+
 def current_branch(g) -> str:
     target = g.references["HEAD"].target
     return target.removeprefix("refs/heads/") if isinstance(target, str) else ""

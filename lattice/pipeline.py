@@ -159,11 +159,15 @@ def cascade(repo: Repository, changed: list[Step]) -> list[Step]:
 
 
 def submit(repo: Repository, steps: list[Step], priority: str = "normal") -> Submitted:
+    from lattice.history import head_branch
+
     q = queue_of(repo)
     reg = None
     out = Submitted(steps)
     since = time.time()
+    branch = head_branch(repo) or ""
     for step in steps:
+        step.branch = branch  # what it records goes on this branch or nowhere
         deps = [out.jobs[d] for d in step.deps if d in out.jobs]
         if step.recipe is not None:
             key = f"{step.name}:{step.recipe.key}" if step.recipe.deterministic else None

@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterator
 
 import msgspec
 
-from lattice.errors import GeneratorFailed, InvalidInput
+from lattice.errors import GeneratorFailed, InvalidInput, LatticeError
 from lattice.records import AssetRecord, Recipe, Version, author, now_iso
 from lattice.repo import Repository
 
@@ -43,6 +43,7 @@ class Step:
     generator: str = ""
     kind: str = ""
     base: int = -1  # for generate: the version count it was planned on (-1: any)
+    branch: str = ""  # the branch it was queued on ("": any): it never records on another
 
 
 @dataclass
@@ -214,8 +215,19 @@ def input_files(repo: Repository, recipe: Recipe, scratch: contextlib.ExitStack)
 # -- recording ------------------------------------------------------------
 
 
-def record_version(repo: Repository, name: str, recipe: Recipe, oid: str, change: str, note: str = "", message: str = "") -> Version:
-    """Append a version with this output to the asset (creating it)."""
+class Superseded(LatticeError):
+    """The state a step was planned on is gone: it records nothing."""
+
+    exit_code = 12
+
+
+def record_version(repo: Repository, name: str, recipe: Recipe, oid: str, change: str, note: str = "",
+                   message: str = "", branch: str = "") -> Version:
+    """Append a version with this output to the asset (creating it). With
+    `branch`, only while that branch is checked out (checked under the lock,
+    where a switch cannot slip in): a job queued on one branch never records
+    on the branch a switch brought meanwhile."""
+    from lattice.history import head_branch
     from lattice.media import extension, kind_of_extension
 
     media = repo.index.media_get(oid)
@@ -224,7 +236,13 @@ def record_version(repo: Repository, name: str, recipe: Recipe, oid: str, change
         with repo.index as index:
             index.media_put(oid, media)
     with repo.transaction(message or f"render {name}") as tx:
+        now = head_branch(repo) if branch else None
+        if now is not None and now != branch:
+            raise Superseded(f"{name}: queued on branch {branch}, but {now} is checked out now; nothing recorded",
+                             hint=f"`lattice switch {branch}`, then run the command again")
         record = tx.read(name)
+        if change == "initial" and record is not None:  # another job made it first
+            change = "modified"
         version = Version(
             number=len(record.versions) + 1 if record else 1,
             change=change or ("initial" if record is None else "modified"),
@@ -265,6 +283,13 @@ def media_facts(path: Path) -> dict:
 
 def run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outcome:
     """Carry out one step. Raises on failure (the job runner records it)."""
+    try:
+        return _run_step(repo, step, hooks)
+    except Superseded as e:
+        return Outcome(step.name, step.action, "superseded", error=e.message)
+
+
+def _run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outcome:
     from lattice.media import extension
     from lattice.worktree import materialize
 
@@ -297,7 +322,7 @@ def run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outcom
             return Outcome(name, step.action, "unchanged", len(record.versions), record.current.object, seconds=time.monotonic() - start)
         oid, cached = produce(repo, recipe, ext, hooks)
         note = "inputs changed: " + ", ".join(changed)
-        v = record_version(repo, name, recipe, oid, "modified", note, f"render {name} v{len(record.versions) + 1}: {note}")
+        v = record_version(repo, name, recipe, oid, "modified", note, f"render {name} v{len(record.versions) + 1}: {note}", step.branch)
         materialize(repo, name, oid, v.size)
         return Outcome(name, step.action, "cached" if cached else "rendered", v.number, oid, seconds=time.monotonic() - start)
     if step.action == "generate":
@@ -317,7 +342,7 @@ def run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outcom
             # The same recipe made the same output: nothing new to record.
             materialize(repo, name, oid, record.current.size)
             return Outcome(name, step.action, "unchanged", len(record.versions), oid, seconds=time.monotonic() - start)
-        v = record_version(repo, name, recipe, oid, step.change, step.note, step.note)
+        v = record_version(repo, name, recipe, oid, step.change, step.note, step.note, step.branch)
         materialize(repo, name, oid, v.size)
         return Outcome(name, step.action, "cached" if cached else "rendered", v.number, oid, seconds=time.monotonic() - start)
     raise InvalidInput(f"unknown render action {step.action!r}")

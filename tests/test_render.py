@@ -10,6 +10,7 @@ import pytest
 from conftest import run_cli
 from lattice.lineage import Graph
 from lattice.status import status
+from lattice.repo import Repository
 
 
 def gen(repo, *args):
@@ -462,6 +463,25 @@ def test_a_job_planned_on_an_older_state_is_superseded_not_stacked(tmp_repo):
     job = [j for j in run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json if j["id"] == 1][0]
     assert job["state"] == "succeeded" and job["result"]["status"] == "superseded"
     assert w.returncode == 0
+
+
+def test_a_job_queued_on_one_branch_never_records_on_another(tmp_repo):
+    """A switch while a job waits (or runs): the job records nothing, rather
+    than a version of another branch's asset on the branch now checked out."""
+    from conftest import run_proc
+
+    gen(tmp_repo, "a.txt", "--model", "test.text", "--seed", "1")
+    assert run_cli("branch", "feat", cwd=tmp_repo.root).code == 0
+    assert run_cli("switch", "feat", cwd=tmp_repo.root).code == 0
+    assert run_cli("regen", "a.txt", "--seed", "2", "--detach", cwd=tmp_repo.root).code == 0
+    assert run_cli("gen", "b.txt", "--model", "test.text", "--detach", cwd=tmp_repo.root).code == 0
+    assert run_cli("switch", "main", cwd=tmp_repo.root).code == 0
+    run_proc("worker", "--once", cwd=tmp_repo.root, check=True)
+    jobs = sorted(run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json, key=lambda j: j["id"])
+    assert [j["result"]["status"] for j in jobs[1:]] == ["superseded", "superseded"]  # the two queued on feat
+    fresh = Repository.find(tmp_repo.root)
+    assert len(fresh.record("a.txt").versions) == 1 and fresh.index.get("b.txt") is None
+    assert run_cli("fsck", cwd=tmp_repo.root).code == 0
 
 
 def test_ctrl_c_kills_the_generators_child_process(tmp_repo, run_log):

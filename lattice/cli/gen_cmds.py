@@ -53,6 +53,8 @@ def _execute(repo, steps, skipped=(), *, priority="normal", detach=False, jobs=N
         _summary(results)
     if any(r.status in ("failed", "skipped") for r in results):
         raise typer.Exit(1)
+    if any(r.status == "superseded" for r in results):
+        raise typer.Exit(12)  # a conflict: something else changed it first
 
 
 def _summary(results) -> None:
