@@ -257,6 +257,9 @@ def recover(repo: Repository) -> None:
     """Finish a switch or merge a crash interrupted (its journal is still
     there): every step is re-done, which is harmless for those already done."""
     with repo.lock:
+        if "index" not in repo.__dict__:
+            repo.index  # opening the index finishes a journal itself (Repository.index): once, not twice
+            return
         try:
             data = (repo.dir / JOURNAL).read_bytes()
         except FileNotFoundError:

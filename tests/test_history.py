@@ -781,6 +781,28 @@ def test_switch_killed_midway_is_finished_by_the_next_command(tmp_repo, monkeypa
     assert fsck(fresh(repo)).ok
 
 
+def test_fsck_run_first_after_a_killed_switch_finishes_it_once(tmp_repo, monkeypatch):
+    """fsck opens the journal before the index, whose opening finishes the
+    journal too: it must be finished once, not re-done over a deleted file."""
+    from lattice import branches
+    from lattice.objects import ObjectStore
+
+    repo = tmp_repo
+    _two_branches(repo)
+
+    def dying_copy(self, *a, **k):
+        raise SystemExit("killed")
+
+    monkeypatch.setattr(ObjectStore, "copy_to", dying_copy)
+    with pytest.raises(SystemExit):
+        branches.switch(fresh(repo), "feat")
+    monkeypatch.undo()
+    assert (repo.dir / "journal").exists()
+    r = run_cli("fsck", cwd=repo.root)
+    assert r.code == 0 and not (repo.dir / "journal").exists(), r.out + r.err
+    assert (repo.root / "d" / "f2.txt").read_text() == "feat 2 " * 50
+
+
 def test_a_command_that_waited_on_a_switch_that_died_finishes_it_first(tmp_repo, monkeypatch):
     """A process that opened the index before a switch began, and re-reads
     the manifest after the switch died under the lock, finishes the journal
