@@ -132,11 +132,8 @@ def fsck(repo: Repository, repair: bool = False) -> Report:
         problems.extend(index_problems)
 
         cutoff = time.time() - TEMP_GRACE_S
-        # Scratch outputs of generators whose worker was killed; key-*.lock
-        # files are never removed (see lattice.render.produce).
-        scratch = sorted(p for p in (repo.dir / "tmp").glob("*") if p.is_file() and not p.name.startswith("key-"))
-        for tmp in [*repo.objects.stray_temps(), *scratch]:
-            if tmp.stat().st_mtime < cutoff:
+        for tmp in repo.stray_temps():
+            if tmp.lstat().st_mtime < cutoff:
                 p = Problem("temp", str(tmp), "stray temporary file from an interrupted write")
                 if repair:
                     os.unlink(tmp)

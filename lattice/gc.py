@@ -227,7 +227,7 @@ def plan_gc(repo: Repository, options: GcOptions | None = None, now: float | Non
     for oid, (size, mtime) in cat.present.items():
         if oid not in referenced and oid not in cat.producers and now - mtime >= grace:
             chosen[oid] = Eviction(oid, size, "unreferenced", [], mtime)
-    temps = [str(p) for p in _stray_temps(repo) if now - _mtime(p) >= grace]
+    temps = [str(p) for p in repo.stray_temps() if now - _mtime(p) >= grace]
     evictions = sorted(chosen.values(), key=lambda e: (e.reason, e.last_used, e.object))
     return GcPlan(evictions, temps, sum(e.bytes for e in evictions), len(cat.present),
                   sum(s for s, _ in cat.present.values()))
@@ -345,17 +345,9 @@ def _size_caps(cat: Catalog, pols, opts: GcOptions, pool, held: dict[str, str], 
             total -= cat.present[oid][0]
 
 
-def _stray_temps(repo: Repository) -> list[Path]:
-    out = list(repo.objects.stray_temps())
-    tmp = repo.dir / "tmp"
-    if tmp.exists():
-        out += sorted(p for p in tmp.iterdir() if p.is_file())
-    return out
-
-
 def _mtime(p: Path) -> float:
     try:
-        return p.stat().st_mtime
+        return p.lstat().st_mtime  # a link's own age: what it points at may be gone
     except FileNotFoundError:
         return time.time()
 

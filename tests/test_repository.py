@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -979,3 +980,31 @@ def test_usage_errors_take_the_error_and_hint_form(tmp_repo, args):
     r = run_cli(*args, cwd=tmp_repo.root)
     lines = r.err.strip().splitlines()
     assert r.code == 2 and len(lines) == 2 and lines[0].startswith("error: ") and lines[1].startswith("hint: `lattice"), r.err
+
+
+def test_fsck_and_gc_find_every_kind_of_stray_temp_file(tmp_repo):
+    """What killed processes leave: a store temp, a view link whose object gc
+    evicted since (dangling), a manifest temp, a partial working copy beside
+    its asset. fsck names each (and no younger one), --repair removes them."""
+    repo = tmp_repo.gen({"d/a.png": b"img"})
+    add(repo, ["d/a.png"], cwd=repo.root)
+    (repo.dir / "objects" / "tmp").mkdir(exist_ok=True)
+    stray = [
+        repo.dir / "objects" / "tmp" / "obj.tmp-99999-1",
+        repo.dir / "objects" / "tmp" / "view.tmp-99999-2.mp4",
+        repo.dir / "manifest" / "d" / ".a.png.toml.tmp-99999-3",
+        repo.root / "d" / ".a.png.tmp-99999-4",
+    ]
+    young = repo.root / "d" / ".a.png.tmp-99999-5"
+    for p in stray[:1] + stray[2:] + [young]:
+        p.write_bytes(b"partial")
+    os.symlink(repo.dir / "objects" / "ab" / "gone", stray[1])
+    old = time.time() - 2 * 86400
+    for p in stray:
+        os.utime(p, (old, old), follow_symlinks=False)
+    r = run_cli("fsck", "--json", cwd=repo.root)
+    assert r.code == 1
+    assert sorted(p["subject"] for p in r.json["problems"] if p["kind"] == "temp") == sorted(map(str, stray))
+    assert run_cli("fsck", "--repair", cwd=repo.root).code == 0
+    assert not any(os.path.lexists(p) for p in stray) and young.exists()
+    assert run_cli("fsck", cwd=repo.root).code == 0
