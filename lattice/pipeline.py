@@ -259,10 +259,12 @@ def run_until_done(
                 last = time.monotonic()
                 on_poll(_jobs(q, job_ids))
     except KeyboardInterrupt:
-        pool.abort()  # kills the jobs' processes now
-        done.wait(10)  # the slots clean up their scratch files
+        # Cancelled first: the kill that follows then reads as the cancel it
+        # is, not as a failure of the generator.
         mine = set(job_ids if own is None else own)
         q.cancel([j.id for j in _jobs(q, job_ids) if j.id in mine and not j.finished])
+        pool.abort()  # kills the jobs' processes now
+        done.wait(10)  # the slots clean up their scratch files
         raise
     if error:
         raise error[0]

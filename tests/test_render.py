@@ -484,7 +484,8 @@ def test_a_job_queued_on_one_branch_never_records_on_another(tmp_repo):
     assert run_cli("fsck", cwd=tmp_repo.root).code == 0
 
 
-def test_ctrl_c_kills_the_generators_child_process(tmp_repo, run_log):
+@pytest.mark.parametrize("sig, code, said", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
+def test_ctrl_c_or_kill_kills_the_generators_child_process(tmp_repo, run_log, sig, code, said):
     import signal
     import subprocess
     import sys
@@ -496,9 +497,11 @@ def test_ctrl_c_kills_the_generators_child_process(tmp_repo, run_log):
     while time.monotonic() < deadline and not any(line.startswith("child ") for line in run_log()):
         time.sleep(0.05)
     child = int([line for line in run_log() if line.startswith("child ")][0].split()[1])
-    p.send_signal(signal.SIGINT)
-    p.communicate(timeout=60)
-    assert p.returncode == 130
+    p.send_signal(getattr(signal, sig))
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == code and err.strip().endswith(said), err
+    job = run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json[0]
+    assert job["state"] == "cancelled"
     for _ in range(50):  # the kill is immediate; reaping may lag a moment
         try:
             os.kill(child, 0)

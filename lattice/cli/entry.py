@@ -50,6 +50,22 @@ def _sanitize_std_fds() -> None:
             setattr(sys, name, open(fd, "r" if fd == 0 else "w", closefd=False))
 
 
+_TERMINATED = False
+
+
+def _terminate_like_ctrl_c() -> None:
+    """SIGTERM (`kill`, a CI timeout, a service manager) takes Ctrl-C's way
+    out: jobs cancelled, generator processes killed, temp files removed."""
+    import signal
+
+    def terminate(signum, frame):
+        global _TERMINATED
+        _TERMINATED = True
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)
+
+
 def _reader_gone() -> int:
     """The reader of our output went away (`lattice cat x | head`): not an
     error of ours. Later writes (the final flush) go nowhere."""
@@ -66,6 +82,8 @@ def run(argv: list[str] | None = None) -> int:
 
     args = list(sys.argv[1:] if argv is None else argv)
     _sanitize_std_fds()
+    if argv is None:  # the real command, not a test calling run([...])
+        _terminate_like_ctrl_c()
     reset_options()
     OPTIONS.debug = "--debug" in args
     errors.warning_sink = _warning_to_stderr
@@ -75,8 +93,8 @@ def run(argv: list[str] | None = None) -> int:
     except LatticeError as e:
         code = _report(e.message, e.hint, e.exit_code)
     except KeyboardInterrupt:
-        sys.stderr.write("interrupted\n")
-        code = 130
+        sys.stderr.write("terminated\n" if _TERMINATED else "interrupted\n")
+        code = 143 if _TERMINATED else 130
     except BrokenPipeError:
         code = _reader_gone()
     except OSError as e:  # disk full, permission denied, read-only filesystem…
@@ -138,5 +156,6 @@ def _run_typer(args: list[str]) -> int:
         raise KeyboardInterrupt from None
     code = rv if isinstance(rv, int) else 0
     if code == 130:  # typer turns Ctrl-C inside a command into Exit(130)
-        sys.stderr.write("interrupted\n")
+        sys.stderr.write("terminated\n" if _TERMINATED else "interrupted\n")
+        code = 143 if _TERMINATED else 130
     return code
