@@ -488,7 +488,8 @@ def export(repo: Repository, name: str, options: ExportOptions, out: str | None,
         params["embed"] = json.dumps({"lattice": {"asset": target.asset, "source": name}}, sort_keys=True, separators=(",", ":"))
     from lattice.history import head_branch
 
-    payload = {"root": str(repo.root), "source": name, "version": v.number, "params": params,
+    # The source's object id in the payload: gc keeps what a queued job names.
+    payload = {"root": str(repo.root), "source": name, "version": v.number, "object": v.object, "params": params,
                "out": str(target.path), "asset": target.asset, "branch": head_branch(repo) or ""}
     q = queue_of(repo)
     job = q.submit("export", payload, estimate_key=f"export:{options.format}:{options.quality}")

@@ -117,6 +117,20 @@ def restore_object(repo: Repository, name: str, number: int, hooks=None) -> dict
     return {"name": name, "version": number, "object": oid, "status": "cached" if cached else "rendered"}
 
 
+def ensure_inputs(repo: Repository, recipe, notify: Callable[[str], None] | None = None) -> list[str]:
+    """Make the input objects a recipe names present, re-making those gc
+    evicted (ensure_present) before a job that reads them is queued: the
+    job itself could only fail. Returns the "name@vN" re-made."""
+    made = []
+    for parent, oid in zip(recipe.inputs, recipe.input_objects):
+        if repo.objects.has(oid):
+            continue
+        numbers = [v.number for v in repo.record(parent).versions if v.object == oid]
+        if numbers:  # else the job names the missing input
+            made += ensure_present(repo, parent, numbers[-1], notify=notify)
+    return made
+
+
 def output_differs(label: str, name: str, oid: str, recorded: str) -> GeneratorFailed:
     """The error for a re-made output that hashes differently from the
     recorded one. Not retried: the generator ran and would differ again."""

@@ -207,7 +207,9 @@ def input_files(repo: Repository, recipe: Recipe, scratch: contextlib.ExitStack)
     paths = []
     for name, oid in zip(recipe.inputs, recipe.input_objects):
         if not repo.objects.has(oid):
-            raise GeneratorFailed(f"input {name} ({oid[:12]}) is not in the store", hint="`lattice render` re-makes evicted inputs first")
+            e = GeneratorFailed(f"input {name} ({oid[:12]}) is not in the store", hint="`lattice render` re-makes evicted inputs first")
+            e.retryable = False  # another try finds it no more present
+            raise e
         paths.append(scratch.enter_context(repo.objects.as_file(oid, extension(name))))
     return paths
 

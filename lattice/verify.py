@@ -24,6 +24,7 @@ def verify(repo: Repository, name: str, notify=None) -> Verdict:
     by gc are re-made first (through the queue, as `cat` does), so a
     verify after a gc checks the generator, not the store."""
     from lattice.media import extension
+    from lattice.remake import ensure_inputs
     from lattice.render import generated_file
     from lattice.status import hash_file
 
@@ -35,20 +36,9 @@ def verify(repo: Repository, name: str, notify=None) -> Verdict:
     if not recipe.deterministic:
         return Verdict(name, v.number, "not-deterministic", v.object)
     try:
-        _inputs_present(repo, recipe, notify)
+        ensure_inputs(repo, recipe, notify=notify)
         with generated_file(repo, recipe, extension(name)) as out:
             actual = hash_file(out)
     except LatticeError as e:  # a generator failure, an input that cannot be had
         return Verdict(name, v.number, "failed", v.object, error=e.message)
     return Verdict(name, v.number, "reproducible" if actual == v.object else "differs", v.object, actual)
-
-
-def _inputs_present(repo: Repository, recipe, notify) -> None:
-    from lattice.remake import ensure_present
-
-    for parent, oid in zip(recipe.inputs, recipe.input_objects):
-        if repo.objects.has(oid):
-            continue
-        numbers = [v.number for v in repo.record(parent).versions if v.object == oid]
-        if numbers:  # else generated_file names the missing input
-            ensure_present(repo, parent, numbers[-1], notify=notify)

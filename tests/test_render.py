@@ -543,3 +543,12 @@ def test_a_start_refused_for_want_of_processes_may_pass_later(monkeypatch):
     with pytest.raises(GeneratorFailed, match="cannot start gen") as e:
         run_child(["true"], name="gen")
     assert e.value.transient
+
+
+def test_gen_from_an_input_gc_evicted_re_makes_it_first(tmp_repo):
+    gen(tmp_repo, "a.txt", "--model", "test.text")
+    r = run_cli("gc", "--include-current", "--older-than", "0", "--keep-versions", "0", cwd=tmp_repo.root)
+    assert r.code == 0 and not tmp_repo.objects.has(tmp_repo.record("a.txt").current.object)
+    r = run_cli("gen", "b.txt", "--model", "test.join", "--input", "a.txt", cwd=tmp_repo.root)
+    assert r.code == 0, r.err
+    assert "re-making evicted a.txt@v1" in r.err and (tmp_repo.root / "b.txt").exists()

@@ -32,6 +32,11 @@ def _execute(repo, steps, skipped=(), *, priority="normal", detach=False, jobs=N
         from lattice.errors import InvalidInput, closest
 
         raise InvalidInput(f"unknown priority {priority!r}{closest(priority, PRIORITIES)}", hint=f"priorities are: {', '.join(PRIORITIES)}")
+    from lattice.remake import ensure_inputs
+
+    for step in steps:  # inputs gc evicted come back first: the jobs read them
+        if step.action == "generate" and step.recipe is not None:
+            ensure_inputs(repo, step.recipe, notify=lambda m: echo(m, err=True))
     submitted = submit(repo, steps, priority=priority) if steps else None
     if detach:
         ids = submitted.jobs if submitted else {}
