@@ -49,13 +49,19 @@ def expand(repo: Repository, paths: Iterable[str], cwd: Path | None = None) -> l
             raise InvalidInput(f"{p}: no such file or directory")
         if full.is_dir():
             named_ignored = ignored is not None and base and ignored(base + "/")  # named, so added anyway
-            for name in walk(repo.root, base, skip=None if named_ignored else skip):
+            for name in walk(repo.root, base, skip=None if named_ignored else skip, passed=_passed):
                 names[name] = None
         elif full.is_file():
             names[base] = None
         else:
             raise InvalidInput(f"{p}: not a regular file or directory")
     return list(names)
+
+
+def _passed(name: str, why: str) -> None:
+    from lattice.errors import warn
+
+    warn(f"skipped {name}: {why}")
 
 
 def add(

@@ -20,7 +20,7 @@ RESERVED = (".lattice", ".git")
 MAX_COMPONENT = 250
 
 
-_CONTROL = re.compile("[\x00-\x1f\x7f]")
+_CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")  # surrogates: bytes that were not UTF-8
 
 
 def check_name(name: str) -> str:
@@ -29,6 +29,8 @@ def check_name(name: str) -> str:
     if not name or name[0] == "/" or "\\" in name:
         raise UnsafePath(f"asset name {name!r} is not a relative path")
     if _CONTROL.search(name):
+        if re.search("[\ud800-\udfff]", name):
+            raise UnsafePath(f"asset name {name.encode(errors='replace').decode()!r} is not valid UTF-8", hint="rename the file")
         raise UnsafePath(f"asset name {name!r} contains a control character (newline, tab…)", hint="rename the file")
     parts = name.split("/")
     if "" in parts or "." in parts or ".." in parts:

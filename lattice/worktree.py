@@ -21,22 +21,26 @@ RACY_WINDOW_NS = 100_000_000
 
 
 def walk(root: Path, base: str = "", media_only: bool = False,
-         skip: Callable[[str, bool], bool] | None = None, known: Container[str] = ()) -> Iterable[str]:
+         skip: Callable[[str, bool], bool] | None = None, known: Container[str] = (),
+         passed: Callable[[str, str], None] | None = None) -> Iterable[str]:
     """Files under `root/base` as asset names, skipping `.lattice/`, `.git/`
-    and hidden entries, refusing symlinks that leave the project. Symlinked
-    directories are not entered. `skip(name, is_dir)` passes over a file, or
-    a folder and all in it (its name then ends with "/"); names in `known`
+    and hidden entries. Symlinked directories are not entered; what is no
+    file to record (a FIFO, a device, a link to nothing or out of the
+    project, a name that is not UTF-8) is passed over, and told to
+    `passed(name, why)`. `skip(name, is_dir)` passes over a file, or a
+    folder and all in it (its name then ends with "/"); names in `known`
     (status: the tracked ones) are passed over before any other test. Names
     come out sorted per directory, a directory's files before its sub-directories."""
     from lattice.media import is_media
 
     start = os.path.join(root, base) if base else os.fspath(root)
     prefix = base.replace(os.sep, "/") + "/" if base else ""
-    return _walk(root, start, prefix, is_media if media_only else None, skip, known)
+    return _walk(root, start, prefix, is_media if media_only else None, skip, known, passed)
 
 
 def _walk(root: Path, directory: str, prefix: str, media: Callable[[str], bool] | None,
-          skip: Callable[[str, bool], bool] | None, known: Container[str]) -> Iterable[str]:
+          skip: Callable[[str, bool], bool] | None, known: Container[str],
+          passed: Callable[[str, str], None] | None) -> Iterable[str]:
     # os.scandir, not os.walk + os.path.islink: the entry types come with the
     # listing, so a tree of 10,000 files costs no stat per file.
     try:
@@ -63,13 +67,38 @@ def _walk(root: Path, directory: str, prefix: str, media: Callable[[str], bool] 
         name = prefix + f
         if skip is not None and skip(name, False):
             continue
-        if _is_symlink(e):
-            confine(root, name)
+        why = _not_a_file(root, e, name)
+        if why:
+            if passed is not None:
+                passed(name, why)
+            continue
         yield name
     for d in sorted(dirs, key=_name):
         sub = prefix + d.name + "/"
         if skip is None or not skip(sub, True):
-            yield from _walk(root, d.path, sub, media, skip, known)
+            yield from _walk(root, d.path, sub, media, skip, known, passed)
+
+
+def _not_a_file(root: Path, entry: os.DirEntry, name: str) -> str | None:
+    """Why a walk passes over this entry (None: it is a file to offer). A
+    FIFO or a device would hang a read or never end; a name that is not
+    UTF-8 cannot be recorded; a link must stay inside the project."""
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return "its name is not valid UTF-8 (rename it)"
+    try:
+        regular = entry.is_file()  # follows a link: a dangling one or a loop is no file
+    except OSError:
+        regular = False
+    if not regular:
+        return "a symbolic link to nothing (or to itself)" if _is_symlink(entry) else "not a regular file (a FIFO, socket or device)"
+    if _is_symlink(entry):
+        try:
+            confine(root, name)
+        except InvalidInput as e:
+            return e.message.removeprefix(f"{name}: ")
+    return None
 
 
 def _name(entry: os.DirEntry) -> str:

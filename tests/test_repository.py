@@ -139,6 +139,39 @@ def test_add_refuses_paths_outside_and_symlink_escapes(tmp_repo, tmp_path):
     assert tmp_repo.index.count() == 0
 
 
+def test_a_walk_passes_over_what_is_no_file_to_record(tmp_repo, tmp_path):
+    """`add .` and `status` never hang on a FIFO, never fail on a link out
+    of the project, a dangling or looping link or a name that is not UTF-8:
+    add warns and goes on with the rest; status does not offer them."""
+    import socket
+
+    repo = tmp_repo.gen({"a.png": b"img"})
+    root = repo.root
+    os.mkfifo(root / "pipe.png")
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(root / "sock.png"))
+    (tmp_path / "secret.png").write_bytes(b"s")
+    (root / "out.png").symlink_to(tmp_path / "secret.png")
+    (root / "dangling.png").symlink_to(root / "nowhere.png")
+    (root / "l1.png").symlink_to(root / "l2.png")
+    (root / "l2.png").symlink_to(root / "l1.png")
+    with open(os.path.join(os.fsencode(root), b"bad\xff.png"), "wb") as f:
+        f.write(b"x")
+    try:
+        st = run_proc("status", "--porcelain", cwd=root, timeout=30)
+        assert (st.returncode, st.stdout) == (0, "?? a.png\n"), st.stderr
+        r = run_proc("add", ".", cwd=root, timeout=30)
+        assert r.returncode == 0 and "added      a.png" in r.stdout, r.stderr
+        for name in ("pipe.png", "sock.png", "out.png", "dangling.png", "l1.png", "l2.png"):
+            assert f"warning: skipped {name}: " in r.stderr
+        assert "not valid UTF-8" in r.stderr
+        assert [row.path for row in Repository.find(root).index.rows()] == ["a.png"]
+        r = run_proc("add", os.fsdecode(b"bad\xff.png"), cwd=root)
+        assert r.returncode == 4 and "is not valid UTF-8" in r.stderr
+    finally:
+        sock.close()
+
+
 def test_add_missing_file_is_one_clear_error(tmp_repo):
     r = run_cli("add", "nope.png", cwd=tmp_repo.root)
     assert r.code == 4 and "no such file" in r.err
