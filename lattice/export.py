@@ -514,10 +514,10 @@ def export_job(ctx) -> dict:
     hooks = Hooks(progress=ctx.progress, env=ctx.env, on_process=ctx.on_process, timeout=ctx.timeout)
     v = repo.record(pl["source"]).version(pl["version"])
     p = pl["params"]
-    base = {"source": pl["source"], "version": v.number, "format": p["format"], "quality": p["quality"], "output": pl["out"]}
+    out = repo.root / pl["asset"] if pl["asset"] else Path(pl["out"])  # an asset: in this project, wherever it moved
+    base = {"source": pl["source"], "version": v.number, "format": p["format"], "quality": p["quality"], "output": str(out)}
     if pl["asset"]:
         return msgspec.to_builtins(_record_export(repo, pl["asset"], pl["source"], v.object, p, hooks, base, pl.get("branch", "")))
-    out = Path(pl["out"])
     from lattice.media import extension
 
     with repo.objects.as_file(v.object, extension(pl["source"])) as src:

@@ -23,12 +23,23 @@ def _repo(root: str):
     return Repository(Path(root))
 
 
+def _here(ctx) -> dict:
+    """The job's payload, its project root set to the repository whose queue
+    holds it: a project copied (`cp -a`) or moved since the job was queued
+    keeps its jobs, which must not write to the old folder."""
+    payload = ctx.job.payload
+    db = ctx.queue_path
+    if db.name == "queue.db" and db.parent.name == ".lattice":
+        payload["root"] = str(db.parent.parent)
+    return payload
+
+
 def render_job(ctx) -> dict[str, Any]:
     from lattice.render import Hooks, Step, run_step
 
     from lattice.errors import LatticeError
 
-    payload = ctx.job.payload
+    payload = _here(ctx)
     step = msgspec.convert(payload["step"], Step)
     hooks = Hooks(progress=ctx.progress, env=ctx.env, on_process=ctx.on_process, timeout=ctx.timeout)
     try:
@@ -43,12 +54,14 @@ def render_job(ctx) -> dict[str, Any]:
 def gc_job(ctx) -> dict[str, Any]:
     from lattice.gc import gc_job as handler  # imported only when a gc job runs
 
+    _here(ctx)
     return handler(ctx)
 
 
 def export_job(ctx) -> dict[str, Any]:
     from lattice.export import export_job as handler
 
+    _here(ctx)
     return handler(ctx)
 
 

@@ -22,6 +22,7 @@ import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping
@@ -83,6 +84,11 @@ class JobContext:
         self.timeout = job.timeout
         self._run = run
         self._pool = pool
+
+    @property
+    def queue_path(self) -> Path:
+        """The queue database the job came from."""
+        return Path(self._pool.queue.path)
 
     def progress(self, fraction: float, stage: str | None = None) -> None:
         """Report progress (0..1) and stage. Cheap to call often: writes to

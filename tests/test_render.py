@@ -465,6 +465,21 @@ def test_a_job_planned_on_an_older_state_is_superseded_not_stacked(tmp_repo):
     assert w.returncode == 0
 
 
+def test_a_copied_project_runs_its_queued_jobs_in_itself(tmp_repo, tmp_path):
+    """Jobs name the project root they were queued in; a copy (`cp -a`) or a
+    moved project runs them in the repository whose queue holds them."""
+    import shutil
+
+    from conftest import run_proc
+
+    assert run_cli("gen", "a.txt", "--model", "test.text", "--detach", cwd=tmp_repo.root).code == 0
+    copy = tmp_path / "copy"
+    shutil.copytree(tmp_repo.root, copy, symlinks=True)
+    run_proc("worker", "--once", cwd=copy, check=True)
+    assert (copy / "a.txt").exists() and Repository.find(copy).index.get("a.txt") is not None
+    assert not (tmp_repo.root / "a.txt").exists() and Repository.find(tmp_repo.root).index.get("a.txt") is None
+
+
 def test_a_job_queued_on_one_branch_never_records_on_another(tmp_repo):
     """A switch while a job waits (or runs): the job records nothing, rather
     than a version of another branch's asset on the branch now checked out."""
