@@ -449,7 +449,8 @@ def resolve(g, ref: str):
 def check_ref_name(g, name: str, kind: str) -> str:
     import pygit2
 
-    if not name or name.startswith("-") or name == "HEAD" or not pygit2.reference_is_valid_name(f"refs/{kind}/{name}"):
+    # '@' would read as PATH@vN where commands take either (`lattice diff`).
+    if not name or name.startswith("-") or name == "HEAD" or "@" in name or not pygit2.reference_is_valid_name(f"refs/{kind}/{name}"):
         raise HistoryError(f"{name!r} is not a valid {'branch' if kind == 'heads' else 'tag'} name", hint="use letters, digits, '-', '_', '.' and '/'")
     what = "branch" if kind == "heads" else "tag"
     # git keeps refs as files: `feat` and `feat/x` cannot both exist.

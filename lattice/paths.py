@@ -35,6 +35,10 @@ def check_name(name: str) -> str:
     parts = name.split("/")
     if "" in parts or "." in parts or ".." in parts:
         raise UnsafePath(f"asset name {name!r} contains an empty, '.' or '..' component")
+    if any(part.endswith(".toml") for part in parts[:-1]):
+        # The manifest keeps asset `x` in `x.toml`: a folder so named would be
+        # both that file and the folder of `x.toml/…`'s records.
+        raise UnsafePath(f"asset name {name!r}: a folder whose name ends in .toml cannot hold assets", hint="rename the folder")
     if parts[0] in RESERVED:
         raise UnsafePath(f"asset name {name!r} is inside {parts[0]}/, which lattice never tracks")
     if "/." in "/" + name:
@@ -74,7 +78,8 @@ def check_creatable(root: Path, name: str) -> None:
     for i in range(1, len(parts) + 1):
         p = Path(root, *parts[:i])
         if os.path.lexists(p) and not p.is_dir():
-            raise UnsafePath(f"{name}: {'/'.join(parts[:i])} is a file, so nothing can be created under it")
+            raise UnsafePath(f"{name}: {'/'.join(parts[:i])} is a file, so nothing can be created under it",
+                             hint=f"move {'/'.join(parts[:i])} aside, then run the command again")
 
 
 def confine(root: Path, name: str) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Container, Iterable
 
 from lattice.errors import InvalidInput
-from lattice.paths import RESERVED, confine
+from lattice.paths import RESERVED, check_name, confine
 from lattice.repo import Repository
 
 # A file modified within this window of being hashed may change again within
@@ -84,9 +84,9 @@ def _not_a_file(root: Path, entry: os.DirEntry, name: str) -> str | None:
     FIFO or a device would hang a read or never end; a name that is not
     UTF-8 cannot be recorded; a link must stay inside the project."""
     try:
-        name.encode()
-    except UnicodeEncodeError:
-        return "its name is not valid UTF-8 (rename it)"
+        check_name(name)  # a control character, bytes that are not UTF-8, a folder named *.toml
+    except InvalidInput as e:
+        return e.message
     try:
         regular = entry.is_file()  # follows a link: a dangling one or a loop is no file
     except OSError:
@@ -118,10 +118,13 @@ def materialize(repo: Repository, name: str, oid: str, size: int | None = None) 
     """Write object `oid` to the working path of `name`, atomically."""
     from lattice.fsutil import atomic_file
 
+    from lattice.paths import check_creatable
+
     path = repo.working_path(name)
     require_object(repo, name, oid)
     if path.is_dir():
         raise InvalidInput(f"{name}: a directory is in the way", hint="move it aside, then run the command again")
+    check_creatable(repo.root, name)  # a file where one of its folders belongs
     with atomic_file(path, durable=False) as f:  # damaged bytes never replace the file
         repo.objects.copy_to(oid, f, limit=size, verify=True)
     st = os.stat(path)

@@ -306,7 +306,7 @@ def test_a_name_is_never_both_an_asset_and_a_folder_of_assets(tmp_repo):
 
 
 def test_manifest_stamps_walk_folders_but_not_links_or_hidden_files(tmp_repo, tmp_path):
-    repo = tmp_repo.gen({"a.png": b"a", "x.toml/b.png": b"b", "d/e/f.png": b"f"})
+    repo = tmp_repo.gen({"a.png": b"a", "x/b.png": b"b", "d/e/f.png": b"f"})
     add(repo, ["."], cwd=repo.root)
     mdir = repo.manifest.dir
     (mdir / ".stray.toml").write_text("not a record")
@@ -314,7 +314,7 @@ def test_manifest_stamps_walk_folders_but_not_links_or_hidden_files(tmp_repo, tm
     (outside / "sub").mkdir(parents=True)
     (outside / "sub" / "z.png.toml").write_text("")
     os.symlink(outside, mdir / "linked")
-    assert set(repo.manifest.stamps()) == {"a.png", "x.toml/b.png", "d/e/f.png"}
+    assert set(repo.manifest.stamps()) == {"a.png", "x/b.png", "d/e/f.png"}
 
 
 def test_status_cli_forms(tmp_repo):
@@ -1040,4 +1040,24 @@ def test_fsck_and_gc_find_every_kind_of_stray_temp_file(tmp_repo):
     assert sorted(p["subject"] for p in r.json["problems"] if p["kind"] == "temp") == sorted(map(str, stray))
     assert run_cli("fsck", "--repair", cwd=repo.root).code == 0
     assert not any(os.path.lexists(p) for p in stray) and young.exists()
+    assert run_cli("fsck", cwd=repo.root).code == 0
+
+
+def test_names_that_would_clash_in_the_manifest_or_the_tree_are_refused(tmp_repo):
+    """`x.toml/…` would need a manifest folder named like asset x's file;
+    a folder replaced by a file is one clear error at checkout; '@' has no
+    place in a branch name (it reads as PATH@vN)."""
+    repo = tmp_repo.gen({"sky.png": b"s", "sky.png.toml/x.png": b"x", "d/a.png": b"a"})
+    r = run_cli("add", ".", cwd=repo.root)
+    assert r.code == 0 and "skipped sky.png.toml/x.png" in r.err and "cannot hold assets" in r.err
+    r = run_cli("add", "sky.png.toml/x.png", cwd=repo.root)
+    assert r.code == 4 and "a folder whose name ends in .toml cannot hold assets" in r.err
+    import shutil
+
+    shutil.rmtree(repo.root / "d")
+    (repo.root / "d").write_text("a file where the folder was")
+    r = run_cli("checkout", "d/a.png", cwd=repo.root)
+    assert r.code == 4 and "d is a file, so nothing can be created under it" in r.err and "move d aside" in r.err
+    r = run_cli("branch", "x@v2", cwd=repo.root)
+    assert r.code == 11 and "not a valid branch name" in r.err
     assert run_cli("fsck", cwd=repo.root).code == 0
