@@ -227,7 +227,7 @@ def plan_gc(repo: Repository, options: GcOptions | None = None, now: float | Non
     for oid, (size, mtime) in cat.present.items():
         if oid not in referenced and oid not in cat.producers and now - mtime >= grace:
             chosen[oid] = Eviction(oid, size, "unreferenced", [], mtime)
-    temps = [str(p) for p in repo.stray_temps() if now - _mtime(p) >= grace]
+    temps = [str(p) for p in repo.stray_temps(key_locks=True) if now - _mtime(p) >= grace]
     evictions = sorted(chosen.values(), key=lambda e: (e.reason, e.last_used, e.object))
     return GcPlan(evictions, temps, sum(e.bytes for e in evictions), len(cat.present),
                   sum(s for s, _ in cat.present.values()))

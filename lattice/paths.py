@@ -63,7 +63,10 @@ def name_for(root: Path, user_path: str | os.PathLike, cwd: Path | None = None) 
     try:
         rel = absolute.relative_to(root)
     except ValueError:
-        raise UnsafePath(f"{user_path}: outside the project at {root}") from None
+        try:  # typed through a link to the project (`$PWD/a.png` in a linked folder)
+            rel = Path(os.path.realpath(absolute.parent), absolute.name).relative_to(_realpath_of_root(os.fspath(root)))
+        except ValueError:
+            raise UnsafePath(f"{user_path}: outside the project at {root}") from None
     if str(rel) == ".":
         raise UnsafePath(f"{user_path}: is the project root, not a file in it")
     name = check_name(rel.as_posix())
@@ -97,6 +100,12 @@ def confined(root: Path | str, name: str, folders: dict[str, str] | None = None)
     base = folders.get(folder) if folders is not None else None
     if base is None:
         base = _inside(name, real_root, os.path.realpath(os.path.join(real_root, folder)) if folder else real_root)
+        if base != os.path.join(real_root, folder).rstrip(os.sep):
+            # A linked folder inside the project: one file, two names. As git
+            # does, a file is tracked by its real path only.
+            real_name = os.path.relpath(base, real_root).replace(os.sep, "/") + "/" + leaf
+            raise UnsafePath(f"{name}: {folder} is, or goes through, a symbolic link; lattice tracks a file by its real path",
+                             hint=f"name it {real_name}")
         if folders is not None:
             folders[folder] = base
     real = os.path.join(base, leaf)

@@ -341,9 +341,10 @@ class Repository:
         for name, inside in self.index.first_under(names).items():
             raise UnsafePath(f"{name}: is a folder of assets ({inside}…), so it cannot be an asset too", hint=f"rename the file, or bring the folder back with `lattice checkout {inside}`")
 
-    def stray_temps(self) -> list[Path]:
+    def stray_temps(self, key_locks: bool = False) -> list[Path]:
         """Temp files that interrupted writes leave, wherever lattice writes
-        them: the store's, .lattice/tmp (not its key locks, see
+        them: the store's, .lattice/tmp (its key locks, one per recipe ever
+        made, only with `key_locks`: gc sweeps old ones, see
         lattice.render.produce), the manifest's, and those beside tracked
         working files (`.sky.png.tmp-PID-N`). Callers judge their age (lstat:
         some are links, maybe dangling)."""
@@ -354,7 +355,7 @@ class Repository:
         ours = re.compile(r"\..*" + re.escape(TEMP_MARK) + r"\d+-\d+(\.[^.]*)?")
         out = list(self.objects.stray_temps())
         with contextlib.suppress(FileNotFoundError):
-            out += sorted(p for p in (self.dir / "tmp").iterdir() if not p.name.startswith("key-") and not p.is_dir())
+            out += sorted(p for p in (self.dir / "tmp").iterdir() if (key_locks or not p.name.startswith("key-")) and not p.is_dir())
         for dirpath, _, files in os.walk(self.manifest.dir):
             out += [Path(dirpath, f) for f in sorted(files) if ours.fullmatch(f)]
         for folder in sorted({name.rpartition("/")[0] for name in self.index.names()}):

@@ -238,6 +238,20 @@ def test_a_kinds_size_cap_counts_the_bytes_it_cannot_evict_too(tmp_repo):
     assert evicted(gc(tmp_repo, "--dry-run")) == sorted([v1, v2])
 
 
+def test_gc_sweeps_old_recipe_key_locks_fsck_leaves_them(tmp_repo):
+    """One lock file per recipe ever made (lattice.render.produce): gc removes
+    those past its grace period, so .lattice/tmp does not grow for ever."""
+    gen(tmp_repo, "x.txt", word="one")
+    locks = sorted((tmp_repo.dir / "tmp").glob("key-*"))
+    assert locks
+    old = time.time() - 30 * 86400
+    for p in locks:
+        os.utime(p, (old, old))
+    assert run_cli("fsck", cwd=tmp_repo.root).code == 0 and all(p.exists() for p in locks)
+    gc(tmp_repo)
+    assert not any(p.exists() for p in locks)
+
+
 def test_du_counts_bytes_an_import_shares_with_an_output_as_permanent(tmp_repo):
     """gc never evicts bytes an import holds, even when a recipe makes the
     same bytes: du must not promise them back as regenerable."""

@@ -1061,3 +1061,19 @@ def test_names_that_would_clash_in_the_manifest_or_the_tree_are_refused(tmp_repo
     r = run_cli("branch", "x@v2", cwd=repo.root)
     assert r.code == 11 and "not a valid branch name" in r.err
     assert run_cli("fsck", cwd=repo.root).code == 0
+
+
+def test_a_file_is_tracked_by_its_real_path_not_through_a_linked_folder(tmp_repo):
+    repo = tmp_repo.gen({"real/b.png": b"b"})
+    (repo.root / "alias").symlink_to(repo.root / "real")
+    r = run_cli("add", "alias/b.png", cwd=repo.root)
+    assert r.code == 4 and "goes through, a symbolic link" in r.err and "name it real/b.png" in r.err
+    r = run_cli("gen", "alias/a.txt", "--model", "test.text", cwd=repo.root)
+    assert r.code == 4 and not (repo.root / "real" / "a.txt").exists()
+    assert run_cli("add", ".", cwd=repo.root).code == 0
+    assert [row.path for row in Repository.find(repo.root).index.rows()] == ["real/b.png"]
+    # The project itself reached through a link: an absolute path typed that way is inside.
+    linked = repo.root.parent / "linked-project"
+    linked.symlink_to(repo.root)
+    (repo.root / "c.png").write_bytes(b"c")
+    assert run_cli("add", str(linked / "c.png"), cwd=repo.root).code == 0
