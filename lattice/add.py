@@ -33,9 +33,15 @@ def expand(repo: Repository, paths: Iterable[str], cwd: Path | None = None) -> l
 
     cwd = cwd or Path.cwd()
     ignored = ignore.load(repo.root)
-    skip = None
-    if ignored is not None:  # the index is asked only about the few names ignored
-        skip = lambda name, is_dir: not is_dir and ignored(name) and repo.index.get(name) is None  # noqa: E731
+    def ignored_here(name: str, is_dir: bool) -> bool:
+        """The index is asked only about the few names ignored."""
+        if not ignored(name):
+            return False
+        if is_dir:  # as in git (and status), nothing in an ignored folder is offered, but its assets are re-added
+            return not repo.index.first_under([name.rstrip("/")])
+        return repo.index.get(name) is None
+
+    skip = ignored_here if ignored is not None else None
     names: dict[str, None] = {}
     for p in paths:
         require_path(p)

@@ -892,6 +892,15 @@ def test_latticeignore_hides_new_files_from_status_and_add_but_never_tracked_one
     assert run_cli("status", "--porcelain", cwd=repo.root).out == ""
 
 
+def test_a_file_in_an_ignored_folder_stays_ignored_for_add_as_for_status(tmp_repo):
+    """git's rule: a file cannot be re-included when its folder is excluded."""
+    repo = tmp_repo.gen({"renders/keep.png": b"k", "a.png": b"a"})
+    (repo.root / ".latticeignore").write_text("renders/\n!renders/keep.png\n")
+    assert run_cli("status", "--porcelain", cwd=repo.root).out == "?? a.png\n"
+    r = run_cli("add", ".", "--json", cwd=repo.root)
+    assert [a["path"] for a in r.json] == ["a.png"]
+
+
 def test_an_unreadable_latticeignore_is_one_clear_error(tmp_repo):
     repo = tmp_repo.gen({"a.png": b"a"})
     (repo.root / ".latticeignore").write_bytes(b"\xff\xfe\x00 not text")
