@@ -72,7 +72,7 @@ def bench_commit(tmp: Path) -> None:
         repo = make_repo(tmp / label.replace(" ", "-"), names)
         with_history = per_op(repo, names)
         real_begin, real_finish = history.begin, history.finish
-        history.begin = lambda repo: None
+        history.begin = lambda repo, *a, **k: None
         history.finish = lambda *a, **k: None
         try:
             without = per_op(repo, names)
