@@ -230,12 +230,14 @@ class Journal(msgspec.Struct):
 
 
 def change_state(repo: Repository, g, blobs: dict, config, head: str | None = None, seen: dict | None = None,
-                 records: dict | None = None) -> Worktree:
+                 records: dict | None = None, commit: tuple[str, list[str]] | None = None) -> Worktree:
     """Make the manifest files of `blobs` (asset → blob id, None: remove) and,
     unless `config` is False, config.toml match history's text; bring their
     working files along; move HEAD as `head` says. Journaled: see Journal.
     `seen`: the (stat, blob id) of manifest files the caller just read;
-    `records`: the records of `blobs`, when the caller already has them."""
+    `records`: the records of `blobs`, when the caller already has them;
+    `commit`: (message, extra parents) of the commit to catch up as, once
+    the journal makes the change certain (history.mark)."""
     known = repo.index.get_many(list(blobs))
     before = {n: known.get(n) for n in blobs}
     with repo.index:
@@ -249,6 +251,8 @@ def change_state(repo: Repository, g, blobs: dict, config, head: str | None = No
     from lattice.fsutil import atomic_write
 
     atomic_write(repo.dir / JOURNAL, msgspec.json.encode(journal))
+    if commit is not None:
+        history.mark(repo, *commit)
     _apply(repo, g, journal, records, before)
     return wt
 
@@ -476,12 +480,14 @@ def merge(repo: Repository, name: str, strategy: str | None = None) -> Merged:
             result.status = "merged"
             msg = f"merge {name} into {into}" + (f" ({strategy} on {len(result.resolved)} conflicts)" if result.resolved else "")
             parents = [str(theirs.id)]
-        if changing or parents:
-            # The marker names the merge commit: a process killed after the
-            # journal is caught up as this merge, second parent and all.
-            history.begin(repo, msg, parents)
         if changing:
-            result.worktree = change_state(repo, g, blobs, config, seen=seen, records=records)
+            # The marker names the merge commit once the journal is written:
+            # a process killed after it is caught up as this merge, second
+            # parent and all; a merge that fails before it left nothing.
+            history.begin(repo)
+            result.worktree = change_state(repo, g, blobs, config, seen=seen, records=records, commit=(msg, parents))
+        elif parents:  # nothing to change: the merge commit is all there is
+            history.begin(repo, msg, parents)
         if changing or parents:
             result.commit = history.finish(repo, msg, sorted(blobs), parents)
         return result

@@ -113,16 +113,24 @@ def head_commit(g):
 def begin(repo: Repository, message: str = "", parents_extra: list[str] = ()) -> None:
     """Called under the lock just before a transaction writes the manifest.
     Catches up on a change that never reached history, then marks this one
-    with the commit it means to make (a merge's second parent too), so that
-    a process killed before the commit is caught up as that commit."""
-    import json
-
+    with the commit it means to make (mark), so that a process killed
+    before the commit is caught up as that commit."""
     try:
         catch_up(repo)
     except Exception as e:  # never block the user's change on history
         warn(f"history is behind the manifest and could not catch up: {_why(e)}")
-    # Not fsynced: it only has to outlive a killed process (the page cache
-    # does); after a power loss `lattice fsck` still finds the gap by comparing.
+    mark(repo, message, parents_extra)
+
+
+def mark(repo: Repository, message: str = "", parents_extra: list[str] = ()) -> None:
+    """Write the PENDING marker: the commit a change in progress means to
+    make. A merge names its second parent only once its journal is durable
+    (branches.change_state): a merge that fails before that must not be
+    caught up as a merge commit. Not fsynced: it only has to outlive a
+    killed process (the page cache does); after a power loss `lattice fsck`
+    still finds the gap by comparing."""
+    import json
+
     (repo.dir / PENDING).write_text(json.dumps({"message": message, "parents": list(parents_extra)}) if message else "")
 
 

@@ -169,10 +169,11 @@ def submit(repo: Repository, steps: list[Step], priority: str = "normal") -> Sub
     for step in steps:
         step.branch = branch  # what it records goes on this branch or nowhere
         deps = [out.jobs[d] for d in step.deps if d in out.jobs]
+        # Keyed per branch too: a job records only on its own branch.
         if step.recipe is not None:
-            key = f"{step.name}:{step.recipe.key}" if step.recipe.deterministic else None
+            key = f"{branch}:{step.name}:{step.recipe.key}" if step.recipe.deterministic else None
         else:
-            key = f"{step.action}:{step.name}"
+            key = f"{branch}:{step.action}:{step.name}"
         slot = "cpu"
         if step.generator:
             reg = reg or registry(repo)

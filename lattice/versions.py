@@ -145,7 +145,7 @@ def restore(repo: Repository, name: str, number: int, force: bool = False) -> Re
         )
         record.versions.append(new)
         tx.put(record)
-    materialize(repo, name, new.object, new.size)
+    materialize(repo, name, new.object, new.size, verify=True)
     return Restored(name, new.number, number, new.object, rendered, record.pinned)
 
 

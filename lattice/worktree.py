@@ -114,8 +114,11 @@ def _is_symlink(entry: os.DirEntry) -> bool:
 
 
 
-def materialize(repo: Repository, name: str, oid: str, size: int | None = None) -> None:
-    """Write object `oid` to the working path of `name`, atomically."""
+def materialize(repo: Repository, name: str, oid: str, size: int | None = None, verify: bool = False) -> None:
+    """Write object `oid` to the working path of `name`, atomically. `verify`
+    (checkout): hash the bytes on the way, so that a damaged object never
+    replaces the file; an output just made and stored needs no second hash,
+    and unverified copies can share blocks with the store (reflink)."""
     from lattice.fsutil import atomic_file
 
     from lattice.paths import check_creatable
@@ -125,8 +128,8 @@ def materialize(repo: Repository, name: str, oid: str, size: int | None = None) 
     if path.is_dir():
         raise InvalidInput(f"{name}: a directory is in the way", hint="move it aside, then run the command again")
     check_creatable(repo.root, name)  # a file where one of its folders belongs
-    with atomic_file(path, durable=False) as f:  # damaged bytes never replace the file
-        repo.objects.copy_to(oid, f, limit=size, verify=True)
+    with atomic_file(path, durable=False) as f:
+        repo.objects.copy_to(oid, f, limit=size, verify=verify)
     st = os.stat(path)
     with repo.index as index:
         index.set_stat([(st.st_size, st.st_mtime_ns, st.st_ino, oid, name)])
@@ -163,7 +166,7 @@ def checkout(repo: Repository, names: Iterable[str], regen: bool = True, notify=
     for name in names:
         record = repo.record(name)
         ensure_present(repo, name, None, regen=regen, notify=notify)
-        materialize(repo, name, record.current.object, record.current.size)
+        materialize(repo, name, record.current.object, record.current.size, verify=True)
         done.append(name)
     return done
 

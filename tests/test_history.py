@@ -447,6 +447,28 @@ def test_a_merge_killed_midway_is_caught_up_as_that_merge(tmp_repo, monkeypatch,
     assert fsck(fresh(repo)).ok
 
 
+def test_a_merge_that_fails_before_its_journal_is_never_caught_up_as_a_merge(tmp_repo):
+    """A file in the way of a folder the merge brings: the merge stops before
+    it changes anything, and no later change may record it as merged."""
+    repo = tmp_repo
+    add(repo, "a.txt", "a")
+    ok("branch", "feat", repo=repo)
+    ok("switch", "feat", repo=repo)
+    add(repo, "d/x.txt", "x")
+    ok("switch", "main", repo=repo)
+    add(repo, "b.txt", "b")
+    if (repo.root / "d").is_dir():  # the switch back left the emptied folder
+        (repo.root / "d").rmdir()
+    (repo.root / "d").write_text("in the way")
+    r = run_cli("merge", "feat", cwd=repo.root)
+    assert r.code == 4 and "d is a file" in r.err, r.err
+    (repo.root / "d").unlink()
+    add(repo, "c.txt", "c")  # a later change catches up whatever is pending
+    assert len(git_parents(repo)) == 1 and "merge" not in history.log(repo, 1)[0].message
+    r = ok("merge", "feat", "--json", repo=repo)
+    assert r.json["status"] == "merged" and (repo.root / "d" / "x.txt").read_text() == "x"
+
+
 def test_damaged_history_never_loses_work(tmp_repo):
     repo = tmp_repo
     add(repo, "a.txt", "1")

@@ -307,6 +307,23 @@ def test_the_same_key_queued_twice_runs_once(tmp_path):
     assert third.id != first.id, "a finished job no longer absorbs its key"
 
 
+def test_a_deduplicated_job_never_waits_on_a_dead_job_or_on_itself(tmp_path):
+    """Deps a second submitter brings are added only while they can still
+    finish, and never when they wait on the shared job: else it would stay
+    queued for ever."""
+    q = open_queue(tmp_path)
+    shared = q.submit("image", {}, key="K")
+    dead = q.submit("image", {}, key="U")
+    q.cancel([dead.id])
+    downstream = q.submit("image", {}, deps=[shared.id])
+    again = q.submit("image", {}, key="K", deps=[dead.id, downstream.id])
+    assert again.id == shared.id and again.deps == ()
+    live = q.submit("image", {})
+    assert q.submit("image", {}, key="K", deps=[live.id]).deps == (live.id,)
+    make_pool(q).run(once=True)
+    assert all(q.get(j.id).state in ("succeeded", "cancelled") for j in (shared, dead, downstream, live))
+
+
 def test_lease_expiry_counts_an_attempt_release_does_not(tmp_path):
     q = open_queue(tmp_path)
     job = q.submit("image", {}, max_retries=1)

@@ -465,6 +465,22 @@ def test_a_job_planned_on_an_older_state_is_superseded_not_stacked(tmp_repo):
     assert w.returncode == 0
 
 
+def test_the_same_recipe_queued_on_two_branches_records_on_each(tmp_repo):
+    """Jobs are deduplicated per branch: a gen on feat never merges into a
+    job main queued (which could only record on main)."""
+    from conftest import run_proc
+
+    gen(tmp_repo, "seed.txt", "--model", "test.text")
+    assert run_cli("gen", "x.txt", "--model", "test.text", "--detach", cwd=tmp_repo.root).code == 0
+    assert run_cli("branch", "feat", cwd=tmp_repo.root).code == 0
+    assert run_cli("switch", "feat", cwd=tmp_repo.root).code == 0
+    r = run_cli("gen", "x.txt", "--model", "test.text", cwd=tmp_repo.root)
+    assert r.code == 0 and Repository.find(tmp_repo.root).index.get("x.txt") is not None, r.err
+    assert run_cli("switch", "main", cwd=tmp_repo.root).code == 0
+    run_proc("worker", "--once", cwd=tmp_repo.root, check=True)
+    assert Repository.find(tmp_repo.root).index.get("x.txt") is not None
+
+
 def test_a_copied_project_runs_its_queued_jobs_in_itself(tmp_repo, tmp_path):
     """Jobs name the project root they were queued in; a copy (`cp -a`) or a
     moved project runs them in the repository whose queue holds them."""

@@ -209,7 +209,8 @@ class JobQueue(QueueAdmin):
                     if prio < row[1]:
                         db.execute("UPDATE jobs SET priority=? WHERE id=?", (prio, row[0]))
                     if row[2] == "queued":  # it now also waits for what this submitter waits for
-                        db.executemany("INSERT OR IGNORE INTO deps (job, dep) VALUES (?,?)", [(row[0], d) for d in dep_ids if d != row[0]])
+                        db.executemany("INSERT OR IGNORE INTO deps (job, dep) VALUES (?,?)",
+                                       [(row[0], d) for d in self._live_deps(db, row[0], dep_ids)])
                     return self._fetch(db, row[0])  # type: ignore[return-value]
             dep_states = {}
             for d in dep_ids:
@@ -228,6 +229,27 @@ class JobQueue(QueueAdmin):
             if dead:
                 self._fail_dependents(db, dead[0], only=[job_id])
             return self._fetch(db, job_id)  # type: ignore[return-value]
+
+    def _live_deps(self, db: sqlite3.Connection, job: int, deps: list[int]) -> list[int]:
+        """Those of `deps` a queued `job` may also wait for: unfinished (a
+        failed one would leave it queued for ever, its failure having been
+        passed on already) and not waiting, however indirectly, on `job`."""
+        out = []
+        for d in deps:
+            state = db.execute("SELECT state FROM jobs WHERE id=?", (d,)).fetchone()
+            if state is None:
+                raise self._unknown(db, d)
+            if d == job or state[0] not in ("queued", "running"):
+                continue
+            seen, todo = {d}, [d]
+            while todo and job not in seen:
+                for (up,) in db.execute("SELECT dep FROM deps WHERE job=?", (todo.pop(),)):
+                    if up not in seen:
+                        seen.add(up)
+                        todo.append(up)
+            if job not in seen:
+                out.append(d)
+        return out
 
     # -- workers ------------------------------------------------------------
 
