@@ -134,10 +134,17 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644, durable: bool = Tru
 
 
 def remove_quietly(*paths) -> None:
-    """Remove scratch files that may or may not exist."""
+    """Remove scratch files that may or may not exist (or a folder a
+    generator wrote where its output file belonged)."""
     for p in paths:
-        with contextlib.suppress(FileNotFoundError):
+        try:
             os.unlink(p)
+        except FileNotFoundError:
+            pass
+        except IsADirectoryError:
+            import shutil
+
+            shutil.rmtree(p, ignore_errors=True)
 
 
 def temp_path_near(path: Path) -> Path:

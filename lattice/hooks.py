@@ -33,7 +33,7 @@ def hook_script(project: str = ".") -> str:
 # Refuses a commit while lattice assets are stale, missing, modified without
 # being recorded, or have an incomplete recipe; and while large media is staged.
 {f"cd {shlex.quote(project)} || exit 1{chr(10)}" if inside else ""}lattice hooks check || exit 1
-git diff --cached --name-only --diff-filter=AM{" --relative" if inside else ""} -z | xargs -0 -r lattice hooks large-media
+git diff --cached --name-only --diff-filter=AM{" --relative" if inside else ""} -z | xargs -0 -r lattice hooks large-media --
 """
 
 
@@ -94,10 +94,11 @@ def large_media(repo: Repository, files: Iterable[str], limit: int = DEFAULT_LAR
         except ValueError:
             rel = str(path)
         tracked = repo.index.get(rel) is not None
+        arg = f"-- {rel}" if rel.startswith("-") else rel  # never read as an option
         fix = (
-            f"it is tracked by lattice already: `git rm --cached {rel}` and add it to .gitignore"
+            f"it is tracked by lattice already: `git rm --cached {arg}` and add it to .gitignore"
             if tracked
-            else f"track it with `lattice add {rel}`, then `git rm --cached {rel}` and add it to .gitignore"
+            else f"track it with `lattice add {arg}`, then `git rm --cached {arg}` and add it to .gitignore"
         )
         found.append(Finding(rel, "large-media", f"{size} bytes staged into git; {fix}"))
     return found
@@ -119,7 +120,7 @@ def install(repo: Repository, force: bool = False) -> Path:
         current = hook.read_text(errors="replace")
         if current == script:
             return hook
-        if not force:
+        if not force and HOOK_MARK not in current:  # one we wrote, maybe older, is replaced
             raise Conflict(
                 f"{hook} already exists and is not lattice's",
                 hint="add `lattice hooks check` to it yourself, or use the pre-commit framework's `lattice-check` hook",

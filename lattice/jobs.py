@@ -16,8 +16,28 @@ import msgspec
 RENDER_TYPES = ("image", "video", "audio", "derive", "preview", "composition", "analysis")
 
 
-@functools.lru_cache(maxsize=8)
 def _repo(root: str):
+    """The repository at `root`, opened once per worker process, its config
+    and generators read again when config.toml changed (an edit, a new
+    `lattice trust`): a long-running worker or watch never runs jobs with
+    the config it started with."""
+    import os
+
+    repo = _opened(root)
+    try:
+        st = os.stat(repo.dir / "config.toml")
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+    except FileNotFoundError:
+        stamp = None
+    if repo.__dict__.get("_config_stamp", stamp) != stamp:
+        repo.__dict__.pop("config", None)
+        repo.__dict__.pop("_generators", None)
+    repo.__dict__["_config_stamp"] = stamp
+    return repo
+
+
+@functools.lru_cache(maxsize=8)
+def _opened(root: str):
     from lattice.repo import Repository
 
     return Repository(Path(root))

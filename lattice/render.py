@@ -196,6 +196,13 @@ def generated_file(repo: Repository, recipe: Recipe, extension: str, hooks: Hook
             # same way; a GPU job may have failed for memory another job held.
             e.retryable = e.transient or not gen.deterministic or gen.slot == "gpu"
             raise
+        except LatticeError:
+            raise
+        except (Exception, SystemExit) as e:  # a plug-in's own error: one line, the same retry rule
+            why = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
+            failed = GeneratorFailed(f"generator {gen.id} failed: {why}", hint="run again with --debug for the traceback")
+            failed.retryable = not gen.deterministic or gen.slot == "gpu"
+            raise failed from e
         yield out
 
 

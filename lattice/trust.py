@@ -61,17 +61,28 @@ def commands_digest(config: dict, repo_root: Path | None = None) -> str:
 
 
 def _scripts(table: dict, root: Path) -> list[tuple[str, Path]]:
-    """Files inside the repository named by argv elements, sorted."""
+    """Files inside the repository named by argv elements, sorted: a file,
+    or every file in a folder (`python3 tool` runs tool/__main__.py). An
+    element is taken as written, braces and all, when such a path exists."""
     real_root = os.path.realpath(root)
     found = {}
-    for spec in table.values():
+    for spec in table.values() if isinstance(table, dict) else ():
         argv = spec.get("argv") if isinstance(spec, dict) else None
         for arg in argv if isinstance(argv, list) else []:
-            if not isinstance(arg, str) or "{" in arg or not arg:
+            if not isinstance(arg, str) or not arg:
                 continue
             real = os.path.realpath(os.path.join(root, arg))
-            if real.startswith(real_root + os.sep) and os.path.isfile(real):
+            if not real.startswith(real_root + os.sep) or real == os.path.join(real_root, ".lattice"):
+                continue
+            if os.path.isfile(real):
                 found[os.path.relpath(real, real_root)] = Path(real)
+            elif os.path.isdir(real):
+                for dirpath, dirnames, files in os.walk(real):
+                    dirnames[:] = sorted(d for d in dirnames if d not in (".lattice", ".git", "__pycache__"))
+                    for f in files:
+                        full = os.path.join(dirpath, f)
+                        if os.path.isfile(full):
+                            found[os.path.relpath(full, real_root)] = Path(full)
     return sorted(found.items())
 
 

@@ -486,6 +486,21 @@ def test_trust_gate(cmd_repo, tmp_path, monkeypatch):
     assert trust.untrust(cmd_repo.root) and not trust.is_trusted(cmd_repo.root, cmd_repo.config)
 
 
+def test_the_approval_covers_scripts_in_named_folders_and_names_with_braces(tmp_path):
+    """`python3 tool` runs tool/__main__.py; `g{x}.py` is a file, not a
+    placeholder: a change to either asks for approval again."""
+    root = tmp_path / "proj"
+    (root / "tool").mkdir(parents=True)
+    (root / "tool" / "__main__.py").write_text("v1")
+    (root / "g{x}.py").write_text("v1")
+    config = {"generators": {"d": {"argv": ["python3", "tool", "{output}"]}, "b": {"argv": ["python3", "g{x}.py", "{output}"]}}}
+    first = trust.commands_digest(config, root)
+    (root / "tool" / "__main__.py").write_text("evil")
+    second = trust.commands_digest(config, root)
+    (root / "g{x}.py").write_text("evil")
+    assert len({first, second, trust.commands_digest(config, root)}) == 3
+
+
 def test_digest_is_canonical_and_covers_only_commands():
     a = {"generators": {"g": {"argv": ["x"], "extensions": ["png"]}}, "user": {"name": "a"}}
     b = {"user": {"name": "b"}, "generators": {"g": {"extensions": ["png"], "argv": ["x"]}}}

@@ -583,3 +583,37 @@ def test_gen_from_an_input_gc_evicted_re_makes_it_first(tmp_repo):
     r = run_cli("gen", "b.txt", "--model", "test.join", "--input", "a.txt", cwd=tmp_repo.root)
     assert r.code == 0, r.err
     assert "re-making evicted a.txt@v1" in r.err and (tmp_repo.root / "b.txt").exists()
+
+
+def test_a_plug_in_that_raises_fails_once_with_one_line(tmp_repo, monkeypatch):
+    """A deterministic CPU generator's own exception is a GeneratorFailed
+    like any other: one clear line, no retries (the same run fails the same
+    way), and no scratch left; a folder written as output is cleaned up."""
+    import lattice_testgens
+
+    def boom(self, ctx):
+        raise RuntimeError("model weights missing")
+
+    monkeypatch.setattr(lattice_testgens.Text, "run", boom)
+    r = run_cli("gen", "a.txt", "--model", "test.text", cwd=tmp_repo.root)
+    assert r.code == 1 and "generator test.text failed: RuntimeError: model weights missing" in r.err, r.err
+    assert "gave up after" not in r.err
+    [job] = run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json
+    assert job["attempts"] == 1
+
+    def folder(self, ctx):
+        ctx.output.mkdir()
+
+    monkeypatch.setattr(lattice_testgens.Text, "run", folder)
+    r = run_cli("gen", "b.txt", "--model", "test.text", cwd=tmp_repo.root)
+    assert r.code == 1 and "wrote something other than a regular file" in r.err, r.err
+    assert [p for p in (tmp_repo.dir / "tmp").iterdir() if not p.name.startswith("key-")] == []
+
+
+def test_a_long_running_worker_reads_an_edited_config_again(tmp_repo):
+    from lattice.jobs import _repo
+
+    root = str(tmp_repo.root)
+    assert "versions" not in _repo(root).config
+    (tmp_repo.dir / "config.toml").write_text("[versions]\nimage = 3\n")
+    assert _repo(root).config["versions"] == {"image": 3}

@@ -351,9 +351,15 @@ def trust(json: bool = JSON) -> None:
     the commands asks for approval again."""
     from lattice.trust import commands_digest, trust as do_trust
 
+    from lattice.errors import InvalidInput
+
     repo = repo_from_ctx()
+    table = repo.config.get("generators") or {}
+    if not isinstance(table, dict):
+        raise InvalidInput(f"config.toml: generators must be a table of [generators.NAME], not {type(table).__name__}",
+                           hint="see the README's section on command generators")
     do_trust(repo.root, repo.config)
-    names = sorted((repo.config.get("generators") or {}))
+    names = sorted(table)
     if json:
         emit_json({"trusted": names, "digest": commands_digest(repo.config, repo.root)})
     else:
