@@ -64,9 +64,11 @@ def run_child(
         timer.start()
     try:
         if on_stdout_line is not None:
-            for raw in proc.stdout:
-                on_stdout_line(raw.decode("utf-8", "replace").rstrip("\r\n"))
+            _follow_stdout(proc, on_stdout_line)
         rc = proc.wait()
+        # What it left running in its group (a background helper holding our
+        # pipes) ends with it: the run is over when the generator exits.
+        _kill_group(proc, None)
     except BaseException:
         _kill_group(proc, None)
         proc.wait()
@@ -76,7 +78,7 @@ def run_child(
             timer.cancel()
         # A grandchild that outlived the group kill could hold stderr open;
         # do not wait on it forever.
-        drain.join(timeout=5)
+        drain.join(timeout=2)
         if proc.stdout is not None:
             proc.stdout.close()
     if timed_out.is_set():
@@ -96,6 +98,42 @@ def run_child(
 
 # ffmpeg's "[libx264 @ 0x55d8...] " context prefix: noise in a one-line error.
 _LOG_PREFIX = re.compile(r"^(?:\[[^\]]* @ 0x[0-9a-f]+\] )+")
+
+
+def _follow_stdout(proc, on_line) -> None:
+    """Call `on_line` for each line the child prints, in this thread, until
+    it exits: not until the pipe closes, which a process it left in the
+    background would keep open."""
+    import queue
+    import threading
+
+    lines: queue.Queue = queue.Queue()
+
+    def pump() -> None:
+        for raw in proc.stdout:
+            lines.put(raw.decode("utf-8", "replace").rstrip("\r\n"))
+        lines.put(None)
+
+    reader = threading.Thread(target=pump, daemon=True)
+    reader.start()
+    while True:
+        try:
+            line = lines.get(timeout=0.1)
+        except queue.Empty:
+            if proc.poll() is None:
+                continue
+            reader.join(timeout=0.5)  # the last lines it wrote before exiting
+            while True:
+                try:
+                    line = lines.get_nowait()
+                except queue.Empty:
+                    return
+                if line is None:
+                    return
+                on_line(line)
+        if line is None:
+            return
+        on_line(line)
 
 
 def _drain(stream, tail, first) -> None:

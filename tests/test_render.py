@@ -544,6 +544,36 @@ def test_ctrl_c_or_kill_kills_the_generators_child_process(tmp_repo, run_log, si
     assert [p.name for p in (tmp_repo.dir / "tmp").iterdir() if not p.name.startswith("key-")] == []
 
 
+def test_a_generator_that_leaves_a_process_behind_is_done_when_it_exits():
+    """A background child holding the generator's stdout neither keeps the
+    run waiting for the pipe to close nor outlives it."""
+    import sys
+    import time
+
+    from lattice.childproc import run_child
+
+    lines: list[str] = []
+    code = "import subprocess; p = subprocess.Popen(['sleep', '60']); print(p.pid, flush=True)"
+    started = time.monotonic()
+    run_child([sys.executable, "-c", code], name="gen", on_stdout_line=lines.append, timeout=120)
+    assert time.monotonic() - started < 50  # not the 60 s the leftover would hold the pipe
+    pid = int(lines[0])
+
+    def alive() -> bool:  # a zombie nobody reaped (no init in a container) is dead too
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                return f.read().rpartition(")")[2].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    for _ in range(50):
+        if not alive():
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError("the generator's background process outlived it")
+
+
 @pytest.mark.parametrize("argv, transient", [
     (["sh", "-c", "echo 'RuntimeError: bad prompt' >&2; exit 1"], False),  # the same run fails the same way
     (["sh", "-c", "kill -KILL $$"], True),  # killed by a signal (the OOM killer)
