@@ -197,7 +197,8 @@ FILE_WORKERS = 4
 def in_threads(fn: Callable, items: list, workers: int = FILE_WORKERS, from_items: int = 32) -> list:
     """[fn(item) for item in items], run by `workers` threads once there are
     `from_items` or more: for file operations, whose system calls release the
-    GIL. An exception is raised (the first in order) once every call has run."""
+    GIL. The first exception in the order of `items` is raised once the
+    calls already started have ended; those not started are dropped."""
     if len(items) < from_items or workers < 2:
         return [fn(item) for item in items]
     from concurrent.futures import ThreadPoolExecutor

@@ -236,9 +236,11 @@ class Repository:
             if not history.catch_up(self):
                 more = f" and {len(names) - 3} more" if len(names) > 3 else ""
                 history.commit(self, f"record manifest edits made outside lattice: {', '.join(names[:3])}{more}", names=names)
-        except Exception as e:  # the index is right; history catches up later (fsck --repair)
+        except Exception as e:  # the index is right; the next change (or fsck --repair) catches history up
             from lattice.errors import warn
 
+            with contextlib.suppress(OSError):
+                history.mark(self)
             warn(f"manifest edits made outside lattice are not in history yet: {history._why(e)}")
 
     def _reindex(self, changed: list[str], removed: list[str]) -> list[str]:

@@ -660,6 +660,45 @@ def test_an_add_commit_names_what_changed(tmp_repo):
     assert [c.message for c in history.log(repo, 2)] == ["add b.txt", "add a.txt"]
 
 
+def test_a_hand_edit_history_could_not_take_is_caught_up_by_the_next_change(tmp_repo, monkeypatch):
+    repo = tmp_repo
+    add(repo, "a.txt", "a")
+    mf = repo.manifest.file_of("a.txt")
+    mf.write_text(mf.read_text().replace('kind = "other"', 'kind = "image"', 1))
+
+    def broken(*a, **k):
+        raise OSError("history is on a full disk")
+
+    with monkeypatch.context() as m:
+        m.setattr(history, "commit", broken)
+        r = run_cli("status", cwd=repo.root)
+    assert r.code == 0 and "warning: manifest edits made outside lattice are not in history yet" in r.err
+    (repo.dir / history.PENDING).write_text("{not json")  # a damaged marker reads as an anonymous catch-up
+    add(repo, "b.txt", "b")
+    assert [c.message for c in history.log(repo, 2)] == ["add b.txt", history.RECOVERED]
+    assert fsck(fresh(repo)).ok
+
+
+def test_in_threads_keeps_order_and_raises_the_first_error_in_order():
+    import threading
+
+    from lattice.fsutil import in_threads
+
+    threads = set()
+
+    def work(i):
+        threads.add(threading.get_ident())
+        if i in (7, 40):
+            raise ValueError(i)
+        return i * 2
+
+    assert in_threads(lambda i: i * 2, list(range(100))) == [i * 2 for i in range(100)]
+    with pytest.raises(ValueError, match="^7$"):
+        in_threads(work, list(range(100)))
+    assert len(threads) > 1  # the calls ran on several threads
+    assert in_threads(work, [1, 2]) == [2, 4]  # few items: run here, in order
+
+
 def test_deleted_manifest_file_is_restored_by_repair(tmp_repo):
     from conftest import run_cli
 
