@@ -136,9 +136,13 @@ def _follow_stdout(proc, on_line) -> None:
         on_line(line)
 
 
+# Control characters a generator prints (an ESC, a NUL) are shown, not obeyed.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+
+
 def _drain(stream, tail, first) -> None:
     for raw in stream:
-        line = raw.decode("utf-8", "replace").rstrip()
+        line = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", raw.decode("utf-8", "replace").rstrip())
         if line.strip():
             tail.append(line)
             if not first:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import sys
+import threading
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -149,6 +151,27 @@ def _run_generator(repo: Repository, recipe: Recipe, extension: str, hooks: Hook
     return stored.oid
 
 
+_redirect_lock = threading.Lock()
+_redirected = [0, None]  # generator runs under way, the stdout they replaced
+
+
+@contextlib.contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """sys.stdout is stderr while any generator runs (jobs run on several
+    threads: the first to start swaps it, the last to end puts it back)."""
+    with _redirect_lock:
+        if _redirected[0] == 0:
+            _redirected[1], sys.stdout = sys.stdout, sys.stderr
+        _redirected[0] += 1
+    try:
+        yield
+    finally:
+        with _redirect_lock:
+            _redirected[0] -= 1
+            if _redirected[0] == 0:
+                sys.stdout = _redirected[1]
+
+
 @contextlib.contextmanager
 def generated_file(repo: Repository, recipe: Recipe, extension: str, hooks: Hooks | None = None) -> Iterator[Path]:
     """Run the recipe's generator into a scratch file in `.lattice/tmp` and
@@ -170,20 +193,21 @@ def generated_file(repo: Repository, recipe: Recipe, extension: str, hooks: Hook
         inputs = input_files(repo, recipe, scratch)
         hooks.progress(0.0, "preparing")
         try:
-            gen.run(
-                RunContext(
-                    params=dict(recipe.params),
-                    seed=recipe.seed,
-                    prompt=recipe.prompt,
-                    negative_prompt=recipe.negative_prompt,
-                    inputs=inputs,
-                    output=out,
-                    progress=hooks.progress,
-                    timeout=hooks.timeout,
-                    env=dict(hooks.env),
-                    on_process=hooks.on_process,
+            with stdout_to_stderr():  # a plug-in's prints must not mix into `--json` on stdout
+                gen.run(
+                    RunContext(
+                        params=dict(recipe.params),
+                        seed=recipe.seed,
+                        prompt=recipe.prompt,
+                        negative_prompt=recipe.negative_prompt,
+                        inputs=inputs,
+                        output=out,
+                        progress=hooks.progress,
+                        timeout=hooks.timeout,
+                        env=dict(hooks.env),
+                        on_process=hooks.on_process,
+                    )
                 )
-            )
             try:
                 st = os.lstat(out)
             except FileNotFoundError:

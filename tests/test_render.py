@@ -647,3 +647,19 @@ def test_a_long_running_worker_reads_an_edited_config_again(tmp_repo):
     assert "versions" not in _repo(root).config
     (tmp_repo.dir / "config.toml").write_text("[versions]\nimage = 3\n")
     assert _repo(root).config["versions"] == {"image": 3}
+
+
+def test_a_plug_in_that_prints_leaves_json_on_stdout_intact(tmp_repo, monkeypatch):
+    import lattice_testgens
+
+    real = lattice_testgens.Text.run
+
+    def chatty(self, ctx):
+        for _ in range(100):
+            print("loading weights...")
+        return real(self, ctx)
+
+    monkeypatch.setattr(lattice_testgens.Text, "run", chatty)
+    r = run_cli("gen", "a.txt", "--model", "test.text", "--json", cwd=tmp_repo.root)
+    assert r.code == 0 and "loading weights" not in r.out and "loading weights" in r.err, r.out[:300]
+    assert [o["name"] for o in r.json] == ["a.txt"]
