@@ -684,10 +684,7 @@ def test_in_threads_keeps_order_and_raises_the_first_error_in_order():
 
     from lattice.fsutil import in_threads
 
-    threads = set()
-
     def work(i):
-        threads.add(threading.get_ident())
         if i in (7, 40):
             raise ValueError(i)
         return i * 2
@@ -695,8 +692,9 @@ def test_in_threads_keeps_order_and_raises_the_first_error_in_order():
     assert in_threads(lambda i: i * 2, list(range(100))) == [i * 2 for i in range(100)]
     with pytest.raises(ValueError, match="^7$"):
         in_threads(work, list(range(100)))
-    assert len(threads) > 1  # the calls ran on several threads
     assert in_threads(work, [1, 2]) == [2, 4]  # few items: run here, in order
+    meeting = threading.Barrier(2)  # passes only if two calls run at once
+    assert in_threads(lambda i: meeting.wait(timeout=30) is not None, [0, 1], from_items=2) == [True, True]
 
 
 def test_deleted_manifest_file_is_restored_by_repair(tmp_repo):
