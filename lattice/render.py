@@ -255,7 +255,7 @@ class Superseded(LatticeError):
 
 
 def record_version(repo: Repository, name: str, recipe: Recipe, oid: str, change: str, note: str = "",
-                   message: str = "", branch: str = "") -> Version:
+                   message: str = "", branch: str = "", base: int = -1) -> Version:
     """Append a version with this output to the asset (creating it). With
     `branch`, only while that branch is checked out (checked under the lock,
     where a switch cannot slip in): a job queued on one branch never records
@@ -274,6 +274,9 @@ def record_version(repo: Repository, name: str, recipe: Recipe, oid: str, change
             raise Superseded(f"{name}: queued on branch {branch}, but {now} is checked out now; nothing recorded",
                              hint=f"`lattice switch {branch}`, then run the command again")
         record = tx.read(name)
+        now_count = len(record.versions) if record else 0
+        if base >= 0 and now_count != base:  # checked again here: two jobs may have started on one state
+            raise Superseded(f"{name} changed (v{base} → v{now_count}) since this job was queued; nothing recorded")
         if change == "initial" and record is not None:  # another job made it first
             change = "modified"
         version = Version(
@@ -375,7 +378,7 @@ def _run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outco
             # The same recipe made the same output: nothing new to record.
             materialize(repo, name, oid, record.current.size)
             return Outcome(name, step.action, "unchanged", len(record.versions), oid, seconds=time.monotonic() - start)
-        v = record_version(repo, name, recipe, oid, step.change, step.note, step.note, step.branch)
+        v = record_version(repo, name, recipe, oid, step.change, step.note, step.note, step.branch, step.base)
         materialize(repo, name, oid, v.size)
         return Outcome(name, step.action, "cached" if cached else "rendered", v.number, oid, seconds=time.monotonic() - start)
     raise InvalidInput(f"unknown render action {step.action!r}")

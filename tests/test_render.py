@@ -333,11 +333,12 @@ def test_a_command_runs_the_jobs_a_killed_command_left_that_its_own_wait_on(tmp_
     assert run_cli("gen", "b.txt", "--model", "test.join", "--input", "a.txt", cwd=tmp_repo.root).code == 0
     assert run_cli("regen", "a.txt", "--set", "word=two", "--detach", cwd=tmp_repo.root).code == 0
     r = run_proc("regen", "a.txt", "--set", "word=three", cwd=tmp_repo.root, timeout=60)
-    assert r.returncode == 0, r.stderr
+    # Both requests were planned on v1: the first to record wins, the other
+    # is superseded (exit 12 if it was this command's), never stacked on it.
+    assert r.returncode in (0, 12), r.stderr
     assert all(j["state"] == "succeeded" for j in run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json)
-    words = {(tmp_repo.root / "a.txt").read_text().split(":")[0]}
-    assert words <= {"two", "three"}  # both requests were recorded, as versions
-    assert len(Repository.find(tmp_repo.root).record("a.txt").versions) == 3
+    assert (tmp_repo.root / "a.txt").read_text().split(":")[0] in ("two", "three")
+    assert len(Repository.find(tmp_repo.root).record("a.txt").versions) == 2
     assert run_cli("render", "--check", cwd=tmp_repo.root).code == 0  # b.txt follows a.txt's current
 
 
