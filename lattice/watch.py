@@ -47,13 +47,16 @@ def relevant(repo: Repository, changes: Iterable[tuple[object, str]]) -> tuple[l
     return sorted(set(sources)), config_changed
 
 
-def run_cycle(repo: Repository, sources: list[str], config_changed: bool, slots: int | None = None, on_poll=None) -> Cycle:
+def run_cycle(repo: Repository, sources: list[str], config_changed: bool, slots: int | None = None, on_poll=None,
+              cycle: Cycle | None = None) -> Cycle:
+    """One cycle, filling `cycle` as it goes (so that what was recorded before
+    an error is still reported)."""
     from lattice.add import add
     from lattice.lineage import Graph
     from lattice.pipeline import outcomes, run_until_done, submit
     from lattice.render import plan
 
-    cycle = Cycle(config_changed=config_changed)
+    cycle = cycle if cycle is not None else Cycle(config_changed=config_changed)
     if sources:
         for r in add(repo, sources, cwd=repo.root):
             if r.status != "unchanged":
@@ -120,11 +123,13 @@ def _guarded_cycle(repo, sources, config_changed, slots, on_poll, debounce_ms) -
     from lattice.errors import ContentChanged, LatticeError
 
     for attempt in range(5):
+        cycle = Cycle(config_changed=config_changed)
         try:
-            return run_cycle(repo, sources, config_changed, slots=slots, on_poll=on_poll)
-        except ContentChanged as e:
-            error = e.message
+            return run_cycle(repo, sources, config_changed, slots=slots, on_poll=on_poll, cycle=cycle)
+        except ContentChanged as e:  # add records all or nothing: nothing to report yet
+            cycle.error = e.message
             time.sleep(debounce_ms / 1000 * (attempt + 1))
         except LatticeError as e:
-            return Cycle(config_changed=config_changed, error=e.message)
-    return Cycle(config_changed=config_changed, error=error)
+            cycle.error = e.message  # with what it recorded before the error
+            return cycle
+    return cycle

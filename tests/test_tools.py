@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from conftest import run_cli, run_proc
+from lattice.repo import Repository
 from lattice.watch import watch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -253,7 +254,7 @@ def test_watch_survives_a_file_still_being_written(tmp_repo, monkeypatch):
 
     calls = {"n": 0}
 
-    def flaky(repo, sources, config_changed, slots=None, on_poll=None):
+    def flaky(repo, sources, config_changed, slots=None, on_poll=None, cycle=None):
         calls["n"] += 1
         if calls["n"] == 1:
             raise ContentChanged("src.txt: file changed while being added")
@@ -262,6 +263,22 @@ def test_watch_survives_a_file_still_being_written(tmp_repo, monkeypatch):
     monkeypatch.setattr(w, "run_cycle", flaky)
     cycle = w._guarded_cycle(tmp_repo, ["src.txt"], False, None, None, 10)
     assert cycle.recorded == ["src.txt"] and calls["n"] == 2
+
+
+def test_a_watch_cycle_that_fails_after_recording_reports_what_it_recorded(tmp_repo, monkeypatch):
+    from lattice import watch as w
+    from lattice.errors import TrustRequired
+
+    tmp_repo.gen({"src.txt": "one"})
+    run_cli("add", "src.txt", cwd=tmp_repo.root)
+    (tmp_repo.root / "src.txt").write_text("two")
+
+    def not_approved(*a, **k):
+        raise TrustRequired("command generator 'up' is declared in a config you have not approved")
+
+    monkeypatch.setattr("lattice.lineage.Graph.from_index", not_approved)
+    cycle = w._guarded_cycle(Repository.find(tmp_repo.root), ["src.txt"], False, None, None, 10)
+    assert cycle.recorded == ["src.txt"] and "not approved" in cycle.error
 
 
 @pytest.mark.parametrize("args", [["watch", "--debounce", "-5"], ["watch", "-j", "0"], ["queue", "watch", "--interval", "-1"]])
