@@ -254,6 +254,15 @@ class Superseded(LatticeError):
     exit_code = 12
 
 
+def require_base(name: str, base: int, record: AssetRecord | None) -> None:
+    """A step planned on v`base` of the asset (-1: any) never stacks a
+    version on another state (a job left behind by a killed command, run
+    after a newer gen): Superseded."""
+    now = len(record.versions) if record else 0
+    if base >= 0 and now != base:
+        raise Superseded(f"{name} changed (v{base} → v{now}) since this job was queued; nothing recorded")
+
+
 def record_version(repo: Repository, name: str, recipe: Recipe, oid: str, change: str, note: str = "",
                    message: str = "", branch: str = "", base: int = -1) -> Version:
     """Append a version with this output to the asset (creating it). With
@@ -274,9 +283,7 @@ def record_version(repo: Repository, name: str, recipe: Recipe, oid: str, change
             raise Superseded(f"{name}: queued on branch {branch}, but {now} is checked out now; nothing recorded",
                              hint=f"`lattice switch {branch}`, then run the command again")
         record = tx.read(name)
-        now_count = len(record.versions) if record else 0
-        if base >= 0 and now_count != base:  # checked again here: two jobs may have started on one state
-            raise Superseded(f"{name} changed (v{base} → v{now_count}) since this job was queued; nothing recorded")
+        require_base(name, base, record)  # again, under the lock: two jobs may have started on one state
         if change == "initial" and record is not None:  # another job made it first
             change = "modified"
         version = Version(
@@ -366,12 +373,7 @@ def _run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outco
         recipe = step.recipe
         if recipe.inputs:  # inputs may have been re-made by earlier steps of the same plan
             recipe = _with_inputs(repo, recipe)
-        record = repo.manifest.read(name)
-        now = len(record.versions) if record else 0
-        if step.base >= 0 and now != step.base:
-            # Planned on another state of the asset (e.g. a job left behind by a
-            # killed command, run after a newer gen): never stack it on top.
-            return Outcome(name, step.action, "superseded", now or None, error=f"{name} changed (v{step.base} → v{now}) since this job was queued; nothing recorded")
+        require_base(name, step.base, repo.manifest.read(name))  # before the render, to spare it
         oid, cached = produce(repo, recipe, ext, hooks)
         record = repo.manifest.read(name)
         if record is not None and record.current.object == oid and record.current.recipe == recipe:

@@ -501,6 +501,14 @@ def test_the_approval_covers_scripts_in_named_folders_and_names_with_braces(tmp_
     assert len({first, second, trust.commands_digest(config, root)}) == 3
 
 
+def test_trust_with_a_generators_key_that_is_not_a_table_is_one_clear_error(tmp_repo):
+    from conftest import run_cli
+
+    (tmp_repo.dir / "config.toml").write_text('generators = "abc"\n')
+    r = run_cli("trust", cwd=tmp_repo.root)
+    assert r.code == 4 and "generators must be a table" in r.err and "Traceback" not in r.err
+
+
 def test_digest_is_canonical_and_covers_only_commands():
     a = {"generators": {"g": {"argv": ["x"], "extensions": ["png"]}}, "user": {"name": "a"}}
     b = {"user": {"name": "b"}, "generators": {"g": {"extensions": ["png"], "argv": ["x"]}}}

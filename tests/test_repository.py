@@ -964,6 +964,21 @@ def test_a_reader_that_goes_away_or_a_closed_stdout_is_not_an_error(tmp_repo):
     assert run_cli("fsck", cwd=repo.root).code == 0
 
 
+def test_only_full_or_failing_disks_are_storage_failures():
+    import sqlite3
+
+    from lattice.sqlite import storage_failure
+
+    def error(name):
+        e = sqlite3.OperationalError("x")
+        e.sqlite_errorname = name
+        return e
+
+    assert storage_failure(error("SQLITE_IOERR_WRITE"), "/p/index.db").exit_code == 1
+    assert storage_failure(error("SQLITE_FULL")) is not None
+    assert storage_failure(error("SQLITE_CORRUPT")) is None and storage_failure(sqlite3.DatabaseError("x")) is None
+
+
 def test_a_full_disk_under_the_index_is_not_called_damage(tmp_repo, monkeypatch):
     """SQLite's "database or disk is full" (here: a page limit, a real
     SQLITE_FULL) is exit 1 with a hint about space, not exit 5 "damaged"."""

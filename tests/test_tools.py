@@ -146,6 +146,11 @@ def test_hooks_install_refuses_to_clobber(tmp_repo):
     assert "lattice hooks check" in hook.read_text() and os.access(hook, os.X_OK)
     r = run_cli("hooks", "install", "--json", cwd=tmp_repo.root)  # idempotent
     assert r.code == 0 and r.json == {"installed": str(hook)}
+    from lattice.hooks import HOOK_MARK
+
+    hook.write_text(f"#!/bin/sh\n{HOOK_MARK}\nlattice hooks check\n")  # an older hook of ours
+    assert run_cli("hooks", "install", cwd=tmp_repo.root).code == 0
+    assert "large-media --" in hook.read_text()
     hook.write_text("#!/bin/sh\necho mine\n")
     r = run_cli("hooks", "install", cwd=tmp_repo.root)
     assert r.code == 12 and "already exists" in r.err
