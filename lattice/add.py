@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import time
 from pathlib import Path
@@ -78,7 +79,7 @@ def add(
     progress: Callable[[int, int, str], None] | None = None,
 ) -> list[AddResult]:
     from lattice.ffmpeg import probe, probe_many
-    from lattice.fsutil import AtomicBatch, sync_filesystem
+    from lattice.fsutil import AtomicBatch, in_threads, sync_filesystem
     from lattice.media import is_compressed
 
     tags = list(dict.fromkeys(tags))
@@ -89,16 +90,14 @@ def add(
     # Few files: fsync each. Many: one syncfs for the whole batch.
     batch = len(names) >= AtomicBatch.SYNCFS_FROM
     index = repo.index
-    hashed: dict[str, tuple[object, os.stat_result]] = {}
-    stat_updates = []
     now = time.time_ns()
     folders: dict[str, str] = {}  # confined() resolves each folder once
     known = index.get_many(names)
-    # Objects first, outside the lock: writing them is safe concurrently, and
-    # until a manifest names them they are just unreferenced blobs.
-    for i, name in enumerate(names):
+    started = itertools.count()
+
+    def store(name: str) -> tuple[object, os.stat_result]:
         if progress:
-            progress(i, len(names), name)
+            progress(next(started), len(names), name)
         path = confined(repo.root, name, folders)
         try:
             st = os.stat(path)
@@ -106,12 +105,20 @@ def add(
             raise ContentChanged(f"{name}: file vanished while being added") from None
         row = known.get(name)
         if row and row.wt_object == row.object and (row.wt_size, row.wt_mtime_ns, row.wt_ino) == (st.st_size, st.st_mtime_ns, st.st_ino):
-            hashed[name] = (row.object, st)
-            continue
-        stored = repo.objects.put_file(path, compress=False if is_compressed(name) else None, durable=not batch, st=st)
-        hashed[name] = (stored, st)
-        if now - st.st_mtime_ns > RACY_WINDOW_NS:
-            stat_updates.append((st.st_size, st.st_mtime_ns, st.st_ino, stored.oid, name))
+            stored = row.object
+        else:
+            stored = repo.objects.put_file(path, compress=False if is_compressed(name) else None, durable=not batch, st=st)
+        return stored, st
+
+    # Objects first, outside the lock: writing them is safe concurrently, and
+    # until a manifest names them they are just unreferenced blobs. On
+    # threads: each waits on the filesystem to create its file, not on the CPU.
+    hashed = dict(zip(names, in_threads(store, names)))
+    stat_updates = [
+        (st.st_size, st.st_mtime_ns, st.st_ino, stored.oid, name)
+        for name, (stored, st) in hashed.items()
+        if not isinstance(stored, str) and now - st.st_mtime_ns > RACY_WINDOW_NS
+    ]
     if progress:
         progress(len(names), len(names), "")
     if batch:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, Iterator
 
 from lattice.errors import ContentChanged, InvalidInput, RepositoryCorrupt
-from lattice.fsutil import TEMP_MARK, Writeback, create_temp, fsync_dir, write_all
+from lattice.fsutil import TEMP_MARK, Writeback, fsync_dir, scratch_files, scratch_temp, write_all
 
 CHUNK = 1 << 20
 OID_RE = re.compile(r"[0-9a-f]{64}")
@@ -141,7 +141,6 @@ class ObjectStore:
             raise ContentChanged(f"{path}: file vanished while being added") from None
         try:
             before = st or os.fstat(src)
-            self._folder(self.tmp)
             first = os.read(src, CHUNK)
             if compress is None:
                 compress = _compresses_well(first)
@@ -202,7 +201,6 @@ class ObjectStore:
     def put_bytes(self, data: bytes, compress: bool | None = None) -> StoredObject:
         import blake3
 
-        self._folder(self.tmp)
         if compress is None:
             compress = _compresses_well(data[:CHUNK])
         fd, tmp = _mkstemp(self.tmp)
@@ -370,7 +368,9 @@ class ObjectStore:
         return size
 
     def stray_temps(self) -> list[Path]:
-        return sorted(self.tmp.glob("*")) if self.tmp.exists() else []
+        """What killed writes left in the scratch folder and its lanes (the
+        manifest's batches write there too)."""
+        return scratch_files(self.tmp)
 
 
 class _Bounded:
@@ -393,12 +393,10 @@ class _Bounded:
 
 
 def _mkstemp(directory: Path) -> tuple[int, str]:
-    """A new read-only (0444) temp file for an object, open for writing."""
-    try:
-        return create_temp(directory, "obj", 0o444)
-    except FileNotFoundError:  # removed behind a long-running process's back
-        os.makedirs(directory, exist_ok=True)
-        return create_temp(directory, "obj", 0o444)
+    """A new read-only (0444) temp file for an object, open for writing, in
+    this thread's lane of the scratch folder (threads writing objects at once
+    then do not queue on one folder)."""
+    return scratch_temp(directory, "obj", 0o444)
 
 
 def _compresses_well(sample: bytes) -> bool:

@@ -437,7 +437,8 @@ class Transaction:
 
         repo.index  # checked against the manifest now, before our writes: they are no outside edits
         history.begin(repo, self.message)  # marks the manifest as ahead of history until the commit lands
-        with AtomicBatch(repo.dir) as batch:
+        # Temp files in the store's scratch lanes: a large batch is written on threads.
+        with AtomicBatch(repo.dir, scratch=repo.objects.tmp) as batch:
             for name, text in encoded.items():
                 batch.write(repo.manifest.file_of(name), text)
         for name in self._removed:
@@ -446,7 +447,7 @@ class Transaction:
             except FileNotFoundError:
                 pass
         with repo.index as index:
-            index.put_many((self._records[name][0], os.stat(repo.manifest.file_of(name)), False) for name in encoded)
+            index.put_many((self._records[name][0], batch.stats[repo.manifest.file_of(name)], False) for name in encoded)
             for name in self._removed:
                 index.remove(name)
         changed = sorted(set(encoded) | self._removed)

@@ -3,6 +3,7 @@ the library and the CLI, including the failure paths."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -206,6 +207,30 @@ def test_file_vanishing_before_its_probe_records_nothing(tmp_repo):
     with pytest.raises(ContentChanged, match="a.png: file vanished while being added"):
         add(repo, ["."], cwd=repo.root, progress=progress)
     assert repo.index.count() == 0 and list(repo.manifest.names()) == []
+
+
+def test_a_large_add_stores_on_threads_and_a_failure_among_them_records_nothing(tmp_repo):
+    """From 32 files on, objects and manifest files are written on threads,
+    in per-thread scratch folders: all land, none is left behind; a file
+    vanishing while its neighbours are stored records nothing."""
+    files = {f"shots/{i:02d}.txt": f"take {i}" * 50 for i in range(60)}
+    repo = tmp_repo.gen(files)
+    results = add(repo, ["shots"], cwd=repo.root)
+    assert sorted(r.path for r in results) == sorted(files) and {r.status for r in results} == {"added"}
+    assert repo.index.count() == 60 and sorted(repo.manifest.names()) == sorted(files)
+    assert repo.objects.stray_temps() == [] and run_cli("fsck", cwd=repo.root).code == 0
+
+    tmp_repo.gen({f"more/{i:02d}.txt": f"more {i}" for i in range(40)})
+
+    def progress(i, n, name):
+        if i == 5:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(repo.root / "more" / "39.txt")
+
+    with pytest.raises(ContentChanged, match="39.txt: file vanished while being added"):
+        add(repo, ["more"], cwd=repo.root, progress=progress)
+    assert repo.index.count() == 60 and not any(n.startswith("more/") for n in repo.manifest.names())
+    assert repo.objects.stray_temps() == []
 
 
 def test_put_file_detects_concurrent_modification(tmp_repo):
@@ -1040,22 +1065,28 @@ def test_usage_errors_take_the_error_and_hint_form(tmp_repo, args):
 
 
 def test_fsck_and_gc_find_every_kind_of_stray_temp_file(tmp_repo):
-    """What killed processes leave: a store temp, a view link whose object gc
-    evicted since (dangling), a manifest temp, a partial working copy beside
-    its asset. fsck names each (and no younger one), --repair removes them."""
+    """What killed processes leave: a store temp (in the scratch folder or
+    one of its per-thread lanes, where manifest batches write too), a view
+    link whose object gc evicted since (dangling), a manifest temp, a partial
+    working copy beside its asset. fsck names each (and no younger one),
+    --repair removes them."""
     repo = tmp_repo.gen({"d/a.png": b"img"})
     add(repo, ["d/a.png"], cwd=repo.root)
-    (repo.dir / "objects" / "tmp").mkdir(exist_ok=True)
+    (repo.dir / "objects" / "tmp" / "3").mkdir(parents=True, exist_ok=True)
     stray = [
         repo.dir / "objects" / "tmp" / "obj.tmp-99999-1",
+        repo.dir / "objects" / "tmp" / "3" / "obj.tmp-99999-6",
+        repo.dir / "objects" / "tmp" / "3" / ".b.png.toml.tmp-99999-7",
         repo.dir / "objects" / "tmp" / "view.tmp-99999-2.mp4",
         repo.dir / "manifest" / "d" / ".a.png.toml.tmp-99999-3",
         repo.root / "d" / ".a.png.tmp-99999-4",
     ]
     young = repo.root / "d" / ".a.png.tmp-99999-5"
-    for p in stray[:1] + stray[2:] + [young]:
-        p.write_bytes(b"partial")
-    os.symlink(repo.dir / "objects" / "ab" / "gone", stray[1])
+    view = repo.dir / "objects" / "tmp" / "view.tmp-99999-2.mp4"
+    for p in stray + [young]:
+        if p != view:
+            p.write_bytes(b"partial")
+    os.symlink(repo.dir / "objects" / "ab" / "gone", view)
     old = time.time() - 2 * 86400
     for p in stray:
         os.utime(p, (old, old), follow_symlinks=False)
