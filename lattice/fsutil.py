@@ -115,6 +115,13 @@ class Writeback:
                 self._check(call(self.fd, self.started - self.WINDOW, self.WINDOW, 7))
         self.started = self.written
 
+    def start(self, offset: int, n: int) -> None:
+        """Start the disk writes of `n` bytes from `offset`, without waiting
+        (for a copier that leaves the wait to its final fsync)."""
+        call = Writeback._call if Writeback._call is not None else Writeback._lookup()
+        if call:
+            self._check(call(self.fd, offset, n, 2))  # SYNC_FILE_RANGE_WRITE
+
     @staticmethod
     def _check(result: int) -> None:
         if result != 0:

@@ -10,6 +10,7 @@ to a temp file and renamed into place, and made read-only.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 from dataclasses import dataclass
@@ -20,6 +21,12 @@ from lattice.errors import ContentChanged, InvalidInput, RepositoryCorrupt
 from lattice.fsutil import TEMP_MARK, Writeback, fsync_dir, scratch_files, scratch_temp, write_all
 
 CHUNK = 1 << 20
+# From this size on, raw content is copied inside the kernel and hashed from
+# the copy, window by window, as it lands (see ObjectStore._put_copied).
+COPY_FROM = 32 << 20
+COPY_WINDOW = 16 << 20  # a multiple of mmap.ALLOCATIONGRANULARITY
+# copy_file_range's answers for "not between these files": stream instead.
+_NO_KERNEL_COPY = {errno.EXDEV, errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP}
 OID_RE = re.compile(r"[0-9a-f]{64}")
 DAMAGED_HINT = "`lattice fsck --repair` sets damaged objects aside; re-add the file, or `lattice render` to re-make an output"
 # Compress only when the sample shrinks below this fraction of its size.
@@ -144,6 +151,11 @@ class ObjectStore:
             first = os.read(src, CHUNK)
             if compress is None:
                 compress = _compresses_well(first)
+            if not compress and before.st_size >= COPY_FROM:
+                stored = self._put_copied(path, src, before, durable)
+                if stored is not None:
+                    return stored
+                os.lseek(src, len(first), os.SEEK_SET)  # the kernel cannot copy here: stream it
             hasher = blake3.blake3()
             fd, tmp = _mkstemp(self.tmp)
             try:
@@ -173,6 +185,78 @@ class ObjectStore:
                 raise
         finally:
             os.close(src)
+
+    def _put_copied(self, path, src: int, before: os.stat_result, durable: bool) -> StoredObject | None:
+        """Store large raw content the way `cp` copies it: inside the kernel
+        (copy_file_range; a reflink where the filesystem shares blocks), one
+        window at a time on a thread, while this thread hashes each window
+        of the copy as it lands (the bytes stored are the bytes hashed) and
+        the disk writes it. None when this filesystem cannot copy so."""
+        import queue
+        import threading
+
+        import blake3
+
+        size = before.st_size
+        fd, tmp = _mkstemp(self.tmp)
+        landed: queue.SimpleQueue = queue.SimpleQueue()  # offsets copied up to, then None or an exception
+        stop = threading.Event()
+
+        def copy() -> None:
+            writeback = Writeback(fd)
+            done = 0
+            try:
+                while done < size and not stop.is_set():
+                    n = os.copy_file_range(src, fd, min(COPY_WINDOW, size - done), done, done)
+                    if n == 0:  # the file shrank
+                        break
+                    if durable:
+                        writeback.start(done, n)
+                    done += n
+                    landed.put(done)
+                if durable and not stop.is_set():
+                    os.fsync(fd)
+                landed.put(None)
+            except BaseException as e:  # handed to the hashing thread
+                landed.put(e)
+
+        copier = threading.Thread(target=copy, name="lattice-copy", daemon=True)
+        try:
+            reader = os.open(tmp, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                hasher = blake3.blake3(max_threads=blake3.blake3.AUTO)
+                hashed = 0
+                copier.start()
+                while (upto := landed.get()) is not None:
+                    if isinstance(upto, OSError) and hashed == 0 and upto.errno in _NO_KERNEL_COPY:
+                        copier.join()
+                        os.close(reader)
+                        reader = None
+                        os.close(fd)
+                        fd = None
+                        os.unlink(tmp)
+                        return None
+                    if isinstance(upto, BaseException):
+                        raise upto
+                    hashed = _hash_window(hasher, reader, hashed, upto)
+            finally:
+                stop.set()
+                if copier.is_alive():
+                    copier.join()
+                if reader is not None:
+                    os.close(reader)
+            os.close(fd)
+            fd = None
+            after = os.fstat(src)
+            if (after.st_size, after.st_mtime_ns) != (before.st_size, before.st_mtime_ns) or hashed != size:
+                raise ContentChanged(f"{path}: file changed while being added")
+            return self._publish(tmp, hasher.hexdigest(), size, False, durable, readonly=True)
+        except BaseException:
+            if fd is not None:
+                os.close(fd)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
 
     def put_output(self, path: Path, compress: bool | None = None) -> StoredObject:
         """Adopt a finished file written inside the repository (a generator's
@@ -397,6 +481,16 @@ def _mkstemp(directory: Path) -> tuple[int, str]:
     this thread's lane of the scratch folder (threads writing objects at once
     then do not queue on one folder)."""
     return scratch_temp(directory, "obj", 0o444)
+
+
+def _hash_window(hasher, fd: int, start: int, end: int) -> int:
+    """Hash bytes start..end of the file `fd` through a read-only mapping
+    (no copy into Python; unmapped after, so memory stays flat); returns `end`."""
+    import mmap
+
+    with mmap.mmap(fd, end - start, offset=start, access=mmap.ACCESS_READ) as window:
+        hasher.update(window)
+    return end
 
 
 def _compresses_well(sample: bytes) -> bool:

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -247,6 +248,59 @@ def test_put_file_detects_concurrent_modification(tmp_repo):
     finally:
         writer.wait()
     assert repo.objects.stray_temps() == []
+
+
+def test_large_raw_content_is_copied_in_the_kernel_and_hashed_from_the_copy(tmp_repo):
+    """From 32 MiB on, raw content is copied by copy_file_range while the
+    copy is hashed window by window: same object, same bytes, no temp left;
+    content growing meanwhile is refused as before."""
+    from lattice.objects import COPY_FROM
+
+    data = os.urandom(COPY_FROM + 12345)  # not a whole number of windows
+    repo = tmp_repo.gen({"take.mp4": data})
+    stored = repo.objects.put_file(repo.root / "take.mp4")
+    import blake3
+
+    assert stored.oid == blake3.blake3(data).hexdigest() and not stored.compressed and stored.size == len(data)
+    with repo.objects.open(stored.oid) as f:
+        assert f.read() == data
+    assert repo.objects.put_file(repo.root / "take.mp4").new is False
+    assert repo.objects.stray_temps() == []
+
+    path = repo.root / "take.mp4"
+    writer = subprocess.Popen(
+        [sys.executable, "-c", f"import time\nfor i in range(400):\n    open({str(path)!r}, 'ab').write(b'x' * 65536); time.sleep(0.001)"]
+    )
+    try:
+        with pytest.raises(ContentChanged):
+            for _ in range(50):
+                repo.objects.put_file(path)
+    finally:
+        writer.wait()
+    assert repo.objects.stray_temps() == []
+
+
+def test_large_content_the_kernel_cannot_copy_is_streamed(tmp_repo):
+    """copy_file_range refuses to copy between filesystems (EXDEV): the
+    store streams the content instead, with the same result."""
+    from lattice.objects import COPY_FROM
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_repo.dir.stat().st_dev:
+        pytest.skip("needs a second filesystem at /dev/shm")
+    data = os.urandom(COPY_FROM + 1)
+    src = shm / f"lattice-test-{os.getpid()}.mp4"
+    src.write_bytes(data)
+    try:
+        stored = tmp_repo.objects.put_file(src)
+    finally:
+        src.unlink()
+    import blake3
+
+    assert stored.oid == blake3.blake3(data).hexdigest()
+    with tmp_repo.objects.open(stored.oid) as f:
+        assert f.read() == data
+    assert tmp_repo.objects.stray_temps() == []
 
 
 def test_concurrent_adds_from_two_processes_lose_nothing(tmp_repo):
