@@ -116,7 +116,7 @@ def create_tag(repo: Repository, name: str) -> str:
 
 def _require_branch(g, name: str) -> None:
     if name not in history.branches(g):
-        raise HistoryError(
+        raise InvalidInput(
             f"no branch named {name!r}{closest(name, history.branches(g))}",
             hint=f"`lattice branch` lists branches; `lattice branch {name}` creates one",
         )

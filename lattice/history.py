@@ -27,7 +27,7 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from lattice.errors import HistoryError, closest, warn
+from lattice.errors import HistoryError, InvalidInput, closest, warn
 from lattice.repo import Repository
 
 GITDIR = "history.git"
@@ -448,7 +448,7 @@ def resolve(g, ref: str):
             return g.revparse_single(ref).peel(pygit2.Commit)
         except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
             pass
-    raise HistoryError(
+    raise InvalidInput(
         f"no branch, tag or commit named {ref!r}{closest(ref, branches(g) + tags(g))}",
         hint="`lattice branch` lists branches, `lattice tag` lists tags, `lattice log` lists commits",
     )
@@ -459,7 +459,7 @@ def check_ref_name(g, name: str, kind: str) -> str:
 
     # '@' would read as PATH@vN where commands take either (`lattice diff`).
     if not name or name.startswith("-") or name == "HEAD" or "@" in name or not pygit2.reference_is_valid_name(f"refs/{kind}/{name}"):
-        raise HistoryError(f"{name!r} is not a valid {'branch' if kind == 'heads' else 'tag'} name", hint="use letters, digits, '-', '_', '.' and '/'")
+        raise InvalidInput(f"{name!r} is not a valid {'branch' if kind == 'heads' else 'tag'} name", hint="use letters, digits, '-', '_', '.' and '/'")
     what = "branch" if kind == "heads" else "tag"
     # git keeps refs as files: `feat` and `feat/x` cannot both exist.
     for other in (branches(g) if kind == "heads" else tags(g)):

@@ -148,7 +148,7 @@ def test_diff_between_branches_and_tags(tmp_repo):
     assert data["added"] == ["c.txt"] and data["removed"] == ["b.txt"] and data["changed"][0]["path"] == "a.txt"
     assert ok("tag", repo=repo).out.split() == ["start"]
     r = run_cli("diff", "strat", "main", cwd=repo.root)
-    assert r.code == HistoryError.exit_code and "start" in r.err and "Traceback" not in r.err
+    assert r.code == 4 and "start" in r.err and "Traceback" not in r.err
 
 
 # -- restore and pin ----------------------------------------------------------------
@@ -366,14 +366,17 @@ def test_switch_leaves_absent_outputs_to_render(tmp_repo):
 
 
 def test_branch_and_switch_bad_names(tmp_repo):
+    """An unknown or malformed name is invalid input (4), as an unknown
+    asset is; a name already taken is a history error (11)."""
     repo = tmp_repo
     add(repo, "a.txt", "1")
     ok("branch", "feature", repo=repo)
     r = run_cli("switch", "featur", cwd=repo.root)
-    assert r.code == HistoryError.exit_code and "did you mean: feature" in r.err
+    assert r.code == 4 and "did you mean: feature" in r.err
     assert run_cli("branch", "feature", cwd=repo.root).code == HistoryError.exit_code
-    assert run_cli("branch", "bad..name", cwd=repo.root).code == HistoryError.exit_code
-    assert run_cli("merge", "nope", cwd=repo.root).code == HistoryError.exit_code
+    assert run_cli("branch", "bad..name", cwd=repo.root).code == 4
+    assert run_cli("merge", "nope", cwd=repo.root).code == 4
+    assert run_cli("diff", "nope", "main", cwd=repo.root).code == 4
 
 
 # -- crash safety and damaged history ---------------------------------------------------

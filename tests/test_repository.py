@@ -1168,7 +1168,7 @@ def test_names_that_would_clash_in_the_manifest_or_the_tree_are_refused(tmp_repo
     r = run_cli("checkout", "d/a.png", cwd=repo.root)
     assert r.code == 4 and "d is a file, so nothing can be created under it" in r.err and "move d aside" in r.err
     r = run_cli("branch", "x@v2", cwd=repo.root)
-    assert r.code == 11 and "not a valid branch name" in r.err
+    assert r.code == 4 and "not a valid branch name" in r.err
     assert run_cli("fsck", cwd=repo.root).code == 0
 
 
