@@ -330,6 +330,9 @@ def test_broken_plugins_are_skipped_with_a_warning(monkeypatch):
         _EP(name="plug.notagen", value="mod:thing", loader=lambda: 42),
         _EP(name="plug.norun", value="mod:NoRun", loader=lambda: type("NoRun", (Generator,), {"id": "plug.norun", "extensions": ("x",)})),
         _EP(name="plug.clash", value="mod:Clash", loader=lambda: type("C", (_Good,), {"id": "ffmpeg.life"})),
+        _EP(name="plug.badid", value="mod:BadId", loader=lambda: type("B", (_Good,), {"id": "my gen\nx"})),
+        _EP(name="plug.badext", value="mod:BadExt", loader=lambda: type("E", (_Good,), {"id": "plug.badext", "extensions": ("../x",)})),
+        _EP(name="plug.strext", value="mod:StrExt", loader=lambda: type("S", (_Good,), {"id": "plug.strext", "extensions": "png"})),
         _EP(name="plug.good", value="mod:_Good", loader=lambda: _Good),
     ]
     monkeypatch.setattr(generators, "entry_points", lambda: eps)
@@ -338,7 +341,10 @@ def test_broken_plugins_are_skipped_with_a_warning(monkeypatch):
     text = "\n".join(reg.warnings)
     assert "plug.broken" in text and "No module named 'torch'" in text
     assert "plug.notagen" in text and "plug.norun" in text and "already taken" in text
-    assert len(reg.warnings) == 4
+    assert "plug.badid" in text and "must start with a letter" in text
+    assert "plug.badext" in text and "plug.strext" in text and "extensions must be" in text
+    assert "plug.badext" not in reg and "plug.strext" not in reg
+    assert len(reg.warnings) == 7
     with pytest.raises(InvalidInput, match="could not be loaded"):
         reg.get("plug.broken")
 
@@ -523,6 +529,7 @@ def test_digest_is_canonical_and_covers_only_commands():
     ("g", {"extensions": ["png"]}, "argv must be"),
     ("g", {"argv": "python gen.py", "extensions": ["png"]}, "argv must be"),
     ("g", {"argv": ["x"]}, "extensions must be"),
+    ("g", {"argv": ["x"], "extensions": ["../../x"]}, "extensions must be"),
     ("g", {"argv": ["x"], "extensions": ["png"], "shell": True}, "unknown key 'shell'"),
     ("g", {"argv": ["x", "{input0}"], "extensions": ["png"], "inputs": [0, 2]}, "min > 0"),
     ("g", {"argv": ["x", "--in={inputs}"], "extensions": ["png"], "inputs": [0, 2]}, "element of its own"),

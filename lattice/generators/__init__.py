@@ -124,10 +124,15 @@ def _instantiate(obj: Any) -> Generator:
 
 def _check_shape(gen: Generator) -> None:
     """Refuse a plug-in that would break callers later, with a reason now."""
+    from lattice.generators.command import EXTENSION, NAME
+
     if not isinstance(gen.id, str) or not gen.id:
         raise ValueError("it has no id")
-    if not gen.extensions or not all(isinstance(e, str) for e in gen.extensions):
-        raise ValueError(f"{gen.id}: extensions must be a non-empty tuple of strings")
+    if not NAME.match(gen.id):
+        raise ValueError(f"id {gen.id!r}: it must start with a letter and use letters, digits, '_', '-' or '.' (64 at most)")
+    if (isinstance(gen.extensions, str) or not gen.extensions
+            or not all(isinstance(e, str) and EXTENSION.match(e) for e in gen.extensions)):
+        raise ValueError(f"{gen.id}: extensions must be a non-empty tuple of lower-case letters and digits, without the dot")
     if type(gen).run is Generator.run:
         raise ValueError(f"{gen.id}: it does not implement run()")
     if not 0 <= gen.min_inputs <= gen.max_inputs:

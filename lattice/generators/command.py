@@ -34,6 +34,8 @@ from lattice.errors import GeneratorFailed, InvalidInput, TrustRequired
 from lattice.generators.base import Generator, Param, RunContext
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+# An extension names files and picks their kind: letters and digits only.
+EXTENSION = re.compile(r"^[a-z0-9]{1,16}$")
 RESERVED_PREFIX = "ffmpeg."
 _PLACEHOLDER = re.compile(r"\{(prompt|negative_prompt|seed|output|inputs|input(\d+)|param\.([A-Za-z_][A-Za-z0-9_-]*))\}")
 _PROGRESS = re.compile(r"^progress[=: ]\s*([0-9]*\.?[0-9]+)", re.I)
@@ -61,8 +63,8 @@ class CommandGenerator(Generator):
         if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv) or not argv[0]:
             raise bad("argv must be a non-empty list of strings")
         exts = table.get("extensions")
-        if not isinstance(exts, list) or not exts or not all(isinstance(e, str) and e.strip(". ") for e in exts):
-            raise bad("extensions must be a non-empty list like [\"png\"]")
+        if not isinstance(exts, list) or not exts or not all(isinstance(e, str) and EXTENSION.match(e.strip(". ").lower()) for e in exts):
+            raise bad("extensions must be a non-empty list of letters and digits, like [\"png\"]")
         inputs = table.get("inputs", [0, 0])
         if (not isinstance(inputs, list) or len(inputs) != 2 or not all(type(i) is int for i in inputs)
                 or not 0 <= inputs[0] <= inputs[1] <= 64):
