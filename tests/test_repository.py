@@ -1103,6 +1103,22 @@ def test_quiet_keeps_the_data_asked_for_and_drops_the_chatter(tmp_repo):
     assert "would free" in run_cli("-q", "gc", "--dry-run", cwd=repo.root).out
 
 
+def test_global_flags_may_follow_the_command(tmp_repo):
+    """`lattice add FILE -q`, as git takes `git commit -q`: on the fast path
+    (add, status) and through typer (tag, queue ls, gen) alike."""
+    repo = tmp_repo.gen({"a.png": b"img", "b.png": b"new"})
+    r = run_cli("add", "a.png", "-q", cwd=repo.root)
+    assert r.code == 0 and r.out == "" and r.err == ""
+    assert run_cli("add", "--quiet", "b.png", cwd=repo.root).out == ""
+    assert run_cli("tag", "v1", "-q", cwd=repo.root).out == ""
+    assert run_cli("tag", "--no-color", cwd=repo.root).out == "v1\n"
+    assert run_cli("status", "--porcelain", "-q", cwd=repo.root).code == 0
+    assert run_cli("queue", "ls", "-q", "--json", cwd=repo.root).json == []
+    r = run_cli("log", "-n", "1", "--quiet", cwd=repo.root)
+    assert r.code == 0 and "add b.png" in r.out
+    assert run_cli("add", "-x", "a.png", cwd=repo.root).code == 2  # other unknown options stay usage errors
+
+
 def test_init_resolves_dot_dot_before_looking_for_an_enclosing_repository(tmp_path):
     assert run_cli("init", "p1", cwd=tmp_path).code == 0
     assert run_cli("init", "p1/../p3", cwd=tmp_path).code == 0

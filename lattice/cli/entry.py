@@ -126,7 +126,7 @@ def _run_typer(args: list[str]) -> int:
     import typer
     from typer._click.exceptions import ClickException, NoArgsIsHelpError  # typer 0.28 vendors click
 
-    from lattice.cli.main import app_for
+    from lattice.cli.main import command_for
 
     if "_LATTICE_COMPLETE" in os.environ:
         # add_completion=False leaves typer's shell classes unregistered; the
@@ -136,7 +136,7 @@ def _run_typer(args: list[str]) -> int:
         completion_init()
     try:
         # Outside standalone mode, click returns a typer.Exit's code instead of raising.
-        rv = app_for(args)(args=args, prog_name="lattice", standalone_mode=False)
+        rv = command_for(args).main(args=args, prog_name="lattice", standalone_mode=False)
     except typer.Exit as e:
         return e.exit_code
     except SystemExit:

@@ -19,6 +19,8 @@ Every asset is kept as its recipe (generator, params, seed, inputs), so its
 file is a cache that can be deleted, re-made bit for bit, versioned and shared.
 
 Start with `lattice init`, then `lattice add FILES` or `lattice gen PATH --model ID`.
+
+The options -q, --debug and --no-color may also follow the command name.
 """
 
 app = typer.Typer(
@@ -75,6 +77,40 @@ def worker(
         from lattice.cli.common import emit_json
 
         emit_json(stats)
+
+
+def command_for(args: list[str]):
+    """The click command that runs `args`: app_for's, with -q/--quiet,
+    --debug and --no-color also taken after the command name (as in
+    `lattice add -q FILE`), where scripts and habits from git put them."""
+    from typer.core import TyperGroup, TyperOption
+
+    from lattice.cli.common import OPTIONS
+
+    def setter(attr: str, value):
+        def callback(ctx, param, given: bool) -> None:
+            if given:
+                setattr(OPTIONS, attr, value)
+        return callback
+
+    def flags() -> list:
+        return [
+            TyperOption(param_decls=decls, is_flag=True, expose_value=False, hidden=True, callback=setter(attr, value))
+            for decls, attr, value in ((["-q", "--quiet"], "quiet", True), (["--debug"], "debug", True), (["--no-color"], "color", False))
+        ]
+
+    def add(command) -> None:
+        if isinstance(command, TyperGroup):
+            for sub in command.commands.values():
+                add(sub)
+        elif not {"-q", "--quiet", "--debug", "--no-color"} & {o for p in command.params for o in getattr(p, "opts", ())}:
+            command.params.extend(flags())
+
+    root = typer.main.get_command(app_for(args))
+    if isinstance(root, TyperGroup):
+        for sub in root.commands.values():
+            add(sub)
+    return root
 
 
 def app_for(args: list[str]) -> typer.Typer:

@@ -188,6 +188,8 @@ def parse(args: list[str]) -> Callable[[], int] | None:
         option, eq, value = arg.partition("=")
         if arg in known:
             flags.add(arg)
+        elif arg in GLOBAL_FLAGS:  # `lattice add -q FILE`, as typer's path takes it too
+            options[GLOBAL_FLAGS[arg]] = True
         elif option in valued and (not eq or option.startswith("--")):  # click reads `-t=x` as "=x"
             if not eq:
                 value = next(rest, None)
