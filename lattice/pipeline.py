@@ -13,7 +13,7 @@ from typing import Callable, Iterable
 import msgspec
 
 from lattice.errors import InvalidInput, LatticeError
-from lattice.render import Outcome, Step, registry
+from lattice.render import EDITED, Outcome, Step, registry
 from lattice.repo import Repository
 
 
@@ -63,6 +63,8 @@ def gen_step(
     record = repo.manifest.read(name)
     if record is None:
         _refuse_untracked_file(repo, name)
+    else:
+        require_unedited(repo, name)
     change = "initial" if record is None else "modified"
     base = len(record.versions) if record else 0
     note = f"gen {name} v{base + 1}: {model} seed {recipe.seed}"
@@ -97,6 +99,7 @@ def regen_step(
     old = record.current.recipe
     if old is None:
         raise InvalidInput(f"{name} was imported, so it has no recipe to regenerate", hint=f"make a generated version with `lattice gen {name} --model ID`")
+    require_unedited(repo, name)
     if seed is not None and new_seed:
         raise InvalidInput("--seed and --new-seed exclude each other")
     reg = registry(repo)
@@ -135,24 +138,53 @@ def regen_step(
     return Step(name, "generate", new, change=change, note=note, generator=gen.id, kind=record.kind, base=len(record.versions))
 
 
-def cascade(repo: Repository, changed: list[Step]) -> list[Step]:
-    """Update steps for everything downstream of `changed`, each depending on its parents."""
+def with_dependents(repo: Repository, named: list[Step], cascade: bool = True) -> tuple[list[Step], list[Outcome]]:
+    """The named steps plus, with `cascade`, an update step for everything
+    downstream of them; all in dependency order, each depending on the
+    steps that make its inputs (`regen a.png b.png` with b made from a
+    renders a first, and b from a's new version). A dependent whose working
+    file holds unrecorded edits is skipped, with what depends on it, never
+    overwritten: the second list says so."""
     from lattice.lineage import Graph
 
     graph = Graph.from_index(repo.index)
-    names = {s.name for s in changed}
-    down: dict[str, None] = {}
-    for s in changed:
-        for d in graph.descendants(s.name):
-            if d not in names:
-                down[d] = None
-    steps = []
-    involved = names | set(down)
-    for name in graph.order(down):
-        row = repo.index.get(name)
-        deps = [p for p, _ in graph.parents.get(name, ()) if p in involved]
-        steps.append(Step(name, "update", deps=deps, generator=row.generator or "", kind=row.kind))
-    return steps
+    steps = {s.name: s for s in named}
+    skipped: dict[str, Outcome] = {}
+    if cascade:
+        down: dict[str, None] = {}
+        for s in named:
+            for d in graph.descendants(s.name):
+                if d not in steps:
+                    down[d] = None
+        for name in graph.order(down):
+            held = next((p for p, _ in graph.parents.get(name, ()) if p in skipped), None)
+            if held is not None:
+                skipped[name] = Outcome(name, "update", "skipped", error=f"its input {held} was skipped")
+                continue
+            from lattice.versions import working_file_modified
+
+            if working_file_modified(repo, name):
+                skipped[name] = Outcome(name, "update", "skipped", error=EDITED)
+                continue
+            row = repo.index.get(name)
+            steps[name] = Step(name, "update", generator=row.generator or "", kind=row.kind)
+    ordered = graph.order(steps)
+    for name in ordered:
+        steps[name].deps = [p for p, _ in graph.parents.get(name, ()) if p in steps]
+    return [steps[n] for n in ordered], list(skipped.values())
+
+
+def require_unedited(repo: Repository, name: str) -> None:
+    """A new version is never written over unrecorded edits to its working
+    file (Conflict, exit 12), as restore and switch refuse to."""
+    from lattice.errors import Conflict
+    from lattice.versions import working_file_modified
+
+    if working_file_modified(repo, name):
+        raise Conflict(
+            f"{name} has changes in the working tree that are not recorded",
+            hint=f"record them with `lattice add {name}`, or discard them with `lattice checkout {name}`, then run the command again",
+        )
 
 
 # -- running ----------------------------------------------------------------

@@ -254,6 +254,10 @@ class Superseded(LatticeError):
     exit_code = 12
 
 
+# Why a step is skipped rather than write a new version over a working file.
+EDITED = "working file was modified; `lattice add` records it, `lattice checkout` discards it"
+
+
 def require_base(name: str, base: int, record: AssetRecord | None) -> None:
     """A step planned on v`base` of the asset (-1: any) never stacks a
     version on another state (a job left behind by a killed command, run
@@ -334,6 +338,7 @@ def run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outcom
 
 def _run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outcome:
     from lattice.media import extension
+    from lattice.pipeline import require_unedited
     from lattice.worktree import materialize
 
     hooks = hooks or Hooks()
@@ -364,6 +369,7 @@ def _run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outco
                 return run_step(repo, Step(name, "remake"), hooks)
             return Outcome(name, step.action, "unchanged", len(record.versions), record.current.object, seconds=time.monotonic() - start)
         oid, cached = produce(repo, recipe, ext, hooks)
+        require_unedited(repo, name)  # edited while it rendered: keep the edits, record nothing
         note = "inputs changed: " + ", ".join(changed)
         v = record_version(repo, name, recipe, oid, "modified", note, f"render {name} v{len(record.versions) + 1}: {note}", step.branch)
         materialize(repo, name, oid, v.size)
@@ -380,6 +386,7 @@ def _run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outco
             # The same recipe made the same output: nothing new to record.
             materialize(repo, name, oid, record.current.size)
             return Outcome(name, step.action, "unchanged", len(record.versions), oid, seconds=time.monotonic() - start)
+        require_unedited(repo, name)
         v = record_version(repo, name, recipe, oid, step.change, step.note, step.note, step.branch, step.base)
         materialize(repo, name, oid, v.size)
         return Outcome(name, step.action, "cached" if cached else "rendered", v.number, oid, seconds=time.monotonic() - start)
@@ -446,7 +453,7 @@ def plan(repo: Repository, targets: list[str] | None = None) -> tuple[list[Step]
         except (FileNotFoundError, NotADirectoryError):
             st = None
         if st is not None and differs(row, path, st):
-            skipped.append(Outcome(name, "", "skipped", error="working file was modified; `lattice add` records it, `lattice checkout` discards it"))
+            skipped.append(Outcome(name, "", "skipped", error=EDITED))
             continue
         if name in stale:
             action = "update"

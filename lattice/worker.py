@@ -27,12 +27,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from lattice.errors import InvalidInput, LatticeError, QueueError, RepositoryCorrupt, TrustRequired, UsageError
+from lattice.errors import Conflict, InvalidInput, LatticeError, QueueError, RepositoryCorrupt, TrustRequired, UsageError
 from lattice.queue import Job, JobQueue
 
 # Failures a retry cannot fix: bad input, a damaged repository, an unapproved
 # command (and a deterministic generator's failure: GeneratorFailed.retryable).
-NOT_RETRYABLE = (InvalidInput, UsageError, RepositoryCorrupt, TrustRequired)
+NOT_RETRYABLE = (InvalidInput, UsageError, RepositoryCorrupt, TrustRequired, Conflict)
 
 
 @dataclass(frozen=True)

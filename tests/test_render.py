@@ -125,6 +125,42 @@ def test_three_level_cascade_and_no_cascade(tmp_repo, run_log):
     assert states(tmp_repo) == set()
 
 
+def test_gen_and_regen_never_write_over_unrecorded_edits(tmp_repo, run_log):
+    """A named asset with hand edits is refused (exit 12, nothing recorded);
+    an edited dependent in a cascade is skipped, with what depends on it."""
+    gen(tmp_repo, "a.txt", "--model", "test.text", "--seed", "1")
+    gen(tmp_repo, "b.txt", "--model", "test.join", "--input", "a.txt", "--seed", "1")
+    gen(tmp_repo, "c.txt", "--model", "test.join", "--input", "b.txt", "--seed", "1")
+    (tmp_repo.root / "a.txt").write_text("my retouch")
+    for args in (["regen", "a.txt", "--seed", "2"], ["gen", "a.txt", "--model", "test.text", "--seed", "3"]):
+        r = run_cli(*args, cwd=tmp_repo.root)
+        assert r.code == 12 and "a.txt has changes in the working tree that are not recorded" in r.err, r.err
+    assert len(tmp_repo.record("a.txt").versions) == 1 and (tmp_repo.root / "a.txt").read_text() == "my retouch"
+
+    run_cli("checkout", "a.txt", cwd=tmp_repo.root)
+    (tmp_repo.root / "b.txt").write_text("my b retouch")
+    r = run_cli("regen", "a.txt", "--seed", "4", "--json", cwd=tmp_repo.root)
+    assert r.code == 1
+    by_name = {o["name"]: o for o in r.json}
+    assert by_name["a.txt"]["status"] == "rendered"
+    assert by_name["b.txt"]["status"] == "skipped" and "working file was modified" in by_name["b.txt"]["error"]
+    assert by_name["c.txt"]["status"] == "skipped" and "its input b.txt was skipped" in by_name["c.txt"]["error"]
+    assert (tmp_repo.root / "b.txt").read_text() == "my b retouch" and len(tmp_repo.record("b.txt").versions) == 1
+
+
+def test_regen_of_an_asset_and_its_dependent_renders_them_in_order(tmp_repo, run_log):
+    """`regen b a` with b made from a (directly, or through c): a first,
+    then b from a's new version, whatever the order named; once each."""
+    gen(tmp_repo, "a.txt", "--model", "test.text", "--seed", "1")
+    gen(tmp_repo, "c.txt", "--model", "test.join", "--input", "a.txt", "--seed", "1")
+    gen(tmp_repo, "b.txt", "--model", "test.join", "--input", "c.txt", "--seed", "1")
+    r = run_cli("regen", "b.txt", "a.txt", "b.txt", "--seed", "2", "-j", "1", "--json", cwd=tmp_repo.root)
+    assert r.code == 0, r.err
+    assert [o["name"] for o in r.json].count("b.txt") == 1
+    assert states(tmp_repo) == set()
+    assert (tmp_repo.root / "b.txt").read_bytes() == b"hello:2\n#1#2"
+
+
 def test_cycle_is_refused_naming_it(tmp_repo):
     gen(tmp_repo, "a.txt", "--model", "test.text")
     gen(tmp_repo, "b.txt", "--model", "test.join", "--input", "a.txt")

@@ -170,15 +170,14 @@ def regen(
     A new seed alone records change type `regenerated`; changed parameters or
     model record `modified`.
     """
-    from lattice.pipeline import cascade, regen_step
+    from lattice.pipeline import regen_step, with_dependents
     from lattice.recipe import parse_sets
 
     repo = repo_from_ctx()
     params = parse_sets(set_)
-    steps = [regen_step(repo, n, seed=seed, new_seed=new_seed, params=params, model=model, prompt=prompt) for n in _names(repo, paths)]
-    if not no_cascade:
-        steps += cascade(repo, steps)
-    _execute(repo, steps, priority=priority, detach=detach, jobs=jobs, json=json)
+    named = [regen_step(repo, n, seed=seed, new_seed=new_seed, params=params, model=model, prompt=prompt) for n in dict.fromkeys(_names(repo, paths))]
+    steps, skipped = with_dependents(repo, named, cascade=not no_cascade)
+    _execute(repo, steps, skipped, priority=priority, detach=detach, jobs=jobs, json=json)
 
 
 def render(
