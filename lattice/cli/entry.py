@@ -67,11 +67,14 @@ def _terminate_like_ctrl_c() -> None:
 
 
 def _reader_gone() -> int:
-    """The reader of our output went away (`lattice cat x | head`): not an
-    error of ours. Later writes (the final flush) go nowhere."""
+    """The reader of our output went away (`lattice cat x | head`): no
+    message, and the exit status of a Unix tool killed by SIGPIPE (141, as
+    git and cat give), never 0: the output was cut, and a check cut short
+    (`render --check | head` under pipefail) must not pass. Later writes
+    (the final flush) go nowhere."""
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, sys.stdout.fileno())
-    return 0
+    return 141  # 128 + SIGPIPE
 
 
 def run(argv: list[str] | None = None) -> int:
