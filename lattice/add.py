@@ -128,6 +128,12 @@ def add(
     fresh = [name for name in names if _oid(hashed[name][0]) != getattr(known.get(name), "object", None)]
     with _vanished(repo):
         facts = dict(zip(fresh, probe_many([os.path.join(repo.root, name) for name in fresh])))
+        # The probes read the working files after they were stored: facts
+        # of other content (or of none) must not be recorded with the object.
+        for name in fresh:
+            st, now_st = hashed[name][1], os.stat(os.path.join(repo.root, name))
+            if (now_st.st_size, now_st.st_mtime_ns, now_st.st_ino) != (st.st_size, st.st_mtime_ns, st.st_ino):
+                raise ContentChanged(f"{name}: file changed while being added")
 
     results: list[AddResult] = []
     changed: list[str] = []

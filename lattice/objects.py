@@ -165,6 +165,8 @@ class ObjectStore:
                     chunk = first
                     size = 0
                     while chunk:
+                        if compress and size + len(chunk) > before.st_size:  # the frame declares the size
+                            raise ContentChanged(f"{path}: file changed while being added")
                         hasher.update(chunk)
                         write_all(sink, chunk)
                         size += len(chunk)
@@ -172,6 +174,8 @@ class ObjectStore:
                             writeback.wrote(len(chunk))
                         chunk = os.read(src, CHUNK)
                     if compress:
+                        if size != before.st_size:
+                            raise ContentChanged(f"{path}: file changed while being added")
                         sink.flush(_zstd_frame_end())
                     if durable:
                         os.fsync(fd)
@@ -485,11 +489,14 @@ def _mkstemp(directory: Path) -> tuple[int, str]:
 
 def _hash_window(hasher, fd: int, start: int, end: int) -> int:
     """Hash bytes start..end of the file `fd` through a read-only mapping
-    (no copy into Python; unmapped after, so memory stays flat); returns `end`."""
+    (no copy into Python; unmapped after, so memory stays flat); returns
+    `end`. A mapping starts on a page boundary: after a short copy, `start`
+    may not."""
     import mmap
 
-    with mmap.mmap(fd, end - start, offset=start, access=mmap.ACCESS_READ) as window:
-        hasher.update(window)
+    base = start - start % mmap.ALLOCATIONGRANULARITY
+    with mmap.mmap(fd, end - base, offset=base, access=mmap.ACCESS_READ) as window, memoryview(window) as view:
+        hasher.update(view[start - base :])
     return end
 
 

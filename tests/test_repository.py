@@ -234,6 +234,56 @@ def test_a_large_add_stores_on_threads_and_a_failure_among_them_records_nothing(
     assert repo.objects.stray_temps() == []
 
 
+def test_a_file_replaced_before_its_probe_records_nothing(tmp_repo):
+    """The media facts are read after the content is stored: a file changed
+    in between would pair one file's facts with another's bytes (exit 7)."""
+    repo = tmp_repo.gen({"a.png": b"not really a png", "b.txt": "second"})
+
+    def progress(i, n, name):
+        if i == n:
+            (repo.root / "a.png").write_bytes(b"other content, longer than before")
+
+    with pytest.raises(ContentChanged, match="a.png: file changed while being added"):
+        add(repo, ["."], cwd=repo.root, progress=progress)
+    assert repo.index.count() == 0 and list(repo.manifest.names()) == []
+
+
+def test_compressed_content_changing_size_while_stored_is_a_change(tmp_repo):
+    """The zstd frame declares the size first: growing or shrinking content
+    is the same exit-7 change as on the raw path, not a zstd error."""
+    path = tmp_repo.root / "notes.txt"
+    for grow in (True, False):
+        path.write_bytes(b"lattice " * (1 << 20))  # 8 MiB that compresses
+        before = os.stat(path)
+        with open(path, "ab" if grow else "r+b") as f:
+            if grow:
+                f.write(b"more")
+            else:
+                f.truncate(1 << 20)
+        with pytest.raises(ContentChanged, match="file changed while being added"):
+            tmp_repo.objects.put_file(path, compress=True, st=before)
+    assert tmp_repo.objects.stray_temps() == []
+
+
+def test_hash_windows_may_start_off_a_page_boundary(tmp_path):
+    """After a short copy the next window starts anywhere: mmap needs a
+    page-aligned offset, the hash must not care."""
+    import blake3
+
+    from lattice.objects import _hash_window
+
+    data = os.urandom(3 * 4096 + 123)
+    (tmp_path / "f").write_bytes(data)
+    fd = os.open(tmp_path / "f", os.O_RDONLY)
+    try:
+        h = blake3.blake3()
+        for start, end in ((0, 5000), (5000, 9001), (9001, len(data))):
+            _hash_window(h, fd, start, end)
+    finally:
+        os.close(fd)
+    assert h.hexdigest() == blake3.blake3(data).hexdigest()
+
+
 def test_put_file_detects_concurrent_modification(tmp_repo):
     """A writer appending while the store reads: ContentChanged, no object left."""
     repo = tmp_repo.gen({"grow.bin": os.urandom(8 << 20)})
