@@ -276,24 +276,30 @@ def sync_filesystem(path: Path) -> None:
 
 class AtomicBatch:
     """Write many small files atomically as a group: every temp file is
-    written and made durable, then every rename happens and is made durable.
-    A crash leaves each file old or new, never torn. Small batches fsync each
-    file; large ones sync the filesystem once (syncfs), far cheaper than
-    thousands of fsyncs but costly when other processes have dirty pages.
-    The files are written at commit, on threads once there are many, each
-    thread in a lane of `scratch` when given (see `lane`; a folder on the
-    same filesystem whose strays gc and fsck sweep). `stats` then holds each
-    file's stat as written (a rename keeps it)."""
+    written and made durable (`prepare`, which Ctrl-C may cut short: `abort`
+    removes them), then every rename happens and is made durable (`commit`).
+    With a `journal` path, a batch of several files writes the list of its
+    renames there, durably, before the first one: a process killed midway
+    leaves the journal, and `roll_forward` finishes the renames, so the
+    group lands whole or not at all. Small batches fsync each file; large
+    ones sync the filesystem once (syncfs), far cheaper than thousands of
+    fsyncs but costly when other processes have dirty pages. The files are
+    written on threads once there are many, each thread in a lane of
+    `scratch` when given (see `lane`; a folder on the same filesystem whose
+    strays gc and fsck sweep). `stats` then holds each file's stat as
+    written (a rename keeps it)."""
 
     SYNCFS_FROM = 32
 
-    def __init__(self, root: Path, scratch: Path | None = None):
+    def __init__(self, root: Path, scratch: Path | None = None, journal: Path | None = None):
         self.root = Path(root)
         self.scratch = scratch
+        self.journal = journal
         self.stats: dict[Path, os.stat_result] = {}
         self._staged: list[tuple[Path, bytes, int]] = []
         self._pending: list[tuple[str, Path]] = []
         self._folders: set[Path] = set()
+        self._large = False
 
     def write(self, path: Path, data: bytes, mode: int = 0o644) -> None:
         path = Path(path)
@@ -318,26 +324,74 @@ class AtomicBatch:
         finally:
             os.close(fd)
 
-    def commit(self) -> None:
+    def prepare(self) -> None:
+        """Write every staged file to a durable temp file."""
         staged, self._staged = self._staged, []
         if not staged:
             return
-        large = len(staged) >= self.SYNCFS_FROM
+        self._large = len(staged) + len(self._pending) >= self.SYNCFS_FROM
         try:
-            in_threads(lambda item: self._create(item, durable=not large), staged)
-            if large:
+            in_threads(lambda item: self._create(item, durable=not self._large), staged)
+            if self._large:
                 sync_filesystem(self.root)
-            for tmp, path in self._pending:
-                os.replace(tmp, path)
         except BaseException:
             self.abort()
             raise
-        if large:
+
+    def commit(self) -> None:
+        """Rename every prepared file into place, durably. Once the journal
+        is written the batch is decided: a failure later leaves it for
+        `roll_forward`, never a half-removed batch."""
+        self.prepare()
+        pending = self._pending
+        if not pending:
+            return
+        journal = self.journal if len(pending) > 1 else None
+        if journal is not None:
+            import json
+
+            atomic_write(journal, json.dumps([[tmp, str(path)] for tmp, path in pending]).encode())
+        try:
+            for tmp, path in pending:
+                os.replace(tmp, path)
+        except BaseException:
+            if journal is None:
+                self.abort()
+            raise
+        if self._large:
             sync_filesystem(self.root)
         else:
-            for directory in {path.parent for _, path in self._pending}:
+            for directory in {path.parent for _, path in pending}:
                 fsync_dir(directory)
-        self._pending.clear()
+        if journal is not None:
+            os.unlink(journal)
+        pending.clear()
+
+    @staticmethod
+    def roll_forward(journal: Path, root: Path) -> list[str]:
+        """Finish the renames of a batch a killed process left in `journal`
+        (those already done are passed over), then remove it. Returns the
+        files it could not put in place (their temp files stay, for fsck
+        to report)."""
+        import json
+
+        try:
+            pairs = json.loads(Path(journal).read_bytes())
+        except FileNotFoundError:
+            return []
+        except ValueError:  # torn: it was never durable, so no rename had begun
+            pairs = []
+        failed = []
+        for tmp, path in pairs:
+            try:
+                os.replace(tmp, path)
+            except FileNotFoundError:
+                continue  # renamed before the process died
+            except OSError as e:
+                failed.append(f"{path}: {e.strerror or e}")
+        sync_filesystem(root)
+        os.unlink(journal)
+        return failed
 
     def abort(self) -> None:
         self._staged.clear()
@@ -354,3 +408,31 @@ class AtomicBatch:
             self.commit()
         else:
             self.abort()
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Ctrl-C and SIGTERM wait for the end of the block, then act as they
+    would have: for the few steps that must all happen once the first has
+    (a batch's renames, its index and history). A no-op off the main thread,
+    where Python delivers no signals."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    import signal
+
+    caught: list[int] = []
+    old = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        old[sig] = signal.signal(sig, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        if caught:
+            handler = old[caught[0]]
+            if callable(handler):
+                handler(caught[0], None)
+            elif handler == signal.SIG_DFL:
+                os.kill(os.getpid(), caught[0])

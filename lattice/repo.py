@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 
 DIRNAME = ".lattice"
 JOURNAL = "journal"  # .lattice/journal: a switch or merge under way (lattice.branches)
+BATCH_JOURNAL = "batch-journal"  # a manifest batch's renames under way (fsutil.AtomicBatch)
 FORMAT = 1
 
 README_TEXT = """\
@@ -179,8 +180,24 @@ class Repository:
             from lattice.branches import recover
 
             recover(self)
+        self.finish_batch()
         self.sync_index()
         return index
+
+    def finish_batch(self) -> None:
+        """Finish the renames of a manifest batch whose process was killed
+        midway (its journal is still there): the change then lands whole,
+        and sync_index indexes it and commits it under its own message."""
+        if not os.path.exists(self.dir / BATCH_JOURNAL):
+            return
+        from lattice.fsutil import AtomicBatch
+
+        with self.lock:
+            failed = AtomicBatch.roll_forward(self.dir / BATCH_JOURNAL, self.dir)
+        if failed:
+            from lattice.errors import warn
+
+            warn(f"an interrupted change could not put {len(failed)} manifest file(s) in place: {failed[0]}; `lattice fsck` lists what is left")
 
     def sync_index(self) -> list[str]:
         """Re-index the assets whose manifest file differs (by stat) from
@@ -210,12 +227,14 @@ class Repository:
         if not changed and not removed:
             return []
         with self.lock:
-            if os.path.exists(self.dir / JOURNAL):
-                # A switch or merge died while we waited for its lock: its
-                # manifest files may be half written. Finish it, then look again.
+            if os.path.exists(self.dir / JOURNAL) or os.path.exists(self.dir / BATCH_JOURNAL):
+                # A switch, merge or batch died while we waited for its lock:
+                # its manifest files may be half written. Finish it, then look again.
                 from lattice.branches import recover
 
-                recover(self)
+                if os.path.exists(self.dir / JOURNAL):
+                    recover(self)
+                self.finish_batch()
                 return self.sync_index()
             names = self._reindex(changed, removed)
             # A deleted file is left out: fsck reports it, --repair restores it.
@@ -230,8 +249,8 @@ class Repository:
         its own message instead."""
         from lattice import history
 
-        if not names or not history.exists(self):
-            return
+        if not names or not (history.exists(self) or os.path.exists(self.dir / history.PENDING)):
+            return  # no history yet, and no change of ours that meant to start it
         try:
             if not history.catch_up(self):
                 more = f" and {len(names) - 3} more" if len(names) > 3 else ""
@@ -423,7 +442,7 @@ class Transaction:
             self.repo.lock.release()
 
     def _apply(self) -> None:
-        from lattice.fsutil import AtomicBatch
+        from lattice.fsutil import AtomicBatch, signals_deferred
 
         repo = self.repo
         encoded = {}
@@ -438,18 +457,23 @@ class Transaction:
         repo.index  # checked against the manifest now, before our writes: they are no outside edits
         history.begin(repo, self.message)  # marks the manifest as ahead of history until the commit lands
         # Temp files in the store's scratch lanes: a large batch is written on threads.
-        with AtomicBatch(repo.dir, scratch=repo.objects.tmp) as batch:
-            for name, text in encoded.items():
-                batch.write(repo.manifest.file_of(name), text)
-        for name in self._removed:
-            try:
-                repo.manifest.file_of(name).unlink()
-            except FileNotFoundError:
-                pass
-        with repo.index as index:
-            index.put_many((self._records[name][0], batch.stats[repo.manifest.file_of(name)], False) for name in encoded)
+        batch = AtomicBatch(repo.dir, scratch=repo.objects.tmp, journal=repo.dir / BATCH_JOURNAL)
+        for name, text in encoded.items():
+            batch.write(repo.manifest.file_of(name), text)
+        batch.prepare()  # Ctrl-C here leaves nothing
+        # From the first rename on, the change is made whole (a killed
+        # process's journal is finished by the next command): Ctrl-C waits.
+        with signals_deferred():
+            batch.commit()
             for name in self._removed:
-                index.remove(name)
-        changed = sorted(set(encoded) | self._removed)
-        written = {str(repo.manifest.file_of(n)): text for n, text in encoded.items()}
-        history.finish(repo, self.message, changed, written=written)  # last: never raises, warns instead
+                try:
+                    repo.manifest.file_of(name).unlink()
+                except FileNotFoundError:
+                    pass
+            with repo.index as index:
+                index.put_many((self._records[name][0], batch.stats[repo.manifest.file_of(name)], False) for name in encoded)
+                for name in self._removed:
+                    index.remove(name)
+            changed = sorted(set(encoded) | self._removed)
+            written = {str(repo.manifest.file_of(n)): text for n, text in encoded.items()}
+            history.finish(repo, self.message, changed, written=written)  # last: never raises, warns instead

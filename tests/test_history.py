@@ -1003,6 +1003,51 @@ def test_switch_killed_with_sigkill_leaves_one_branch_or_the_other(tmp_repo):
     print(f"{interrupted} of 6 kills fell inside the journaled part")
 
 
+# A real `lattice add` of 60 files, stopped at its 20th manifest rename: by
+# SIGKILL, or by Ctrl-C / SIGTERM (signal number in argv[1], 0 for SIGKILL).
+_STOPPED_ADD = """
+import os, signal, sys
+from lattice.cli.entry import run
+real, seen, sig = os.replace, [0], int(sys.argv[1])
+
+def replace(src, dst, *a, **k):
+    if str(dst).endswith(".toml") and "/manifest/" in str(dst):
+        seen[0] += 1
+        if seen[0] == 20:
+            os.kill(os.getpid(), sig or signal.SIGKILL)
+    return real(src, dst, *a, **k)
+
+os.replace = replace
+sys.argv = ["lattice", "add", "batch"]
+run()
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGKILL", "SIGINT", "SIGTERM"])
+def test_an_add_stopped_during_its_renames_lands_whole(tmp_repo, sig):
+    """Once a batch's first manifest file is renamed into place the change
+    is decided: Ctrl-C and SIGTERM wait for it to end (index and history
+    included), and after SIGKILL the next command finishes it from its
+    journal; history then holds all 60 under the add's own message."""
+    import signal
+    import sys
+
+    repo = tmp_repo
+    repo.gen({f"batch/f{i:02}.txt": f"take {i}" for i in range(60)})
+    number = 0 if sig == "SIGKILL" else int(getattr(signal, sig))
+    proc = subprocess.run([sys.executable, "-c", _STOPPED_ADD, str(number)], cwd=repo.root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == {"SIGKILL": -9, "SIGINT": 130, "SIGTERM": 143}[sig], proc.stderr
+    if sig == "SIGKILL":
+        assert (repo.dir / "batch-journal").exists()
+    assert ok("status", "--porcelain", repo=repo).out == ""  # every file recorded, nothing new
+    assert not (repo.dir / "batch-journal").exists()
+    assert len(ok("ls", repo=repo).out.splitlines()) == 60
+    g = history.open_git(repo)
+    head = history.head_commit(g)
+    assert len(history.manifest_blobs(g, head.tree)) == 60 and head.message.startswith("add 60 files")
+    assert fsck(fresh(repo)).ok and not repo.objects.stray_temps()
+
+
 def test_gc_packs_history_and_removes_what_the_pack_replaces(tmp_repo, monkeypatch):
     repo = tmp_repo
     for i in range(20):
