@@ -372,7 +372,7 @@ def _run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outco
         require_unedited(repo, name)  # edited while it rendered: keep the edits, record nothing
         note = "inputs changed: " + ", ".join(changed)
         v = record_version(repo, name, recipe, oid, "modified", note, f"render {name} v{len(record.versions) + 1}: {note}", step.branch)
-        materialize(repo, name, oid, v.size)
+        _write_recorded(repo, name, v)
         return Outcome(name, step.action, "cached" if cached else "rendered", v.number, oid, seconds=time.monotonic() - start)
     if step.action == "generate":
         assert step.recipe is not None
@@ -388,9 +388,29 @@ def _run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outco
             return Outcome(name, step.action, "unchanged", len(record.versions), oid, seconds=time.monotonic() - start)
         require_unedited(repo, name)
         v = record_version(repo, name, recipe, oid, step.change, step.note, step.note, step.branch, step.base)
-        materialize(repo, name, oid, v.size)
+        _write_recorded(repo, name, v)
         return Outcome(name, step.action, "cached" if cached else "rendered", v.number, oid, seconds=time.monotonic() - start)
     raise InvalidInput(f"unknown render action {step.action!r}")
+
+
+class NotWritten(LatticeError):
+    """A version was recorded, but its working file could not be written. A
+    retry would find the version there and record nothing: not retried."""
+
+    retryable = False
+
+
+def _write_recorded(repo: Repository, name: str, version: Version) -> None:
+    from lattice.worktree import materialize
+
+    try:
+        materialize(repo, name, version.object, version.size)
+    except (OSError, LatticeError) as e:
+        why = e.message.removeprefix(f"{name}: ") if isinstance(e, LatticeError) else e.strerror or str(e)
+        raise NotWritten(
+            f"{name} v{version.number} was recorded, but its working file could not be written: {why}",
+            hint=f"fix that (permissions, free space, a file where a folder belongs), then `lattice checkout {name}` writes it",
+        ) from None
 
 
 def refreshed_recipe(repo: Repository, record: AssetRecord) -> tuple[Recipe, list[str]]:

@@ -148,6 +148,25 @@ def test_gen_and_regen_never_write_over_unrecorded_edits(tmp_repo, run_log):
     assert (tmp_repo.root / "b.txt").read_text() == "my b retouch" and len(tmp_repo.record("b.txt").versions) == 1
 
 
+def test_a_version_recorded_but_not_written_says_so_and_is_not_retried(tmp_repo, run_log):
+    """The working file cannot be written (a file stands where its folder
+    belongs): the version is recorded, the failure says so and how to get
+    the file, and no retry comes back calling it superseded."""
+    import shutil
+
+    gen(tmp_repo, "out/a.txt", "--model", "test.text", "--seed", "1")
+    shutil.rmtree(tmp_repo.root / "out")
+    (tmp_repo.root / "out").write_text("in the way")
+    r = run_cli("regen", "out/a.txt", "--seed", "2", "--json", cwd=tmp_repo.root)
+    assert r.code == 1 and r.json[0]["status"] == "failed"
+    assert "out/a.txt v2 was recorded, but its working file could not be written" in r.json[0]["error"]
+    assert len(tmp_repo.record("out/a.txt").versions) == 2
+    job = run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json[0]
+    assert job["attempts"] == 1, job
+    (tmp_repo.root / "out").unlink()
+    assert run_cli("checkout", "out/a.txt", cwd=tmp_repo.root).code == 0 and states(tmp_repo) == set()
+
+
 def test_regen_of_an_asset_and_its_dependent_renders_them_in_order(tmp_repo, run_log):
     """`regen b a` with b made from a (directly, or through c): a first,
     then b from a's new version, whatever the order named; once each."""
