@@ -6,7 +6,7 @@ refused, never silently accepted."""
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Container
 
 from lattice.catalog import touch
 from lattice.errors import GeneratorFailed, InvalidInput
@@ -117,13 +117,14 @@ def restore_object(repo: Repository, name: str, number: int, hooks=None) -> dict
     return {"name": name, "version": number, "object": oid, "status": "cached" if cached else "rendered"}
 
 
-def ensure_inputs(repo: Repository, recipe, notify: Callable[[str], None] | None = None) -> list[str]:
+def ensure_inputs(repo: Repository, recipe, notify: Callable[[str], None] | None = None, made_by: Container[str] = ()) -> list[str]:
     """Make the input objects a recipe names present, re-making those gc
     evicted (ensure_present) before a job that reads them is queued: the
-    job itself could only fail. Returns the "name@vN" re-made."""
+    job itself could only fail. Inputs in `made_by` (made by earlier steps
+    of the same plan) are left to those steps. Returns the "name@vN" re-made."""
     made = []
     for parent, oid in zip(recipe.inputs, recipe.input_objects):
-        if repo.objects.has(oid):
+        if parent in made_by or repo.objects.has(oid):
             continue
         numbers = [v.number for v in repo.record(parent).versions if v.object == oid]
         if numbers:  # else the job names the missing input

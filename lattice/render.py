@@ -484,7 +484,18 @@ def plan(repo: Repository, targets: list[str] | None = None) -> tuple[list[Step]
         else:
             continue
         steps[name] = Step(name, action, generator=row.generator, kind=row.kind)
-    ordered = graph.order(steps)
+    # What depends on a skipped asset waits for it: made now, it would come
+    # out "unchanged" and stay stale.
+    held = {o.name for o in skipped}
+    ordered = []
+    for name in graph.order(steps):
+        parent = next((p for p, _ in graph.parents.get(name, ()) if p in held), None)
+        if parent is not None and steps[name].action == "update":
+            skipped.append(Outcome(name, "", "skipped", error=f"its input {parent} was skipped"))
+            held.add(name)
+            del steps[name]
+        else:
+            ordered.append(name)
     for name in ordered:
         steps[name].deps = [p for p, _ in graph.parents.get(name, ()) if p in steps]
     return [steps[n] for n in ordered], skipped

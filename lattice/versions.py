@@ -120,8 +120,10 @@ def restore(repo: Repository, name: str, number: int, force: bool = False) -> Re
                 f"{name}@v{number} was imported and its content is no longer in the store",
                 hint="re-add the file if you still have it",
             )
+        from lattice.remake import ensure_inputs
         from lattice.render import produce
 
+        ensure_inputs(repo, old.recipe)  # its inputs may be evicted too
         oid, cached = produce(repo, old.recipe, extension(name))
         if oid != old.object:
             raise GeneratorFailed(

@@ -359,3 +359,45 @@ def test_gc_concurrent_with_render_and_add_loses_nothing(tmp_repo):
         assert repo.objects.has(repo.record(name).current.object), name
     fsck = run_proc("fsck", cwd=root)
     assert fsck.returncode == 0, fsck.stdout + fsck.stderr
+
+
+def test_restore_and_render_re_make_evicted_inputs_first(tmp_repo):
+    """An evicted old version whose input is evicted too: `restore` re-makes
+    the chain; a pin on an evicted version: `render` re-makes it first."""
+    gen(tmp_repo, "a.txt", word="one")
+    gen(tmp_repo, "b.txt", model="test.join", inputs=["a.txt"])
+    assert run_cli("regen", "a.txt", "--set", "word=two", cwd=tmp_repo.root).code == 0
+    gc(tmp_repo, *EVERYTHING)
+    a1, b1 = tmp_repo.record("a.txt").versions[0].object, tmp_repo.record("b.txt").versions[0].object
+    assert not tmp_repo.objects.has(a1) and not tmp_repo.objects.has(b1)
+    r = run_cli("restore", "b.txt@v1", cwd=tmp_repo.root)
+    assert r.code == 0, r.err
+    assert (tmp_repo.root / "b.txt").read_bytes() == b"one:1\n#1"
+
+    assert run_cli("regen", "a.txt", "--set", "word=three", cwd=tmp_repo.root).code == 0  # b follows a@v3
+    gc(tmp_repo, *EVERYTHING)
+    assert not tmp_repo.objects.has(a1)
+    assert run_cli("pin", "a.txt@v1", cwd=tmp_repo.root).code == 0
+    r = run_cli("render", cwd=tmp_repo.root)
+    assert r.code == 0, r.err
+    assert "re-making evicted a.txt@v1" in r.err
+    assert (tmp_repo.root / "b.txt").read_bytes() == b"one:1\n#1"
+    assert run_cli("render", "--check", cwd=tmp_repo.root).code == 0
+
+
+def test_render_skips_what_depends_on_a_skipped_asset(tmp_repo):
+    """b holds hand edits, so it is skipped; c (made from b) is skipped with
+    it instead of being reported "unchanged" and staying stale."""
+    gen(tmp_repo, "a.txt", word="one")
+    gen(tmp_repo, "b.txt", model="test.join", inputs=["a.txt"])
+    gen(tmp_repo, "c.txt", model="test.join", inputs=["b.txt"])
+    (tmp_repo.root / "b.txt").write_text("hand edit")
+    assert run_cli("regen", "a.txt", "--set", "word=two", "--no-cascade", cwd=tmp_repo.root).code == 0
+    plan = run_cli("render", "--dry-run", "--json", cwd=tmp_repo.root).json
+    assert plan["steps"] == []
+    assert {(o["name"], o["error"]) for o in plan["skipped"]} == {
+        ("b.txt", "working file was modified; `lattice add` records it, `lattice checkout` discards it"),
+        ("c.txt", "its input b.txt was skipped"),
+    }
+    r = run_cli("render", "--json", cwd=tmp_repo.root)
+    assert r.code == 1 and {o["name"]: o["status"] for o in r.json} == {"b.txt": "skipped", "c.txt": "skipped"}

@@ -34,9 +34,15 @@ def _execute(repo, steps, skipped=(), *, priority="normal", detach=False, jobs=N
         raise InvalidInput(f"unknown priority {priority!r}{closest(priority, PRIORITIES)}", hint=f"priorities are: {', '.join(PRIORITIES)}")
     from lattice.remake import ensure_inputs
 
-    for step in steps:  # inputs gc evicted come back first: the jobs read them
-        if step.action == "generate" and step.recipe is not None:
-            ensure_inputs(repo, step.recipe, notify=lambda m: echo(m, err=True))
+    planned = {s.name for s in steps}
+    for step in steps:  # inputs gc evicted (a pinned old version too) come back first: the jobs read them
+        recipe = step.recipe
+        if step.action == "update":
+            from lattice.render import refreshed_recipe
+
+            recipe, _ = refreshed_recipe(repo, repo.record(step.name))
+        if step.action in ("generate", "update") and recipe is not None:
+            ensure_inputs(repo, recipe, notify=lambda m: echo(m, err=True), made_by=planned)
     submitted = submit(repo, steps, priority=priority) if steps else None
     if detach:
         ids = submitted.jobs if submitted else {}
