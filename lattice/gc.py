@@ -186,10 +186,11 @@ class Eviction:
 @dataclass
 class GcPlan:
     evictions: list[Eviction]
-    temps: list[str]  # stray temp files older than the grace period
+    temps: list[str]  # stray temp files (and old key locks) older than the grace period
     bytes: int
     objects: int  # objects present before
     present_bytes: int
+    temp_bytes: int = 0  # what the temps hold
 
 
 def plan_gc(repo: Repository, options: GcOptions | None = None, now: float | None = None,
@@ -230,7 +231,15 @@ def plan_gc(repo: Repository, options: GcOptions | None = None, now: float | Non
     temps = [str(p) for p in repo.stray_temps(key_locks=True) if now - _mtime(p) >= grace]
     evictions = sorted(chosen.values(), key=lambda e: (e.reason, e.last_used, e.object))
     return GcPlan(evictions, temps, sum(e.bytes for e in evictions), len(cat.present),
-                  sum(s for s, _ in cat.present.values()))
+                  sum(s for s, _ in cat.present.values()), sum(map(file_size, temps)))
+
+
+def file_size(path: str) -> int:
+    """Bytes of a temp file (lstat: some are links); 0 when gone already."""
+    try:
+        return os.lstat(path).st_size
+    except OSError:
+        return 0
 
 
 def _eviction(cat: Catalog, oid: str, reason: str, prods) -> Eviction:

@@ -1210,12 +1210,17 @@ def test_fsck_and_gc_find_every_kind_of_stray_temp_file(tmp_repo):
         if p != view:
             p.write_bytes(b"partial")
     os.symlink(repo.dir / "objects" / "ab" / "gone", view)
-    old = time.time() - 2 * 86400
+    old = time.time() - 20 * 86400  # past fsck's hour and gc's 14-day grace
     for p in stray:
         os.utime(p, (old, old), follow_symlinks=False)
     r = run_cli("fsck", "--json", cwd=repo.root)
     assert r.code == 1
     assert sorted(p["subject"] for p in r.json["problems"] if p["kind"] == "temp") == sorted(map(str, stray))
+    # gc names them too: each in a dry run, and how many it removes.
+    dry = run_cli("gc", "--dry-run", cwd=repo.root).out
+    assert all("temp file" in line for line in dry.splitlines() if "tmp-99999" in line) and str(stray[2]) in dry
+    assert f"{len(stray)} stray temp file(s) left by interrupted commands" in dry and "would remove" in dry
+    assert run_cli("gc", "--dry-run", "--json", cwd=repo.root).json["temp_bytes"] == 7 * (len(stray) - 1) + len(str(repo.dir / "objects" / "ab" / "gone"))
     assert run_cli("fsck", "--repair", cwd=repo.root).code == 0
     assert not any(os.path.lexists(p) for p in stray) and young.exists()
     assert run_cli("fsck", cwd=repo.root).code == 0

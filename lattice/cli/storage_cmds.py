@@ -34,7 +34,7 @@ def gc(
     Runs as a queue job under the repository lock; every run is logged for
     `lattice du`.
     """
-    from lattice.gc import GcOptions, parse_age, parse_size, plan_gc, run_gc
+    from lattice.gc import GcOptions, file_size, parse_age, parse_size, plan_gc, run_gc
 
     repo = repo_from_ctx()
     options = GcOptions(
@@ -53,15 +53,20 @@ def gc(
         plan, removed, freed, packed = result.plan, result.removed, result.freed, result.history_packed
     if json:
         emit_json({"dry_run": dry_run, "objects": removed, "bytes": freed, "evictions": plan.evictions,
-                   "temps": plan.temps, "present_objects": plan.objects, "present_bytes": plan.present_bytes,
-                   "history_packed": packed})
+                   "temps": plan.temps, "temp_bytes": plan.temp_bytes, "present_objects": plan.objects,
+                   "present_bytes": plan.present_bytes, "history_packed": packed})
         return
     out = echo if dry_run else say  # a dry run's plan is the data asked for
     for e in plan.evictions:
         what = ", ".join(e.assets[:3]) + (f" (+{len(e.assets) - 3})" if len(e.assets) > 3 else "") or "unreferenced"
         out(f"{'would evict' if dry_run else 'evicted'}  {e.object[:12]}  {human_size(e.bytes):>10}  {e.reason:<12}  {what}")
+    if dry_run:
+        for t in plan.temps:
+            out(f"would remove  {'temp file':<12}  {human_size(file_size(t)):>10}  {t}")
     verb = "would free" if dry_run else "freed"
     out(f"{removed} objects, {verb} {human_size(freed)} of {human_size(plan.present_bytes)}")
+    if plan.temps:
+        out(f"{len(plan.temps)} stray temp file(s) left by interrupted commands, {human_size(plan.temp_bytes)}: {'would remove' if dry_run else 'removed'}")
     if packed:
         say(f"history: packed {packed} objects into one pack")
 
