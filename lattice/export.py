@@ -19,7 +19,9 @@ The recipe travels with the file: PNG text chunk, MP4/WebM/MP3 `comment`
 metadata, Lottie `meta`; other formats get a `<out>.lattice.json` sidecar.
 An export written inside the project becomes an asset whose recipe is
 generator `lattice.export` with the source as input, so `lattice render`
-re-makes it and gc may evict it like any output. Encoding is bit-exact
+re-makes it and gc may evict it like any output; a frames directory is not
+an asset (its PNGs stay untracked, with the sidecar) and replaces only an
+earlier frames export of the same source. Encoding is bit-exact
 (see lattice.generators.encode), so a re-made export hashes the same.
 """
 
@@ -139,6 +141,13 @@ class ExportOptions:
             raise InvalidInput(f"--size and --fps do not apply to {self.format} (audio)")
         if source_kind == "vector" and (w or self.fps or end):
             raise InvalidInput("a Lottie asset exports as is: --size, --fps and --range do not apply")
+        # ffmpeg spins forever on a still looped for less than one frame, and a
+        # clip cut that short encodes to nothing: refuse before any job runs.
+        span = end - start if end else STILL_SECONDS if source_kind == "image" else 0
+        rate = self.fps or (25 if source_kind == "image" else 0)
+        if what in ("video", "frames") and span and rate and span * rate < 1 - 1e-9:
+            raise InvalidInput(f"--fps {rate:g} over {span:g} s gives no frame: an export needs at least one",
+                               hint=f"raise --fps to at least {1 / span:.3g}, or export a longer --range")
         if self.format in ("mp4", "webm") and (w % 2 or h % 2):
             raise InvalidInput(f"--size {self.size}: {self.format} needs even width and height")
         return {"format": self.format, "quality": self.quality, "width": w, "height": h, "fps": float(self.fps or 0),
@@ -383,7 +392,7 @@ def resolve_target(repo: Repository, out: str | None, source: str, fmt: str, cwd
     if parent.is_dir() and not os.access(parent, os.W_OK):
         raise InvalidInput(f"-o {out}: the folder {parent} is not writable", hint="name an output where you may write")
     if fmt == "frames":
-        _check_frames_dir(final, out, root, Path(os.path.realpath(cwd)))
+        _check_frames_dir(repo, final, out, source, root, Path(os.path.realpath(cwd)))
         return Target(final, None)
     if final.is_dir():
         raise InvalidInput(f"-o {out}: is a directory", hint=f"name a file, e.g. -o {out.rstrip('/')}/{Path(source).stem}.{ext}")
@@ -432,12 +441,19 @@ def _check_export_target(name: str, row, final: Path) -> None:
 FRAME_FILE = re.compile(r"frame_\d{5,}\.png")
 
 
-def _check_frames_dir(final: Path, out: str, root: Path, cwd: Path) -> None:
+def _check_frames_dir(repo: Repository, final: Path, out: str, source: str, root: Path, cwd: Path) -> None:
     """A frames export replaces a directory: only ever one that holds nothing
-    but an earlier frame sequence, and never the project or the cwd."""
+    but an earlier frames export of the same source (its sidecar says so)
+    and no tracked asset; never the project or the cwd."""
     for precious in (root, cwd):
         if final == precious or final in precious.parents:
             raise UnsafePath(f"-o {out}: would replace {precious}", hint="name a new directory for the frames, e.g. -o shot-frames")
+    if root in final.parents:
+        rel = final.relative_to(root).as_posix()
+        tracked = sorted(n for n in repo.index.names() if n == rel or n.startswith(rel + "/"))
+        if tracked:
+            raise InvalidInput(f"-o {out}: holds tracked assets ({', '.join(tracked[:3])}); a frames export would replace them",
+                               hint="name a new directory for the frames, e.g. -o shot-frames")
     if not final.exists():
         return
     if not final.is_dir():
@@ -448,6 +464,19 @@ def _check_frames_dir(final: Path, out: str, root: Path, cwd: Path) -> None:
             f"-o {out}: holds files that are not frames ({', '.join(sorted(strangers)[:3])})",
             hint="frames replace only an earlier frame sequence: name a new directory",
         )
+    if any(final.iterdir()) and _frames_source(final) != source:
+        raise InvalidInput(f"-o {out}: holds frames that are not an earlier frames export of {source}; exporting would overwrite them",
+                           hint="name a new directory for the frames, or move these aside")
+
+
+def _frames_source(final: Path) -> str | None:
+    """The asset an earlier frames export into `final` was made from, by the
+    sidecar it wrote beside the directory; None when there is none."""
+    try:
+        meta = json.loads(Path(str(final) + SIDECAR).read_text())["lattice"]
+        return meta["asset"] if meta["export"]["format"] == "frames" else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def export(repo: Repository, name: str, options: ExportOptions, out: str | None, cwd: Path, *,

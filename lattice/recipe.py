@@ -78,6 +78,7 @@ def build(
         if row is None:
             raise UnknownAsset(f"input {inp!r} is not an asset{closest(inp, index.names())}", hint="add it first with `lattice add`, or generate it with `lattice gen`")
         objects.append(row.effective)
+    _check_media(repo, generator, normalized, extension(name), inputs, objects)
     cycle = Graph.from_index(index).would_cycle(name, inputs)
     if cycle:
         raise InvalidInput(f"{name} cannot take these inputs: it would create a cycle {' -> '.join(cycle)}")
@@ -97,6 +98,29 @@ def build(
     )
     recipe.key = recipe_key(recipe)
     return recipe
+
+
+def _check_media(repo, generator, params: dict[str, Any], ext: str, inputs: list[str], objects: list[str]) -> None:
+    """The generator's input checks against the facts recorded for each
+    input, so a bad request exits 4 at `gen`; an input with no recorded
+    facts leaves the check to the run."""
+    if not inputs:
+        return
+    import msgspec
+
+    from lattice.ffmpeg import MediaInfo
+
+    infos = []
+    for inp, oid in zip(inputs, objects):
+        record = repo.manifest.read(inp)
+        facts = record and (repo.index.media_get(oid) or next((v.media for v in record.versions if v.object == oid), None))
+        if not facts:
+            return
+        try:
+            infos.append((inp, msgspec.convert({**facts, "kind": record.kind, "size": 0}, MediaInfo)))
+        except msgspec.ValidationError:
+            return
+    generator.check_media(params, ext, infos)
 
 
 def summary(recipe: Recipe | None) -> str:

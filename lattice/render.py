@@ -206,6 +206,7 @@ def generated_file(repo: Repository, recipe: Recipe, extension: str, hooks: Hook
                         timeout=hooks.timeout,
                         env=dict(hooks.env),
                         on_process=hooks.on_process,
+                        input_names=list(recipe.inputs),
                     )
                 )
             try:

@@ -225,6 +225,50 @@ def test_frames_export_never_replaces_a_directory_with_other_files(tmp_repo):
     assert all(p.name.startswith("frame_") for p in (tmp_repo.root / "fr").iterdir())
 
 
+def test_frames_export_never_overwrites_tracked_or_foreign_frames(tmp_repo):
+    root = tmp_repo.root
+    for name, seed in (("v.mp4", "1"), ("w.mp4", "2")):
+        r = run_cli("gen", name, "--model", "ffmpeg.testsrc", "--seed", seed, "--set", "width=32", "--set", "height=24",
+                    "--set", "duration=0.4", "--set", "fps=10", cwd=root)
+        assert r.code == 0, r.err
+    # A tracked asset in the directory, with an unrecorded retouch: refused, both kept.
+    tmp_repo.gen({"shots/frame_00001.png": "my hand-painted frame"})
+    assert run_cli("add", "shots/frame_00001.png", cwd=root).code == 0
+    (root / "shots/frame_00001.png").write_text("my unrecorded retouch")
+    r = run_cli("export", "v.mp4", "-o", "shots", "--format", "frames", cwd=root)
+    assert r.code == 4 and "holds tracked assets (shots/frame_00001.png)" in r.err, r.err
+    assert (root / "shots/frame_00001.png").read_text() == "my unrecorded retouch"
+    assert sorted(p.name for p in (root / "shots").iterdir()) == ["frame_00001.png"]
+    # Frame-named files no export of this source wrote: refused.
+    tmp_repo.gen({"hand/frame_00001.png": "painted"})
+    r = run_cli("export", "v.mp4", "-o", "hand", "--format", "frames", cwd=root)
+    assert r.code == 4 and "not an earlier frames export of v.mp4" in r.err, r.err
+    assert (root / "hand/frame_00001.png").read_text() == "painted"
+    # An earlier export of the same source is replaced; another source's is not.
+    assert run_cli("export", "v.mp4", "-o", "fr", "--format", "frames", cwd=root).code == 0
+    assert run_cli("export", "v.mp4", "-o", "fr", "--format", "frames", cwd=root).code == 0
+    r = run_cli("export", "w.mp4", "-o", "fr", "--format", "frames", cwd=root)
+    assert r.code == 4 and "not an earlier frames export of w.mp4" in r.err, r.err
+    # Frames stay untracked files (README): nothing was recorded for them.
+    assert not any(n.startswith(("fr/", "hand/")) for n in tmp_repo.index.names())
+    assert json.loads((root / "fr.lattice.json").read_text())["lattice"]["asset"] == "v.mp4"
+
+
+@pytest.mark.parametrize("source, args", [
+    ("still.png", ["--fps", "1", "--range", "0-0.3", "-o", "OUT/s.mp4"]),
+    ("still.png", ["--fps", "0.5", "-o", "OUT/s.gif"]),
+    ("clip.mp4", ["--fps", "1", "--range", "0-0.3", "-o", "OUT/c.gif"]),
+    ("clip.mp4", ["--fps", "2", "--range", "0.1-0.4", "--format", "frames", "-o", "OUT/fr"]),
+])
+def test_an_export_of_less_than_one_frame_is_refused_not_left_to_hang(media, tmp_path, source, args):
+    from conftest import run_proc
+
+    args = [a.replace("OUT", str(tmp_path)) for a in args]
+    r = run_proc("export", source, *args, cwd=media.root, timeout=30)  # a still looped too briefly hangs ffmpeg
+    assert r.returncode == 4 and "gives no frame: an export needs at least one" in r.stderr, r.stderr
+    assert not list(tmp_path.iterdir())
+
+
 def test_bad_output_paths_are_refused_up_front(tmp_repo, tmp_path):
     from conftest import run_cli
 

@@ -162,6 +162,60 @@ def test_strings_cannot_reach_into_the_filter_graph(params, tmp_path):
         make("ffmpeg.life", tmp_path / "x.png", {**TINY, **params})
 
 
+@pytest.mark.parametrize("duration, fps", [("0.3", "1"), ("0.04", "1"), ("0.2", "1"), ("0.04", "10")])
+def test_less_than_one_frame_is_refused_at_gen_not_left_to_hang(tmp_repo, duration, fps):
+    from conftest import run_proc
+
+    # A real process under a timeout: ffmpeg spins forever on this graph.
+    r = run_proc("gen", "clip.mp4", "--model", "ffmpeg.testsrc", "--set", f"duration={duration}", "--set", f"fps={fps}",
+                 cwd=tmp_repo.root, timeout=30)
+    assert r.returncode == 4, r.stderr
+    assert "duration × fps must give at least one frame" in r.stderr and "hint: raise duration" in r.stderr
+
+
+def test_every_video_source_needs_one_frame():
+    reg = generators.load()
+    video = [g for g in reg.all() if {"duration", "fps"} <= {p.name for p in g.params}]
+    assert {g.id for g in video} >= set(SOURCES)
+    for gen in video:
+        with pytest.raises(InvalidInput, match="at least one frame"):
+            gen.normalize({"duration": 0.3, "fps": 1})
+        assert gen.normalize({"duration": 0.1, "fps": 10})["fps"] == 10  # exactly one frame is fine
+
+
+@pytest.mark.parametrize("model, param, value, bad", [
+    ("ffmpeg.life", "life_color", "zzz", "zzz"),
+    ("ffmpeg.life", "mold_color", "#12345", "#12345"),
+    ("ffmpeg.gradients", "colors", "red,blue,zzz", "zzz"),
+])
+def test_an_unknown_colour_is_refused_when_the_recipe_is_made(tmp_repo, model, param, value, bad):
+    from conftest import run_cli
+
+    r = run_cli("gen", "c.png", "--model", model, "--set", "width=8", "--set", "height=8", "--set", f"{param}={value}",
+                cwd=tmp_repo.root)
+    assert r.code == 4, r.err
+    assert f"bad parameter {param!r}: {bad!r} is not a colour" in r.err and "#RRGGBB" in r.err and "ffmpeg" not in r.err.split("hint")[0]
+    assert run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json == []  # nothing was queued
+
+
+def test_colours_ffmpeg_knows_pass(tmp_path):
+    life = generators.load().get("ffmpeg.life")
+    life.normalize({"life_color": "DarkOrange", "death_color": "#0a0B0c", "mold_color": "0x11223344"})
+    out = make("ffmpeg.gradients", tmp_path / "g.png", {**TINY, "colors": "Navy, ffcc00 ,white"})
+    assert probe(out).width == 32
+
+
+def test_the_colour_names_are_the_ones_ffmpeg_lists():
+    import subprocess
+
+    from lattice.ffmpeg import ffmpeg_exe
+    from lattice.generators.sources import COLOR_NAMES
+
+    listed = subprocess.run([ffmpeg_exe(), "-hide_banner", "-colors"], capture_output=True, text=True, check=True).stdout
+    names = {line.split()[0].lower() for line in listed.splitlines()[1:] if line.strip()}
+    assert COLOR_NAMES == names - {"random"}  # random ignores the seed
+
+
 def test_run_validates_even_when_handed_raw_params(tmp_path):
     gen = generators.load().get("ffmpeg.life")
     ctx = RunContext(params={"rule": "B3/S23:f=/etc/passwd"}, seed=0, prompt="", negative_prompt="",
@@ -277,6 +331,42 @@ def test_derivation_is_reproducible(clips, tmp_path):
     a = make("ffmpeg.resize", tmp_path / "a.mp4", {"width": 20}, inputs=[clips / "b.webm"])
     b = make("ffmpeg.resize", tmp_path / "b.mp4", {"width": 20}, inputs=[clips / "b.webm"])
     assert digest(a) == digest(b)
+
+
+def test_bad_inputs_are_named_by_asset_and_refused_at_gen(tmp_repo):
+    from conftest import run_cli
+
+    for args in (["v.mp4", "--model", "ffmpeg.testsrc", "--set", "width=32", "--set", "duration=0.4", "--set", "fps=10"],
+                 ["s.wav", "--model", "ffmpeg.sine", "--set", "duration=0.2"]):
+        assert run_cli("gen", *args, cwd=tmp_repo.root).code == 0
+    cases = [
+        (["f.png", "--model", "ffmpeg.frame", "-i", "v.mp4", "--set", "index=50"], "error: v.mp4 has 4 frames; there is no frame 50"),
+        (["t.png", "--model", "ffmpeg.thumbnail", "-i", "s.wav"], "error: input 0 (s.wav) has no picture ffmpeg can read"),
+        (["m.mp4", "--model", "ffmpeg.mux", "-i", "v.mp4", "-i", "v.mp4"], "error: input 1 (v.mp4) has no sound"),
+        (["a.wav", "--model", "ffmpeg.transcode", "-i", "v.mp4"], "error: v.mp4 has no sound to make a .wav from"),
+        (["c.png", "--model", "ffmpeg.crop", "-i", "v.mp4", "--set", "x=40"], "input (v.mp4)"),
+    ]
+    for args, message in cases:
+        r = run_cli("gen", *args, cwd=tmp_repo.root)
+        assert r.code == 4 and message in r.err and "tmp" not in r.err, r.err
+    assert len(run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json) == 2  # the two gens above, nothing more
+
+
+def test_a_bad_input_found_only_at_run_time_names_the_asset(tmp_repo):
+    from conftest import run_cli
+
+    assert run_cli("gen", "v.mp4", "--model", "ffmpeg.testsrc", "--set", "duration=0.4", "--set", "fps=10",
+                   "--set", "width=32", cwd=tmp_repo.root).code == 0
+    assert run_cli("gen", "f.png", "--model", "ffmpeg.frame", "-i", "v.mp4", "--set", "index=1", cwd=tmp_repo.root).code == 0
+    # regen checks params, not the inputs' facts: the job's own probe refuses it.
+    r = run_cli("regen", "f.png", "--set", "index=50", cwd=tmp_repo.root)
+    assert r.code == 1 and "failed: f.png: v.mp4 has 4 frames; there is no frame 50" in r.err and "tmp" not in r.err, r.err
+
+
+def test_a_context_without_input_names_falls_back_to_the_file_name(tmp_path):
+    ctx = RunContext(params={}, seed=0, prompt="", negative_prompt="", inputs=[tmp_path / "a.mp4", tmp_path / "b.wav"],
+                     output=tmp_path / "o.png", input_names=["shots/a.mp4"])
+    assert (ctx.input_name(0), ctx.input_name(1)) == ("shots/a.mp4", "b.wav")
 
 
 # -- registry ----------------------------------------------------------------

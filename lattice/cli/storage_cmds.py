@@ -102,7 +102,9 @@ def du(
 
 EXPORT_HELP = """Write a deliverable of an asset's effective (pinned or current) version,
 through the queue. An output inside the project is recorded as an asset
-(generator lattice.export) that `lattice render` can re-make.
+(generator lattice.export) that `lattice render` can re-make; a frames
+directory is not: its PNGs stay untracked files, and it replaces only an
+earlier frames export of the same asset, never tracked or other files.
 
 \b
 Quality presets (default production):
@@ -115,7 +117,8 @@ Quality presets (default production):
 
 Outside the project, the recipe is embedded in PNG, MP4, WebM, MP3 and
 Lottie made from images, otherwise written to OUT.lattice.json; inside it,
-the export is an asset and its manifest record holds the recipe.
+the export is an asset and its manifest record holds the recipe (frames
+get the OUT.lattice.json sidecar wherever they are).
 """
 
 

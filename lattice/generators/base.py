@@ -87,6 +87,12 @@ class RunContext:
     timeout: float | None = None
     env: dict[str, str] = field(default_factory=dict)  # e.g. CUDA_VISIBLE_DEVICES
     on_process: Callable[[Any], None] = lambda popen: None  # lets the runner kill a child group
+    input_names: list[str] = field(default_factory=list)  # the inputs' asset names, in the same order
+
+    def input_name(self, i: int) -> str:
+        """What to call input `i` in a message: its asset name, not the
+        scratch view in `.lattice/tmp` that `inputs` points at."""
+        return self.input_names[i] if i < len(self.input_names) else self.inputs[i].name
 
 
 class Generator:
@@ -126,6 +132,11 @@ class Generator:
     def check(self, params: dict[str, Any]) -> None:
         """Refuse values that pass their type and range but not the
         generator (a malformed rule string): at `gen`, not at render time."""
+
+    def check_media(self, params: dict[str, Any], extension: str, inputs: list[tuple[str, Any]]) -> None:
+        """Refuse inputs that cannot work (a sound where a picture is needed,
+        a frame past the end), from each input's (asset name, MediaInfo): at
+        `gen` from the recorded facts, before any job runs."""
 
     def check_output(self, extension: str) -> None:
         ext = extension.lower().lstrip(".")

@@ -33,7 +33,10 @@ class Derivation(Generator):
         p = self.normalize(ctx.params)
         ctx.output.parent.mkdir(parents=True, exist_ok=True)
         ctx.progress(0.0, "preparing")
-        return p, ext, [probe(path) for path in ctx.inputs]
+        infos = [probe(path) for path in ctx.inputs]
+        # Again on the probe: `gen` checked recorded facts, a queued job may not have.
+        self.check_media(p, ext, [(ctx.input_name(i), info) for i, info in enumerate(infos)])
+        return p, ext, infos
 
     def ffmpeg(self, ctx: RunContext, args: list[str], duration: float | None) -> None:
         run_into_output(ctx, args, duration, self.stage)
@@ -51,9 +54,9 @@ def _out(ctx: RunContext) -> str:
     return file_url(ctx.output)
 
 
-def _need_picture(info, i: int, path: Path) -> None:
+def _need_picture(info, i: int, name: str) -> None:
     if not info.width:
-        raise InvalidInput(f"input {i} ({path.name}) has no picture ffmpeg can read",
+        raise InvalidInput(f"input {i} ({name}) has no picture ffmpeg can read",
                            hint="give an image or video asset")
 
 
@@ -68,9 +71,11 @@ class Thumbnail(Derivation):
     description = "a still that fits in SIZE x SIZE, from an image or a representative video frame"
     params = (Param("size", "int", 256, "longest side in pixels (never enlarged)", min=8, max=8192),)
 
+    def check_media(self, params, extension, inputs):
+        _need_picture(inputs[0][1], 0, inputs[0][0])
+
     def run(self, ctx):
         p, ext, (info,) = self.prepare(ctx)
-        _need_picture(info, 0, ctx.inputs[0])
         s = p["size"]
         chain = [f"thumbnail=n={min(100, info.frames)}" if (info.frames or 1) > 1 else "",
                  f"scale=w='min(iw,{s})':h='min(ih,{s})':force_original_aspect_ratio=decrease:flags={SWS_FLAGS}"]
@@ -95,9 +100,11 @@ class Resize(Derivation):
         Param("height", "int", 0, "new height (0: from width and aspect)", min=0, max=16384),
     )
 
+    def check_media(self, params, extension, inputs):
+        _need_picture(inputs[0][1], 0, inputs[0][0])
+
     def run(self, ctx):
         p, ext, (info,) = self.prepare(ctx)
-        _need_picture(info, 0, ctx.inputs[0])
         if not p["width"] and not p["height"]:
             raise InvalidInput("ffmpeg.resize needs width or height", hint="e.g. --set width=640")
         auto = "-2" if ext == "mp4" else "-1"
@@ -119,17 +126,24 @@ class Crop(Derivation):
         Param("height", "int", 0, "height (0: to the bottom edge)", min=0, max=65535),
     )
 
-    def run(self, ctx):
-        p, ext, (info,) = self.prepare(ctx)
-        _need_picture(info, 0, ctx.inputs[0])
+    @staticmethod
+    def box(p, info) -> tuple[int, int, int, int]:
         x, y = p["x"], p["y"]
-        w = p["width"] or info.width - x
-        h = p["height"] or info.height - y
+        return x, y, p["width"] or info.width - x, p["height"] or info.height - y
+
+    def check_media(self, params, extension, inputs):
+        name, info = inputs[0]
+        _need_picture(info, 0, name)
+        x, y, w, h = self.box(params, info)
         if w <= 0 or h <= 0 or x + w > info.width or y + h > info.height:
             raise InvalidInput(
-                f"crop {w}x{h}+{x}+{y} does not fit in the {info.width}x{info.height} input",
+                f"crop {w}x{h}+{x}+{y} does not fit in the {info.width}x{info.height} input ({name})",
                 hint="keep x+width and y+height inside the frame",
             )
+
+    def run(self, ctx):
+        p, ext, (info,) = self.prepare(ctx)
+        x, y, w, h = self.box(p, info)
         args = [*_inp(ctx.inputs[0]), *_keep_audio(info, ext), *vf(ext, [f"crop={w}:{h}:{x}:{y}"]),
                 *output_args(ext, audio=bool(info.audio_codec)), _out(ctx)]
         self.ffmpeg(ctx, args, info.duration)
@@ -142,13 +156,17 @@ class Frame(Derivation):
     description = "frame N (from 0) of a video, as an image"
     params = (Param("index", "int", 0, "frame number, from 0", min=0, max=10**8),)
 
+    def check_media(self, params, extension, inputs):
+        name, info = inputs[0]
+        _need_picture(info, 0, name)
+        n = params["index"]
+        if info.frames is not None and n >= info.frames:
+            raise InvalidInput(f"{name} has {info.frames} frames; there is no frame {n}",
+                               hint=f"frames are numbered 0 to {info.frames - 1}")
+
     def run(self, ctx):
         p, ext, (info,) = self.prepare(ctx)
-        _need_picture(info, 0, ctx.inputs[0])
         n = p["index"]
-        if info.frames is not None and n >= info.frames:
-            raise InvalidInput(f"{ctx.inputs[0].name} has {info.frames} frames; there is no frame {n}",
-                               hint=f"frames are numbered 0 to {info.frames - 1}")
         args = [*_inp(ctx.inputs[0]), *vf(ext, [f"select='eq(n,{n})'"]), *output_args(ext), _out(ctx)]
         self.ffmpeg(ctx, args, None)
 
@@ -163,16 +181,19 @@ class Transcode(Derivation):
         Param("crf", "int", -1, "quality for mp4/webm, lower is better (-1: the format's default)", min=-1, max=63),
     )
 
+    def check_media(self, params, extension, inputs):
+        name, info = inputs[0]
+        if kind_of(extension) == "audio" and not info.audio_codec:
+            raise InvalidInput(f"{name} has no sound to make a .{extension} from")
+        if kind_of(extension) != "audio" and not info.width:
+            raise InvalidInput(f"{name} has no picture to make a .{extension} from")
+
     def run(self, ctx):
         p, ext, (info,) = self.prepare(ctx)
         if not _CODEC_NAME.match(p["codec"]):
             raise InvalidInput(f"parameter 'codec' must be an encoder name; got {p['codec']!r}",
                                hint="`ffmpeg -encoders` lists them")
         out_kind = kind_of(ext)
-        if out_kind == "audio" and not info.audio_codec:
-            raise InvalidInput(f"{ctx.inputs[0].name} has no sound to make a .{ext} from")
-        if out_kind != "audio" and not info.width:
-            raise InvalidInput(f"{ctx.inputs[0].name} has no picture to make a .{ext} from")
         if out_kind == "audio":
             maps, chain = ["-map", "0:a:0"], []
         else:
@@ -193,10 +214,12 @@ class Concat(Derivation):
         Param("fps", "float", 0.0, "output frame rate (0: the first clip's)", min=0, max=240),
     )
 
+    def check_media(self, params, extension, inputs):
+        for i, (name, info) in enumerate(inputs):
+            _need_picture(info, i, name)
+
     def run(self, ctx):
         p, ext, infos = self.prepare(ctx)
-        for i, (info, path) in enumerate(zip(infos, ctx.inputs)):
-            _need_picture(info, i, path)
         first = infos[0]
         w, h = p["width"] or first.width, p["height"] or first.height
         if ext == "mp4":
@@ -230,11 +253,13 @@ class Mux(Derivation):
     # A video stream already in the container's codec is copied, not re-encoded.
     _COPY = {"mp4": ("h264", "hevc"), "webm": ("vp9", "vp8", "av1")}
 
+    def check_media(self, params, extension, inputs):
+        _need_picture(inputs[0][1], 0, inputs[0][0])
+        if not inputs[1][1].audio_codec:
+            raise InvalidInput(f"input 1 ({inputs[1][0]}) has no sound", hint="give an audio asset second")
+
     def run(self, ctx):
         p, ext, (video, audio) = self.prepare(ctx)
-        _need_picture(video, 0, ctx.inputs[0])
-        if not audio.audio_codec:
-            raise InvalidInput(f"input 1 ({ctx.inputs[1].name}) has no sound", hint="give an audio asset second")
         args = [*_inp(ctx.inputs[0]), *_inp(ctx.inputs[1]), "-map", "0:v:0", "-map", "1:a:0"]
         if video.codec in self._COPY[ext]:
             enc = copy_video_args(ext)

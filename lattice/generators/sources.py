@@ -18,7 +18,27 @@ from lattice.generators.encode import AUDIO_EXTS, IMAGE_EXTS, VIDEO_EXTS, output
 
 SEED_SPACE = 2**32  # lavfi seeds run 0..UINT32_MAX; -1 would mean "random"
 
-_COLOR = re.compile(r"^(?:[A-Za-z]{3,24}|(?:#|0x)?[0-9A-Fa-f]{6}(?:[0-9A-Fa-f]{2})?)\Z")
+_HEX_COLOR = re.compile(r"^(?:#|0x)?[0-9A-Fa-f]{6}(?:[0-9A-Fa-f]{2})?\Z")
+# The names `ffmpeg -colors` lists (it matches them ignoring case), kept here
+# so validation never starts ffmpeg; a test checks them against the binary.
+# "random" is left out on purpose: it draws from entropy whatever the seed.
+COLOR_NAMES = frozenset("""
+    aliceblue antiquewhite aqua aquamarine azure beige bisque black blanchedalmond blue blueviolet brown
+    burlywood cadetblue chartreuse chocolate coral cornflowerblue cornsilk crimson cyan darkblue
+    darkcyan darkgoldenrod darkgray darkgreen darkkhaki darkmagenta darkolivegreen darkorange darkorchid
+    darkred darksalmon darkseagreen darkslateblue darkslategray darkturquoise darkviolet deeppink
+    deepskyblue dimgray dodgerblue firebrick floralwhite forestgreen fuchsia gainsboro ghostwhite gold
+    goldenrod gray green greenyellow honeydew hotpink indianred indigo ivory khaki lavender
+    lavenderblush lawngreen lemonchiffon lightblue lightcoral lightcyan lightgoldenrodyellow lightgreen
+    lightgrey lightpink lightsalmon lightseagreen lightskyblue lightslategray lightsteelblue lightyellow
+    lime limegreen linen magenta maroon mediumaquamarine mediumblue mediumorchid mediumpurple
+    mediumseagreen mediumslateblue mediumspringgreen mediumturquoise mediumvioletred midnightblue
+    mintcream mistyrose moccasin navajowhite navy oldlace olive olivedrab orange orangered orchid
+    palegoldenrod palegreen paleturquoise palevioletred papayawhip peachpuff peru pink plum powderblue
+    purple red rosybrown royalblue saddlebrown salmon sandybrown seagreen seashell sienna silver skyblue
+    slateblue slategray snow springgreen steelblue tan teal thistle tomato turquoise violet wheat white
+    whitesmoke yellow yellowgreen
+""".split())
 _LIFE_RULE = re.compile(r"^[BbSs]?[0-8]{0,9}/[BbSs]?[0-8]{0,9}\Z")
 
 
@@ -35,6 +55,17 @@ def checked(name: str, value: str, pattern: re.Pattern, what: str) -> str:
     if not pattern.match(value):
         raise InvalidInput(f"parameter {name!r} must be {what}; got {value!r}")
     return value
+
+
+def color(name: str, value: str) -> str:
+    """A colour ffmpeg knows: one of its names, or RRGGBB[AA] hex with an
+    optional # or 0x; refused here rather than as an ffmpeg error at render time."""
+    if _HEX_COLOR.match(value) or value.lower() in COLOR_NAMES:
+        return value
+    from lattice.errors import closest
+
+    raise InvalidInput(f"bad parameter {name!r}: {value!r} is not a colour{closest(value.lower(), COLOR_NAMES)}",
+                       hint="use a name such as white, black, red, navy, darkorange (`ffmpeg -colors` lists them) or #RRGGBB")
 
 
 def lavfi(filter_name: str, options: dict[str, str]) -> str:
@@ -74,6 +105,18 @@ class VideoSource(_Options, Generator):
         Param("duration", "float", 2.0, "length in seconds (video outputs)", min=0.04, max=3600),
         Param("fps", "float", 25.0, "frames per second (video outputs)", min=1, max=240),
     )
+
+    def check(self, params: dict[str, Any]) -> None:
+        # ffmpeg never ends a lavfi source cut to less than one frame: it spins
+        # at 100% CPU. Refused for every output, as the params do not know it.
+        frames = params["duration"] * params["fps"]
+        if frames < 1 - 1e-9:
+            raise InvalidInput(
+                f"bad parameters: duration × fps must give at least one frame; "
+                f"duration={params['duration']:g} × fps={params['fps']:g} gives {frames:.2g}",
+                hint=f"raise duration to at least {1 / params['fps']:.3g} s, or raise fps",
+            )
+        super().check(params)
 
     def options(self, p: dict[str, Any], seed: int) -> dict[str, str]:
         return {}
@@ -130,8 +173,7 @@ class Life(VideoSource):
     )
 
     def options(self, p, seed):
-        colors = {k: checked(k, p[k], _COLOR, "a colour name or RRGGBB hex")
-                  for k in ("life_color", "death_color", "mold_color")}
+        colors = {k: color(k, p[k]) for k in ("life_color", "death_color", "mold_color")}
         return {"rule": checked("rule", p["rule"], _LIFE_RULE, "a rule like B3/S23"),
                 "ratio": num(p["ratio"]), "seed": str(seed), "mold": num(p["mold"]),
                 "stitch": num(p["stitch"]), **colors}
@@ -175,7 +217,7 @@ class Gradients(VideoSource):
         # The filter's own default colour, "random", is drawn from the system's
         # entropy whatever the seed; derive the colours from the seed instead.
         rnd = blake3.blake3(f"ffmpeg.gradients:{seed}".encode()).digest(length=24)
-        colors = [checked("colors", c, _COLOR, "colour names or RRGGBB hex") for c in given]
+        colors = [color("colors", c) for c in given]
         colors += ["0x" + rnd[i * 3:i * 3 + 3].hex() for i in range(len(colors), 8)]
         return {"n": num(p["nb_colors"]), **{f"c{i}": c for i, c in enumerate(colors)},
                 "speed": num(p["speed"]), "type": p["type"], "seed": str(seed)}
