@@ -93,7 +93,7 @@ def regen_step(
     model: str | None = None,
     prompt: str | None = None,
 ) -> Step:
-    from lattice.recipe import draw_seed, recipe_key
+    from lattice.recipe import check_media, draw_seed, recipe_key
 
     record = repo.record(name)
     old = record.current.recipe
@@ -121,6 +121,7 @@ def regen_step(
     )
     gen.check_output(name.rsplit(".", 1)[-1] if "." in name else "")
     gen.check_inputs(len(new.inputs))
+    check_media(repo, gen, new.params, name.rsplit(".", 1)[-1] if "." in name else "", list(new.inputs), list(new.input_objects))
     new.key = recipe_key(new)
     what = []
     if new.seed != old.seed:

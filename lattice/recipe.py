@@ -78,7 +78,7 @@ def build(
         if row is None:
             raise UnknownAsset(f"input {inp!r} is not an asset{closest(inp, index.names())}", hint="add it first with `lattice add`, or generate it with `lattice gen`")
         objects.append(row.effective)
-    _check_media(repo, generator, normalized, extension(name), inputs, objects)
+    check_media(repo, generator, normalized, extension(name), inputs, objects)
     cycle = Graph.from_index(index).would_cycle(name, inputs)
     if cycle:
         raise InvalidInput(f"{name} cannot take these inputs: it would create a cycle {' -> '.join(cycle)}")
@@ -100,7 +100,7 @@ def build(
     return recipe
 
 
-def _check_media(repo, generator, params: dict[str, Any], ext: str, inputs: list[str], objects: list[str]) -> None:
+def check_media(repo, generator, params: dict[str, Any], ext: str, inputs: list[str], objects: list[str]) -> None:
     """The generator's input checks against the facts recorded for each
     input, so a bad request exits 4 at `gen`; an input with no recorded
     facts leaves the check to the run."""
