@@ -81,6 +81,10 @@ def fsck(repo: Repository, repair: bool = False) -> Report:
     if not _finish_interrupted_change(repo, repair, problems):
         return report  # the index cannot be opened until the journal is dealt with
     records = {}
+    try:
+        repo.config
+    except LatticeError as e:  # every command that runs jobs refuses until it is fixed
+        problems.append(Problem("config", str(repo.dir / "config.toml"), e.message.removeprefix(f"{repo.dir / 'config.toml'}: ")))
     with repo.lock:
         for name in repo.manifest.names():
             path = repo.manifest.file_of(name)

@@ -719,3 +719,16 @@ def test_a_plug_in_that_prints_leaves_json_on_stdout_intact(tmp_repo, monkeypatc
     r = run_cli("gen", "a.txt", "--model", "test.text", "--json", cwd=tmp_repo.root)
     assert r.code == 0 and "loading weights" not in r.out and "loading weights" in r.err, r.out[:300]
     assert [o["name"] for o in r.json] == ["a.txt"]
+
+
+def test_a_damaged_config_is_reported_not_taken_for_up_to_date(tmp_repo, run_log):
+    """render (--check too) and verify stop with exit 5 naming the file;
+    fsck lists it as a problem."""
+    gen(tmp_repo, "a.txt", "--model", "test.text", "--seed", "1")
+    with open(tmp_repo.dir / "config.toml", "a") as f:
+        f.write("[[[ broken\n")
+    for args in (["render", "--check"], ["render"], ["verify", "--all"]):
+        r = run_cli(*args, cwd=tmp_repo.root)
+        assert r.code == 5 and "config.toml" in r.err and "fix the TOML syntax" in r.err, (args, r.err)
+    r = run_cli("fsck", "--json", cwd=tmp_repo.root)
+    assert r.code == 1 and [p["kind"] for p in r.json["problems"]] == ["config"]

@@ -199,6 +199,7 @@ def render(
     from lattice.render import plan
 
     repo = repo_from_ctx()
+    repo.config  # a damaged config.toml is reported (exit 5), never taken for "up to date"
     steps, skipped = plan(repo, _names(repo, paths) if paths else None)
     if check or dry_run:
         if json:
@@ -234,6 +235,7 @@ def verify(
     from lattice.verify import verify as do_verify
 
     repo = repo_from_ctx()
+    repo.config  # a damaged config.toml is reported (exit 5), not as every asset failing
     if not paths and not all_:
         raise UsageError("name assets to verify, or pass --all")
     if paths and all_:
