@@ -1071,3 +1071,14 @@ def test_gc_packs_history_and_removes_what_the_pack_replaces(tmp_repo, monkeypat
         assert p.returncode == 0, p.stderr
     add(repo, "a.txt", "after")  # history goes on on top of the pack
     assert len(history.log(repo)) == len(log_before) + 1
+
+
+def test_a_version_that_is_not_one_is_named_as_such(tmp_repo):
+    """`a.txt@latest`, `a.txt@`, `a.txt@v-1` on an asset: one error about
+    the version, never "no asset named" or a spec with two '@'."""
+    repo = tmp_repo
+    add(repo, "a.txt", "1")
+    for spec, why in (("a.txt@latest", "'latest' is not a version"), ("a.txt@", "the version is missing"), ("a.txt@v-1", "'v-1' is not a version")):
+        for command in ("restore", "log", "show"):
+            r = run_cli(command, spec, cwd=repo.root)
+            assert r.code == 4 and why in r.err and "lattice log a.txt" in r.err and "@vN" not in r.err, (command, r.err)
