@@ -104,7 +104,7 @@ class Repository:
     def __init__(self, root: Path):
         self.root = Path(root).absolute()
         self.dir = self.root / DIRNAME
-        for part in (self.dir, self.dir / "manifest", self.dir / "objects"):
+        for part in (self.dir, self.dir / "manifest", self.dir / "objects", self.dir / "objects" / "tmp", self.dir / "tmp"):
             if part.is_symlink():  # a clone could point the store or manifest anywhere
                 raise RepositoryCorrupt(f"{part} is a symbolic link; lattice never follows one there", hint="replace it with a real directory")
         self._check_format()

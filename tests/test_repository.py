@@ -1260,3 +1260,21 @@ def test_a_file_is_tracked_by_its_real_path_not_through_a_linked_folder(tmp_repo
     linked.symlink_to(repo.root)
     (repo.root / "c.png").write_bytes(b"c")
     assert run_cli("add", str(linked / "c.png"), cwd=repo.root).code == 0
+
+
+@pytest.mark.parametrize("part", ["manifest", "objects", "objects/tmp", "tmp"])
+def test_a_store_folder_that_is_a_link_is_refused(tmp_repo, tmp_path, part):
+    """A clone or a hand could point a folder lattice writes into anywhere
+    (another filesystem, where renames into the store fail): exit 5, named."""
+    import shutil
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    target = tmp_repo.dir / part
+    if target.exists():
+        shutil.rmtree(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.symlink(elsewhere, target)
+    (tmp_repo.root / "a.txt").write_text("a")
+    r = run_cli("add", "a.txt", cwd=tmp_repo.root)
+    assert r.code == 5 and f"{target} is a symbolic link" in r.err, r.err
