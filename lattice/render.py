@@ -373,7 +373,7 @@ def _run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outco
         require_unedited(repo, name)  # edited while it rendered: keep the edits, record nothing
         note = "inputs changed: " + ", ".join(changed)
         v = record_version(repo, name, recipe, oid, "modified", note, f"render {name} v{len(record.versions) + 1}: {note}", step.branch)
-        _write_recorded(repo, name, v)
+        _write_recorded(repo, name, v, hooks)
         return Outcome(name, step.action, "cached" if cached else "rendered", v.number, oid, seconds=time.monotonic() - start)
     if step.action == "generate":
         assert step.recipe is not None
@@ -389,7 +389,7 @@ def _run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outco
             return Outcome(name, step.action, "unchanged", len(record.versions), oid, seconds=time.monotonic() - start)
         require_unedited(repo, name)
         v = record_version(repo, name, recipe, oid, step.change, step.note, step.note, step.branch, step.base)
-        _write_recorded(repo, name, v)
+        _write_recorded(repo, name, v, hooks)
         return Outcome(name, step.action, "cached" if cached else "rendered", v.number, oid, seconds=time.monotonic() - start)
     raise InvalidInput(f"unknown render action {step.action!r}")
 
@@ -401,9 +401,11 @@ class NotWritten(LatticeError):
     retryable = False
 
 
-def _write_recorded(repo: Repository, name: str, version: Version) -> None:
+def _write_recorded(repo: Repository, name: str, version: Version, hooks: Hooks) -> None:
+    from lattice.queue.schema import RECORDED_STAGE
     from lattice.worktree import materialize
 
+    hooks.progress(1.0, RECORDED_STAGE)  # past its commit point: a Ctrl-C now leaves it to finish
     try:
         materialize(repo, name, version.object, version.size)
     except (OSError, LatticeError) as e:

@@ -29,6 +29,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from lattice.errors import Conflict, InvalidInput, LatticeError, QueueError, RepositoryCorrupt, TrustRequired, UsageError
 from lattice.queue import Job, JobQueue
+from lattice.queue.schema import RECORDED_STAGE
 
 # Failures a retry cannot fix: bad input, a damaged repository, an unapproved
 # command (and a deterministic generator's failure: GeneratorFailed.retryable).
@@ -282,6 +283,8 @@ class WorkerPool:
                 continue
             job = run.job
             if self._aborted.is_set():
+                if run.last_stage == RECORDED_STAGE:
+                    continue  # its result is in the manifest: handing it back would run it twice
                 if run.kill("released"):
                     self._quietly(self.queue.release, job.id, worker_id=run.worker_id)
                     self.stats["released"] += 1

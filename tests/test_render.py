@@ -732,3 +732,35 @@ def test_a_damaged_config_is_reported_not_taken_for_up_to_date(tmp_repo, run_log
         assert r.code == 5 and "config.toml" in r.err and "fix the TOML syntax" in r.err, (args, r.err)
     r = run_cli("fsck", "--json", cwd=tmp_repo.root)
     assert r.code == 1 and [p["kind"] for p in r.json["problems"]] == ["config"]
+
+
+_INTERRUPTED_AFTER_RECORD = """
+import os, signal, sys, time
+import lattice.worktree as worktree
+from lattice.cli.entry import run
+real = worktree.materialize
+
+def materialize(*a, **k):  # the version is recorded; Ctrl-C arrives now
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(0.5)
+    return real(*a, **k)
+
+worktree.materialize = materialize
+sys.argv = ["lattice", "gen", "a.txt", "--model", "test.text", "--seed", "5"]
+run()
+"""
+
+
+def test_ctrl_c_after_a_version_is_recorded_leaves_its_job_to_finish(tmp_repo, run_log):
+    """The job is past its commit point: not cancelled (the queue would then
+    contradict the log), not handed back (it would run twice); it ends
+    "succeeded" with its working file written, and the command exits 130."""
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-c", _INTERRUPTED_AFTER_RECORD], cwd=tmp_repo.root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr
+    jobs = run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json
+    assert [j["state"] for j in jobs] == ["succeeded"], jobs
+    assert len(tmp_repo.record("a.txt").versions) == 1 and (tmp_repo.root / "a.txt").read_text() == "hello:5\n"
+    assert states(tmp_repo) == set()

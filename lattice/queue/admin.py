@@ -12,19 +12,20 @@ import time
 from typing import Any, Iterable
 
 from lattice.errors import QueueError, RepositoryCorrupt, closest
-from lattice.queue.schema import _COLUMNS, ACTIVE, SLOT_KINDS, STATES, Job, _parse_id, _rows_to_jobs, _slot_filter
+from lattice.queue.schema import _COLUMNS, ACTIVE, RECORDED_STAGE, SLOT_KINDS, STATES, Job, _parse_id, _rows_to_jobs, _slot_filter
 
 
 class QueueAdmin:
     def cancel(self, ids: Iterable[int | str]) -> list[Job]:
         """Cancel queued and running jobs (a running job's worker sees it at its
-        next heartbeat and kills the process). Finished jobs are left as they
-        are. Returns the jobs as they now stand."""
+        next heartbeat and kills the process). Finished jobs, and running ones
+        whose result is already recorded, are left as they are. Returns the
+        jobs as they now stand."""
         with self._tx() as db:
             jobs = [self._require(db, i) for i in ids]
             now = time.time()
             for job in jobs:
-                if job.state in ACTIVE:
+                if job.state in ACTIVE and job.stage != RECORDED_STAGE:
                     db.execute(
                         "UPDATE jobs SET state='cancelled', finished_at=?, error='cancelled', worker=NULL,"
                         " lease_until=NULL WHERE id=?",

@@ -15,6 +15,9 @@ JOB_TYPES = ("image", "video", "audio", "derive", "analysis", "composition", "pr
 PRIORITIES = ("urgent", "high", "normal", "low", "batch")  # stored as their index: 0 runs first
 STATES = ("queued", "running", "succeeded", "failed", "cancelled")
 ACTIVE = ("queued", "running")
+# The stage of a running job whose result is already recorded in the
+# manifest: a cancel now would only mislabel it, so it is left to finish.
+RECORDED_STAGE = "recorded"
 FINISHED = ("succeeded", "failed", "cancelled")
 SLOT_KINDS = ("cpu", "gpu")
 
