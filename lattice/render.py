@@ -387,6 +387,7 @@ def _run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outco
             # The same recipe made the same output: nothing new to record.
             materialize(repo, name, oid, record.current.size)
             return Outcome(name, step.action, "unchanged", len(record.versions), oid, seconds=time.monotonic() - start)
+        require_base(name, step.base, record)  # superseded first: then its file may lag behind
         require_unedited(repo, name)
         v = record_version(repo, name, recipe, oid, step.change, step.note, step.note, step.branch, step.base)
         _write_recorded(repo, name, v, hooks)
