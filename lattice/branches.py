@@ -77,6 +77,7 @@ def list_branches(repo: Repository) -> tuple[list[str], str]:
 
 
 def create_branch(repo: Repository, name: str) -> str:
+    _require_name(name, "branch", "name the branch to create, e.g. `lattice branch sketch`; `lattice branch` alone lists branches")
     with repo.lock:
         g = history.open_git(repo)
         history.check_ref_name(g, name, "heads")
@@ -88,6 +89,7 @@ def create_branch(repo: Repository, name: str) -> str:
 
 
 def delete_branch(repo: Repository, name: str) -> str:
+    _require_name(name, "branch", "`lattice branch` lists the branches")
     with repo.lock:
         g = history.open_git(repo)
         _require_branch(g, name)
@@ -104,6 +106,7 @@ def list_tags(repo: Repository) -> list[str]:
 
 
 def create_tag(repo: Repository, name: str) -> str:
+    _require_name(name, "tag", "name the tag, e.g. `lattice tag v1`; `lattice tag` alone lists tags")
     with repo.lock:
         g = history.open_git(repo)
         history.check_ref_name(g, name, "tags")
@@ -112,6 +115,13 @@ def create_tag(repo: Repository, name: str) -> str:
         head = history.ensure_head(repo, g)
         g.references.create(f"refs/tags/{name}", head.id)
         return str(head.id)
+
+
+def _require_name(name: str, what: str, hint: str) -> None:
+    """An empty name (a script's unset $NAME) names nothing: refused before
+    anything is opened or created."""
+    if not name:
+        raise InvalidInput(f"the {what} name is empty", hint=hint)
 
 
 def _require_branch(g, name: str) -> None:
@@ -126,6 +136,7 @@ def _require_branch(g, name: str) -> None:
 
 
 def switch(repo: Repository, name: str, force: bool = False) -> Switched:
+    _require_name(name, "branch", "`lattice branch` lists the branches to switch to")
     with repo.lock:
         g = history.open_git(repo)
         _require_branch(g, name)
@@ -433,6 +444,7 @@ def _plan_worktree(repo: Repository, before: dict, records: dict) -> tuple[Workt
 def merge(repo: Repository, name: str, strategy: str | None = None) -> Merged:
     """Merge branch (or tag, or commit) `name` into the current branch.
     strategy: None (conflicts stay at ours), "ours" or "theirs"."""
+    _require_name(name, "branch, tag or commit", "`lattice branch` lists branches, `lattice tag` tags, `lattice log` commits")
     with repo.lock:
         g = history.open_git(repo)
         refuse_dirty(repo, "merge")
@@ -559,7 +571,17 @@ def _take_theirs(repo: Repository, g, name: str, ours_oid, theirs_oid, branch: s
 def diff_refs(repo: Repository, old: str, new: str) -> RefDiff:
     from lattice.records import decode
 
-    g = history.open_git(repo, create=False)
+    g = history.open_git(repo, create=False) if history.exists(repo) else None
+    if g is None or g.head_is_unborn:
+        # No commit yet. As `lattice branch` shows, the current branch is
+        # all there is (it exists from its first commit on): its names are
+        # one state, which differs from nothing; any other name is unknown.
+        current = history.head_branch(repo) or history.DEFAULT_BRANCH
+        for ref in (old, new):
+            if ref not in (current, "HEAD"):
+                raise InvalidInput(f"no branch, tag or commit named {ref!r}{closest(ref, [current])}",
+                                   hint=f"the history is empty until the first change (`lattice add`, `lattice gen`); until then there is only {current}")
+        return RefDiff(old, new)
     a, b = history.resolve(g, old), history.resolve(g, new)
     out = RefDiff(old, new)
     for name, (x, y) in sorted(history.changed_assets(g, a.tree, b.tree).items()):

@@ -63,7 +63,8 @@ def disk_usage(repo: Repository, by: str | None = None) -> DuReport:
     from lattice.gc import GcOptions, plan_gc, runs
 
     if by is not None and by not in GROUPS:
-        raise InvalidInput(f"--by {by!r}: expected one of {', '.join(GROUPS)}")
+        raise InvalidInput(f"--by {by!r}: expected one of {', '.join(GROUPS)}",
+                           hint="e.g. `lattice du --by kind`; without --by, du shows the totals only")
     cat = load_catalog(repo)
     working = cat.states.get("", {})
     report = DuReport(total=_usage(cat, working.values()), by=by)

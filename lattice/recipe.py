@@ -53,6 +53,12 @@ def draw_seed() -> int:
     return secrets.randbelow(SEED_RANGE)
 
 
+def check_seed(seed: int) -> None:
+    """Seeds are what every generator can take: a signed 64-bit integer, not negative."""
+    if not 0 <= seed < 2**63:
+        raise InvalidInput(f"seed {seed} is out of range", hint="seeds are integers from 0 to 2^63-1")
+
+
 def build(
     repo,
     generator,
@@ -82,8 +88,8 @@ def build(
     cycle = Graph.from_index(index).would_cycle(name, inputs)
     if cycle:
         raise InvalidInput(f"{name} cannot take these inputs: it would create a cycle {' -> '.join(cycle)}")
-    if seed is not None and not 0 <= seed < 2**63:
-        raise InvalidInput(f"seed {seed} is out of range", hint="seeds are integers from 0 to 2^63-1")
+    if seed is not None:
+        check_seed(seed)
     recipe = Recipe(
         generator=generator.id,
         generator_version=str(generator.version),

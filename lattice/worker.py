@@ -123,6 +123,7 @@ class _Run:
         self.deadline = time.monotonic() + job.timeout if job.timeout else None
         self.last_beat = time.monotonic()
         self.outcome: str | None = None  # "timeout" | "lost" | "released": the run is void
+        self.handed_back = False  # released and given back to the queue (done once)
         self.processes: list[subprocess.Popen] = []
         self.pending: tuple[float, str | None] | None = None
         self.last_report = 0.0
@@ -286,8 +287,7 @@ class WorkerPool:
                 if run.last_stage == RECORDED_STAGE:
                     continue  # its result is in the manifest: handing it back would run it twice
                 if run.kill("released"):
-                    self._quietly(self.queue.release, job.id, worker_id=run.worker_id)
-                    self.stats["released"] += 1
+                    self._hand_back(run)
             elif run.deadline is not None and now >= run.deadline:
                 if run.kill("timeout"):
                     self._quietly(self.queue.fail, job.id, f"timed out after {job.timeout:g} s",
@@ -301,6 +301,16 @@ class WorkerPool:
                     self.stats["lost"] += 1
                 else:
                     run.flush(self)
+
+    def _hand_back(self, run: _Run) -> None:
+        """Give a released run's job back to the queue, once: the supervisor
+        and the run's own slot thread may both get here."""
+        with run.lock:
+            if run.handed_back:
+                return
+            run.handed_back = True
+        self._quietly(self.queue.release, run.job.id, worker_id=run.worker_id)
+        self.stats["released"] += 1
 
     def _quietly(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Queue calls from the supervisor and progress reports: a busy
@@ -349,6 +359,10 @@ class WorkerPool:
                 tail = getattr(e, "stderr_tail", None) or getattr(e, "stderr", None) or ""
                 if isinstance(tail, bytes):
                     tail = tail.decode("utf-8", "replace")
+                if run.outcome is None and self._aborted.is_set():
+                    # abort() killed its process (from a signal handler, before
+                    # the supervisor could void the run): hand it back, not fail it.
+                    run.kill("released")
                 if run.outcome is None:
                     retry = not isinstance(e, NOT_RETRYABLE) and getattr(e, "retryable", True)
                     if self._quietly(self.queue.fail, job.id, error, str(tail), retry, worker_id=worker_id):
@@ -359,6 +373,8 @@ class WorkerPool:
                 if run.outcome is None and self._quietly(self.queue.succeed, job.id, result, worker_id=worker_id):
                     self.stats["succeeded"] += 1
         finally:
+            if run.outcome == "released":
+                self._hand_back(run)
             with self._runs_lock:
                 del self._runs[worker_id]
             for p in run.processes:  # a handler's children do not outlive its job
@@ -366,24 +382,24 @@ class WorkerPool:
 
 
 @contextlib.contextmanager
-def graceful_signals(pool: WorkerPool, on_signal: Callable[[str], None] | None = None) -> Iterator[None]:
+def graceful_signals(pool: WorkerPool, on_signal: Callable[[str], None] | None = None) -> Iterator[list[int]]:
     """For the `lattice worker` command: the first SIGINT/SIGTERM drains the
     pool (no new claims; running jobs finish), the second aborts it (running
     jobs are killed and handed back to the queue). `on_signal("drain" |
-    "abort")` lets the CLI say so. Call from the main thread."""
-    count = 0
+    "abort")` lets the CLI say so. Yields the list of signals received, in
+    order (empty: none), for the CLI's exit status. Call from the main thread."""
+    received: list[int] = []
 
     def handle(signum: int, frame: Any) -> None:
-        nonlocal count
-        count += 1
-        what = "drain" if count == 1 else "abort"
-        pool.drain() if count == 1 else pool.abort()
+        received.append(signum)
+        first = len(received) == 1
+        pool.drain() if first else pool.abort()
         if on_signal is not None:
-            on_signal(what)
+            on_signal("drain" if first else "abort")
 
     previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
+        yield received
     finally:
         for s, h in previous.items():
             signal.signal(s, h)

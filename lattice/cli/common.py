@@ -26,6 +26,24 @@ class Options:
 
 OPTIONS = Options()
 
+# The most parallel jobs or worker slots (-j, --slots). Each is a thread and,
+# while it runs, a generator process: past a few hundred no machine lattice
+# runs on gains anything, and `-j 100000000` (a typo) would allocate until
+# memory ran out. A fixed number, not a multiple of the CPU count, so the
+# limit is the same on every machine, as are the help text and man pages.
+MAX_JOBS = 256
+
+
+def a_number(ctx, param, value):
+    """A float option's callback: click's ranges let nan through (it compares
+    false with every bound), and time.sleep(nan) then fails."""
+    if value is not None and value != value:
+        from typer import BadParameter
+
+        describe = getattr(param.type, "_describe_range", None)  # click's own words for the range
+        raise BadParameter(f"{value} is not a number" + (f" in the range {describe()}" if describe else "") + ".")
+    return value
+
 
 def reset_options() -> None:
     """Fresh global options for one run of a command: a program calling
@@ -41,7 +59,7 @@ def apply_globals(directory: str | Path | None, debug: bool, quiet: bool, no_col
         if not target.is_dir():
             from lattice.errors import UsageError
 
-            raise UsageError(f"-C {directory}: not a directory")
+            raise UsageError(f"-C {directory}: not a directory", hint="name an existing folder: the project or one inside it")
         OPTIONS.cwd = target
     OPTIONS.debug = debug
     OPTIONS.quiet = quiet

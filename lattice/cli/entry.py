@@ -123,6 +123,21 @@ def run(argv: list[str] | None = None) -> int:
     sys.exit(code)
 
 
+def _command_path(root, args: list[str]) -> str:
+    """`lattice queue show`: the command `args` name, found by walking the
+    click groups past the global options."""
+    from lattice.cli.quick import GLOBAL_FLAGS
+
+    path, command, i = ["lattice"], root, 0
+    while i < len(args) and (args[i] in GLOBAL_FLAGS or args[i] == "-C"):
+        i += 2 if args[i] == "-C" else 1
+    while i < len(args) and args[i] in (getattr(command, "commands", None) or {}):
+        command = command.commands[args[i]]
+        path.append(args[i])
+        i += 1
+    return " ".join(path)
+
+
 def _run_typer(args: list[str]) -> int:
     """Parse and run `args` with the full typer app; usage errors are
     printed by click, in its words, with exit code 2."""
@@ -137,9 +152,10 @@ def _run_typer(args: list[str]) -> int:
         from typer._completion_classes import completion_init
 
         completion_init()
+    root = command_for(args)
     try:
         # Outside standalone mode, click returns a typer.Exit's code instead of raising.
-        rv = command_for(args).main(args=args, prog_name="lattice", standalone_mode=False)
+        rv = root.main(args=args, prog_name="lattice", standalone_mode=False)
     except typer.Exit as e:
         return e.exit_code
     except SystemExit:
@@ -152,13 +168,16 @@ def _run_typer(args: list[str]) -> int:
         return 2
     except ClickException as e:
         # Click's usage block, in the one form every error takes here.
-        where = getattr(getattr(e, "ctx", None), "command_path", None)
-        hint = f"`{where} -h` shows what it takes" if where else None
-        return _report(e.format_message(), hint, e.exit_code)
+        # Click's parser leaves ctx unset for an option missing its value.
+        where = getattr(getattr(e, "ctx", None), "command_path", None) or _command_path(root, args)
+        return _report(e.format_message(), f"`{where} -h` shows what it takes", e.exit_code)
     except typer.Abort:
         raise KeyboardInterrupt from None
     code = rv if isinstance(rv, int) else 0
-    if code == 130:  # typer turns Ctrl-C inside a command into Exit(130)
-        sys.stderr.write("terminated\n" if _TERMINATED else "interrupted\n")
-        code = 143 if _TERMINATED else 130
+    # Typer turns Ctrl-C inside a command into Exit(130); `worker` and
+    # `watch` exit 130 or 143 themselves after stopping cleanly.
+    if code in (130, 143):
+        terminated = _TERMINATED or code == 143
+        sys.stderr.write("terminated\n" if terminated else "interrupted\n")
+        code = 143 if terminated else 130
     return code

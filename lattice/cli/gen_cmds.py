@@ -4,16 +4,32 @@ lineage, generators, trust."""
 from __future__ import annotations
 
 import sys
+from contextlib import contextmanager
 from typing import List, Optional
 
 import typer
 
-from lattice.cli.common import OPTIONS, cwd, echo, emit_json, repo_from_ctx, say
+from lattice.cli.common import MAX_JOBS, OPTIONS, cwd, echo, emit_json, repo_from_ctx, say
 
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
 PRIORITY = typer.Option("normal", "--priority", "-p", help="Queue priority: urgent, high, normal, low, batch.")
 DETACH = typer.Option(False, "--detach", help="Only enqueue: print the job ids and leave the work to `lattice worker`.")
-JOBS = typer.Option(None, "--jobs", "-j", min=1, help="Parallel jobs (default: one per CPU core, one per GPU).")
+JOBS = typer.Option(None, "--jobs", "-j", min=1, max=MAX_JOBS, help="Parallel jobs (default: one per CPU core, one per GPU).")
+
+
+@contextmanager
+def _params_hint(generator_id: str | None):
+    """Point a parameter refused without a hint (out of range, not one of
+    the choices: lattice.generators.base gives none) at the generator's
+    parameter list."""
+    from lattice.errors import InvalidInput
+
+    try:
+        yield
+    except InvalidInput as e:
+        if e.hint is None and e.message.startswith("parameter ") and generator_id:
+            e.hint = f"`lattice generators show {generator_id}` lists its parameters with their ranges and choices"
+        raise
 
 
 def _names(repo, paths: list[str]) -> list[str]:
@@ -154,7 +170,8 @@ def gen(
     repo = repo_from_ctx()
     name = _names(repo, [path])[0]
     inputs = _names(repo, input_)
-    step = gen_step(repo, name, model, prompt=prompt, negative_prompt=negative_prompt, seed=seed, params=parse_sets(set_), inputs=inputs)
+    with _params_hint(model):
+        step = gen_step(repo, name, model, prompt=prompt, negative_prompt=negative_prompt, seed=seed, params=parse_sets(set_), inputs=inputs)
     _execute(repo, [step], priority=priority, detach=detach, json=json)
 
 
@@ -176,12 +193,21 @@ def regen(
     A new seed alone records change type `regenerated`; changed parameters or
     model record `modified`.
     """
+    from lattice.errors import UsageError
     from lattice.pipeline import regen_step, with_dependents
-    from lattice.recipe import parse_sets
+    from lattice.recipe import check_seed, parse_sets
 
+    if seed is not None and new_seed:
+        raise UsageError("--seed and --new-seed exclude each other", hint="pass --seed N to use seed N, or --new-seed to draw one")
+    if seed is not None:
+        check_seed(seed)  # as gen does: regen_step would record any integer
     repo = repo_from_ctx()
     params = parse_sets(set_)
-    named = [regen_step(repo, n, seed=seed, new_seed=new_seed, params=params, model=model, prompt=prompt) for n in dict.fromkeys(_names(repo, paths))]
+    named = []
+    for n in dict.fromkeys(_names(repo, paths)):
+        recipe = repo.record(n).current.recipe
+        with _params_hint(model or (recipe.generator if recipe else None)):
+            named.append(regen_step(repo, n, seed=seed, new_seed=new_seed, params=params, model=model, prompt=prompt))
     steps, skipped = with_dependents(repo, named, cascade=not no_cascade)
     _execute(repo, steps, skipped, priority=priority, detach=detach, jobs=jobs, json=json)
 
@@ -237,9 +263,9 @@ def verify(
     repo = repo_from_ctx()
     repo.config  # a damaged config.toml is reported (exit 5), not as every asset failing
     if not paths and not all_:
-        raise UsageError("name assets to verify, or pass --all")
+        raise UsageError("name assets to verify, or pass --all", hint="`lattice verify PATH...` checks those assets, `lattice verify --all` every generated one")
     if paths and all_:
-        raise UsageError("name assets to verify, or pass --all, not both")
+        raise UsageError("name assets to verify, or pass --all, not both", hint="drop the names to verify every generated asset, or drop --all")
     names = [r.path for r in repo.index.rows() if r.generator] if all_ else _names(repo, paths)
     verdicts = [do_verify(repo, n, notify=lambda m: echo(m, err=True)) for n in names]
     if json:

@@ -167,10 +167,11 @@ def branch(
     from lattice import branches as b
 
     repo = repo_from_ctx()
-    if delete:
+    # `is not None`: an empty name (a script's unset $NAME) is refused, not read as "list".
+    if delete is not None:
         was = b.delete_branch(repo, delete)
         return emit_json({"deleted": delete, "was": was}) if json else say(f"deleted branch {delete} (was {was[:12]})")
-    if name:
+    if name is not None:
         at = b.create_branch(repo, name)
         return emit_json({"created": name, "at": at}) if json else say(f"created branch {name} at {at[:12]}")
     names, current = b.list_branches(repo)
@@ -197,7 +198,7 @@ def tag(name: Optional[str] = typer.Argument(None, help="Tag the current commit 
     from lattice import branches as b
 
     repo = repo_from_ctx()
-    if name:
+    if name is not None:  # an empty name is refused, not read as "list"
         at = b.create_tag(repo, name)
         return emit_json({"created": name, "at": at}) if json else say(f"tagged {at[:12]} as {name}")
     names = b.list_tags(repo)
@@ -220,7 +221,7 @@ def merge(
     from lattice.errors import UsageError
 
     if ours and theirs:
-        raise UsageError("--ours and --theirs exclude each other")
+        raise UsageError("--ours and --theirs exclude each other", hint="pick one side to resolve conflicts with")
     m = do_merge(repo_from_ctx(), name, "ours" if ours else "theirs" if theirs else None)
     if json:
         emit_json(m)

@@ -10,7 +10,7 @@ from typing import Optional
 import typer
 
 from lattice import __version__
-from lattice.cli.common import apply_globals
+from lattice.cli.common import MAX_JOBS, apply_globals
 
 HELP = """\
 A git-like repository for AI-generated media.
@@ -67,16 +67,20 @@ app.add_typer(queue_app)
 
 @app.command()
 def worker(
-    slots: Optional[int] = typer.Option(None, "--slots", help="CPU slots (default: one per core); one GPU slot per GPU found."),
+    slots: Optional[int] = typer.Option(None, "--slots", min=0, max=MAX_JOBS, help="CPU slots (default: one per core); one GPU slot per GPU found."),
     once: bool = typer.Option(False, "--once", help="Exit when no runnable job is left."),
     json: bool = typer.Option(False, "--json", help="Print the counts of what ran as JSON at the end."),
 ) -> None:
     """Run queued jobs until stopped. First Ctrl-C: finish running jobs; second: hand them back."""
-    stats = worker_command(slots=slots, once=once)
+    import signal
+
+    stats, stopped_by = worker_command(slots=slots, once=once)
     if json:
         from lattice.cli.common import emit_json
 
         emit_json(stats)
+    if stopped_by is not None:  # a clean stop, but a stop by a signal: 130, or 143 for SIGTERM, as every command
+        raise typer.Exit(143 if stopped_by == signal.SIGTERM else 130)
 
 
 def command_for(args: list[str]):

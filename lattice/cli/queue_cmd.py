@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import typer
 
-from lattice.cli.common import say
+from lattice.cli.common import a_number, say
 from lattice.errors import UsageError
 
 queue_app = typer.Typer(
@@ -160,7 +160,8 @@ def clear(
 
 @queue_app.command("watch")
 def watch(
-    interval: float = typer.Option(0.5, "--interval", min=0.01, help="Seconds between looks."),
+    # An hour between looks is already no longer watching.
+    interval: float = typer.Option(0.5, "--interval", min=0.01, max=3600, callback=a_number, help="Seconds between looks."),
     until_done: bool = typer.Option(False, "--until-done", help="Exit when no job is queued or running."),
     as_json: bool = JsonOpt,
 ) -> None:
@@ -224,10 +225,11 @@ def watch(
         out.line()
 
 
-def worker_command(slots: int | None = None, once: bool = False) -> dict[str, int]:
+def worker_command(slots: int | None = None, once: bool = False) -> tuple[dict[str, int], int | None]:
     """`lattice worker [--slots N] [--once]`: run jobs until stopped (first
     Ctrl-C: finish running jobs; second: hand them back) or, with --once,
-    until the queue has nothing left for this worker. Returns the counts."""
+    until the queue has nothing left for this worker. Returns the counts
+    and the signal that stopped it (None: it ran out of work, with --once)."""
     from lattice.jobs import HANDLERS
     from lattice.worker import WorkerPool, detect_slots, graceful_signals
 
@@ -243,9 +245,10 @@ def worker_command(slots: int | None = None, once: bool = False) -> dict[str, in
                else "stopping; handing running jobs back to the queue")
         say(f"worker: {msg}", err=True)
 
-    say(f"worker {pool.id}: slots {names}", err=True)
-    with graceful_signals(pool, said):
+    with graceful_signals(pool, said) as received:
+        say(f"worker {pool.id}: slots {names}", err=True)  # said once Ctrl-C drains: scripts may wait for it
         stats = pool.run(once=once)
     summary = ", ".join(f"{n} {k}" for k, n in sorted(stats.items())) or "no jobs run"
     say(f"worker: {summary}", err=True)
-    return stats
+    stopped_by = received[0] if received else None
+    return stats, stopped_by

@@ -8,14 +8,16 @@ from typing import List, Optional
 import typer
 
 from lattice.cli import quick
-from lattice.cli.common import cwd, echo, emit_json, repo_from_ctx, say
+from lattice.cli.common import MAX_JOBS, cwd, echo, emit_json, repo_from_ctx, say
 
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
 
 def watch(
-    debounce: int = typer.Option(400, "--debounce", min=0, help="Milliseconds of quiet that end a burst of saves."),
-    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Parallel jobs."),
+    # A burst of saves ends within seconds: a minute of quiet is already
+    # more than anyone waits for a re-render (and a huge number overflows the watcher).
+    debounce: int = typer.Option(400, "--debounce", min=0, max=60_000, help="Milliseconds of quiet that end a burst of saves."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, max=MAX_JOBS, help="Parallel jobs."),
     json: bool = typer.Option(False, "--json", help="Print one JSON object per cycle."),
 ) -> None:
     """Re-render when an imported source file or the config changes (Ctrl-C stops).
@@ -30,7 +32,6 @@ def watch(
 
     repo = repo_from_ctx()
     out = console(stderr=True)
-    out.print(f"watching {repo.root} (Ctrl-C stops)")
 
     def on_cycle(cycle) -> None:
         if json:
@@ -48,9 +49,13 @@ def watch(
             out.print(f"[{style}]{o.status:<12}[/{style}] {o.name}{detail}")
 
     try:
+        out.print(f"watching {repo.root} (Ctrl-C stops)")  # from here on, Ctrl-C says "stopped"
         do_watch(repo, on_cycle, debounce_ms=debounce, slots=jobs)
     except KeyboardInterrupt:
         out.print("stopped")
+        # Stopped by a signal, as every command is: 130 (143 for SIGTERM,
+        # which lattice.cli.entry turns into a KeyboardInterrupt too).
+        raise typer.Exit(130) from None
 
 
 hooks_app = typer.Typer(name="hooks", help="Checks for git hooks, pre-commit and CI.", no_args_is_help=True, add_completion=False, rich_markup_mode=None)

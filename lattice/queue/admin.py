@@ -12,7 +12,7 @@ import time
 from typing import Any, Iterable
 
 from lattice.errors import QueueError, RepositoryCorrupt, closest
-from lattice.queue.schema import _COLUMNS, ACTIVE, RECORDED_STAGE, SLOT_KINDS, STATES, Job, _parse_id, _rows_to_jobs, _slot_filter
+from lattice.queue.schema import _COLUMNS, ACTIVE, MAX_ID, RECORDED_STAGE, SLOT_KINDS, STATES, Job, _parse_id, _rows_to_jobs, _slot_filter
 
 
 class QueueAdmin:
@@ -91,7 +91,7 @@ class QueueAdmin:
         sql = f"SELECT {_COLUMNS} FROM jobs {where} ORDER BY id DESC"
         if limit is not None:
             sql += " LIMIT ?"
-            args.append(int(limit))
+            args.append(min(int(limit), MAX_ID))  # more than can be: every job, as for `lattice log -n`
         with self._read() as db:
             return _rows_to_jobs(db, db.execute(sql, args).fetchall())
 

@@ -21,6 +21,7 @@ from lattice.queue.schema import (
     _COLUMNS,
     _SCHEMA,
     JOB_TYPES,
+    MAX_ID,
     PRIORITIES,
     RECLAIM_EVERY,
     SCHEMA_VERSION,
@@ -146,7 +147,9 @@ class JobQueue(QueueAdmin):
         return jobs[0] if jobs else None
 
     def _require(self, db: sqlite3.Connection, job_id: int | str) -> Job:
-        job = self._fetch(db, _parse_id(job_id))
+        n = _parse_id(job_id)
+        # Past SQLite's INTEGER no job can be, and the id cannot even be bound.
+        job = self._fetch(db, n) if n <= MAX_ID else None
         if job is None:
             raise self._unknown(db, job_id)
         return job
@@ -155,11 +158,11 @@ class JobQueue(QueueAdmin):
         n = _parse_id(job_id)
         # The numerically nearest ids are the likeliest typos worth naming.
         near = [str(r[0]) for r in db.execute(
-            "SELECT id FROM jobs ORDER BY abs(id - ?) LIMIT 20", (n,))]
+            "SELECT id FROM jobs ORDER BY abs(id - ?) LIMIT 20", (n,))] if n <= MAX_ID else []
         suffix = closest(str(job_id), [i for i in near if len(i) == len(str(n))])
-        if not suffix and near:
+        if not suffix:
             low, high = db.execute("SELECT min(id), max(id) FROM jobs").fetchone()
-            suffix = f" (its jobs run from {low} to {high})"
+            suffix = f" (its jobs run from {low} to {high})" if low is not None else ""
         return QueueError(f"no job {job_id} in the queue{suffix}", hint="`lattice queue ls --all` lists the jobs")
 
     # -- submitting ---------------------------------------------------------

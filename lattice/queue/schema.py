@@ -168,6 +168,11 @@ def _rows_to_jobs(db: sqlite3.Connection, rows: list[tuple]) -> list[Job]:
     return jobs
 
 
+# SQLite's largest INTEGER: a job id, a limit or any number bound past it
+# raises OverflowError.
+MAX_ID = 2**63 - 1
+
+
 def _parse_id(job_id: int | str) -> int:
     if isinstance(job_id, int) and not isinstance(job_id, bool):
         return job_id

@@ -1,0 +1,180 @@
+"""The CLI's contract at its edges: bounded numeric options, absurd numbers
+refused as usage errors (never an internal error), one `error:` line and one
+`hint:` line per refusal, empty names, and the exit status of the
+long-running commands (`watch`, `worker`) when a signal stops them."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import run_cli
+from lattice.repo import Repository
+
+HUGE = "99999999999999999999"  # past SQLite's INTEGER and a C long
+
+
+def ok(repo, *args):
+    r = run_cli(*args, cwd=repo.root)
+    assert r.code == 0, (args, r.err)
+    return r
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    """A repository with a tiny clip, a thumbnail of it gone stale, text
+    assets and one finished job (made once: ffmpeg is slow-ish)."""
+    repo = Repository.init(tmp_path_factory.mktemp("cli") / "proj")
+    ok(repo, "gen", "m.mp4", "--model", "ffmpeg.testsrc", "--seed", "1", "--set", "duration=0.2", "--set", "width=32", "--set", "height=32")
+    ok(repo, "gen", "t.png", "--model", "ffmpeg.thumbnail", "--seed", "1", "-i", "m.mp4")
+    ok(repo, "gen", "a.txt", "--model", "test.text", "--seed", "1")
+    ok(repo, "gen", "b.txt", "--model", "test.join", "--seed", "1", "-i", "a.txt")
+    ok(repo, "regen", "a.txt", "--seed", "2", "--no-cascade")  # b.txt is stale now
+    return repo
+
+
+def queued(repo) -> list:
+    return [j for j in run_cli("queue", "ls", "--all", "--json", cwd=repo.root).json if j["state"] == "queued"]
+
+
+@pytest.mark.parametrize("args, limit", [
+    (["render", "-j", "100000000"], "1<=x<=256"),
+    (["render", "--jobs", HUGE], "1<=x<=256"),
+    (["regen", "a.txt", "-j", "257"], "1<=x<=256"),
+    (["watch", "-j", "1000"], "1<=x<=256"),
+    (["worker", "--slots", "100000000"], "0<=x<=256"),
+    (["worker", "--slots", "-1"], "0<=x<=256"),  # was exit 4, unlike `render -j 0`
+    (["render", "-j", "0"], "1<=x<=256"),
+])
+def test_parallelism_is_bounded_before_anything_is_queued(project, args, limit):
+    r = run_cli(*args, cwd=project.root)
+    assert r.code == 2 and f"is not in the range {limit}" in r.err, r.err
+    assert queued(project) == []  # refused up front: nothing left for a worker
+    assert run_cli("render", "--check", cwd=project.root).code == 1  # b.txt still stale
+
+
+@pytest.mark.parametrize("args, code, said", [
+    (["queue", "show", HUGE], 10, f"no job {HUGE} in the queue (its jobs run from 1 to "),
+    (["queue", "cancel", HUGE], 10, f"no job {HUGE} in the queue"),
+    (["queue", "retry", "1", HUGE], 10, f"no job {HUGE} in the queue"),
+    (["watch", "--debounce", HUGE], 2, "is not in the range 0<=x<=60000"),
+    (["queue", "watch", "--interval", "1e400", "--until-done"], 2, "inf is not in the range 0.01<=x<=3600"),
+    (["queue", "watch", "--interval", "nan", "--until-done"], 2, "nan is not a number in the range 0.01<=x<=3600"),
+    (["regen", "a.txt", "--seed", HUGE], 4, f"seed {HUGE} is out of range"),  # as gen says; regen recorded it
+])
+def test_out_of_range_numbers_are_refused_not_internal_errors(project, args, code, said):
+    r = run_cli(*args, cwd=project.root)
+    assert r.code == code and said in r.err, r.err
+    assert "internal error" not in r.err
+    assert project.record("a.txt").current.recipe.seed == 2
+
+
+def test_a_huge_limit_lists_every_job_as_log_does(project):
+    assert run_cli("queue", "ls", "-n", HUGE, "--json", cwd=project.root).json == run_cli("queue", "ls", "--all", "--json", cwd=project.root).json
+    assert ok(project, "log", "-n", HUGE).out == ok(project, "log").out
+
+
+@pytest.mark.parametrize("args, code", [
+    (["gen", "x.txt", "--model", "test.text", "--set", "repeat=0"], 4),  # a parameter out of its range
+    (["regen", "a.txt", "--set", "repeat=1000"], 4),
+    (["export", "t.png", "--fps", "0", "-o", "f.png"], 4),
+    (["export", "m.mp4", "--range", "4-1", "-o", "f.gif"], 4),
+    (["regen", "m.mp4", "--seed", "1", "--new-seed"], 2),
+    (["du", "--by", "nope"], 4),
+    (["add", "nope.txt"], 4),
+    (["verify"], 2),
+    (["-C", "/nonexistent", "status"], 2),
+    (["add", "--tag"], 2),
+    (["-C"], 2),
+    (["render", "-j", "100000000"], 2),
+    (["queue", "show", HUGE], 10),
+    (["branch", ""], 4),
+    (["branch", "-d", ""], 4),
+    (["tag", ""], 4),
+    (["switch", ""], 4),
+    (["merge", ""], 4),
+])
+def test_every_refusal_is_one_error_line_and_one_hint_line(project, args, code):
+    r = run_cli(*args, cwd=project.root)
+    lines = r.err.splitlines()
+    assert r.code == code, r.err
+    assert len(lines) == 2 and lines[0].startswith("error: ") and lines[1].startswith("hint: "), r.err
+    assert "`lattice branch `" not in r.err  # a hint built around an empty name
+
+
+def test_empty_names_create_nothing(tmp_repo):
+    for args in (["branch", ""], ["tag", ""], ["switch", ""], ["merge", ""]):
+        r = run_cli(*args, cwd=tmp_repo.root)
+        assert r.code == 4 and "name is empty" in r.err and r.out == "", (args, r.err)
+    assert not (tmp_repo.dir / "history.git").exists()  # refused before history is made
+    assert run_cli("tag", cwd=tmp_repo.root).out == ""
+
+
+def test_diff_and_log_before_the_first_change_see_the_branch_that_branch_lists(tmp_repo):
+    assert ok(tmp_repo, "branch").out == "* main\n"
+    for args in (["diff", "main", "main"], ["diff", "HEAD", "main"], ["log"]):
+        assert ok(tmp_repo, *args).out == "", args
+    r = run_cli("diff", "main", "feat", cwd=tmp_repo.root)
+    assert r.code == 4 and "no branch, tag or commit named 'feat'" in r.err and "hint:" in r.err
+    ok(tmp_repo, "branch", "feat")
+    assert ok(tmp_repo, "diff", "main", "feat").out == ""
+
+
+# -- stopped by a signal ---------------------------------------------------------
+
+
+def start(repo, *args) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "lattice", *args], cwd=repo.root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(cond, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def job_state(repo) -> str:
+    return run_cli("queue", "ls", "--json", cwd=repo.root).json[0]["state"]
+
+
+@pytest.mark.parametrize("sig, code, said", [("SIGINT", 130, "interrupted"), ("SIGTERM", 143, "terminated")])
+def test_watch_stopped_by_a_signal_exits_as_every_command(tmp_repo, sig, code, said):
+    p = start(tmp_repo, "watch")
+    assert p.stderr.readline().startswith("watching ")
+    p.send_signal(getattr(signal, sig))
+    _, err = p.communicate(timeout=30)
+    assert p.returncode == code and err.splitlines()[-2:] == ["stopped", said], err
+
+
+def test_worker_first_sigterm_finishes_the_running_job_then_exits_143(tmp_repo):
+    ok(tmp_repo, "gen", "s.txt", "--model", "test.text", "--set", "delay=1", "--detach")
+    p = start(tmp_repo, "worker", "--slots", "1")
+    assert p.stderr.readline().startswith("worker ")
+    wait_for(lambda: job_state(tmp_repo) == "running")
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143, err
+    assert err.splitlines()[-3:] == ["worker: finishing running jobs; Ctrl-C again to hand them back to the queue",
+                                     "worker: 1 succeeded", "terminated"]
+    assert job_state(tmp_repo) == "succeeded" and len(tmp_repo.record("s.txt").versions) == 1
+
+
+def test_worker_second_ctrl_c_hands_the_running_job_back_and_exits_130(tmp_repo):
+    ok(tmp_repo, "gen", "h.txt", "--model", "test.hang", "--detach")
+    p = start(tmp_repo, "worker", "--slots", "1")
+    assert p.stderr.readline().startswith("worker ")
+    wait_for(lambda: job_state(tmp_repo) == "running")
+    p.send_signal(signal.SIGINT)
+    time.sleep(0.3)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "worker: stopping; handing running jobs back to the queue" in err and err.splitlines()[-1] == "interrupted"
+    job = run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json[0]
+    assert (job["state"], job["attempts"]) == ("queued", 0)
