@@ -53,7 +53,7 @@ def expand(repo: Repository, paths: Iterable[str], cwd: Path | None = None) -> l
             base = name_for(repo.root, p, cwd)
         full = repo.root / base if base else repo.root
         if not os.path.lexists(full):
-            raise InvalidInput(f"{p}: no such file or directory")
+            raise InvalidInput(f"{p}: no such file or directory", hint="paths are relative to the current folder; `lattice status` lists the files not yet added")
         if full.is_dir():
             named_ignored = ignored is not None and base and ignored(base + "/")  # named, so added anyway
             for name in walk(repo.root, base, skip=None if named_ignored else skip, passed=_passed):

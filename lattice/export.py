@@ -111,7 +111,7 @@ def parse_range(text: str) -> tuple[float, float]:
         raise InvalidInput(f"--range {text!r}: expected START-END in seconds or [HH:]MM:SS",
                            hint="for example --range 1.5-4 or --range 0:01-0:03") from None
     if end <= start:
-        raise InvalidInput(f"--range {text!r}: the end must come after the start")
+        raise InvalidInput(f"--range {text!r}: the end must come after the start", hint="give START-END with END after START, e.g. --range 1.5-4")
     return start, end
 
 
@@ -134,13 +134,13 @@ class ExportOptions:
             raise InvalidInput(f"unknown quality {self.quality!r}", hint=f"qualities are: {', '.join(QUALITIES)}")
         w, h = parse_dimensions(self.size) if self.size else (0, 0)
         if self.fps is not None and not 0 < self.fps <= 240:
-            raise InvalidInput(f"--fps {self.fps:g}: expected a frame rate above 0 and at most 240")
+            raise InvalidInput(f"--fps {self.fps:g}: expected a frame rate above 0 and at most 240", hint="e.g. --fps 24, or leave --fps out to keep the source's")
         start, end = parse_range(self.range) if self.range else (0.0, 0.0)
         what = FORMATS[self.format][1]
         if what == "audio" and (w or self.fps):
-            raise InvalidInput(f"--size and --fps do not apply to {self.format} (audio)")
+            raise InvalidInput(f"--size and --fps do not apply to {self.format} (audio)", hint="leave them out for an audio format")
         if source_kind == "vector" and (w or self.fps or end):
-            raise InvalidInput("a Lottie asset exports as is: --size, --fps and --range do not apply")
+            raise InvalidInput("a Lottie asset exports as is: --size, --fps and --range do not apply", hint="leave them out for a Lottie asset")
         # ffmpeg spins forever on a still looped for less than one frame, and a
         # clip cut that short encodes to nothing: refuse before any job runs.
         span = end - start if end else STILL_SECONDS if source_kind == "image" else 0
@@ -149,7 +149,7 @@ class ExportOptions:
             raise InvalidInput(f"--fps {rate:g} over {span:g} s gives no frame: an export needs at least one",
                                hint=f"raise --fps to at least {1 / span:.3g}, or export a longer --range")
         if self.format in ("mp4", "webm") and (w % 2 or h % 2):
-            raise InvalidInput(f"--size {self.size}: {self.format} needs even width and height")
+            raise InvalidInput(f"--size {self.size}: {self.format} needs even width and height", hint="e.g. --size 1280x720, or leave --size out to keep the source's")
         return {"format": self.format, "quality": self.quality, "width": w, "height": h, "fps": float(self.fps or 0),
                 "start": start, "end": end, "source_kind": source_kind, "embed": ""}
 
@@ -505,7 +505,7 @@ def export(repo: Repository, name: str, options: ExportOptions, out: str | None,
         raise InvalidInput(f"{name} has no audio stream to export as {options.format}")
     dur = (v.media or {}).get("duration")
     if params["end"] and dur and params["start"] >= dur and kind != "image":
-        raise InvalidInput(f"--range {options.range}: starts after the end of {name} ({dur:g} s)")
+        raise InvalidInput(f"--range {options.range}: starts after the end of {name} ({dur:g} s)", hint=f"give a range within 0-{dur:g}, or leave --range out for all of it")
     target = resolve_target(repo, out, name, options.format, cwd)
     regenerated = ensure_present(repo, name, v.number, regen=regen, notify=notify)
     if target.asset is None:

@@ -4,7 +4,6 @@ lineage, generators, trust."""
 from __future__ import annotations
 
 import sys
-from contextlib import contextmanager
 from typing import List, Optional
 
 import typer
@@ -15,21 +14,6 @@ JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
 PRIORITY = typer.Option("normal", "--priority", "-p", help="Queue priority: urgent, high, normal, low, batch.")
 DETACH = typer.Option(False, "--detach", help="Only enqueue: print the job ids and leave the work to `lattice worker`.")
 JOBS = typer.Option(None, "--jobs", "-j", min=1, max=MAX_JOBS, help="Parallel jobs (default: one per CPU core, one per GPU).")
-
-
-@contextmanager
-def _params_hint(generator_id: str | None):
-    """Point a parameter refused without a hint (out of range, not one of
-    the choices: lattice.generators.base gives none) at the generator's
-    parameter list."""
-    from lattice.errors import InvalidInput
-
-    try:
-        yield
-    except InvalidInput as e:
-        if e.hint is None and e.message.startswith("parameter ") and generator_id:
-            e.hint = f"`lattice generators show {generator_id}` lists its parameters with their ranges and choices"
-        raise
 
 
 def _names(repo, paths: list[str]) -> list[str]:
@@ -170,8 +154,7 @@ def gen(
     repo = repo_from_ctx()
     name = _names(repo, [path])[0]
     inputs = _names(repo, input_)
-    with _params_hint(model):
-        step = gen_step(repo, name, model, prompt=prompt, negative_prompt=negative_prompt, seed=seed, params=parse_sets(set_), inputs=inputs)
+    step = gen_step(repo, name, model, prompt=prompt, negative_prompt=negative_prompt, seed=seed, params=parse_sets(set_), inputs=inputs)
     _execute(repo, [step], priority=priority, detach=detach, json=json)
 
 
@@ -203,11 +186,7 @@ def regen(
         check_seed(seed)  # as gen does: regen_step would record any integer
     repo = repo_from_ctx()
     params = parse_sets(set_)
-    named = []
-    for n in dict.fromkeys(_names(repo, paths)):
-        recipe = repo.record(n).current.recipe
-        with _params_hint(model or (recipe.generator if recipe else None)):
-            named.append(regen_step(repo, n, seed=seed, new_seed=new_seed, params=params, model=model, prompt=prompt))
+    named = [regen_step(repo, n, seed=seed, new_seed=new_seed, params=params, model=model, prompt=prompt) for n in dict.fromkeys(_names(repo, paths))]
     steps, skipped = with_dependents(repo, named, cascade=not no_cascade)
     _execute(repo, steps, skipped, priority=priority, detach=detach, jobs=jobs, json=json)
 

@@ -82,17 +82,10 @@ def add(paths: list[str], tags: list[str], json: bool = False) -> None:
     from lattice.add import add as do_add
     from lattice.cli.common import cwd, progress_bar
 
-    from lattice.errors import InvalidInput
-
     repo = repo_from_ctx()
-    try:
-        with progress_bar("hashing") as bar:
-            task = bar.add_task("adding", total=None)
-            results = do_add(repo, paths, tags=tags, cwd=cwd(), progress=lambda i, n, name: bar.update(task, completed=i, total=n))
-    except InvalidInput as e:  # lattice.add names the missing path without a hint
-        if e.hint is None and e.message.endswith(": no such file or directory"):
-            e.hint = "paths are relative to the current folder; `lattice status` lists the files not yet added"
-        raise
+    with progress_bar("hashing") as bar:
+        task = bar.add_task("adding", total=None)
+        results = do_add(repo, paths, tags=tags, cwd=cwd(), progress=lambda i, n, name: bar.update(task, completed=i, total=n))
     if json:
         emit_json(results)
         return

@@ -136,20 +136,13 @@ def export(
     from lattice.export import ExportOptions, export as do_export
     from lattice.paths import name_for
 
-    from lattice.errors import InvalidInput
-
     repo = repo_from_ctx()
     name = name_for(repo.root, path, cwd())
     start = time.monotonic()
-    try:
-        result = do_export(
-            repo, name, ExportOptions(format, quality, size, fps, range_), out, cwd(), regen=not no_regen,
-            notify=lambda msg: echo(msg, err=True),
-        )
-    except InvalidInput as e:  # lattice.export refuses some options without a hint
-        if e.hint is None:
-            e.hint = _export_hint(e.message)
-        raise
+    result = do_export(
+        repo, name, ExportOptions(format, quality, size, fps, range_), out, cwd(), regen=not no_regen,
+        notify=lambda msg: echo(msg, err=True),
+    )
     if json:
         emit_json(result)
         return
@@ -161,20 +154,6 @@ def export(
 
 
 export.__doc__ = EXPORT_HELP
-
-# Hints for export's refusals that come without one, by the option named first.
-_EXPORT_HINTS = {
-    "--fps": "give a frame rate above 0 and at most 240, e.g. --fps 24, or leave --fps out to keep the source's",
-    "--range": "give START-END within the asset, END after START, e.g. --range 1.5-4, or leave --range out for all of it",
-    "--size": "give an even WIDTHxHEIGHT, e.g. --size 1280x720, or leave --size out to keep the source's",
-}
-
-
-def _export_hint(message: str) -> str:
-    if "do not apply" in message:
-        return "leave those options out for this format"
-    return _EXPORT_HINTS.get(message.split(" ", 1)[0], "`lattice export -h` lists the options, formats and presets")
-
 
 def register(app: typer.Typer) -> None:
     app.command()(gc)

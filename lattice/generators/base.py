@@ -63,14 +63,13 @@ class Param:
                 hint=f"{self.name}: {self.help}" if self.help else None,
             ) from None
         if self.choices and v not in self.choices:
-            raise InvalidInput(
-                f"parameter {self.name!r} must be one of {', '.join(self.choices)}; got {v!r}"
-            )
+            raise InvalidInput(f"parameter {self.name!r} must be one of {', '.join(self.choices)}; got {v!r}", hint=self._hint())
         if self.min is not None and v < self.min or self.max is not None and v > self.max:
-            raise InvalidInput(
-                f"parameter {self.name!r} must be between {self.min} and {self.max}; got {v!r}"
-            )
+            raise InvalidInput(f"parameter {self.name!r} must be between {self.min} and {self.max}; got {v!r}", hint=self._hint())
         return v
+
+    def _hint(self) -> str:
+        return f"{self.name}: {self.help}" if self.help else "`lattice generators show ID` lists each parameter's range and choices"
 
 
 @dataclass
