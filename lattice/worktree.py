@@ -56,8 +56,11 @@ def _walk(root: Path, directory: str, prefix: str, media: Callable[[str], bool] 
             is_dir = False
         if not is_dir:
             files.append(e)
-        elif not e.name.startswith(".") and e.name not in RESERVED and not _is_symlink(e):
-            dirs.append(e)
+        elif not e.name.startswith(".") and e.name not in RESERVED:
+            if not _is_symlink(e):
+                dirs.append(e)
+            elif passed is not None and (skip is None or not skip(prefix + e.name + "/", True)):
+                passed(prefix + e.name + "/", "a linked folder: lattice tracks files by their real path, so add them there")
     if known:  # one comprehension: status passes over 10,000 tracked names here
         files = [e for e in files if prefix + e.name not in known]
     for e in sorted(files, key=_name):

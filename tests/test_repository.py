@@ -157,17 +157,20 @@ def test_a_walk_passes_over_what_is_no_file_to_record(tmp_repo, tmp_path):
     (root / "dangling.png").symlink_to(root / "nowhere.png")
     (root / "l1.png").symlink_to(root / "l2.png")
     (root / "l2.png").symlink_to(root / "l1.png")
+    (root / "real").mkdir()
+    (root / "real" / "r.png").write_bytes(b"r")
+    (root / "linked").symlink_to(root / "real")
     with open(os.path.join(os.fsencode(root), b"bad\xff.png"), "wb") as f:
         f.write(b"x")
     try:
         st = run_proc("status", "--porcelain", cwd=root, timeout=30)
-        assert (st.returncode, st.stdout) == (0, "?? a.png\n"), st.stderr
+        assert (st.returncode, st.stdout) == (0, "?? a.png\n?? real/r.png\n"), st.stderr
         r = run_proc("add", ".", cwd=root, timeout=30)
         assert r.returncode == 0 and "added      a.png" in r.stdout, r.stderr
-        for name in ("pipe.png", "sock.png", "out.png", "dangling.png", "l1.png", "l2.png"):
+        for name in ("pipe.png", "sock.png", "out.png", "dangling.png", "l1.png", "l2.png", "linked/"):
             assert f"warning: skipped {name}: " in r.stderr
-        assert "not valid UTF-8" in r.stderr
-        assert [row.path for row in Repository.find(root).index.rows()] == ["a.png"]
+        assert "not valid UTF-8" in r.stderr and "by their real path" in r.stderr
+        assert [row.path for row in Repository.find(root).index.rows()] == ["a.png", "real/r.png"]
         r = run_proc("add", os.fsdecode(b"bad\xff.png"), cwd=root)
         assert r.returncode == 4 and "is not valid UTF-8" in r.stderr
     finally:
