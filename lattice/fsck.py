@@ -27,30 +27,28 @@ class Problem:
 
 
 def _finish_interrupted_change(repo: Repository, repair: bool, problems: list) -> bool:
-    """Re-do a switch or merge a crash interrupted (.lattice/journal); one
-    that cannot be re-done is reported, and set aside by repair. False when
-    it is still in the way."""
-    from lattice.repo import JOURNAL
-
-    journal = repo.dir / JOURNAL
-    if not journal.exists():
-        return True
+    """Re-do a switch, merge or manifest batch a crash interrupted (its
+    journal is there); one that cannot be re-done is reported, and set aside
+    by repair. False when it is still in the way."""
     from lattice.branches import recover
     from lattice.errors import RepositoryCorrupt
+    from lattice.repo import BATCH_JOURNAL, JOURNAL
 
-    try:
-        recover(repo)
-        return True
-    except RepositoryCorrupt as e:
-        p = Problem("journal", str(journal), e.message)
-        problems.append(p)
-        if not repair:
-            return False
-        aside = repo.dir / "quarantine" / f"journal-{int(time.time())}"
-        aside.parent.mkdir(exist_ok=True)
-        os.replace(journal, aside)
-        p.repaired = f"moved to {aside}; the manifest is as the interrupted change left it (history has both sides)"
-        return True
+    for journal, finish in ((repo.dir / BATCH_JOURNAL, Repository.finish_batch), (repo.dir / JOURNAL, recover)):
+        if not journal.exists():
+            continue
+        try:
+            finish(repo)
+        except RepositoryCorrupt as e:
+            p = Problem("journal", str(journal), e.message)
+            problems.append(p)
+            if not repair:
+                return False
+            aside = repo.dir / "quarantine" / f"{journal.name}-{int(time.time())}"
+            aside.parent.mkdir(exist_ok=True)
+            os.replace(journal, aside)
+            p.repaired = f"moved to {aside}; the manifest is as the interrupted change left it (history has the rest)"
+    return True
 
 
 @dataclass

@@ -54,6 +54,10 @@ def lane(base: str | Path) -> str:
     path = f"{base}/{threading.get_native_id() % SCRATCH_LANES}"
     if path not in _lanes_made:
         os.makedirs(path, exist_ok=True)
+        if os.path.islink(path):  # never write through a link planted in the store
+            from lattice.errors import RepositoryCorrupt
+
+            raise RepositoryCorrupt(f"{path} is a symbolic link; lattice never follows one there", hint="remove it; lattice makes the folder again")
         _lanes_made.add(path)
     return path
 
@@ -229,7 +233,7 @@ def clone_or_copy(src: Path, dst_file: BinaryIO) -> int:
             out = dst_file.fileno()
             while copied < size and (n := os.copy_file_range(fd, out, size - copied)):
                 copied += n
-        except (OSError, ValueError):  # a pipe, another filesystem, an in-memory file
+        except (OSError, ValueError, AttributeError):  # a pipe, another filesystem, an in-memory file; not Linux
             while chunk := os.read(fd, 1 << 20):
                 dst_file.write(chunk)
                 copied += len(chunk)
@@ -299,6 +303,7 @@ class AtomicBatch:
         self._staged: list[tuple[Path, bytes, int]] = []
         self._pending: list[tuple[str, Path]] = []
         self._folders: set[Path] = set()
+        self._devices: dict[str, bool] = {}
         self._large = False
 
     def write(self, path: Path, data: bytes, mode: int = 0o644) -> None:
@@ -311,7 +316,7 @@ class AtomicBatch:
 
     def _create(self, item: tuple[Path, bytes, int], durable: bool) -> None:
         path, data, mode = item
-        if self.scratch is not None:
+        if self.scratch is not None and self._same_device(path.parent):
             fd, tmp = scratch_temp(self.scratch, f".{path.name}", mode)
         else:
             fd, tmp = create_temp(path.parent, f".{path.name}", mode)
@@ -323,6 +328,18 @@ class AtomicBatch:
             self.stats[path] = os.fstat(fd)
         finally:
             os.close(fd)
+
+    def _same_device(self, folder: Path) -> bool:
+        """Renames cross no filesystem: a scratch folder on another one (a
+        store mounted elsewhere) gives way to a temp file beside the target."""
+        key = str(folder)
+        if key not in self._devices:
+            try:
+                self._devices[key] = os.stat(folder).st_dev == os.stat(self.scratch).st_dev
+            except FileNotFoundError:  # the scratch folder is made on first use
+                os.makedirs(self.scratch, exist_ok=True)
+                self._devices[key] = os.stat(folder).st_dev == os.stat(self.scratch).st_dev
+        return self._devices[key]
 
     def prepare(self) -> None:
         """Write every staged file to a durable temp file."""
@@ -350,7 +367,11 @@ class AtomicBatch:
         if journal is not None:
             import json
 
-            atomic_write(journal, json.dumps([[tmp, str(path)] for tmp, path in pending]).encode())
+            if journal.exists():  # one this process failed to finish: it goes first
+                self.roll_forward(journal, self.root)
+            # Paths relative to root: a moved or copied repository replays its own.
+            atomic_write(journal, json.dumps([[os.path.relpath(tmp, self.root), os.path.relpath(path, self.root)]
+                                              for tmp, path in pending]).encode())
         try:
             for tmp, path in pending:
                 os.replace(tmp, path)
@@ -371,20 +392,28 @@ class AtomicBatch:
     def roll_forward(journal: Path, root: Path) -> list[str]:
         """Finish the renames of a batch a killed process left in `journal`
         (those already done are passed over), then remove it. Returns the
-        files it could not put in place (their temp files stay, for fsck
-        to report)."""
+        files it could not put in place (their temp files stay, for fsck to
+        report). A journal that is not one, or names a path outside `root`,
+        is RepositoryCorrupt: nothing is renamed."""
         import json
+
+        from lattice.errors import RepositoryCorrupt
 
         try:
             pairs = json.loads(Path(journal).read_bytes())
         except FileNotFoundError:
             return []
-        except ValueError:  # torn: it was never durable, so no rename had begun
-            pairs = []
+        except ValueError:
+            pairs = None
+        if not isinstance(pairs, list) or not all(
+            isinstance(p, list) and len(p) == 2 and all(isinstance(x, str) and _inside(x) for x in p) for p in pairs
+        ):
+            raise RepositoryCorrupt(f"{journal} is damaged or names paths outside {root}",
+                                    hint="`lattice fsck --repair` sets it aside")
         failed = []
         for tmp, path in pairs:
             try:
-                os.replace(tmp, path)
+                os.replace(os.path.join(root, tmp), os.path.join(root, path))
             except FileNotFoundError:
                 continue  # renamed before the process died
             except OSError as e:
@@ -408,6 +437,11 @@ class AtomicBatch:
             self.commit()
         else:
             self.abort()
+
+
+def _inside(relative: str) -> bool:
+    """A path relative to a folder that stays inside it."""
+    return bool(relative) and not os.path.isabs(relative) and ".." not in Path(relative).parts
 
 
 @contextlib.contextmanager

@@ -151,7 +151,7 @@ class ObjectStore:
             first = os.read(src, CHUNK)
             if compress is None:
                 compress = _compresses_well(first)
-            if not compress and before.st_size >= COPY_FROM:
+            if not compress and before.st_size >= COPY_FROM and hasattr(os, "copy_file_range"):  # Linux
                 stored = self._put_copied(path, src, before, durable)
                 if stored is not None:
                     return stored

@@ -1281,3 +1281,102 @@ def test_a_store_folder_that_is_a_link_is_refused(tmp_repo, tmp_path, part):
     (tmp_repo.root / "a.txt").write_text("a")
     r = run_cli("add", "a.txt", cwd=tmp_repo.root)
     assert r.code == 5 and f"{target} is a symbolic link" in r.err, r.err
+
+
+@pytest.mark.parametrize("text", ['[["../../outside/payload", "../../outside/important.conf"]]',
+                                  '[["/tmp/x", "/tmp/y"]]', "[1]", '{"x": 1}', '[["a", "b", "c"]]', "not json"])
+def test_a_batch_journal_that_is_no_journal_is_refused_and_set_aside(tmp_repo, tmp_path, text):
+    """The journal is read from disk: one naming paths outside the project
+    (absolute, or climbing out) or of the wrong shape renames nothing; every
+    command stops with exit 5 until `fsck --repair` sets it aside."""
+    outside = tmp_repo.root.parent / "outside"
+    outside.mkdir(exist_ok=True)
+    (outside / "payload").write_text("evil")
+    (outside / "important.conf").write_text("keep me")
+    (tmp_repo.dir / "batch-journal").write_text(text)
+    r = run_cli("status", cwd=tmp_repo.root)
+    assert r.code == 5 and "batch-journal is damaged" in r.err and "fsck --repair" in r.err, r.err
+    assert (outside / "important.conf").read_text() == "keep me" and (outside / "payload").exists()
+    r = run_cli("fsck", "--json", cwd=tmp_repo.root)
+    assert r.code == 1 and [p["kind"] for p in r.json["problems"]] == ["journal"]
+    assert run_cli("fsck", "--repair", cwd=tmp_repo.root).code == 0
+    assert not (tmp_repo.dir / "batch-journal").exists() and run_cli("status", cwd=tmp_repo.root).code == 0
+
+
+def test_a_batch_killed_midway_is_finished_where_the_project_now_is(tmp_repo, tmp_path):
+    """Its journal names paths inside .lattice: the project moved after the
+    crash finishes its own batch, whole, and touches nothing where it was."""
+    import shutil
+    import signal
+
+    from test_history import _STOPPED_ADD
+
+    repo = tmp_repo.gen({f"batch/f{i:02}.txt": f"take {i}" for i in range(60)})
+    proc = subprocess.run([sys.executable, "-c", _STOPPED_ADD, "0"], cwd=repo.root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL and (repo.dir / "batch-journal").exists()
+    moved = tmp_path / "moved"
+    shutil.move(repo.root, moved)
+    r = run_cli("ls", cwd=moved)
+    assert r.code == 0 and len(r.out.splitlines()) == 60
+    assert not repo.root.exists() and run_cli("fsck", cwd=moved).code == 0
+
+
+def test_a_manifest_batch_whose_scratch_is_on_another_filesystem_writes_beside_its_files(tmp_path):
+    """A store mounted elsewhere: renames from its scratch folder would cross
+    filesystems, so temp files go beside their targets instead."""
+    from lattice.fsutil import AtomicBatch
+
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or shm.stat().st_dev == tmp_path.stat().st_dev:
+        pytest.skip("needs a second filesystem at /dev/shm")
+    scratch = shm / f"lattice-scratch-{os.getpid()}"
+    try:
+        batch = AtomicBatch(tmp_path, scratch=scratch, journal=tmp_path / "journal")
+        for i in range(40):
+            batch.write(tmp_path / "m" / f"{i}.toml", f"{i}".encode())
+        batch.commit()
+        assert sorted(p.name for p in (tmp_path / "m").iterdir()) == sorted(f"{i}.toml" for i in range(40))
+        assert not (tmp_path / "journal").exists()
+    finally:
+        import shutil
+
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def test_a_scratch_lane_that_is_a_link_is_refused(tmp_repo, tmp_path):
+    import lattice.fsutil as fsutil
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    tmp = tmp_repo.dir / "objects" / "tmp"
+    tmp.mkdir(parents=True, exist_ok=True)
+    for n in range(fsutil.SCRATCH_LANES):
+        lane = tmp / str(n)
+        if lane.exists():
+            lane.rmdir()
+        lane.symlink_to(elsewhere)
+    fsutil._lanes_made.clear()
+    (tmp_repo.root / "a.txt").write_text("a")
+    r = run_cli("add", "a.txt", cwd=tmp_repo.root)
+    assert r.code == 5 and "is a symbolic link" in r.err, r.err
+    assert list(elsewhere.iterdir()) == []
+
+
+def test_a_new_batch_finishes_a_pending_journal_before_writing_its_own(tmp_path):
+    """A batch that failed midway in this process left its journal: the next
+    one rolls it forward first instead of writing over it."""
+    import json
+
+    from lattice.fsutil import AtomicBatch
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "left").write_text("from the first batch")
+    (tmp_path / "journal").write_text(json.dumps([["t/left", "m/b.toml"], ["t/gone", "m/a.toml"]]))
+    batch = AtomicBatch(tmp_path, journal=tmp_path / "journal")
+    batch.write(tmp_path / "m" / "c.toml", b"c")
+    batch.write(tmp_path / "m" / "d.toml", b"d")
+    batch.commit()
+    assert (tmp_path / "m" / "b.toml").read_text() == "from the first batch"
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["b.toml", "c.toml", "d.toml"]
+    assert not (tmp_path / "journal").exists()
