@@ -1380,3 +1380,21 @@ def test_a_new_batch_finishes_a_pending_journal_before_writing_its_own(tmp_path)
     assert (tmp_path / "m" / "b.toml").read_text() == "from the first batch"
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["b.toml", "c.toml", "d.toml"]
     assert not (tmp_path / "journal").exists()
+
+
+def test_checkout_of_a_folder_restores_every_asset_under_it(tmp_repo):
+    """As `git checkout DIR`: a folder names its assets, `.` all of them; a
+    name that is neither is still one clear unknown-asset error."""
+    repo = tmp_repo.gen({"shots/a.png": b"a", "shots/deep/b.png": b"b", "shotsx.png": b"x", "top.png": b"t"})
+    add(repo, ["."], cwd=repo.root)
+    for name in ("shots/a.png", "shots/deep/b.png", "shotsx.png", "top.png"):
+        (repo.root / name).write_bytes(b"edited")
+    r = run_cli("checkout", "shots", "--json", cwd=repo.root)
+    assert r.code == 0 and sorted(e["path"] for e in r.json) == ["shots/a.png", "shots/deep/b.png"]
+    assert (repo.root / "shots/deep/b.png").read_bytes() == b"b" and (repo.root / "shotsx.png").read_bytes() == b"edited"
+    r = run_cli("checkout", ".", "--json", cwd=repo.root / "shots")
+    assert r.code == 0 and sorted(e["path"] for e in r.json) == ["shots/a.png", "shots/deep/b.png"]
+    r = run_cli("checkout", ".", cwd=repo.root)
+    assert r.code == 0 and (repo.root / "shotsx.png").read_bytes() == b"x" and (repo.root / "top.png").read_bytes() == b"t"
+    r = run_cli("checkout", "shot", cwd=repo.root)
+    assert r.code == 4 and "no asset named 'shot'" in r.err

@@ -73,6 +73,24 @@ def repo_from_ctx():
     return Repository.find(cwd())
 
 
+def assets_named(repo, paths: list[str]) -> list[str]:
+    """Asset names for paths typed by the user: an asset, or a folder for
+    every asset under it (`.` at the root: all), as git takes `checkout DIR`.
+    A path that is neither stays as typed, for the caller's unknown-asset
+    error with its closest names."""
+    from lattice.paths import name_for
+
+    names: dict[str, None] = {}
+    for p in paths:
+        if os.path.normpath(os.path.join(cwd(), p)) == str(repo.root):
+            names.update(dict.fromkeys(repo.index.names()))
+            continue
+        name = name_for(repo.root, p, cwd()).rstrip("/")
+        under = [r.path for r in repo.index.rows(name)] if repo.index.get(name) is None else [name]
+        names.update(dict.fromkeys(under or [name]))
+    return list(names)
+
+
 def cwd() -> Path:
     """Where the command runs: -C DIR, else the process's directory."""
     if OPTIONS.cwd is None:

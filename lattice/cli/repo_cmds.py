@@ -144,17 +144,18 @@ def cat(
 
 
 def checkout(
-    paths: List[str] = typer.Argument(..., help="Assets to restore in the working tree."),
+    paths: List[str] = typer.Argument(..., help="Assets (or folders of assets) to restore in the working tree."),
     no_regen: bool = NO_REGEN,
     json: bool = JSON,
 ) -> None:
     """Re-materialize the recorded current version of assets into the working tree,
-    discarding working-file edits. Outputs evicted by gc are re-made through the queue first."""
-    from lattice.paths import name_for
+    discarding working-file edits. A folder names every asset under it (`.`: all).
+    Outputs evicted by gc are re-made through the queue first."""
+    from lattice.cli.common import assets_named
     from lattice.worktree import checkout as do_checkout
 
     repo = repo_from_ctx()
-    done = do_checkout(repo, [name_for(repo.root, p, cwd()) for p in paths], regen=not no_regen, notify=lambda m: echo(m, err=True))
+    done = do_checkout(repo, assets_named(repo, paths), regen=not no_regen, notify=lambda m: echo(m, err=True))
     if json:
         emit_json([{"path": name} for name in done])
         return
