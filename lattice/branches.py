@@ -401,7 +401,7 @@ def _plan_worktree(repo: Repository, before: dict, records: dict) -> tuple[Workt
     was removed): (the report, files to write, files to delete). A working
     file with unrecorded edits is kept as it is."""
     from lattice.paths import confined
-    from lattice.status import differs
+    from lattice.status import edited
 
     wt = Worktree()
     write: dict[str, tuple[str, int]] = {}
@@ -415,7 +415,7 @@ def _plan_worktree(repo: Repository, before: dict, records: dict) -> tuple[Workt
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             st = None
-        clean = st is not None and old is not None and not differs(old, path, st)
+        clean = st is not None and old is not None and not edited(repo, old, path, st)
         if st is not None and not clean:
             wt.kept.append(name)
         elif record is None:

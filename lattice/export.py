@@ -414,16 +414,16 @@ def resolve_target(repo: Repository, out: str | None, source: str, fmt: str, cwd
         raise InvalidInput(f"{name} already exists and is not tracked; exporting would overwrite it",
                            hint=f"move it aside, or track it first with `lattice add {name}`")
     if row is not None:
-        _check_export_target(name, row, final)
+        _check_export_target(repo, name, row, final)
     return Target(final, name)
 
 
-def _check_export_target(name: str, row, final: Path) -> None:
+def _check_export_target(repo: Repository, name: str, row, final: Path) -> None:
     """A tracked asset may be exported over only when it is itself an
     export (a new version of it), and only when its working file holds
     nothing unrecorded."""
     from lattice.errors import Conflict
-    from lattice.status import differs
+    from lattice.status import edited
 
     if row.generator != ExportGenerator.id:
         made = f"made by {row.generator}" if row.generator else "imported"
@@ -433,7 +433,7 @@ def _check_export_target(name: str, row, final: Path) -> None:
         st = os.stat(final)
     except (FileNotFoundError, NotADirectoryError):
         return
-    if differs(row, final, st):
+    if edited(repo, row, final, st):
         raise Conflict(f"{name} holds unrecorded changes; exporting would overwrite them",
                        hint=f"record them with `lattice add {name}`, or discard them with `lattice checkout {name}`")
 

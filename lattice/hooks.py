@@ -51,11 +51,13 @@ def check(repo: Repository) -> list[Finding]:
 
     found: list[Finding] = []
     for e in status(repo, untracked=False):
+        if e.state == "evicted":  # the recipe is all a commit needs: the output is a cache
+            continue
         fix = {
             "modified": f"record it with `lattice add {e.path}` or discard it with `lattice checkout {e.path}`",
+            "outdated": f"`lattice checkout {e.path}` (or `lattice render`) writes its current version",
             "missing": f"`lattice checkout {e.path}` (or `lattice render`)",
             "stale": "`lattice render`",
-            "evicted": "`lattice render`",
         }[e.state]
         found.append(Finding(e.path, e.state, fix))
     # status already covers everything `render` would do (stale, evicted,

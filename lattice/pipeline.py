@@ -178,21 +178,16 @@ def with_dependents(repo: Repository, named: list[Step], cascade: bool = True) -
 def require_unedited(repo: Repository, name: str) -> None:
     """A new version is never written over unrecorded edits to its working
     file (Conflict, exit 12), as restore and switch refuse to. A file that
-    holds some recorded version is no edit: another job may have recorded a
-    newer one and not written it yet."""
+    holds some recorded version is no edit (another job may have recorded a
+    newer one and not written it yet; a git pull may have moved on)."""
     from lattice.errors import Conflict
-    from lattice.status import hash_file
     from lattice.versions import working_file_modified
 
-    if not working_file_modified(repo, name):
-        return
-    record = repo.manifest.read(name)
-    if record is not None and hash_file(repo.working_path(name)) in {v.object for v in record.versions}:
-        return
-    raise Conflict(
-        f"{name} has changes in the working tree that are not recorded",
-        hint=f"record them with `lattice add {name}`, or discard them with `lattice checkout {name}`, then run the command again",
-    )
+    if working_file_modified(repo, name):
+        raise Conflict(
+            f"{name} has changes in the working tree that are not recorded",
+            hint=f"record them with `lattice add {name}`, or discard them with `lattice checkout {name}`, then run the command again",
+        )
 
 
 # -- running ----------------------------------------------------------------

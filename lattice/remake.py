@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Callable, Container
 
 from lattice.catalog import touch
-from lattice.errors import GeneratorFailed, InvalidInput
+from lattice.errors import GeneratorFailed, InvalidInput, RepositoryCorrupt
 from lattice.repo import Repository
 
 # -- bringing evicted outputs back -------------------------------------------------
@@ -31,8 +31,10 @@ def ensure_present(repo: Repository, name: str, number: int | None = None, *, re
         return []
     spec = f"{name}@v{v.number}"
     if v.recipe is None:
-        raise InvalidInput(f"{spec}: its imported content {v.object[:12]} is missing from the store",
-                           hint="`lattice fsck` reports lost objects; re-add the file if you still have it")
+        if adopt_working_file(repo, name, v.object):
+            return []
+        raise RepositoryCorrupt(f"{spec}: its imported content {v.object[:12]} is missing from the store",
+                                hint=f"copy the original file to {name} and run the command again (lattice takes it back when its bytes match)")
     if not regen:
         how = (f"`lattice render {name}`" if v.number == len(record.versions)
                else f"the same command without --no-regen (e.g. `lattice cat {spec} > FILE`)")
@@ -115,6 +117,22 @@ def restore_object(repo: Repository, name: str, number: int, hooks=None) -> dict
         raise output_differs(f"{name}@v{number}", name, oid, v.object)
     touch(repo, oid)
     return {"name": name, "version": number, "object": oid, "status": "cached" if cached else "rendered"}
+
+
+def adopt_working_file(repo: Repository, name: str, oid: str) -> bool:
+    """Store the working file of an import whose object the store lacks (a
+    fresh clone: git brought the file, not .lattice/objects), when its bytes
+    are that object's. True when the object is now present."""
+    from lattice.errors import ContentChanged
+    from lattice.status import hash_file
+
+    path = repo.working_path(name)
+    if hash_file(path) != oid:
+        return False
+    try:
+        return repo.objects.put_file(path).oid == oid
+    except (ContentChanged, FileNotFoundError):  # changed meanwhile: not the bytes recorded
+        return False
 
 
 def ensure_inputs(repo: Repository, recipe, notify: Callable[[str], None] | None = None, made_by: Container[str] = ()) -> list[str]:

@@ -448,7 +448,7 @@ def plan(repo: Repository, targets: list[str] | None = None) -> tuple[list[Step]
     """Steps that bring generated assets up to date, in dependency order, and
     the assets skipped (a modified working file is never overwritten)."""
     from lattice.lineage import Graph
-    from lattice.status import differs
+    from lattice.status import hash_file, recorded_objects, stat_matches
 
     repo.check_manifest()
     index = repo.index
@@ -469,21 +469,27 @@ def plan(repo: Repository, targets: list[str] | None = None) -> tuple[list[Step]
     skipped: list[Outcome] = []
     for name in wanted:
         row = rows[name]
-        if not row.generator:
-            continue
         path = repo.root / name
         try:
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             st = None
-        if st is not None and differs(row, path, st):
-            skipped.append(Outcome(name, "", "skipped", error=EDITED))
+        outdated = False
+        if st is not None and not stat_matches(row, st) and (found := hash_file(path)) != row.object:
+            if found not in recorded_objects(repo, name):  # edits no version has: never overwritten
+                if row.generator:
+                    skipped.append(Outcome(name, "", "skipped", error=EDITED))
+                continue
+            outdated = True  # an older version, left by a git pull or checkout
+        if not row.generator:  # an import: only brought up to date
+            if outdated and repo.objects.has(row.object):
+                steps[name] = Step(name, "materialize", kind=row.kind)
             continue
         if name in stale:
             action = "update"
         elif not repo.objects.has(row.object):
             action = "remake"
-        elif st is None:
+        elif st is None or outdated:
             action = "materialize"
         else:
             continue

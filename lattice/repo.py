@@ -75,6 +75,8 @@ GITIGNORE_LINES = (
     ".lattice/storage.db*",
     ".lattice/lock",
     ".lattice/journal",
+    ".lattice/batch-journal",
+    ".lattice/history-pending",
 )
 
 

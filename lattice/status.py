@@ -1,7 +1,10 @@
 """`lattice status`: how the working tree and the store differ from the manifest.
 
 States, one per path, most actionable first:
-  modified  the working file differs from the recorded current version
+  modified  the working file holds edits no recorded version has
+  outdated  the working file holds an older recorded version (a `git pull`
+            or `git checkout` moved the manifest on): `lattice checkout`
+            or `lattice render` writes the current one
   stale     its recipe's inputs changed since its output was made
   evicted   its output is not in the store but can be re-made (`lattice render`)
   missing   the working file was deleted (`lattice checkout` brings it back)
@@ -16,11 +19,11 @@ from typing import Iterator, NamedTuple
 
 from lattice.repo import Repository
 
-STATES = ("modified", "stale", "evicted", "missing", "new")
+STATES = ("modified", "outdated", "stale", "evicted", "missing", "new")
 # From this many assets on, status lists the object store once instead of
 # asking it about each object.
 PRESENT_LISTING_FROM = 256
-PORCELAIN = {"modified": " M", "stale": " S", "evicted": " E", "missing": " D", "new": "??"}
+PORCELAIN = {"modified": " M", "outdated": " O", "stale": " S", "evicted": " E", "missing": " D", "new": "??"}
 
 
 class Entry(NamedTuple):
@@ -53,7 +56,7 @@ def status(repo: Repository, untracked: bool = True) -> list[Entry]:
         if st is not None and (st.st_mtime_ns != wt_mtime_ns or st.st_size != wt_size or st.st_ino != wt_ino or wt_object != oid):
             found = hash_file(root + name)
             if found != oid:
-                state = "modified"
+                state = "outdated" if found in recorded_objects(repo, name) else "modified"
             elif now - st.st_mtime_ns > RACY_WINDOW_NS:
                 refresh.append((st.st_size, st.st_mtime_ns, st.st_ino, found, name))
         if state is None and name in stale:
@@ -117,7 +120,7 @@ def modified(repo: Repository) -> list[str]:
     repo.check_manifest()
     root = os.path.join(repo.root, "")
     rows = repo.index.working_rows()
-    return [row.path for row, st in working_stats(root, rows) if st is not None and differs(row, root + row.path, st)]
+    return [row.path for row, st in working_stats(root, rows) if st is not None and edited(repo, row, root + row.path, st)]
 
 
 def stat_matches(row, st: os.stat_result) -> bool:
@@ -143,6 +146,27 @@ def hash_file(path) -> str:
         while chunk := f.read(CHUNK):
             h.update(chunk)
     return h.hexdigest()
+
+
+def recorded_objects(repo: Repository, name: str) -> set[str]:
+    """The objects of every recorded version of the asset."""
+    from lattice.errors import LatticeError
+
+    try:
+        return {v.object for v in repo.record(name).versions}
+    except LatticeError:  # unreadable: nothing counts as recorded
+        return set()
+
+
+def edited(repo: Repository, row, path, st: os.stat_result) -> bool:
+    """The working file holds bytes no recorded version of the asset has:
+    edits that only it keeps. One holding an older version (the manifest
+    moved on under it: a `git pull`, a `git checkout`) is only outdated, and
+    may be overwritten."""
+    if stat_matches(row, st):
+        return False
+    found = hash_file(path)
+    return found != row.object and found not in recorded_objects(repo, row.path)
 
 
 def differs(row, path, st: os.stat_result) -> bool:

@@ -152,10 +152,11 @@ def restore(repo: Repository, name: str, number: int, force: bool = False) -> Re
 
 
 def working_file_modified(repo: Repository, name: str) -> bool:
-    """True when the working file exists and differs from the recorded current version."""
+    """True when the working file exists and holds edits no recorded version
+    of the asset has (an older version is no edit: lattice.status.edited)."""
     import os
 
-    from lattice.status import differs
+    from lattice.status import edited
 
     row = repo.index.get(name)
     path = repo.working_path(name)
@@ -165,7 +166,7 @@ def working_file_modified(repo: Repository, name: str) -> bool:
         return False
     if row is None:
         return True
-    return differs(row, path, st)
+    return edited(repo, row, path, st)
 
 
 # -- pin -----------------------------------------------------------------------

@@ -764,3 +764,64 @@ def test_ctrl_c_after_a_version_is_recorded_leaves_its_job_to_finish(tmp_repo, r
     assert [j["state"] for j in jobs] == ["succeeded"], jobs
     assert len(tmp_repo.record("a.txt").versions) == 1 and (tmp_repo.root / "a.txt").read_text() == "hello:5\n"
     assert states(tmp_repo) == set()
+
+
+def test_a_working_file_holding_an_older_version_is_outdated_not_modified(tmp_repo, run_log):
+    """After a `git pull` or `git checkout` moved the manifest on, the file
+    lattice wrote holds an older recorded version: "outdated", which render
+    and checkout bring up to date and nothing refuses over, never
+    "modified" with a hint to record it (that would revert the change)."""
+    from lattice.add import add
+
+    gen(tmp_repo, "a.txt", "--model", "test.text", "--seed", "1")
+    old_output = (tmp_repo.root / "a.txt").read_bytes()
+    assert run_cli("regen", "a.txt", "--seed", "2", cwd=tmp_repo.root).code == 0
+    (tmp_repo.root / "p.png").write_bytes(b"v1")
+    add(tmp_repo, ["p.png"], cwd=tmp_repo.root)
+    (tmp_repo.root / "p.png").write_bytes(b"v2")
+    add(tmp_repo, ["p.png"], cwd=tmp_repo.root)
+    (tmp_repo.root / "a.txt").write_bytes(old_output)  # what a pull leaves behind
+    (tmp_repo.root / "p.png").write_bytes(b"v1")
+    assert run_cli("status", "--porcelain", cwd=tmp_repo.root).out == " O a.txt\n O p.png\n"
+    hooks = run_cli("hooks", "check", cwd=tmp_repo.root)
+    assert hooks.code == 1 and "outdated: a.txt: `lattice checkout a.txt` (or `lattice render`)" in hooks.err
+    plan = run_cli("render", "--dry-run", "--json", cwd=tmp_repo.root).json
+    assert {(s["path"], s["action"]) for s in plan["steps"]} == {("a.txt", "materialize"), ("p.png", "materialize")}
+    assert run_cli("render", cwd=tmp_repo.root).code == 0
+    assert (tmp_repo.root / "a.txt").read_text() == "hello:2\n" and (tmp_repo.root / "p.png").read_bytes() == b"v2"
+    assert states(tmp_repo) == set()
+    # Nor does it block a regen or a restore, as edits would.
+    (tmp_repo.root / "a.txt").write_bytes(old_output)
+    assert run_cli("regen", "a.txt", "--seed", "3", cwd=tmp_repo.root).code == 0
+    assert len(tmp_repo.record("a.txt").versions) == 3
+
+
+def test_a_fresh_clone_takes_imports_back_from_their_working_files(tmp_repo, run_log):
+    """git brought the imported file but not .lattice/objects: render,
+    verify and checkout store the working file when its bytes are the
+    recorded ones; without them it is exit 5, saying what would help."""
+    import shutil
+
+    from lattice.add import add
+
+    (tmp_repo.root / "in.txt").write_text("imported")
+    add(tmp_repo, ["in.txt"], cwd=tmp_repo.root)
+    gen(tmp_repo, "out.txt", "--model", "test.join", "--input", "in.txt", "--seed", "1")
+    shutil.rmtree(tmp_repo.dir / "objects")  # as in a clone
+    (tmp_repo.root / "out.txt").unlink()
+    r = run_cli("render", cwd=tmp_repo.root)
+    assert r.code == 0, r.err
+    assert (tmp_repo.root / "out.txt").read_bytes() == b"imported#1" and states(tmp_repo) == set()
+    assert run_cli("verify", "--all", cwd=tmp_repo.root).code == 0
+    shutil.rmtree(tmp_repo.dir / "objects")
+    (tmp_repo.root / "in.txt").write_text("other bytes")
+    r = run_cli("cat", "in.txt@v1", cwd=tmp_repo.root)
+    assert r.code == 5 and "its imported content" in r.err and "copy the original file to in.txt" in r.err, r.err
+
+
+def test_an_evicted_output_does_not_block_a_commit(tmp_repo, run_log):
+    """The recipe is what a commit needs; an output gc evicted is a cache."""
+    gen(tmp_repo, "a.txt", "--model", "test.text", "--seed", "1")
+    assert run_cli("gc", "--include-current", "--keep-versions", "0", "--older-than", "0", cwd=tmp_repo.root).code == 0
+    assert run_cli("status", "--porcelain", cwd=tmp_repo.root).out == " E a.txt\n"
+    assert run_cli("hooks", "check", cwd=tmp_repo.root).code == 0

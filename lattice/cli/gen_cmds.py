@@ -41,7 +41,9 @@ def _execute(repo, steps, skipped=(), *, priority="normal", detach=False, jobs=N
             from lattice.render import refreshed_recipe
 
             recipe, _ = refreshed_recipe(repo, repo.record(step.name))
-        if step.action in ("generate", "update") and recipe is not None:
+        elif step.action == "remake":
+            recipe = repo.record(step.name).current.recipe
+        if step.action in ("generate", "update", "remake") and recipe is not None:
             ensure_inputs(repo, recipe, notify=lambda m: echo(m, err=True), made_by=planned)
     submitted = submit(repo, steps, priority=priority) if steps else None
     if detach:
