@@ -487,6 +487,15 @@ def fsck(repo: Repository, repair: bool = False) -> list[tuple[str, str]]:
     found = check(repo)
     if not found or not repair:
         return [(m, "") for m in found]
+    joined = _join_conflicted_refs(repo)
+    if joined:
+        # Two clones each committed, and a git merge of the project left
+        # both tips in a ref file: every commit of both sides is kept.
+        done = f"joined both sides of a git merge conflict in {', '.join(joined)}"
+        still = check(repo)
+        if still:
+            done += "; " + repair_history(repo, any(not m.startswith(BEHIND) for m in still))
+        return [(m, done) for m in found]
     damaged = any(not m.startswith(BEHIND) for m in found)
     if damaged and _fix_head(repo):
         # Only HEAD was broken: every commit, branch and tag is kept.
@@ -498,6 +507,54 @@ def fsck(repo: Repository, repair: bool = False) -> list[tuple[str, str]]:
         return [(m, done) for m in found]
     done = repair_history(repo, damaged)
     return [(m, done) for m in found]
+
+
+def _join_conflicted_refs(repo: Repository) -> list[str]:
+    """Ref files that a git merge of the outer repository left with conflict
+    markers (two clones each committed history): each points again at one
+    commit, the newer side if one descends from the other, else a merge of
+    both whose tree is the manifest on disk (for the branch checked out:
+    the user resolved it in git) or the first side's. The refs joined."""
+    import re
+
+    import pygit2
+
+    from lattice.fsutil import atomic_write
+
+    refs = git_dir(repo) / "refs"
+    joined = []
+    for path in sorted(refs.rglob("*")) if refs.is_dir() else []:
+        try:
+            text = path.read_text(errors="replace") if path.is_file() else ""
+        except OSError:
+            continue
+        if "<<<<<<<" not in text:
+            continue
+        ids = list(dict.fromkeys(re.findall(r"\b[0-9a-f]{40}\b", text)))
+        if not ids:
+            continue
+        atomic_write(path, f"{ids[0]}\n".encode())  # readable again, so the repository opens
+        g = open_git(repo, create=False)
+        tips = []
+        for i in ids:
+            try:
+                tips.append(g[i].peel(pygit2.Commit))
+            except (KeyError, ValueError, pygit2.GitError):
+                continue
+        tips = [c for c in tips if not any(o.id != c.id and g.descendant_of(o.id, c.id) for o in tips)]
+        if not tips:
+            continue
+        name = path.relative_to(git_dir(repo)).as_posix()
+        tip = tips[0].id
+        if len(tips) > 1:
+            current = name == f"refs/heads/{head_branch(repo)}"
+            tree = snapshot_tree(repo, g) if current else tips[0].tree_id
+            sig = signature(repo)
+            tip = g.create_commit(None, sig, sig, f"join the histories a git merge brought together ({name})\n",
+                                  tree or g.TreeBuilder().write(), [c.id for c in tips])
+        atomic_write(path, f"{tip}\n".encode())
+        joined.append(name)
+    return joined
 
 
 def _fix_head(repo: Repository) -> bool:

@@ -112,6 +112,11 @@ def encode(record: AssetRecord, old: bytes | None = None, old_count: int = 0) ->
 
 
 def decode(data: bytes, path: Path) -> AssetRecord:
+    if data.startswith(b"<<<<<<< ") or b"\n<<<<<<< " in data:
+        raise RepositoryCorrupt(
+            f"{path}: unresolved git merge conflict (<<<<<<< markers)",
+            hint="resolve it in git: edit the file to keep one side, or `git checkout --ours/--theirs` it, then `git add` it",
+        )
     try:
         record = msgspec.toml.decode(data, type=AssetRecord)
     except msgspec.DecodeError as e:

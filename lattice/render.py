@@ -448,7 +448,7 @@ def plan(repo: Repository, targets: list[str] | None = None) -> tuple[list[Step]
     """Steps that bring generated assets up to date, in dependency order, and
     the assets skipped (a modified working file is never overwritten)."""
     from lattice.lineage import Graph
-    from lattice.status import hash_file, recorded_objects, stat_matches
+    from lattice.status import hash_file, kept, stat_matches
 
     repo.check_manifest()
     index = repo.index
@@ -476,7 +476,7 @@ def plan(repo: Repository, targets: list[str] | None = None) -> tuple[list[Step]
             st = None
         outdated = False
         if st is not None and not stat_matches(row, st) and (found := hash_file(path)) != row.object:
-            if found not in recorded_objects(repo, name):  # edits no version has: never overwritten
+            if not kept(repo, name, found):  # edits only the file holds: never overwritten
                 if row.generator:
                     skipped.append(Outcome(name, "", "skipped", error=EDITED))
                 continue

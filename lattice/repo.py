@@ -273,8 +273,10 @@ class Repository:
                 try:
                     record = self.manifest.read(name)
                     row = index.get(name)
-                    if record is not None and row is not None and len(record.versions) < row.versions:
-                        # Versions are only ever appended: fewer means a cut file.
+                    if record is not None and row is not None and len(record.versions) < row.versions and not self._committed(name):
+                        # Versions are only ever appended: fewer means a cut
+                        # file, unless history holds this very text (a `git
+                        # checkout` or `git stash` brought an older state back).
                         raise RepositoryCorrupt(
                             f"{self.manifest.file_of(name)}: holds {len(record.versions)} version(s), but v{row.versions} was recorded: truncated?",
                             hint="`lattice fsck --repair` restores it from history",
@@ -290,6 +292,17 @@ class Repository:
             for name in removed:
                 index.remove(name)
         return [record.path for record, _, _ in fresh] + removed  # not the damaged ones
+
+    def _committed(self, name: str) -> bool:
+        """History holds the manifest file of `name` exactly as it is now."""
+        from lattice import history
+        from lattice.gitpack import blob_id
+
+        try:
+            data = self.manifest.file_of(name).read_bytes()
+            return blob_id(data) in history.open_git(self, create=False)
+        except Exception:  # no history, or none readable: nothing vouches for the file
+            return False
 
     def check_manifest(self) -> None:
         """Raise the first damage sync_index met in a manifest file."""

@@ -2,9 +2,9 @@
 
 States, one per path, most actionable first:
   modified  the working file holds edits no recorded version has
-  outdated  the working file holds an older recorded version (a `git pull`
-            or `git checkout` moved the manifest on): `lattice checkout`
-            or `lattice render` writes the current one
+  outdated  the working file holds another version lattice keeps (a `git
+            pull` or `git checkout` moved the manifest on): `lattice
+            checkout` or `lattice render` writes the current one
   stale     its recipe's inputs changed since its output was made
   evicted   its output is not in the store but can be re-made (`lattice render`)
   missing   the working file was deleted (`lattice checkout` brings it back)
@@ -56,7 +56,7 @@ def status(repo: Repository, untracked: bool = True) -> list[Entry]:
         if st is not None and (st.st_mtime_ns != wt_mtime_ns or st.st_size != wt_size or st.st_ino != wt_ino or wt_object != oid):
             found = hash_file(root + name)
             if found != oid:
-                state = "outdated" if found in recorded_objects(repo, name) else "modified"
+                state = "outdated" if kept(repo, name, found) else "modified"
             elif now - st.st_mtime_ns > RACY_WINDOW_NS:
                 refresh.append((st.st_size, st.st_mtime_ns, st.st_ino, found, name))
         if state is None and name in stale:
@@ -148,25 +148,28 @@ def hash_file(path) -> str:
     return h.hexdigest()
 
 
-def recorded_objects(repo: Repository, name: str) -> set[str]:
-    """The objects of every recorded version of the asset."""
+def kept(repo: Repository, name: str, found: str) -> bool:
+    """Bytes hashing to `found` are not the user's alone: a recorded version
+    of the asset, or content the store holds (a version a `git checkout` of
+    an older manifest no longer lists). Overwriting them loses nothing."""
     from lattice.errors import LatticeError
 
+    if found and repo.objects.has(found):
+        return True
     try:
-        return {v.object for v in repo.record(name).versions}
+        return found in {v.object for v in repo.record(name).versions}
     except LatticeError:  # unreadable: nothing counts as recorded
-        return set()
+        return False
 
 
 def edited(repo: Repository, row, path, st: os.stat_result) -> bool:
-    """The working file holds bytes no recorded version of the asset has:
-    edits that only it keeps. One holding an older version (the manifest
-    moved on under it: a `git pull`, a `git checkout`) is only outdated, and
-    may be overwritten."""
+    """The working file holds bytes only it keeps: edits. One holding another
+    version (the manifest moved on under it: a `git pull`, a `git checkout`)
+    is only outdated, and may be overwritten (see `kept`)."""
     if stat_matches(row, st):
         return False
     found = hash_file(path)
-    return found != row.object and found not in recorded_objects(repo, row.path)
+    return found != row.object and not kept(repo, row.path, found)
 
 
 def differs(row, path, st: os.stat_result) -> bool:

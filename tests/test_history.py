@@ -1082,3 +1082,60 @@ def test_a_version_that_is_not_one_is_named_as_such(tmp_repo):
         for command in ("restore", "log", "show"):
             r = run_cli(command, spec, cwd=repo.root)
             assert r.code == 4 and why in r.err and "lattice log a.txt" in r.err and "@vN" not in r.err, (command, r.err)
+
+
+def test_a_git_merge_conflict_in_history_refs_is_joined_not_thrown_away(tmp_repo):
+    """Two clones each committed, and `git merge` of the project left both
+    tips in a ref file: fsck --repair makes a merge of both (the manifest on
+    disk as its tree) and keeps every branch; conflict markers in a manifest
+    file are named as what they are."""
+    repo = tmp_repo
+    add(repo, "a.txt", "1")
+    ok("branch", "feat", repo=repo)
+    ok("switch", "feat", repo=repo)
+    add(repo, "b.txt", "theirs")
+    theirs = history.head_commit(history.open_git(repo)).id
+    ok("switch", "main", repo=repo)
+    add(repo, "c.txt", "ours")
+    g = history.open_git(repo)
+    ours = history.head_commit(g).id
+    ref = history.git_dir(repo) / "refs" / "heads" / "main"
+    ref.write_text(f"<<<<<<< HEAD\n{ours}\n=======\n{theirs}\n>>>>>>> origin/main\n")
+    r = run_cli("log", cwd=repo.root)
+    assert r.code == 11 and "fsck --repair" in r.err
+    r = run_cli("fsck", "--repair", cwd=repo.root)
+    assert r.code == 0 and "joined both sides of a git merge conflict in refs/heads/main" in r.out, r.out + r.err
+    g = history.open_git(repo)
+    head = history.head_commit(g)
+    assert {str(p) for p in head.parent_ids} == {str(ours), str(theirs)}
+    assert "feat" in ok("branch", repo=repo).out and ok("log", "-n", "1", repo=repo).out
+    assert fsck(fresh(repo)).ok
+
+    manifest = repo.dir / "manifest" / "a.txt.toml"
+    manifest.write_text("<<<<<<< HEAD\n" + manifest.read_text() + "=======\nx = 1\n>>>>>>> theirs\n")
+    r = run_cli("status", cwd=repo.root)
+    assert r.code == 5 and "unresolved git merge conflict" in r.err and "git checkout --ours/--theirs" in r.err
+
+
+def test_an_older_manifest_brought_back_by_git_is_no_damage(tmp_repo):
+    """`git checkout` of an older commit (or `git stash`) puts back a
+    manifest file with fewer versions: history holds that very text, so it
+    is re-indexed, not called truncated; a cut file still is."""
+    repo = tmp_repo
+    add(repo, "a.txt", "1")
+    older = (repo.dir / "manifest" / "a.txt.toml").read_bytes()
+    add(repo, "a.txt", "2")
+    add(repo, "b.txt", "b")
+    assert len(repo.record("a.txt").versions) == 2
+    (repo.dir / "manifest" / "a.txt.toml").write_bytes(older)
+    r = run_cli("status", "--porcelain", cwd=repo.root)
+    # The working file holds v2's bytes, which the store keeps: outdated, not an edit.
+    assert r.code == 0 and r.out == " O a.txt\n", r.err
+    assert len(fresh(repo).record("a.txt").versions) == 1
+    assert run_cli("checkout", "a.txt", cwd=repo.root).code == 0 and (repo.root / "a.txt").read_text() == "1"
+    # A file cut to fewer versions, which history never held, is still damage.
+    text = (repo.dir / "manifest" / "b.txt.toml").read_bytes()
+    add(repo, "b.txt", "b2")
+    (repo.dir / "manifest" / "b.txt.toml").write_bytes(text + b"\n# cut here\n")
+    r = run_cli("status", cwd=repo.root)
+    assert r.code == 5 and "truncated?" in r.err, r.err
