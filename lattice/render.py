@@ -348,6 +348,9 @@ def _run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outco
     ext = extension(name)
     if step.action == "materialize":
         record = repo.record(name)
+        if record.current.recipe is not None and not repo.objects.has(record.current.object):
+            # The version moved on since this was planned (a `git pull`) to one not made here yet.
+            return run_step(repo, Step(name, "remake"), hooks)
         materialize(repo, name, record.current.object, record.current.size)
         return Outcome(name, step.action, "materialized", len(record.versions), record.current.object, seconds=time.monotonic() - start)
     if step.action == "remake":

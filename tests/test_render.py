@@ -825,3 +825,24 @@ def test_an_evicted_output_does_not_block_a_commit(tmp_repo, run_log):
     assert run_cli("gc", "--include-current", "--keep-versions", "0", "--older-than", "0", cwd=tmp_repo.root).code == 0
     assert run_cli("status", "--porcelain", cwd=tmp_repo.root).out == " E a.txt\n"
     assert run_cli("hooks", "check", cwd=tmp_repo.root).code == 0
+
+
+def test_a_queued_materialize_whose_version_moved_on_re_makes_it(tmp_repo, run_log):
+    """Planned on one version; by the time a worker claims it a `git pull`
+    brought another whose output was never made here: it is re-made, not
+    failed."""
+    manifest = tmp_repo.dir / "manifest" / "a.txt.toml"
+    gen(tmp_repo, "a.txt", "--model", "test.text", "--seed", "1")
+    before = manifest.read_bytes()
+    assert run_cli("regen", "a.txt", "--seed", "2", cwd=tmp_repo.root).code == 0
+    after = manifest.read_bytes()
+    os.chmod(tmp_repo.objects.locate(tmp_repo.record("a.txt").current.object), 0o644)
+    tmp_repo.objects.locate(tmp_repo.record("a.txt").current.object).unlink()  # never made in this clone
+    manifest.write_bytes(before)  # the clone before the pull
+    (tmp_repo.root / "a.txt").unlink()
+    assert run_cli("render", "--detach", cwd=tmp_repo.root).code == 0
+    manifest.write_bytes(after)  # the pull
+    r = run_cli("worker", "--once", "--json", cwd=tmp_repo.root)
+    assert r.code == 0 and not r.json.get("failed") and r.json.get("succeeded"), r.out + r.err
+    assert (tmp_repo.root / "a.txt").read_text() == "hello:2\n"
+    assert run_cli("status", "--porcelain", cwd=tmp_repo.root).out == ""
