@@ -465,6 +465,9 @@ def signals_deferred() -> Iterator[None]:
         for sig, handler in old.items():
             signal.signal(sig, handler)
         if caught:
+            from lattice.errors import warn
+
+            warn("the change under way was completed before stopping")
             handler = old[caught[0]]
             if callable(handler):
                 handler(caught[0], None)

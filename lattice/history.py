@@ -183,7 +183,10 @@ def finish(repo: Repository, message: str, names: list[str], parents_extra: list
 
 
 def _why(e: Exception) -> str:
-    return getattr(e, "message", None) or str(e) or type(e).__name__
+    why = getattr(e, "message", None) or str(e) or type(e).__name__
+    if "corrupted loose reference" in why:  # what a git merge of two clones leaves in history.git/refs
+        why += " (a git merge conflict in .lattice/history.git? `lattice fsck --repair` joins both sides)"
+    return why
 
 
 def commit(repo: Repository, message: str, names: list[str] | None = None, parents_extra: list[str] = (), written: dict[str, bytes] | None = None) -> str | None:

@@ -2,9 +2,9 @@
 
 States, one per path, most actionable first:
   modified  the working file holds edits no recorded version has
-  outdated  the working file holds another version lattice keeps (a `git
-            pull` or `git checkout` moved the manifest on): `lattice
-            checkout` or `lattice render` writes the current one
+  outdated  the working file holds an older recorded version (a `git pull`
+            or `git checkout` moved the manifest on): `lattice checkout`
+            or `lattice render` writes the current one
   stale     its recipe's inputs changed since its output was made
   evicted   its output is not in the store but can be re-made (`lattice render`)
   missing   the working file was deleted (`lattice checkout` brings it back)
@@ -149,23 +149,22 @@ def hash_file(path) -> str:
 
 
 def kept(repo: Repository, name: str, found: str) -> bool:
-    """Bytes hashing to `found` are not the user's alone: a recorded version
-    of the asset, or content the store holds (a version a `git checkout` of
-    an older manifest no longer lists). Overwriting them loses nothing."""
+    """Bytes hashing to `found` are a recorded version of the asset: not the
+    user's alone, so overwriting them loses nothing. (Merely being in the
+    store is not enough: an interrupted `add` leaves an edit's bytes there,
+    referenced by nothing.)"""
     from lattice.errors import LatticeError
 
-    if found and repo.objects.has(found):
-        return True
     try:
-        return found in {v.object for v in repo.record(name).versions}
+        return bool(found) and found in {v.object for v in repo.record(name).versions}
     except LatticeError:  # unreadable: nothing counts as recorded
         return False
 
 
 def edited(repo: Repository, row, path, st: os.stat_result) -> bool:
     """The working file holds bytes only it keeps: edits. One holding another
-    version (the manifest moved on under it: a `git pull`, a `git checkout`)
-    is only outdated, and may be overwritten (see `kept`)."""
+    recorded version (the manifest moved on under it: a `git pull`) is only
+    outdated, and may be overwritten (see `kept`)."""
     if stat_matches(row, st):
         return False
     found = hash_file(path)

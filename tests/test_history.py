@@ -1129,8 +1129,9 @@ def test_an_older_manifest_brought_back_by_git_is_no_damage(tmp_repo):
     assert len(repo.record("a.txt").versions) == 2
     (repo.dir / "manifest" / "a.txt.toml").write_bytes(older)
     r = run_cli("status", "--porcelain", cwd=repo.root)
-    # The working file holds v2's bytes, which the store keeps: outdated, not an edit.
-    assert r.code == 0 and r.out == " O a.txt\n", r.err
+    # The working file holds v2's bytes, which the manifest no longer lists:
+    # kept as if edited (only recorded versions are safe to overwrite).
+    assert r.code == 0 and r.out == " M a.txt\n", r.err
     assert len(fresh(repo).record("a.txt").versions) == 1
     assert run_cli("checkout", "a.txt", cwd=repo.root).code == 0 and (repo.root / "a.txt").read_text() == "1"
     # A file cut to fewer versions, which history never held, is still damage.

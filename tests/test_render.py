@@ -846,3 +846,16 @@ def test_a_queued_materialize_whose_version_moved_on_re_makes_it(tmp_repo, run_l
     assert r.code == 0 and not r.json.get("failed") and r.json.get("succeeded"), r.out + r.err
     assert (tmp_repo.root / "a.txt").read_text() == "hello:2\n"
     assert run_cli("status", "--porcelain", cwd=tmp_repo.root).out == ""
+
+
+def test_an_edit_whose_bytes_an_interrupted_add_stored_is_still_an_edit(tmp_repo, run_log):
+    """An add stopped after storing objects leaves the edit's bytes in the
+    store, referenced by no version: the file is still "modified", never
+    "outdated" for render or switch to overwrite."""
+    gen(tmp_repo, "a.txt", "--model", "test.text", "--seed", "1")
+    (tmp_repo.root / "a.txt").write_text("my edit")
+    tmp_repo.objects.put_file(tmp_repo.root / "a.txt")  # what the stopped add left
+    assert run_cli("status", "--porcelain", cwd=tmp_repo.root).out == " M a.txt\n"
+    r = run_cli("render", "--json", cwd=tmp_repo.root)
+    assert r.code == 1 and r.json[0]["status"] == "skipped"
+    assert (tmp_repo.root / "a.txt").read_text() == "my edit"
