@@ -126,6 +126,7 @@ def _require_name(name: str, what: str, hint: str) -> None:
 
 def _require_branch(g, name: str) -> None:
     if name not in history.branches(g):
+        history.check_ref_name(g, name, "heads")  # a name no branch can have: say that, not "create it"
         raise InvalidInput(
             f"no branch named {name!r}{closest(name, history.branches(g))}",
             hint=f"`lattice branch` lists branches; `lattice branch {name}` creates one",

@@ -375,6 +375,8 @@ def test_branch_and_switch_bad_names(tmp_repo):
     assert r.code == 4 and "did you mean: feature" in r.err
     assert run_cli("branch", "feature", cwd=repo.root).code == HistoryError.exit_code
     assert run_cli("branch", "bad..name", cwd=repo.root).code == 4
+    r = run_cli("switch", "bad..name", cwd=repo.root)
+    assert r.code == 4 and "not a valid branch name" in r.err and "creates one" not in r.err
     assert run_cli("merge", "nope", cwd=repo.root).code == 4
     assert run_cli("diff", "nope", "main", cwd=repo.root).code == 4
 
