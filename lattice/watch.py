@@ -57,19 +57,23 @@ def run_cycle(repo: Repository, sources: list[str], config_changed: bool, slots:
     from lattice.render import plan
 
     cycle = cycle if cycle is not None else Cycle(config_changed=config_changed)
+    touched = []
     if sources:
         for r in add(repo, sources, cwd=repo.root):
+            touched.append(r.path)
             if r.status != "unchanged":
                 cycle.recorded.append(r.path)
-    if not cycle.recorded and not config_changed:
+    if not touched and not config_changed:
         return cycle
     if config_changed:
         repo.__dict__.pop("config", None)  # re-read it, and the generators it declares
         repo.__dict__.pop("_generators", None)
         targets = None
     else:
+        # Every changed source's dependents, recorded by this cycle or not (a
+        # `lattice add` of the file beat us to it): the plan keeps the stale ones.
         graph = Graph.from_index(repo.index)
-        targets = sorted({d for s in cycle.recorded for d in graph.descendants(s)})
+        targets = sorted({d for s in touched for d in graph.descendants(s)})
         if not targets:
             return cycle
     steps, skipped = plan(repo, targets)

@@ -371,7 +371,8 @@ class WorkerPool:
             else:
                 # Recorded only if still ours: a timed-out or cancelled run's result is void.
                 if run.outcome is None and self._quietly(self.queue.succeed, job.id, result, worker_id=worker_id):
-                    self.stats["succeeded"] += 1
+                    superseded = isinstance(result, dict) and result.get("status") == "superseded"
+                    self.stats["superseded" if superseded else "succeeded"] += 1
         finally:
             if run.outcome == "released":
                 self._hand_back(run)

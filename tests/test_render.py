@@ -859,3 +859,17 @@ def test_an_edit_whose_bytes_an_interrupted_add_stored_is_still_an_edit(tmp_repo
     r = run_cli("render", "--json", cwd=tmp_repo.root)
     assert r.code == 1 and r.json[0]["status"] == "skipped"
     assert (tmp_repo.root / "a.txt").read_text() == "my edit"
+
+
+def test_a_superseded_job_is_shown_as_such(tmp_repo, run_log):
+    """Two detached regens planned on one version: the first records, the
+    second records nothing; the worker and `queue ls` say so instead of
+    counting both as succeeded."""
+    gen(tmp_repo, "a.txt", "--model", "test.text", "--seed", "1")
+    for seed in ("5", "6"):
+        assert run_cli("regen", "a.txt", "--seed", seed, "--detach", cwd=tmp_repo.root).code == 0
+    r = run_cli("worker", "--once", "--slots", "1", "--json", cwd=tmp_repo.root)
+    assert r.code == 0 and r.json.get("succeeded") == 1 and r.json.get("superseded") == 1, r.out
+    listing = run_cli("queue", "ls", cwd=tmp_repo.root).out
+    assert "superseded: a.txt changed (v1 → v2) since this job was queued; nothing recorded" in listing, listing
+    assert len(tmp_repo.record("a.txt").versions) == 2

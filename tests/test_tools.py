@@ -292,3 +292,20 @@ def test_watchers_refuse_impossible_settings_up_front(tmp_repo, args):
 
     r = run_cli(*args, cwd=tmp_repo.root)
     assert r.code == 2 and "is not in the range" in r.err
+
+
+def test_a_watch_cycle_renders_what_a_source_made_stale_whoever_recorded_it(tmp_repo, run_log):
+    """The user ran `lattice add` on the edited input before the watcher's
+    cycle: its own add finds nothing new, and the dependents it left stale
+    are still rendered."""
+    from lattice import watch as w
+
+    tmp_repo.gen({"src.txt": "one"})
+    assert run_cli("add", "src.txt", cwd=tmp_repo.root).code == 0
+    assert run_cli("gen", "out.txt", "--model", "test.join", "--input", "src.txt", "--seed", "1", cwd=tmp_repo.root).code == 0
+    (tmp_repo.root / "src.txt").write_text("two")
+    assert run_cli("add", "src.txt", cwd=tmp_repo.root).code == 0  # before the watcher's cycle
+    cycle = w.run_cycle(Repository.find(tmp_repo.root), ["src.txt"], False)
+    assert cycle.recorded == [] and [o.name for o in cycle.outcomes] == ["out.txt"]
+    assert (tmp_repo.root / "out.txt").read_bytes() == b"two#1"
+    assert run_cli("status", "--porcelain", cwd=tmp_repo.root).out == ""

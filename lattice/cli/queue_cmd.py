@@ -60,6 +60,8 @@ def _seconds(s: float | None) -> str:
 def _line(q, job) -> str:
     progress = f"{job.progress:4.0%}" if job.state == "running" else "    "
     what = (job.stage or "") if job.state == "running" else (job.error or "")
+    if job.state == "succeeded" and isinstance(job.result, dict) and job.result.get("status") == "superseded":
+        what = f"superseded: {job.result.get('error') or 'nothing recorded'}"  # ran, but another change came first
     if job.state == "running":
         what = f"{what} eta {_seconds(q.eta(job))}".strip()
     return (
