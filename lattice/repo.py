@@ -229,12 +229,13 @@ class Repository:
         if not changed and not removed:
             return []
         with self.lock:
-            if os.path.exists(self.dir / JOURNAL) or os.path.exists(self.dir / BATCH_JOURNAL):
+            switching, batch = os.path.exists(self.dir / JOURNAL), os.path.exists(self.dir / BATCH_JOURNAL)
+            if switching or batch:
                 # A switch, merge or batch died while we waited for its lock:
                 # its manifest files may be half written. Finish it, then look again.
-                from lattice.branches import recover
+                if switching:
+                    from lattice.branches import recover
 
-                if os.path.exists(self.dir / JOURNAL):
                     recover(self)
                 self.finish_batch()
                 return self.sync_index()
