@@ -82,6 +82,10 @@ def build(
     for inp in inputs:
         row = index.get(inp)
         if row is None:
+            pending = _pending_job(repo, inp)
+            if pending is not None:
+                raise UnknownAsset(f"input {inp!r} is not an asset yet: job {pending} that makes it is still queued",
+                                   hint=f"run it first (`lattice worker --once`, or wait for `lattice queue show {pending}`), then this command again")
             raise UnknownAsset(f"input {inp!r} is not an asset{closest(inp, index.names())}", hint="add it first with `lattice add`, or generate it with `lattice gen`")
         objects.append(row.effective)
     check_media(repo, generator, normalized, extension(name), inputs, objects)
@@ -104,6 +108,25 @@ def build(
     )
     recipe.key = recipe_key(recipe)
     return recipe
+
+
+def _pending_job(repo, name: str) -> int | None:
+    """The id of a queued or running job that will record `name` (a
+    detached `gen`), if any: only asked when an input is unknown."""
+    if not (repo.dir / "queue.db").exists():
+        return None
+    from lattice.errors import LatticeError
+    from lattice.queue import repo_queue
+
+    try:
+        jobs = repo_queue(repo.dir, repo.config).list(states=["queued", "running"], limit=None)
+    except LatticeError:
+        return None
+    for job in jobs:
+        step = job.payload.get("step") if isinstance(job.payload, dict) else None
+        if isinstance(step, dict) and step.get("name") == name:
+            return job.id
+    return None
 
 
 def check_media(repo, generator, params: dict[str, Any], ext: str, inputs: list[str], objects: list[str]) -> None:

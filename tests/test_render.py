@@ -873,3 +873,13 @@ def test_a_superseded_job_is_shown_as_such(tmp_repo, run_log):
     listing = run_cli("queue", "ls", cwd=tmp_repo.root).out
     assert "superseded: a.txt changed (v1 → v2) since this job was queued; nothing recorded" in listing, listing
     assert len(tmp_repo.record("a.txt").versions) == 2
+
+
+def test_an_input_still_queued_is_named_as_such(tmp_repo, run_log):
+    """`gen -i X` while X's detached job waits: not "not an asset" with a
+    hint to generate it again, but the job that will make it."""
+    assert run_cli("gen", "a.txt", "--model", "test.text", "--detach", cwd=tmp_repo.root).code == 0
+    r = run_cli("gen", "b.txt", "--model", "test.join", "-i", "a.txt", cwd=tmp_repo.root)
+    assert r.code == 4 and "job 1 that makes it is still queued" in r.err and "lattice worker --once" in r.err, r.err
+    r = run_cli("gen", "c.txt", "--model", "test.join", "-i", "nope.txt", cwd=tmp_repo.root)
+    assert r.code == 4 and "is not an asset" in r.err and "queued" not in r.err
