@@ -93,6 +93,7 @@ def regen_step(
     model: str | None = None,
     prompt: str | None = None,
 ) -> Step:
+    from lattice.media import extension
     from lattice.recipe import check_media, draw_seed, recipe_key
 
     record = repo.record(name)
@@ -119,9 +120,9 @@ def regen_step(
         prompt=old.prompt if prompt is None else prompt,
         deterministic=bool(gen.deterministic),
     )
-    gen.check_output(name.rsplit(".", 1)[-1] if "." in name else "")
+    gen.check_output(extension(name))
     gen.check_inputs(len(new.inputs))
-    check_media(repo, gen, new.params, name.rsplit(".", 1)[-1] if "." in name else "", list(new.inputs), list(new.input_objects))
+    check_media(repo, gen, new.params, extension(name), list(new.inputs), list(new.input_objects))
     new.key = recipe_key(new)
     what = []
     if new.seed != old.seed:

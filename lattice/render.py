@@ -451,7 +451,7 @@ def plan(repo: Repository, targets: list[str] | None = None) -> tuple[list[Step]
     """Steps that bring generated assets up to date, in dependency order, and
     the assets skipped (a modified working file is never overwritten)."""
     from lattice.lineage import Graph
-    from lattice.status import hash_file, kept, stat_matches
+    from lattice.status import working_state
 
     repo.check_manifest()
     index = repo.index
@@ -477,13 +477,12 @@ def plan(repo: Repository, targets: list[str] | None = None) -> tuple[list[Step]
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             st = None
-        outdated = False
-        if st is not None and not stat_matches(row, st) and (found := hash_file(path)) != row.object:
-            if not kept(repo, name, found):  # edits only the file holds: never overwritten
-                if row.generator:
-                    skipped.append(Outcome(name, "", "skipped", error=EDITED))
-                continue
-            outdated = True  # an older version, left by a git pull or checkout
+        state = working_state(repo, row, path, st) if st is not None else None
+        if state == "modified":  # edits only the file holds: never overwritten
+            if row.generator:
+                skipped.append(Outcome(name, "", "skipped", error=EDITED))
+            continue
+        outdated = state == "outdated"  # an older version, left by a git pull or checkout
         if not row.generator:  # an import: only brought up to date
             if outdated and repo.objects.has(row.object):
                 steps[name] = Step(name, "materialize", kind=row.kind)

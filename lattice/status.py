@@ -161,17 +161,20 @@ def kept(repo: Repository, name: str, found: str) -> bool:
         return False
 
 
-def edited(repo: Repository, row, path, st: os.stat_result) -> bool:
-    """The working file holds bytes only it keeps: edits. One holding another
-    recorded version (the manifest moved on under it: a `git pull`) is only
-    outdated, and may be overwritten (see `kept`)."""
+def working_state(repo: Repository, row, path, st: os.stat_result) -> str | None:
+    """What the working file at `path` (stat `st`) holds against the row's
+    current object: None for that object (the stat cache first, a hash only
+    when it disagrees); "outdated" for another recorded version of the asset
+    (the manifest moved on under it: a `git pull`), which may be overwritten;
+    "modified" for bytes only the file keeps."""
     if stat_matches(row, st):
-        return False
+        return None
     found = hash_file(path)
-    return found != row.object and not kept(repo, row.path, found)
+    if found == row.object:
+        return None
+    return "outdated" if kept(repo, row.path, found) else "modified"
 
 
-def differs(row, path, st: os.stat_result) -> bool:
-    """The working file at `path` (stat `st`) holds something other than the
-    row's current object: the stat cache first, a hash only when it disagrees."""
-    return not stat_matches(row, st) and hash_file(path) != row.object
+def edited(repo: Repository, row, path, st: os.stat_result) -> bool:
+    """The working file holds edits: bytes only it keeps, never overwritten."""
+    return working_state(repo, row, path, st) == "modified"

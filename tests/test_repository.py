@@ -1395,3 +1395,22 @@ def test_checkout_of_a_folder_restores_every_asset_under_it(tmp_repo):
     assert r.code == 0 and (repo.root / "shotsx.png").read_bytes() == b"x" and (repo.root / "top.png").read_bytes() == b"t"
     r = run_cli("checkout", "shot", cwd=repo.root)
     assert r.code == 4 and "no asset named 'shot'" in r.err
+
+
+def test_a_roll_forward_that_cannot_place_a_file_says_which_and_goes_on(tmp_path):
+    """A rename the journal asks for fails (a folder now stands there): the
+    others are done, the journal removed, the failure named, its temp kept
+    for fsck to report."""
+    import json
+
+    from lattice.fsutil import AtomicBatch
+
+    (tmp_path / "m" / "b.toml").mkdir(parents=True)
+    (tmp_path / "t").mkdir()
+    (tmp_path / "t" / "x").write_text("a")
+    (tmp_path / "t" / "y").write_text("b")
+    (tmp_path / "journal").write_text(json.dumps([["t/x", "m/a.toml"], ["t/y", "m/b.toml"]]))
+    failed = AtomicBatch.roll_forward(tmp_path / "journal", tmp_path)
+    assert len(failed) == 1 and failed[0].startswith("m/b.toml: ")
+    assert (tmp_path / "m" / "a.toml").read_text() == "a" and (tmp_path / "t" / "y").exists()
+    assert not (tmp_path / "journal").exists()
