@@ -126,11 +126,9 @@ def run(argv: list[str] | None = None) -> int:
 def _command_path(root, args: list[str]) -> str:
     """`lattice queue show`: the command `args` name, found by walking the
     click groups past the global options."""
-    from lattice.cli.quick import GLOBAL_FLAGS
+    from lattice.cli.quick import command_start
 
-    path, command, i = ["lattice"], root, 0
-    while i < len(args) and (args[i] in GLOBAL_FLAGS or args[i] == "-C"):
-        i += 2 if args[i] == "-C" else 1
+    path, command, i = ["lattice"], root, command_start(args)
     while i < len(args) and args[i] in (getattr(command, "commands", None) or {}):
         command = command.commands[args[i]]
         path.append(args[i])

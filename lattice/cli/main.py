@@ -123,11 +123,9 @@ def app_for(args: list[str]) -> typer.Typer:
     (about 30 ms for ~40 commands); the others are not needed to run one."""
     import copy
 
-    from lattice.cli.quick import GLOBAL_FLAGS
+    from lattice.cli.quick import command_start
 
-    i = 0
-    while i < len(args) and (args[i] in GLOBAL_FLAGS or args[i] == "-C"):
-        i += 2 if args[i] == "-C" else 1
+    i = command_start(args)
     if i >= len(args):
         return app
     name = args[i]

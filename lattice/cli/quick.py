@@ -18,6 +18,14 @@ from lattice.cli.common import apply_globals, echo, emit_json, human_size, repo_
 GLOBAL_FLAGS = {"--debug": "debug", "-q": "quiet", "--quiet": "quiet", "--no-color": "no_color"}
 
 
+def command_start(args: list[str]) -> int:
+    """Where the command name is in `args`: past the global flags and `-C DIR`."""
+    i = 0
+    while i < len(args) and (args[i] in GLOBAL_FLAGS or args[i] == "-C"):
+        i += 2 if args[i] == "-C" else 1
+    return i
+
+
 def status(json: bool = False, porcelain: bool = False) -> None:
     from lattice.status import PORCELAIN, status as do_status
 
