@@ -321,10 +321,12 @@ class Index:
         r = self.db.execute(f"SELECT {COLUMNS} FROM assets WHERE path = ?", (name,)).fetchone()
         return Row._make(r) if r else None
 
-    def working_rows(self) -> list[WorkingRow]:
-        """Every asset's current object and working-file stat cache, by path."""
-        cur = self.db.execute(f"SELECT {', '.join(WorkingRow._fields)} FROM assets ORDER BY path")
-        return list(map(WorkingRow._make, cur))
+    def working_rows(self, named: bool = True) -> list[WorkingRow]:
+        """Every asset's current object and working-file stat cache, by
+        path; `named=False`: plain tuples in WorkingRow's order, for a loop
+        over 10,000 rows (a quarter of their cost is the names)."""
+        rows = self.db.execute(f"SELECT {', '.join(WorkingRow._fields)} FROM assets ORDER BY path").fetchall()
+        return list(map(WorkingRow._make, rows)) if named else rows
 
     def get_many(self, names: list[str]) -> dict[str, Row]:
         """The rows of those of `names` that are assets: one query per 500."""

@@ -174,16 +174,26 @@ class Repository:
         """The index, brought up to date with the manifest files first: a
         clone or `git pull` changes them behind its back, and a crash can
         fall between a manifest write and the index update."""
+        index = self.open_index()
+        self.sync_index()
+        return index
+
+    def open_index(self):
+        """The index, with an interrupted switch, merge or batch finished but
+        not yet checked against the manifest files: for a caller that
+        computes their digest beside other work and then calls
+        sync_index(digest). Anything else wants `index`."""
         from lattice.index import Index
 
+        if "index" in self.__dict__:
+            return self.__dict__["index"]
         index = Index(self.dir / "index.db")
-        self.__dict__["index"] = index
+        self.__dict__["index"] = index  # what recovery's own reads get
         if os.path.exists(self.dir / JOURNAL):  # a switch or merge was interrupted
             from lattice.branches import recover
 
             recover(self)
         self.finish_batch()
-        self.sync_index()
         return index
 
     def finish_batch(self) -> None:
@@ -201,18 +211,21 @@ class Repository:
 
             warn(f"an interrupted change could not put {len(failed)} manifest file(s) in place: {failed[0]}; `lattice fsck` lists what is left")
 
-    def sync_index(self) -> list[str]:
+    def sync_index(self, digest: str | None = None) -> list[str]:
         """Re-index the assets whose manifest file differs (by stat) from
         what the index last saw; drop those whose file is gone. Costs one
         walk of the manifest folder and one value read (the stored digest of
         the stamps; a full comparison after a change that did not store
-        one); returns the names re-indexed."""
+        one); returns the names re-indexed. `digest`: that of the stamps in
+        listing order, already computed (status has it computed beside)."""
         from lattice.index import stamps_digest
 
         index = self.index
+        stored = index.manifest_digest()
+        if digest is not None and digest == stored:
+            return []  # as below, with no stamps to track: a write of ours just stores no digest
         seen = self.manifest.stamps()
         digest = stamps_digest(seen)
-        stored = index.manifest_digest()
         if digest == stored:  # the common case: one value read
             index.track_stamps(seen)
             return []

@@ -13,6 +13,7 @@ States, one per path, most actionable first:
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from typing import Iterator, NamedTuple
@@ -32,12 +33,55 @@ class Entry(NamedTuple):
 
 
 def status(repo: Repository, untracked: bool = True) -> list[Entry]:
-    from lattice.lineage import Graph
-    from lattice.worktree import RACY_WINDOW_NS, walk
+    from lattice.beside import Beside
 
+    # The manifest check (a stat per manifest file) and the walk for new
+    # files run on a second core while this one checks the working files
+    # against the index as it stands; a manifest that moved on under the
+    # index (a `git pull`) is synced and the working files looked at again.
+    # The index is opened first: both processes then have its modules loaded.
+    index = repo.open_index()
+    with Beside(functools.partial(_manifest_and_new, repo, untracked)) as beside:
+        entries, refresh = _tracked(repo, index)
+        digest, new = beside.result()
+    if repo.sync_index(digest):
+        entries, refresh = _tracked(repo, index)
     repo.check_manifest()
-    index = repo.index
-    rows = index.working_rows()
+    if refresh:
+        with index:
+            index.set_stat(refresh)
+    entries.extend(Entry(n, "new") for n in new)
+    entries.sort(key=lambda e: e.path)
+    return entries
+
+
+def _manifest_and_new(repo: Repository, untracked: bool) -> tuple[str, list[str]]:
+    """The digest of the manifest files' stamps (what sync_index compares),
+    and the untracked media files (none unless `untracked`)."""
+    from lattice.index import stamps_digest
+
+    seen = repo.manifest.stamps()
+    return stamps_digest(seen), _untracked(repo, seen.keys()) if untracked else []
+
+
+def _untracked(repo: Repository, tracked) -> list[str]:
+    from lattice import ignore
+    from lattice.worktree import walk
+
+    ignored = ignore.load(repo.root)
+    # The walk passes over tracked names first: 10,000 tracked files cost
+    # no media or ignore test.
+    skip = (lambda name, is_dir: ignored(name)) if ignored is not None else None  # noqa: E731
+    return list(walk(repo.root, media_only=True, skip=skip, known=tracked))
+
+
+def _tracked(repo: Repository, index) -> tuple[list[Entry], list[tuple]]:
+    """The tracked assets' states, and the stat cache rows to refresh
+    (working files hashed and found to hold their object)."""
+    from lattice.lineage import Graph
+    from lattice.worktree import RACY_WINDOW_NS
+
+    rows = index.working_rows(named=False)
     stale = Graph.from_index(index).stale()
     entries: list[Entry] = []
     refresh = []
@@ -47,7 +91,7 @@ def status(repo: Repository, untracked: bool = True) -> list[Entry]:
     # Only outputs can be evicted (an import without its object is fsck's
     # business): past a few hundred of them, listing the store's shards
     # beats a stat per object.
-    outputs = sum(1 for row in rows if row.generator)
+    outputs = sum(1 for row in rows if row[2])  # its generator
     present = repo.objects.present() if outputs > PRESENT_LISTING_FROM else set()
     for row, st in working_stats(root, rows):
         name, oid, generator, deterministic, wt_size, wt_mtime_ns, wt_ino, wt_object = row
@@ -68,30 +112,17 @@ def status(repo: Repository, untracked: bool = True) -> list[Entry]:
             state = "missing"
         if state:
             entries.append(Entry(name, state))
-    if refresh:
-        with index:
-            index.set_stat(refresh)
-    if untracked:
-        from lattice import ignore
-
-        tracked = {r.path for r in rows}
-        ignored = ignore.load(repo.root)
-        # The walk passes over tracked names first: 10,000 tracked files cost
-        # no media or ignore test.
-        skip = (lambda name, is_dir: ignored(name)) if ignored is not None else None  # noqa: E731
-        entries.extend(Entry(n, "new") for n in walk(repo.root, media_only=True, skip=skip, known=tracked))
-    entries.sort(key=lambda e: e.path)
-    return entries
+    return entries, refresh
 
 
 def working_stats(root: str, rows: list) -> Iterator[tuple]:
     """(row, the stat of its working file, or None where there is none) for
-    rows sorted by path (`root` ends with a separator). Each folder is opened
+    rows sorted by path, the path first (`root` ends with a separator). Each folder is opened
     once and each file is a stat relative to it, not a path walk from the root."""
     folder, fd = None, None
     try:
         for row in rows:
-            parent, _, leaf = row.path.rpartition("/")
+            parent, _, leaf = row[0].rpartition("/")
             if parent != folder:
                 if fd is not None:
                     os.close(fd)

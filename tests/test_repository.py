@@ -524,6 +524,87 @@ def test_status_uses_stat_cache_and_notices_same_size_edit(tmp_repo):
     assert states(repo) == {("a.png", "modified")}
 
 
+def test_status_sees_a_manifest_moved_on_in_place_after_a_clean_check(tmp_repo, tmp_path):
+    """status checks the working files against the index while the manifest
+    is checked beside; a manifest file that moved on in place (same inode,
+    folder untouched) must still change the answer: here a pulled v2 makes
+    the working file, which holds v1, outdated."""
+    repo = tmp_repo.gen({"a.txt": "one"})
+    add(repo, ["a.txt"], cwd=repo.root)
+    assert run_cli("status", "--porcelain", cwd=repo.root).out == ""  # a clean check: digest stored
+    other = Repository.init(tmp_path / "other")
+    (other.root / "a.txt").write_text("one")
+    add(other, ["a.txt"], cwd=other.root)
+    (other.root / "a.txt").write_text("three")
+    add(other, ["a.txt"], cwd=other.root)
+    mf = repo.manifest.file_of("a.txt")
+    ino = os.stat(mf).st_ino
+    with open(mf, "r+b") as f:
+        f.write(other.manifest.file_of("a.txt").read_bytes())
+        f.truncate()
+    assert os.stat(mf).st_ino == ino
+    assert run_cli("status", "--porcelain", cwd=repo.root).out == " O a.txt\n"
+
+
+def test_work_beside_gives_the_result_and_leaves_no_process_behind():
+    from lattice.beside import Beside, can_fork
+
+    parent = os.getpid()
+    with Beside(lambda: (os.getpid() != parent, sum(range(1000)), ["a", "b"])) as work:
+        forked, pid = work.forked, work.pid
+        assert forked == can_fork()
+        assert work.result() == (forked, 499500, ["a", "b"])  # from the child where there is one
+    if pid is not None:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)  # reaped
+    # Left without its result: stopped and reaped.
+    with Beside(lambda: time.sleep(30)) as work:
+        pid = work.pid
+    if pid is not None:
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)
+
+
+def test_work_beside_with_sigchld_ignored_still_gives_the_result():
+    """A parent that ignores SIGCHLD (some service managers and CI runners
+    pass that on) has its children reaped for it: waitpid then fails, and
+    the result still comes from what the child wrote."""
+    code = (
+        "import os, signal\n"
+        "signal.signal(signal.SIGCHLD, signal.SIG_IGN)\n"
+        "from lattice.beside import Beside\n"
+        "parent = os.getpid()\n"
+        "with Beside(lambda: os.getpid() != parent) as work:\n"
+        "    print(work.forked, work.result())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    forked, from_child = out.stdout.split()
+    assert from_child == forked
+
+
+def test_work_beside_that_fails_in_the_child_is_done_here():
+    """A child that fails (here: only the child) gives no result; the
+    function then runs in this process, whose own error, if any, is raised."""
+    from lattice.beside import Beside
+
+    parent = os.getpid()
+
+    def only_here():
+        if os.getpid() != parent:
+            raise OSError("the child could not")
+        return "done here"
+
+    with Beside(only_here) as work:
+        assert work.result() == "done here"
+
+    def never():
+        raise ValueError("nowhere")
+
+    with Beside(never) as work, pytest.raises(ValueError, match="nowhere"):
+        work.result()
+
+
 # -- ls, show, cat, checkout ----------------------------------------------------
 
 
