@@ -1,6 +1,8 @@
 """Run one child program the way every generator must: an argv list (never a
 shell), its own process group (so a timeout or a cancel kills it and whatever
-it spawned), stdin closed, and the tail of its stderr kept for the error."""
+it spawned), tied to this process on Linux (so a SIGKILL of lattice kills it
+too: lattice.childguard), stdin closed, and the tail of its stderr kept for
+the error."""
 
 from __future__ import annotations
 
@@ -8,11 +10,60 @@ import errno
 import os
 import re
 import signal
+import sys
 from typing import Any, Callable
 
 from lattice.errors import GeneratorFailed
 
 STDERR_TAIL = 15
+
+# Where children are started through lattice.childguard, to die with us.
+# Elsewhere (macOS, Windows) a lattice killed by SIGKILL leaves its running
+# generator to finish on its own, and its group to be killed by hand.
+GUARDED = sys.platform.startswith("linux") and bool(sys.executable)
+_GUARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "childguard.py")
+
+
+def start(argv: list[str], **popen_kwargs: Any):
+    """subprocess.Popen(argv, start_new_session=True, **popen_kwargs): the
+    child leads a process group of its own, for a timeout or a cancel to
+    kill. Where GUARDED, the group also dies when this process does, by
+    whatever signal: the Popen is then lattice.childguard's, the leader of
+    the group, which exits as the program does. Raises OSError, as Popen
+    does, when the program cannot be started."""
+    import subprocess
+
+    if not GUARDED or "executable" in popen_kwargs or popen_kwargs.get("shell"):
+        return subprocess.Popen(argv, start_new_session=True, **popen_kwargs)
+    read_end, write_end = os.pipe()
+    try:
+        pass_fds = (*popen_kwargs.pop("pass_fds", ()), write_end)
+        proc = subprocess.Popen([sys.executable, "-I", "-S", _GUARD, str(write_end), str(os.getpid()), *argv],
+                                start_new_session=True, pass_fds=pass_fds, **popen_kwargs)
+    except BaseException:
+        os.close(read_end)
+        raise
+    finally:
+        os.close(write_end)
+    proc.args = argv
+    try:
+        status = b""
+        while chunk := os.read(read_end, 64):  # until the guard has started the program, or failed to
+            status += chunk
+    except BaseException:
+        _kill_group(proc, None)
+        proc.wait()
+        raise
+    finally:
+        os.close(read_end)
+    if status:
+        proc.wait()
+        for stream in (proc.stdin, proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+        err = int(status)
+        raise OSError(err, os.strerror(err), argv[0])
+    return proc
 
 
 def run_child(
@@ -35,12 +86,11 @@ def run_child(
     import threading
 
     try:
-        proc = subprocess.Popen(
+        proc = start(
             argv,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE if on_stdout_line else subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            start_new_session=True,
             cwd=cwd,
             env=env,
         )

@@ -6,8 +6,11 @@ enforces timeouts and notices cancellation, killing a job's child process
 group when it must. Handlers never see the queue; they get a JobContext.
 
 A handler that runs a child process should start it through `ctx.spawn` (or
-start it with `start_new_session=True` and pass it to `ctx.on_process`), so
-that a timeout or a cancel kills the child *and* everything it started.
+lattice.childproc.start, and pass it to `ctx.on_process`), so that a timeout
+or a cancel kills the child *and* everything it started, and so that on Linux
+they die with the worker even when it is killed by SIGKILL. A child started
+with plain `start_new_session=True` and passed to `ctx.on_process` is killed
+on a timeout or a cancel, but outlives a SIGKILL of the worker.
 """
 
 from __future__ import annotations
@@ -106,10 +109,13 @@ class JobContext:
         return self._run.outcome is not None
 
     def spawn(self, argv: list[str], **kwargs: Any) -> subprocess.Popen:
-        """Start `argv` in its own process group with the slot's environment,
+        """Start `argv` in its own process group with the slot's environment
+        (lattice.childproc.start: on Linux it dies with this process),
         registered with on_process."""
+        from lattice.childproc import start
+
         env = {**os.environ, **self.env, **kwargs.pop("env", {})}
-        popen = subprocess.Popen(argv, env=env, start_new_session=True, **kwargs)
+        popen = start(argv, env=env, **kwargs)
         self.on_process(popen)
         return popen
 
