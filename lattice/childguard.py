@@ -24,8 +24,8 @@ Why a program and not prctl in a preexec_fn:
   would live on. This program stays, and kills the group.
 - Lattice may die before prctl runs: the parent is checked after it.
 
-STATUS_FD is a pipe to lattice: closed once PROGRAM started, or given the
-errno that starting it failed with (a missing program), so that lattice
+STATUS_FD is a pipe to lattice: closed once PROGRAM is executing, or given
+the errno that starting it failed with (a missing program), so that lattice
 raises the same OSError that subprocess.Popen would.
 
 Standard library only, and nothing from lattice: it runs without site
@@ -58,15 +58,20 @@ def main(argv: list[str]) -> None:
     if os.getppid() != parent:  # lattice died before prctl: nobody wants PROGRAM
         os._exit(EXIT_ORPHANED)
 
-    os.set_inheritable(status_fd, False)  # PROGRAM must not hold the pipe open
-    try:
-        # The environment as lattice gave it: Python's start-up may have added
-        # to os.environ (LC_CTYPE, when it coerces a C locale).
-        pid = os.posix_spawnp(program[0], program, _original_environ(),
-                              setsigdef=(signal.SIGPIPE, signal.SIGXFSZ))  # as subprocess's restore_signals
-    except OSError as e:
-        os.write(status_fd, str(e.errno or 0).encode())
-        os._exit(127)
+    env = _original_environ()
+    pid = os.fork()  # safe here, unlike in lattice: this process has one thread
+    if pid == 0:
+        try:
+            os.set_inheritable(status_fd, False)  # closed by a successful exec
+            # Signals as subprocess leaves them (restore_signals): what
+            # Python's start-up ignored back to the default.
+            for sig in (signal.SIGPIPE, signal.SIGXFSZ):
+                signal.signal(sig, signal.SIG_DFL)
+            os.execvpe(program[0], program, env)
+        except OSError as e:
+            os.write(status_fd, str(e.errno or 0).encode())
+        finally:
+            os._exit(127)
     os.close(status_fd)
     _, status = os.waitpid(pid, 0)
     _exit_like(status)
@@ -85,6 +90,8 @@ def _ask_for_death_signal() -> None:
 
 
 def _original_environ() -> dict[bytes, bytes]:
+    """The environment as lattice gave it: Python's start-up may have added
+    to os.environ (LC_CTYPE, when it coerces a C locale)."""
     try:
         with open("/proc/self/environ", "rb") as f:
             block = f.read()
