@@ -85,7 +85,9 @@ class RunContext:
     progress: ProgressFn = lambda fraction, stage: None
     timeout: float | None = None
     env: dict[str, str] = field(default_factory=dict)  # e.g. CUDA_VISIBLE_DEVICES
-    on_process: Callable[[Any], None] = lambda popen: None  # lets the runner kill a child group
+    # Lets the runner kill a child group. Start children with lattice.childproc
+    # (run_child, start): on Linux they then die with lattice, even by SIGKILL.
+    on_process: Callable[[Any], None] = lambda popen: None
     input_names: list[str] = field(default_factory=list)  # the inputs' asset names, in the same order
 
     def input_name(self, i: int) -> str:
