@@ -24,6 +24,11 @@ Why a program and not prctl in a preexec_fn:
   would live on. This program stays, and kills the group.
 - Lattice may die before prctl runs: the parent is checked after it.
 
+Signals meant to stop the group (SIGINT, SIGTERM, SIGHUP, SIGQUIT, sent
+with `kill -TERM -PGID`) are left to PROGRAM, which may clean up as it
+likes; this program ignores them and exits as PROGRAM does. Lattice itself
+stops a group with SIGKILL.
+
 STATUS_FD is a pipe to lattice: closed once PROGRAM is executing, or given
 the errno that starting it failed with (a missing program), so that lattice
 raises the same OSError that subprocess.Popen would.
@@ -39,6 +44,7 @@ import sys
 PR_SET_PDEATHSIG = 1
 ORPHANED = signal.SIGUSR1
 EXIT_ORPHANED = 125  # only a parent that is gone could see it
+LEFT_TO_PROGRAM = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT)
 
 
 def main(argv: list[str]) -> None:
@@ -54,6 +60,11 @@ def main(argv: list[str]) -> None:
         os._exit(EXIT_ORPHANED)
 
     signal.signal(ORPHANED, orphaned)
+    # PROGRAM gets them as lattice left them: ignored if they were (nohup).
+    given = {sig: signal.SIG_IGN if signal.getsignal(sig) == signal.SIG_IGN else signal.SIG_DFL
+             for sig in LEFT_TO_PROGRAM}
+    for sig in LEFT_TO_PROGRAM:
+        signal.signal(sig, signal.SIG_IGN)
     _ask_for_death_signal()
     if os.getppid() != parent:  # lattice died before prctl: nobody wants PROGRAM
         os._exit(EXIT_ORPHANED)
@@ -64,9 +75,9 @@ def main(argv: list[str]) -> None:
         try:
             os.set_inheritable(status_fd, False)  # closed by a successful exec
             # Signals as subprocess leaves them (restore_signals): what
-            # Python's start-up ignored back to the default.
-            for sig in (signal.SIGPIPE, signal.SIGXFSZ):
-                signal.signal(sig, signal.SIG_DFL)
+            # Python's start-up or this program ignored back to the default.
+            for sig, handler in ((signal.SIGPIPE, signal.SIG_DFL), (signal.SIGXFSZ, signal.SIG_DFL), *given.items()):
+                signal.signal(sig, handler)
             os.execvpe(program[0], program, env)
         except OSError as e:
             os.write(status_fd, str(e.errno or 0).encode())

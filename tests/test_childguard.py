@@ -137,17 +137,33 @@ def test_the_guarded_child_exits_and_sees_the_world_as_an_unguarded_one(tmp_path
         childproc.start(["/nonexistent/generator"])
     assert e.value.filename == "/nonexistent/generator"
 
+    # A signal to the whole group is the program's to handle; the guard
+    # exits as the program does.
+    proc = childproc.start(["sh", "-c", "trap 'exit 7' TERM; echo ready; sleep 30 & wait"], stdout=subprocess.PIPE)
+    assert proc.stdout.readline() == b"ready\n"
+    os.killpg(proc.pid, signal.SIGTERM)
+    assert proc.wait(timeout=10) == 7
+    proc.stdout.close()
+
     # The environment as given (no LC_CTYPE from Python's locale coercion),
-    # the working directory, ignored signals and file descriptors as
-    # subprocess gives them.
+    # the working directory, blocked and ignored signals (SIGHUP under
+    # nohup) and file descriptors as subprocess gives them.
     env = {"PATH": os.environ["PATH"], "LANG": "C", "ODD": "a=b c"}
     probe = [sys.executable, "-I", "-S", "-c", "import json, os, sys; "
              "print(json.dumps([open('/proc/self/environ').read(), os.getcwd(), "
              "[l for l in open('/proc/self/status') if l.startswith(('SigBlk', 'SigIgn'))], sorted(os.listdir('/proc/self/fd'))]))"]
-    plain = subprocess.run(probe, env=env, cwd=tmp_path, capture_output=True, text=True, start_new_session=True)
-    proc = childproc.start(probe, env=env, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
-    guarded = proc.stdout.read()
-    proc.wait()
-    proc.stdout.close()
-    assert json.loads(guarded) == json.loads(plain.stdout)
-    assert Path(json.loads(guarded)[1]) == tmp_path
+    seen = []
+    for hup in (signal.SIG_DFL, signal.SIG_IGN):
+        before = signal.signal(signal.SIGHUP, hup)
+        try:
+            plain = subprocess.run(probe, env=env, cwd=tmp_path, capture_output=True, text=True, start_new_session=True)
+            proc = childproc.start(probe, env=env, cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+            guarded = proc.stdout.read()
+            proc.wait()
+            proc.stdout.close()
+        finally:
+            signal.signal(signal.SIGHUP, before)
+        assert json.loads(guarded) == json.loads(plain.stdout)
+        assert Path(json.loads(guarded)[1]) == tmp_path
+        seen.append(json.loads(guarded)[2])
+    assert seen[0] != seen[1]  # SIGHUP's disposition is among what was compared
