@@ -90,13 +90,14 @@ def main(argv: list[str]) -> None:
 
 def _ask_for_death_signal() -> None:
     """prctl(PR_SET_PDEATHSIG, ORPHANED). Where it fails (a libc without
-    prctl), PROGRAM runs unguarded, as on other systems."""
+    prctl, a Python without ctypes), PROGRAM runs unguarded, as on other
+    systems."""
     try:
         import ctypes
 
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, int(ORPHANED), 0, 0, 0)
-    except (OSError, AttributeError):
+    except (ImportError, OSError, AttributeError):
         pass
 
 

@@ -11,9 +11,12 @@ import os
 import re
 import signal
 import sys
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from lattice.errors import GeneratorFailed
+
+if TYPE_CHECKING:
+    import subprocess
 
 STDERR_TAIL = 15
 
@@ -24,13 +27,14 @@ GUARDED = sys.platform.startswith("linux") and bool(sys.executable)
 _GUARD = os.path.join(os.path.dirname(os.path.abspath(__file__)), "childguard.py")
 
 
-def start(argv: list[str], **popen_kwargs: Any):
+def start(argv: list[str], **popen_kwargs: Any) -> subprocess.Popen:
     """subprocess.Popen(argv, start_new_session=True, **popen_kwargs): the
     child leads a process group of its own, for a timeout or a cancel to
     kill. Where GUARDED, the group also dies when this process does, by
     whatever signal: the Popen is then lattice.childguard's, the leader of
-    the group, which exits as the program does. Raises OSError, as Popen
-    does, when the program cannot be started."""
+    the group, which exits as the program does (not with `executable` or
+    `shell`, which the guard does not take). Raises OSError, as Popen does,
+    when the program cannot be started."""
     import subprocess
 
     if not GUARDED or "executable" in popen_kwargs or popen_kwargs.get("shell"):
