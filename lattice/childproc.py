@@ -143,11 +143,18 @@ def run_child(
         lines = list(tail)
         status = f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
         pick = (first[0] if summary == "first" else lines[-1]) if lines else status
-        # Killed by a signal (the OOM killer, a shutdown), directly or as a
-        # shell reports it (128 + N, N a signal number): another try may
-        # pass. ffmpeg's own errors exit with 256 - errno (234: EINVAL), above that.
         raise GeneratorFailed(f"{name} failed ({status}): {_LOG_PREFIX.sub('', pick)}", hint="\n".join(lines) or None,
-                              transient=rc < 0 or 128 < rc < 128 + signal.NSIG)
+                              transient=killed_by_signal(rc))
+
+
+def killed_by_signal(rc: int) -> bool:
+    """Whether exit status `rc` says the child was killed (the OOM killer, a
+    shutdown), so another try may pass. Python sees such a child as -N. A
+    shell in between (a command generator's wrapper script) reports it as
+    128 + N; of that range only SIGKILL (137) and SIGTERM (143) count, since
+    programs exit there for their own errors too: ffmpeg with the low byte
+    of its negative error code (AVERROR_EXTERNAL, a failed encoder: 187)."""
+    return rc < 0 or rc in (128 + signal.SIGKILL, 128 + signal.SIGTERM)
 
 
 # ffmpeg's "[libx264 @ 0x55d8...] " context prefix: noise in a one-line error.

@@ -159,6 +159,16 @@ def test_run_ffmpeg_failure_carries_stderr_tail(tmp_path):
     assert "missing.mp4" in (e.value.hint or "")
 
 
+def test_an_encoder_that_fails_is_not_taken_for_a_killed_ffmpeg(tmp_path):
+    """ffmpeg exits with the low byte of its error code: a failed encoder
+    (AVERROR_EXTERNAL) gives 187, what a shell would report for a child
+    killed by signal 59. The same run fails the same way: not transient."""
+    with pytest.raises(GeneratorFailed) as e:
+        run_ffmpeg(["-f", "lavfi", "-i", "testsrc=size=33x17:duration=0.1", "-c:v", "libx264", "-pix_fmt", "yuv420p",
+                    "-f", "mp4", file_url(tmp_path / "odd.mp4")])
+    assert "exit status 187" in e.value.message and e.value.transient is False
+
+
 def test_run_ffmpeg_refuses_network_protocols(tmp_path):
     with pytest.raises(GeneratorFailed) as e:
         run_ffmpeg(["-i", "http://127.0.0.1:9/x.mp4", "-f", "null", "-"])

@@ -636,6 +636,8 @@ def test_a_generator_that_leaves_a_process_behind_is_done_when_it_exits():
     (["sh", "-c", "sh -c 'kill -KILL $$'; exit $?"], True),  # the same, reported by a wrapping shell as 137
     (["/nonexistent/generator"], False),  # cannot start, and never will
     (["sh", "-c", "exit 234"], False),  # ffmpeg's "invalid argument" (256 - EINVAL), no signal
+    (["sh", "-c", "exit 187"], False),  # ffmpeg's failed encoder (AVERROR_EXTERNAL), though 128 + 59
+    (["sh", "-c", "sh -c 'kill -TERM $$'; exit $?"], True),  # a shutdown, reported by a wrapping shell as 143
 ])
 def test_which_child_failures_another_try_may_fix(argv, transient):
     from lattice.childproc import run_child
