@@ -549,8 +549,12 @@ def export_job(ctx) -> dict:
         return msgspec.to_builtins(_record_export(repo, pl["asset"], pl["source"], v.object, p, hooks, base, pl.get("branch", "")))
     from lattice.media import extension
 
-    with repo.objects.as_file(v.object, extension(pl["source"])) as src:
-        embedded = _write_file(src, out, p, hooks)
+    try:
+        with repo.objects.as_file(v.object, extension(pl["source"])) as src:
+            embedded = _write_file(src, out, p, hooks)
+    except GeneratorFailed as e:  # a deterministic CPU generator's failure repeats (lattice.render.produce)
+        e.retryable = e.transient
+        raise
     sidecar = None
     if not embedded:
         from lattice.fsutil import atomic_write

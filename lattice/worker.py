@@ -16,6 +16,7 @@ on a timeout or a cancel, but outlives a SIGKILL of the worker.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import secrets
@@ -37,6 +38,19 @@ from lattice.queue.schema import RECORDED_STAGE
 # Failures a retry cannot fix: bad input, a damaged repository, an unapproved
 # command (and a deterministic generator's failure: GeneratorFailed.retryable).
 NOT_RETRYABLE = (InvalidInput, UsageError, RepositoryCorrupt, TrustRequired, Conflict)
+# OS errors another try may get past (a resource short for the moment); the
+# others (a name too long, a file where a folder belongs, no permission)
+# fail the same way again.
+TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EINTR, errno.ENOMEM, errno.EBUSY, errno.ETXTBSY, errno.EMFILE,
+                              errno.ENFILE, errno.ENOSPC, errno.EDQUOT})
+
+
+def failure(e: BaseException) -> tuple[str, bool]:
+    """A job's error as one line for the queue, and whether a retry may help."""
+    if isinstance(e, OSError) and e.errno is not None:
+        return f"{e.strerror or e}: {e.filename}" if e.filename else str(e.strerror or e), e.errno in TRANSIENT_ERRNOS
+    error = e.message if isinstance(e, LatticeError) else repr(e)
+    return error, not isinstance(e, NOT_RETRYABLE) and getattr(e, "retryable", True)
 
 
 @dataclass(frozen=True)
@@ -361,7 +375,7 @@ class WorkerPool:
             try:
                 result = self.handlers[job.type](ctx)
             except BaseException as e:  # one poison job must never stop the others
-                error = e.message if isinstance(e, LatticeError) else repr(e)
+                error, retry = failure(e)
                 tail = getattr(e, "stderr_tail", None) or getattr(e, "stderr", None) or ""
                 if isinstance(tail, bytes):
                     tail = tail.decode("utf-8", "replace")
@@ -370,7 +384,6 @@ class WorkerPool:
                     # the supervisor could void the run): hand it back, not fail it.
                     run.kill("released")
                 if run.outcome is None:
-                    retry = not isinstance(e, NOT_RETRYABLE) and getattr(e, "retryable", True)
                     if self._quietly(self.queue.fail, job.id, error, str(tail), retry, worker_id=worker_id):
                         will_retry = retry and job.attempts <= job.max_retries
                         self.stats["retried" if will_retry else "failed"] += 1

@@ -241,6 +241,21 @@ def test_invalid_input_is_not_retried(tmp_path):
     assert (job.state, job.attempts, job.error) == ("failed", 1, "parameter 'size' must be an int")
 
 
+def test_an_os_error_that_would_repeat_is_one_plain_line_not_retried(tmp_path):
+    """A path that cannot be used fails the same way on every try: no
+    retries, and the error names the path, not Python's repr."""
+    q = open_queue(tmp_path)
+    (tmp_path / "file").write_text("a file, not a folder")
+
+    def mkdir_under_a_file(ctx):
+        (tmp_path / "file").mkdir()
+
+    job = q.submit("image", {})
+    WorkerPool(q, {"image": mkdir_under_a_file}, [Slot("cpu", 0)], poll=0.02).run(once=True)
+    job = q.get(job.id)
+    assert (job.state, job.attempts, job.error) == ("failed", 1, f"File exists: {tmp_path / 'file'}")
+
+
 def test_dependency_failure_propagates_and_retry_revives_the_chain(tmp_path):
     q = open_queue(tmp_path)
     a = q.submit("image", {"poison": True}, max_retries=0)
