@@ -136,22 +136,10 @@ class ExportOptions:
         if self.fps is not None and not 0 < self.fps <= 240:
             raise InvalidInput(f"--fps {self.fps:g}: expected a frame rate above 0 and at most 240", hint="e.g. --fps 24, or leave --fps out to keep the source's")
         start, end = parse_range(self.range) if self.range else (0.0, 0.0)
-        what = FORMATS[self.format][1]
-        if what == "audio" and (w or self.fps):
-            raise InvalidInput(f"--size and --fps do not apply to {self.format} (audio)", hint="leave them out for an audio format")
-        if source_kind == "vector" and (w or self.fps or end):
-            raise InvalidInput("a Lottie asset exports as is: --size, --fps and --range do not apply", hint="leave them out for a Lottie asset")
-        # ffmpeg spins forever on a still looped for less than one frame, and a
-        # clip cut that short encodes to nothing: refuse before any job runs.
-        span = end - start if end else STILL_SECONDS if source_kind == "image" else 0
-        rate = self.fps or (25 if source_kind == "image" else 0)
-        if what in ("video", "frames") and span and rate and span * rate < 1 - 1e-9:
-            raise InvalidInput(f"--fps {rate:g} over {span:g} s gives no frame: an export needs at least one",
-                               hint=f"raise --fps to at least {1 / span:.3g}, or export a longer --range")
-        if self.format in ("mp4", "webm") and (w % 2 or h % 2):
-            raise InvalidInput(f"--size {self.size}: {self.format} needs even width and height", hint="e.g. --size 1280x720, or leave --size out to keep the source's")
-        return {"format": self.format, "quality": self.quality, "width": w, "height": h, "fps": float(self.fps or 0),
-                "start": start, "end": end, "source_kind": source_kind, "embed": ""}
+        # The rest is the generator's own check, which `gen` and `regen` pass through too.
+        return ExportGenerator().normalize({"format": self.format, "quality": self.quality, "width": w, "height": h,
+                                            "fps": float(self.fps or 0), "start": start, "end": end,
+                                            "source_kind": source_kind, "embed": ""})
 
 
 def source_kind(kind: str, media: dict) -> str:
@@ -169,6 +157,25 @@ def check_compatible(name: str, kind: str, fmt: str) -> None:
     raise InvalidInput(f"{name} is {kind}: it cannot be exported as {fmt}", hint=f"formats for {kind}: {can}")
 
 
+def check_source(name: str, kind: str, media: dict | None, params: dict[str, Any]) -> None:
+    """Refuse what the source cannot give: a format its kind cannot become,
+    sound from a silent clip, a range that starts past its end."""
+    fmt = params["format"]
+    check_compatible(name, kind, fmt)
+    if FORMATS[fmt][1] == "audio" and media and not media.get("audio_codec"):
+        raise InvalidInput(f"{name} has no audio stream to export as {fmt}")
+    dur = (media or {}).get("duration")
+    if params["end"] and dur and params["start"] >= dur and kind != "image":
+        raise InvalidInput(f"the range {_num(params['start'])}-{_num(params['end'])} s starts after the end of {name} ({dur:g} s)",
+                           hint=f"give a range within 0-{dur:g}, or leave --range out for all of it")
+
+
+def fits_name(fmt: str, ext: str) -> bool:
+    """Whether a file named .`ext` can hold format `fmt` (.jpeg holds jpg)."""
+    want = FORMATS[fmt][0]
+    return ext == want or (want == "jpg" and ext == "jpeg")
+
+
 # -- the generator -------------------------------------------------------------------
 
 
@@ -182,7 +189,7 @@ class ExportGenerator(Generator):
     min_inputs = max_inputs = 1
     description = "an export of its input (lattice export)"
     params = (
-        Param("format", "choice", "mp4", "output format", choices=tuple(FORMATS)),
+        Param("format", "choice", "mp4", "output format (must suit the output's extension)", choices=tuple(FORMATS)),
         Param("quality", "choice", "production", "encoder preset", choices=QUALITIES),
         Param("width", "int", 0, "output width (0: the source's)", min=0, max=16384),
         Param("height", "int", 0, "output height (0: the source's)", min=0, max=16384),
@@ -193,8 +200,51 @@ class ExportGenerator(Generator):
         Param("embed", "str", "", "recipe JSON to embed where the format allows"),
     )
 
+    def check(self, params: dict[str, Any]) -> None:
+        """What ffmpeg would refuse only after running (or spin on forever):
+        refused at `export`, `gen` and `regen` alike."""
+        fmt, kind, w, h = params["format"], params["source_kind"], params["width"], params["height"]
+        start, end, fps = params["start"], params["end"], params["fps"]
+        what = FORMATS[fmt][1]
+        if end and end <= start:
+            raise InvalidInput(f"the range {_num(start)}-{_num(end)} s ends before it starts",
+                               hint="give START-END with END after START, e.g. --range 1.5-4")
+        if what == "audio" and (w or h or fps):
+            raise InvalidInput(f"a size and a frame rate do not apply to {fmt} (audio)",
+                               hint="leave --size and --fps out for an audio format (width, height and fps 0)")
+        if kind == "vector" and (w or h or fps or end):
+            raise InvalidInput("a Lottie asset exports as is: a size, frame rate and range do not apply",
+                               hint="leave --size, --fps and --range out for a Lottie asset")
+        # ffmpeg spins forever on a still looped for less than one frame, and a
+        # clip cut that short encodes to nothing: refuse before any job runs.
+        span = end - start if end else STILL_SECONDS if kind == "image" else 0
+        rate = fps or (25 if kind == "image" else 0)
+        if what in ("video", "frames") and span and rate and span * rate < 1 - 1e-9:
+            raise InvalidInput(f"{rate:g} fps over {span:g} s gives no frame: an export needs at least one",
+                               hint=f"raise --fps to at least {1 / span:.3g}, or export a longer --range")
+        if fmt in ("mp4", "webm") and (w % 2 or h % 2):
+            raise InvalidInput(f"{w}x{h}: {fmt} needs even width and height",
+                               hint="e.g. --size 1280x720 (width=1280, height=720), or 0 to keep the source's")
+
+    def check_params(self, params: dict[str, Any], extension: str) -> None:
+        ext = extension.lower().lstrip(".")
+        if not fits_name(params["format"], ext):
+            right = format_of_output("x." + ext)
+            raise InvalidInput(f"a .{ext} name for format {params['format']}",
+                               hint=f"set format={right} to match the name" if right else "name the output for its format")
+
+    def check_media(self, params: dict[str, Any], extension: str, inputs: list) -> None:
+        import msgspec
+
+        name, info = inputs[0]
+        media = msgspec.structs.asdict(info)
+        check_source(name, source_kind(info.kind, media), media, params)
+
     def run(self, ctx: RunContext) -> None:
+        from lattice.media import extension
+
         p = self.normalize(ctx.params)
+        self.check_params(p, extension(ctx.output.name))
         render(ctx.inputs[0], ctx.output, p, progress=ctx.progress, timeout=ctx.timeout, on_process=ctx.on_process)
 
 
@@ -399,7 +449,7 @@ def resolve_target(repo: Repository, out: str | None, source: str, fmt: str, cwd
     from lattice.media import MEDIA, extension
 
     named = extension(final.name)
-    if ext and named in MEDIA and named != ext and not (ext == "jpg" and named == "jpeg"):
+    if ext and named in MEDIA and not fits_name(fmt, named):
         raise InvalidInput(f"-o {out}: a .{named} name for --format {fmt}", hint=f"name it .{ext}, or pick --format to match")
     if root not in (parent, *parent.parents):
         return Target(final, None)
@@ -500,12 +550,7 @@ def export(repo: Repository, name: str, options: ExportOptions, out: str | None,
     v = record.effective
     kind = source_kind(record.kind, v.media)
     params = options.params(kind)
-    check_compatible(name, kind, options.format)
-    if FORMATS[options.format][1] == "audio" and v.media and not v.media.get("audio_codec"):
-        raise InvalidInput(f"{name} has no audio stream to export as {options.format}")
-    dur = (v.media or {}).get("duration")
-    if params["end"] and dur and params["start"] >= dur and kind != "image":
-        raise InvalidInput(f"--range {options.range}: starts after the end of {name} ({dur:g} s)", hint=f"give a range within 0-{dur:g}, or leave --range out for all of it")
+    check_source(name, kind, v.media, params)
     target = resolve_target(repo, out, name, options.format, cwd)
     regenerated = ensure_present(repo, name, v.number, regen=regen, notify=notify)
     if target.asset is None:

@@ -121,6 +121,7 @@ def regen_step(
         deterministic=bool(gen.deterministic),
     )
     gen.check_output(extension(name))
+    gen.check_params(new.params, extension(name))
     gen.check_inputs(len(new.inputs))
     check_media(repo, gen, new.params, extension(name), list(new.inputs), list(new.input_objects))
     new.key = recipe_key(new)

@@ -77,6 +77,7 @@ def build(
     generator.check_output(extension(name))
     generator.check_inputs(len(inputs))
     normalized = generator.normalize(params)
+    generator.check_params(normalized, extension(name))
     index = repo.index
     objects = []
     for inp in inputs:

@@ -311,3 +311,35 @@ def test_an_export_never_replaces_another_asset_or_unrecorded_edits(tmp_repo):
     r = run_cli("export", "still.png", "-o", "other.png", "--size", "16x12", cwd=tmp_repo.root)
     assert r.code == 0, r.err
     assert len(Repository.find(tmp_repo.root).record("other.png").versions) == 2
+
+
+def _clip(repo, name="v.mp4", seed="1"):
+    r = run_cli("gen", name, "--model", "ffmpeg.testsrc", "--seed", seed, "--set", "width=32", "--set", "height=24",
+                "--set", "duration=0.2", "--set", "fps=10", cwd=repo.root)
+    assert r.code == 0, r.err
+
+
+def _no_export_queued(repo):
+    return all(j["type"] != "export" for j in run_cli("queue", "ls", "--json", cwd=repo.root).json)
+
+
+def test_the_export_generator_checks_its_parameters_wherever_it_runs_from(tmp_repo):
+    """gen and regen pass through the same checks as `lattice export`: the
+    format must suit the name, and mp4 needs even sides, before any job."""
+    root = tmp_repo.root
+    _clip(tmp_repo)
+    assert run_cli("export", "v.mp4", "-o", "v.gif", cwd=root).code == 0
+    before = (root / "v.gif").read_bytes()
+    cases = [
+        (["regen", "v.gif", "--set", "format=webm"], "a .gif name for format webm"),
+        (["gen", "y.gif", "--model", "lattice.export", "-i", "v.mp4"], "a .gif name for format mp4"),
+        (["gen", "z.mp4", "--model", "lattice.export", "-i", "v.mp4", "--set", "format=mp4", "--set", "width=33",
+          "--set", "height=17"], "33x17: mp4 needs even width and height"),
+        (["gen", "s.wav", "--model", "lattice.export", "-i", "v.mp4", "--set", "format=wav"], "v.mp4 has no audio stream"),
+    ]
+    for args, message in cases:
+        r = run_cli(*args, cwd=root)
+        assert r.code == 4 and message in r.err.splitlines()[0], (args, r.err)
+    assert (root / "v.gif").read_bytes() == before and len(tmp_repo.record("v.gif").versions) == 1
+    assert sorted(tmp_repo.index.names()) == ["v.gif", "v.mp4"]
+    assert len(run_cli("queue", "ls", "--json", cwd=root).json) == 2  # the clip and the first export

@@ -134,6 +134,10 @@ class Generator:
         """Refuse values that pass their type and range but not the
         generator (a malformed rule string): at `gen`, not at render time."""
 
+    def check_params(self, params: dict[str, Any], extension: str) -> None:
+        """Refuse (normalized) params that do not suit the output's extension
+        (lattice.export's format): at `gen` and `regen`, before any job runs."""
+
     def check_media(self, params: dict[str, Any], extension: str, inputs: list[tuple[str, Any]]) -> None:
         """Refuse inputs that cannot work (a sound where a picture is needed,
         a frame past the end), from each input's (asset name, MediaInfo): at
