@@ -81,6 +81,7 @@ ACCEPTS = {
 EMBEDS = {"png", "mp4", "webm", "mp3"}  # formats whose file carries the recipe
 STILL_SECONDS = 1.0  # length of a video or Lottie made from a still without --range
 SIDECAR = ".lattice.json"
+NAME_MAX = 255  # bytes in one file name, on every common file system
 
 
 # -- parsing options ---------------------------------------------------------------
@@ -418,10 +419,17 @@ class ExportResult:
     regenerated: list[str] | None = None
 
 
-def resolve_target(repo: Repository, out: str | None, source: str, fmt: str, cwd: Path) -> Target:
+def carries_recipe(fmt: str, kind: str) -> bool:
+    """Whether an export's own file holds its recipe; if not, a
+    `<out>.lattice.json` sidecar does (outside the project, and for frames)."""
+    return fmt in EMBEDS or (FORMATS[fmt][1] == "lottie" and kind != "vector")
+
+
+def resolve_target(repo: Repository, out: str | None, source: str, fmt: str, cwd: Path, kind: str) -> Target:
     """Where the export goes; refuses `.lattice/`, a symlink as the target,
-    and (inside the project) a name that leaves it through a symlink."""
-    from lattice.paths import check_name, confine
+    a name that cannot be made (under a file, too long), and (inside the
+    project) a name that leaves it through a symlink."""
+    from lattice.paths import check_creatable, check_name, confine
 
     ext = FORMATS[fmt][0]
     if not out:
@@ -437,10 +445,19 @@ def resolve_target(repo: Repository, out: str | None, source: str, fmt: str, cwd
     if final == Path(os.path.realpath(repo.dir)) or Path(os.path.realpath(repo.dir)) in (parent, *parent.parents):
         raise UnsafePath(f"-o {out}: is inside .lattice/, which only lattice writes")
     inside = root in (parent, *parent.parents)
-    if not parent.is_dir() and not inside:  # folders inside the project are made as needed
-        raise InvalidInput(f"-o {out}: the folder {parent} does not exist", hint="create it first, or name another output")
+    if inside and final != root:  # folders inside the project are made as needed, but never under a file
+        check_creatable(root, final.relative_to(root).as_posix())
+    elif not parent.is_dir():
+        why = "is a file, so nothing can be created under it" if os.path.lexists(parent) else "does not exist"
+        raise InvalidInput(f"-o {out}: the folder {parent} {why}", hint="create it first, or name another output")
     if parent.is_dir() and not os.access(parent, os.W_OK):
         raise InvalidInput(f"-o {out}: the folder {parent} is not writable", hint="name an output where you may write")
+    sidecar = fmt == "frames" or not (inside or carries_recipe(fmt, kind))
+    for part in final.parts[1:] + ((final.name + SIDECAR,) if sidecar else ()):
+        if len(part.encode()) > NAME_MAX:
+            beside = f" (with its {SIDECAR} sidecar)" if part.endswith(SIDECAR) and sidecar else ""
+            raise InvalidInput(f"-o {out}: a name{beside} is longer than the {NAME_MAX} bytes a file system allows",
+                               hint="name a shorter output")
     if fmt == "frames":
         _check_frames_dir(repo, final, out, source, root, Path(os.path.realpath(cwd)))
         return Target(final, None)
@@ -451,10 +468,11 @@ def resolve_target(repo: Repository, out: str | None, source: str, fmt: str, cwd
     named = extension(final.name)
     if ext and named in MEDIA and not fits_name(fmt, named):
         raise InvalidInput(f"-o {out}: a .{named} name for --format {fmt}", hint=f"name it .{ext}, or pick --format to match")
-    if root not in (parent, *parent.parents):
+    if not inside:
         return Target(final, None)
     name = check_name(final.relative_to(root).as_posix())
     confine(repo.root, name)
+    repo.check_not_under_asset([name])
     if name == source:
         raise InvalidInput(f"-o {out}: is the asset being exported", hint="name another output")
     if ext and not name.lower().endswith("." + ext):
@@ -504,6 +522,7 @@ def _check_frames_dir(repo: Repository, final: Path, out: str, source: str, root
         if tracked:
             raise InvalidInput(f"-o {out}: holds tracked assets ({', '.join(tracked[:3])}); a frames export would replace them",
                                hint="name a new directory for the frames, e.g. -o shot-frames")
+        repo.check_not_under_asset([rel])
     if not final.exists():
         return
     if not final.is_dir():
@@ -551,7 +570,7 @@ def export(repo: Repository, name: str, options: ExportOptions, out: str | None,
     kind = source_kind(record.kind, v.media)
     params = options.params(kind)
     check_source(name, kind, v.media, params)
-    target = resolve_target(repo, out, name, options.format, cwd)
+    target = resolve_target(repo, out, name, options.format, cwd, kind)
     regenerated = ensure_present(repo, name, v.number, regen=regen, notify=notify)
     if target.asset is None:
         params["embed"] = json.dumps({"lattice": {"asset": name, "version": v.number, "object": v.object,
@@ -624,8 +643,9 @@ def _write_file(src: Path, out: Path, p: dict, hooks) -> bool:
                 tmp.unlink()
         return embedded
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}{TEMP_MARK}{uuid.uuid4().hex[:8]}")
-    old = out.with_name(f".{out.name}{TEMP_MARK}old-{uuid.uuid4().hex[:8]}")
+    stem = out.name.encode()[:NAME_MAX - 32].decode(errors="ignore")  # a long name is cut, as fsutil.create_temp does
+    tmp = out.with_name(f".{stem}{TEMP_MARK}{uuid.uuid4().hex[:8]}")
+    old = out.with_name(f".{stem}{TEMP_MARK}old-{uuid.uuid4().hex[:8]}")
     try:
         render(src, tmp, p, progress=hooks.progress, timeout=hooks.timeout, on_process=hooks.on_process)
         if out.exists():

@@ -323,6 +323,32 @@ def _no_export_queued(repo):
     return all(j["type"] != "export" for j in run_cli("queue", "ls", "--json", cwd=repo.root).json)
 
 
+def test_a_path_an_export_cannot_use_is_refused_before_any_job(tmp_repo, tmp_path):
+    """Under a file, or a name too long: one error line naming the path,
+    exit 4, no job queued and no asset recorded."""
+    root, outside = tmp_repo.root, tmp_path / "outside"
+    outside.mkdir()
+    _clip(tmp_repo)
+    tmp_repo.gen({"notes.txt": "hi\n"})
+    cases = [
+        (["-o", "v.mp4/x.png"], "v.mp4/x.png: v.mp4 is a file, so nothing can be created under it"),
+        (["-o", "notes.txt/y.png"], "notes.txt/y.png: notes.txt is a file, so nothing can be created under it"),
+        (["-f", "frames", "-o", "v.mp4/fr"], "v.mp4/fr: v.mp4 is a file"),
+        (["-f", "frames", "-o", "x" * 252], "longer than the 255 bytes a file system allows"),
+        (["-o", str(outside / ("x" * 250 + ".gif"))], "(with its .lattice.json sidecar) is longer than"),
+        (["-o", str(root / "notes.txt" / "z.png")], "notes.txt/z.png: notes.txt is a file"),
+    ]
+    for args, message in cases:
+        r = run_cli("export", "v.mp4", *args, cwd=root)
+        assert r.code == 4 and message in r.err and len(r.err.splitlines()) <= 2, (args, r.err)
+    assert sorted(tmp_repo.index.names()) == ["v.mp4"]
+    assert _no_export_queued(tmp_repo) and not list(outside.iterdir())
+    # A long name that fits, with the sidecar and the temporary folder beside it.
+    r = run_cli("export", "v.mp4", "-f", "frames", "-o", "f" * 242, cwd=root)
+    assert r.code == 0, r.err
+    assert (root / ("f" * 242 + ".lattice.json")).exists()
+
+
 def test_the_export_generator_checks_its_parameters_wherever_it_runs_from(tmp_repo):
     """gen and regen pass through the same checks as `lattice export`: the
     format must suit the name, and mp4 needs even sides, before any job."""
