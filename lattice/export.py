@@ -16,7 +16,8 @@ Formats and what each quality preset means (also in `lattice export --help`):
         the image embedded; video cannot become Lottie
 
 The recipe travels with the file: PNG text chunk, MP4/WebM/MP3 `comment`
-metadata, Lottie `meta`; other formats get a `<out>.lattice.json` sidecar.
+metadata, Lottie `meta`; other formats get a `<out>.lattice.json` sidecar,
+which replaces only the sidecar of an earlier export of the same source.
 An export written inside the project becomes an asset whose recipe is
 generator `lattice.export` with the source as input, so `lattice render`
 re-makes it and gc may evict it like any output; a frames directory is not
@@ -427,8 +428,9 @@ def carries_recipe(fmt: str, kind: str) -> bool:
 
 def resolve_target(repo: Repository, out: str | None, source: str, fmt: str, cwd: Path, kind: str) -> Target:
     """Where the export goes; refuses `.lattice/`, a symlink as the target,
-    a name that cannot be made (under a file, too long), and (inside the
-    project) a name that leaves it through a symlink."""
+    a name that cannot be made (under a file, too long), a sidecar that
+    is not an earlier export's, and (inside the project) a name that leaves
+    it through a symlink."""
     from lattice.paths import check_creatable, check_name, confine
 
     ext = FORMATS[fmt][0]
@@ -460,6 +462,7 @@ def resolve_target(repo: Repository, out: str | None, source: str, fmt: str, cwd
                                hint="name a shorter output")
     if fmt == "frames":
         _check_frames_dir(repo, final, out, source, root, Path(os.path.realpath(cwd)))
+        _check_sidecar(repo, final, out, source, fmt, root)
         return Target(final, None)
     if final.is_dir():
         raise InvalidInput(f"-o {out}: is a directory", hint=f"name a file, e.g. -o {out.rstrip('/')}/{Path(source).stem}.{ext}")
@@ -469,6 +472,8 @@ def resolve_target(repo: Repository, out: str | None, source: str, fmt: str, cwd
     if ext and named in MEDIA and not fits_name(fmt, named):
         raise InvalidInput(f"-o {out}: a .{named} name for --format {fmt}", hint=f"name it .{ext}, or pick --format to match")
     if not inside:
+        if sidecar:
+            _check_sidecar(repo, final, out, source, fmt, root)
         return Target(final, None)
     name = check_name(final.relative_to(root).as_posix())
     confine(repo.root, name)
@@ -533,17 +538,33 @@ def _check_frames_dir(repo: Repository, final: Path, out: str, source: str, root
             f"-o {out}: holds files that are not frames ({', '.join(sorted(strangers)[:3])})",
             hint="frames replace only an earlier frame sequence: name a new directory",
         )
-    if any(final.iterdir()) and _frames_source(final) != source:
+    if any(final.iterdir()) and _sidecar_source(final, frames=True) != source:
         raise InvalidInput(f"-o {out}: holds frames that are not an earlier frames export of {source}; exporting would overwrite them",
                            hint="name a new directory for the frames, or move these aside")
 
 
-def _frames_source(final: Path) -> str | None:
-    """The asset an earlier frames export into `final` was made from, by the
-    sidecar it wrote beside the directory; None when there is none."""
+def _check_sidecar(repo: Repository, final: Path, out: str, source: str, fmt: str, root: Path) -> None:
+    """The `<out>.lattice.json` an export writes replaces only the sidecar
+    of an earlier export of the same source (frames for frames): never a
+    tracked or other file."""
+    side = Path(str(final) + SIDECAR)
+    if not os.path.lexists(side):
+        return
+    tracked = root in side.parents and repo.index.get(side.relative_to(root).as_posix()) is not None
+    frames = fmt == "frames"
+    if tracked or side.is_symlink() or _sidecar_source(final, frames=frames) != source:
+        what = "a tracked asset" if tracked else f"not the sidecar of an earlier {'frames ' if frames else ''}export of {source}"
+        raise InvalidInput(f"-o {out}: {side.name} exists and is {what}; exporting would overwrite it",
+                           hint="move it aside, or name another output")
+
+
+def _sidecar_source(final: Path, *, frames: bool) -> str | None:
+    """The asset an earlier export to `final` was made from, by the sidecar
+    it wrote beside it (a frames export's when `frames`, else a file's);
+    None when there is none."""
     try:
         meta = json.loads(Path(str(final) + SIDECAR).read_text())["lattice"]
-        return meta["asset"] if meta["export"]["format"] == "frames" else None
+        return meta["asset"] if (meta["export"]["format"] == "frames") == frames else None
     except (OSError, ValueError, KeyError, TypeError):
         return None
 

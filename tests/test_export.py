@@ -323,6 +323,33 @@ def _no_export_queued(repo):
     return all(j["type"] != "export" for j in run_cli("queue", "ls", "--json", cwd=repo.root).json)
 
 
+def test_an_export_replaces_only_a_sidecar_an_earlier_export_of_the_asset_wrote(tmp_repo, tmp_path):
+    root = tmp_repo.root
+    _clip(tmp_repo)
+    _clip(tmp_repo, "w.mp4", "2")
+    tmp_repo.gen({"shots.lattice.json": "my notes\n", "other.lattice.json": "untracked precious\n"})
+    assert run_cli("add", "shots.lattice.json", cwd=root).code == 0
+    for out, what in (("shots", "is a tracked asset"), ("other", "is not the sidecar of an earlier frames export of v.mp4")):
+        r = run_cli("export", "v.mp4", "-f", "frames", "-o", out, cwd=root)
+        assert r.code == 4 and f"{out}.lattice.json exists and {what}" in r.err, r.err
+        assert r.err.startswith("error: ") and "hint: " in r.err and not (root / out).exists()
+    assert (root / "shots.lattice.json").read_text() == "my notes\n"
+    assert (root / "other.lattice.json").read_text() == "untracked precious\n"
+    # The same rule for a file outside the project whose recipe goes beside it.
+    side = tmp_path / "o.gif.lattice.json"
+    side.write_text("precious\n")
+    r = run_cli("export", "v.mp4", "-o", str(tmp_path / "o.gif"), cwd=root)
+    assert r.code == 4 and "o.gif.lattice.json exists and is not the sidecar of an earlier export of v.mp4" in r.err, r.err
+    assert side.read_text() == "precious\n" and not (tmp_path / "o.gif").exists()
+    side.unlink()
+    for _ in range(2):  # its own sidecar is replaced
+        assert run_cli("export", "v.mp4", "-o", str(tmp_path / "o.gif"), cwd=root).code == 0
+    r = run_cli("export", "w.mp4", "-o", str(tmp_path / "o.gif"), cwd=root)
+    assert r.code == 4 and "not the sidecar of an earlier export of w.mp4" in r.err, r.err
+    assert json.loads(side.read_text())["lattice"]["asset"] == "v.mp4"
+    assert len(run_cli("queue", "ls", "--json", cwd=root).json) == 4  # two clips, two exports: no refused one queued
+
+
 def test_a_path_an_export_cannot_use_is_refused_before_any_job(tmp_repo, tmp_path):
     """Under a file, or a name too long: one error line naming the path,
     exit 4, no job queued and no asset recorded."""

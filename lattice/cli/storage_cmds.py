@@ -118,7 +118,8 @@ Quality presets (default production):
 Outside the project, the recipe is embedded in PNG, MP4, WebM, MP3 and
 Lottie made from images, otherwise written to OUT.lattice.json; inside it,
 the export is an asset and its manifest record holds the recipe (frames
-get the OUT.lattice.json sidecar wherever they are).
+get the OUT.lattice.json sidecar wherever they are). A sidecar replaces only
+one an earlier export of the same asset wrote.
 """
 
 
