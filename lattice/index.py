@@ -8,7 +8,6 @@ manifest (`lattice fsck --repair`)."""
 from __future__ import annotations
 
 import json
-import marshal
 import os
 import sqlite3
 import threading
@@ -16,6 +15,7 @@ from pathlib import Path
 from typing import Iterable, Iterator, NamedTuple
 
 from lattice.errors import RepositoryCorrupt
+from lattice.manifest import stamps_digest
 
 SCHEMA_VERSION = 1
 
@@ -57,19 +57,6 @@ CREATE TABLE IF NOT EXISTS parked(blob TEXT PRIMARY KEY, body BLOB NOT NULL);
 -- Media facts depend only on the content: probe an object once.
 CREATE TABLE IF NOT EXISTS media(object TEXT PRIMARY KEY, facts TEXT NOT NULL);
 """
-
-
-def stamps_digest(stamps: dict, sort: bool = False) -> str:
-    """A digest of manifest files' stamps (name → (mtime_ns, size, inode)),
-    in the order given or, with `sort`, by name. Marshal format 2 has no
-    back-references, so equal dicts in equal order give equal bytes.
-    Commands compare the listing's order (free); a writer stores the sorted
-    one, as it cannot know where the filesystem lists a new or renamed file."""
-    import blake3
-
-    if sort:
-        stamps = {name: stamps[name] for name in sorted(stamps)}
-    return blake3.blake3(marshal.dumps(stamps, 2)).hexdigest()
 
 
 class Row(NamedTuple):

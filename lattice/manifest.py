@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import marshal
 import os
 import stat
 from pathlib import Path
@@ -24,6 +25,19 @@ if TYPE_CHECKING:
     from lattice.records import AssetRecord
 
 SUFFIX = ".toml"
+
+
+def stamps_digest(stamps: dict, sort: bool = False) -> str:
+    """A digest of manifest files' stamps (name → (mtime_ns, size, inode)),
+    in the order given or, with `sort`, by name. Marshal format 2 has no
+    back-references, so equal dicts in equal order give equal bytes.
+    Commands compare the listing's order (free); a writer stores the sorted
+    one, as it cannot know where the filesystem lists a new or renamed file."""
+    import blake3
+
+    if sort:
+        stamps = {name: stamps[name] for name in sorted(stamps)}
+    return blake3.blake3(marshal.dumps(stamps, 2)).hexdigest()
 
 
 class Manifest:

@@ -218,7 +218,7 @@ class Repository:
         the stamps; a full comparison after a change that did not store
         one); returns the names re-indexed. `digest`: that of the stamps in
         listing order, already computed (status has it computed beside)."""
-        from lattice.index import stamps_digest
+        from lattice.manifest import stamps_digest
 
         index = self.index
         stored = index.manifest_digest()

@@ -39,9 +39,10 @@ def status(repo: Repository, untracked: bool = True) -> list[Entry]:
     # files run on a second core while this one checks the working files
     # against the index as it stands; a manifest that moved on under the
     # index (a `git pull`) is synced and the working files looked at again.
-    # The index is opened first: both processes then have its modules loaded.
-    index = repo.open_index()
+    # The child starts first: it needs neither SQLite nor the index, which
+    # this process loads meanwhile.
     with Beside(functools.partial(_manifest_and_new, repo, untracked)) as beside:
+        index = repo.open_index()
         entries, refresh = _tracked(repo, index)
         digest, new = beside.result()
     if repo.sync_index(digest):
@@ -58,7 +59,7 @@ def status(repo: Repository, untracked: bool = True) -> list[Entry]:
 def _manifest_and_new(repo: Repository, untracked: bool) -> tuple[str, list[str]]:
     """The digest of the manifest files' stamps (what sync_index compares),
     and the untracked media files (none unless `untracked`)."""
-    from lattice.index import stamps_digest
+    from lattice.manifest import stamps_digest
 
     seen = repo.manifest.stamps()
     return stamps_digest(seen), _untracked(repo, seen.keys()) if untracked else []

@@ -843,7 +843,8 @@ def test_a_write_stores_the_digest_of_what_it_wrote(tmp_repo, monkeypatch):
     """A command that changes assets keeps the stamps it found in step with
     its writes and stores their digest with its commit: the next command
     compares one value, and still notices a hand edit made after the write."""
-    from lattice.index import Index, stamps_digest
+    from lattice.index import Index
+    from lattice.manifest import stamps_digest
 
     repo = tmp_repo.gen({"a.txt": "one", "b.txt": "two"})
     add(repo, ["."], cwd=repo.root)
