@@ -111,6 +111,21 @@ class Conflict(LatticeError):
     exit_code = 12
 
 
+def job_failed(exit_code: int | None, message: str, hint: str | None = None) -> LatticeError:
+    """The error for work that failed in a queued job, which the queue keeps
+    as its text and exit code: of the class with that code (GeneratorFailed
+    when the code is unknown)."""
+    by_code = {c.exit_code: c for c in (UsageError, InvalidInput, RepositoryCorrupt, LockTimeout, ContentChanged,
+                                        GeneratorFailed, TrustRequired, QueueError, HistoryError, Conflict)}
+    return by_code.get(exit_code, GeneratorFailed)(message, hint)
+
+
+def exit_code_of(e: BaseException) -> int | None:
+    """The exit code an exception stands for: a LatticeError's own; None for
+    anything else (a bug, an unexpected failure)."""
+    return e.exit_code if isinstance(e, LatticeError) else None
+
+
 # Where library warnings go (a change recorded, but history fell behind).
 # The library never prints: by default they go to the `lattice` logger; the
 # CLI points them at stderr without loading logging on every start.

@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from lattice.errors import GeneratorFailed, InvalidInput, UnsafePath
+from lattice.errors import GeneratorFailed, InvalidInput, UnsafePath, job_failed
 from lattice.generators.base import Generator, Param, RunContext
 from lattice.repo import Repository
 
@@ -609,8 +609,8 @@ def export(repo: Repository, name: str, options: ExportOptions, out: str | None,
     job = q.submit("export", payload, estimate_key=f"export:{options.format}:{options.quality}")
     [done] = run_until_done(repo, [job.id], on_poll=on_poll)
     if done.state != "succeeded":
-        raise GeneratorFailed(f"export job {done.id} {done.state}: {done.error or ''}".strip(),
-                              hint=f"`lattice queue show {done.id}` has the details")
+        raise job_failed(done.exit_code, f"export job {done.id} {done.state}: {done.error or ''}".strip(),
+                         hint=f"`lattice queue show {done.id}` has the details")
     result = msgspec.convert(done.result, ExportResult)
     result.regenerated = regenerated
     return result

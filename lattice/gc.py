@@ -47,7 +47,7 @@ from typing import Any, Callable
 import msgspec
 
 from lattice.catalog import AssetFacts, Catalog, Fact, load_catalog, storage_db
-from lattice.errors import GeneratorFailed, InvalidInput
+from lattice.errors import InvalidInput, job_failed
 from lattice.repo import Repository
 
 DAY = 86400.0
@@ -434,8 +434,8 @@ def run_gc(repo: Repository, options: GcOptions, on_poll: Callable[[list], None]
     job = q.submit("gc", {"op": "collect", "root": str(repo.root), "options": asdict(options)})
     [done] = run_until_done(repo, [job.id], on_poll=on_poll)
     if done.state != "succeeded":
-        raise GeneratorFailed(f"gc job {done.id} {done.state}: {done.error or ''}".strip(),
-                              hint=f"`lattice queue show {done.id}` has the details")
+        raise job_failed(done.exit_code, f"gc job {done.id} {done.state}: {done.error or ''}".strip(),
+                         hint=f"`lattice queue show {done.id}` has the details")
     return msgspec.convert(done.result, GcResult)
 
 

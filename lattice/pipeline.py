@@ -343,6 +343,25 @@ def outcomes(steps: list[Step], jobs: dict[str, int], finished: list) -> list[Ou
             reason = job.error or job.state
             status = "skipped" if job.blocked_by else "failed"
             tail = f"\n{job.stderr_tail.strip()}" if job.stderr_tail and job.stderr_tail.strip() not in reason else ""
-            out.append(Outcome(step.name, step.action, status, error=reason + tail))
+            out.append(Outcome(step.name, step.action, status, error=reason + tail, exit_code=job.exit_code))
     return out
 
+
+def exit_code(results: list[Outcome]) -> int:
+    """How a command whose steps ran exits (README, "Exit codes"): 0 when
+    every step succeeded. When steps failed: their cause's code when they
+    share one (8 a generator failed, 6 the repository was locked, 13 a
+    write was refused, …; a step skipped because its input failed shares
+    its input's), else 1, with every failure listed. Steps skipped over
+    unrecorded edits, with nothing failed: 1. A step superseded by another
+    change, nothing else wrong: 12."""
+    failed = {r.exit_code or 1 for r in results if r.status == "failed"}
+    if not failed:  # skipped only because an input failed: that failure is the cause
+        failed = {r.exit_code for r in results if r.status == "skipped" and r.exit_code}
+    if failed:
+        return failed.pop() if len(failed) == 1 else 1
+    if any(r.status == "skipped" for r in results):
+        return 1
+    if any(r.status == "superseded" for r in results):
+        return 12
+    return 0

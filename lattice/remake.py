@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Callable, Container
 
 from lattice.catalog import touch
-from lattice.errors import GeneratorFailed, InvalidInput, RepositoryCorrupt
+from lattice.errors import GeneratorFailed, InvalidInput, RepositoryCorrupt, job_failed
 from lattice.repo import Repository
 
 # -- bringing evicted outputs back -------------------------------------------------
@@ -55,8 +55,8 @@ def ensure_present(repo: Repository, name: str, number: int | None = None, *, re
         order.append(job.id)
     for job in run_until_done(repo, order):
         if job.state != "succeeded":
-            raise GeneratorFailed(f"re-making {spec} failed: {job.error or job.state}",
-                                  hint=f"`lattice queue show {job.id}` has the details")
+            raise job_failed(job.exit_code, f"re-making {spec} failed: {job.error or job.state}",
+                             hint=f"`lattice queue show {job.id}` has the details")
     return list(ids)
 
 

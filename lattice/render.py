@@ -57,6 +57,7 @@ class Outcome:
     object: str | None = None
     error: str = ""
     seconds: float = 0.0
+    exit_code: int | None = None  # failed or skipped: why, as the CLI's exit code (lattice.errors); None: unknown
 
 
 @dataclass
@@ -400,12 +401,14 @@ def _run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outco
 
 class NotWritten(LatticeError):
     """A version was recorded, but its working file could not be written. A
-    retry would find the version there and record nothing: not retried."""
+    retry would find the version there and record nothing: not retried. Its
+    exit code is its cause's."""
 
     retryable = False
 
 
 def _write_recorded(repo: Repository, name: str, version: Version, hooks: Hooks) -> None:
+    from lattice.errors import exit_code_of
     from lattice.queue.schema import RECORDED_STAGE
     from lattice.worktree import materialize
 
@@ -414,10 +417,12 @@ def _write_recorded(repo: Repository, name: str, version: Version, hooks: Hooks)
         materialize(repo, name, version.object, version.size)
     except (OSError, LatticeError) as e:
         why = e.message.removeprefix(f"{name}: ") if isinstance(e, LatticeError) else e.strerror or str(e)
-        raise NotWritten(
+        failed = NotWritten(
             f"{name} v{version.number} was recorded, but its working file could not be written: {why}",
             hint=f"fix that (permissions, free space, a file where a folder belongs), then `lattice checkout {name}` writes it",
-        ) from None
+        )
+        failed.exit_code = exit_code_of(e) or NotWritten.exit_code
+        raise failed from None
 
 
 def refreshed_recipe(repo: Repository, record: AssetRecord) -> tuple[Recipe, list[str]]:

@@ -31,7 +31,10 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
-from lattice.errors import Conflict, InvalidInput, LatticeError, QueueError, RepositoryCorrupt, TrustRequired, UsageError
+from lattice.errors import (
+    Conflict, GeneratorFailed, InvalidInput, LatticeError, QueueError, RepositoryCorrupt, TrustRequired, UsageError,
+    exit_code_of,
+)
 from lattice.queue import Job, JobQueue
 from lattice.queue.schema import RECORDED_STAGE
 
@@ -311,7 +314,7 @@ class WorkerPool:
             elif run.deadline is not None and now >= run.deadline:
                 if run.kill("timeout"):
                     self._quietly(self.queue.fail, job.id, f"timed out after {job.timeout:g} s",
-                                  worker_id=run.worker_id)
+                                  worker_id=run.worker_id, exit_code=GeneratorFailed.exit_code)
                     self.stats["timed_out"] += 1
             elif now - run.last_beat >= min(self.lease / 3, 1.0):
                 run.last_beat = now
@@ -384,7 +387,8 @@ class WorkerPool:
                     # the supervisor could void the run): hand it back, not fail it.
                     run.kill("released")
                 if run.outcome is None:
-                    if self._quietly(self.queue.fail, job.id, error, str(tail), retry, worker_id=worker_id):
+                    if self._quietly(self.queue.fail, job.id, error, str(tail), retry, worker_id=worker_id,
+                                     exit_code=exit_code_of(e)):
                         will_retry = retry and job.attempts <= job.max_retries
                         self.stats["retried" if will_retry else "failed"] += 1
             else:

@@ -362,7 +362,7 @@ def test_a_bad_input_found_only_at_run_time_names_the_asset(tmp_repo):
     assert r.code == 4 and "error: v.mp4 has 4 frames; there is no frame 50" in r.err, r.err
     # The input shrinks under a recipe already made: only the cascade's job finds out.
     r = run_cli("regen", "v.mp4", "--set", "duration=0.2", cwd=tmp_repo.root)
-    assert r.code == 1 and "failed: f.png: v.mp4 has 2 frames; there is no frame 3" in r.err and "tmp" not in r.err, r.err
+    assert r.code == 4 and "failed: f.png: v.mp4 has 2 frames; there is no frame 3" in r.err and "tmp" not in r.err, r.err
 
 
 def test_a_context_without_input_names_falls_back_to_the_file_name(tmp_path):

@@ -279,6 +279,34 @@ def test_dependency_failure_propagates_and_retry_revives_the_chain(tmp_path):
         q.retry([d.id])
 
 
+def test_a_queue_of_format_1_gains_exit_codes_and_keeps_its_jobs(tmp_path):
+    """A queue.db made before jobs kept exit codes (format 1) is brought up
+    to date when opened, once, whoever opens it first; its jobs stay."""
+    import sqlite3
+
+    from lattice.queue import SCHEMA_VERSION
+    from lattice.queue.schema import _SCHEMA
+
+    old = _SCHEMA.replace("blocked_by INTEGER,", "blocked_by INTEGER").split("exit_code INTEGER")[0]
+    old += _SCHEMA.split("exit_code INTEGER", 1)[1].split("\n", 1)[1]
+    db = sqlite3.connect(tmp_path / "queue.db")
+    db.executescript(old)
+    assert "exit_code" not in [r[1] for r in db.execute("PRAGMA table_info(jobs)")]
+    db.execute("INSERT INTO jobs (type, priority, state, payload, slot, user, host, max_retries, queued_at, next_try)"
+               " VALUES ('image', 2, 'queued', '{}', 'cpu', 'u', 'h', 0, 0, 0)")
+    db.execute("PRAGMA user_version=1")
+    db.commit()
+    db.close()
+    q, again = open_queue(tmp_path), open_queue(tmp_path)
+    [job] = q.list()
+    assert (job.state, job.exit_code) == ("queued", None)
+    with sqlite3.connect(tmp_path / "queue.db") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    claimed = again.claim("w")
+    assert again.fail(claimed.id, "locked", retry=False, worker_id="w", exit_code=6)
+    assert q.get(job.id).exit_code == 6
+
+
 # -- cancel, dedupe, leases ----------------------------------------------------
 
 

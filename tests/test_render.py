@@ -158,7 +158,8 @@ def test_a_version_recorded_but_not_written_says_so_and_is_not_retried(tmp_repo,
     shutil.rmtree(tmp_repo.root / "out")
     (tmp_repo.root / "out").write_text("in the way")
     r = run_cli("regen", "out/a.txt", "--seed", "2", "--json", cwd=tmp_repo.root)
-    assert r.code == 1 and r.json[0]["status"] == "failed"
+    # Exit 4 as the file in the way is for `checkout`: the cause's code.
+    assert r.code == 4 and r.json[0]["status"] == "failed" and r.json[0]["exit_code"] == 4
     assert "out/a.txt v2 was recorded, but its working file could not be written" in r.json[0]["error"]
     assert len(tmp_repo.record("out/a.txt").versions) == 2
     job = run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json[0]
@@ -191,7 +192,7 @@ def test_failing_generator_leaves_previous_version_and_reports_stderr(tmp_repo, 
     gen(tmp_repo, "a.txt", "--model", "test.text", "--seed", "1")
     before = (tmp_repo.root / "a.txt").read_bytes()
     r = run_cli("gen", "a.txt", "--model", "test.fail", cwd=tmp_repo.root)
-    assert r.code == 1 and "failed: a.txt" in r.err and "boom: model exploded" in r.err
+    assert r.code == 8 and "failed: a.txt" in r.err and "boom: model exploded" in r.err  # 8: a generator failed
     # test.fail is deterministic: its failure would repeat, so it ran once, not once per retry.
     assert [line.split()[0] for line in run_log()] == ["test.text", "test.fail"]
     assert len(tmp_repo.record("a.txt").versions) == 1
@@ -213,9 +214,11 @@ def test_failure_skips_dependents_and_the_rest_goes_on(tmp_repo, tmp_path):
         tmp_repo.objects.remove(tmp_repo.record(name).current.object)
         os.unlink(tmp_repo.root / name)
     r = run_cli("render", "--json", cwd=tmp_repo.root)
-    assert r.code == 1
-    by = {o["name"]: o["status"] for o in r.json}
-    assert by == {"a.txt": "failed", "b.txt": "skipped", "solo.txt": "rendered"}
+    # The edit is caught as damage (5: its recorded key no longer matches);
+    # b, skipped for it, shares its cause.
+    assert r.code == 5
+    by = {o["name"]: (o["status"], o["exit_code"]) for o in r.json}
+    assert by == {"a.txt": ("failed", 5), "b.txt": ("skipped", 5), "solo.txt": ("rendered", None)}
 
 
 @pytest.mark.parametrize("declared", ["", "deterministic = true\nslot = \"gpu\"\n"])
@@ -246,7 +249,7 @@ def test_hanging_generator_times_out(tmp_repo):
     cfg = tmp_repo.dir / "config.toml"
     cfg.write_text(cfg.read_text() + "\n[queue.types.image]\nretries = 0\ntimeout = 1\n")
     r = run_cli("gen", "h.txt", "--model", "test.hang", cwd=tmp_repo.root)
-    assert r.code == 1 and "timed out" in r.err
+    assert r.code == 8 and "timed out" in r.err
     assert tmp_repo.index.count() == 0
 
 
@@ -440,7 +443,7 @@ def test_hand_edited_recipe_key_is_refused_not_cached(tmp_repo):
 
     rebuild_index(tmp_repo)
     r = run_cli("render", "a.txt", cwd=tmp_repo.root)
-    assert r.code == 1 and "does not match the recipe" in r.err
+    assert r.code == 5 and "does not match the recipe" in r.err  # 5: a damaged (hand-edited) manifest
     assert tmp_repo.index.cache_get(other_key) == tmp_repo.record("b.txt").current.object
 
 
@@ -684,7 +687,7 @@ def test_a_plug_in_that_raises_fails_once_with_one_line(tmp_repo, monkeypatch):
 
     monkeypatch.setattr(lattice_testgens.Text, "run", boom)
     r = run_cli("gen", "a.txt", "--model", "test.text", cwd=tmp_repo.root)
-    assert r.code == 1 and "generator test.text failed: RuntimeError: model weights missing" in r.err, r.err
+    assert r.code == 8 and "generator test.text failed: RuntimeError: model weights missing" in r.err, r.err
     assert "gave up after" not in r.err
     [job] = run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json
     assert job["attempts"] == 1
@@ -694,7 +697,7 @@ def test_a_plug_in_that_raises_fails_once_with_one_line(tmp_repo, monkeypatch):
 
     monkeypatch.setattr(lattice_testgens.Text, "run", folder)
     r = run_cli("gen", "b.txt", "--model", "test.text", cwd=tmp_repo.root)
-    assert r.code == 1 and "wrote something other than a regular file" in r.err, r.err
+    assert r.code == 8 and "wrote something other than a regular file" in r.err, r.err
     assert [p for p in (tmp_repo.dir / "tmp").iterdir() if not p.name.startswith("key-")] == []
 
 
@@ -885,3 +888,93 @@ def test_an_input_still_queued_is_named_as_such(tmp_repo, run_log):
     assert r.code == 4 and "job 1 that makes it is still queued" in r.err and "lattice worker --once" in r.err, r.err
     r = run_cli("gen", "c.txt", "--model", "test.join", "-i", "nope.txt", cwd=tmp_repo.root)
     assert r.code == 4 and "is not an asset" in r.err and "queued" not in r.err
+
+
+# -- exit codes of gen, regen and render --------------------------------------
+
+
+def test_gen_blocked_by_a_live_lock_exits_6_naming_the_holder(tmp_repo, monkeypatch):
+    """The job fails on the repository lock, in the inline worker: the
+    command exits 6 as any command kept out by the lock does, naming the
+    holder, and records nothing. The queue keeps the code with the text."""
+    import subprocess
+    import sys
+
+    import lattice.lock
+
+    monkeypatch.setattr(lattice.lock, "DEFAULT_TIMEOUT", 0.3)
+    cfg = tmp_repo.dir / "config.toml"
+    cfg.write_text(cfg.read_text() + "\n[queue.types.image]\nretries = 0\n")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys,time\nfrom lattice.lock import RepoLock\nl=RepoLock(sys.argv[1]); l.acquire(); print('held', flush=True); time.sleep(60)", str(tmp_repo.dir / "lock")],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        r = run_cli("gen", "a.txt", "--model", "test.text", cwd=tmp_repo.root)
+        assert r.code == 6, r.err
+        assert f"failed: a.txt: the repository is locked by pid {holder.pid}" in r.err and "Traceback" not in r.err
+        r = run_cli("gen", "b.txt", "--model", "test.text", "--json", cwd=tmp_repo.root)
+        assert r.code == 6 and r.json[0]["status"] == "failed" and r.json[0]["exit_code"] == 6
+        assert [j["exit_code"] for j in run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json] == [6, 6]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert tmp_repo.manifest.read("a.txt") is None and not (tmp_repo.root / "a.txt").exists()
+    assert gen(tmp_repo, "a.txt", "--model", "test.text").code == 0  # the holder gone, it goes through
+
+
+def test_a_failing_generator_exits_8_and_a_mix_of_causes_exits_1(tmp_repo):
+    """README, "Exit codes": a render whose failed steps share a cause exits
+    with its code (8: a generator failed), a dependent skipped for a failed
+    input counting as that failure; failures with different causes exit 1,
+    each listed. `render --check` still exits 1 for work to do."""
+    import json
+    import sys
+
+    script = "import os, sys\nif os.path.exists('broken'): sys.exit('out of memory')\nopen(sys.argv[1], 'w').write('made')\n"
+    (tmp_repo.root / "model.py").write_text(script)
+    cfg = tmp_repo.dir / "config.toml"
+    cfg.write_text(cfg.read_text() + f"\n[generators.model]\nargv = {json.dumps([sys.executable, 'model.py', '{output}'])}\n"
+                   'extensions = ["txt"]\ndeterministic = true\n')
+    assert run_cli("trust", cwd=tmp_repo.root).code == 0
+    gen(tmp_repo, "m.txt", "--model", "model")
+    gen(tmp_repo, "d.txt", "--model", "test.join", "--input", "m.txt")
+    gen(tmp_repo, "k.txt", "--model", "test.text", "--seed", "1")
+    (tmp_repo.root / "broken").touch()
+    r = run_cli("regen", "m.txt", "--seed", "2", "--json", cwd=tmp_repo.root)
+    by = {o["name"]: (o["status"], o["exit_code"]) for o in r.json}
+    assert r.code == 8 and by == {"m.txt": ("failed", 8), "d.txt": ("skipped", 8)}, r.out
+    # A render with m's output gone: the generator fails (8) ...
+    tmp_repo.objects.remove(tmp_repo.record("m.txt").current.object)
+    os.unlink(tmp_repo.root / "m.txt")
+    assert run_cli("render", "--check", cwd=tmp_repo.root).code == 1
+    r = run_cli("render", "m.txt", cwd=tmp_repo.root)
+    assert r.code == 8 and "failed: m.txt" in r.err and "out of memory" in r.err
+    # ... and with another step failing for a damaged recipe (5): a mix, exit 1.
+    mf = tmp_repo.manifest.file_of("k.txt")
+    mf.write_text(mf.read_text().replace('word = "hello"', 'word = "edited"'))
+    tmp_repo.objects.remove(tmp_repo.record("k.txt").current.object)
+    os.unlink(tmp_repo.root / "k.txt")
+    r = run_cli("render", "--json", cwd=tmp_repo.root)
+    by = {o["name"]: (o["status"], o["exit_code"]) for o in r.json}
+    assert r.code == 1 and by == {"m.txt": ("failed", 8), "k.txt": ("failed", 5)}, r.out
+
+
+@pytest.mark.parametrize("results, code", [
+    ([("rendered", None), ("cached", None)], 0),
+    ([("failed", 8), ("skipped", 8), ("rendered", None)], 8),  # a dependent skipped for the failure
+    ([("failed", 6)], 6),
+    ([("failed", 8), ("failed", 13)], 1),  # different causes
+    ([("failed", None)], 1),  # a cause the queue could not name (a worker's lease expired)
+    ([("skipped", None), ("failed", 8)], 8),  # a failure outweighs a skip over unrecorded edits
+    ([("skipped", None)], 1),
+    ([("skipped", 6)], 6),  # waited on another command's job, which failed
+    ([("superseded", None), ("rendered", None)], 12),
+    ([("superseded", None), ("failed", 8)], 8),
+])
+def test_exit_code_of_steps(results, code):
+    from lattice.pipeline import exit_code
+    from lattice.render import Outcome
+
+    assert exit_code([Outcome(f"a{i}.txt", "generate", s, exit_code=c) for i, (s, c) in enumerate(results)]) == code

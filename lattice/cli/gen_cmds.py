@@ -24,8 +24,9 @@ def _names(repo, paths: list[str]) -> list[str]:
 
 def _execute(repo, steps, skipped=(), *, priority="normal", detach=False, jobs=None, json=False) -> None:
     """Submit steps as jobs; unless detached, run them with a live display and
-    print a summary. Exits 1 when a step failed or was skipped."""
-    from lattice.pipeline import outcomes, run_until_done, submit
+    print a summary. Exits as lattice.pipeline.exit_code says when a step
+    failed, was skipped or was superseded."""
+    from lattice.pipeline import exit_code, outcomes, run_until_done, submit
     from lattice.queue import PRIORITIES
 
     if priority not in PRIORITIES:
@@ -64,10 +65,9 @@ def _execute(repo, steps, skipped=(), *, priority="normal", detach=False, jobs=N
         emit_json(results)
     else:
         _summary(results)
-    if any(r.status in ("failed", "skipped") for r in results):
-        raise typer.Exit(1)
-    if any(r.status == "superseded" for r in results):
-        raise typer.Exit(12)  # a conflict: something else changed it first
+    code = exit_code(results)
+    if code:
+        raise typer.Exit(code)
 
 
 def _summary(results) -> None:

@@ -111,6 +111,7 @@ def show(job_id: str = typer.Argument(..., metavar="ID"), as_json: bool = JsonOp
         ("started", _ago(job.started_at)), ("finished", _ago(job.finished_at)),
         ("progress", f"{job.progress:.0%} {job.stage or ''}".strip()), ("worker", job.worker),
         ("eta", _seconds(q.eta(job)) if not job.finished else None), ("error", job.error),
+        ("exit code", job.exit_code),  # what a command waiting for it exits with (README, "Exit codes")
         ("payload", json.dumps(job.payload, sort_keys=True)),
         ("result", json.dumps(job.result, sort_keys=True) if job.result is not None else None),
     ]

@@ -27,7 +27,7 @@ class QueueAdmin:
             for job in jobs:
                 if job.state in ACTIVE and job.stage != RECORDED_STAGE:
                     db.execute(
-                        "UPDATE jobs SET state='cancelled', finished_at=?, error='cancelled', worker=NULL,"
+                        "UPDATE jobs SET state='cancelled', finished_at=?, error='cancelled', exit_code=NULL, worker=NULL,"
                         " lease_until=NULL WHERE id=?",
                         (now, job.id),
                     )
@@ -54,7 +54,7 @@ class QueueAdmin:
                     continue
                 seen.add(job_id)
                 db.execute(
-                    "UPDATE jobs SET state='queued', attempts=0, error=NULL, stderr_tail=NULL, result=NULL,"
+                    "UPDATE jobs SET state='queued', attempts=0, error=NULL, stderr_tail=NULL, exit_code=NULL, result=NULL,"
                     " started_at=NULL, finished_at=NULL, next_try=?, progress=0, stage=NULL, blocked_by=NULL"
                     " WHERE id=?",
                     (now, job_id),

@@ -115,11 +115,17 @@ class JobQueue(QueueAdmin):
             )
         if version < SCHEMA_VERSION:
             with self._tx() as db:
-                # Statement by statement: executescript() would commit the transaction.
-                for statement in _SCHEMA.split(";"):
-                    if statement.strip():
-                        db.execute(statement)
-                db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+                # Read again under the write lock: another process may have
+                # brought it up to date meanwhile.
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version == 1:  # format 1 had no exit_code
+                    db.execute("ALTER TABLE jobs ADD COLUMN exit_code INTEGER")
+                if version < SCHEMA_VERSION:
+                    # Statement by statement: executescript() would commit the transaction.
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            db.execute(statement)
+                    db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -321,7 +327,7 @@ class JobQueue(QueueAdmin):
                 self._finish_failed(db, job_id, f"{reason}, after {attempts} attempt(s)", "", now)
             else:
                 db.execute(
-                    "UPDATE jobs SET state='queued', worker=NULL, lease_until=NULL, next_try=?, error=? WHERE id=?",
+                    "UPDATE jobs SET state='queued', worker=NULL, lease_until=NULL, next_try=?, error=?, exit_code=NULL WHERE id=?",
                     (now, reason, job_id),
                 )
 
@@ -354,7 +360,7 @@ class JobQueue(QueueAdmin):
         with self._tx() as db:
             now = time.time()
             row = db.execute(
-                "UPDATE jobs SET state='succeeded', finished_at=?, result=?, progress=1, error=NULL,"
+                "UPDATE jobs SET state='succeeded', finished_at=?, result=?, progress=1, error=NULL, exit_code=NULL,"
                 " worker=NULL, lease_until=NULL WHERE id=? AND state='running' AND worker=coalesce(?, worker)"
                 " RETURNING estimate_key, started_at",
                 (now, result_text, job_id, worker_id),
@@ -380,10 +386,14 @@ class JobQueue(QueueAdmin):
         retry: bool = True,
         *,
         worker_id: str | None = None,
+        exit_code: int | None = None,
     ) -> bool:
         """Record a failed run. With `retry` and attempts left, the job goes
         back to the queue after an exponential backoff; else it fails for good
-        and so do the jobs that depend on it. Returns whether it was recorded."""
+        and so do the jobs that depend on it. `exit_code` is what the failure
+        means to the CLI (lattice.errors: 8 a generator failed, 6 locked, …),
+        kept with the text so that a command waiting for the job exits as the
+        error would have. Returns whether it was recorded."""
         tail = (stderr_tail or "")[-STDERR_TAIL:]
         with self._tx() as db:
             if self._held(db, job_id, worker_id) is None:
@@ -394,14 +404,14 @@ class JobQueue(QueueAdmin):
             if retry and attempts <= retries:
                 delay = min(self.backoff_max, self.backoff * 2 ** max(0, attempts - 1))
                 db.execute(
-                    "UPDATE jobs SET state='queued', error=?, stderr_tail=?, next_try=?, worker=NULL,"
+                    "UPDATE jobs SET state='queued', error=?, stderr_tail=?, exit_code=?, next_try=?, worker=NULL,"
                     " lease_until=NULL WHERE id=?",
-                    (error, tail, now + delay, job_id),
+                    (error, tail, exit_code, now + delay, job_id),
                 )
             else:
                 if retry and attempts > 1:
                     error = f"{error} (gave up after {attempts} attempts)"
-                self._finish_failed(db, job_id, error, tail, now)
+                self._finish_failed(db, job_id, error, tail, now, exit_code)
             return True
 
     def release(self, job_id: int, *, worker_id: str | None = None) -> bool:
@@ -427,18 +437,20 @@ class JobQueue(QueueAdmin):
             args += (worker_id,)
         return db.execute(sql, args).fetchone()
 
-    def _finish_failed(self, db: sqlite3.Connection, job_id: int, error: str, tail: str, now: float) -> None:
+    def _finish_failed(self, db: sqlite3.Connection, job_id: int, error: str, tail: str, now: float,
+                       exit_code: int | None = None) -> None:
         db.execute(
-            "UPDATE jobs SET state='failed', error=?, stderr_tail=?, finished_at=?, worker=NULL,"
+            "UPDATE jobs SET state='failed', error=?, stderr_tail=?, exit_code=?, finished_at=?, worker=NULL,"
             " lease_until=NULL WHERE id=?",
-            (error, tail, now, job_id),
+            (error, tail, exit_code, now, job_id),
         )
         self._fail_dependents(db, job_id)
 
     def _fail_dependents(self, db: sqlite3.Connection, dead: int, only: list[int] | None = None) -> None:
-        """Fail every queued job that (transitively) waits on `dead`."""
+        """Fail every queued job that (transitively) waits on `dead`, with
+        its exit code: the cause is the same."""
         now = time.time()
-        state = db.execute("SELECT state FROM jobs WHERE id=?", (dead,)).fetchone()[0]
+        state, code = db.execute("SELECT state, exit_code FROM jobs WHERE id=?", (dead,)).fetchone()
         reason = f"dependency {dead} {'was cancelled' if state == 'cancelled' else 'failed'}"
         frontier = [(dead, reason)]
         while frontier:
@@ -451,8 +463,8 @@ class JobQueue(QueueAdmin):
             only = None
             for child in children:
                 db.execute(
-                    "UPDATE jobs SET state='failed', error=?, finished_at=?, blocked_by=? WHERE id=?",
-                    (why, now, parent, child),
+                    "UPDATE jobs SET state='failed', error=?, exit_code=?, finished_at=?, blocked_by=? WHERE id=?",
+                    (why, code if state == "failed" else None, now, parent, child),
                 )
                 frontier.append((child, f"dependency {child} failed ({why})"))
 

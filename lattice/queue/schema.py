@@ -37,7 +37,7 @@ TYPE_DEFAULTS: dict[str, tuple[int, float | None]] = {
 
 RECLAIM_EVERY = 1.0  # seconds between looks for expired leases while jobs keep coming
 STDERR_TAIL = 4000  # characters of a failed job's stderr kept in the db
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: jobs.exit_code
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -65,7 +65,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     worker TEXT,
     lease_until REAL,
     estimate_key TEXT,
-    blocked_by INTEGER  -- the dependency whose failure failed this job, so `retry` revives both
+    blocked_by INTEGER,  -- the dependency whose failure failed this job, so `retry` revives both
+    exit_code INTEGER  -- why it failed, as the CLI's exit code (lattice.errors), NULL when unknown
 );
 CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (state, priority, id);
 CREATE INDEX IF NOT EXISTS jobs_state_id ON jobs (state, id);
@@ -87,7 +88,7 @@ CREATE TABLE IF NOT EXISTS estimates (
 _COLUMNS = (
     "id, type, priority, state, payload, key, slot, user, host, attempts, max_retries, timeout, "
     "queued_at, started_at, finished_at, next_try, error, stderr_tail, result, progress, stage, "
-    "worker, lease_until, estimate_key, blocked_by"
+    "worker, lease_until, estimate_key, blocked_by, exit_code"
 )
 
 
@@ -118,6 +119,7 @@ class Job:
     lease_until: float | None
     estimate_key: str | None
     blocked_by: int | None
+    exit_code: int | None  # why it failed, as the CLI's exit code (lattice.errors); None: unknown
     deps: tuple[int, ...] = ()
 
     @property
