@@ -7,6 +7,8 @@ with `--debug`. The exit codes are part of the CLI contract (README).
 
 from __future__ import annotations
 
+import errno
+
 
 class LatticeError(Exception):
     """Something went wrong."""
@@ -111,12 +113,48 @@ class Conflict(LatticeError):
     exit_code = 12
 
 
+class WriteRefused(LatticeError):
+    """The filesystem refused a write (permission denied, read-only filesystem, disk full)."""
+
+    exit_code = 13
+    hint = "check the permissions and free space there, then run the command again"
+
+
+# What each errno of a refused write is called, and what to do about it.
+_REFUSED = {
+    errno.EACCES: ("permission denied", "give yourself write permission there (or run as its owner), then run the command again"),
+    errno.EPERM: ("operation not permitted", "give yourself write permission there (or run as its owner), then run the command again"),
+    errno.EROFS: ("read-only filesystem", "copy the project to storage you may write to, or remount it read-write"),
+    errno.ENOSPC: ("no space left on the device", "free some space (`lattice gc` evicts outputs that can be re-made), then run the command again"),
+    errno.EDQUOT: ("disk quota exceeded", "free some space (`lattice gc` evicts outputs that can be re-made), then run the command again"),
+}
+
+
+def refused_write(e: OSError) -> WriteRefused | None:
+    """A WriteRefused (exit 13) naming the path for an OSError that means
+    the filesystem refused us (permission, read-only, full); None for any
+    other OSError. A temp file that could not be made is named by its
+    folder: that is what must become writable."""
+    if e.errno not in _REFUSED:
+        return None
+    what, hint = _REFUSED[e.errno]
+    path = e.filename
+    if path is not None:
+        import os
+
+        path = os.fsdecode(path)
+        head, tail = os.path.split(path)
+        if ".tmp-" in tail and head:  # lattice.fsutil.TEMP_MARK: a temp beside its target
+            path = head
+    return WriteRefused(f"{path}: {what}" if path else what, hint=hint)
+
+
 def job_failed(exit_code: int | None, message: str, hint: str | None = None) -> LatticeError:
     """The error for work that failed in a queued job, which the queue keeps
     as its text and exit code: of the class with that code (GeneratorFailed
     when the code is unknown)."""
     by_code = {c.exit_code: c for c in (UsageError, InvalidInput, RepositoryCorrupt, LockTimeout, ContentChanged,
-                                        GeneratorFailed, TrustRequired, QueueError, HistoryError, Conflict)}
+                                        GeneratorFailed, TrustRequired, QueueError, HistoryError, Conflict, WriteRefused)}
     return by_code.get(exit_code, GeneratorFailed)(message, hint)
 
 

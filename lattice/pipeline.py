@@ -57,6 +57,7 @@ def gen_step(
 ) -> Step:
     from lattice.media import extension, kind_of_extension
     from lattice.recipe import build
+    from lattice.worktree import require_writable
 
     gen = registry(repo).get(model)
     recipe = build(repo, gen, name=name, params=params or {}, seed=seed, prompt=prompt, negative_prompt=negative_prompt, inputs=list(inputs))
@@ -65,6 +66,7 @@ def gen_step(
         _refuse_untracked_file(repo, name)
     else:
         require_unedited(repo, name)
+    require_writable(repo, name)  # refused now, not after a render that records a version without its file
     change = "initial" if record is None else "modified"
     base = len(record.versions) if record else 0
     note = f"gen {name} v{base + 1}: {model} seed {recipe.seed}"
@@ -95,12 +97,14 @@ def regen_step(
 ) -> Step:
     from lattice.media import extension
     from lattice.recipe import check_media, draw_seed, recipe_key
+    from lattice.worktree import require_writable
 
     record = repo.record(name)
     old = record.current.recipe
     if old is None:
         raise InvalidInput(f"{name} was imported, so it has no recipe to regenerate", hint=f"make a generated version with `lattice gen {name} --model ID`")
     require_unedited(repo, name)
+    require_writable(repo, name)
     if seed is not None and new_seed:
         raise InvalidInput("--seed and --new-seed exclude each other")
     reg = registry(repo)

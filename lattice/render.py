@@ -402,13 +402,13 @@ def _run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outco
 class NotWritten(LatticeError):
     """A version was recorded, but its working file could not be written. A
     retry would find the version there and record nothing: not retried. Its
-    exit code is its cause's."""
+    exit code is its cause's (13 when the filesystem refused the write)."""
 
     retryable = False
 
 
 def _write_recorded(repo: Repository, name: str, version: Version, hooks: Hooks) -> None:
-    from lattice.errors import exit_code_of
+    from lattice.errors import exit_code_of, refused_write
     from lattice.queue.schema import RECORDED_STAGE
     from lattice.worktree import materialize
 
@@ -416,12 +416,13 @@ def _write_recorded(repo: Repository, name: str, version: Version, hooks: Hooks)
     try:
         materialize(repo, name, version.object, version.size)
     except (OSError, LatticeError) as e:
-        why = e.message.removeprefix(f"{name}: ") if isinstance(e, LatticeError) else e.strerror or str(e)
+        cause = (refused_write(e) or e) if isinstance(e, OSError) else e
+        why = cause.message.removeprefix(f"{name}: ") if isinstance(cause, LatticeError) else e.strerror or str(e)
         failed = NotWritten(
             f"{name} v{version.number} was recorded, but its working file could not be written: {why}",
             hint=f"fix that (permissions, free space, a file where a folder belongs), then `lattice checkout {name}` writes it",
         )
-        failed.exit_code = exit_code_of(e) or NotWritten.exit_code
+        failed.exit_code = exit_code_of(cause) or NotWritten.exit_code
         raise failed from None
 
 

@@ -18,9 +18,9 @@ def connect(path: Path, timeout: float = 60.0, check_same_thread: bool = True) -
         return _connect(Path(path), timeout, check_same_thread)
     except sqlite3.OperationalError:
         if not os.access(Path(path).parent, os.W_OK):
-            from lattice.errors import LatticeError
+            from lattice.errors import WriteRefused
 
-            raise LatticeError(
+            raise WriteRefused(
                 f"{Path(path).parent} is read-only: lattice keeps its databases there",
                 hint="run lattice where you may write (copy the project if it is on read-only media)",
             ) from None
@@ -28,16 +28,41 @@ def connect(path: Path, timeout: float = 60.0, check_same_thread: bool = True) -
 
 
 def storage_failure(e: sqlite3.Error, path: Path | str | None = None):
-    """A LatticeError (exit 1) for SQLite errors that mean the disk is full or
-    failing, not that the database is damaged; None for any other error."""
-    name = getattr(e, "sqlite_errorname", "") or ""
-    if not name.startswith(("SQLITE_FULL", "SQLITE_IOERR")):
-        return None
-    from lattice.errors import LatticeError
+    """The LatticeError for SQLite errors that mean the disk is full, failing
+    or read-only, not that the database is damaged: WriteRefused (exit 13)
+    for a full disk or a file or folder lattice may not write, exit 1 for an
+    I/O error; None for any other error."""
+    from lattice.errors import LatticeError, WriteRefused
 
+    name = getattr(e, "sqlite_errorname", "") or ""
     where = f"{path}: " if path else ""
-    return LatticeError(f"{where}could not read or write the database ({e})",
-                        hint="check free space and the disk, then run the command again")
+    if name.startswith("SQLITE_FULL"):
+        return WriteRefused(f"{where}could not write the database ({e})",
+                            hint="free some space (`lattice gc` evicts outputs that can be re-made), then run the command again")
+    if name.startswith("SQLITE_READONLY"):
+        return WriteRefused(f"{where}could not write the database: it is read-only ({e})",
+                            hint="give yourself write permission on .lattice/ and the files in it, then run the command again")
+    if name.startswith("SQLITE_IOERR"):
+        return LatticeError(f"{where}could not read or write the database ({e})",
+                            hint="check free space and the disk, then run the command again")
+    return None
+
+
+def failing_database(start: Path) -> Path | None:
+    """For a write SQLite refused without naming the file (read-only, disk
+    full): the first database of the repository around `start` that this
+    process may not write, else the `.lattice` folder that holds them (and
+    their -wal and -shm files); None outside a repository."""
+    import os
+
+    for folder in (start, *start.parents):
+        lattice_dir = folder / ".lattice"
+        if lattice_dir.is_dir():
+            for p in sorted(lattice_dir.iterdir()):
+                if p.name.endswith((".db", ".db-wal", ".db-shm")) and not os.access(p, os.W_OK):
+                    return p
+            return lattice_dir
+    return None
 
 
 def _connect(path: Path, timeout: float, check_same_thread: bool) -> sqlite3.Connection:

@@ -102,7 +102,7 @@ def restore(repo: Repository, name: str, number: int, force: bool = False) -> Re
     recipe (change "restored"); re-render its output first when the store no
     longer has it; then write it to the working tree."""
     from lattice.media import extension
-    from lattice.worktree import materialize
+    from lattice.worktree import materialize, require_writable
 
     record = repo.record(name)
     old = record.version(number)
@@ -113,6 +113,7 @@ def restore(repo: Repository, name: str, number: int, force: bool = False) -> Re
             f"{name} has changes in the working tree that are not recorded",
             hint=f"record them with `lattice add {name}`, or discard them with `lattice restore {name}@v{number} --force`",
         )
+    require_writable(repo, name)  # before anything is recorded or rendered
     rendered = False
     if not repo.objects.has(old.object):
         if old.recipe is None:

@@ -33,19 +33,21 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from lattice.errors import (
     Conflict, GeneratorFailed, InvalidInput, LatticeError, QueueError, RepositoryCorrupt, TrustRequired, UsageError,
-    exit_code_of,
+    WriteRefused, exit_code_of, refused_write,
 )
 from lattice.queue import Job, JobQueue
 from lattice.queue.schema import RECORDED_STAGE
 
 # Failures a retry cannot fix: bad input, a damaged repository, an unapproved
-# command (and a deterministic generator's failure: GeneratorFailed.retryable).
-NOT_RETRYABLE = (InvalidInput, UsageError, RepositoryCorrupt, TrustRequired, Conflict)
+# command, a write the filesystem refuses (a person must make room or grant
+# permission first), and a deterministic generator's failure
+# (GeneratorFailed.retryable).
+NOT_RETRYABLE = (InvalidInput, UsageError, RepositoryCorrupt, TrustRequired, Conflict, WriteRefused)
 # OS errors another try may get past (a resource short for the moment); the
-# others (a name too long, a file where a folder belongs, no permission)
-# fail the same way again.
+# others (a name too long, a file where a folder belongs) fail the same way
+# again, and a refused write (no permission, read-only, full) is WriteRefused.
 TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EINTR, errno.ENOMEM, errno.EBUSY, errno.ETXTBSY, errno.EMFILE,
-                              errno.ENFILE, errno.ENOSPC, errno.EDQUOT})
+                              errno.ENFILE})
 
 
 def failure(e: BaseException) -> tuple[str, bool]:
@@ -378,6 +380,8 @@ class WorkerPool:
             try:
                 result = self.handlers[job.type](ctx)
             except BaseException as e:  # one poison job must never stop the others
+                if isinstance(e, OSError) and refused_write(e) is not None:
+                    e = refused_write(e)  # the path named, exit 13, not retried
                 error, retry = failure(e)
                 tail = getattr(e, "stderr_tail", None) or getattr(e, "stderr", None) or ""
                 if isinstance(tail, bytes):

@@ -139,6 +139,28 @@ def materialize(repo: Repository, name: str, oid: str, size: int | None = None, 
     _touch(repo, oid)
 
 
+def require_writable(repo: Repository, name: str) -> None:
+    """Refuse (WriteRefused, exit 13) before anything is recorded when the
+    folder that will hold `name`'s working file (the nearest one there is:
+    the rest will be made) cannot be written: a version recorded without
+    its file is a half-done command. A full disk is only met when writing."""
+    import errno
+
+    from lattice.errors import refused_write
+
+    folder = repo.working_path(name).parent
+    while not folder.exists() and folder != repo.root:
+        folder = folder.parent
+    if os.access(folder, os.W_OK):
+        return
+    try:
+        readonly = bool(os.statvfs(folder).f_flag & os.ST_RDONLY)
+    except OSError:
+        readonly = False
+    code = errno.EROFS if readonly else errno.EACCES
+    raise refused_write(OSError(code, os.strerror(code), str(folder)))
+
+
 def _touch(repo: Repository, oid: str) -> None:
     from lattice.catalog import touch  # gc evicts least recently used outputs first
 

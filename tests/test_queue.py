@@ -279,6 +279,43 @@ def test_dependency_failure_propagates_and_retry_revives_the_chain(tmp_path):
         q.retry([d.id])
 
 
+def test_a_failure_keeps_its_exit_code_and_passes_it_to_dependents(tmp_path):
+    """The queue keeps what a failure means to the CLI with its text: the
+    error's own code, 13 for a write the filesystem refused (with the path,
+    not retried), 8 for a timeout, none for an unexpected exception; the
+    jobs failed because of it share it; a retry or a cancel clears it."""
+    import errno
+
+    from lattice.errors import LockTimeout
+
+    q = open_queue(tmp_path)
+
+    def handler(ctx):
+        how = ctx.job.payload.get("how")
+        if how == "locked":
+            raise LockTimeout("the repository is locked by pid 1 on host")
+        if how == "refused":
+            raise PermissionError(errno.EACCES, "Permission denied", "/p/out/a.png")
+        if how == "hang":
+            time.sleep(1.5)  # in Python: the supervisor fails it at its timeout, then waits
+        raise RuntimeError("a bug")
+
+    locked = q.submit("image", {"how": "locked"}, max_retries=0)
+    after = q.submit("derive", {}, deps=[locked.id])
+    refused = q.submit("image", {"how": "refused"}, max_retries=3)
+    hang = q.submit("image", {"how": "hang"}, max_retries=0, timeout=0.3)
+    bug = q.submit("image", {"how": "bug"}, max_retries=0)
+    WorkerPool(q, {"image": handler, "derive": handler}, [Slot("cpu", 0), Slot("cpu", 1)], poll=0.02).run(once=True)
+    got = {j.id: q.get(j.id) for j in (locked, after, refused, hang, bug)}
+    assert {i: (g.state, g.exit_code) for i, g in got.items()} == {
+        locked.id: ("failed", 6), after.id: ("failed", 6), refused.id: ("failed", 13), hang.id: ("failed", 8), bug.id: ("failed", None)}
+    assert got[refused.id].error == "/p/out/a.png: permission denied" and got[refused.id].attempts == 1
+    assert q.get(locked.id).to_dict()["exit_code"] == 6
+    q.retry([locked.id])
+    assert q.get(locked.id).exit_code is None and q.get(after.id).exit_code is None
+    assert q.cancel([after.id])[0].exit_code is None
+
+
 def test_a_queue_of_format_1_gains_exit_codes_and_keeps_its_jobs(tmp_path):
     """A queue.db made before jobs kept exit codes (format 1) is brought up
     to date when opened, once, whoever opens it first; its jobs stay."""

@@ -1195,7 +1195,8 @@ def test_only_full_or_failing_disks_are_storage_failures():
 
 def test_a_full_disk_under_the_index_is_not_called_damage(tmp_repo, monkeypatch):
     """SQLite's "database or disk is full" (here: a page limit, a real
-    SQLITE_FULL) is exit 1 with a hint about space, not exit 5 "damaged"."""
+    SQLITE_FULL) is exit 13, the filesystem refusing a write, naming where
+    and with a hint about space; not exit 5 "damaged"."""
     import lattice.sqlite
 
     repo = tmp_repo.gen({"a.txt": "a", **{f"b/{i:03d}.txt": str(i) * 50 for i in range(300)}})
@@ -1211,7 +1212,7 @@ def test_a_full_disk_under_the_index_is_not_called_damage(tmp_repo, monkeypatch)
     with monkeypatch.context() as m:
         m.setattr(lattice.sqlite, "_connect", full)
         r = run_cli("add", "b", cwd=repo.root)
-    assert r.code == 1 and "could not read or write the database" in r.err and "check free space" in r.err, r.err
+    assert r.code == 13 and f"error: {repo.dir}: could not write the database" in r.err and "free some space" in r.err, r.err
     assert "damaged" not in r.err
     run_cli("fsck", "--repair", cwd=repo.root)  # commits what the manifest got before the index failed
     assert run_cli("fsck", cwd=repo.root).code == 0
@@ -1496,3 +1497,115 @@ def test_a_roll_forward_that_cannot_place_a_file_says_which_and_goes_on(tmp_path
     assert len(failed) == 1 and failed[0].startswith("m/b.toml: ")
     assert (tmp_path / "m" / "a.toml").read_text() == "a" and (tmp_path / "t" / "y").exists()
     assert not (tmp_path / "journal").exists()
+
+
+# -- the filesystem refusing writes (exit 13) ------------------------------------
+
+
+def _unprivileged() -> list[str]:
+    """An argv prefix under which file permissions hold: none for a normal
+    user; for root, setpriv without the capabilities that override them."""
+    import shutil
+
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search,-fowner"] if setpriv else []
+    if not prefix or subprocess.run([*prefix, "true"], capture_output=True).returncode != 0:
+        pytest.skip("running as root, and setpriv cannot drop the capabilities that override permissions")
+    return prefix
+
+
+def _lattice(prefix: list[str], *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([*prefix, sys.executable, "-m", "lattice", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
+
+
+def _one_error(proc: subprocess.CompletedProcess, code: int, starts: str) -> None:
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == code and len(lines) == 2, proc.stderr
+    assert lines[0].startswith(f"error: {starts}") and lines[1].startswith("hint: "), proc.stderr
+
+
+def _files(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_read_only_repository_exits_13_naming_the_path_and_changes_nothing(tmp_repo):
+    """`chmod -R a-w .lattice`: every writing command exits 13 with one
+    error line naming where it may not write and a hint, no traceback;
+    nothing in .lattice changes."""
+    prefix = _unprivileged()
+    repo = tmp_repo.gen({"a.txt": "a", "b.txt": "b"})
+    assert run_cli("add", "a.txt", cwd=repo.root).code == 0
+    assert run_cli("gen", "c.txt", "--model", "test.text", "--seed", "1", cwd=repo.root).code == 0
+    assert run_cli("regen", "c.txt", "--seed", "2", cwd=repo.root).code == 0
+    before = _files(repo.dir)
+    folders = [repo.dir, *(p for p in repo.dir.rglob("*") if p.is_dir())]
+    for p in repo.dir.rglob("*"):
+        if p.is_file():
+            p.chmod(0o444)
+    for d in folders:
+        d.chmod(0o555)
+    try:
+        for args in (["add", "b.txt"], ["gen", "d.txt", "--model", "test.text"], ["regen", "c.txt", "--seed", "9"],
+                     ["tag", "v1"], ["restore", "c.txt@v1"], ["pin", "c.txt@v1"]):
+            _one_error(_lattice(prefix, *args, cwd=repo.root), 13, str(repo.dir))
+    finally:
+        for d in folders:
+            d.chmod(0o755)
+    assert _files(repo.dir) == before
+    assert run_cli("fsck", cwd=repo.root).code == 0
+
+
+def test_a_read_only_working_folder_exits_13_before_anything_is_recorded(tmp_repo):
+    """A folder of the working tree that may not be written: gen, regen and
+    restore refuse before they record or render anything; a render that
+    finds out after recording says what it recorded. Always exit 13, the
+    folder named, no temp file left."""
+    prefix = _unprivileged()
+    repo = tmp_repo.gen({"s.txt": "source"})
+    assert run_cli("add", "s.txt", cwd=repo.root).code == 0
+    for args in (["d/x.txt", "--model", "test.join", "-i", "s.txt"], ["d/y.txt", "--model", "test.text", "--seed", "1"]):
+        assert run_cli("gen", *args, cwd=repo.root).code == 0
+    assert run_cli("regen", "d/y.txt", "--seed", "2", cwd=repo.root).code == 0
+    (repo.root / "s.txt").write_text("new source")
+    assert run_cli("add", "s.txt", cwd=repo.root).code == 0  # d/x.txt is stale now
+    jobs = len(run_cli("queue", "ls", "--json", cwd=repo.root).json)
+    folder = repo.root / "d"
+    folder.chmod(0o555)
+    try:
+        for args in (["gen", "d/z.txt", "--model", "test.text"], ["gen", "d/new/z.txt", "--model", "test.text"],
+                     ["regen", "d/y.txt", "--seed", "3"], ["restore", "d/y.txt@v1"]):
+            _one_error(_lattice(prefix, *args, cwd=repo.root), 13, f"{folder}: permission denied")
+        assert len(run_cli("queue", "ls", "--json", cwd=repo.root).json) == jobs  # nothing was queued
+        assert [len(repo.record(n).versions) for n in ("d/x.txt", "d/y.txt")] == [1, 2]
+        proc = _lattice(prefix, "render", cwd=repo.root)
+        assert proc.returncode == 13 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"failed: d/x.txt: d/x.txt v2 was recorded, but its working file could not be written: {folder}: permission denied" in proc.stderr
+    finally:
+        folder.chmod(0o755)
+    assert sorted(os.listdir(folder)) == ["x.txt", "y.txt"]
+    assert [p.name for p in (repo.dir / "tmp").iterdir() if not p.name.startswith("key-")] == []
+    assert run_cli("render", cwd=repo.root).code == 0 and run_cli("fsck", cwd=repo.root).code == 0
+
+
+@pytest.mark.parametrize("what", ["project", "working tree"])
+def test_a_read_only_filesystem_exits_13(tmp_repo, what):
+    """The project on a read-only mount (or only its working tree, .lattice
+    mounted writable): exit 13, "read-only filesystem" said, nothing
+    recorded. Needs a private mount namespace (`unshare -rm`)."""
+    import shutil
+
+    repo = tmp_repo.gen({"a.txt": "a"})
+    assert run_cli("gen", "c.txt", "--model", "test.text", cwd=repo.root).code == 0
+    keep = 'mount --bind "$1/.lattice" "$1/.lattice" && ' if what == "working tree" else ""
+    script = keep + 'mount --rbind "$1" "$1" && mount -o remount,ro,bind "$1" "$1" && cd "$1" && shift && exec "$@"'
+    unshare = shutil.which("unshare")
+    prefix = [unshare, "-rm", "sh", "-c", script, "sh", str(repo.root)] if unshare else []
+    if not prefix or subprocess.run([*prefix, "true"], capture_output=True).returncode != 0:
+        pytest.skip("no private mount namespace here (unshare -rm)")
+    for args in (["gen", "d.txt", "--model", "test.text"], ["regen", "c.txt", "--seed", "5"]):
+        proc = _lattice(prefix, *args, cwd=repo.root)
+        _one_error(proc, 13, str(repo.root))
+        assert "read-only" in proc.stderr
+    assert repo.manifest.read("d.txt") is None and len(repo.record("c.txt").versions) == 1

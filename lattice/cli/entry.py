@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 import sys
 
-from lattice.cli.common import OPTIONS, reset_options
+from lattice.cli.common import OPTIONS, cwd, reset_options
 
 
 def _warning_to_stderr(message: str) -> None:
@@ -100,15 +100,20 @@ def run(argv: list[str] | None = None) -> int:
         code = 143 if _TERMINATED else 130
     except BrokenPipeError:
         code = _reader_gone()
-    except OSError as e:  # disk full, permission denied, read-only filesystem…
-        where = f"{e.filename}: " if e.filename else ""
-        code = _report(f"{where}{e.strerror or e}", "check free space and permissions, then run the command again", 1)
+    except OSError as e:
+        refused = errors.refused_write(e)  # permission denied, read-only filesystem, disk full: 13
+        if refused is not None:
+            code = _report(refused.message, refused.hint, refused.exit_code)
+        else:
+            where = f"{e.filename}: " if e.filename else ""
+            code = _report(f"{where}{e.strerror or e}", "check the path and the disk, then run the command again", 1)
     except Exception as e:
         module = type(e).__module__ or ""
         if module == "sqlite3":
-            from lattice.sqlite import storage_failure
+            from lattice.sqlite import failing_database, storage_failure
 
-            full = storage_failure(e)
+            refused = (getattr(e, "sqlite_errorname", "") or "").startswith(("SQLITE_READONLY", "SQLITE_FULL"))
+            full = storage_failure(e, failing_database(cwd()) if refused else None)
             if full is not None:
                 code = _report(full.message, full.hint, full.exit_code)
             else:

@@ -95,6 +95,12 @@ class JobQueue(QueueAdmin):
         try:
             yield
         except sqlite3.OperationalError as e:
+            from lattice.errors import WriteRefused
+            from lattice.sqlite import storage_failure
+
+            refused = storage_failure(e, self.path)
+            if isinstance(refused, WriteRefused):  # a full disk, a read-only file: not the queue's fault
+                raise refused from e
             raise QueueError(
                 f"queue database {self.path}: {e}",
                 hint="another process may hold it for long; try again, or check the disk has space",
