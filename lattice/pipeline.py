@@ -215,7 +215,7 @@ def submit(repo: Repository, steps: list[Step], priority: str = "normal") -> Sub
             key = f"{branch}:{step.name}:{step.recipe.key}" if step.recipe.deterministic else None
         else:
             key = f"{branch}:{step.action}:{step.name}"
-        slot = "cpu"
+        slot, timeout = "cpu", None
         if step.generator:
             reg = reg or registry(repo)
             try:
@@ -223,7 +223,9 @@ def submit(repo: Repository, steps: list[Step], priority: str = "normal") -> Sub
             except InvalidInput:
                 gen = None
             if gen is not None:
-                slot = gen.slot
+                # The generator's own timeout (a command's `timeout`) is the
+                # job's: the worker enforces it and `queue show` shows it.
+                slot, timeout = gen.slot, gen.timeout
                 _require_trust(repo, gen)
         job = q.submit(
             job_type(step),
@@ -232,6 +234,7 @@ def submit(repo: Repository, steps: list[Step], priority: str = "normal") -> Sub
             deps=deps,
             key=key,
             slot=slot,
+            timeout=timeout,
             estimate_key=_estimate_key(step),
         )
         out.jobs[step.name] = job.id

@@ -557,6 +557,36 @@ def test_command_timeout_kills_its_children(cmd_repo, tmp_path):
         pytest.fail("the command's child survived the timeout")
 
 
+def test_a_command_generators_timeout_is_its_jobs_and_queue_show_says_so(tmp_repo):
+    """`timeout` in [generators.NAME] replaces the job type's timeout: the
+    job stores it, the worker keeps to it (longer or shorter than the
+    type's), and `queue show` prints it, not the type's default."""
+    from conftest import run_cli
+
+    script = "import sys, time\ntime.sleep(float(sys.argv[1]))\nopen(sys.argv[2], 'w').write('done')\n"
+    (tmp_repo.root / "slow.py").write_text(script)
+    cfg = tmp_repo.dir / "config.toml"
+    tables = "".join(
+        f"\n[generators.{name}]\nargv = {json.dumps([sys.executable, 'slow.py', str(sleep), '{output}'])}\n"
+        f'extensions = ["txt"]\ntimeout = {timeout}\n'
+        for name, sleep, timeout in (("patient", 1.5, 4), ("hasty", 3, 0.5))
+    )
+    cfg.write_text(cfg.read_text() + tables + "\n[queue.types.image]\nretries = 0\ntimeout = 1\n")
+    assert run_cli("trust", cwd=tmp_repo.root).code == 0
+    r = run_cli("gen", "p.txt", "--model", "patient", cwd=tmp_repo.root)
+    assert r.code == 0, r.err  # 1.5 s, past the type's 1 s, within its own 4
+    r = run_cli("gen", "h.txt", "--model", "hasty", cwd=tmp_repo.root)
+    assert r.code == 8 and "timed out after 0.5 s" in r.err, r.err
+    r = run_cli("gen", "t.txt", "--model", "test.text", "--detach", "--json", cwd=tmp_repo.root)
+    jobs = {j["payload"]["step"]["name"]: j for j in run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json}
+    assert {n: j["timeout"] for n, j in jobs.items()} == {"p.txt": 4, "h.txt": 0.5, "t.txt": 1}
+    show = run_cli("queue", "show", str(jobs["p.txt"]["id"]), cwd=tmp_repo.root).out
+    assert "timeout:    4s\n" in show
+    show = run_cli("queue", "show", str(jobs["h.txt"]["id"]), cwd=tmp_repo.root).out
+    assert "timeout:    0.5s\n" in show and "exit code:  8\n" in show
+    assert "timeout:    1s\n" in run_cli("queue", "show", str(jobs["t.txt"]["id"]), cwd=tmp_repo.root).out
+
+
 def test_trust_gate(cmd_repo, tmp_path, monkeypatch):
     out = tmp_path / "o.json"
     with pytest.raises(TrustRequired, match="'echo'"):

@@ -107,7 +107,7 @@ def show(job_id: str = typer.Argument(..., metavar="ID"), as_json: bool = JsonOp
         ("job", job.id), ("type", job.type), ("state", job.state), ("priority", job.priority),
         ("slot", job.slot), ("key", job.key), ("depends on", ", ".join(map(str, job.deps)) or None),
         ("asked by", f"{job.user}@{job.host}"), ("attempts", f"{job.attempts} of {job.max_retries + 1}"),
-        ("timeout", _seconds(job.timeout) if job.timeout else "none"), ("queued", _ago(job.queued_at)),
+        ("timeout", ("none" if not job.timeout else _seconds(job.timeout) if job.timeout >= 60 else f"{job.timeout:g}s")), ("queued", _ago(job.queued_at)),
         ("started", _ago(job.started_at)), ("finished", _ago(job.finished_at)),
         ("progress", f"{job.progress:.0%} {job.stage or ''}".strip()), ("worker", job.worker),
         ("eta", _seconds(q.eta(job)) if not job.finished else None), ("error", job.error),

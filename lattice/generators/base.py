@@ -109,6 +109,7 @@ class Generator:
     max_inputs: int = 0
     slot: str = "cpu"  # "cpu" or "gpu"
     description: str = ""
+    timeout: float | None = None  # seconds a run may take, in place of its job type's; None: the type's
 
     def kind_for(self, extension: str) -> str:
         """The asset kind this generator makes for an output extension."""

@@ -5,7 +5,7 @@ config as an argv template.
     argv = ["python", "gen.py", "--prompt", "{prompt}", "--seed", "{seed}", "--out", "{output}"]
     extensions = ["png"]
     deterministic = false     # default: a program is not assumed to repeat itself
-    timeout = 600             # seconds; the process group is killed after it
+    timeout = 600             # seconds; the process group is killed after it (default: the job type's timeout)
     version = "1"
     inputs = [1, 2]           # min and max input assets
     slot = "gpu"              # default "cpu"
