@@ -1609,3 +1609,52 @@ def test_a_read_only_filesystem_exits_13(tmp_repo, what):
         _one_error(proc, 13, str(repo.root))
         assert "read-only" in proc.stderr
     assert repo.manifest.read("d.txt") is None and len(repo.record("c.txt").versions) == 1
+
+
+def test_a_killed_workers_scratch_output_is_reported_by_fsck_and_swept(tmp_repo):
+    """`lattice worker` SIGKILLed while its generator writes leaves the
+    scratch output `.lattice/tmp/out-*`. fsck reports it once it is older
+    than an hour (a younger one may be a live worker's), as it does other
+    temps, and --repair removes it; gc removes one past its grace period."""
+    import signal
+
+    script = ("import os, sys, time\nopen('gen.pid', 'w').write(str(os.getpid()))\n"
+              "f = open(sys.argv[1], 'w'); f.write('partial'); f.flush()\ntime.sleep(60)\n")
+    (tmp_repo.root / "slow.py").write_text(script)
+    cfg = tmp_repo.dir / "config.toml"
+    cfg.write_text(cfg.read_text() + f"\n[generators.slow]\nargv = {json.dumps([sys.executable, 'slow.py', '{output}'])}\n"
+                   'extensions = ["txt"]\n')
+    assert run_cli("trust", cwd=tmp_repo.root).code == 0
+    assert run_cli("gen", "a.txt", "--model", "slow", "--detach", cwd=tmp_repo.root).code == 0
+    worker = subprocess.Popen([sys.executable, "-m", "lattice", "worker", "--slots", "1"], cwd=tmp_repo.root,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not list((tmp_repo.dir / "tmp").glob("out-*")) or not (tmp_repo.root / "gen.pid").exists():
+            assert time.monotonic() < deadline and worker.poll() is None, "the generator never started"
+            time.sleep(0.05)
+    finally:
+        worker.kill()
+        worker.wait()
+    time.sleep(0.2)  # the pid file is written before the output: let it be complete
+    with contextlib.suppress(ProcessLookupError, ValueError):
+        os.kill(int((tmp_repo.root / "gen.pid").read_text()), signal.SIGKILL)  # its own session: not killed with the worker
+    [out] = (tmp_repo.dir / "tmp").glob("out-*")
+    second = out.with_name("out-0123456789abcdef.txt")
+    second.write_text("partial")
+
+    def temps() -> list[str]:
+        r = run_cli("fsck", "--json", cwd=tmp_repo.root)
+        return sorted(p["subject"] for p in r.json["problems"] if p["kind"] == "temp")
+
+    assert temps() == []  # young: maybe a live worker's
+    hours_ago, days_ago = time.time() - 2 * 3600, time.time() - 20 * 86400
+    os.utime(out, (hours_ago, hours_ago))
+    os.utime(second, (days_ago, days_ago))
+    assert temps() == sorted([str(out), str(second)])
+    dry = run_cli("gc", "--dry-run", cwd=tmp_repo.root).out
+    assert str(second) in dry and str(out) not in dry  # gc waits for its grace period
+    assert run_cli("gc", cwd=tmp_repo.root).code == 0
+    assert not second.exists() and out.exists()
+    assert run_cli("fsck", "--repair", cwd=tmp_repo.root).code == 0
+    assert not out.exists() and temps() == []
