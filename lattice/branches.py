@@ -23,7 +23,7 @@ from typing import Optional, Union
 import msgspec
 
 from lattice import history
-from lattice.errors import Conflict, HistoryError, InvalidInput, RepositoryCorrupt, closest
+from lattice.errors import Conflict, HistoryError, InvalidInput, RepositoryCorrupt, closest, command
 from lattice.repo import JOURNAL, Repository
 
 
@@ -82,7 +82,7 @@ def create_branch(repo: Repository, name: str) -> str:
         g = history.open_git(repo)
         history.check_ref_name(g, name, "heads")
         if name in history.branches(g):
-            raise HistoryError(f"branch {name!r} already exists", hint=f"switch to it with `lattice switch {name}`")
+            raise HistoryError(f"branch {name!r} already exists", hint=f"switch to it with {command('lattice switch', name)}")
         head = history.ensure_head(repo, g)
         g.references.create(f"refs/heads/{name}", head.id)
         return str(head.id)
@@ -129,7 +129,7 @@ def _require_branch(g, name: str) -> None:
         history.check_ref_name(g, name, "heads")  # a name no branch can have: say that, not "create it"
         raise InvalidInput(
             f"no branch named {name!r}{closest(name, history.branches(g))}",
-            hint=f"`lattice branch` lists branches; `lattice branch {name}` creates one",
+            hint=f"`lattice branch` lists branches; {command('lattice branch', name)} creates one",
         )
 
 

@@ -185,3 +185,18 @@ def closest(name: str, candidates, n: int = 3) -> str:
 
     near = difflib.get_close_matches(name, list(candidates), n=n, cutoff=0.5)
     return f" (did you mean: {', '.join(near)}?)" if near else ""
+
+
+def command(prefix: str, *names: str, options: str = "", after: str = "") -> str:
+    """A command a hint suggests, in backticks: `prefix` (`lattice add`) with
+    each name quoted for the shell (`'my shot.png'`), and `--` before the
+    names when one starts with '-', so that it is never read as an option;
+    `options` go after the names, or before the `--`; `after` (` > FILE`)
+    ends the line."""
+    import shlex
+
+    quoted = " ".join(shlex.quote(n) for n in names)
+    opts = f" {options}" if options else ""
+    if any(n.startswith("-") for n in names):
+        return f"`{prefix}{opts} -- {quoted}{after}`"
+    return f"`{prefix} {quoted}{opts}{after}`"

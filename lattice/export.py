@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from lattice.errors import GeneratorFailed, InvalidInput, UnsafePath, job_failed
+from lattice.errors import GeneratorFailed, InvalidInput, UnsafePath, command, job_failed
 from lattice.generators.base import Generator, Param, RunContext
 from lattice.repo import Repository
 
@@ -485,7 +485,7 @@ def resolve_target(repo: Repository, out: str | None, source: str, fmt: str, cwd
     row = repo.index.get(name)
     if row is None and os.path.lexists(final):
         raise InvalidInput(f"{name} already exists and is not tracked; exporting would overwrite it",
-                           hint=f"move it aside, or track it first with `lattice add {name}`")
+                           hint=f"move it aside, or track it first with {command('lattice add', name)}")
     if row is not None:
         _check_export_target(repo, name, row, final)
     return Target(final, name)
@@ -508,7 +508,7 @@ def _check_export_target(repo: Repository, name: str, row, final: Path) -> None:
         return
     if edited(repo, row, final, st):
         raise Conflict(f"{name} holds unrecorded changes; exporting would overwrite them",
-                       hint=f"record them with `lattice add {name}`, or discard them with `lattice checkout {name}`")
+                       hint=f"record them with {command('lattice add', name)}, or discard them with {command('lattice checkout', name)}")
 
 
 FRAME_FILE = re.compile(r"frame_\d{5,}\.png")
@@ -584,7 +584,7 @@ def export(repo: Repository, name: str, options: ExportOptions, out: str | None,
             from lattice.errors import UsageError
 
             raise UsageError("export needs a format: pass --format, or an --output whose extension names one",
-                             hint=f"formats are: {', '.join(FORMATS)}; e.g. `lattice export {name} -o out.mp4`")
+                             hint=f"formats are: {', '.join(FORMATS)}; e.g. {command('lattice export', name, options='-o out.mp4')}")
         options = replace(options, format=fmt)
     record = repo.record(name)
     v = record.effective

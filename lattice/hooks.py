@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
-from lattice.errors import Conflict, InvalidInput
+from lattice.errors import Conflict, InvalidInput, command
 from lattice.repo import Repository
 
 DEFAULT_LARGE = 1 << 20  # 1 MiB
@@ -54,9 +54,9 @@ def check(repo: Repository) -> list[Finding]:
         if e.state == "evicted":  # the recipe is all a commit needs: the output is a cache
             continue
         fix = {
-            "modified": f"record it with `lattice add {e.path}` or discard it with `lattice checkout {e.path}`",
-            "outdated": f"`lattice checkout {e.path}` (or `lattice render`) writes its current version",
-            "missing": f"`lattice checkout {e.path}` (or `lattice render`)",
+            "modified": f"record it with {command('lattice add', e.path)} or discard it with {command('lattice checkout', e.path)}",
+            "outdated": f"{command('lattice checkout', e.path)} (or `lattice render`) writes its current version",
+            "missing": f"{command('lattice checkout', e.path)} (or `lattice render`)",
             "stale": "`lattice render`",
         }[e.state]
         found.append(Finding(e.path, e.state, fix))
@@ -96,11 +96,11 @@ def large_media(repo: Repository, files: Iterable[str], limit: int = DEFAULT_LAR
         except ValueError:
             rel = str(path)
         tracked = repo.index.get(rel) is not None
-        arg = f"-- {rel}" if rel.startswith("-") else rel  # never read as an option
+        untrack = command("git rm --cached", rel)
         fix = (
-            f"it is tracked by lattice already: `git rm --cached {arg}` and add it to .gitignore"
+            f"it is tracked by lattice already: {untrack} and add it to .gitignore"
             if tracked
-            else f"track it with `lattice add {arg}`, then `git rm --cached {arg}` and add it to .gitignore"
+            else f"track it with {command('lattice add', rel)}, then {untrack} and add it to .gitignore"
         )
         found.append(Finding(rel, "large-media", f"{size} bytes staged into git; {fix}"))
     return found

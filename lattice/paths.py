@@ -158,9 +158,9 @@ def asset_spec(repo, spec: str, cwd: Path) -> tuple[str, int | None]:
     path, number = split_version(spec)
     head, sep, tail = spec.rpartition("@")
     if number is None and sep and repo.index.get(name_for(repo.root, head, cwd)) is not None:
-        from lattice.errors import InvalidInput
+        from lattice.errors import InvalidInput, command
 
         # `sky.png@latest`, `sky.png@`: an asset, then no version number.
         raise InvalidInput(f"{spec!r}: {tail!r} is not a version" if tail else f"{spec!r}: the version is missing after '@'",
-                           hint=f"versions are written {head}@v1, {head}@v2, …; `lattice log {head}` lists them")
+                           hint=f"versions are written {head}@v1, {head}@v2, …; {command('lattice log', head)} lists them")
     return name_for(repo.root, path, cwd), number

@@ -12,7 +12,7 @@ from typing import Callable, Iterable
 
 import msgspec
 
-from lattice.errors import InvalidInput, LatticeError
+from lattice.errors import InvalidInput, LatticeError, command
 from lattice.render import EDITED, Outcome, Step, registry
 from lattice.repo import Repository
 
@@ -81,7 +81,7 @@ def _refuse_untracked_file(repo: Repository, name: str) -> None:
     if os.path.lexists(repo.working_path(name)):
         raise InvalidInput(
             f"{name} already exists and is not tracked; generating would overwrite it",
-            hint=f"move it aside, or track it first with `lattice add {name}`",
+            hint=f"move it aside, or track it first with {command('lattice add', name)}",
         )
 
 
@@ -102,7 +102,7 @@ def regen_step(
     record = repo.record(name)
     old = record.current.recipe
     if old is None:
-        raise InvalidInput(f"{name} was imported, so it has no recipe to regenerate", hint=f"make a generated version with `lattice gen {name} --model ID`")
+        raise InvalidInput(f"{name} was imported, so it has no recipe to regenerate", hint=f"make a generated version with {command('lattice gen', name, options='--model ID')}")
     require_unedited(repo, name)
     require_writable(repo, name)
     if seed is not None and new_seed:
@@ -192,7 +192,7 @@ def require_unedited(repo: Repository, name: str) -> None:
     if working_file_modified(repo, name):
         raise Conflict(
             f"{name} has changes in the working tree that are not recorded",
-            hint=f"record them with `lattice add {name}`, or discard them with `lattice checkout {name}`, then run the command again",
+            hint=f"record them with {command('lattice add', name)}, or discard them with {command('lattice checkout', name)}, then run the command again",
         )
 
 

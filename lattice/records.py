@@ -68,7 +68,7 @@ class AssetRecord(msgspec.Struct, omit_defaults=True):
         return self.version(self.pinned) if self.pinned else self.current
 
     def version(self, number: int | None) -> Version:
-        from lattice.errors import InvalidInput
+        from lattice.errors import InvalidInput, command
 
         if number is None:
             return self.current
@@ -76,7 +76,7 @@ class AssetRecord(msgspec.Struct, omit_defaults=True):
             return self.versions[number - 1]
         raise InvalidInput(
             f"{self.path} has no version v{number}",
-            hint=f"its versions are v1 to v{len(self.versions)} (`lattice log {self.path}`)",
+            hint=f"its versions are v1 to v{len(self.versions)} ({command('lattice log', self.path)})",
         )
 
 

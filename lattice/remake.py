@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Callable, Container
 
 from lattice.catalog import touch
-from lattice.errors import GeneratorFailed, InvalidInput, RepositoryCorrupt, job_failed
+from lattice.errors import GeneratorFailed, InvalidInput, RepositoryCorrupt, command, job_failed
 from lattice.repo import Repository
 
 # -- bringing evicted outputs back -------------------------------------------------
@@ -36,8 +36,8 @@ def ensure_present(repo: Repository, name: str, number: int | None = None, *, re
         raise RepositoryCorrupt(f"{spec}: its imported content {v.object[:12]} is missing from the store",
                                 hint=f"copy the original file to {name} and run the command again (lattice takes it back when its bytes match)")
     if not regen:
-        how = (f"`lattice render {name}`" if v.number == len(record.versions)
-               else f"the same command without --no-regen (e.g. `lattice cat {spec} > FILE`)")
+        how = (command("lattice render", name) if v.number == len(record.versions)
+               else f"the same command without --no-regen (e.g. {command('lattice cat', spec, after=' > FILE')})")
         raise Evicted(f"{spec}: its output {v.object[:12]} was evicted by gc and --no-regen forbids re-making it",
                       hint=f"re-make it with {how}")
     chain = _restore_chain(repo, name, v.number)
@@ -155,7 +155,7 @@ def output_differs(label: str, name: str, oid: str, recorded: str) -> GeneratorF
     recorded one. Not retried: the generator ran and would differ again."""
     e = GeneratorFailed(
         f"{label}: re-made output {oid[:12]} differs from the recorded {recorded[:12]}",
-        hint=f"the generator is not reproducible here; `lattice regen {name}` records the new output as a version",
+        hint=f"the generator is not reproducible here; {command('lattice regen', name)} records the new output as a version",
     )
     e.retryable = False
     return e

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 
 import msgspec
 
-from lattice.errors import GeneratorFailed, InvalidInput, LatticeError
+from lattice.errors import GeneratorFailed, InvalidInput, LatticeError, command
 from lattice.records import AssetRecord, Recipe, Version, author, now_iso
 from lattice.repo import Repository
 
@@ -287,7 +287,7 @@ def record_version(repo: Repository, name: str, recipe: Recipe, oid: str, change
         now = head_branch(repo) if branch else None
         if now is not None and now != branch:
             raise Superseded(f"{name}: queued on branch {branch}, but {now} is checked out now; nothing recorded",
-                             hint=f"`lattice switch {branch}`, then run the command again")
+                             hint=f"{command('lattice switch', branch)}, then run the command again")
         record = tx.read(name)
         require_base(name, base, record)  # again, under the lock: two jobs may have started on one state
         if change == "initial" and record is not None:  # another job made it first
@@ -420,7 +420,7 @@ def _write_recorded(repo: Repository, name: str, version: Version, hooks: Hooks)
         why = cause.message.removeprefix(f"{name}: ") if isinstance(cause, LatticeError) else e.strerror or str(e)
         failed = NotWritten(
             f"{name} v{version.number} was recorded, but its working file could not be written: {why}",
-            hint=f"fix that (permissions, free space, a file where a folder belongs), then `lattice checkout {name}` writes it",
+            hint=f"fix that (permissions, free space, a file where a folder belongs), then {command('lattice checkout', name)} writes it",
         )
         failed.exit_code = exit_code_of(cause) or NotWritten.exit_code
         raise failed from None

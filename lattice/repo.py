@@ -28,7 +28,7 @@ import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-from lattice.errors import InvalidInput, NotARepository, RepositoryCorrupt, UnknownAsset, closest
+from lattice.errors import InvalidInput, NotARepository, RepositoryCorrupt, UnknownAsset, closest, command
 from lattice.manifest import Manifest
 
 if TYPE_CHECKING:
@@ -386,10 +386,10 @@ class Repository:
         assets = self.index.get_many(list(under))
         for prefix, name in under.items():
             if prefix in assets:
-                raise UnsafePath(f"{name}: {prefix} is an asset (a file), so nothing can be tracked under it", hint=f"rename the folder, or `lattice checkout {prefix}` to bring the file back")
+                raise UnsafePath(f"{name}: {prefix} is an asset (a file), so nothing can be tracked under it", hint=f"rename the folder, or {command('lattice checkout', prefix)} to bring the file back")
         # The other way round: a file named like a folder that holds assets.
         for name, inside in self.index.first_under(names).items():
-            raise UnsafePath(f"{name}: is a folder of assets ({inside}…), so it cannot be an asset too", hint=f"rename the file, or bring the folder back with `lattice checkout {inside}`")
+            raise UnsafePath(f"{name}: is a folder of assets ({inside}…), so it cannot be an asset too", hint=f"rename the file, or bring the folder back with {command('lattice checkout', inside)}")
 
     def stray_temps(self, key_locks: bool = False) -> list[Path]:
         """Temp files that interrupted writes leave, wherever lattice writes

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from lattice.errors import Conflict, GeneratorFailed, InvalidInput
+from lattice.errors import Conflict, GeneratorFailed, InvalidInput, command
 from lattice.records import Version, author, now_iso
 from lattice.repo import Repository
 
@@ -107,11 +107,11 @@ def restore(repo: Repository, name: str, number: int, force: bool = False) -> Re
     record = repo.record(name)
     old = record.version(number)
     if number == len(record.versions):
-        raise InvalidInput(f"{name}@v{number} is already the current version", hint=f"`lattice log {name}` lists its versions")
+        raise InvalidInput(f"{name}@v{number} is already the current version", hint=f"{command('lattice log', name)} lists its versions")
     if not force and working_file_modified(repo, name):
         raise Conflict(
             f"{name} has changes in the working tree that are not recorded",
-            hint=f"record them with `lattice add {name}`, or discard them with `lattice restore {name}@v{number} --force`",
+            hint=f"record them with {command('lattice add', name)}, or discard them with {command('lattice restore', f'{name}@v{number}', options='--force')}",
         )
     require_writable(repo, name)  # before anything is recorded or rendered
     rendered = False

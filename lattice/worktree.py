@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import BinaryIO, Callable, Container, Iterable
 
-from lattice.errors import InvalidInput
+from lattice.errors import InvalidInput, command
 from lattice.paths import RESERVED, check_name, confine
 from lattice.repo import Repository
 
@@ -174,7 +174,7 @@ def require_object(repo: Repository, name: str, oid: str) -> None:
     if row is not None and row.generator:
         raise InvalidInput(
             f"{name}: its output {oid[:12]} is not in the store",
-            hint=f"re-make it with `lattice render {name}`",
+            hint=f"re-make it with {command('lattice render', name)}",
         )
     raise InvalidInput(
         f"{name}: its content {oid[:12]} is missing from the store",

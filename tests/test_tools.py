@@ -309,3 +309,39 @@ def test_a_watch_cycle_renders_what_a_source_made_stale_whoever_recorded_it(tmp_
     assert cycle.recorded == [] and [o.name for o in cycle.outcomes] == ["out.txt"]
     assert (tmp_repo.root / "out.txt").read_bytes() == b"two#1"
     assert run_cli("status", "--porcelain", cwd=tmp_repo.root).out == ""
+
+
+def _suggested(text: str, verb: str) -> list[list[str]]:
+    """The `lattice VERB …` commands a message suggests, split as a shell would."""
+    import re
+    import shlex
+
+    return [shlex.split(c) for c in re.findall(r"`(lattice " + verb + r" [^`]*)`", text)]
+
+
+def test_hints_quote_names_for_the_shell(tmp_repo):
+    """Every command a hint suggests runs as printed: a name with a space is
+    quoted, one starting with '-' comes after `--`."""
+    repo = tmp_repo.gen({"my shot.txt": "1", "-x.txt": "1", "big shot.mp4": b"\0" * 2048, "-big.mp4": b"\0" * 2048})
+    assert run_cli("add", "--", "my shot.txt", "-x.txt", cwd=repo.root).code == 0
+    for name in ("my shot.txt", "-x.txt"):
+        (repo.root / name).write_text("2")
+    r = run_cli("hooks", "check", cwd=repo.root)
+    assert r.code == 1
+    assert "`lattice add 'my shot.txt'`" in r.err and "`lattice checkout -- -x.txt`" in r.err, r.err
+    for argv in _suggested(r.err, "add"):
+        assert run_cli(*argv[1:], cwd=repo.root).code == 0, argv
+    assert run_cli("hooks", "check", cwd=repo.root).code == 0
+    r = run_cli("restore", "--", "-x.txt@v1", cwd=repo.root)
+    assert r.code == 0, r.err
+    (repo.root / "-x.txt").write_text("3")
+    r = run_cli("restore", "--", "-x.txt@v1", cwd=repo.root)
+    assert r.code == 12 and "`lattice restore --force -- -x.txt@v1`" in r.err, r.err
+    (argv,) = _suggested(r.err, "restore")
+    assert run_cli(*argv[1:], cwd=repo.root).code == 0 and (repo.root / "-x.txt").read_text() == "1"
+    r = run_cli("hooks", "large-media", "--max-size", "1K", "--", "big shot.mp4", "-big.mp4", cwd=repo.root)
+    assert r.code == 1
+    assert "`lattice add 'big shot.mp4'`" in r.err and "`git rm --cached -- -big.mp4`" in r.err, r.err
+    for argv in _suggested(r.err, "add"):
+        assert run_cli(*argv[1:], cwd=repo.root).code == 0, argv
+    assert {row.path for row in Repository.find(repo.root).index.rows(None)} >= {"big shot.mp4", "-big.mp4"}

@@ -19,11 +19,11 @@ def _spec(repo, spec: str) -> tuple[str, int | None]:
 
 
 def _versioned(repo, spec: str, verb: str) -> tuple[str, int]:
-    from lattice.errors import InvalidInput
+    from lattice.errors import InvalidInput, command
 
     name, number = _spec(repo, spec)
     if number is None:
-        raise InvalidInput(f"{verb} needs a version: {spec}@vN", hint=f"`lattice log {spec}` lists its versions")
+        raise InvalidInput(f"{verb} needs a version: {spec}@vN", hint=f"{command('lattice log', spec)} lists its versions")
     return name, number
 
 
@@ -129,7 +129,9 @@ def restore(
     how = " (re-rendered)" if r.rendered else ""
     say(f"restored {r.path} v{r.restored_from} as v{r.version} {r.object[:12]}{how}")
     if r.pinned:
-        echo(f"note: {r.path} is pinned at v{r.pinned}; dependents keep using it (`lattice unpin {r.path}`)", err=True)
+        from lattice.errors import command
+
+        echo(f"note: {r.path} is pinned at v{r.pinned}; dependents keep using it ({command('lattice unpin', r.path)})", err=True)
 
 
 def pin(spec: str = typer.Argument(..., metavar="PATH@vN", help="The version dependents and exports should use."), json: bool = JSON) -> None:
@@ -218,7 +220,7 @@ def merge(
     left at ours (exit 1) until re-run with --ours or --theirs."""
     from lattice.branches import merge as do_merge
     from lattice.cli.quick import worktree_lines
-    from lattice.errors import UsageError
+    from lattice.errors import UsageError, command
 
     if ours and theirs:
         raise UsageError("--ours and --theirs exclude each other", hint="pick one side to resolve conflicts with")
@@ -238,7 +240,8 @@ def merge(
             echo(f"  CONFLICT {p} (left at ours)", err=True)
         worktree_lines(m.worktree)
         if m.conflicts:
-            echo(f"hint: keep ours with `lattice merge {name} --ours` (pick a version first with `lattice restore PATH@vN`), or take theirs with `lattice merge {name} --theirs`", err=True)
+            echo(f"hint: keep ours with {command('lattice merge', name, options='--ours')} (pick a version first with `lattice restore PATH@vN`),"
+                 f" or take theirs with {command('lattice merge', name, options='--theirs')}", err=True)
     if m.conflicts:
         raise typer.Exit(1)
 
