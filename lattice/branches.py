@@ -88,7 +88,17 @@ def create_branch(repo: Repository, name: str) -> str:
         return str(head.id)
 
 
-def delete_branch(repo: Repository, name: str) -> str:
+@dataclass
+class Deleted:
+    branch: str
+    was: str  # the commit it pointed at
+    unmerged: int  # its commits no other branch or tag has (deleted with force)
+
+
+def delete_branch(repo: Repository, name: str, force: bool = False) -> Deleted:
+    """Delete a branch. As in git, refused unless every commit on it is on
+    another branch or tag too, or `force`: a commit only it has is the only
+    record of what it added, and gc sweeps content no ref records."""
     _require_name(name, "branch", "`lattice branch` lists the branches")
     with repo.lock:
         g = history.open_git(repo)
@@ -97,8 +107,25 @@ def delete_branch(repo: Repository, name: str) -> str:
             raise HistoryError(f"cannot delete {name!r}: it is the current branch", hint="switch to another branch first")
         ref = g.references[f"refs/heads/{name}"]
         was = str(ref.target)
+        unmerged = _commits_only_on(g, ref.name)
+        if unmerged and not force:
+            commits = "1 commit" if unmerged == 1 else f"{unmerged} commits"
+            raise Conflict(f"branch {name!r} is not merged: {commits} on it {'is' if unmerged == 1 else 'are'} on no other branch or tag",
+                           hint=f"merge it first ({command('lattice merge', name)} on the branch that should keep them), "
+                                f"or delete it and its commits with {command('lattice branch -D', name)}")
         ref.delete()
-        return was
+        return Deleted(name, was, unmerged)
+
+
+def _commits_only_on(g, ref_name: str) -> int:
+    """How many commits reachable from ref `ref_name` no other branch or tag reaches."""
+    import pygit2
+
+    walker = g.walk(g.references[ref_name].peel(pygit2.Commit).id, pygit2.enums.SortMode.NONE)
+    for other in g.references:
+        if other != ref_name and other.startswith(("refs/heads/", "refs/tags/")):
+            walker.hide(g.references[other].peel(pygit2.Commit).id)
+    return sum(1 for _ in walker)
 
 
 def list_tags(repo: Repository) -> list[str]:

@@ -263,6 +263,37 @@ def test_merge_fast_forward_and_branch_delete(tmp_repo):
     assert "deleted branch feat" in ok("branch", "-d", "feat", repo=repo).out
 
 
+def test_branch_delete_refuses_commits_no_other_ref_has(tmp_repo):
+    """`branch -d` of a branch whose import is on no other branch would leave
+    that content for gc to sweep: refused (12) as git refuses, unless -D;
+    a branch merged elsewhere, or kept by a tag, goes with -d."""
+    repo = tmp_repo
+    add(repo, "a.txt", "a")
+    ok("branch", "feat", repo=repo)
+    ok("switch", "feat", repo=repo)
+    add(repo, "photo.txt", "precious")
+    add(repo, "photo.txt", "more precious")
+    ok("switch", "main", repo=repo)
+    tip = history.resolve(history.open_git(repo), "feat").id
+    r = run_cli("branch", "-d", "feat", cwd=repo.root)
+    assert r.code == 12 and "'feat' is not merged: 2 commits on it are on no other branch or tag" in r.err, r.err
+    assert "`lattice branch -D feat`" in r.err and "feat" in history.branches(history.open_git(repo))
+    ok("tag", "kept", repo=repo)  # on main: still nothing of feat's
+    assert run_cli("branch", "--delete", "feat", "--json", cwd=repo.root).code == 12
+    ok("branch", "copy", "--json", repo=repo)
+    ok("switch", "feat", repo=repo)
+    ok("branch", "also", repo=repo)  # feat's commits are on `also` too now
+    ok("switch", "main", repo=repo)
+    assert ok("branch", "-d", "feat", "--json", repo=repo).json == {"deleted": "feat", "was": str(tip), "unmerged": 0}
+    assert run_cli("branch", "-d", "also", "-D", "also", cwd=repo.root).code == 2
+    assert "1 commit" not in ok("branch", "-d", "copy", repo=repo).out
+    r = ok("branch", "-D", "also", repo=repo)
+    assert "deleted branch also" in r.out and "2 commits no other branch or tag has" in r.out
+    ok("branch", "again", repo=repo)
+    assert ok("branch", "-d", "again", "--force", repo=repo).out.startswith("deleted branch again")
+    assert history.branches(history.open_git(repo)) == ["main"]
+
+
 def _conflict(repo):
     add(repo, "a.txt", "base")
     ok("branch", "feat", repo=repo)

@@ -162,17 +162,33 @@ def unpin(path: str = typer.Argument(..., help="Asset."), json: bool = JSON) -> 
 
 def branch(
     name: Optional[str] = typer.Argument(None, help="Create a branch with this name at the current commit."),
-    delete: Optional[str] = typer.Option(None, "--delete", "-d", metavar="NAME", help="Delete a branch."),
+    delete: Optional[str] = typer.Option(None, "--delete", "-d", metavar="NAME",
+                                         help="Delete a branch; refused (exit 12) while it has commits that no other branch or tag has."),
+    force_delete: Optional[str] = typer.Option(None, "-D", metavar="NAME", help="Delete a branch even with such commits (-d NAME --force)."),
+    force: bool = typer.Option(False, "--force", "-f", help="With -d: delete the branch even with such commits."),
     json: bool = JSON,
 ) -> None:
-    """List branches (current one marked *), create one, or delete one."""
-    from lattice import branches as b
+    """List branches (current one marked *), create one, or delete one.
 
+    As in git, -d refuses a branch with commits that no other branch or tag
+    has; -D deletes it anyway, and gc may then sweep what only they recorded."""
+    from lattice import branches as b
+    from lattice.errors import UsageError
+
+    if delete is not None and force_delete is not None:
+        raise UsageError("-d and -D exclude each other", hint="-D NAME is -d NAME --force")
+    if force and delete is None and force_delete is None:
+        raise UsageError("--force goes with -d NAME", hint="`lattice branch -d NAME --force`, or `lattice branch -D NAME`")
+    if force_delete is not None:
+        delete, force = force_delete, True
     repo = repo_from_ctx()
     # `is not None`: an empty name (a script's unset $NAME) is refused, not read as "list".
     if delete is not None:
-        was = b.delete_branch(repo, delete)
-        return emit_json({"deleted": delete, "was": was}) if json else say(f"deleted branch {delete} (was {was[:12]})")
+        d = b.delete_branch(repo, delete, force=force)
+        if json:
+            return emit_json({"deleted": delete, "was": d.was, "unmerged": d.unmerged})
+        lost = f"; {d.unmerged} commit{'s' if d.unmerged > 1 else ''} no other branch or tag has" if d.unmerged else ""
+        return say(f"deleted branch {delete} (was {d.was[:12]}{lost})")
     if name is not None:
         at = b.create_branch(repo, name)
         return emit_json({"created": name, "at": at}) if json else say(f"created branch {name} at {at[:12]}")
