@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
@@ -266,6 +267,9 @@ class Journal(msgspec.Struct):
     write: dict[str, tuple[str, int]]  # working file of asset → (object, size) to write
     delete: list[str]  # working files to remove
     head: Optional[str] = None  # "ref:refs/heads/B" (switch) or "commit:ID" (fast-forward)
+    # Folders to remove once the deletes have emptied them, deepest first: an
+    # asset's file goes where they were (`x.png/a.png` leaving, `x.png` coming).
+    emptied: list[str] = msgspec.field(default_factory=list)
 
 
 def change_state(repo: Repository, g, blobs: dict, config, head: str | None = None, seen: dict | None = None,
@@ -284,9 +288,10 @@ def change_state(repo: Repository, g, blobs: dict, config, head: str | None = No
         repo.index.trim_parked()
         if records is None:
             records = _records_of_blobs(repo, g, blobs)
-    wt, write, delete = _plan_worktree(repo, before, records)
+    verb = "switch" if head is not None and head.startswith("ref:") else "merge"
+    wt, write, delete, emptied = _plan_worktree(repo, before, records, verb)
     journal = Journal({n: str(b) if b is not None else None for n, b in blobs.items()},
-                      str(config) if config not in (False, None) else config, write, delete, head)
+                      str(config) if config not in (False, None) else config, write, delete, head, emptied)
     from lattice.fsutil import atomic_write
 
     atomic_write(repo.dir / JOURNAL, msgspec.json.encode(journal))
@@ -348,6 +353,9 @@ def _apply(repo: Repository, g, journal: Journal, records: dict, before: dict | 
     for name in journal.delete:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(confined(repo.root, name, folders))
+    for name in journal.emptied:
+        with contextlib.suppress(FileNotFoundError, OSError):  # not empty: a file made since (the write below skips it)
+            os.rmdir(confined(repo.root, name, folders))
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
 
     def replace(item: tuple) -> tuple | None:
@@ -358,6 +366,8 @@ def _apply(repo: Repository, g, journal: Journal, records: dict, before: dict | 
         except FileNotFoundError:  # no file, or no folder yet
             os.makedirs(os.path.dirname(path), exist_ok=True)
             fd = os.open(path, flags, 0o644)
+        except IsADirectoryError:  # a folder made there since the plan: left as it is
+            return None
         with open(fd, "wb", buffering=0) as f:
             try:
                 repo.objects.copy_to(oid, f, limit=size)
@@ -423,17 +433,21 @@ def _records_of_blobs(repo: Repository, g, blobs: dict) -> dict:
     return records
 
 
-def _plan_worktree(repo: Repository, before: dict, records: dict) -> tuple[Worktree, dict, list]:
+def _plan_worktree(repo: Repository, before: dict, records: dict, verb: str = "switch") -> tuple[Worktree, dict, list, list]:
     """What to do with the working files of the assets in `before` (name →
     index row before the change) given their new records (absent: the asset
-    was removed): (the report, files to write, files to delete). A working
-    file with unrecorded edits is kept as it is."""
+    was removed): (the report, files to write, files to delete, folders to
+    remove once those are gone). A working file with unrecorded edits is
+    kept as it is. A folder where an asset's file is to go (`x.png/` of
+    asset `x.png/a.png`, leaving) is removed when the deletes empty it; one
+    holding anything else refuses the change before it starts."""
     from lattice.paths import confined
     from lattice.status import edited
 
     wt = Worktree()
     write: dict[str, tuple[str, int]] = {}
     delete: list[str] = []
+    in_the_way: dict[str, list[str]] = {}  # asset → the folders at its name, deepest first
     folders: dict[str, str] = {}
     for name in sorted(before):
         old = before[name]
@@ -443,6 +457,9 @@ def _plan_worktree(repo: Repository, before: dict, records: dict) -> tuple[Workt
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             st = None
+        if st is not None and stat.S_ISDIR(st.st_mode) and record is not None:
+            in_the_way[name] = []  # planned below, once every file leaving is known
+            continue
         clean = st is not None and old is not None and not edited(repo, old, path, st)
         if st is not None and not clean:
             wt.kept.append(name)
@@ -456,14 +473,46 @@ def _plan_worktree(repo: Repository, before: dict, records: dict) -> tuple[Workt
             if st is None:  # a file there already proves its folders are folders
                 from lattice.paths import check_creatable
 
-                check_creatable(repo.root, name)
+                check_creatable(repo.root, name, leaving=delete)
             write[name] = (record.current.object, record.current.size)
             wt.materialized.append(name)
         else:
             if st is not None:  # the old version's bytes would read as an edit
                 delete.append(name)
             wt.absent.append(name)
-    return wt, write, delete
+    if in_the_way:
+        leaving = set(delete)
+        for name in in_the_way:
+            in_the_way[name] = _emptied_folders(repo, name, leaving, verb)
+            record = records[name]
+            if repo.objects.has(record.current.object):
+                write[name] = (record.current.object, record.current.size)
+                wt.materialized.append(name)
+            else:
+                wt.absent.append(name)
+        wt.materialized.sort()
+        wt.absent.sort()
+    return wt, write, delete, [d for name in sorted(in_the_way) for d in in_the_way[name]]
+
+
+def _emptied_folders(repo: Repository, name: str, leaving: set[str], verb: str) -> list[str]:
+    """The folder at asset `name` and those in it, deepest first, when it
+    holds nothing but files in `leaving` (files of assets this change
+    removes); else Conflict naming what else is there."""
+    top = os.path.join(repo.root, name)
+    found, others = [], []
+    for dirpath, dirnames, filenames in os.walk(top):
+        rel = os.path.relpath(dirpath, repo.root).replace(os.sep, "/")
+        found.append(rel)
+        for d in list(dirnames):
+            if os.path.islink(os.path.join(dirpath, d)):  # a link is an entry to keep, not a folder to walk
+                others.append(f"{rel}/{d}")
+        others += [f"{rel}/{f}" for f in filenames if f"{rel}/{f}" not in leaving]
+    if others:
+        more = f" and {len(others) - 5} more" if len(others) > 5 else ""
+        raise Conflict(f"cannot {verb}: {name} would be a file, but {name}/ is a folder here holding {', '.join(sorted(others)[:5])}{more}",
+                       hint=f"nothing was changed; move what is in {name}/ aside, then run the command again")
+    return found[::-1]
 
 
 # -- merge ---------------------------------------------------------------------
@@ -508,6 +557,7 @@ def merge(repo: Repository, name: str, strategy: str | None = None) -> Merged:
                 result.resolved.append(asset)
             else:
                 result.conflicts.append(asset)
+        _refuse_file_and_folder(repo, blobs, name, into)
         config = _merge_config(base_tree, ours.tree, theirs.tree, strategy, result)
         records = _records_of_blobs(repo, g, blobs)
         _refuse_cycles(repo, blobs, records, name)
@@ -531,6 +581,25 @@ def merge(repo: Repository, name: str, strategy: str | None = None) -> Merged:
         if changing or parents:
             result.commit = history.finish(repo, msg, sorted(blobs), parents)
         return result
+
+
+def _refuse_file_and_folder(repo: Repository, blobs: dict, branch: str, into: str) -> None:
+    """An asset that one side added under a name the other side uses as a
+    folder of assets (`x.png` and `x.png/a.png`): no working tree can hold
+    both, and no asset is ever removed, so the merge is refused before it
+    changes anything."""
+    known = repo.index.get_many(list(blobs))
+    found = repo.asset_in_the_way([n for n, blob in blobs.items() if blob is not None and n not in known])
+    if found is None:
+        return
+    theirs, ours = found
+    if theirs.startswith(ours + "/"):
+        what = f"{ours} is a file on {into} and a folder on {branch} ({theirs})"
+    else:
+        what = f"{theirs} is a file on {branch} and a folder on {into} ({ours})"
+    raise Conflict(f"cannot merge {branch} into {into}: {what}; a name cannot be both",
+                   hint="nothing was changed; lattice never removes an asset, so bring across what you need under other names "
+                        f"(`lattice gen`, `lattice add`); {command('lattice diff', into, branch)} lists how the two differ")
 
 
 def _refuse_cycles(repo: Repository, blobs: dict, records: dict, branch: str) -> None:

@@ -71,6 +71,20 @@ def _lineage_cycle(records: dict) -> list[str] | None:
     return Graph(edges, {}).cycle()
 
 
+def _files_that_are_folders(names) -> list[tuple[str, str]]:
+    """(asset, the first asset under it as a folder) for each asset whose
+    name is also a folder of assets (`x.png` and `x.png/a.png`)."""
+    names = set(names)
+    out: dict[str, str] = {}
+    for name in sorted(names):
+        parts = name.split("/")
+        for i in range(1, len(parts)):
+            folder = "/".join(parts[:i])
+            if folder in names:
+                out.setdefault(folder, name)
+    return sorted(out.items())
+
+
 def fsck(repo: Repository, repair: bool = False) -> Report:
     from lattice.records import decode
 
@@ -120,6 +134,10 @@ def fsck(repo: Repository, repair: bool = False) -> Report:
                         what = "damaged" if v.object in damaged else "missing"
                         hint = "re-make it with `lattice render`" if regenerable else "re-add the file if you still have it"
                         problems.append(Problem("reference", f"{name}@v{v.number}", f"object {v.object} is {what}; {hint}"))
+
+        for name, inside in _files_that_are_folders(records):
+            problems.append(Problem("manifest", name, f"is an asset, and so is {inside}: a name cannot be both a file and a folder, "
+                                    "and no working tree can hold both (a merge of branches that each had one let them in)"))
 
         cycle = _lineage_cycle(records)
         if cycle:

@@ -74,13 +74,14 @@ def name_for(root: Path, user_path: str | os.PathLike, cwd: Path | None = None) 
     return name
 
 
-def check_creatable(root: Path, name: str) -> None:
+def check_creatable(root: Path, name: str, leaving: list[str] | set[str] | tuple = ()) -> None:
     """Refuse a new file under a folder name that is already a file
-    (`sky.png/x.png` while `sky.png` is an image)."""
+    (`sky.png/x.png` while `sky.png` is an image), unless that file is in
+    `leaving` (names of files removed before this one is made)."""
     parts = name.split("/")[:-1]
     for i in range(1, len(parts) + 1):
         p = Path(root, *parts[:i])
-        if os.path.lexists(p) and not p.is_dir():
+        if os.path.lexists(p) and not p.is_dir() and "/".join(parts[:i]) not in leaving:
             raise UnsafePath(f"{name}: {'/'.join(parts[:i])} is a file, so nothing can be created under it",
                              hint=f"move {'/'.join(parts[:i])} aside, then run the command again")
 

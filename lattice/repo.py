@@ -373,23 +373,36 @@ class Repository:
     def check_not_under_asset(self, names: Iterable[str]) -> None:
         """Refuse `sky.png/x.png` while `sky.png` is an asset, and `shots`
         while `shots/a.png` is one: a name cannot be both a file and a
-        folder. One query per 500 folders or names (an `add` of 1,000 files
-        in one folder asks three)."""
+        folder (see asset_in_the_way)."""
+        from lattice.errors import UnsafePath
+
+        found = self.asset_in_the_way(names)
+        if found is None:
+            return
+        name, asset = found
+        if name.startswith(asset + "/"):
+            raise UnsafePath(f"{name}: {asset} is an asset (a file), so nothing can be tracked under it", hint=f"rename the folder, or {command('lattice checkout', asset)} to bring the file back")
+        raise UnsafePath(f"{name}: is a folder of assets ({asset}…), so it cannot be an asset too", hint=f"rename the file, or bring the folder back with {command('lattice checkout', asset)}")
+
+    def asset_in_the_way(self, names: Iterable[str]) -> tuple[str, str] | None:
+        """(name, asset) for the first of `names` that lies under an asset
+        (`sky.png/x.png`, asset `sky.png`) or is a folder holding one
+        (`shots`, asset `shots/a.png`); None when none does. One query per
+        500 folders or names (an `add` of 1,000 files in one folder asks three)."""
         names = list(names)
         under: dict[str, str] = {}  # folder → the first name under it
         for name in names:
             parts = name.split("/")
             for i in range(1, len(parts)):
                 under.setdefault("/".join(parts[:i]), name)
-        from lattice.errors import UnsafePath
-
         assets = self.index.get_many(list(under))
         for prefix, name in under.items():
             if prefix in assets:
-                raise UnsafePath(f"{name}: {prefix} is an asset (a file), so nothing can be tracked under it", hint=f"rename the folder, or {command('lattice checkout', prefix)} to bring the file back")
+                return name, prefix
         # The other way round: a file named like a folder that holds assets.
         for name, inside in self.index.first_under(names).items():
-            raise UnsafePath(f"{name}: is a folder of assets ({inside}…), so it cannot be an asset too", hint=f"rename the file, or bring the folder back with {command('lattice checkout', inside)}")
+            return name, inside
+        return None
 
     def stray_temps(self, key_locks: bool = False) -> list[Path]:
         """Temp files that interrupted writes leave, wherever lattice writes

@@ -639,6 +639,59 @@ def test_a_hand_edit_is_recorded_on_the_branch_it_was_made_on(tmp_repo):
     assert fsck(fresh(repo)).ok
 
 
+def _file_here_folder_there(repo):
+    """x.txt a file on main, x.txt/ a folder of assets on feat; feat checked out."""
+    add(repo, "base.txt", "base")
+    ok("branch", "feat", repo=repo)
+    add(repo, "x.txt", "main's file")
+    ok("switch", "feat", repo=repo)
+    assert not (repo.root / "x.txt").exists()
+    add(repo, "x.txt/a.txt", "feat's a")
+    add(repo, "x.txt/sub/b.txt", "feat's b")
+
+
+def test_merge_refuses_a_name_that_is_a_file_on_one_side_and_a_folder_on_the_other(tmp_repo):
+    repo = tmp_repo
+    _file_here_folder_there(repo)
+    for into, other, message in (("feat", "main", "x.txt is a file on main and a folder on feat (x.txt/a.txt)"),
+                                 ("main", "feat", "x.txt is a file on main and a folder on feat (x.txt/a.txt)")):
+        ok("switch", into, repo=repo)
+        head = history.log(repo, 1)[0].commit
+        r = run_cli("merge", other, cwd=repo.root)
+        assert r.code == 12 and f"cannot merge {other} into {into}: {message}" in r.err, r.err
+        assert "hint: nothing was changed" in r.err and "kept" not in r.err
+        assert history.log(repo, 1)[0].commit == head and ok("status", repo=repo).out == ""
+        assert fsck(fresh(repo)).ok
+    assert (repo.root / "x.txt").read_text() == "main's file"
+    # A manifest that holds both (as merges before the check could make):
+    text = repo.manifest.file_of("x.txt").read_bytes()
+    ok("switch", "feat", repo=repo)
+    repo.manifest.file_of("x.txt").write_bytes(text)
+    r = run_cli("fsck", cwd=repo.root)
+    assert r.code == 1 and "manifest: x.txt: is an asset, and so is x.txt/a.txt: a name cannot be both" in r.out, r.out
+
+
+def test_switch_between_a_file_and_a_folder_of_the_same_name(tmp_repo):
+    """Switching moves the folder's files out, removes the folder they leave,
+    and writes the file (and back); only files of no asset leaving it keep
+    the folder, and then the switch is refused before it starts."""
+    repo = tmp_repo
+    _file_here_folder_there(repo)
+    r = ok("switch", "main", repo=repo)
+    assert r.err == "" and (repo.root / "x.txt").read_text() == "main's file"
+    assert ok("status", repo=repo).out == ""
+    r = ok("switch", "feat", repo=repo)
+    assert r.err == "" and (repo.root / "x.txt/sub/b.txt").read_text() == "feat's b"
+    assert ok("status", repo=repo).out == "" and fsck(fresh(repo)).ok
+    write(repo, "x.txt/sub/notes.md", "mine")
+    r = run_cli("switch", "main", cwd=repo.root)
+    assert r.code == 12 and "cannot switch: x.txt would be a file, but x.txt/ is a folder here holding x.txt/sub/notes.md" in r.err, r.err
+    assert history.current_branch(history.open_git(repo)) == "feat" and (repo.root / "x.txt/a.txt").exists()
+    (repo.root / "x.txt/sub/notes.md").unlink()
+    ok("switch", "main", repo=repo)
+    assert (repo.root / "x.txt").read_text() == "main's file" and ok("status", repo=repo).out == ""
+
+
 def test_a_merge_that_would_close_a_lineage_cycle_is_refused(tmp_repo, monkeypatch):
     """x made from y on main, y made from x on feat: each branch is a DAG,
     the merge would not be. Refused before any change; fsck names a cycle
