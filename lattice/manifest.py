@@ -52,7 +52,7 @@ class Manifest:
         path = self._files.get(name)
         if path is not None:
             return path
-        path = self.dir / (check_name(name) + SUFFIX)
+        path = self.dir / (check_name(name, stored=True) + SUFFIX)
         folder = name.rpartition("/")[0]
         if folder and folder not in self._sound_folders:
             real = os.path.realpath(path.parent)

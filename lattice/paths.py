@@ -23,9 +23,11 @@ MAX_COMPONENT = 250
 _CONTROL = re.compile("[\x00-\x1f\x7f\ud800-\udfff]")  # surrogates: bytes that were not UTF-8
 
 
-def check_name(name: str) -> str:
+def check_name(name: str, stored: bool = False) -> str:
     """Validate an asset name as stored in a manifest. (Runs once per asset
-    per command, 10,000s of times: plain string tests, no Path objects.)"""
+    per command, 10,000s of times: plain string tests, no Path objects.)
+    `stored`: a name read from a manifest, which may end in @vN: new assets
+    are refused such names (they read as versions), older ones stay readable."""
     if not name or name[0] == "/" or "\\" in name:
         raise UnsafePath(f"asset name {name!r} is not a relative path")
     if _CONTROL.search(name):
@@ -45,7 +47,22 @@ def check_name(name: str) -> str:
         raise UnsafePath(f"asset name {name!r} has a hidden (dot) component; lattice does not track hidden files", hint="rename it without the leading dot")
     if len(name) > MAX_COMPONENT // 4 and any(len(part.encode()) > MAX_COMPONENT for part in parts):
         raise UnsafePath(f"asset name {name[:60]!r}… has a component longer than {MAX_COMPONENT} bytes", hint="use a shorter file or folder name")
+    if not stored and "@" in name and _version_digits(name.rpartition("@")[2]) is not None:
+        # `b.png@v1` names version 1 of b.png wherever a version may be given.
+        head, _, tail = name.rpartition("@")
+        folder, slash, leaf = head.rpartition("/")
+        stem, dot, ext = leaf.rpartition(".")
+        renamed = f"{folder}{slash}{stem}-{tail}{dot}{ext}" if stem else f"{head}-{tail}"
+        raise UnsafePath(f"asset name {name!r} ends in @{tail}, which reads as version {int(_version_digits(tail))} of {head}",
+                         hint=f"rename the file so that it does not end in @vN or @N, e.g. {renamed}")
     return name
+
+
+def _version_digits(tail: str) -> str | None:
+    """The version number in what follows a name's last '@' (`v3`, `V3`,
+    `3`), or None when it is not one."""
+    digits = tail[1:] if tail[:1] in ("v", "V") else tail
+    return digits if digits.isdigit() else None
 
 
 def require_path(user_path: str | os.PathLike) -> None:
@@ -54,8 +71,9 @@ def require_path(user_path: str | os.PathLike) -> None:
         raise UnsafePath("an empty path names no file", hint="name a file or folder, e.g. `.` for the whole project")
 
 
-def name_for(root: Path, user_path: str | os.PathLike, cwd: Path | None = None) -> str:
-    """Turn a path typed by the user (relative to `cwd`) into an asset name."""
+def name_for(root: Path, user_path: str | os.PathLike, cwd: Path | None = None, stored: bool = False) -> str:
+    """Turn a path typed by the user (relative to `cwd`) into an asset name
+    (`stored`: of an asset that exists, see check_name)."""
     root = Path(root)
     require_path(user_path)
     raw = Path(user_path)
@@ -69,7 +87,7 @@ def name_for(root: Path, user_path: str | os.PathLike, cwd: Path | None = None) 
             raise UnsafePath(f"{user_path}: outside the project at {root}") from None
     if str(rel) == ".":
         raise UnsafePath(f"{user_path}: is the project root, not a file in it")
-    name = check_name(rel.as_posix())
+    name = check_name(rel.as_posix(), stored)
     confine(root, name)
     return name
 
@@ -139,8 +157,8 @@ def split_version(spec: str) -> tuple[str, int | None]:
     from lattice.errors import InvalidInput
 
     head, sep, tail = spec.rpartition("@")
-    digits = tail[1:] if tail[:1] in ("v", "V") else tail
-    if not sep or not digits.isdigit():
+    digits = _version_digits(tail)
+    if not sep or digits is None:
         return spec, None
     if int(digits) < 1:
         raise InvalidInput(f"{spec!r}: there is no version {tail}", hint="versions are numbered from v1")
@@ -149,19 +167,20 @@ def split_version(spec: str) -> tuple[str, int | None]:
 
 def asset_spec(repo, spec: str, cwd: Path) -> tuple[str, int | None]:
     """`PATH[@vN]` as typed → (asset name, version or None). A name that is
-    itself an asset (`take@v2.png`, even `x@v2`) is that asset."""
+    itself an asset (`take@v2.png`; `x@v2` only in a manifest older than
+    check_name's refusal of such names) is that asset."""
     try:
-        whole = name_for(repo.root, spec, cwd)
+        whole = name_for(repo.root, spec, cwd, stored=True)
     except UnsafePath:
         whole = None
     if whole is not None and repo.index.get(whole) is not None:
         return whole, None
     path, number = split_version(spec)
     head, sep, tail = spec.rpartition("@")
-    if number is None and sep and repo.index.get(name_for(repo.root, head, cwd)) is not None:
+    if number is None and sep and repo.index.get(name_for(repo.root, head, cwd, stored=True)) is not None:
         from lattice.errors import InvalidInput, command
 
         # `sky.png@latest`, `sky.png@`: an asset, then no version number.
         raise InvalidInput(f"{spec!r}: {tail!r} is not a version" if tail else f"{spec!r}: the version is missing after '@'",
                            hint=f"versions are written {head}@v1, {head}@v2, …; {command('lattice log', head)} lists them")
-    return name_for(repo.root, path, cwd), number
+    return name_for(repo.root, path, cwd, stored=True), number

@@ -129,7 +129,7 @@ def decode(data: bytes, path: Path) -> AssetRecord:
             hint="`lattice fsck` lists damaged files; the last committed copy is in .lattice/history.git",
         ) from None
     try:
-        check_name(record.path)
+        check_name(record.path, stored=True)
     except Exception:
         raise RepositoryCorrupt(f"{path}: unsafe asset path {record.path!r}") from None
     if not record.versions:

@@ -1123,15 +1123,15 @@ def test_edge_names_and_paths_work_as_typed(tmp_repo):
     """An empty path is refused, not the whole project; `-C ..` is the folder
     above; names with '@' and names near the 255-byte limit work end to end;
     a stray file among the object shards stops no command."""
-    repo = tmp_repo.gen({"a.txt": "a", "b.txt": "b", "me@home.txt": "me", "x@v2": "x", "sub/.keep": ""})
+    repo = tmp_repo.gen({"a.txt": "a", "b.txt": "b", "me@home.txt": "me", "take@v2.txt": "t", "sub/.keep": ""})
     r = run_cli("add", "", cwd=repo.root)
     assert r.code == 4 and "an empty path names no file" in r.err
     assert run_cli("ls", "--json", cwd=repo.root).json == []
-    assert run_cli("-C", "..", "add", "a.txt", "me@home.txt", "x@v2", cwd=repo.root / "sub").code == 0
+    assert run_cli("-C", "..", "add", "a.txt", "me@home.txt", "take@v2.txt", cwd=repo.root / "sub").code == 0
     assert run_cli("-C", "..", "show", "a.txt", cwd=repo.root / "sub").code == 0
     assert run_cli("cat", "me@home.txt", cwd=repo.root).out == "me"
-    assert run_cli("cat", "x@v2", cwd=repo.root).out == "x"  # the asset, not version 2 of x
-    assert run_cli("cat", "x@v2@v1", cwd=repo.root).out == "x"
+    assert run_cli("cat", "take@v2.txt", cwd=repo.root).out == "t"  # the asset, not version 2.txt of take
+    assert run_cli("cat", "take@v2.txt@v1", cwd=repo.root).out == "t"
     r = run_cli("cat", "a.txt@v0", cwd=repo.root)
     assert r.code == 4 and "there is no version v0" in r.err
     long = "b" * 250  # the longest name a manifest file allows
@@ -1141,6 +1141,37 @@ def test_edge_names_and_paths_work_as_typed(tmp_repo):
     (repo.dir / "objects" / "zz").write_text("not a shard")
     r = run_cli("fsck", cwd=repo.root)
     assert r.code == 0, r.out + r.err
+
+
+def test_a_name_ending_in_a_version_is_refused_for_new_assets(tmp_repo):
+    """`b.txt@v1` would hide version 1 of b.txt from cat, log, restore: add,
+    gen and export refuse it (one line and a hint); a walk of a folder passes
+    over it. An asset so named in an older manifest is still read."""
+    repo = tmp_repo.gen({"b.txt": "b", "b.txt@v1": "other", "d/c@3": "c"})
+    assert run_cli("add", "b.txt", cwd=repo.root).code == 0
+    r = run_cli("gen", "a.png", "--model", "ffmpeg.testsrc", "--set", "width=32", "--set", "height=24", "--seed", "1", cwd=repo.root)
+    assert r.code == 0, r.err
+    for args in (("add", "b.txt@v1"), ("add", "d/c@3"), ("gen", "x.png@V2", "--model", "ffmpeg.testsrc"),
+                 ("export", "a.png", "-o", "e.png@v1", "--format", "png")):
+        r = run_cli(*args, cwd=repo.root)
+        assert r.code == 4 and len(r.err.splitlines()) == 2 and "reads as version" in r.err, (args, r.err)
+    r = run_cli("add", "b.txt@v1", cwd=repo.root)
+    assert r.err == ("error: asset name 'b.txt@v1' ends in @v1, which reads as version 1 of b.txt\n"
+                     "hint: rename the file so that it does not end in @vN or @N, e.g. b-v1.txt\n")
+    r = run_cli("add", ".", cwd=repo.root)
+    assert r.code == 0 and "skipped b.txt@v1" in r.err and "skipped d/c@3" in r.err
+    (repo.root / "b.txt").write_text("b2")
+    assert run_cli("add", "b.txt", cwd=repo.root).code == 0
+    assert run_cli("cat", "b.txt@v1", cwd=repo.root).out == "b"
+    assert [a["path"] for a in run_cli("ls", "--json", cwd=repo.root).json] == ["a.png", "b.txt"]
+    # An asset `b.txt@v1` an older manifest holds is that asset, as before:
+    (repo.root / "b.txt@v1").unlink()
+    mf = repo.manifest.file_of("b.txt")
+    mf.with_name("b.txt@v1.toml").write_text(mf.read_text().replace('path = "b.txt"', 'path = "b.txt@v1"'))
+    assert run_cli("cat", "b.txt@v1", cwd=repo.root).out == "b2"
+    assert run_cli("cat", "b.txt@v1@v1", cwd=repo.root).out == "b"
+    assert run_cli("checkout", "b.txt@v1", cwd=repo.root).code == 0 and (repo.root / "b.txt@v1").read_text() == "b2"
+    assert run_cli("fsck", cwd=repo.root).code == 0
 
 
 def test_ls_prefix_is_read_from_the_current_folder(tmp_repo):

@@ -85,7 +85,7 @@ def assets_named(repo, paths: list[str]) -> list[str]:
         if os.path.normpath(os.path.join(cwd(), p)) == str(repo.root):
             names.update(dict.fromkeys(repo.index.names()))
             continue
-        name = name_for(repo.root, p, cwd()).rstrip("/")
+        name = name_for(repo.root, p, cwd(), stored=True).rstrip("/")
         under = [r.path for r in repo.index.rows(name)] if repo.index.get(name) is None else [name]
         names.update(dict.fromkeys(under or [name]))
     return list(names)

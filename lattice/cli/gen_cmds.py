@@ -16,10 +16,12 @@ DETACH = typer.Option(False, "--detach", help="Only enqueue: print the job ids a
 JOBS = typer.Option(None, "--jobs", "-j", min=1, max=MAX_JOBS, help="Parallel jobs (default: one per CPU core, one per GPU).")
 
 
-def _names(repo, paths: list[str]) -> list[str]:
+def _names(repo, paths: list[str], stored: bool = True) -> list[str]:
+    """Asset names for paths typed by the user; `stored`: of assets that
+    exist (not a new asset's name: see paths.check_name)."""
     from lattice.paths import name_for
 
-    return [name_for(repo.root, p, cwd()) for p in paths]
+    return [name_for(repo.root, p, cwd(), stored) for p in paths]
 
 
 def _execute(repo, steps, skipped=(), *, priority="normal", detach=False, jobs=None, json=False) -> None:
@@ -154,7 +156,7 @@ def gen(
     from lattice.recipe import parse_sets
 
     repo = repo_from_ctx()
-    name = _names(repo, [path])[0]
+    name = _names(repo, [path], stored=False)[0]
     inputs = _names(repo, input_)
     step = gen_step(repo, name, model, prompt=prompt, negative_prompt=negative_prompt, seed=seed, params=parse_sets(set_), inputs=inputs)
     _execute(repo, [step], priority=priority, detach=detach, json=json)

@@ -68,7 +68,7 @@ def ls(json: bool = False, prefix: str | None = None) -> None:
     repo.check_manifest()
     if prefix is not None and os.path.normpath(os.path.join(cwd(), prefix)) == str(repo.root):
         prefix = None  # `.` at the root: everything
-    rows = list(repo.index.rows(name_for(repo.root, prefix, cwd()) if prefix is not None else None))
+    rows = list(repo.index.rows(name_for(repo.root, prefix, cwd(), stored=True) if prefix is not None else None))
     if json:
         emit_json(
             [

@@ -138,7 +138,7 @@ def export(
     from lattice.paths import name_for
 
     repo = repo_from_ctx()
-    name = name_for(repo.root, path, cwd())
+    name = name_for(repo.root, path, cwd(), stored=True)
     start = time.monotonic()
     result = do_export(
         repo, name, ExportOptions(format, quality, size, fps, range_), out, cwd(), regen=not no_regen,
