@@ -457,13 +457,22 @@ def resolve(g, ref: str):
     )
 
 
+# git keeps a ref in a file named after it, written through NAME.lock, and
+# file systems allow 255 bytes per name.
+MAX_REF_NAME = 250
+
+
 def check_ref_name(g, name: str, kind: str) -> str:
     import pygit2
 
+    what = "branch" if kind == "heads" else "tag"
+    size = len(name.encode(errors="surrogateescape"))
+    if size > MAX_REF_NAME:
+        raise InvalidInput(f"{name[:40]!r}… is not a valid {what} name: it is {size} bytes long; the limit is {MAX_REF_NAME} bytes",
+                           hint="use a shorter name")
     # '@' would read as PATH@vN where commands take either (`lattice diff`).
     if not name or name.startswith("-") or name == "HEAD" or "@" in name or not pygit2.reference_is_valid_name(f"refs/{kind}/{name}"):
-        raise InvalidInput(f"{name!r} is not a valid {'branch' if kind == 'heads' else 'tag'} name", hint="use letters, digits, '-', '_', '.' and '/'")
-    what = "branch" if kind == "heads" else "tag"
+        raise InvalidInput(f"{name!r} is not a valid {what} name", hint="use letters, digits, '-', '_', '.' and '/'")
     # git keeps refs as files: `feat` and `feat/x` cannot both exist.
     for other in (branches(g) if kind == "heads" else tags(g)):
         if name.startswith(other + "/") or other.startswith(name + "/"):

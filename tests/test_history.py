@@ -410,6 +410,13 @@ def test_branch_and_switch_bad_names(tmp_repo):
     assert r.code == 4 and "not a valid branch name" in r.err and "creates one" not in r.err
     assert run_cli("merge", "nope", cwd=repo.root).code == 4
     assert run_cli("diff", "nope", "main", cwd=repo.root).code == 4
+    # Longer than a ref file's name may be: invalid input, not a damaged history.
+    ok("branch", "b" * 250, repo=repo)
+    for kind, name in (("branch", "b" * 251), ("tag", "t" * 300), ("branch", "é" * 126), ("switch", "s" * 251)):
+        r = run_cli(kind, name, cwd=repo.root)
+        what = "tag" if kind == "tag" else "branch"
+        assert r.code == 4 and f"is not a valid {what} name: it is {len(name.encode())} bytes long; the limit is 250 bytes" in r.err, r.err
+    assert fsck(fresh(repo)).ok and len(history.branches(history.open_git(repo))) == 3
 
 
 # -- crash safety and damaged history ---------------------------------------------------
