@@ -616,8 +616,10 @@ def _refuse_cycles(repo: Repository, blobs: dict, records: dict, branch: str) ->
             edges += [(name, p, o) for p, o in zip(recipe.inputs, recipe.input_objects)]
     cycle = Graph(edges, {}).cycle()
     if cycle:
+        name = cycle[0]
+        generator = records[name].current.recipe.generator if name in records else repo.index.get(name).generator
         raise InvalidInput(f"merging {branch} would make a cycle in the lineage: {' -> '.join(cycle)}",
-                           hint=f"change one of those recipes' inputs on one branch first (`lattice regen {cycle[0]} --input …`), then merge again")
+                           hint=f"on the branch where {name} is made from {cycle[-2]}, {Graph.breaking(cycle, generator)}; then merge again")
 
 
 def _merge_config(base_tree, ours_tree, theirs_tree, strategy, result: Merged):

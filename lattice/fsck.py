@@ -141,8 +141,10 @@ def fsck(repo: Repository, repair: bool = False) -> Report:
 
         cycle = _lineage_cycle(records)
         if cycle:
-            problems.append(Problem("lineage", " -> ".join(cycle), "recipes make a cycle, which no render can finish; "
-                                    f"`lattice regen {cycle[0]} --input …` breaks it"))
+            from lattice.lineage import Graph
+
+            fix = Graph.breaking(cycle, records[cycle[0]].current.recipe.generator)
+            problems.append(Problem("lineage", " -> ".join(cycle), f"recipes make a cycle, which no render can finish; {fix}"))
 
         index_problems = _check_index(repo, records)
         if index_problems and repair:

@@ -97,6 +97,17 @@ class Graph:
             at[nxt] = len(path)
             path.append(nxt)
 
+    @staticmethod
+    def breaking(cycle: list[str], generator: str) -> str:
+        """How to break `cycle` (as cycle() gives it: each asset made from
+        the one before): re-make its first asset, whose recipe's `generator`
+        is given, from other inputs."""
+        from lattice.errors import command
+
+        name, made_from = cycle[0], cycle[-2]
+        return (f"re-make {name} from inputs other than {made_from} "
+                f"({command('lattice gen', name, options=f'--model {generator} --input …')}, with its --set options)")
+
     def stale(self) -> set[str]:
         """Every asset whose recipe no longer matches its inputs, transitively."""
         direct = {

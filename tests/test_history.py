@@ -699,20 +699,34 @@ def test_switch_between_a_file_and_a_folder_of_the_same_name(tmp_repo):
     assert (repo.root / "x.txt").read_text() == "main's file" and ok("status", repo=repo).out == ""
 
 
-def test_a_merge_that_would_close_a_lineage_cycle_is_refused(tmp_repo, monkeypatch):
-    """x made from y on main, y made from x on feat: each branch is a DAG,
-    the merge would not be. Refused before any change; fsck names a cycle
-    that got in anyway (here: a merge that did not check)."""
-    from lattice import branches
-
-    repo = tmp_repo
-    for name in ("x.txt", "y.txt"):
+def _half_cycles(repo) -> None:
+    """x made from y on main, y made from x on feat (z, a third, on both); main checked out."""
+    for name in ("x.txt", "y.txt", "z.txt"):
         ok("gen", name, "--model", "test.text", "--set", f"word={name}", repo=repo)
     ok("branch", "feat", repo=repo)
     ok("switch", "feat", repo=repo)
     ok("gen", "y.txt", "--model", "test.join", "--input", "x.txt", repo=repo)
     ok("switch", "main", repo=repo)
     ok("gen", "x.txt", "--model", "test.join", "--input", "y.txt", repo=repo)
+
+
+def _suggested_gen(text: str) -> list[str]:
+    """The arguments of the `lattice gen …` a message suggests, with z.txt for its `…` input."""
+    import re
+    import shlex
+
+    (line,) = re.findall(r"`lattice (gen [^`]*)`", text)
+    return [a if a != "…" else "z.txt" for a in shlex.split(line)]
+
+
+def test_a_merge_that_would_close_a_lineage_cycle_is_refused(tmp_repo, monkeypatch):
+    """Each branch is a DAG, the merge would not be. Refused before any
+    change; fsck names a cycle that got in anyway (here: a merge that did
+    not check). What either suggests breaks the cycle."""
+    from lattice import branches
+
+    repo = tmp_repo
+    _half_cycles(repo)
     head = history.log(repo, 1)[0].commit
     r = run_cli("merge", "feat", cwd=repo.root)
     assert r.code == 4 and "would make a cycle in the lineage: " in r.err and "y.txt -> x.txt" in r.err, r.err
@@ -721,6 +735,20 @@ def test_a_merge_that_would_close_a_lineage_cycle_is_refused(tmp_repo, monkeypat
     ok("merge", "feat", repo=repo)
     r = run_cli("fsck", cwd=repo.root)
     assert r.code == 1 and "lineage" in r.out and "recipes make a cycle" in r.out
+    ok(*_suggested_gen(r.out), repo=repo)
+    assert ok("fsck", repo=repo).out.startswith("ok")
+
+
+def test_a_lineage_cycle_hint_names_the_branch_and_a_command_that_breaks_it(tmp_repo):
+    repo = tmp_repo
+    _half_cycles(repo)
+    r = run_cli("merge", "feat", cwd=repo.root)
+    assert r.code == 4
+    assert "`lattice gen x.txt --model test.join --input …`" in r.err and "on the branch where x.txt is made from y.txt" in r.err, r.err
+    ok(*_suggested_gen(r.err), repo=repo)  # x.txt is made from y.txt on main, checked out
+    assert "merged: feat into main" in ok("merge", "feat", repo=repo).out
+    ok("render", repo=repo)  # y.txt, made from x.txt, follows its new version
+    assert fsck(fresh(repo)).ok and ok("render", "--check", repo=repo).out == "up to date\n"
 
 
 def test_a_ref_name_that_is_also_a_folder_of_refs_is_one_clear_error(tmp_repo):
