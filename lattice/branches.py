@@ -354,7 +354,7 @@ def _apply(repo: Repository, g, journal: Journal, records: dict, before: dict | 
         with contextlib.suppress(FileNotFoundError):
             os.unlink(confined(repo.root, name, folders))
     for name in journal.emptied:
-        with contextlib.suppress(FileNotFoundError, OSError):  # not empty: a file made since (the write below skips it)
+        with contextlib.suppress(OSError):  # gone, or not empty: a file made there since (the write below skips it)
             os.rmdir(confined(repo.root, name, folders))
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
 
@@ -457,7 +457,7 @@ def _plan_worktree(repo: Repository, before: dict, records: dict, verb: str = "s
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             st = None
-        if st is not None and stat.S_ISDIR(st.st_mode) and record is not None:
+        if st is not None and stat.S_ISDIR(st.st_mode) and record is not None and not os.path.islink(path):
             in_the_way[name] = []  # planned below, once every file leaving is known
             continue
         clean = st is not None and old is not None and not edited(repo, old, path, st)

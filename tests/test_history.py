@@ -678,7 +678,7 @@ def test_merge_refuses_a_name_that_is_a_file_on_one_side_and_a_folder_on_the_oth
     assert r.code == 1 and "manifest: x.txt: is an asset, and so is x.txt/a.txt: a name cannot be both" in r.out, r.out
 
 
-def test_switch_between_a_file_and_a_folder_of_the_same_name(tmp_repo):
+def test_switch_between_a_file_and_a_folder_of_the_same_name(tmp_repo, monkeypatch):
     """Switching moves the folder's files out, removes the folder they leave,
     and writes the file (and back); only files of no asset leaving it keep
     the folder, and then the switch is refused before it starts."""
@@ -695,8 +695,18 @@ def test_switch_between_a_file_and_a_folder_of_the_same_name(tmp_repo):
     assert r.code == 12 and "cannot switch: x.txt would be a file, but x.txt/ is a folder here holding x.txt/sub/notes.md" in r.err, r.err
     assert history.current_branch(history.open_git(repo)) == "feat" and (repo.root / "x.txt/a.txt").exists()
     (repo.root / "x.txt/sub/notes.md").unlink()
-    ok("switch", "main", repo=repo)
-    assert (repo.root / "x.txt").read_text() == "main's file" and ok("status", repo=repo).out == ""
+    from lattice import branches
+
+    def die(*a, **k):
+        raise KeyboardInterrupt  # as a kill leaves it: the journal, nothing done
+
+    with monkeypatch.context() as m:
+        m.setattr(branches, "_apply", die)
+        assert run_cli("switch", "main", cwd=repo.root).code == 130
+    assert (repo.root / "x.txt/a.txt").exists()
+    assert ok("status", repo=repo).out == ""  # the next command finishes the switch
+    assert (repo.root / "x.txt").read_text() == "main's file" and history.current_branch(history.open_git(repo)) == "main"
+    assert fsck(fresh(repo)).ok
 
 
 def _half_cycles(repo) -> None:
