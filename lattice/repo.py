@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
-import sqlite3
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
@@ -233,6 +232,8 @@ class Repository:
         written = stored is not None and stamps_digest(seen, sort=True) == stored
         known = seen if written else index.manifest_stamps()
         if seen == known:  # compared in C
+            import sqlite3  # loaded by the index already; not at start-up, which status forks early in
+
             with contextlib.suppress(sqlite3.OperationalError), index:  # a read-only index just stays slower
                 index.set_manifest_digest(digest)
             index.track_stamps(seen)
