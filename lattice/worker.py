@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from lattice.errors import (
-    Conflict, GeneratorFailed, InvalidInput, LatticeError, QueueError, RepositoryCorrupt, TrustRequired, UsageError,
-    WriteRefused, exit_code_of, refused_write,
+    Conflict, GeneratorFailed, InvalidInput, LatticeError, LockTimeout, QueueError, RepositoryCorrupt, TrustRequired,
+    UsageError, WriteRefused, exit_code_of, refused_write,
 )
 from lattice.queue import Job, JobQueue
 from lattice.queue.schema import RECORDED_STAGE
@@ -41,8 +41,10 @@ from lattice.queue.schema import RECORDED_STAGE
 # Failures a retry cannot fix: bad input, a damaged repository, an unapproved
 # command, a write the filesystem refuses (a person must make room or grant
 # permission first), and a deterministic generator's failure
-# (GeneratorFailed.retryable).
-NOT_RETRYABLE = (InvalidInput, UsageError, RepositoryCorrupt, TrustRequired, Conflict, WriteRefused)
+# (GeneratorFailed.retryable). Nor a lock another process held through the
+# whole wait: a retry would make the output again to wait as long, where
+# every other command gives up with exit 6 after one wait.
+NOT_RETRYABLE = (InvalidInput, UsageError, RepositoryCorrupt, TrustRequired, Conflict, WriteRefused, LockTimeout)
 # OS errors another try may get past (a resource short for the moment); the
 # others (a name too long, a file where a folder belongs) fail the same way
 # again, and a refused write (no permission, read-only, full) is WriteRefused.

@@ -903,8 +903,6 @@ def test_gen_blocked_by_a_live_lock_exits_6_naming_the_holder(tmp_repo, monkeypa
     import lattice.lock
 
     monkeypatch.setattr(lattice.lock, "DEFAULT_TIMEOUT", 0.3)
-    cfg = tmp_repo.dir / "config.toml"
-    cfg.write_text(cfg.read_text() + "\n[queue.types.image]\nretries = 0\n")
     holder = subprocess.Popen(
         [sys.executable, "-c", "import sys,time\nfrom lattice.lock import RepoLock\nl=RepoLock(sys.argv[1]); l.acquire(); print('held', flush=True); time.sleep(60)", str(tmp_repo.dir / "lock")],
         stdout=subprocess.PIPE, text=True,
@@ -916,7 +914,9 @@ def test_gen_blocked_by_a_live_lock_exits_6_naming_the_holder(tmp_repo, monkeypa
         assert f"failed: a.txt: the repository is locked by pid {holder.pid}" in r.err and "Traceback" not in r.err
         r = run_cli("gen", "b.txt", "--model", "test.text", "--json", cwd=tmp_repo.root)
         assert r.code == 6 and r.json[0]["status"] == "failed" and r.json[0]["exit_code"] == 6
-        assert [j["exit_code"] for j in run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json] == [6, 6]
+        jobs = run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json
+        assert [j["exit_code"] for j in jobs] == [6, 6]
+        assert [j["attempts"] for j in jobs] == [1, 1]  # one wait, not a retry that makes the output again
     finally:
         holder.kill()
         holder.wait()
