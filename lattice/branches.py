@@ -19,7 +19,8 @@ import errno
 import os
 import stat
 from dataclasses import dataclass, field
-from typing import Optional, Union
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Union
 
 import msgspec
 
@@ -356,6 +357,7 @@ def _apply(repo: Repository, g, journal: Journal, records: dict, before: dict | 
     for name in journal.emptied:
         with contextlib.suppress(OSError):  # gone, or not empty: a file made there since (the write below skips it)
             os.rmdir(confined(repo.root, name, folders))
+    _remove_emptied_folders(repo.root, journal.delete, keep=journal.write)
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
 
     def replace(item: tuple) -> tuple | None:
@@ -394,6 +396,30 @@ def _apply(repo: Repository, g, journal: Journal, records: dict, before: dict | 
 
             g.head.set_target(pygit2.Oid(hex=target), "fast-forward")
     os.unlink(repo.dir / JOURNAL)
+
+
+def _remove_emptied_folders(root: Path, deleted: list[str], keep: Iterable[str]) -> None:
+    """Remove the folders the deleted working files left empty, as git does
+    when a switch takes files away: each file's folder and the folders
+    above it, deepest first, except those a file to be written goes in.
+    rmdir removes only an empty folder: one holding anything else stays."""
+    from lattice.errors import UnsafePath
+    from lattice.paths import confined
+
+    kept = {parent for name in keep for parent in _parents(name)}
+    emptied = {parent for name in deleted for parent in _parents(name)} - kept
+    folders: dict[str, str] = {}
+    for folder in sorted(emptied, key=lambda f: -f.count("/")):  # deepest first
+        # Not empty, gone, a link, or reached through one: what holds it stays.
+        with contextlib.suppress(OSError, UnsafePath):
+            os.rmdir(confined(root, folder, folders))
+
+
+def _parents(name: str) -> Iterator[str]:
+    """`a/b/c.png` → `a/b`, `a`."""
+    while "/" in name:
+        name = name.rpartition("/")[0]
+        yield name
 
 
 def _park(repo: Repository, names: list[str], seen: dict) -> None:

@@ -678,6 +678,31 @@ def test_merge_refuses_a_name_that_is_a_file_on_one_side_and_a_folder_on_the_oth
     assert r.code == 1 and "manifest: x.txt: is an asset, and so is x.txt/a.txt: a name cannot be both" in r.out, r.out
 
 
+def test_switch_removes_the_folders_it_empties_and_no_others(tmp_repo):
+    """As git does: the folders a switch empties by taking assets away go
+    too; one still holding a file of no asset stays, with the file, and a
+    folder the other branch writes into is kept."""
+    repo = tmp_repo
+    add(repo, "base.txt", "base")
+    ok("branch", "feat", repo=repo)
+    ok("switch", "feat", repo=repo)
+    add(repo, "shots/a/one.txt", "1")
+    add(repo, "shots/b/two.txt", "2")
+    add(repo, "keep/x.txt", "x")
+    write(repo, "keep/notes.md", "mine")
+    add(repo, "both/feat.txt", "feat")
+    ok("switch", "main", repo=repo)
+    add(repo, "both/main.txt", "main")
+    ok("switch", "feat", repo=repo)
+    r = ok("switch", "main", repo=repo)
+    assert not (repo.root / "shots").exists()
+    assert sorted(os.listdir(repo.root / "keep")) == ["notes.md"]
+    assert sorted(os.listdir(repo.root / "both")) == ["main.txt"]
+    assert ok("status", repo=repo).out == "" and r.err == ""
+    ok("switch", "feat", repo=repo)
+    assert (repo.root / "shots/b/two.txt").read_text() == "2"
+
+
 def test_switch_between_a_file_and_a_folder_of_the_same_name(tmp_repo, monkeypatch):
     """Switching moves the folder's files out, removes the folder they leave,
     and writes the file (and back); only files of no asset leaving it keep
