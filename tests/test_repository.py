@@ -524,11 +524,17 @@ def test_status_uses_stat_cache_and_notices_same_size_edit(tmp_repo):
     assert states(repo) == {("a.png", "modified")}
 
 
-def test_status_sees_a_manifest_moved_on_in_place_after_a_clean_check(tmp_repo, tmp_path):
+@pytest.mark.parametrize("fork", [True, False], ids=["forked", "serial"])
+def test_status_sees_a_manifest_moved_on_in_place_after_a_clean_check(tmp_repo, tmp_path, monkeypatch, fork):
     """status checks the working files against the index while the manifest
-    is checked beside; a manifest file that moved on in place (same inode,
-    folder untouched) must still change the answer: here a pulled v2 makes
-    the working file, which holds v1, outdated."""
+    is checked beside (forked, or after, where it cannot fork); a manifest
+    file that moved on in place (same inode, folder untouched) must still
+    change the answer: here a pulled v2 makes the working file, which holds
+    v1, outdated."""
+    import lattice.beside
+
+    if not fork:
+        monkeypatch.setattr(lattice.beside, "can_fork", lambda: False)
     repo = tmp_repo.gen({"a.txt": "one"})
     add(repo, ["a.txt"], cwd=repo.root)
     assert run_cli("status", "--porcelain", cwd=repo.root).out == ""  # a clean check: digest stored
