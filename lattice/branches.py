@@ -352,7 +352,9 @@ def _apply(repo: Repository, g, journal: Journal, records: dict, before: dict | 
     sync_filesystem(repo.dir)
     folders: dict[str, str] = {}  # confined() resolves each folder once
     for name in journal.delete:
-        with contextlib.suppress(FileNotFoundError):
+        # Gone already, or (the journal re-done after a crash) its writes put
+        # a file where this one's folder was, or a folder where it was.
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError, IsADirectoryError):
             os.unlink(confined(repo.root, name, folders))
     for name in journal.emptied:
         with contextlib.suppress(OSError):  # gone, or not empty: a file made there since (the write below skips it)

@@ -999,6 +999,37 @@ def test_switch_killed_midway_is_finished_by_the_next_command(tmp_repo, monkeypa
     assert fsck(fresh(repo)).ok
 
 
+@pytest.mark.parametrize("to", ["main", "feat"])
+def test_switch_over_a_file_folder_clash_killed_after_writing_is_finished(tmp_repo, monkeypatch, to):
+    """The journal is re-done whole: its deletes then meet the file (or the
+    folder) its writes already put at that name, which must not stop it."""
+    import lattice.branches as branches
+
+    repo = tmp_repo
+    _file_here_folder_there(repo)  # on feat
+    if to == "feat":
+        ok("switch", "main", repo=repo)
+    real_unlink = os.unlink
+
+    def dying_unlink(path, *a, **k):
+        if str(path).endswith("journal"):
+            raise SystemExit("killed")  # every file written, the journal not yet gone
+        return real_unlink(path, *a, **k)
+
+    monkeypatch.setattr(branches.os, "unlink", dying_unlink)
+    with pytest.raises(SystemExit):
+        branches.switch(fresh(repo), to)
+    monkeypatch.undo()
+    assert (repo.dir / "journal").exists()
+    assert ok("status", "--porcelain", repo=repo).out == ""  # finishes the switch first
+    assert not (repo.dir / "journal").exists() and history.current_branch(history.open_git(repo)) == to
+    if to == "main":
+        assert (repo.root / "x.txt").read_text() == "main's file"
+    else:
+        assert (repo.root / "x.txt/sub/b.txt").read_text() == "feat's b"
+    assert fsck(fresh(repo)).ok
+
+
 def test_fsck_run_first_after_a_killed_switch_finishes_it_once(tmp_repo, monkeypatch):
     """fsck opens the journal before the index, whose opening finishes the
     journal too: it must be finished once, not re-done over a deleted file."""
