@@ -195,6 +195,11 @@ class Repository:
         self.finish_batch()
         return index
 
+    def interrupted(self) -> bool:
+        """A switch, merge or manifest batch was cut short: opening the index
+        finishes it, changing manifest and working files first."""
+        return os.path.exists(self.dir / JOURNAL) or os.path.exists(self.dir / BATCH_JOURNAL)
+
     def finish_batch(self) -> None:
         """Finish the renames of a manifest batch whose process was killed
         midway (its journal is still there): the change then lands whole,

@@ -40,7 +40,10 @@ def status(repo: Repository, untracked: bool = True) -> list[Entry]:
     # against the index as it stands; a manifest that moved on under the
     # index (a `git pull`) is synced and the working files looked at again.
     # The child starts first: it needs neither SQLite nor the index, which
-    # this process loads meanwhile.
+    # this process loads meanwhile; unless a cut-short change is to be
+    # finished, which the child must see done.
+    if repo.interrupted():
+        repo.open_index()
     with Beside(functools.partial(_manifest_and_new, repo, untracked)) as beside:
         index = repo.open_index()
         entries, refresh = _tracked(repo, index)

@@ -1420,6 +1420,25 @@ def test_a_batch_journal_that_is_no_journal_is_refused_and_set_aside(tmp_repo, t
     assert not (tmp_repo.dir / "batch-journal").exists() and run_cli("status", cwd=tmp_repo.root).code == 0
 
 
+@pytest.mark.parametrize("fork", [True, False], ids=["forked", "serial"])
+def test_the_first_status_after_a_killed_batch_sees_it_finished(tmp_repo, monkeypatch, fork):
+    """status finishes the batch before it looks at the manifest (the
+    forked check included): its files are tracked, none of them "new"."""
+    import signal
+
+    import lattice.beside
+    from test_history import _STOPPED_ADD
+
+    if not fork:
+        monkeypatch.setattr(lattice.beside, "can_fork", lambda: False)
+    repo = tmp_repo.gen({f"batch/f{i:02}.png": f"take {i}" for i in range(60)})
+    proc = subprocess.run([sys.executable, "-c", _STOPPED_ADD, "0"], cwd=repo.root, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL and (repo.dir / "batch-journal").exists()
+    r = run_cli("status", "--porcelain", cwd=repo.root)
+    assert (r.code, r.out) == (0, ""), r.out[:300]
+    assert not (repo.dir / "batch-journal").exists()
+
+
 def test_a_batch_killed_midway_is_finished_where_the_project_now_is(tmp_repo, tmp_path):
     """Its journal names paths inside .lattice: the project moved after the
     crash finishes its own batch, whole, and touches nothing where it was."""
