@@ -84,7 +84,8 @@ def run_child(
     """Run `argv` to completion. Raises GeneratorFailed naming `name` when it
     cannot start, times out (after killing its group) or exits non-zero; the
     message quotes the `summary` ("first" or "last") line of its stderr, the
-    hint its last lines. ffmpeg names the cause first; a Python traceback last."""
+    hint its last lines. ffmpeg names the cause first; a Python traceback last.
+    A child that failed saying the disk is full raises WriteRefused (exit 13)."""
     import collections
     import subprocess
     import threading
@@ -141,6 +142,11 @@ def run_child(
         )
     if rc != 0:
         lines = list(tail)
+        full = next((code for code in (errno.ENOSPC, errno.EDQUOT) if any(os.strerror(code) in line for line in lines)), None)
+        if full is not None:  # the disk, not the generator: exit 13, as for lattice's own writes
+            from lattice.errors import refused_write
+
+            raise refused_write(OSError(full, os.strerror(full)), where=cwd)
         status = f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
         pick = (first[0] if summary == "first" else lines[-1]) if lines else status
         raise GeneratorFailed(f"{name} failed ({status}): {_LOG_PREFIX.sub('', pick)}", hint="\n".join(lines) or None,

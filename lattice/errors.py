@@ -8,6 +8,7 @@ with `--debug`. The exit codes are part of the CLI contract (README).
 from __future__ import annotations
 
 import errno
+import os
 
 
 class LatticeError(Exception):
@@ -130,23 +131,39 @@ _REFUSED = {
 }
 
 
-def refused_write(e: OSError) -> WriteRefused | None:
+def refused_write(e: OSError, where: str | os.PathLike | None = None) -> WriteRefused | None:
     """A WriteRefused (exit 13) naming the path for an OSError that means
     the filesystem refused us (permission, read-only, full); None for any
     other OSError. A temp file that could not be made is named by its
-    folder: that is what must become writable."""
+    folder: that is what must become writable. An error that names no path
+    (a write to an open file) is named by `where`. A file lattice may not
+    read is said to be one, with the hint that fits."""
     if e.errno not in _REFUSED:
         return None
     what, hint = _REFUSED[e.errno]
-    path = e.filename
+    path = e.filename if e.filename is not None else where
     if path is not None:
-        import os
-
         path = os.fsdecode(path)
         head, tail = os.path.split(path)
         if ".tmp-" in tail and head:  # lattice.fsutil.TEMP_MARK: a temp beside its target
             path = head
+        elif e.errno in (errno.EACCES, errno.EPERM) and _unreadable(path):
+            what, hint = f"{what} (lattice may not read it)", "give yourself read permission there, then run the command again"
     return WriteRefused(f"{path}: {what}" if path else what, hint=hint)
+
+
+def _unreadable(path: str) -> bool:
+    """A file or folder that is there but may not be read: the refusal was
+    of a read."""
+    if not os.path.lexists(path):
+        return False
+    try:
+        os.close(os.open(path, os.O_RDONLY))
+    except PermissionError:
+        return True
+    except OSError:
+        pass
+    return False
 
 
 def job_failed(exit_code: int | None, message: str, hint: str | None = None) -> LatticeError:

@@ -426,6 +426,12 @@ def carries_recipe(fmt: str, kind: str) -> bool:
     return fmt in EMBEDS or (FORMATS[fmt][1] == "lottie" and kind != "vector")
 
 
+def _check_name_lengths(out: str, parts, beside: str = "") -> None:
+    if any(len(part.encode()) > NAME_MAX for part in parts):
+        raise InvalidInput(f"-o {out}: a name{beside} is longer than the {NAME_MAX} bytes a file system allows",
+                           hint="name a shorter output")
+
+
 def resolve_target(repo: Repository, out: str | None, source: str, fmt: str, cwd: Path, kind: str) -> Target:
     """Where the export goes; refuses `.lattice/`, a symlink as the target,
     a name that cannot be made (under a file, too long), a sidecar that
@@ -438,6 +444,7 @@ def resolve_target(repo: Repository, out: str | None, source: str, fmt: str, cwd
         stem = Path(source).name.rsplit(".", 1)[0]
         out = f"{stem}-frames" if fmt == "frames" else f"{stem}-export.{ext}"
     path = Path(os.path.normpath(cwd / out))
+    _check_name_lengths(out, path.parts[1:])  # before any stat, which fails on such a name
     if path.is_symlink():
         raise UnsafePath(f"-o {out}: is a symbolic link; an export never writes through one",
                          hint="remove the link or name another output")
@@ -455,11 +462,8 @@ def resolve_target(repo: Repository, out: str | None, source: str, fmt: str, cwd
     if parent.is_dir() and not os.access(parent, os.W_OK):
         raise InvalidInput(f"-o {out}: the folder {parent} is not writable", hint="name an output where you may write")
     sidecar = fmt == "frames" or not (inside or carries_recipe(fmt, kind))
-    for part in final.parts[1:] + ((final.name + SIDECAR,) if sidecar else ()):
-        if len(part.encode()) > NAME_MAX:
-            beside = f" (with its {SIDECAR} sidecar)" if part.endswith(SIDECAR) and sidecar else ""
-            raise InvalidInput(f"-o {out}: a name{beside} is longer than the {NAME_MAX} bytes a file system allows",
-                               hint="name a shorter output")
+    if sidecar:
+        _check_name_lengths(out, [final.name + SIDECAR], f" (with its {SIDECAR} sidecar)")
     if fmt == "frames":
         _check_frames_dir(repo, final, out, source, root, Path(os.path.realpath(cwd)))
         _check_sidecar(repo, final, out, source, fmt, root)

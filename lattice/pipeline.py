@@ -4,6 +4,7 @@ detached) run an inline worker pool until their jobs are done."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -312,6 +313,12 @@ def run_until_done(
         done.wait(10)  # the slots clean up their scratch files
         raise
     if error:
+        # The command fails: its jobs are not left for a later worker to
+        # finish behind the user's back (as on Ctrl-C), where the queue can
+        # still take the cancel.
+        mine = set(job_ids if own is None else own)
+        with contextlib.suppress(LatticeError):
+            q.cancel([j.id for j in _jobs(q, job_ids) if j.id in mine and not j.finished])
         raise error[0]
     return _jobs(q, job_ids)
 

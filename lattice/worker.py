@@ -45,17 +45,17 @@ from lattice.queue.schema import RECORDED_STAGE
 # whole wait: a retry would make the output again to wait as long, where
 # every other command gives up with exit 6 after one wait.
 NOT_RETRYABLE = (InvalidInput, UsageError, RepositoryCorrupt, TrustRequired, Conflict, WriteRefused, LockTimeout)
-# OS errors another try may get past (a resource short for the moment); the
-# others (a name too long, a file where a folder belongs) fail the same way
-# again, and a refused write (no permission, read-only, full) is WriteRefused.
-TRANSIENT_ERRNOS = frozenset({errno.EAGAIN, errno.EINTR, errno.ENOMEM, errno.EBUSY, errno.ETXTBSY, errno.EMFILE,
-                              errno.ENFILE})
+# OS errors that fail the same way on another try: a name too long, a file
+# where a folder belongs (or the reverse), a loop of links, a bad argument.
+# A refused write (no permission, read-only, full) is WriteRefused; any other
+# (a resource short for the moment, a network filesystem's hiccup) is retried.
+LASTING_ERRNOS = frozenset({errno.ENAMETOOLONG, errno.ENOTDIR, errno.EISDIR, errno.ELOOP, errno.EEXIST, errno.EINVAL})
 
 
 def failure(e: BaseException) -> tuple[str, bool]:
     """A job's error as one line for the queue, and whether a retry may help."""
     if isinstance(e, OSError) and e.errno is not None:
-        return f"{e.strerror or e}: {e.filename}" if e.filename else str(e.strerror or e), e.errno in TRANSIENT_ERRNOS
+        return f"{e.strerror or e}: {e.filename}" if e.filename else str(e.strerror or e), e.errno not in LASTING_ERRNOS
     error = e.message if isinstance(e, LatticeError) else repr(e)
     return error, not isinstance(e, NOT_RETRYABLE) and getattr(e, "retryable", True)
 
@@ -183,7 +183,7 @@ class _Run:
             if due:
                 self.last_report, self.last_stage = now, stage
         if due:
-            pool._quietly(pool.queue.set_progress, self.job.id, fraction, stage)
+            pool._advise(pool.queue.set_progress, self.job.id, fraction, stage)
 
     def flush(self, pool: WorkerPool) -> None:
         with self.lock:
@@ -191,7 +191,7 @@ class _Run:
             if pending:
                 self.last_report = time.monotonic()
         if pending:
-            pool._quietly(pool.queue.set_progress, self.job.id, *pending)
+            pool._advise(pool.queue.set_progress, self.job.id, *pending)
 
 
 def _kill_group(popen: subprocess.Popen) -> None:
@@ -338,6 +338,13 @@ class WorkerPool:
             run.handed_back = True
         self._quietly(self.queue.release, run.job.id, worker_id=run.worker_id)
         self.stats["released"] += 1
+
+    def _advise(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Progress reports are advice: a database that cannot take one
+        (busy, full, read-only) must not stop the job; writing its result
+        says what is wrong, if anything still is."""
+        with contextlib.suppress(LatticeError):
+            fn(*args)
 
     def _quietly(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Queue calls from the supervisor and progress reports: a busy

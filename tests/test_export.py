@@ -363,6 +363,8 @@ def test_a_path_an_export_cannot_use_is_refused_before_any_job(tmp_repo, tmp_pat
         (["-f", "frames", "-o", "v.mp4/fr"], "v.mp4/fr: v.mp4 is a file"),
         (["-f", "frames", "-o", "x" * 252], "longer than the 255 bytes a file system allows"),
         (["-o", str(outside / ("x" * 250 + ".gif"))], "(with its .lattice.json sidecar) is longer than"),
+        (["-o", str(outside / ("a" * 252 + ".gif"))], "a name is longer than the 255 bytes"),
+        (["-o", "b" * 260 + ".png"], "a name is longer than the 255 bytes"),
         (["-o", str(root / "notes.txt" / "z.png")], "notes.txt/z.png: notes.txt is a file"),
     ]
     for args, message in cases:

@@ -978,3 +978,39 @@ def test_exit_code_of_steps(results, code):
     from lattice.render import Outcome
 
     assert exit_code([Outcome(f"a{i}.txt", "generate", s, exit_code=c) for i, (s, c) in enumerate(results)]) == code
+
+
+def test_a_progress_report_the_queue_cannot_take_does_not_stop_the_job(tmp_repo, monkeypatch, run_log):
+    """Progress is advice: a full or read-only queue database refusing one
+    leaves the job to finish, and its result says what is wrong, if anything."""
+    from lattice.errors import WriteRefused
+    from lattice.queue import JobQueue
+
+    def refuse(self, *a, **k):
+        raise WriteRefused("queue.db: no space left on the device")
+
+    monkeypatch.setattr(JobQueue, "set_progress", refuse)
+    r = gen(tmp_repo, "a.txt", "--model", "test.text", "--seed", "1")
+    assert r.code == 0, r.err
+    assert (tmp_repo.root / "a.txt").exists() and len(run_log()) == 1
+
+
+def test_a_command_whose_worker_pool_stops_cancels_its_jobs(tmp_repo, monkeypatch, run_log):
+    """The queue database failing under the inline pool (here: it cannot
+    hand out the job) fails the command; its jobs are cancelled, as on
+    Ctrl-C, not left queued for a later worker to record behind the user's
+    back."""
+    from lattice.errors import RepositoryCorrupt
+    from lattice.queue import JobQueue
+
+    def damaged(self, *a, **k):
+        raise RepositoryCorrupt("queue.db: could not write the database (disk I/O error)")
+
+    monkeypatch.setattr(JobQueue, "claim", damaged)
+    r = run_cli("gen", "a.txt", "--model", "test.text", "--seed", "1", cwd=tmp_repo.root)
+    assert r.code == 5 and "disk I/O error" in r.err, r.err
+    monkeypatch.undo()
+    jobs = run_cli("queue", "ls", "--all", "--json", cwd=tmp_repo.root).json
+    assert [j["state"] for j in jobs] == ["cancelled"], jobs
+    assert run_cli("worker", "--once", cwd=tmp_repo.root).code == 0
+    assert tmp_repo.manifest.read("a.txt") is None and run_log() == []

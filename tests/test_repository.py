@@ -1613,6 +1613,28 @@ def test_a_read_only_repository_exits_13_naming_the_path_and_changes_nothing(tmp
     assert run_cli("fsck", cwd=repo.root).code == 0
 
 
+def test_a_file_lattice_may_not_read_is_named_as_one(tmp_repo):
+    """A refused read is no refused write: the hint asks for read permission."""
+    prefix = _unprivileged()
+    repo = tmp_repo.gen({"in.png": b"png"})
+    (repo.root / "in.png").chmod(0o000)
+    try:
+        proc = _lattice(prefix, "add", "in.png", cwd=repo.root)
+        _one_error(proc, 13, f"{repo.root / 'in.png'}: permission denied (lattice may not read it)")
+        assert "read permission" in proc.stderr and repo.manifest.read("in.png") is None
+    finally:
+        (repo.root / "in.png").chmod(0o644)
+    assert run_cli("add", "in.png", cwd=repo.root).code == 0
+    (repo.root / "in.png").chmod(0o644)
+    folder = repo.manifest.dir
+    folder.chmod(0o000)
+    try:
+        proc = _lattice(prefix, "status", cwd=repo.root)
+        _one_error(proc, 13, f"{folder}: permission denied (lattice may not read it)")
+    finally:
+        folder.chmod(0o755)
+
+
 def test_a_read_only_working_folder_exits_13_before_anything_is_recorded(tmp_repo):
     """A folder of the working tree that may not be written: gen, regen and
     restore refuse before they record or render anything; a render that

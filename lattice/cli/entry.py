@@ -101,7 +101,7 @@ def run(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         code = _reader_gone()
     except OSError as e:
-        refused = errors.refused_write(e)  # permission denied, read-only filesystem, disk full: 13
+        refused = errors.refused_write(e, where=cwd())  # permission denied, read-only filesystem, disk full: 13
         if refused is not None:
             code = _report(refused.message, refused.hint, refused.exit_code)
         else:
