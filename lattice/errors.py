@@ -170,8 +170,9 @@ def job_failed(exit_code: int | None, message: str, hint: str | None = None) -> 
     """The error for work that failed in a queued job, which the queue keeps
     as its text and exit code: of the class with that code (GeneratorFailed
     when the code is unknown)."""
-    by_code = {c.exit_code: c for c in (UsageError, InvalidInput, RepositoryCorrupt, LockTimeout, ContentChanged,
-                                        GeneratorFailed, TrustRequired, QueueError, HistoryError, Conflict, WriteRefused)}
+    by_code = {c.exit_code: c for c in (LatticeError, UsageError, InvalidInput, RepositoryCorrupt, LockTimeout,
+                                        ContentChanged, GeneratorFailed, TrustRequired, QueueError, HistoryError,
+                                        Conflict, WriteRefused)}
     return by_code.get(exit_code, GeneratorFailed)(message, hint)
 
 

@@ -389,8 +389,8 @@ class WorkerPool:
             try:
                 result = self.handlers[job.type](ctx)
             except BaseException as e:  # one poison job must never stop the others
-                if isinstance(e, OSError) and refused_write(e) is not None:
-                    e = refused_write(e)  # the path named, exit 13, not retried
+                if isinstance(e, OSError):
+                    e = refused_write(e) or e  # the path named, exit 13, not retried
                 error, retry = failure(e)
                 tail = getattr(e, "stderr_tail", None) or getattr(e, "stderr", None) or ""
                 if isinstance(tail, bytes):
