@@ -47,7 +47,12 @@ def status(repo: Repository, untracked: bool = True) -> list[Entry]:
     with Beside(functools.partial(_manifest_and_new, repo, untracked)) as beside:
         index = repo.open_index()
         entries, refresh = _tracked(repo, index)
-        digest, new = beside.result()
+        digest, new, passed = beside.result()
+    if passed:
+        from lattice.errors import warn
+
+        for name, why in passed:  # told here: the child's own output would interleave
+            warn(f"skipped {name}: {why}")
     if repo.sync_index(digest):
         entries, refresh = _tracked(repo, index)
     repo.check_manifest()
@@ -59,24 +64,32 @@ def status(repo: Repository, untracked: bool = True) -> list[Entry]:
     return entries
 
 
-def _manifest_and_new(repo: Repository, untracked: bool) -> tuple[str, list[str]]:
+def _manifest_and_new(repo: Repository, untracked: bool) -> tuple[str, list[str], list[tuple[str, str]]]:
     """The digest of the manifest files' stamps (what sync_index compares),
-    and the untracked media files (none unless `untracked`)."""
+    the untracked media files (none unless `untracked`), and the folders
+    the walk could not read, with why."""
     from lattice.manifest import stamps_digest
 
     seen = repo.manifest.stamps()
-    return stamps_digest(seen), _untracked(repo, seen.keys()) if untracked else []
+    passed: list[tuple[str, str]] = []
+    new = _untracked(repo, seen.keys(), passed) if untracked else []
+    return stamps_digest(seen), new, passed
 
 
-def _untracked(repo: Repository, tracked) -> list[str]:
+def _untracked(repo: Repository, tracked, passed: list[tuple[str, str]]) -> list[str]:
     from lattice import ignore
-    from lattice.worktree import walk
+    from lattice.worktree import UNREADABLE, walk
 
     ignored = ignore.load(repo.root)
     # The walk passes over tracked names first: 10,000 tracked files cost
     # no media or ignore test.
     skip = (lambda name, is_dir: ignored(name)) if ignored is not None else None  # noqa: E731
-    return list(walk(repo.root, media_only=True, skip=skip, known=tracked))
+
+    def unreadable(name: str, why: str) -> None:
+        if why == UNREADABLE:  # what else the walk passes over, status has never listed
+            passed.append((name, why))
+
+    return list(walk(repo.root, media_only=True, skip=skip, known=tracked, passed=unreadable))
 
 
 def _tracked(repo: Repository, index) -> tuple[list[Entry], list[tuple]]:

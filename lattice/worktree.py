@@ -20,6 +20,10 @@ from lattice.repo import Repository
 RACY_WINDOW_NS = 100_000_000
 
 
+# What the walk tells `passed` of a folder it may not list.
+UNREADABLE = "a folder lattice may not read (give yourself read permission to see what is in it)"
+
+
 def walk(root: Path, base: str = "", media_only: bool = False,
          skip: Callable[[str, bool], bool] | None = None, known: Container[str] = (),
          passed: Callable[[str, str], None] | None = None) -> Iterable[str]:
@@ -46,8 +50,12 @@ def _walk(root: Path, directory: str, prefix: str, media: Callable[[str], bool] 
     try:
         with os.scandir(directory) as it:
             entries = list(it)
+    except PermissionError:
+        if passed is not None:  # said, as git says "could not open directory"
+            passed(prefix or "./", UNREADABLE)
+        return
     except OSError:
-        return  # unreadable or vanished: skipped, as os.walk does
+        return  # vanished since it was listed: skipped, as os.walk does
     files, dirs = [], []
     for e in entries:
         try:

@@ -1635,6 +1635,23 @@ def test_a_file_lattice_may_not_read_is_named_as_one(tmp_repo):
         folder.chmod(0o755)
 
 
+def test_a_folder_lattice_may_not_read_is_named_not_passed_over_in_silence(tmp_repo):
+    """status and add say which folder they could not look into, as git
+    does, and go on with the rest."""
+    prefix = _unprivileged()
+    repo = tmp_repo.gen({"a.png": b"a", "hid/n.png": b"n", "shots/s.png": b"s"})
+    (repo.root / "hid").chmod(0o000)
+    try:
+        proc = _lattice(prefix, "status", "--porcelain", cwd=repo.root)
+        assert proc.returncode == 0 and proc.stdout == "?? a.png\n?? shots/s.png\n", proc.stdout
+        assert proc.stderr == "warning: skipped hid/: a folder lattice may not read (give yourself read permission to see what is in it)\n"
+        proc = _lattice(prefix, "add", ".", "-q", cwd=repo.root)
+        assert proc.returncode == 0 and "warning: skipped hid/: a folder lattice may not read" in proc.stderr, proc.stderr
+        assert sorted(repo.index.names()) == ["a.png", "shots/s.png"]
+    finally:
+        (repo.root / "hid").chmod(0o755)
+
+
 def test_a_read_only_working_folder_exits_13_before_anything_is_recorded(tmp_repo):
     """A folder of the working tree that may not be written: gen, regen and
     restore refuse before they record or render anything; a render that
