@@ -685,3 +685,17 @@ def test_a_frame_ffmpeg_cannot_find_is_an_error_not_an_empty_file(clips, tmp_pat
     monkeypatch.setattr("lattice.ffmpeg.probe", lambda p: MediaInfo(kind="video", size=1, width=32, height=24, frames=100))
     with pytest.raises(GeneratorFailed, match="wrote no output"):
         make("ffmpeg.frame", tmp_path / "f.png", {"index": 50}, inputs=[clips / "a.mp4"])
+
+
+def test_a_built_in_is_found_without_scanning_the_plug_ins(monkeypatch):
+    """Built-ins win every name clash: asking for one loads nothing else;
+    anything beyond them loads the plug-ins once."""
+    from lattice.errors import InvalidInput
+
+    scans = []
+    monkeypatch.setattr(generators, "entry_points", lambda: scans.append(1) or [])
+    reg = generators.load({})
+    assert reg.get("ffmpeg.testsrc").id == "ffmpeg.testsrc" and scans == []
+    with pytest.raises(InvalidInput, match="unknown generator"):
+        reg.get("no.such")
+    assert "ffmpeg.testsrc" in reg and reg.warnings == [] and scans == [1]
