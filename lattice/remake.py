@@ -30,9 +30,9 @@ def ensure_present(repo: Repository, name: str, number: int | None = None, *, re
     if repo.objects.has(v.object):
         return []
     spec = f"{name}@v{v.number}"
+    if adopt_working_file(repo, name, v.object):  # a clone, or gc evicted only the store's copy
+        return []
     if v.recipe is None:
-        if adopt_working_file(repo, name, v.object):
-            return []
         raise RepositoryCorrupt(f"{spec}: its imported content {v.object[:12]} is missing from the store",
                                 hint=f"copy the original file to {name} and run the command again (lattice takes it back when its bytes match)")
     if not regen:
@@ -120,9 +120,10 @@ def restore_object(repo: Repository, name: str, number: int, hooks=None) -> dict
 
 
 def adopt_working_file(repo: Repository, name: str, oid: str) -> bool:
-    """Store the working file of an import whose object the store lacks (a
-    fresh clone: git brought the file, not .lattice/objects), when its bytes
-    are that object's. True when the object is now present."""
+    """Store the working file of an asset whose object the store lacks (a
+    fresh clone: git brought the file, not .lattice/objects; an output gc
+    evicted while its file stayed), when its bytes are that object's. True
+    when the object is now present."""
     from lattice.errors import ContentChanged
     from lattice.status import hash_file
 

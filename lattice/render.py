@@ -46,6 +46,7 @@ class Step:
     kind: str = ""
     base: int = -1  # for generate: the version count it was planned on (-1: any)
     branch: str = ""  # the branch it was queued on ("": any): it never records on another
+    refill: bool = False  # remake: only the store lacks it; the working file holds it (`render --check` passes)
 
 
 @dataclass
@@ -359,6 +360,10 @@ def _run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outco
         v = record.current
         if v.recipe is None:
             raise GeneratorFailed(f"{name}: v{v.number} was imported; its content cannot be re-made", hint="re-add the file if you still have it")
+        from lattice.remake import adopt_working_file
+
+        if adopt_working_file(repo, name, v.object):  # the working file still holds it: no need to run anything
+            return Outcome(name, step.action, "cached", v.number, v.object, seconds=time.monotonic() - start)
         oid, cached = produce(repo, v.recipe, ext, hooks)
         if oid != v.object:
             from lattice.remake import output_differs
@@ -501,7 +506,11 @@ def plan(repo: Repository, targets: list[str] | None = None) -> tuple[list[Step]
             action = "materialize"
         else:
             continue
-        steps[name] = Step(name, action, generator=row.generator, kind=row.kind)
+        # gc evicted only the store's copy when the working file holds the
+        # current version: the step takes it back from there, and the
+        # working tree is not out of date.
+        refill = action == "remake" and st is not None and not outdated
+        steps[name] = Step(name, action, generator=row.generator, kind=row.kind, refill=refill)
     # What depends on a skipped asset waits for it: made now, it would come
     # out "unchanged" and stay stale.
     held = {o.name for o in skipped}

@@ -183,9 +183,16 @@ def test_an_export_inside_the_project_is_an_asset_that_can_be_remade(media):
     recipe = record.current.recipe
     assert recipe.generator == "lattice.export" and recipe.inputs == ["clip.mp4"]
     oid = record.current.object
-    # Evict it (and its source), then ask for it: re-made bit for bit through the queue.
-    assert run_cli("gc", "--keep-versions", "0", "--older-than", "0", "--include-current", cwd=media.root).code == 0
+    # Evict it (and its source): while its working file holds it, it is taken back from there.
+    gc = ["gc", "--keep-versions", "0", "--older-than", "0", "--include-current"]
+    assert run_cli(*gc, cwd=media.root).code == 0
     assert not media.objects.has(oid) and not media.objects.has(media.record("clip.mp4").current.object)
+    c = run_cli("cat", "deliver/c.gif", cwd=media.root)
+    assert (c.code, c.err) == (0, "") and media.objects.has(oid)
+    # Without the working files: re-made bit for bit through the queue.
+    assert run_cli(*gc, cwd=media.root).code == 0 and not media.objects.has(oid)
+    (media.root / "deliver/c.gif").unlink()
+    (media.root / "clip.mp4").unlink()
     c = run_cli("cat", "deliver/c.gif", cwd=media.root)
     assert c.code == 0, c.err
     assert "re-making evicted clip.mp4@v1, deliver/c.gif@v1" in c.err
@@ -196,6 +203,11 @@ def test_evicted_source_is_regenerated_for_export(media, tmp_path):
     assert run_cli("gc", "--keep-versions", "0", "--older-than", "0", "--include-current", cwd=media.root).code == 0
     src = media.record("still.png").current.object
     assert not media.objects.has(src)
+    # Its working file still holds it: taken back from there, even with --no-regen.
+    kept = export(media, "still.png", "--format", "jpg", "--no-regen", "-o", str(tmp_path / "k.jpg"))
+    assert kept.code == 0 and kept.json["regenerated"] == [] and media.objects.has(src), kept.err
+    assert run_cli("gc", "--keep-versions", "0", "--older-than", "0", "--include-current", cwd=media.root).code == 0
+    (media.root / "still.png").unlink()
     refused = export(media, "still.png", "--format", "jpg", "--no-regen", "-o", str(tmp_path / "n.jpg"))
     assert refused.code == 4 and "lattice render still.png" in refused.err
     r = export(media, "still.png", "--format", "jpg", "-o", str(tmp_path / "s.jpg"))

@@ -97,6 +97,15 @@ def test_include_current_evicts_remakable_current_outputs(tmp_repo, run_log):
     assert sorted(evicted(gc(tmp_repo, *EVERYTHING, "--include-current"))) == sorted([a, b])
     assert run_cli("status", "--porcelain", cwd=tmp_repo.root).out.split("\n")[:2] == [" E a.txt", " E b.txt"]
     before = len(run_log())
+    # Their working files hold them: not out of date, and render takes them back, running nothing.
+    assert run_cli("render", "--check", cwd=tmp_repo.root).code == 0
+    assert run_cli("render", cwd=tmp_repo.root).code == 0
+    assert tmp_repo.objects.has(a) and tmp_repo.objects.has(b) and len(run_log()) == before
+    # Without their working files: re-made.
+    assert sorted(evicted(gc(tmp_repo, *EVERYTHING, "--include-current"))) == sorted([a, b])
+    (tmp_repo.root / "a.txt").unlink()
+    (tmp_repo.root / "b.txt").unlink()
+    assert run_cli("render", "--check", cwd=tmp_repo.root).code == 1
     assert run_cli("render", cwd=tmp_repo.root).code == 0
     assert tmp_repo.objects.has(a) and tmp_repo.objects.has(b)
     assert len(run_log()) == before + 2

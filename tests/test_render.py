@@ -294,6 +294,7 @@ def test_verify_after_gc_re_makes_evicted_inputs_first(tmp_repo):
     gen(tmp_repo, "b.txt", "--model", "test.join", "--input", "a.txt")
     r = run_cli("gc", "--include-current", "--older-than", "0", "--keep-versions", "0", cwd=tmp_repo.root)
     assert r.code == 0 and not tmp_repo.objects.has(tmp_repo.record("a.txt").current.object)
+    (tmp_repo.root / "a.txt").unlink()  # else taken back from the working file
     r = run_cli("verify", "--all", "--json", cwd=tmp_repo.root)
     assert r.code == 0, r.out + r.err
     assert {v["path"]: v["status"] for v in r.json} == {"a.txt": "reproducible", "b.txt": "reproducible"}
@@ -669,11 +670,17 @@ def test_a_start_refused_for_want_of_processes_may_pass_later(monkeypatch):
 
 def test_gen_from_an_input_gc_evicted_re_makes_it_first(tmp_repo):
     gen(tmp_repo, "a.txt", "--model", "test.text")
-    r = run_cli("gc", "--include-current", "--older-than", "0", "--keep-versions", "0", cwd=tmp_repo.root)
+    gc = ["gc", "--include-current", "--older-than", "0", "--keep-versions", "0"]
+    r = run_cli(*gc, cwd=tmp_repo.root)
     assert r.code == 0 and not tmp_repo.objects.has(tmp_repo.record("a.txt").current.object)
+    # The working file still holds it: taken back from there, nothing re-made.
     r = run_cli("gen", "b.txt", "--model", "test.join", "--input", "a.txt", cwd=tmp_repo.root)
+    assert r.code == 0 and "re-making" not in r.err and (tmp_repo.root / "b.txt").exists(), r.err
+    assert run_cli(*gc, cwd=tmp_repo.root).code == 0
+    (tmp_repo.root / "a.txt").unlink()
+    r = run_cli("gen", "c.txt", "--model", "test.join", "--input", "a.txt", cwd=tmp_repo.root)
     assert r.code == 0, r.err
-    assert "re-making evicted a.txt@v1" in r.err and (tmp_repo.root / "b.txt").exists()
+    assert "re-making evicted a.txt@v1" in r.err and (tmp_repo.root / "c.txt").exists()
 
 
 def test_a_plug_in_that_raises_fails_once_with_one_line(tmp_repo, monkeypatch):

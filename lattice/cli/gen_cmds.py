@@ -197,7 +197,7 @@ def regen(
 
 def render(
     paths: List[str] = typer.Argument(None, help="Assets to bring up to date (default: all), with what they depend on."),
-    check: bool = typer.Option(False, "--check", help="Render nothing; exit 1 if any output is stale, missing or edited by hand (for CI; `lattice hooks check` also covers unrecorded edits of imports)."),
+    check: bool = typer.Option(False, "--check", help="Render nothing; exit 1 if any output is stale, missing, outdated or edited by hand (for CI; `lattice hooks check` also covers unrecorded edits of imports). An output gc evicted while its working file holds it is not out of date."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan in order and stop."),
     jobs: Optional[int] = JOBS,
     priority: str = PRIORITY,
@@ -210,6 +210,8 @@ def render(
     repo = repo_from_ctx()
     repo.config  # a damaged config.toml is reported (exit 5), never taken for "up to date"
     steps, skipped = plan(repo, _names(repo, paths) if paths else None)
+    if check:  # taking a working file back into the store leaves the working tree as it is
+        steps = [s for s in steps if not s.refill]
     if check or dry_run:
         if json:
             emit_json({"steps": [{"path": s.name, "action": s.action, "after": s.deps} for s in steps], "skipped": skipped})

@@ -63,8 +63,9 @@ hooks_app = typer.Typer(name="hooks", help="Checks for git hooks, pre-commit and
 
 @hooks_app.command("check")
 def hooks_check(json: bool = JSON) -> None:
-    """Fail (exit 1) when an asset is stale, missing, modified without being
-    recorded, or has an incomplete recipe. Used by the `lattice-check` hook."""
+    """Fail (exit 1) when an asset is stale, missing, outdated, modified
+    without being recorded, or has an incomplete recipe. Used by the
+    `lattice-check` hook."""
     code = quick.hooks_check(json)
     if code:
         raise typer.Exit(code)
