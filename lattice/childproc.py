@@ -148,8 +148,8 @@ def run_child(
 
             raise refused_write(OSError(full, os.strerror(full)), where=cwd)
         status = f"killed by signal {-rc}" if rc < 0 else f"exit status {rc}"
-        pick = (first[0] if summary == "first" else lines[-1]) if lines else status
-        raise GeneratorFailed(f"{name} failed ({status}): {_LOG_PREFIX.sub('', pick)}", hint="\n".join(lines) or None,
+        pick = _LOG_PREFIX.sub("", first[0] if summary == "first" else lines[-1]) if lines else ""
+        raise GeneratorFailed(f"{name} failed ({status})" + (f": {pick}" if pick else ""), hint="\n".join(lines) or None,
                               transient=killed_by_signal(rc))
 
 

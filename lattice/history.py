@@ -472,7 +472,7 @@ def check_ref_name(g, name: str, kind: str) -> str:
                            hint="use a shorter name")
     # '@' would read as PATH@vN where commands take either (`lattice diff`).
     if not name or name.startswith("-") or name == "HEAD" or "@" in name or not pygit2.reference_is_valid_name(f"refs/{kind}/{name}"):
-        raise InvalidInput(f"{name!r} is not a valid {what} name", hint="use letters, digits, '-', '_', '.' and '/'")
+        raise InvalidInput(f"{name!r} is not a valid {what} name", hint="use letters, digits, '-', '_', '.' and '/', as git allows: no '..' or '//', no part starting with '.' or ending in '.lock', no '@', not starting with '-'")
     # git keeps refs as files: `feat` and `feat/x` cannot both exist.
     for other in (branches(g) if kind == "heads" else tags(g)):
         if name.startswith(other + "/") or other.startswith(name + "/"):

@@ -139,7 +139,7 @@ def _enc(obj: Any) -> Any:
 
 def color_enabled(stream=None) -> bool:
     stream = stream or sys.stdout
-    return OPTIONS.color and "NO_COLOR" not in os.environ and stream.isatty()
+    return OPTIONS.color and not os.environ.get("NO_COLOR") and stream.isatty()  # no-color.org: set and not empty
 
 
 def console(stderr: bool = False):
