@@ -68,10 +68,25 @@ def open_git(repo: Repository, create: bool = True):
         if not create:
             raise HistoryError(f"{path} does not exist yet", hint="it is created by the first change (`lattice add`, `lattice gen`)")
         pygit2.init_repository(str(path), bare=True, initial_head=DEFAULT_BRANCH)
+    if repo.lock.held_here():
+        _remove_stale_git_locks(path)
     try:
         return pygit2.Repository(str(path))
     except pygit2.GitError as e:
         raise HistoryError(f"{path} cannot be opened: {e}", hint="`lattice fsck` checks it, `lattice fsck --repair` re-creates it") from None
+
+
+def _remove_stale_git_locks(path: Path) -> None:
+    """Remove the `*.lock` files git (pygit2) writes a ref or HEAD through
+    and a killed lattice left behind: each would refuse every later update
+    of its ref ("failed to lock file"). Called only with the repository
+    lock held, when no other lattice process can be writing history."""
+    candidates = [path / "HEAD.lock", path / "packed-refs.lock", path / "config.lock"]
+    for folder, _, files in os.walk(path / "refs"):
+        candidates += [Path(folder, f) for f in files if f.endswith(".lock")]
+    for lock in candidates:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(lock)
 
 
 def signature(repo: Repository):

@@ -29,7 +29,13 @@ class RepoLock:
         self.timeout = DEFAULT_TIMEOUT if timeout is None else timeout
         self._fd: int | None = None
         self._depth = 0
+        self._owner: int | None = None  # the thread holding it
         self._thread = threading.RLock()
+
+    def held_here(self) -> bool:
+        """This thread holds the lock: no other lattice process or thread
+        is writing the repository."""
+        return self._depth > 0 and self._owner == threading.get_ident()
 
     def holder(self) -> str:
         try:
@@ -70,10 +76,12 @@ class RepoLock:
         os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}\n".encode(), 0)
         self._fd = fd
         self._depth = 1
+        self._owner = threading.get_ident()
 
     def release(self) -> None:
         self._depth -= 1
         if self._depth == 0 and self._fd is not None:
+            self._owner = None
             os.ftruncate(self._fd, 0)
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)

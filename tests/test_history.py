@@ -1327,3 +1327,20 @@ def test_an_older_manifest_brought_back_by_git_is_no_damage(tmp_repo):
     (repo.dir / "manifest" / "b.txt.toml").write_bytes(text + b"\n# cut here\n")
     r = run_cli("status", cwd=repo.root)
     assert r.code == 5 and "truncated?" in r.err, r.err
+
+
+def test_git_lock_files_a_killed_process_left_do_not_stop_history(tmp_repo):
+    """pygit2 writes HEAD and refs through NAME.lock files; a lattice killed
+    meanwhile leaves them, and each would refuse every later update of its
+    ref. Holding the repository lock, lattice knows them stale."""
+    repo = tmp_repo
+    add(repo, "a.txt", "one")
+    git = repo.dir / "history.git"
+    for stale in ("HEAD.lock", "refs/heads/main.lock", "packed-refs.lock"):
+        (git / stale).write_text("")
+    add(repo, "a.txt", "two")
+    ok("branch", "feat", repo=repo)
+    ok("switch", "feat", repo=repo)
+    assert history.current_branch(history.open_git(repo)) == "feat"
+    assert [c["message"] for c in ok("log", "--json", repo=repo).json] == ["add a.txt", "add a.txt"]  # the second add committed
+    assert not any(git.rglob("*.lock")) and fsck(fresh(repo)).ok
