@@ -28,10 +28,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lattice.errors import HistoryError, InvalidInput, closest, warn
-from lattice.repo import Repository
+from lattice.repo import HISTORY_PENDING, Repository
 
 GITDIR = "history.git"
-PENDING = "history-pending"
+PENDING = HISTORY_PENDING
 MANIFEST = "manifest"
 CONFIG = "config.toml"
 SUFFIX = ".toml"

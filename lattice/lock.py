@@ -78,6 +78,17 @@ class RepoLock:
         self._depth = 1
         self._owner = threading.get_ident()
 
+    def try_acquire(self) -> bool:
+        """Take the lock if nobody holds it; False at once if somebody does."""
+        saved, self.timeout = self.timeout, 0
+        try:
+            self.acquire()
+            return True
+        except LockTimeout:
+            return False
+        finally:
+            self.timeout = saved
+
     def release(self) -> None:
         self._depth -= 1
         if self._depth == 0 and self._fd is not None:

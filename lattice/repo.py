@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 DIRNAME = ".lattice"
 JOURNAL = "journal"  # .lattice/journal: a switch or merge under way (lattice.branches)
 BATCH_JOURNAL = "batch-journal"  # a manifest batch's renames under way (fsutil.AtomicBatch)
+HISTORY_PENDING = "history-pending"  # the history commit a change under way means to make (lattice.history)
 FORMAT = 1
 
 README_TEXT = """\
@@ -193,7 +194,26 @@ class Repository:
 
             recover(self)
         self.finish_batch()
+        self._catch_up_history()
         return index
+
+    def _catch_up_history(self) -> None:
+        """Commit to history the change a killed process recorded but did
+        not commit (its marker is there, its lock gone), so that history and
+        `fsck` agree again without waiting for the next change. While the
+        lock is held, the marker is that holder's own, for it to commit."""
+        if not os.path.exists(self.dir / HISTORY_PENDING) or self.lock.held_here() or not self.lock.try_acquire():
+            return  # no marker; or ours, of a change under way; or another holder's
+        try:
+            from lattice import history
+
+            history.catch_up(self)
+        except Exception as e:  # the next change (or `fsck --repair`) catches up instead
+            from lattice.errors import warn
+
+            warn(f"history is behind the manifest and could not catch up: {getattr(e, 'message', None) or e}")
+        finally:
+            self.lock.release()
 
     def interrupted(self) -> bool:
         """A switch, merge or manifest batch was cut short: opening the index
