@@ -189,12 +189,41 @@ def finish(repo: Repository, message: str, names: list[str], parents_extra: list
         oid = commit(repo, message, names, parents_extra, written)
     except Exception as e:
         warn(f"the change was recorded, but not in history: {_why(e)}; `lattice fsck --repair` commits it")
+        _mark_failed(repo)
         return None
     try:
         os.unlink(repo.dir / PENDING)
     except FileNotFoundError:
         pass
     return oid
+
+
+def _mark_failed(repo: Repository) -> None:
+    """Say in the marker that its commit was tried and failed: a later
+    command does not retry it behind the user's back (the next change, or
+    `fsck --repair`, does), which would only fail and warn again."""
+    import json
+
+    from lattice.fsutil import atomic_write
+
+    marker = repo.dir / PENDING
+    try:
+        intent = json.loads(marker.read_text() or "{}")
+        if isinstance(intent, dict):
+            atomic_write(marker, json.dumps({**intent, "failed": True}).encode())
+    except (OSError, ValueError):
+        pass  # no marker, or none to add to: left as it is
+
+
+def failed_before(repo: Repository) -> bool:
+    """The pending marker is of a commit already tried and failed (_mark_failed)."""
+    import json
+
+    try:
+        intent = json.loads((repo.dir / PENDING).read_text() or "{}")
+    except (OSError, ValueError):
+        return False
+    return isinstance(intent, dict) and intent.get("failed") is True
 
 
 def _why(e: Exception) -> str:

@@ -43,21 +43,22 @@ class RepoLock:
         except OSError:
             return "another process"
 
-    def acquire(self) -> None:
-        if not self._thread.acquire(timeout=self.timeout):
+    def acquire(self, timeout: float | None = None) -> None:
+        timeout = self.timeout if timeout is None else timeout
+        if not self._thread.acquire(timeout=timeout):
             raise LockTimeout("the repository is locked by another thread of this process")
         if self._depth:
             self._depth += 1
             return
         try:
-            self._flock()
+            self._flock(timeout)
         except BaseException:
             self._thread.release()
             raise
 
-    def _flock(self) -> None:
+    def _flock(self, timeout: float) -> None:
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + self.timeout
+        deadline = time.monotonic() + timeout
         delay = 0.005
         while True:
             try:
@@ -79,15 +80,13 @@ class RepoLock:
         self._owner = threading.get_ident()
 
     def try_acquire(self) -> bool:
-        """Take the lock if nobody holds it; False at once if somebody does."""
-        saved, self.timeout = self.timeout, 0
+        """Take the lock if nobody holds it; False at once if somebody does,
+        or if the lock file may not be opened (someone else's project)."""
         try:
-            self.acquire()
+            self.acquire(timeout=0)
             return True
-        except LockTimeout:
+        except (LockTimeout, OSError):
             return False
-        finally:
-            self.timeout = saved
 
     def release(self) -> None:
         self._depth -= 1

@@ -202,16 +202,19 @@ class Repository:
         not commit (its marker is there, its lock gone), so that history and
         `fsck` agree again without waiting for the next change. While the
         lock is held, the marker is that holder's own, for it to commit."""
-        if not os.path.exists(self.dir / HISTORY_PENDING) or self.lock.held_here() or not self.lock.try_acquire():
-            return  # no marker; or ours, of a change under way; or another holder's
-        try:
-            from lattice import history
+        if not os.path.exists(self.dir / HISTORY_PENDING) or self.lock.held_here():
+            return  # no marker; or ours, of a change under way
+        from lattice import history
 
+        if history.failed_before(self) or not self.lock.try_acquire():
+            return  # a commit that failed waits for the next change or `fsck --repair`; or another holder's marker
+        try:
             history.catch_up(self)
         except Exception as e:  # the next change (or `fsck --repair`) catches up instead
             from lattice.errors import warn
 
-            warn(f"history is behind the manifest and could not catch up: {getattr(e, 'message', None) or e}")
+            history._mark_failed(self)
+            warn(f"history is behind the manifest and could not catch up: {history._why(e)}; `lattice fsck --repair` commits it")
         finally:
             self.lock.release()
 

@@ -434,11 +434,12 @@ def test_crash_between_manifest_write_and_commit_is_repaired(tmp_repo, monkeypat
     r = add(repo, "a.txt", "2")
     assert "warning:" in r.err and "fsck --repair" in r.err
     monkeypatch.setattr(history, "commit", real)
+    assert len(fresh(repo).record("a.txt").versions) == 2  # the version was recorded
     report = fsck(fresh(repo))
     [p] = [p for p in report.problems if p.kind == "history"]
     assert "manifest differs from history HEAD" in p.message and not report.ok
-    # The next command that opens the index, once nobody holds the lock, commits it.
-    assert len(fresh(repo).record("a.txt").versions) == 2  # the version was recorded
+    r = ok("fsck", "--repair", repo=repo)
+    assert "recovered" in history.log(repo, 1)[0].message or "committed" in r.out
     assert history.log(repo, 1)[0].message == f"add a.txt ({history.RECOVERED})"  # the commit it meant to make
     assert fsck(fresh(repo)).ok and len(fresh(repo).record("a.txt").versions) == 2
 
@@ -1370,3 +1371,31 @@ def test_a_change_killed_before_its_history_commit_is_committed_by_the_next_comm
     assert not (repo.dir / "history-pending").exists()
     assert ok("fsck", repo=repo).code == 0
     assert ok("log", "--json", repo=repo).json[0]["message"].startswith("add b.txt")
+
+
+def test_a_history_commit_that_failed_is_not_retried_by_every_later_command(tmp_repo, monkeypatch):
+    """A commit that failed (not a kill) waits for the next change or
+    `fsck --repair`: reading commands stay quiet, rather than retrying it
+    and warning each time."""
+    repo = tmp_repo
+    add(repo, "a.txt", "1")
+    monkeypatch.setattr(history, "commit", lambda *a, **k: (_ for _ in ()).throw(OSError("simulated failure")))
+    r = add(repo, "a.txt", "2")
+    assert "warning: the change was recorded, but not in history" in r.err
+    monkeypatch.undo()
+    assert history.failed_before(repo)
+    for _ in range(2):
+        r = ok("status", repo=repo)
+        assert r.err == "" and (repo.dir / "history-pending").exists()
+    add(repo, "b.txt", "3")  # the next change catches up first
+    assert [c["message"] for c in ok("log", "--json", repo=repo).json][:2] == ["add b.txt", f"add a.txt ({history.RECOVERED})"]
+    assert fsck(fresh(repo)).ok
+
+
+def test_a_lock_file_that_cannot_be_opened_is_a_lock_not_taken(tmp_repo):
+    """Reading commands only try the lock (to catch history up): a lock file
+    that cannot be opened (someone else's project) is "not now", not an error."""
+    from lattice.lock import RepoLock
+
+    lock = RepoLock(tmp_repo.dir / "missing-folder" / "lock")
+    assert lock.try_acquire() is False and lock.held_here() is False

@@ -87,8 +87,8 @@ def _summary(results) -> None:
     if len(results) > 1:
         say(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
     if counts.get("failed"):
-        echo("hint: `lattice queue ls --state failed` lists the failed jobs, `lattice queue show ID` one's whole error; "
-             "fix the cause, then run the command again", err=True)
+        say("hint: `lattice queue ls --state failed` lists the failed jobs, `lattice queue show ID` one's whole error; "
+            "fix the cause, then run the command again", err=True)
 
 
 class _Display:

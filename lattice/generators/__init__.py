@@ -138,6 +138,7 @@ def _load_rest(gens: dict[str, Generator], config: dict | None, repo_root: Path 
             if name in gens or name.startswith(RESERVED_PREFIX):
                 why = f"the name {name!r} is taken by a built-in or plug-in (or reserved); rename it"
                 warnings.append(f"command generator {name!r} skipped: {why}")
+                skipped.setdefault(name, why)  # asked for by that name, it says why it is not there
                 continue
             try:
                 gens[name] = CommandGenerator(name, spec, config=config, repo_root=repo_root)
