@@ -133,7 +133,7 @@ def begin(repo: Repository, message: str = "", parents_extra: list[str] = ()) ->
     try:
         catch_up(repo)
     except Exception as e:  # never block the user's change on history
-        warn(f"history is behind the manifest and could not catch up: {_why(e)}")
+        _warn_behind(e)
     mark(repo, message, parents_extra)
 
 
@@ -153,17 +153,13 @@ def catch_up(repo: Repository) -> str | None:
     """Commit a change that a killed process recorded in the manifest but not
     in history (the PENDING marker is there), as the commit it meant to make;
     remove the marker. Returns the commit id (None: nothing to commit)."""
-    import json
-
     marker = repo.dir / PENDING
-    try:
-        text = marker.read_text()
-    except FileNotFoundError:
+    intent = _intent(repo)
+    if intent is None:
         return None
     try:
-        intent = json.loads(text) if text else {}
         message, parents = f"{intent['message']} ({RECOVERED})", [str(p) for p in intent["parents"]]
-    except (ValueError, KeyError, TypeError):
+    except (KeyError, TypeError):
         message, parents = RECOVERED, []
     g = open_git(repo)
     head = head_commit(g)
@@ -198,6 +194,22 @@ def finish(repo: Repository, message: str, names: list[str], parents_extra: list
     return oid
 
 
+def _intent(repo: Repository) -> dict | None:
+    """What the PENDING marker says (message, extra parents, whether its
+    commit failed); None without a marker; {} for one that says nothing."""
+    import json
+
+    try:
+        text = (repo.dir / PENDING).read_text()
+    except FileNotFoundError:
+        return None
+    try:
+        intent = json.loads(text) if text else {}
+    except ValueError:
+        return {}
+    return intent if isinstance(intent, dict) else {}
+
+
 def _mark_failed(repo: Repository) -> None:
     """Say in the marker that its commit was tried and failed: a later
     command does not retry it behind the user's back (the next change, or
@@ -206,24 +218,32 @@ def _mark_failed(repo: Repository) -> None:
 
     from lattice.fsutil import atomic_write
 
-    marker = repo.dir / PENDING
+    intent = _intent(repo)
+    if intent is not None:
+        with contextlib.suppress(OSError):
+            atomic_write(repo.dir / PENDING, json.dumps({**intent, "failed": True}).encode())
+
+
+def catch_up_left_behind(repo: Repository) -> None:
+    """Commit the change a killed process recorded but did not commit (its
+    marker is there, its lock gone), so that history and `fsck` agree again
+    without waiting for the next change. The caller saw the marker and does
+    not hold the lock (a marker of its own is a change under way). One whose
+    commit failed waits for the next change or `fsck --repair`, as does one
+    another process holds the lock over."""
+    if (_intent(repo) or {}).get("failed") is True or not repo.lock.try_acquire():
+        return
     try:
-        intent = json.loads(marker.read_text() or "{}")
-        if isinstance(intent, dict):
-            atomic_write(marker, json.dumps({**intent, "failed": True}).encode())
-    except (OSError, ValueError):
-        pass  # no marker, or none to add to: left as it is
+        catch_up(repo)
+    except Exception as e:
+        _mark_failed(repo)
+        _warn_behind(e)
+    finally:
+        repo.lock.release()
 
 
-def failed_before(repo: Repository) -> bool:
-    """The pending marker is of a commit already tried and failed (_mark_failed)."""
-    import json
-
-    try:
-        intent = json.loads((repo.dir / PENDING).read_text() or "{}")
-    except (OSError, ValueError):
-        return False
-    return isinstance(intent, dict) and intent.get("failed") is True
+def _warn_behind(e: Exception) -> None:
+    warn(f"history is behind the manifest and could not catch up: {_why(e)}; `lattice fsck --repair` commits it")
 
 
 def _why(e: Exception) -> str:

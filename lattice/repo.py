@@ -198,25 +198,13 @@ class Repository:
         return index
 
     def _catch_up_history(self) -> None:
-        """Commit to history the change a killed process recorded but did
-        not commit (its marker is there, its lock gone), so that history and
-        `fsck` agree again without waiting for the next change. While the
-        lock is held, the marker is that holder's own, for it to commit."""
-        if not os.path.exists(self.dir / HISTORY_PENDING) or self.lock.held_here():
-            return  # no marker; or ours, of a change under way
-        from lattice import history
+        """A change a killed process left out of history is committed now
+        (lattice.history.catch_up_left_behind); a marker while this thread
+        holds the lock is its own change, under way."""
+        if os.path.exists(self.dir / HISTORY_PENDING) and not self.lock.held_here():
+            from lattice import history
 
-        if history.failed_before(self) or not self.lock.try_acquire():
-            return  # a commit that failed waits for the next change or `fsck --repair`; or another holder's marker
-        try:
-            history.catch_up(self)
-        except Exception as e:  # the next change (or `fsck --repair`) catches up instead
-            from lattice.errors import warn
-
-            history._mark_failed(self)
-            warn(f"history is behind the manifest and could not catch up: {history._why(e)}; `lattice fsck --repair` commits it")
-        finally:
-            self.lock.release()
+            history.catch_up_left_behind(self)
 
     def interrupted(self) -> bool:
         """A switch, merge or manifest batch was cut short: opening the index

@@ -1383,7 +1383,7 @@ def test_a_history_commit_that_failed_is_not_retried_by_every_later_command(tmp_
     r = add(repo, "a.txt", "2")
     assert "warning: the change was recorded, but not in history" in r.err
     monkeypatch.undo()
-    assert history.failed_before(repo)
+    assert history._intent(repo)["failed"] is True
     for _ in range(2):
         r = ok("status", repo=repo)
         assert r.err == "" and (repo.dir / "history-pending").exists()

@@ -589,6 +589,21 @@ def test_work_beside_with_sigchld_ignored_still_gives_the_result():
     assert from_child == forked
 
 
+def test_work_beside_that_cannot_fork_is_done_here(monkeypatch):
+    """Out of processes or memory: no child, nothing left open, the result
+    computed here."""
+    from lattice.beside import Beside
+
+    def no_fork():
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(os, "fork", no_fork)
+    fds = len(os.listdir("/proc/self/fd"))
+    with Beside(lambda: "here") as work:
+        assert not work.forked and work.result() == "here"
+    assert len(os.listdir("/proc/self/fd")) == fds
+
+
 def test_work_beside_that_fails_in_the_child_is_done_here():
     """A child that fails (here: only the child) gives no result; the
     function then runs in this process, whose own error, if any, is raised."""
