@@ -59,6 +59,8 @@ def status(repo: Repository, untracked: bool = True) -> list[Entry]:
     if refresh:
         with index:
             index.set_stat(refresh)
+    else:
+        index.save_working_rows()
     entries.extend(Entry(n, "new") for n in new)
     entries.sort(key=lambda e: e.path)
     return entries

@@ -552,6 +552,94 @@ def test_status_sees_a_manifest_moved_on_in_place_after_a_clean_check(tmp_repo, 
     assert run_cli("status", "--porcelain", cwd=repo.root).out == " O a.txt\n"
 
 
+def snapshot_of(repo):
+    """(generation, whether rows are kept) of the index's working snapshot."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(repo.dir / "index.db")) as db:
+        row = db.execute("SELECT generation, rows IS NOT NULL FROM working_snapshot").fetchone()
+    return row and (row[0], bool(row[1]))
+
+
+def aged(repo, *names):
+    """Past the racy window, so that status finds nothing to refresh (a
+    refresh is a change: it drops the snapshot)."""
+    for name in names:
+        os.utime(repo.root / name, ns=(time.time_ns() - 10**10,) * 2)
+    return list(names)
+
+
+def test_status_snapshot_is_dropped_by_every_change_to_what_status_reads(tmp_repo):
+    """status keeps its 10,000 rows as one blob between runs; any writer
+    that changes them (lattice's own, an older lattice, a hand-run sqlite3)
+    drops it, so status never answers from rows that moved on."""
+    import sqlite3
+
+    repo = tmp_repo.gen({"a.png": b"one", "b.png": b"two"})
+    add(repo, aged(repo, "a.png", "b.png"), cwd=repo.root)
+    assert states(repo) == set() and snapshot_of(repo)[1]
+    assert states(repo) == set()  # answered from the snapshot
+    kept = snapshot_of(repo)
+
+    (repo.root / "a.png").write_bytes(b"edited")  # a new version, its stat recorded by add
+    add(repo, aged(repo, "a.png"), cwd=repo.root)
+    assert snapshot_of(repo)[0] > kept[0] and not snapshot_of(repo)[1]
+    fresh = Repository.find(repo.root)
+    assert states(fresh) == set() and snapshot_of(repo)[1]
+
+    with contextlib.closing(sqlite3.connect(repo.dir / "index.db")) as db, db:  # not through lattice
+        db.execute("UPDATE assets SET object = 'f' || substr(object, 2) WHERE path = 'b.png'")
+    assert not snapshot_of(repo)[1]
+    assert states(Repository.find(repo.root)) == {("b.png", "outdated")}  # the row's object is no longer the file's
+
+    with contextlib.closing(sqlite3.connect(repo.dir / "index.db")) as db, db:
+        db.execute("DELETE FROM assets WHERE path = 'b.png'")
+    assert not snapshot_of(repo)[1]
+    assert states(Repository.find(repo.root)) == set()  # the row that was outdated is gone
+
+
+def test_status_snapshot_is_not_kept_when_the_rows_changed_after_reading(tmp_repo):
+    """A writer between status's read and its save: the save keeps nothing,
+    and never waits on a writer that holds the database."""
+    import sqlite3
+
+    repo = tmp_repo.gen({"a.png": b"one"})
+    add(repo, ["a.png"], cwd=repo.root)
+    index = repo.index
+    rows = index.working_rows(named=False)
+    with contextlib.closing(sqlite3.connect(repo.dir / "index.db", isolation_level=None)) as other:
+        other.execute("UPDATE assets SET wt_size = 1")
+        index.save_working_rows()
+        assert not snapshot_of(repo)[1]
+        assert index.working_rows(named=False) != rows  # read from the table again
+
+        other.execute("BEGIN IMMEDIATE")  # a writer holds the database
+        index.save_working_rows()
+        other.execute("ROLLBACK")
+    assert not snapshot_of(repo)[1]
+    assert index.db.execute("PRAGMA busy_timeout").fetchone()[0] == 60_000  # waits as before for real writes
+    index.working_rows(named=False)
+    index.save_working_rows()
+    assert snapshot_of(repo)[1] and index.working_rows(named=False) == index.working_rows(named=True)
+
+
+def test_status_snapshot_damaged_or_missing_falls_back_to_the_table(tmp_repo):
+    import sqlite3
+
+    repo = tmp_repo.gen({"a.png": b"one"})
+    add(repo, ["a.png"], cwd=repo.root)
+    (repo.root / "b.png").write_bytes(b"new")
+    with contextlib.closing(sqlite3.connect(repo.dir / "index.db")) as db, db:
+        db.execute("UPDATE working_snapshot SET rows = x'00ff'")  # not marshal data
+    assert states(Repository.find(repo.root)) == {("b.png", "new")}
+    with contextlib.closing(sqlite3.connect(repo.dir / "index.db")) as db, db:
+        db.execute("DELETE FROM working_snapshot")  # as in an index made before snapshots
+    assert states(Repository.find(repo.root)) == {("b.png", "new")}
+    assert snapshot_of(repo) == (0, False)  # counting from now on
+    assert states(Repository.find(repo.root)) == {("b.png", "new")}
+    assert snapshot_of(repo) == (0, True)
+
+
 def test_work_beside_gives_the_result_and_leaves_no_process_behind():
     from lattice.beside import Beside, can_fork
 
