@@ -18,6 +18,9 @@ Formats and what each quality preset means (also in `lattice export --help`):
 The recipe travels with the file: PNG text chunk, MP4/WebM/MP3 `comment`
 metadata, Lottie `meta`; other formats get a `<out>.lattice.json` sidecar,
 which replaces only the sidecar of an earlier export of the same source.
+An existing file outside the project is replaced only when it is exactly
+what an earlier export from this repository wrote there (the index keeps
+each such file's stat), or with --force: never bytes lattice did not write.
 An export written inside the project becomes an asset whose recipe is
 generator `lattice.export` with the source as input, so `lattice render`
 re-makes it and gc may evict it like any output; a frames directory is not
@@ -29,10 +32,12 @@ earlier frames export of the same source. Encoding is bit-exact
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import re
 import shutil
+import stat
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -432,11 +437,13 @@ def _check_name_lengths(out: str, parts, beside: str = "") -> None:
                            hint="name a shorter output")
 
 
-def resolve_target(repo: Repository, out: str | None, source: str, fmt: str, cwd: Path, kind: str) -> Target:
+def resolve_target(repo: Repository, out: str | None, source: str, fmt: str, cwd: Path, kind: str,
+                   force: bool = False) -> Target:
     """Where the export goes; refuses `.lattice/`, a symlink as the target,
     a name that cannot be made (under a file, too long), a sidecar that
-    is not an earlier export's, and (inside the project) a name that leaves
-    it through a symlink."""
+    is not an earlier export's, (outside the project) a file no earlier
+    export wrote unless `force`, and (inside the project) a name that
+    leaves it through a symlink."""
     from lattice.paths import check_creatable, check_name, confine
 
     ext = FORMATS[fmt][0]
@@ -476,6 +483,7 @@ def resolve_target(repo: Repository, out: str | None, source: str, fmt: str, cwd
     if ext and named in MEDIA and not fits_name(fmt, named):
         raise InvalidInput(f"-o {out}: a .{named} name for --format {fmt}", hint=f"name it .{ext}, or pick --format to match")
     if not inside:
+        _check_outside_file(repo, final, force)
         if sidecar:
             _check_sidecar(repo, final, out, source, fmt, root)
         return Target(final, None)
@@ -493,6 +501,27 @@ def resolve_target(repo: Repository, out: str | None, source: str, fmt: str, cwd
     if row is not None:
         _check_export_target(repo, name, row, final)
     return Target(final, name)
+
+
+def _check_outside_file(repo: Repository, final: Path, force: bool) -> None:
+    """An existing file outside the project is replaced only when it is
+    exactly what an earlier export from this repository wrote there (its
+    stat still matches the record), or with `force`: a typo in -o must never
+    cost the user a file of their own, nor an edit of an export."""
+    try:
+        st = os.lstat(final)
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    if not stat.S_ISREG(st.st_mode):  # a device, pipe or socket (links and folders are refused before)
+        raise InvalidInput(f"{final} exists and is not a regular file; an export never replaces one", hint="name another output")
+    if force:
+        return
+    recorded = repo.index.export_stat(str(final))
+    if recorded == (st.st_size, st.st_mtime_ns, st.st_ino):
+        return
+    why = "has changed since an earlier export wrote it" if recorded else "already exists and no earlier export wrote it"
+    raise InvalidInput(f"{final} {why}; exporting would overwrite it",
+                       hint="move it aside or name another output, or pass --force to replace it")
 
 
 def _check_export_target(repo: Repository, name: str, row, final: Path) -> None:
@@ -574,9 +603,10 @@ def _sidecar_source(final: Path, *, frames: bool) -> str | None:
 
 
 def export(repo: Repository, name: str, options: ExportOptions, out: str | None, cwd: Path, *,
-           regen: bool = True, notify: Callable[[str], None] | None = None,
+           regen: bool = True, force: bool = False, notify: Callable[[str], None] | None = None,
            on_poll: Callable[[list], None] | None = None) -> ExportResult:
-    """Check everything, re-make an evicted source, then run one "export" job."""
+    """Check everything, re-make an evicted source, then run one "export" job.
+    `force`: replace an existing file outside the project that no export wrote."""
     import msgspec
 
     from lattice.remake import ensure_present
@@ -595,7 +625,7 @@ def export(repo: Repository, name: str, options: ExportOptions, out: str | None,
     kind = source_kind(record.kind, v.media)
     params = options.params(kind)
     check_source(name, kind, v.media, params)
-    target = resolve_target(repo, out, name, options.format, cwd, kind)
+    target = resolve_target(repo, out, name, options.format, cwd, kind, force)
     regenerated = ensure_present(repo, name, v.number, regen=regen, notify=notify)
     if target.asset is None:
         params["embed"] = json.dumps({"lattice": {"asset": name, "version": v.number, "object": v.object,
@@ -608,7 +638,7 @@ def export(repo: Repository, name: str, options: ExportOptions, out: str | None,
 
     # The source's object id in the payload: gc keeps what a queued job names.
     payload = {"root": str(repo.root), "source": name, "version": v.number, "object": v.object, "params": params,
-               "out": str(target.path), "asset": target.asset, "branch": head_branch(repo) or ""}
+               "out": str(target.path), "asset": target.asset, "branch": head_branch(repo) or "", "force": force}
     q = queue_of(repo)
     job = q.submit("export", payload, estimate_key=f"export:{options.format}:{options.quality}")
     [done] = run_until_done(repo, [job.id], on_poll=on_poll)
@@ -638,9 +668,11 @@ def export_job(ctx) -> dict:
         return msgspec.to_builtins(_record_export(repo, pl["asset"], pl["source"], v.object, p, hooks, base, pl.get("branch", "")))
     from lattice.media import extension
 
+    # A file goes into place through the re-check of _place_outside (frames keep their own rule).
+    place = functools.partial(_place_outside, repo, force=pl.get("force", False), source=pl["source"], oid=v.object)
     try:
         with repo.objects.as_file(v.object, extension(pl["source"])) as src:
-            embedded = _write_file(src, out, p, hooks)
+            embedded = _write_file(src, out, p, hooks, place)
     except GeneratorFailed as e:  # a deterministic CPU generator's failure repeats (lattice.render.produce)
         e.retryable = e.transient
         raise
@@ -654,15 +686,16 @@ def export_job(ctx) -> dict:
     return msgspec.to_builtins(ExportResult(**base, bytes=size, embedded=embedded, sidecar=sidecar))
 
 
-def _write_file(src: Path, out: Path, p: dict, hooks) -> bool:
-    """Encode next to `out`, then rename into place: never a half-written deliverable."""
+def _write_file(src: Path, out: Path, p: dict, hooks, place: Callable[[Path, Path], None] | None = None) -> bool:
+    """Encode next to `out`, then rename into place (a file by `place`, when
+    given): never a half-written deliverable."""
     from lattice.fsutil import TEMP_MARK, fsync_dir, publish, temp_path_near
 
     if p["format"] != "frames":
         tmp = temp_path_near(out)
         try:
             embedded = render(src, tmp, p, progress=hooks.progress, timeout=hooks.timeout, on_process=hooks.on_process)
-            publish(tmp, out)
+            (place or publish)(tmp, out)
         finally:
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
@@ -681,6 +714,22 @@ def _write_file(src: Path, out: Path, p: dict, hooks) -> bool:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
     return False
+
+
+def _place_outside(repo: Repository, tmp: Path, out: Path, *, force: bool, source: str, oid: str) -> None:
+    """Publish a finished export outside the project and record the file
+    written, under the index's write lock: the check made before the job was
+    queued is made again, so a file that appeared or was edited meanwhile is
+    not replaced unasked, and two exports racing to one path take turns."""
+    from lattice.fsutil import publish
+
+    with open(tmp, "rb+") as f:  # publish's slow part, outside the lock
+        os.fsync(f.fileno())
+    with repo.index:
+        _check_outside_file(repo, out, force)
+        st = os.stat(tmp)  # the rename keeps size, mtime and inode
+        publish(tmp, out)
+        repo.index.put_export(str(out), st, source, oid)
 
 
 def _record_export(repo: Repository, asset: str, source: str, source_object: str, p: dict, hooks, base: dict,

@@ -2,8 +2,10 @@
 and a no-op render on 10,000 assets read one table instead of parsing
 10,000 TOML files. It also holds the working-tree stat cache (size, mtime,
 inode → the object the file was last hashed to), the lineage edges and the
-recipe cache. Everything but the recipe cache can be rebuilt from the
-manifest (`lattice fsck --repair`)."""
+recipe cache, and the files exports wrote outside the project. Everything
+but those two can be rebuilt from the manifest (`lattice fsck --repair`);
+losing the export records costs only a refusal (an export then needs
+--force to replace such a file), never bytes."""
 
 from __future__ import annotations
 
@@ -56,6 +58,13 @@ CREATE TABLE IF NOT EXISTS records(
 CREATE TABLE IF NOT EXISTS parked(blob TEXT PRIMARY KEY, body BLOB NOT NULL);
 -- Media facts depend only on the content: probe an object once.
 CREATE TABLE IF NOT EXISTS media(object TEXT PRIMARY KEY, facts TEXT NOT NULL);
+-- Each file an export wrote outside the project (resolved absolute path),
+-- as it was written: a later export replaces it only while its stat still
+-- matches, so the user's own bytes (or an edit of ours) are never lost.
+CREATE TABLE IF NOT EXISTS exports(
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ino INTEGER NOT NULL,
+    source TEXT NOT NULL, object TEXT NOT NULL
+);
 -- status's columns of every asset as one marshal blob (reading 10,000 rows
 -- costs about 15 ms, loading the blob 5), valid while `rows` is set: any
 -- change to those columns, by any writer, counts a new generation and
@@ -442,6 +451,17 @@ class Index:
         import json
 
         self.db.execute("INSERT OR REPLACE INTO media(object, facts) VALUES (?, ?)", (oid, json.dumps(facts)))
+
+    # -- files exports wrote outside the project ---------------------------
+
+    def export_stat(self, path: str) -> tuple[int, int, int] | None:
+        """(size, mtime_ns, ino) of the file an export last wrote at `path`."""
+        return self.db.execute("SELECT size, mtime_ns, ino FROM exports WHERE path = ?", (path,)).fetchone()
+
+    def put_export(self, path: str, st: os.stat_result, source: str, oid: str) -> None:
+        """Record that an export of `oid` (asset `source`) wrote the file `st` at `path`."""
+        self.db.execute("INSERT OR REPLACE INTO exports(path, size, mtime_ns, ino, source, object) VALUES (?, ?, ?, ?, ?, ?)",
+                        (path, st.st_size, st.st_mtime_ns, st.st_ino, source, oid))
 
     def cache_drop(self, key: str) -> None:
         self.db.execute("DELETE FROM cache WHERE key = ?", (key,))

@@ -410,3 +410,72 @@ def test_the_export_generator_checks_its_parameters_wherever_it_runs_from(tmp_re
     assert (root / "v.gif").read_bytes() == before and len(tmp_repo.record("v.gif").versions) == 1
     assert sorted(tmp_repo.index.names()) == ["v.gif", "v.mp4"]
     assert len(run_cli("queue", "ls", "--json", cwd=root).json) == 2  # the clip and the first export
+
+
+def _recorded(repo, path):
+    return Repository.find(repo.root).index.export_stat(str(path))
+
+
+def test_an_export_outside_the_project_never_overwrites_a_file_it_did_not_write(tmp_repo, tmp_path):
+    """A typo in -o must not cost the user a file: only what an earlier
+    export from this repository wrote, unchanged since, is replaced, and
+    anything else only with --force."""
+    root = tmp_repo.root
+    _clip(tmp_repo)
+    out = tmp_path / "final.mp4"
+    out.write_bytes(b"my own cut")
+    r = run_cli("export", "v.mp4", "-o", str(out), cwd=root)
+    assert r.code == 4, r.err
+    error, hint = r.err.splitlines()
+    assert error == f"error: {out} already exists and no earlier export wrote it; exporting would overwrite it"
+    assert hint.startswith("hint: ") and "--force" in hint
+    assert out.read_bytes() == b"my own cut" and _recorded(tmp_repo, out) is None
+    assert _no_export_queued(tmp_repo) and sorted(p.name for p in tmp_path.iterdir()) == ["final.mp4", "proj"]
+    r = export(tmp_repo, "v.mp4", "-o", str(out), "--force")
+    assert r.code == 0 and r.json["output"] == str(out), r.err
+    assert probe(out).kind == "video" and _recorded(tmp_repo, out) is not None
+    # Its own export is replaced without --force, however -o names it.
+    for name in (str(out), os.path.relpath(out, root)):
+        r = export(tmp_repo, "v.mp4", "-o", name, "--size", "16x12")
+        assert r.code == 0 and r.json["output"] == str(out), r.err
+    assert probe(out).width == 16
+    # ...but not once the user has changed it.
+    with open(out, "ab") as f:
+        f.write(b"my edit")
+    r = run_cli("export", "v.mp4", "-o", str(out), cwd=root)
+    assert r.code == 4 and f"error: {out} has changed since an earlier export wrote it" in r.err, r.err
+    assert out.read_bytes().endswith(b"my edit")
+    assert len(run_cli("queue", "ls", "--json", cwd=root).json) == 4  # the clip and three exports
+
+
+def test_a_file_that_appears_while_the_export_waits_is_not_overwritten(tmp_repo, tmp_path, monkeypatch):
+    """The job checks again when it puts the file in place: the user's file
+    saved after `lattice export` looked is kept, and no temp is left."""
+    import lattice.remake
+
+    _clip(tmp_repo)
+    out = tmp_path / "late.gif"
+    ensure_present = lattice.remake.ensure_present
+
+    def user_saves_meanwhile(*args, **kwargs):  # runs after the up-front checks, before the job
+        out.write_bytes(b"saved meanwhile")
+        return ensure_present(*args, **kwargs)
+
+    monkeypatch.setattr(lattice.remake, "ensure_present", user_saves_meanwhile)
+    r = run_cli("export", "v.mp4", "-o", str(out), cwd=tmp_repo.root)
+    assert r.code == 4 and "late.gif already exists and no earlier export wrote it" in r.err, r.err
+    assert out.read_bytes() == b"saved meanwhile" and _recorded(tmp_repo, out) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["late.gif", "proj"]  # no temp, no sidecar
+
+
+def test_force_never_replaces_a_link_folder_or_special_file(tmp_repo, tmp_path):
+    _clip(tmp_repo)
+    victim = tmp_path / "victim.mp4"
+    victim.write_bytes(b"precious")
+    (tmp_path / "link.mp4").symlink_to(victim)
+    (tmp_path / "dir.mp4").mkdir()
+    os.mkfifo(tmp_path / "fifo.mp4")
+    for name, message in (("link.mp4", "symbolic link"), ("dir.mp4", "is a directory"), ("fifo.mp4", "is not a regular file")):
+        r = run_cli("export", "v.mp4", "-o", str(tmp_path / name), "--force", cwd=tmp_repo.root)
+        assert r.code == 4 and message in r.err, (name, r.err)
+    assert victim.read_bytes() == b"precious" and _no_export_queued(tmp_repo)

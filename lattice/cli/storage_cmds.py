@@ -119,7 +119,9 @@ Outside the project, the recipe is embedded in PNG, MP4, WebM, MP3 and
 Lottie made from images, otherwise written to OUT.lattice.json; inside it,
 the export is an asset and its manifest record holds the recipe (frames
 get the OUT.lattice.json sidecar wherever they are). A sidecar replaces only
-one an earlier export of the same asset wrote.
+one an earlier export of the same asset wrote. An existing file outside
+the project is replaced only when an earlier export from this project wrote
+it and it is unchanged since; --force replaces any other file there.
 """
 
 
@@ -131,6 +133,7 @@ def export(
     fps: Optional[float] = typer.Option(None, "--fps", help="Output frame rate."),
     range_: Optional[str] = typer.Option(None, "--range", metavar="START-END", help="Seconds or [HH:]MM:SS, e.g. 1.5-4."),
     out: Optional[str] = typer.Option(None, "--output", "-o", metavar="OUT", help="Output file (a directory for frames); default NAME-export.EXT here."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output file lattice did not write (outside the project)."),
     no_regen: bool = NO_REGEN,
     json: bool = JSON,
 ) -> None:
@@ -141,7 +144,7 @@ def export(
     name = name_for(repo.root, path, cwd(), stored=True)
     start = time.monotonic()
     result = do_export(
-        repo, name, ExportOptions(format, quality, size, fps, range_), out, cwd(), regen=not no_regen,
+        repo, name, ExportOptions(format, quality, size, fps, range_), out, cwd(), regen=not no_regen, force=force,
         notify=lambda msg: echo(msg, err=True),
     )
     if json:
