@@ -245,7 +245,13 @@ class ExportGenerator(Generator):
 
         name, info = inputs[0]
         media = msgspec.structs.asdict(info)
-        check_source(name, source_kind(info.kind, media), media, params)
+        kind = source_kind(info.kind, media)
+        # `lattice export` sets it from the source; a `gen` that left it at
+        # its default would encode a still as one frame, or loop a clip.
+        if params["source_kind"] != kind:
+            raise InvalidInput(f"{name} is {'an' if kind[0] in 'aeiou' else 'a'} {kind}, but source_kind is {params['source_kind']}",
+                               hint=f"set source_kind={kind} (`lattice export {name}` sets it for you)")
+        check_source(name, kind, media, params)
 
     def run(self, ctx: RunContext) -> None:
         from lattice.media import extension

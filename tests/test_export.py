@@ -403,6 +403,8 @@ def test_the_export_generator_checks_its_parameters_wherever_it_runs_from(tmp_re
         (["gen", "z.mp4", "--model", "lattice.export", "-i", "v.mp4", "--set", "format=mp4", "--set", "width=33",
           "--set", "height=17"], "33x17: mp4 needs even width and height"),
         (["gen", "s.wav", "--model", "lattice.export", "-i", "v.mp4", "--set", "format=wav"], "v.mp4 has no audio stream"),
+        (["gen", "w.mp4", "--model", "lattice.export", "-i", "v.mp4", "--set", "source_kind=image"],
+         "v.mp4 is a video, but source_kind is image"),
     ]
     for args, message in cases:
         r = run_cli(*args, cwd=root)
@@ -410,6 +412,24 @@ def test_the_export_generator_checks_its_parameters_wherever_it_runs_from(tmp_re
     assert (root / "v.gif").read_bytes() == before and len(tmp_repo.record("v.gif").versions) == 1
     assert sorted(tmp_repo.index.names()) == ["v.gif", "v.mp4"]
     assert len(run_cli("queue", "ls", "--json", cwd=root).json) == 2  # the clip and the first export
+
+
+def test_gen_of_an_export_must_say_what_its_source_is(tmp_repo):
+    """`gen --model lattice.export` on a still: left at its default
+    (video), source_kind is refused, not encoded as one frame; set right,
+    the clip is the one `lattice export` makes."""
+    root = tmp_repo.root
+    r = run_cli("gen", "still.png", "--model", "ffmpeg.testsrc", "--seed", "1", "--set", "width=32", "--set", "height=24", cwd=root)
+    assert r.code == 0, r.err
+    r = run_cli("gen", "a.mp4", "--model", "lattice.export", "-i", "still.png", "--set", "format=mp4", cwd=root)
+    assert r.code == 4 and "still.png is an image, but source_kind is video" in r.err and "source_kind=image" in r.err
+    assert "a.mp4" not in tmp_repo.index.names()
+    r = run_cli("gen", "a.mp4", "--model", "lattice.export", "-i", "still.png", "--set", "format=mp4",
+                "--set", "source_kind=image", cwd=root)
+    assert r.code == 0, r.err
+    assert run_cli("export", "still.png", "-o", "b.mp4", cwd=root).code == 0
+    made, exported = (tmp_repo.record(n).current.media for n in ("a.mp4", "b.mp4"))  # export embeds its recipe: bytes differ
+    assert made == exported and made["frames"] > 1
 
 
 def _recorded(repo, path):
