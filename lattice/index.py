@@ -354,9 +354,11 @@ class Index:
         generation, blob = self.db.execute("SELECT generation, rows FROM working_snapshot").fetchone() or (None, None)
         if blob is not None:
             try:
-                return marshal.loads(blob)
-            except (EOFError, ValueError, TypeError):  # damaged: read the table
-                pass
+                rows = marshal.loads(blob)
+            except (EOFError, ValueError, TypeError):
+                rows = None
+            if type(rows) is list:
+                return rows  # else damaged: read the table
         rows = self._query_working_rows()
         self._local.unsaved_rows = (generation, rows)
         return rows

@@ -624,6 +624,7 @@ def test_status_snapshot_is_not_kept_when_the_rows_changed_after_reading(tmp_rep
 
 
 def test_status_snapshot_damaged_or_missing_falls_back_to_the_table(tmp_repo):
+    import marshal
     import sqlite3
 
     repo = tmp_repo.gen({"a.png": b"one"})
@@ -631,6 +632,9 @@ def test_status_snapshot_damaged_or_missing_falls_back_to_the_table(tmp_repo):
     (repo.root / "b.png").write_bytes(b"new")
     with contextlib.closing(sqlite3.connect(repo.dir / "index.db")) as db, db:
         db.execute("UPDATE working_snapshot SET rows = x'00ff'")  # not marshal data
+    assert states(Repository.find(repo.root)) == {("b.png", "new")}
+    with contextlib.closing(sqlite3.connect(repo.dir / "index.db")) as db, db:
+        db.execute("UPDATE working_snapshot SET rows = ?", (marshal.dumps(7),))  # not rows
     assert states(Repository.find(repo.root)) == {("b.png", "new")}
     with contextlib.closing(sqlite3.connect(repo.dir / "index.db")) as db, db:
         db.execute("DELETE FROM working_snapshot")  # as in an index made before snapshots
