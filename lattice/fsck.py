@@ -255,27 +255,55 @@ def _check_index(repo: Repository, records: dict) -> list[Problem]:
 
 
 def rebuild_index(repo: Repository, records: dict | None = None) -> None:
-    """Re-derive the index from the manifest (keeping the recipe cache)."""
+    """Re-derive the index from the manifest, keeping the recipe cache (and
+    the rest that is not derivable) in place, or, from a damaged file, what
+    of it can still be read; the damaged file goes to quarantine/."""
     from lattice.index import Index
 
     path = repo.dir / "index.db"
+    index = repo.__dict__.get("index")
     try:
         index = repo.index
-        index.check()
-        index.db.execute("SELECT count(*) FROM assets").fetchone()
-    except Exception:
+        sound = not index.check()
+    except Exception:  # noqa: BLE001 - unopenable or unreadable: damaged
+        sound = False
+    if not sound:
+        salvaged = _salvage(index)
+        if index is not None:
+            index.close()
+        stamp = int(time.time())
         for suffix in ("", "-wal", "-shm"):
-            try:
-                os.unlink(str(path) + suffix)
-            except FileNotFoundError:
-                pass
+            src = repo.dir / f"index.db{suffix}"
+            if src.exists():
+                (repo.dir / "quarantine").mkdir(exist_ok=True)
+                os.replace(src, repo.dir / "quarantine" / f"index.db-{stamp}{suffix}")
         repo.__dict__["index"] = index = Index(path)
+        with index:
+            for table, rows in salvaged.items():
+                if rows:
+                    index.db.executemany(f"INSERT OR IGNORE INTO {table} VALUES ({', '.join('?' * len(rows[0]))})", rows)
     if records is None:
         records = {n: repo.manifest.read(n) for n in repo.manifest.names()}
     with index:
         index.clear_assets()
         for name, record in records.items():
             index.put(record, repo.manifest.file_of(name).stat())
+
+
+# What a damaged index holds that the manifest cannot give back: the recipe
+# cache, probed media facts, and the files exports wrote outside the project.
+SALVAGED_TABLES = ("cache", "media", "exports")
+
+
+def _salvage(index) -> dict[str, list[tuple]]:
+    """The rows of SALVAGED_TABLES that a damaged index still gives, table by table."""
+    out: dict[str, list[tuple]] = {}
+    for table in SALVAGED_TABLES if index is not None else ():
+        try:
+            out[table] = index.db.execute(f"SELECT * FROM {table}").fetchall()
+        except Exception:  # noqa: BLE001 - that part is lost: the cache refills, exports ask for --force
+            pass
+    return out
 
 
 def _extra_checks(repo: Repository, repair: bool = False):
