@@ -32,6 +32,7 @@ earlier frames export of the same source. Encoding is bit-exact
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import json
 import os
@@ -43,7 +44,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from lattice.errors import GeneratorFailed, InvalidInput, UnsafePath, command, job_failed
+from lattice.errors import GeneratorFailed, InvalidInput, UnsafePath, WriteRefused, command, job_failed, refused_write
 from lattice.generators.base import Generator, Param, RunContext
 from lattice.repo import Repository
 
@@ -470,10 +471,12 @@ def resolve_target(repo: Repository, out: str | None, source: str, fmt: str, cwd
     if inside and final != root:  # folders inside the project are made as needed, but never under a file
         check_creatable(root, final.relative_to(root).as_posix())
     elif not parent.is_dir():
-        why = "is a file, so nothing can be created under it" if os.path.lexists(parent) else "does not exist"
-        raise InvalidInput(f"-o {out}: the folder {parent} {why}", hint="create it first, or name another output")
-    if parent.is_dir() and not os.access(parent, os.W_OK):
-        raise InvalidInput(f"-o {out}: the folder {parent} is not writable", hint="name an output where you may write")
+        if os.path.lexists(parent):
+            raise InvalidInput(f"-o {out}: the folder {parent} is a file, so nothing can be created under it",
+                               hint="name an output in a folder, or move that file aside")
+        raise InvalidInput(f"-o {out}: the folder {parent} does not exist", hint="create it first, or name another output")
+    if parent.is_dir():
+        _check_writable(out, parent)
     sidecar = fmt == "frames" or not (inside or carries_recipe(fmt, kind))
     if sidecar:
         _check_name_lengths(out, [final.name + SIDECAR], f" (with its {SIDECAR} sidecar)")
@@ -507,6 +510,50 @@ def resolve_target(repo: Repository, out: str | None, source: str, fmt: str, cwd
     if row is not None:
         _check_export_target(repo, name, row, final)
     return Target(final, name)
+
+
+# What to do about a folder an export may not write to (lattice.errors._REFUSED
+# says it for the project's own files).
+_ELSEWHERE = {
+    errno.EACCES: "name an output where you may write, or give yourself write permission there",
+    errno.EPERM: "name an output where you may write, or give yourself write permission there",
+    errno.EROFS: "name an output on storage you may write to, or remount it read-write",
+    errno.ENOSPC: "free some space there, or name an output on another disk",
+    errno.EDQUOT: "free some space there, or name an output on another disk",
+}
+
+
+def _check_writable(out: str, folder: Path) -> None:
+    """The folder an export goes to takes a new file: one is made there and
+    removed at once (what the job does first), so that a folder the
+    filesystem refuses (read-only, no permission, full, or one like /proc
+    that takes no files) is said before any job, with exit 13."""
+    from lattice.fsutil import create_temp
+
+    try:
+        fd, tmp = create_temp(folder, ".lattice-export")
+    except OSError as e:
+        refused = refused_in(e, folder, out)
+        if refused is None:
+            raise
+        raise refused from None
+    os.close(fd)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+
+
+def refused_in(e: OSError, folder: Path, out: str | None = None) -> WriteRefused | None:
+    """The error for a file that could not be made in `folder`:
+    WriteRefused (exit 13), which the queue never retries, when the
+    filesystem refused it; None for anything else."""
+    where = f"-o {out}: " if out is not None else ""
+    refused = refused_write(e, folder)
+    if refused is not None:
+        return WriteRefused(f"{where}{refused.message}", hint=_ELSEWHERE.get(e.errno, refused.hint))
+    if isinstance(e, FileNotFoundError) and folder.is_dir():  # /proc, /sys: a folder that takes no new files
+        return WriteRefused(f"{where}{folder}: the filesystem takes no new files there ({e.strerror})",
+                            hint="name an output on a disk, such as in your home folder")
+    return None
 
 
 def _check_outside_file(repo: Repository, final: Path, force: bool) -> None:
@@ -698,7 +745,13 @@ def _write_file(src: Path, out: Path, p: dict, hooks, place: Callable[[Path, Pat
     from lattice.fsutil import TEMP_MARK, fsync_dir, publish, temp_path_near
 
     if p["format"] != "frames":
-        tmp = temp_path_near(out)
+        try:
+            tmp = temp_path_near(out)
+        except OSError as e:  # a folder that takes no files fails the same way on every try
+            refused = refused_in(e, out.parent)
+            if refused is None:
+                raise
+            raise refused from e
         try:
             embedded = render(src, tmp, p, progress=hooks.progress, timeout=hooks.timeout, on_process=hooks.on_process)
             (place or publish)(tmp, out)

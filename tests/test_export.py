@@ -499,3 +499,58 @@ def test_force_never_replaces_a_link_folder_or_special_file(tmp_repo, tmp_path):
         r = run_cli("export", "v.mp4", "-o", str(tmp_path / name), "--force", cwd=tmp_repo.root)
         assert r.code == 4 and message in r.err, (name, r.err)
     assert victim.read_bytes() == b"precious" and _no_export_queued(tmp_repo)
+
+
+def test_an_output_folder_the_filesystem_refuses_exits_13_before_any_job(tmp_repo, tmp_path, monkeypatch):
+    """A folder that takes no new file (read-only, no permission, or /proc,
+    where a create fails with ENOENT): exit 13 up front, the folder named,
+    no job queued and nothing left there; a file where the folder belongs
+    is invalid input, with a hint that fits."""
+    import errno
+
+    import lattice.fsutil
+
+    _clip(tmp_repo)
+    root = tmp_repo.root
+    if os.path.isdir("/proc/self"):
+        r = run_cli("export", "v.mp4", "-o", "/proc/x.gif", cwd=root)
+        assert r.code == 13, r.err
+        error, hint = r.err.splitlines()
+        assert error == "error: -o /proc/x.gif: /proc: the filesystem takes no new files there (No such file or directory)"
+        assert hint.startswith("hint: name an output")
+    (tmp_path / "ro").mkdir()
+    create_temp = lattice.fsutil.create_temp
+
+    def read_only(directory, *args, **kwargs):  # as a read-only mount answers, for root too
+        if str(directory) == str(tmp_path / "ro"):
+            raise OSError(errno.EROFS, "Read-only file system", f"{directory}/.x.tmp-1-1.gif")
+        return create_temp(directory, *args, **kwargs)
+
+    monkeypatch.setattr(lattice.fsutil, "create_temp", read_only)
+    r = run_cli("export", "v.mp4", "-o", str(tmp_path / "ro" / "x.gif"), cwd=root)
+    assert r.code == 13, r.err
+    error, hint = r.err.splitlines()
+    assert error == f"error: -o {tmp_path / 'ro' / 'x.gif'}: {tmp_path / 'ro'}: read-only filesystem"
+    assert hint == "hint: name an output on storage you may write to, or remount it read-write"
+    (tmp_path / "f").write_bytes(b"a file")
+    r = run_cli("export", "v.mp4", "-o", str(tmp_path / "f" / "x.gif"), cwd=root)
+    assert r.code == 4 and f"the folder {tmp_path / 'f'} is a file, so nothing can be created under it" in r.err, r.err
+    assert "create it first" not in r.err and "hint: " in r.err
+    assert _no_export_queued(tmp_repo)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["f", "proj", "ro"] and not list((tmp_path / "ro").iterdir())
+    assert [p.name for p in root.iterdir() if p.name != ".lattice"] == ["v.mp4"]  # the probe leaves nothing
+
+
+def test_an_export_job_that_may_not_create_its_file_fails_once_with_exit_13(tmp_repo, monkeypatch):
+    """Should the folder refuse only once the job runs, the job is not
+    retried (a refusal repeats) and the export exits 13, not 8."""
+    import lattice.export
+
+    if not os.path.isdir("/proc/self"):
+        pytest.skip("no /proc here")
+    _clip(tmp_repo)
+    monkeypatch.setattr(lattice.export, "_check_writable", lambda out, folder: None)
+    r = run_cli("export", "v.mp4", "-o", "/proc/x.gif", cwd=tmp_repo.root)
+    assert r.code == 13 and "/proc: the filesystem takes no new files there" in r.err, r.err
+    [job] = [j for j in run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json if j["type"] == "export"]
+    assert job["state"] == "failed" and job["attempts"] == 1, job
