@@ -56,13 +56,32 @@ def expand(repo: Repository, paths: Iterable[str], cwd: Path | None = None) -> l
             raise InvalidInput(f"{p}: no such file or directory", hint="paths are relative to the current folder; `lattice status` lists the files not yet added")
         if full.is_dir():
             named_ignored = ignored is not None and base and ignored(base + "/")  # named, so added anyway
+            found = 0
             for name in walk(repo.root, base, skip=None if named_ignored else skip, passed=_passed):
                 names[name] = None
+                found += 1
+            if not found:
+                _nothing_in(repo, p, base)
         elif full.is_file():
             names[base] = None
         else:
             raise InvalidInput(f"{p}: not a regular file or directory")
     return list(names)
+
+
+def _nothing_in(repo: Repository, p: str, base: str) -> None:
+    """A folder named that holds no file to add is said, not passed over in
+    silence (as `add DIR` says each file it skips): most of all a folder
+    standing where an asset's working file belongs, which `add` cannot record."""
+    from lattice.errors import command, warn
+    from lattice.worktree import IN_THE_WAY
+
+    shown = os.path.join(p, "")
+    if base and repo.index.get(base) is not None:
+        warn(f"nothing added from {shown}: {base} is an asset, and {IN_THE_WAY}; move the folder aside, "
+             f"then {command('lattice checkout', base)} writes the file")
+    else:
+        warn(f"nothing added from {shown}: it holds no file to add")
 
 
 def _passed(name: str, why: str) -> None:

@@ -184,16 +184,29 @@ def switch(repo: Repository, name: str, force: bool = False) -> Switched:
 
 
 def refuse_dirty(repo: Repository, what: str) -> None:
+    """Conflict over unrecorded edits, and over folders standing where
+    working files belong (no edit to record: to be moved aside)."""
     from lattice.status import modified as unrecorded
+    from lattice.worktree import in_the_way
 
     modified = unrecorded(repo)
-    if modified:
-        more = f" and {len(modified) - 5} more" if len(modified) > 5 else ""
-        raise Conflict(
-            f"cannot {what}: unrecorded changes in {', '.join(modified[:5])}{more}",
-            hint="record them with `lattice add PATH`, discard them with `lattice checkout PATH`"
-            + (", or pass --force to switch and leave them as they are" if what == "switch" else ""),
-        )
+    if not modified:
+        return
+    blocked = [n for n in modified if in_the_way(repo.working_path(n))]
+    edits = [n for n in modified if n not in blocked]
+
+    def some(names: list[str]) -> str:
+        return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+    why, todo = [], []
+    if edits:
+        why.append(f"unrecorded changes in {some(edits)}")
+        todo.append("record them with `lattice add PATH`, discard them with `lattice checkout PATH`")
+    if blocked:
+        why.append(f"{'a folder is' if len(blocked) == 1 else 'folders are'} in the way of the working file of {some(blocked)}")
+        todo.append(f"move the folder{'s' if len(blocked) > 1 else ''} aside")
+    force = ", or pass --force to switch and leave " + ("it as it is" if len(modified) == 1 else "them as they are")
+    raise Conflict(f"cannot {what}: {'; '.join(why)}", hint="; ".join(todo) + (force if what == "switch" else ""))
 
 
 def _settled_head(repo: Repository, g):

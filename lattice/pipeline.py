@@ -14,7 +14,7 @@ from typing import Callable, Iterable
 import msgspec
 
 from lattice.errors import InvalidInput, LatticeError, command
-from lattice.render import EDITED, Outcome, Step, registry
+from lattice.render import Outcome, Step, registry, why_kept
 from lattice.repo import Repository
 
 
@@ -172,7 +172,7 @@ def with_dependents(repo: Repository, named: list[Step], cascade: bool = True) -
             from lattice.versions import working_file_modified
 
             if working_file_modified(repo, name):
-                skipped[name] = Outcome(name, "update", "skipped", error=EDITED)
+                skipped[name] = Outcome(name, "update", "skipped", error=why_kept(repo.working_path(name)))
                 continue
             row = repo.index.get(name)
             steps[name] = Step(name, "update", generator=row.generator or "", kind=row.kind)
@@ -191,6 +191,9 @@ def require_unedited(repo: Repository, name: str) -> None:
     from lattice.versions import working_file_modified
 
     if working_file_modified(repo, name):
+        from lattice.worktree import refuse_in_the_way
+
+        refuse_in_the_way(name, repo.working_path(name))
         raise Conflict(
             f"{name} has changes in the working tree that are not recorded",
             hint=f"record them with {command('lattice add', name)}, or discard them with {command('lattice checkout', name)}, then run the command again",

@@ -261,6 +261,14 @@ class Superseded(LatticeError):
 EDITED = "working file was modified; `lattice add` records it, `lattice checkout` discards it"
 
 
+def why_kept(path) -> str:
+    """Why a step skips a working file that holds no recorded version: an
+    edit (EDITED), or a folder standing where the file belongs."""
+    from lattice.worktree import IN_THE_WAY, in_the_way
+
+    return f"{IN_THE_WAY}; move the folder aside, then `lattice render` writes it" if in_the_way(path) else EDITED
+
+
 def require_base(name: str, base: int, record: AssetRecord | None) -> None:
     """A step planned on v`base` of the asset (-1: any) never stacks a
     version on another state (a job left behind by a killed command, run
@@ -491,7 +499,7 @@ def plan(repo: Repository, targets: list[str] | None = None) -> tuple[list[Step]
         state = working_state(repo, row, path, st) if st is not None else None
         if state == "modified":  # edits only the file holds: never overwritten
             if row.generator:
-                skipped.append(Outcome(name, "", "skipped", error=EDITED))
+                skipped.append(Outcome(name, "", "skipped", error=why_kept(path)))
             continue
         outdated = state == "outdated"  # an older version, left by a git pull or checkout
         if not row.generator:  # an import: only brought up to date

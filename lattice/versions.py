@@ -109,6 +109,9 @@ def restore(repo: Repository, name: str, number: int, force: bool = False) -> Re
     if number == len(record.versions):
         raise InvalidInput(f"{name}@v{number} is already the current version", hint=f"{command('lattice log', name)} lists its versions")
     if not force and working_file_modified(repo, name):
+        from lattice.worktree import refuse_in_the_way
+
+        refuse_in_the_way(name, repo.working_path(name))
         raise Conflict(
             f"{name} has changes in the working tree that are not recorded",
             hint=f"record them with {command('lattice add', name)}, or discard them with {command('lattice restore', f'{name}@v{number}', options='--force')}",

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import BinaryIO, Callable, Container, Iterable
 
-from lattice.errors import InvalidInput, command
+from lattice.errors import Conflict, InvalidInput, command
 from lattice.paths import RESERVED, check_name, confine
 from lattice.repo import Repository
 
@@ -123,6 +123,25 @@ def _is_symlink(entry: os.DirEntry) -> bool:
         return False
 
 
+
+
+# A folder standing where an asset's working file belongs: status calls it
+# modified (it holds no recorded version), but it is no edit `lattice add`
+# could record, so what will not write over it says to move it aside.
+IN_THE_WAY = "a folder is in the way of its working file"
+MOVE_ASIDE = "move the folder aside, then run the command again"
+
+
+def in_the_way(path) -> bool:
+    """A folder (or a link to one) stands where a working file belongs."""
+    return os.path.isdir(path)
+
+
+def refuse_in_the_way(name: str, path) -> None:
+    """Conflict (exit 12, as for unrecorded edits) when a folder stands at
+    `name`'s working file: said before any hint to `lattice add` it."""
+    if in_the_way(path):
+        raise Conflict(f"{name}: {IN_THE_WAY}", hint=MOVE_ASIDE)
 
 
 def materialize(repo: Repository, name: str, oid: str, size: int | None = None, verify: bool = False) -> None:

@@ -344,6 +344,25 @@ def test_switch_and_merge_refuse_unrecorded_edits(tmp_repo):
     assert history.current_branch(history.open_git(repo)) == "feat"
 
 
+def test_switch_and_merge_say_to_move_a_folder_in_the_way_aside(tmp_repo):
+    """A folder where an asset's working file belongs is no edit to record:
+    the refusal names it apart from real edits, and says to move it aside."""
+    repo = tmp_repo
+    add(repo, "a.txt", "1")
+    add(repo, "b.txt", "2")
+    ok("branch", "feat", repo=repo)
+    (repo.root / "b.txt").unlink()
+    (repo.root / "b.txt").mkdir()
+    r = run_cli("switch", "feat", cwd=repo.root)
+    assert r.code == 12 and r.err == ("error: cannot switch: a folder is in the way of the working file of b.txt\n"
+                                      "hint: move the folder aside, or pass --force to switch and leave it as it is\n"), r.err
+    write(repo, "a.txt", "my unsaved edit")
+    r = run_cli("merge", "feat", cwd=repo.root)
+    assert r.code == 12 and r.err == (
+        "error: cannot merge: unrecorded changes in a.txt; a folder is in the way of the working file of b.txt\n"
+        "hint: record them with `lattice add PATH`, discard them with `lattice checkout PATH`; move the folder aside\n"), r.err
+
+
 def test_switch_and_merge_keep_a_manifest_file_edited_by_hand(tmp_repo):
     """A manifest file edited outside lattice is a change: a switch or merge
     that would write the other side's text over it records it first."""

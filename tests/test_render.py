@@ -148,6 +148,37 @@ def test_gen_and_regen_never_write_over_unrecorded_edits(tmp_repo, run_log):
     assert (tmp_repo.root / "b.txt").read_text() == "my b retouch" and len(tmp_repo.record("b.txt").versions) == 1
 
 
+def test_a_folder_in_the_way_of_an_output_is_said_to_be_moved_aside_not_added(tmp_repo, run_log):
+    """A folder where a generated output's working file belongs: status
+    calls it modified (no recorded version is there), but render, regen
+    and restore say to move the folder aside, never to `lattice add` it;
+    `add` of it says it added nothing and why."""
+    gen(tmp_repo, "a.txt", "--model", "test.text", "--seed", "1")
+    gen(tmp_repo, "b.txt", "--model", "test.join", "--input", "a.txt", "--seed", "1")
+    assert run_cli("regen", "b.txt", "--seed", "2", cwd=tmp_repo.root).code == 0
+    (tmp_repo.root / "b.txt").unlink()
+    (tmp_repo.root / "b.txt").mkdir()
+    assert run_cli("status", "--porcelain", cwd=tmp_repo.root).out == " M b.txt\n"
+    r = run_cli("render", cwd=tmp_repo.root)
+    assert r.code == 1 and r.err == ("skipped: b.txt: a folder is in the way of its working file; "
+                                     "move the folder aside, then `lattice render` writes it\n"), r.err
+    r = run_cli("regen", "a.txt", "--seed", "2", "--json", cwd=tmp_repo.root)
+    assert r.code == 1 and [o["status"] for o in r.json] == ["rendered", "skipped"], r.json
+    assert r.json[1]["error"].startswith("a folder is in the way of its working file")
+    for args in (["regen", "b.txt", "--seed", "3"], ["restore", "b.txt@v1"]):
+        r = run_cli(*args, cwd=tmp_repo.root)
+        assert r.code == 12 and r.err == ("error: b.txt: a folder is in the way of its working file\n"
+                                          "hint: move the folder aside, then run the command again\n"), (args, r.err)
+    r = run_cli("add", "b.txt", cwd=tmp_repo.root)
+    assert r.code == 0 and r.out == "" and r.err == (
+        "warning: nothing added from b.txt/: b.txt is an asset, and a folder is in the way of its working file; "
+        "move the folder aside, then `lattice checkout b.txt` writes the file\n"), r.err
+    assert "lattice add" not in run_cli("render", cwd=tmp_repo.root).err
+    assert len(tmp_repo.record("b.txt").versions) == 2 and not list((tmp_repo.root / "b.txt").iterdir())
+    (tmp_repo.root / "b.txt").rmdir()
+    assert run_cli("render", cwd=tmp_repo.root).code == 0 and run_cli("status", cwd=tmp_repo.root).out == ""
+
+
 def test_a_version_recorded_but_not_written_says_so_and_is_not_retried(tmp_repo, run_log):
     """The working file cannot be written (a file stands where its folder
     belongs): the version is recorded, the failure says so and how to get

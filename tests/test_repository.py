@@ -177,6 +177,18 @@ def test_a_walk_passes_over_what_is_no_file_to_record(tmp_repo, tmp_path):
         sock.close()
 
 
+def test_add_of_a_folder_with_nothing_to_add_says_so(tmp_repo):
+    """Not silence: a warning naming the folder, exit 0 (as `add DIR`
+    warns of each file it passes over and goes on)."""
+    repo = tmp_repo.gen({"full/a.png": b"a", "hidden/.h.png": b"h"})
+    (repo.root / "empty").mkdir()
+    r = run_cli("add", "empty", "hidden/", "full", cwd=repo.root)
+    assert r.code == 0 and "added      full/a.png" in r.out, r.err
+    assert r.err == ("warning: nothing added from empty/: it holds no file to add\n"
+                     "warning: nothing added from hidden/: it holds no file to add\n"), r.err
+    assert list(repo.index.names()) == ["full/a.png"]
+
+
 def test_add_missing_file_is_one_clear_error(tmp_repo):
     r = run_cli("add", "nope.png", cwd=tmp_repo.root)
     assert r.code == 4 and "no such file" in r.err
