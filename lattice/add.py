@@ -64,8 +64,12 @@ def expand(repo: Repository, paths: Iterable[str], cwd: Path | None = None) -> l
                 _nothing_in(repo, p, base)
         elif full.is_file():
             names[base] = None
+        elif os.path.islink(full):  # to nothing, or to itself
+            raise InvalidInput(f"{p}: a symbolic link to nothing (or to itself)",
+                               hint="point the link at a file in the project, or remove it")
         else:
-            raise InvalidInput(f"{p}: not a regular file or directory")
+            raise InvalidInput(f"{p}: not a regular file or directory (a FIFO, socket or device)",
+                               hint="lattice records regular files: save the content to one and add that")
     return list(names)
 
 

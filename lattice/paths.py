@@ -28,8 +28,11 @@ def check_name(name: str, stored: bool = False) -> str:
     per command, 10,000s of times: plain string tests, no Path objects.)
     `stored`: a name read from a manifest, which may end in @vN: new assets
     are refused such names (they read as versions), older ones stay readable."""
-    if not name or name[0] == "/" or "\\" in name:
+    if not name or name[0] == "/":
         raise UnsafePath(f"asset name {name!r} is not a relative path")
+    if "\\" in name:  # a folder separator on Windows: one name would be two paths
+        raise UnsafePath(f"asset name {name!r} contains a backslash, which lattice does not allow in names",
+                         hint="rename the file without the backslash")
     if _CONTROL.search(name):
         if re.search("[\ud800-\udfff]", name):
             raise UnsafePath(f"asset name {name.encode(errors='replace').decode()!r} is not valid UTF-8", hint="rename the file")

@@ -177,6 +177,23 @@ def test_a_walk_passes_over_what_is_no_file_to_record(tmp_repo, tmp_path):
         sock.close()
 
 
+def test_a_named_file_add_cannot_record_is_one_error_with_a_hint(tmp_repo):
+    """A FIFO or a dangling link named on the command line, or a name with
+    a backslash: exit 4, an error line saying what is wrong and a hint."""
+    root = tmp_repo.root
+    os.mkfifo(root / "fifo.png")
+    (root / "dangling.png").symlink_to(root / "nowhere.png")
+    (root / "back\\slash.png").write_bytes(b"b")
+    for name, error in (("fifo.png", "fifo.png: not a regular file or directory (a FIFO, socket or device)"),
+                        ("dangling.png", "dangling.png: a symbolic link to nothing (or to itself)"),
+                        ("back\\slash.png", "asset name 'back\\\\slash.png' contains a backslash, which lattice does not allow in names")):
+        r = run_cli("add", name, cwd=root)
+        lines = r.err.splitlines()
+        assert r.code == 4 and len(lines) == 2 and lines[0] == f"error: {error}" and lines[1].startswith("hint: "), r.err
+        assert "relative path" not in r.err
+    assert tmp_repo.index.count() == 0
+
+
 def test_add_of_a_folder_with_nothing_to_add_says_so(tmp_repo):
     """Not silence: a warning naming the folder, exit 0 (as `add DIR`
     warns of each file it passes over and goes on)."""
