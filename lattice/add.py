@@ -90,8 +90,9 @@ def _nothing_in(repo: Repository, p: str, base: str) -> None:
 
 def _passed(name: str, why: str) -> None:
     from lattice.errors import warn
+    from lattice.worktree import shown
 
-    warn(f"skipped {name}: {why}")
+    warn(f"skipped {shown(name)}: {why}")
 
 
 def add(

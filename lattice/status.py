@@ -80,7 +80,9 @@ def _manifest_and_new(repo: Repository, untracked: bool) -> tuple[str, list[str]
 
 def _untracked(repo: Repository, tracked, passed: list[tuple[str, str]]) -> list[str]:
     from lattice import ignore
-    from lattice.worktree import UNREADABLE, walk
+    from lattice.errors import InvalidInput
+    from lattice.paths import check_name
+    from lattice.worktree import UNREADABLE, shown, walk
 
     ignored = ignore.load(repo.root)
     # The walk passes over tracked names first: 10,000 tracked files cost
@@ -88,8 +90,16 @@ def _untracked(repo: Repository, tracked, passed: list[tuple[str, str]]) -> list
     skip = (lambda name, is_dir: ignored(name)) if ignored is not None else None  # noqa: E731
 
     def unreadable(name: str, why: str) -> None:
-        if why == UNREADABLE:  # what else the walk passes over, status has never listed
+        # A folder it may not read, and a media file whose name `add` refuses
+        # (the walk tests names of untracked files only: none in a clean
+        # tree); not the links and special files it passes over, as ever.
+        if why == UNREADABLE:
             passed.append((name, why))
+            return
+        try:
+            check_name(name)
+        except InvalidInput:
+            passed.append((shown(name), why))
 
     return list(walk(repo.root, media_only=True, skip=skip, known=tracked, passed=unreadable))
 

@@ -90,6 +90,15 @@ def _walk(root: Path, directory: str, prefix: str, media: Callable[[str], bool] 
             yield from _walk(root, d.path, sub, media, skip, known, passed)
 
 
+def shown(name: str) -> str:
+    """A name as a one-line warning shows it: a newline or a tab as `\\n`,
+    `\\t`, bytes that are not UTF-8 as `\\xff`."""
+    if name.isprintable():
+        return name
+    raw = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in raw)
+
+
 def _not_a_file(root: Path, entry: os.DirEntry, name: str) -> str | None:
     """Why a walk passes over this entry (None: it is a file to offer). A
     FIFO or a device would hang a read or never end; a name that is not

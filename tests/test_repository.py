@@ -206,6 +206,27 @@ def test_add_of_a_folder_with_nothing_to_add_says_so(tmp_repo):
     assert list(repo.index.names()) == ["full/a.png"]
 
 
+def test_status_warns_of_new_files_whose_names_add_refuses(tmp_repo):
+    """status does not list a media file `add` would refuse, but says so,
+    one line each, as `add DIR` does; not for links or special files."""
+    repo = tmp_repo.gen({"a.png": b"a", "tab\tx.png": b"t", "nl\nx.png": b"n", "b\\s.png": b"b",
+                         "d/" + "y" * 251 + ".png": b"y", "notes@v2": b"not media"})
+    os.mkfifo(repo.root / "pipe.png")
+    (repo.root / "dangling.png").symlink_to(repo.root / "nowhere.png")
+    r = run_cli("status", "--porcelain", cwd=repo.root)
+    assert r.code == 0 and r.out == "?? a.png\n", r.out
+    lines = r.err.splitlines()
+    assert [line.split(":")[0] for line in lines] == ["warning"] * 4, r.err
+    assert lines[0] == "warning: skipped b\\s.png: asset name 'b\\\\s.png' contains a backslash, which lattice does not allow in names"
+    assert lines[1].startswith("warning: skipped nl\\nx.png: asset name 'nl\\nx.png' contains a control character")
+    assert lines[2].startswith("warning: skipped tab\\tx.png: ")
+    assert lines[3].startswith("warning: skipped d/yyy") and "longer than 250 bytes" in lines[3]
+    # add passes over the same four, and notes@v2 (status lists media only), the fifo and the link
+    assert run_cli("add", ".", cwd=repo.root).err.count("warning: skipped ") == 7
+    r = run_cli("status", cwd=repo.root)
+    assert r.out == "" and len(r.err.splitlines()) == 4, (r.out, r.err)
+
+
 def test_add_missing_file_is_one_clear_error(tmp_repo):
     r = run_cli("add", "nope.png", cwd=tmp_repo.root)
     assert r.code == 4 and "no such file" in r.err
