@@ -133,7 +133,6 @@ def _is_symlink(entry: os.DirEntry) -> bool:
 
 
 
-
 # A folder standing where an asset's working file belongs: status calls it
 # modified (it holds no recorded version), but it is no edit `lattice add`
 # could record, so what will not write over it says to move it aside.
