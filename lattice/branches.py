@@ -318,6 +318,8 @@ def change_state(repo: Repository, g, blobs: dict, config, head: str | None = No
 def recover(repo: Repository) -> None:
     """Finish a switch or merge a crash interrupted (its journal is still
     there): every step is re-done, which is harmless for those already done."""
+    if repo.read_only:
+        repo.refuse_unfinished()
     with repo.lock:
         if "index" not in repo.__dict__:
             repo.index  # opening the index finishes a journal itself (Repository.index): once, not twice

@@ -33,7 +33,7 @@ def storage_db(repo: Repository) -> sqlite3.Connection:
     """`.lattice/storage.db`: derived and disposable except the run log."""
     from lattice.sqlite import connect
 
-    db = connect(repo.dir / "storage.db")
+    db = connect(repo.dir / "storage.db", reading=repo.reading)
     db.executescript(_SCHEMA)
     return db
 
@@ -46,6 +46,8 @@ def touch(repo: Repository, oid: str) -> None:
     per thread and repository: a render materializes thousands of files."""
     import threading
 
+    if repo.read_only:  # a cache of when objects were used: nothing to keep
+        return
     key = (str(repo.dir), threading.get_ident())
     try:
         db = _TOUCH_DBS.get(key) or _TOUCH_DBS.setdefault(key, storage_db(repo))

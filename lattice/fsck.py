@@ -315,7 +315,7 @@ def _extra_checks(repo: Repository, repair: bool = False):
     if queue_db.exists():
         from lattice.queue import check_file
 
-        found = [Problem("queue", str(queue_db), m) for m in check_file(queue_db)]
+        found = [Problem("queue", str(queue_db), m) for m in check_file(queue_db, reading=repo.reading)]
         if found and repair:
             # The queue is not derivable; keep the damaged file for inspection
             # and start a new, empty one (jobs can be submitted again).

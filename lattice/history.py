@@ -68,7 +68,7 @@ def open_git(repo: Repository, create: bool = True):
         if not create:
             raise HistoryError(f"{path} does not exist yet", hint="it is created by the first change (`lattice add`, `lattice gen`)")
         pygit2.init_repository(str(path), bare=True, initial_head=DEFAULT_BRANCH)
-    if repo.lock.held_here():
+    if repo.lock.held_here() and not repo.read_only:
         _remove_stale_git_locks(path)
     try:
         return pygit2.Repository(str(path))
@@ -474,8 +474,13 @@ def changed_assets(g, old_tree, new_tree) -> dict[str, tuple[object, object]]:
 
     if old_tree is None and new_tree is None:
         return {}
-    empty = g[g.TreeBuilder().write()]
-    diff = g.diff(old_tree or empty, new_tree or empty)
+    # Against the empty tree without writing it: a read-only history reads too.
+    if old_tree is None:
+        diff = new_tree.diff_to_tree(swap=True)
+    elif new_tree is None:
+        diff = old_tree.diff_to_tree()
+    else:
+        diff = g.diff(old_tree, new_tree)
     out = {}
     zero = pygit2.Oid(hex="0" * 40)
     for d in diff.deltas:
@@ -699,6 +704,8 @@ def check(repo: Repository) -> list[str]:
     except Exception as e:
         return problems + [f"HEAD cannot be read: {_why(e)}"]
     behind = drift(repo, g, recorded)
+    if repo.read_only:  # what a writable lattice would have committed on opening the repository is no damage
+        behind = [] if repo.history_behind is True else [n for n in behind if n not in repo.history_behind]
     if behind:
         more = f" and {len(behind) - 5} more" if len(behind) > 5 else ""
         problems.append(f"manifest differs from history HEAD ({', '.join(behind[:5])}{more})")
@@ -717,6 +724,24 @@ def drift(repo: Repository, g, recorded: dict) -> list[str]:
     out.extend(sorted(set(recorded) - on_disk))
     # config.toml is not compared: editing it by hand is normal, and the
     # next change (or `fsck --repair`) commits it.
+    return out
+
+
+def differing(repo: Repository, names: list[str]) -> list[str]:
+    """Those of `names` whose manifest file is not as history HEAD has it."""
+    import pygit2
+
+    try:
+        g = open_git(repo, create=False)
+        head = head_commit(g)
+        recorded = manifest_blobs(g, head.tree) if head is not None else {}
+    except Exception:  # no history readable: every name differs
+        return list(names)
+    out = []
+    for name in names:
+        path = repo.manifest.file_of(name)
+        if str(pygit2.hashfile(str(path)) if path.exists() else None) != str(recorded.get(name)):
+            out.append(name)
     return out
 
 

@@ -135,10 +135,18 @@ class Index:
     WAL mode then isolates readers from another thread's open transaction,
     and SQLite's own locking serializes the writers."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, reading: bool = False):
         self.path = Path(path)
+        self.reading = reading  # a command that only reads: an index it may not write is copied into memory
+        self._copy: sqlite3.Connection | None = None  # that copy, shared by every thread
         self._local = threading.local()
         self._open(schema=True)
+
+    @property
+    def read_only(self) -> bool:
+        """The index file may not be written: this is an in-memory copy,
+        and what is written to it is gone when the command ends."""
+        return self._copy is not None
 
     @property
     def db(self) -> sqlite3.Connection:
@@ -147,10 +155,15 @@ class Index:
 
     def _open(self, schema: bool = False) -> sqlite3.Connection:
         try:
-            from lattice.sqlite import connect
+            from lattice.sqlite import ReadOnlyCopy, connect
 
             new = schema and not os.path.exists(self.path)
-            conn = connect(self.path)
+            if self._copy is not None:
+                conn = self._copy
+            else:
+                conn = connect(self.path, reading=self.reading)
+                if isinstance(conn, ReadOnlyCopy):
+                    self._copy = conn
             if schema:
                 conn.executescript(SCHEMA)
             if new:  # the snapshot's generations count from here
@@ -170,7 +183,8 @@ class Index:
         """Close this thread's connection."""
         conn = getattr(self._local, "db", None)
         if conn is not None:
-            conn.close()
+            if conn is not self._copy:  # the copy is all there is: kept for the other threads
+                conn.close()
             self._local.db = None
 
     # -- transactions (re-entrant within a thread) ----------------------------

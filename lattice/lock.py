@@ -24,9 +24,13 @@ class RepoLock:
     """Re-entrant for the thread holding it; other threads of the process
     (worker slots) wait for it like other processes do."""
 
-    def __init__(self, path: Path, timeout: float | None = None):
+    def __init__(self, path: Path, timeout: float | None = None, read_only: bool = False):
         self.path = Path(path)
         self.timeout = DEFAULT_TIMEOUT if timeout is None else timeout
+        # For a reading command on a `.lattice/` it may not write: the lock
+        # file is opened for reading (flock needs no more) and not written;
+        # where there is none, no writer has ever held it.
+        self.read_only = read_only
         self._fd: int | None = None
         self._depth = 0
         self._owner: int | None = None  # the thread holding it
@@ -57,7 +61,14 @@ class RepoLock:
             raise
 
     def _flock(self, timeout: float) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        if self.read_only:
+            try:
+                fd = os.open(self.path, os.O_RDONLY)
+            except (FileNotFoundError, PermissionError):  # no writer's lock to wait for, or none this user may see
+                self._hold(None)
+                return
+        else:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         deadline = time.monotonic() + timeout
         delay = 0.005
         while True:
@@ -65,16 +76,27 @@ class RepoLock:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 break
             except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    os.close(fd)
-                    raise LockTimeout(
-                        f"the repository is locked by {self.holder()}",
-                        hint="wait for that command to finish; a lock left by a killed process is released automatically",
-                    ) from None
-                time.sleep(delay)
-                delay = min(delay * 2, 0.1)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}\n".encode(), 0)
+                pass
+            except OSError:
+                if not self.read_only:
+                    raise
+                os.close(fd)  # a filesystem that locks no file opened for reading: nothing to wait for
+                self._hold(None)
+                return
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise LockTimeout(
+                    f"the repository is locked by {self.holder()}",
+                    hint="wait for that command to finish; a lock left by a killed process is released automatically",
+                ) from None
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        if not self.read_only:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%H:%M:%S')}\n".encode(), 0)
+        self._hold(fd)
+
+    def _hold(self, fd: int | None) -> None:
         self._fd = fd
         self._depth = 1
         self._owner = threading.get_ident()
@@ -90,12 +112,14 @@ class RepoLock:
 
     def release(self) -> None:
         self._depth -= 1
-        if self._depth == 0 and self._fd is not None:
+        if self._depth == 0:
             self._owner = None
-            os.ftruncate(self._fd, 0)
-            fcntl.flock(self._fd, fcntl.LOCK_UN)
-            os.close(self._fd)
-            self._fd = None
+            if self._fd is not None:
+                if not self.read_only:
+                    os.ftruncate(self._fd, 0)
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                os.close(self._fd)
+                self._fd = None
         self._thread.release()
 
     def __enter__(self) -> "RepoLock":

@@ -28,7 +28,7 @@ class Submitted:
 def queue_of(repo: Repository):
     from lattice.queue import repo_queue
 
-    return repo_queue(repo.dir, repo.config)
+    return repo_queue(repo.dir, repo.config, reading=repo.reading)
 
 
 def lease_of(repo: Repository) -> float:

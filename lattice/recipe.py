@@ -120,7 +120,7 @@ def _pending_job(repo, name: str) -> int | None:
     from lattice.queue import repo_queue
 
     try:
-        jobs = repo_queue(repo.dir, repo.config).list(states=["queued", "running"], limit=None)
+        jobs = repo_queue(repo.dir, repo.config, reading=repo.reading).list(states=["queued", "running"], limit=None)
     except LatticeError:
         return None
     for job in jobs:

@@ -30,6 +30,12 @@ def ensure_present(repo: Repository, name: str, number: int | None = None, *, re
     if repo.objects.has(v.object):
         return []
     spec = f"{name}@v{v.number}"
+    if repo.read_only:
+        from lattice.errors import WriteRefused
+
+        raise WriteRefused(f"{spec}: its output {v.object[:12]} is not in the store, and {repo.dir} is read-only: "
+                           "taking it back or re-making it needs a writable .lattice",
+                           hint=f"run {command('lattice render', name)} where .lattice may be written")
     if adopt_working_file(repo, name, v.object):  # a clone, or gc evicted only the store's copy
         return []
     if v.recipe is None:

@@ -103,8 +103,14 @@ def write_gitignore(top: Path) -> list[str]:
 
 
 class Repository:
-    def __init__(self, root: Path):
+    """`reading`: for a command that only reads. Where lattice may not write
+    `.lattice/` (read-only media, someone else's checkout) it then reads it
+    as it stands, keeping what it would write (caches, an index catching up
+    with the manifest) in memory; see `read_only`."""
+
+    def __init__(self, root: Path, reading: bool = False):
         self.root = Path(root).absolute()
+        self.reading = reading
         self.dir = self.root / DIRNAME
         for part in (self.dir, self.dir / "manifest", self.dir / "objects", self.dir / "objects" / "tmp", self.dir / "tmp"):
             if part.is_symlink():  # a clone could point the store or manifest anywhere
@@ -112,16 +118,19 @@ class Repository:
         self._check_format()
         self.manifest = Manifest(self.dir / "manifest")
         self.damaged: list[RepositoryCorrupt] = []  # manifest files sync_index could not read
+        # Read-only: the manifest changes a writable lattice would commit to
+        # history on opening it (names; True: all, a killed change's catch-up).
+        self.history_behind: set[str] | bool = set()
 
     # -- finding and creating ---------------------------------------------
 
     @classmethod
-    def find(cls, start: Path | None = None) -> "Repository":
+    def find(cls, start: Path | None = None, reading: bool = False) -> "Repository":
         """The repository containing `start` (default: the current directory)."""
         here = Path(os.path.abspath(start or os.getcwd()))  # `a/..` is not inside `a`
         for d in (here, *here.parents):
             if (d / DIRNAME).is_dir():
-                return cls(d)
+                return cls(d, reading=reading)
         raise NotARepository(f"not inside a lattice repository: {here}")
 
     @classmethod
@@ -183,12 +192,18 @@ class Repository:
         not yet checked against the manifest files: for a caller that
         computes their digest beside other work and then calls
         sync_index(digest). Anything else wants `index`."""
-        from lattice.index import Index
-
         if "index" in self.__dict__:
             return self.__dict__["index"]
-        index = Index(self.dir / "index.db")
+        index = self._index_file
         self.__dict__["index"] = index  # what recovery's own reads get
+        if index.read_only:
+            self.refuse_unfinished()
+            if os.path.exists(self.dir / HISTORY_PENDING):  # history catches up where .lattice may be written
+                from lattice import history
+
+                if (history._intent(self) or {}).get("failed") is not True:  # a failed one waits for a change or fsck --repair
+                    self.history_behind = True
+            return index
         if os.path.exists(self.dir / JOURNAL):  # a switch or merge was interrupted
             from lattice.branches import recover
 
@@ -196,6 +211,33 @@ class Repository:
         self.finish_batch()
         self._catch_up_history()
         return index
+
+    @functools.cached_property
+    def _index_file(self):
+        """The index as opened, before anything is finished or synced."""
+        from lattice.index import Index
+
+        return Index(self.dir / "index.db", reading=self.reading)
+
+    @property
+    def read_only(self) -> bool:
+        """A reading command on a `.lattice/` it may not write: the index is
+        an in-memory copy, brought up to date with the manifest there; the
+        lock is waited for but not written; history is read as it stands."""
+        return self.reading and self._index_file.read_only
+
+    def refuse_unfinished(self) -> None:
+        """Refuse (WriteRefused, exit 13) where a switch, merge or manifest
+        batch was cut short and only a writable `.lattice/` can finish it:
+        the manifest files may be half of one state and half of another."""
+        if self.interrupted():
+            from lattice.errors import WriteRefused
+
+            what = "a switch or merge" if os.path.exists(self.dir / JOURNAL) else "a change"
+            raise WriteRefused(
+                f"{self.dir} is read-only, and {what} cut short there needs a writable .lattice to finish",
+                hint="run any lattice command once where .lattice may be written (its owner, a read-write mount), then read it here",
+            )
 
     def _catch_up_history(self) -> None:
         """A change a killed process left out of history is committed now
@@ -217,6 +259,8 @@ class Repository:
         and sync_index indexes it and commits it under its own message."""
         if not os.path.exists(self.dir / BATCH_JOURNAL):
             return
+        if self.read_only:
+            self.refuse_unfinished()
         from lattice.fsutil import AtomicBatch
 
         with self.lock:
@@ -263,6 +307,8 @@ class Repository:
             if switching or batch:
                 # A switch, merge or batch died while we waited for its lock:
                 # its manifest files may be half written. Finish it, then look again.
+                if self.read_only:
+                    self.refuse_unfinished()
                 if switching:
                     from lattice.branches import recover
 
@@ -271,7 +317,11 @@ class Repository:
                 return self.sync_index()
             names = self._reindex(changed, removed)
             # A deleted file is left out: fsck reports it, --repair restores it.
-            self._record_outside_edits([n for n in names if n not in removed])
+            edits = [n for n in names if n not in removed]
+            if not self.read_only:
+                self._record_outside_edits(edits)
+            elif self.history_behind is not True and edits and self._history_started():
+                self.history_behind |= set(edits)  # history catches up where .lattice may be written
             return names
 
     def _record_outside_edits(self, names: list[str]) -> None:
@@ -282,7 +332,7 @@ class Repository:
         its own message instead."""
         from lattice import history
 
-        if not names or not (history.exists(self) or os.path.exists(self.dir / history.PENDING)):
+        if not names or not self._history_started():
             return  # no history yet, and no change of ours that meant to start it
         try:
             if not history.catch_up(self):
@@ -294,6 +344,10 @@ class Repository:
             with contextlib.suppress(OSError):
                 history.mark(self)
             warn(f"manifest edits made outside lattice are not in history yet: {history._why(e)}")
+
+    def _history_started(self) -> bool:
+        """History exists, or a change of ours meant to start it."""
+        return os.path.exists(self.dir / "history.git" / "HEAD") or os.path.exists(self.dir / HISTORY_PENDING)
 
     def _reindex(self, changed: list[str], removed: list[str]) -> list[str]:
         """sync_index's writes, under the repository lock."""
@@ -358,7 +412,7 @@ class Repository:
     def lock(self):
         from lattice.lock import RepoLock
 
-        return RepoLock(self.dir / "lock")
+        return RepoLock(self.dir / "lock", read_only=self.read_only)
 
     @property
     def tmp(self) -> Path:

@@ -9,21 +9,88 @@ import time
 from pathlib import Path
 
 
-def connect(path: Path, timeout: float = 60.0, check_same_thread: bool = True) -> sqlite3.Connection:
+def connect(path: Path, timeout: float = 60.0, check_same_thread: bool = True, reading: bool = False) -> sqlite3.Connection:
     """A connection in autocommit mode (transactions are explicit). A
-    directory lattice may not write to is said so, not called damage."""
+    directory lattice may not write to is said so, not called damage.
+    `reading`: the command only reads, so a database lattice may not write
+    (read-only media, someone else's checkout) is opened as an in-memory
+    copy (see read_only_copy) instead of refused."""
     import os
 
+    path = Path(path)
+    if reading and not _writable(path):
+        return read_only_copy(path)
     try:
-        return _connect(Path(path), timeout, check_same_thread)
+        return _connect(path, timeout, check_same_thread)
     except sqlite3.OperationalError:
-        if not os.access(Path(path).parent, os.W_OK):
+        if not os.access(path.parent, os.W_OK):
+            if reading:
+                return read_only_copy(path)
             from lattice.errors import WriteRefused
 
             raise WriteRefused(
-                f"{Path(path).parent} is read-only: lattice keeps its databases there",
+                f"{path.parent} is read-only: lattice keeps its databases there",
                 hint="run lattice where you may write (copy the project if it is on read-only media)",
             ) from None
+        raise
+
+
+def _writable(path: Path) -> bool:
+    """This process may write the database at `path` (or create it). One
+    access(2): a read-only mount says no to root too."""
+    import os
+
+    try:
+        return os.access(path, os.W_OK) if os.path.exists(path) else os.access(path.parent, os.W_OK)
+    except OSError:
+        return False
+
+
+class ReadOnlyCopy(sqlite3.Connection):
+    """An in-memory copy of a database lattice may not write: what a reading
+    command writes to it (caches: the stat cache, digests, a snapshot; an
+    index catching up with the manifest) lives as long as the command."""
+
+
+def read_only_copy(path: Path) -> ReadOnlyCopy:
+    """The database at `path` copied into memory (an empty one where there
+    is none yet), never writing beside it. Reading a WAL database takes its
+    -shm file: SQLite opens it read-only where that file is there or may be
+    made; else, with no -wal file to read, as immutable (no writer has it
+    open: a writer would have made the -shm); else (a killed writer's -wal
+    and no -shm) from a private copy of both files in the temp folder."""
+    import os
+    import shutil
+    import tempfile
+    from contextlib import closing
+
+    memory = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False, factory=ReadOnlyCopy)
+    if not os.path.exists(path):
+        return memory
+    uri = Path(os.path.abspath(path)).as_uri()
+    wal = Path(f"{path}-wal")
+    try:
+        for query in ("?mode=ro", "?mode=ro&immutable=1"):
+            if query.endswith("immutable=1") and wal.exists() and wal.stat().st_size:
+                break
+            try:
+                with closing(sqlite3.connect(uri + query, uri=True)) as source:
+                    source.backup(memory)
+                return memory
+            except sqlite3.OperationalError as e:
+                if (getattr(e, "sqlite_errorname", "") or "").startswith(("SQLITE_CANTOPEN", "SQLITE_READONLY")):
+                    continue
+                raise
+        with tempfile.TemporaryDirectory(prefix="lattice-ro-") as scratch:
+            copy = Path(scratch, path.name)
+            shutil.copyfile(path, copy)
+            if wal.exists():
+                shutil.copyfile(wal, f"{copy}-wal")
+            with closing(sqlite3.connect(copy)) as source:
+                source.backup(memory)
+        return memory
+    except BaseException:
+        memory.close()
         raise
 
 

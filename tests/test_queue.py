@@ -546,7 +546,7 @@ def test_queue_commands_and_worker_command(tmp_path, monkeypatch):
     from lattice.cli import queue_cmd
 
     repo = types.SimpleNamespace(dir=tmp_path, config={"queue": {"types": {"image": {"retries": 0}}}})
-    monkeypatch.setattr("lattice.cli.common.repo_from_ctx", lambda: repo)
+    monkeypatch.setattr("lattice.cli.common.repo_from_ctx", lambda reading=False: repo)
     monkeypatch.setitem(sys.modules, "lattice.jobs", types.SimpleNamespace(HANDLERS=HANDLERS))
     q = repo_queue(repo.dir, repo.config)
     ok = q.submit("image", {"sleep": 0.01}, estimate_key="e")

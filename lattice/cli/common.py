@@ -66,11 +66,13 @@ def apply_globals(directory: str | Path | None, debug: bool, quiet: bool, no_col
     OPTIONS.color = not no_color
 
 
-def repo_from_ctx():
-    """The repository around the working directory (`-C DIR` applied)."""
+def repo_from_ctx(reading: bool = False):
+    """The repository around the working directory (`-C DIR` applied).
+    `reading`: the command only reads it, so it works where `.lattice/` may
+    not be written (read-only media; see lattice.repo.Repository)."""
     from lattice.repo import Repository
 
-    return Repository.find(cwd())
+    return Repository.find(cwd(), reading=reading)
 
 
 def assets_named(repo, paths: list[str]) -> list[str]:

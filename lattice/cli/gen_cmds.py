@@ -210,7 +210,7 @@ def render(
     """Bring stale and missing outputs up to date, in dependency order, in parallel where possible."""
     from lattice.render import plan
 
-    repo = repo_from_ctx()
+    repo = repo_from_ctx(reading=check or dry_run)
     repo.config  # a damaged config.toml is reported (exit 5), never taken for "up to date"
     steps, skipped = plan(repo, _names(repo, paths) if paths else None)
     if check:  # taking a working file back into the store leaves the working tree as it is
@@ -279,7 +279,7 @@ def lineage(
 
     if up and down:
         raise UsageError("--up and --down exclude each other", hint="ask for one direction at a time")
-    repo = repo_from_ctx()
+    repo = repo_from_ctx(reading=True)
     name = _names(repo, [path])[0]
     repo.record(name)
     graph = Graph.from_index(repo.index)
@@ -347,7 +347,7 @@ def _registry():
     from lattice.errors import NotARepository
 
     try:
-        repo = repo_from_ctx()
+        repo = repo_from_ctx(reading=True)
         return generators.load(repo.config, repo_root=repo.root)
     except NotARepository:
         return generators.load(None)

@@ -33,11 +33,12 @@ def log(
     json: bool = JSON,
 ) -> None:
     """Show the project's history (commits), or one asset's versions, newest first."""
-    repo = repo_from_ctx()
+    repo = repo_from_ctx(reading=True)
     if path is None:
         from lattice.history import log as history_log
 
         commits = history_log(repo, n)
+        _say_history_behind(repo)
         if json:
             emit_json(commits)
         for c in [] if json else commits:
@@ -57,6 +58,27 @@ def log(
         echo(f"      {v.summary}" + (f"  [from v{v.restored_from}]" if v.restored_from else ""))
 
 
+def _say_history_behind(repo) -> None:
+    """On a read-only `.lattice`, history lacks the commit a writable one
+    would make first (manifest edits made outside lattice, a killed change):
+    say so, since the log cannot show it."""
+    from lattice import history
+    from lattice.errors import warn
+
+    if not repo.read_only:
+        return
+    repo.index  # synced with the manifest: what it finds edited is what history lacks
+    behind = repo.history_behind
+    if behind is True:
+        what = "a change a killed command recorded"
+    else:
+        edits = history.differing(repo, sorted(behind)) if behind else []
+        if not edits:
+            return
+        what = f"manifest edits made outside lattice ({', '.join(edits[:3])}{' …' if len(edits) > 3 else ''})"
+    warn(f"history does not have {what} yet: {repo.dir} is read-only; the next lattice command where it may be written commits it")
+
+
 def diff(
     old: str = typer.Argument(..., metavar="A", help="PATH@vN, or a branch, tag or commit."),
     new: str = typer.Argument(..., metavar="B", help="PATH@vN (or @vN for the same asset), or a branch, tag or commit."),
@@ -64,7 +86,7 @@ def diff(
 ) -> None:
     """Compare two versions' recipes (PATH@v1 PATH@v2), or list the assets
     added, removed and changed between two branches, tags or commits."""
-    repo = repo_from_ctx()
+    repo = repo_from_ctx(reading=True)
     if "@" in old or "@" in new:
         _diff_versions(repo, old, new, json)
         return
@@ -181,7 +203,7 @@ def branch(
         raise UsageError("--force goes with -d NAME", hint="`lattice branch -d NAME --force`, or `lattice branch -D NAME`")
     if force_delete is not None:
         delete, force = force_delete, True
-    repo = repo_from_ctx()
+    repo = repo_from_ctx(reading=delete is None and name is None)
     # `is not None`: an empty name (a script's unset $NAME) is refused, not read as "list".
     if delete is not None:
         d = b.delete_branch(repo, delete, force=force)
@@ -215,7 +237,7 @@ def tag(name: Optional[str] = typer.Argument(None, help="Tag the current commit 
     """List tags, or tag the current commit."""
     from lattice import branches as b
 
-    repo = repo_from_ctx()
+    repo = repo_from_ctx(reading=name is None)
     if name is not None:  # an empty name is refused, not read as "list"
         at = b.create_tag(repo, name)
         return emit_json({"created": name, "at": at}) if json else say(f"tagged {at[:12]} as {name}")

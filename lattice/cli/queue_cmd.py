@@ -24,12 +24,12 @@ queue_app = typer.Typer(
 JsonOpt = typer.Option(False, "--json", help="Print JSON instead of text.")
 
 
-def _open_queue():
+def _open_queue(reading: bool = False):
     from lattice.cli.common import repo_from_ctx
     from lattice.queue import repo_queue
 
-    repo = repo_from_ctx()
-    return repo_queue(repo.dir, repo.config)
+    repo = repo_from_ctx(reading=reading)
+    return repo_queue(repo.dir, repo.config, reading=reading)
 
 
 def _print_json(obj: Any) -> None:
@@ -78,7 +78,7 @@ def ls(
     as_json: bool = JsonOpt,
 ) -> None:
     """List jobs, newest first."""
-    q = _open_queue()
+    q = _open_queue(reading=True)
     jobs = q.list(states=state or None, limit=None if all_ else limit)
     if as_json:
         _print_json([_job_json(q, j) for j in jobs])
@@ -98,7 +98,7 @@ def ls(
 @queue_app.command("show")
 def show(job_id: str = typer.Argument(..., metavar="ID"), as_json: bool = JsonOpt) -> None:
     """Show one job in full."""
-    q = _open_queue()
+    q = _open_queue(reading=True)
     job = q.get(job_id)
     if as_json:
         _print_json(_job_json(q, job))

@@ -29,7 +29,7 @@ def command_start(args: list[str]) -> int:
 def status(json: bool = False, porcelain: bool = False) -> None:
     from lattice.status import PORCELAIN, status as do_status
 
-    repo = repo_from_ctx()
+    repo = repo_from_ctx(reading=True)
     entries = do_status(repo)
     if json:
         emit_json([e._asdict() for e in entries])
@@ -50,7 +50,7 @@ def _mention_queued_work(repo) -> None:
     from lattice.queue import repo_queue
 
     try:
-        counts = repo_queue(repo.dir, repo.config).counts()
+        counts = repo_queue(repo.dir, repo.config, reading=True).counts()
     except LatticeError:  # a courtesy line: a broken config.toml is reported by the commands that use it
         return
     active = counts.get("queued", 0) + counts.get("running", 0)
@@ -64,7 +64,7 @@ def ls(json: bool = False, prefix: str | None = None) -> None:
     from lattice.cli.common import cwd
     from lattice.paths import name_for
 
-    repo = repo_from_ctx()
+    repo = repo_from_ctx(reading=True)
     repo.check_manifest()
     if prefix is not None and os.path.normpath(os.path.join(cwd(), prefix)) == str(repo.root):
         prefix = None  # `.` at the root: everything
@@ -108,7 +108,7 @@ def hooks_check(json: bool = False) -> int:
     """Exit code 1 when something is not up to date (git's pre-commit hook)."""
     from lattice.hooks import check
 
-    found = check(repo_from_ctx())
+    found = check(repo_from_ctx(reading=True))
     if json:
         emit_json(found)
     else:

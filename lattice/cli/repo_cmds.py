@@ -88,7 +88,7 @@ def show(spec: str = typer.Argument(..., metavar="PATH[@vN]", help="Asset, optio
 
     from lattice.paths import asset_spec
 
-    repo = repo_from_ctx()
+    repo = repo_from_ctx(reading=True)
     name, number = asset_spec(repo, spec, cwd())
     record = repo.record(name)
     selected = [record.version(number)] if number else record.versions
@@ -139,7 +139,7 @@ def cat(
     from lattice.paths import asset_spec
     from lattice.worktree import cat as do_cat
 
-    repo = repo_from_ctx()
+    repo = repo_from_ctx(reading=True)
     name, number = asset_spec(repo, spec, cwd())
     do_cat(repo, name, number, sys.stdout.buffer, regen=not no_regen, notify=lambda m: echo(m, err=True))
     sys.stdout.buffer.flush()
@@ -173,7 +173,7 @@ def fsck(
     Exits 1 when a problem remains."""
     from lattice.fsck import fsck as do_fsck
 
-    report = do_fsck(repo_from_ctx(), repair=repair)
+    report = do_fsck(repo_from_ctx(reading=not repair), repair=repair)
     if json:
         emit_json({"ok": report.ok, "objects": report.objects, "assets": report.assets, "problems": report.problems})
     else:

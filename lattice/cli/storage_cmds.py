@@ -36,7 +36,7 @@ def gc(
     """
     from lattice.gc import GcOptions, file_size, parse_age, parse_size, plan_gc, run_gc
 
-    repo = repo_from_ctx()
+    repo = repo_from_ctx(reading=dry_run)
     options = GcOptions(
         keep_versions=keep_versions,
         older_than=parse_age(older_than, "--older-than") if older_than is not None else None,
@@ -80,7 +80,7 @@ def du(
     and the bytes saved by past gc runs."""
     from lattice.du import disk_usage
 
-    report = disk_usage(repo_from_ctx(), by)
+    report = disk_usage(repo_from_ctx(reading=True), by)
     if json:
         emit_json(report)
         return

@@ -58,6 +58,7 @@ class JobQueue(QueueAdmin):
         backoff: float = 2.0,
         backoff_max: float = 600.0,
         busy_timeout: float = 30.0,
+        reading: bool = False,
     ):
         self.path = Path(path)
         self.settings = _type_settings(types)
@@ -69,7 +70,7 @@ class JobQueue(QueueAdmin):
         with self._errors():
             from lattice.sqlite import connect
 
-            self._db = connect(self.path, timeout=busy_timeout, check_same_thread=False)
+            self._db = connect(self.path, timeout=busy_timeout, check_same_thread=False, reading=reading)
         try:
             self._init_schema()
         except BaseException:
@@ -475,23 +476,24 @@ class JobQueue(QueueAdmin):
                 frontier.append((child, f"dependency {child} failed ({why})"))
 
 
-def check_file(path: str | Path) -> list[str]:
+def check_file(path: str | Path, reading: bool = False) -> list[str]:
     """Problems with the queue database at `path` (empty: healthy or absent),
     for fsck: unlike JobQueue(path), a damaged file is reported, not raised."""
     if not Path(path).exists():
         return []
     try:
-        with JobQueue(path, busy_timeout=5.0) as q:
+        with JobQueue(path, busy_timeout=5.0, reading=reading) as q:
             return q.check()
     except RepositoryCorrupt as e:
         return [e.message]
 
 
-def repo_queue(lattice_dir: str | Path, config: Mapping[str, Any] | None = None) -> JobQueue:
+def repo_queue(lattice_dir: str | Path, config: Mapping[str, Any] | None = None, reading: bool = False) -> JobQueue:
     """The repository's queue, `.lattice/queue.db`, with the `[queue.types]`
-    table of its config applied."""
+    table of its config applied. `reading`: for a command that only reads
+    it (see lattice.sqlite.connect)."""
     section = (config or {}).get("queue", {}) or {}
-    return JobQueue(Path(lattice_dir) / "queue.db", types=section.get("types"))
+    return JobQueue(Path(lattice_dir) / "queue.db", types=section.get("types"), reading=reading)
 
 
 def _dead_local_worker(worker: str, here: str) -> bool:
