@@ -216,8 +216,13 @@ class Index:
     def put(self, record, manifest_stat=None, old: Row | None | bool = False) -> None:
         """Record the asset's state from its manifest record (and the stat of
         the manifest file it was read from or written to). Keeps the working
-        tree's stat cache when the current object is unchanged. `old`: the
-        asset's row as the caller already read it (else it is looked up)."""
+        tree's stat cache, even when the current object changes: it says
+        which object the working file held when lattice last wrote or hashed
+        it, whatever the manifest now lists (a reader trusts it for the
+        current object only while wt_object is that object; status and
+        render trust it for an object the manifest no longer lists after a
+        `git checkout`: lattice.status.kept). `old`: the asset's row as the
+        caller already read it (else it is looked up)."""
         self.put_many([(record, manifest_stat, old)])
 
     def put_many(self, items: Iterable[tuple[object, os.stat_result | None, Row | None | bool]]) -> None:
@@ -236,14 +241,12 @@ class Index:
             recipe = cur.recipe
             if old is False:
                 old = looked_up.get(record.path)
-            keep = old is not None and old.object == cur.object
             assets[record.path] = (
                 record.path, record.kind, len(record.versions), cur.object, eff.object, cur.size,
                 record.pinned, cur.change, cur.time,
                 recipe.generator if recipe else None, int(bool(recipe and recipe.deterministic)),
                 recipe.key if recipe else None, json.dumps(record.tags),
-                old.wt_size if keep else None, old.wt_mtime_ns if keep else None,
-                old.wt_ino if keep else None, old.wt_object if keep else None,
+                *((old.wt_size, old.wt_mtime_ns, old.wt_ino, old.wt_object) if old is not None else (None,) * 4),
             )
             if manifest_stat is not None:
                 records[record.path] = (record.path, manifest_stat.st_mtime_ns, manifest_stat.st_size, manifest_stat.st_ino, msgspec.json.encode(record))

@@ -501,7 +501,7 @@ def plan(repo: Repository, targets: list[str] | None = None) -> tuple[list[Step]
             if row.generator:
                 skipped.append(Outcome(name, "", "skipped", error=why_kept(path)))
             continue
-        outdated = state == "outdated"  # an older version, left by a git pull or checkout
+        outdated = state == "outdated"  # another version of ours, left by a git pull or checkout
         if not row.generator:  # an import: only brought up to date
             if outdated and repo.objects.has(row.object):
                 steps[name] = Step(name, "materialize", kind=row.kind)

@@ -2,9 +2,10 @@
 
 States, one per path, most actionable first:
   modified  the working file holds edits no recorded version has
-  outdated  the working file holds an older recorded version (a `git pull`
-            or `git checkout` moved the manifest on): `lattice checkout`
-            or `lattice render` writes the current one
+  outdated  the working file holds another version lattice recorded or
+            wrote there (a `git pull` or `git checkout` moved the manifest
+            on, or back): `lattice checkout` or `lattice render` writes the
+            current one
   stale     its recipe's inputs changed since its output was made
   evicted   its output is not in the store but can be re-made (`lattice render`)
   missing   the working file was deleted (`lattice checkout` brings it back)
@@ -129,7 +130,7 @@ def _tracked(repo: Repository, index) -> tuple[list[Entry], list[tuple]]:
         if st is not None and (st.st_mtime_ns != wt_mtime_ns or st.st_size != wt_size or st.st_ino != wt_ino or wt_object != oid):
             found = hash_file(root + name)
             if found != oid:
-                state = "outdated" if kept(repo, name, found) else "modified"
+                state = "outdated" if kept(repo, name, found, st, (wt_size, wt_mtime_ns, wt_ino, wt_object)) else "modified"
             elif now - st.st_mtime_ns > RACY_WINDOW_NS:
                 refresh.append((st.st_size, st.st_mtime_ns, st.st_ino, found, name))
         if state is None and name in stale:
@@ -208,15 +209,27 @@ def hash_file(path) -> str:
     return h.hexdigest()
 
 
-def kept(repo: Repository, name: str, found: str) -> bool:
-    """Bytes hashing to `found` are a recorded version of the asset: not the
-    user's alone, so overwriting them loses nothing. (Merely being in the
-    store is not enough: an interrupted `add` leaves an edit's bytes there,
-    referenced by nothing.)"""
+def kept(repo: Repository, name: str, found: str, st: os.stat_result, cached: tuple) -> bool:
+    """The working file (stat `st`), whose bytes hash to `found`, is not the
+    user's alone, so overwriting it loses nothing: it holds a recorded
+    version of the asset, or it is as lattice last wrote or recorded it
+    there and the store still has those bytes (`cached`: the row's stat
+    cache, (wt_size, wt_mtime_ns, wt_ino, wt_object)) -- a version the
+    manifest now checked out does not list, after a `git checkout` took it
+    back. Merely being in the store is not enough: an interrupted `add`
+    leaves an edit's bytes there, referenced by nothing (and caches no
+    stat). The cache must match in its stat and in the bytes, so an edit
+    since, even of the same size within the same mtime tick, is an edit;
+    and one whose object gc evicted is the only copy left."""
     from lattice.errors import LatticeError
 
+    if not found:
+        return False
+    size, mtime_ns, ino, oid = cached
+    if found == oid and (st.st_size, st.st_mtime_ns, st.st_ino) == (size, mtime_ns, ino) and repo.objects.has(found):
+        return True
     try:
-        return bool(found) and found in {v.object for v in repo.record(name).versions}
+        return found in {v.object for v in repo.record(name).versions}
     except LatticeError:  # unreadable: nothing counts as recorded
         return False
 
@@ -224,15 +237,17 @@ def kept(repo: Repository, name: str, found: str) -> bool:
 def working_state(repo: Repository, row, path, st: os.stat_result) -> str | None:
     """What the working file at `path` (stat `st`) holds against the row's
     current object: None for that object (the stat cache first, a hash only
-    when it disagrees); "outdated" for another recorded version of the asset
-    (the manifest moved on under it: a `git pull`), which may be overwritten;
-    "modified" for bytes only the file keeps."""
+    when it disagrees); "outdated" for another version lattice recorded or
+    wrote there (the manifest moved under it: a `git pull` or `git
+    checkout`), which may be overwritten; "modified" for bytes only the file
+    keeps."""
     if stat_matches(row, st):
         return None
     found = hash_file(path)
     if found == row.object:
         return None
-    return "outdated" if kept(repo, row.path, found) else "modified"
+    cached = (row.wt_size, row.wt_mtime_ns, row.wt_ino, row.wt_object)
+    return "outdated" if kept(repo, row.path, found, st, cached) else "modified"
 
 
 def edited(repo: Repository, row, path, st: os.stat_result) -> bool:

@@ -156,8 +156,10 @@ def restore(repo: Repository, name: str, number: int, force: bool = False) -> Re
 
 
 def working_file_modified(repo: Repository, name: str) -> bool:
-    """True when the working file exists and holds edits no recorded version
-    of the asset has (an older version is no edit: lattice.status.edited)."""
+    """True when the working file exists and holds edits: bytes that are no
+    recorded version of the asset, nor what lattice last wrote there (an
+    older version is no edit, nor one a `git checkout` took back:
+    lattice.status.edited)."""
     import os
 
     from lattice.status import edited

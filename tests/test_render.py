@@ -4,6 +4,8 @@ generators of tests/plugins, through the CLI as a user would run them."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 
 import pytest
 
@@ -902,6 +904,105 @@ def test_an_edit_whose_bytes_an_interrupted_add_stored_is_still_an_edit(tmp_repo
     r = run_cli("render", "--json", cwd=tmp_repo.root)
     assert r.code == 1 and r.json[0]["status"] == "skipped"
     assert (tmp_repo.root / "a.txt").read_text() == "my edit"
+
+
+def _git(cwd, *args):
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
+                   env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"})
+
+
+def checked_out_back(repo, edit: bool = False) -> tuple[str, str]:
+    """A project in git whose output a.txt (kept out of git, as `lattice
+    init --gitignore` keeps outputs) went v1 -> v2 over two commits, then
+    `git checkout HEAD~1`: the manifest lists v1 only, the working file
+    still holds v2 as lattice wrote it. A branch `feat` holds a third
+    version. `edit`: a.txt is edited just before the checkout. Returns
+    (v1's object, v2's object)."""
+    from lattice.repo import write_gitignore
+
+    _git(repo.root, "init", "-q")
+    write_gitignore(repo.root)
+    with open(repo.root / ".gitignore", "a") as f:
+        f.write("a.txt\n")
+    gen(repo, "a.txt", "--model", "test.text", "--seed", "1")
+    v1 = repo.record("a.txt").current.object
+    for args in (("branch", "feat"), ("switch", "feat"), ("regen", "a.txt", "--seed", "3"), ("switch", "main")):
+        assert run_cli(*args, cwd=repo.root).code == 0
+    _git(repo.root, "add", "-A")
+    _git(repo.root, "commit", "-qm", "one")
+    assert run_cli("regen", "a.txt", "--seed", "2", cwd=repo.root).code == 0
+    v2 = repo.record("a.txt").current.object
+    _git(repo.root, "add", "-A")
+    _git(repo.root, "commit", "-qm", "two")
+    if edit:
+        (repo.root / "a.txt").write_text("my edit\n")
+    _git(repo.root, "checkout", "-q", "HEAD~1")
+    assert (repo.root / "a.txt").read_text() == ("my edit\n" if edit else "hello:2\n") and len(repo.record("a.txt").versions) == 1
+    return v1, v2
+
+
+needs_git = pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+
+
+@needs_git
+def test_a_file_lattice_wrote_for_a_version_git_checkout_took_back_is_outdated(tmp_repo, run_log):
+    """After `git checkout HEAD~1` the working file holds v2, which the
+    manifest checked out does not list; but lattice wrote it, unchanged
+    since, and the store keeps v2: "outdated", which render replaces with
+    v1 (v2's object stays in the store), never "modified"."""
+    _, v2 = checked_out_back(tmp_repo)
+    assert run_cli("status", "--porcelain", cwd=tmp_repo.root).out == " O a.txt\n"
+    assert run_cli("hooks", "check", cwd=tmp_repo.root).code == 1  # out of date, as any outdated file
+    r = run_cli("render", "--json", cwd=tmp_repo.root)
+    assert r.code == 0 and [(o["name"], o["status"]) for o in r.json] == [("a.txt", "materialized")], r.out + r.err
+    assert (tmp_repo.root / "a.txt").read_text() == "hello:1\n" and tmp_repo.objects.has(v2)
+    assert run_cli("status", "--porcelain", cwd=tmp_repo.root).out == ""
+    # Back on the newer commit, v1 is an older version of the manifest: outdated as before.
+    _git(tmp_repo.root, "checkout", "-q", "-")
+    assert run_cli("status", "--porcelain", cwd=tmp_repo.root).out == " O a.txt\n"
+    assert run_cli("render", cwd=tmp_repo.root).code == 0 and (tmp_repo.root / "a.txt").read_text() == "hello:2\n"
+
+
+@needs_git
+def test_a_switch_overwrites_a_file_lattice_wrote_for_a_version_git_took_back(tmp_repo, run_log):
+    checked_out_back(tmp_repo)
+    r = run_cli("switch", "feat", cwd=tmp_repo.root)
+    assert r.code == 0 and "kept" not in r.err, r.err
+    assert (tmp_repo.root / "a.txt").read_text() == "hello:3\n"
+    assert run_cli("status", "--porcelain", cwd=tmp_repo.root).out == ""
+
+
+@needs_git
+@pytest.mark.parametrize("how", ["edited after", "edited before", "same size, same stat", "object evicted"])
+def test_what_git_checkout_took_back_stays_protected_when_not_as_lattice_wrote_it(tmp_repo, run_log, how):
+    """The file is lattice's only while it is exactly as lattice wrote it
+    (stat and bytes) and the store still has those bytes: an edit, made
+    after the checkout or before it, even one of the same size that keeps
+    the stat (an edit within the same mtime tick), or a v2 whose object gc
+    evicted (the file is then its only copy), stays "modified": render
+    skips it, switch and regen refuse."""
+    path = tmp_repo.root / "a.txt"
+    _, v2 = checked_out_back(tmp_repo, edit=how == "edited before")
+    if how == "edited after":
+        path.write_text("my edit\n")
+    elif how == "same size, same stat":
+        st = os.stat(path)
+        with open(path, "r+b") as f:  # in place: the inode stays
+            f.write(b"HELLO:2\n")
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        assert (os.stat(path).st_size, os.stat(path).st_ino, os.stat(path).st_mtime_ns) == (st.st_size, st.st_ino, st.st_mtime_ns)
+    elif how == "object evicted":
+        obj = tmp_repo.objects.locate(v2)
+        os.chmod(obj, 0o644)
+        obj.unlink()
+    held = path.read_bytes()
+    assert run_cli("status", "--porcelain", cwd=tmp_repo.root).out == " M a.txt\n"
+    r = run_cli("render", "--json", cwd=tmp_repo.root)
+    assert r.code == 1 and [(o["name"], o["status"]) for o in r.json] == [("a.txt", "skipped")], r.out + r.err
+    assert run_cli("regen", "a.txt", "--seed", "4", cwd=tmp_repo.root).code == 12
+    r = run_cli("switch", "feat", cwd=tmp_repo.root)
+    assert r.code == 12 and "unrecorded changes in a.txt" in r.err and path.read_bytes() == held, r.out + r.err
+    assert run_cli("status", "--porcelain", cwd=tmp_repo.root).out == " M a.txt\n"
 
 
 def test_a_superseded_job_is_shown_as_such(tmp_repo, run_log):

@@ -71,8 +71,8 @@ def status(
     porcelain: bool = typer.Option(False, "--porcelain", help="Stable two-letter codes for scripts: ?? new, ' M' modified, ' O' outdated, ' D' missing, ' S' stale, ' E' evicted."),
 ) -> None:
     """Show new, modified, outdated, missing, stale and evicted assets. Prints nothing when all is clean.
-    Outdated: the working file holds an older recorded version (a git pull or checkout moved
-    the manifest on); `lattice checkout` or `lattice render` writes the current one.
+    Outdated: the working file holds another version lattice recorded or wrote there (a git
+    pull or checkout moved the manifest); `lattice checkout` or `lattice render` writes the current one.
     Files matched by .latticeignore are never listed as new."""
     quick.status(json, porcelain)
 
