@@ -60,7 +60,7 @@ class DuReport:
 
 def disk_usage(repo: Repository, by: str | None = None) -> DuReport:
     from lattice.catalog import load_catalog
-    from lattice.gc import GcOptions, plan_gc, runs
+    from lattice.gc import GcOptions, plan_gc, referenced_objects, runs
 
     if by is not None and by not in GROUPS:
         raise InvalidInput(f"--by {by!r}: expected one of {', '.join(GROUPS)}",
@@ -81,9 +81,8 @@ def disk_usage(repo: Repository, by: str | None = None) -> DuReport:
                     buckets.setdefault(f.generator or "imported", []).append((a, f))
         for key, items in sorted(buckets.items()):
             report.groups[key] = _usage(cat, items) if by == "kind" else _usage_versions(cat, items)
-    referenced = {f.object for st in cat.states.values() for a in st.values() for f in a.versions}
-    referenced |= {i for st in cat.states.values() for a in st.values() for f in a.versions for i in f.input_objects}
-    report.unreferenced = sum(s for o, (s, _) in cat.present.items() if o not in referenced and o not in cat.cache)
+    referenced = referenced_objects(repo, cat)
+    report.unreferenced = sum(s for o, (s, _) in cat.present.items() if o not in referenced)
     plan = plan_gc(repo, GcOptions(), catalog=cat)
     report.gc_would_free, report.gc_would_remove = plan.bytes, len(plan.evictions)
     report.recipes_bytes = cat.manifest_bytes

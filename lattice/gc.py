@@ -18,8 +18,9 @@ that both `--dry-run` and the real run call):
      thumbnails are kept forever.
   5. A size cap (`--max-size`, or a kind's `max_size`) then evicts the least
      recently used of whatever rule 1-2 allows, ignoring ages and rule 3.
-  6. Objects referenced by nothing (no version on any ref, no recipe input,
-     no cache entry, no queued or running job) go after the grace period
+  6. Objects referenced by nothing (no version on any ref or in any manifest
+     file history holds, no recipe input, no cache entry, no queued or
+     running job) go after the grace period
      (default two weeks); objects just written by a running add or job are
      young, so the grace period protects them.
 
@@ -267,16 +268,28 @@ def _within_limit(a: AssetFacts, f: Fact, pols, limits, opts: GcOptions) -> bool
     return f.number > n - keep
 
 
+def referenced_objects(repo: Repository, cat: Catalog) -> set[str]:
+    """Objects something names: a version or recipe input on any branch or
+    tag, the recipe cache, or any manifest file in history (what rule 6
+    never sweeps; `lattice du` counts the rest as unreferenced)."""
+    from lattice import history
+
+    referenced = set(cat.cache) | history.objects_named(repo)
+    for assets in cat.states.values():
+        for a in assets.values():
+            for f in a.versions:
+                referenced.add(f.object)
+                referenced.update(f.input_objects)
+    return referenced
+
+
 def _protected(repo: Repository, cat: Catalog, opts: GcOptions, pols) -> tuple[set[str], set[str]]:
     """(objects that must stay, objects something references)."""
     protected: set[str] = set()
-    referenced: set[str] = set(cat.cache)
     for assets in cat.states.values():
         for a in assets.values():
             n = len(a.versions)
             for f in a.versions:
-                referenced.add(f.object)
-                referenced.update(f.input_objects)
                 if f.generator is None or (not f.deterministic and not opts.include_nondeterministic):
                     protected.add(f.object)
                 elif f.number == a.pinned:
@@ -286,7 +299,7 @@ def _protected(repo: Repository, cat: Catalog, opts: GcOptions, pols) -> tuple[s
                     if not (opts.include_current or pols[cls].include_current) or a.pinned:
                         protected.add(f.object)
     jobs = _active_job_objects(repo, cat)
-    return protected | jobs, referenced | jobs
+    return protected | jobs, referenced_objects(repo, cat) | jobs
 
 
 _HEX64 = re.compile(r"\b[0-9a-f]{64}\b")

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,6 +57,28 @@ def git_dir(repo: Repository) -> Path:
 
 def exists(repo: Repository) -> bool:
     return (git_dir(repo) / "HEAD").exists()
+
+
+_OBJECT_ID = re.compile(rb"[0-9a-f]{64}")
+
+
+def objects_named(repo: Repository) -> set[str]:
+    """Every object id that any manifest file ever committed to history
+    names, including versions no branch tip lists any more (a `git checkout`
+    of an older manifest, a deleted branch): gc keeps those, as git keeps
+    what its history reaches. Each blob's text is scanned, not parsed."""
+    if not exists(repo):
+        return set()
+    import pygit2
+
+    git = open_git(repo, create=False)
+    blob = pygit2.enums.ObjectType.BLOB
+    found: set[bytes] = set()
+    for oid in git.odb:
+        kind, data = git.odb.read(oid)
+        if kind == blob:
+            found.update(_OBJECT_ID.findall(data))
+    return {o.decode() for o in found}
 
 
 def open_git(repo: Repository, create: bool = True):

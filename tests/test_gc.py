@@ -133,6 +133,32 @@ def test_unreferenced_objects_go_after_the_grace_period(tmp_repo):
     assert tmp_repo.objects.has(fresh) and not tmp_repo.objects.has(old)
 
 
+def test_versions_only_history_names_are_never_swept(tmp_repo):
+    """A `git checkout` of an older manifest leaves a version no branch tip
+    lists, but history does (and the user's git commit of it): its object
+    is kept past the grace period, and `du` does not count it unreferenced."""
+    from lattice.add import add
+
+    (tmp_repo.root / "x.txt").write_text("one")
+    add(tmp_repo, ["x.txt"], cwd=tmp_repo.root)
+    mf = tmp_repo.manifest.file_of("x.txt")
+    older = mf.read_bytes()
+    (tmp_repo.root / "x.txt").write_text("two: an import, which no recipe cache names")
+    add(tmp_repo, ["x.txt"], cwd=tmp_repo.root)
+    v2 = objects_of(tmp_repo, "x.txt")[-1]
+    mf.unlink()
+    mf.write_bytes(older)  # as git writes a checked-out file
+    assert run_cli("status", cwd=tmp_repo.root).code == 0  # the manifest moved back: indexed, committed
+    assert v2 not in objects_of(Repository.find(tmp_repo.root), "x.txt")
+    past = time.time() - 15 * 86400
+    os.utime(tmp_repo.objects.locate(v2), (past, past))
+    orphan = tmp_repo.objects.put_bytes(b"named by nothing" * 100).oid
+    os.utime(tmp_repo.objects.locate(orphan), (past, past))
+    assert [(e["object"], e["reason"]) for e in gc(tmp_repo)["evictions"]] == [(orphan, "unreferenced")]
+    assert tmp_repo.objects.has(v2)
+    assert run_cli("du", "--json", cwd=tmp_repo.root).json["unreferenced"] == 0
+
+
 def test_size_cap_evicts_least_recently_used_first(tmp_repo):
     for word in ("a", "b", "c", "d"):
         gen(tmp_repo, "x.txt", word=word, repeat=50)
