@@ -654,7 +654,7 @@ def test_status_snapshot_is_not_kept_when_the_rows_changed_after_reading(tmp_rep
     import sqlite3
 
     repo = tmp_repo.gen({"a.png": b"one"})
-    add(repo, ["a.png"], cwd=repo.root)
+    add(repo, aged(repo, "a.png"), cwd=repo.root)
     index = repo.index
     rows = index.working_rows(named=False)
     with contextlib.closing(sqlite3.connect(repo.dir / "index.db", isolation_level=None)) as other:
@@ -678,7 +678,7 @@ def test_status_snapshot_damaged_or_missing_falls_back_to_the_table(tmp_repo):
     import sqlite3
 
     repo = tmp_repo.gen({"a.png": b"one"})
-    add(repo, ["a.png"], cwd=repo.root)
+    add(repo, aged(repo, "a.png"), cwd=repo.root)
     (repo.root / "b.png").write_bytes(b"new")
     with contextlib.closing(sqlite3.connect(repo.dir / "index.db")) as db, db:
         db.execute("UPDATE working_snapshot SET rows = x'00ff'")  # not marshal data
