@@ -1458,6 +1458,30 @@ def test_a_full_disk_under_the_index_is_not_called_damage(tmp_repo, monkeypatch)
     assert run_cli("fsck", cwd=repo.root).code == 0
 
 
+def test_an_io_error_on_a_full_disk_is_exit_13(tmp_repo, monkeypatch):
+    """SQLite says "disk I/O error" (not "full") when its -shm file cannot
+    grow: on a disk with no room left that is exit 13 with a hint about
+    space, and on a disk with room the I/O error it is (exit 1)."""
+    import sqlite3
+    from types import SimpleNamespace
+
+    from lattice.index import Index
+
+    repo = tmp_repo.gen({"a.png": b"img"})
+    add(repo, ["a.png"], cwd=repo.root)
+
+    def io_error(self, named=True):
+        e = sqlite3.OperationalError("disk I/O error")
+        e.sqlite_errorname = "SQLITE_IOERR_SHMSIZE"
+        raise e
+
+    monkeypatch.setattr(Index, "working_rows", io_error)
+    for free_blocks, code, said in ((3, 13, "no space left on the disk"), (10**6, 1, "could not read or write the database")):
+        monkeypatch.setattr(os, "statvfs", lambda path, n=free_blocks: SimpleNamespace(f_bfree=n, f_bavail=n, f_frsize=4096))
+        r = run_cli("status", cwd=repo.root)
+        assert r.code == code and said in r.err and "damaged" not in r.err, r.err
+
+
 def test_status_forms_agree_when_config_is_broken(tmp_repo):
     repo = tmp_repo.gen({"a.png": b"img"})
     (repo.dir / "queue.db").touch()  # as after any gen: status then looks for queued work

@@ -112,7 +112,7 @@ def run(argv: list[str] | None = None) -> int:
         if module == "sqlite3":
             from lattice.sqlite import failing_database, storage_failure
 
-            refused = (getattr(e, "sqlite_errorname", "") or "").startswith(("SQLITE_READONLY", "SQLITE_FULL"))
+            refused = (getattr(e, "sqlite_errorname", "") or "").startswith(("SQLITE_READONLY", "SQLITE_FULL", "SQLITE_IOERR"))
             full = storage_failure(e, failing_database(cwd()) if refused else None)
             if full is not None:
                 code = _report(full.message, full.hint, full.exit_code)
