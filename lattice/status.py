@@ -128,6 +128,8 @@ def _tracked(repo: Repository, index) -> tuple[list[Entry], list[tuple]]:
         state = None
         # stat_matches, inlined: this loop runs 10,000 times.
         if st is not None and (st.st_mtime_ns != wt_mtime_ns or st.st_size != wt_size or st.st_ino != wt_ino or wt_object != oid):
+            if oid is None:  # the snapshot leaves out an import's ids where its stat cache held its object
+                oid = wt_object = index.object_of(name) or ""
             found = hash_file(root + name)
             if found != oid:
                 state = "outdated" if kept(repo, name, found, st, (wt_size, wt_mtime_ns, wt_ino, wt_object)) else "modified"
