@@ -111,3 +111,17 @@ def run_proc(*args: str, cwd: Path, check: bool = False, timeout: float = 120, e
 @pytest.fixture
 def cli():
     return run_cli
+
+
+def unprivileged() -> list[str]:
+    """An argv prefix under which file permissions hold: none for a normal
+    user; for root, setpriv without the capabilities that override them."""
+    import shutil
+
+    if os.geteuid() != 0:
+        return []
+    setpriv = shutil.which("setpriv")
+    prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search,-fowner"] if setpriv else []
+    if not prefix or subprocess.run([*prefix, "true"], capture_output=True).returncode != 0:
+        pytest.skip("running as root, and setpriv cannot drop the capabilities that override permissions")
+    return prefix

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import run_cli, unprivileged
 from lattice.repo import Repository
 
 # Every reading command, as a script or CI would call it.
@@ -93,18 +93,6 @@ def _read_only_mount(repo: Repository) -> list[str]:
     return prefix
 
 
-def _unprivileged() -> list[str]:
-    """An argv prefix under which file permissions hold: none for a normal
-    user; for root, setpriv without the capabilities that override them."""
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search,-fowner"] if setpriv else []
-    if not prefix or subprocess.run([*prefix, "true"], capture_output=True).returncode != 0:
-        pytest.skip("running as root, and setpriv cannot drop the capabilities that override permissions")
-    return prefix
-
-
 def _run_all(prefix: list[str], repo: Repository, commands: list[list[str]]) -> list[tuple[int, str, str]]:
     proc = subprocess.run([*prefix, sys.executable, "-c", RUNNER, json.dumps(commands)], cwd=repo.root,
                           capture_output=True, text=True, timeout=300)
@@ -150,7 +138,7 @@ def test_reading_commands_answer_on_a_read_only_mount_as_on_a_writable_repositor
 
 def test_reading_commands_answer_where_lattice_may_not_write(project):
     """`chmod -R a-w .lattice`: someone else's checkout."""
-    prefix = _unprivileged()
+    prefix = unprivileged()
     before = _files(project.dir)
     folders = _chmod_read_only(project.dir)
     try:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli, run_proc
+from conftest import run_cli, run_proc, unprivileged
 from lattice.add import add
 from lattice.errors import ContentChanged, RepositoryCorrupt, UnsafePath
 from lattice.fsck import fsck
@@ -1802,20 +1802,6 @@ def test_a_roll_forward_that_cannot_place_a_file_says_which_and_goes_on(tmp_path
 # -- the filesystem refusing writes (exit 13) ------------------------------------
 
 
-def _unprivileged() -> list[str]:
-    """An argv prefix under which file permissions hold: none for a normal
-    user; for root, setpriv without the capabilities that override them."""
-    import shutil
-
-    if os.geteuid() != 0:
-        return []
-    setpriv = shutil.which("setpriv")
-    prefix = [setpriv, "--bounding-set=-dac_override,-dac_read_search,-fowner"] if setpriv else []
-    if not prefix or subprocess.run([*prefix, "true"], capture_output=True).returncode != 0:
-        pytest.skip("running as root, and setpriv cannot drop the capabilities that override permissions")
-    return prefix
-
-
 def _lattice(prefix: list[str], *args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([*prefix, sys.executable, "-m", "lattice", *args], cwd=cwd, capture_output=True, text=True, timeout=120)
 
@@ -1834,7 +1820,7 @@ def test_a_read_only_repository_exits_13_naming_the_path_and_changes_nothing(tmp
     """`chmod -R a-w .lattice`: every writing command exits 13 with one
     error line naming where it may not write and a hint, no traceback;
     nothing in .lattice changes."""
-    prefix = _unprivileged()
+    prefix = unprivileged()
     repo = tmp_repo.gen({"a.txt": "a", "b.txt": "b"})
     assert run_cli("add", "a.txt", cwd=repo.root).code == 0
     assert run_cli("gen", "c.txt", "--model", "test.text", "--seed", "1", cwd=repo.root).code == 0
@@ -1859,7 +1845,7 @@ def test_a_read_only_repository_exits_13_naming_the_path_and_changes_nothing(tmp
 
 def test_a_file_lattice_may_not_read_is_named_as_one(tmp_repo):
     """A refused read is no refused write: the hint asks for read permission."""
-    prefix = _unprivileged()
+    prefix = unprivileged()
     repo = tmp_repo.gen({"in.png": b"png"})
     (repo.root / "in.png").chmod(0o000)
     try:
@@ -1882,7 +1868,7 @@ def test_a_file_lattice_may_not_read_is_named_as_one(tmp_repo):
 def test_a_folder_lattice_may_not_read_is_named_not_passed_over_in_silence(tmp_repo):
     """status and add say which folder they could not look into, as git
     does, and go on with the rest."""
-    prefix = _unprivileged()
+    prefix = unprivileged()
     repo = tmp_repo.gen({"a.png": b"a", "hid/n.png": b"n", "shots/s.png": b"s"})
     (repo.root / "hid").chmod(0o000)
     try:
@@ -1901,7 +1887,7 @@ def test_a_read_only_working_folder_exits_13_before_anything_is_recorded(tmp_rep
     restore refuse before they record or render anything; a render that
     finds out after recording says what it recorded. Always exit 13, the
     folder named, no temp file left."""
-    prefix = _unprivileged()
+    prefix = unprivileged()
     repo = tmp_repo.gen({"s.txt": "source"})
     assert run_cli("add", "s.txt", cwd=repo.root).code == 0
     for args in (["d/x.txt", "--model", "test.join", "-i", "s.txt"], ["d/y.txt", "--model", "test.text", "--seed", "1"]):
