@@ -88,11 +88,12 @@ def git_worktree(path: Path) -> Path | None:
     return None
 
 
-def write_gitignore(top: Path) -> list[str]:
-    """Append the missing lattice lines to `top/.gitignore`; returns those added."""
+def write_gitignore(root: Path) -> list[str]:
+    """Append the missing lattice lines to the project's `root/.gitignore`
+    (where `.lattice` is); returns those added."""
     from lattice.fsutil import atomic_write
 
-    path = top / ".gitignore"
+    path = root / ".gitignore"
     text = path.read_text() if path.exists() else ""
     have = set(text.splitlines())
     missing = [line for line in GITIGNORE_LINES if line not in have]

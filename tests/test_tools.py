@@ -208,8 +208,16 @@ def test_init_in_git_tree_offers_and_writes_gitignore(tmp_path):
     assert ".lattice/objects/" in r.out and not (tmp_path / ".gitignore").exists()
     r = run_cli("init", "p2", "--gitignore", cwd=tmp_path)
     assert r.code == 0
-    text = (tmp_path / ".gitignore").read_text()
+    # Beside the project's .lattice (a subfolder of the git tree here): git
+    # anchors `.lattice/objects/` to the folder of the .gitignore saying it.
+    text = (tmp_path / "p2" / ".gitignore").read_text()
     assert ".lattice/objects/" in text and ".lattice/manifest" not in text
+    (tmp_path / "p2" / "a.txt").write_text("a")
+    assert run_cli("add", "a.txt", cwd=tmp_path / "p2").code == 0
+    _git(tmp_path, "add", "-A")
+    staged = subprocess.run(["git", "diff", "--cached", "--name-only"], cwd=tmp_path, capture_output=True, text=True).stdout.split()
+    assert "p2/.lattice/manifest/a.txt.toml" in staged
+    assert not [p for p in staged if p.startswith(("p2/.lattice/objects/", "p2/.lattice/index.db", "p2/.lattice/lock"))], staged
 
 
 def test_clone_without_index_rebuilds_it_and_render_recreates_outputs(tmp_repo, tmp_path):

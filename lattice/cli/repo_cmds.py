@@ -16,7 +16,7 @@ JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
 def init(
     directory: Optional[Path] = typer.Argument(None, help="Project folder (default: the current one)."),
-    gitignore: bool = typer.Option(False, "--gitignore", help="Inside a git working tree, add the lines that keep the media store out of git to .gitignore."),
+    gitignore: bool = typer.Option(False, "--gitignore", help="Inside a git working tree, add the lines that keep the media store out of git to the project's .gitignore (beside .lattice)."),
     json: bool = JSON,
 ) -> None:
     """Create a `.lattice/` repository in DIR (or here).
@@ -36,7 +36,9 @@ def init(
         if not json:
             say(f"Initialized empty lattice repository in {repo.dir}")
     top = git_worktree(repo.root)
-    added = write_gitignore(top) if gitignore and top is not None else []
+    # Beside .lattice: git anchors `.lattice/objects/` to the folder of the
+    # .gitignore that says it, so a project in a subfolder needs its own.
+    added = write_gitignore(repo.root) if gitignore and top is not None else []
     if json:
         emit_json({"repository": str(repo.dir), "git_worktree": str(top) if top else None, "gitignore_added": added})
         return
@@ -45,9 +47,9 @@ def init(
             echo("not inside a git working tree: no .gitignore written", err=True)
         return
     if gitignore:
-        say(f"added {len(added)} line(s) to {top / '.gitignore'}" if added else ".gitignore already has the lattice lines")
+        say(f"added {len(added)} line(s) to {repo.root / '.gitignore'}" if added else f"{repo.root / '.gitignore'} already has the lattice lines")
     else:
-        say("This project is under git. Keep the media store out of it with these .gitignore lines (`lattice init --gitignore` writes them):")
+        say(f"This project is under git. Keep the media store out of it with these lines in {repo.root / '.gitignore'} (`lattice init --gitignore` writes them):")
         for line in GITIGNORE_LINES:
             say(f"  {line}")
 
