@@ -534,6 +534,7 @@ def test_a_merge_that_fails_before_its_journal_is_never_caught_up_as_a_merge(tmp
 def test_damaged_history_never_loses_work(tmp_repo):
     repo = tmp_repo
     add(repo, "a.txt", "1")
+    kept = history.log(repo)[0].commit
     heads = repo.dir / "history.git" / "refs" / "heads" / "main"
     heads.write_text("0123456789012345678901234567890123456789\n")  # points at nothing
     r = add(repo, "a.txt", "2")
@@ -542,10 +543,106 @@ def test_damaged_history_never_loses_work(tmp_repo):
     assert ok("status", repo=repo).out == "" and ok("log", "a.txt", repo=repo).out
     r = run_cli("fsck", cwd=repo.root)
     assert r.code == 1 and "history:" in r.out
-    ok("fsck", "--repair", repo=repo)
-    assert fsck(fresh(repo)).ok
+    r = ok("fsck", "--repair", repo=repo)
+    assert f"branch main moved from 012345678901 (not in this copy) to {kept[:12]}" in r.out, r.out
+    assert fsck(fresh(repo)).ok and history.check(fresh(repo)) == []
+    assert not (repo.dir / "quarantine").exists()  # the intact commit is kept, not thrown away with the rest
+    assert [c.commit for c in history.log(repo)[1:]] == [kept]
+    assert history.log(repo)[0].message.startswith(history.RECOVERED)
+
+
+def _outer_git(cwd, *args):
+    return subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True, text=True,
+                          env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"})
+
+
+def _loose(repo, oid) -> "os.PathLike":
+    return history.git_dir(repo) / "objects" / str(oid)[:2] / str(oid)[2:]
+
+
+@pytest.mark.skipif(GIT is None, reason="needs the git binary")
+def test_a_clone_missing_historys_newest_objects_keeps_every_commit_it_has(tmp_repo, tmp_path):
+    """`git commit -a` takes history's changed ref but not its new, untracked
+    objects: in a clone the branch names a commit that is not there. Repair
+    moves the branch back to the newest commit the clone has, keeps every
+    earlier one, and commits the manifest on disk on top."""
+    from lattice.repo import write_gitignore
+
+    repo = tmp_repo
+    _outer_git(repo.root, "init", "-q")
+    write_gitignore(repo.root)
+    with open(repo.root / ".gitignore", "a") as f:
+        f.write("*.png\n")
+    gen(repo, "a.png", 32, seed=1)
+    gen(repo, "b.png", 32, seed=2)
+    _outer_git(repo.root, "add", "-A")
+    _outer_git(repo.root, "commit", "-qm", "one")
+    kept = [c.commit for c in history.log(repo)]
+    ok("regen", "a.png", "--seed", "3", repo=repo)
+    lost = history.log(repo)[0].commit
+    _outer_git(repo.root, "commit", "-qam", "two")  # -a: history's new loose objects stay untracked
+    clone = tmp_path / "clone"
+    _outer_git(tmp_path, "clone", "-q", str(repo.root), str(clone))
+
+    r = run_cli("log", cwd=clone)
+    assert r.code == 11
+    r = run_cli("fsck", "--repair", cwd=clone)
+    assert r.code == 0, r.out + r.err
+    assert f"branch main moved from {lost[:12]} (not in this copy) to {kept[0][:12]}" in r.out, r.out
+    assert f"lost: {lost[:12]}" in r.out and "git add .lattice/history.git" in r.out
+    assert not (clone / ".lattice" / "quarantine").exists()
+    cloned = Repository(clone)
+    log = history.log(cloned)
+    assert [c.commit for c in log[1:]] == kept
+    assert log[0].message.startswith(history.RECOVERED) and f"main back from {lost[:12]} to {kept[0][:12]}" in log[0].message
+    # The repair commit holds the manifest on disk: a.png at its second version.
+    g = history.open_git(cloned)
+    blobs = history.manifest_blobs(g, history.head_commit(g).tree)
+    assert g[blobs["a.png"]].data == cloned.manifest.file_of("a.png").read_bytes()
+    assert len(cloned.record("a.png").versions) == 2
+    assert history.check(cloned) == [] and fsck(Repository(clone)).ok
+    assert len(ok("log", repo=cloned).out.splitlines()) == 3
+    assert [line[:2] for line in ok("log", "a.png", repo=cloned).out.splitlines() if line[:1] == "v"] == ["v2", "v1"]
+
+
+@pytest.mark.parametrize("gone", ["commit", "tree"])
+def test_a_tip_that_cannot_be_read_goes_back_to_its_intact_parent(tmp_repo, gone):
+    """The tip's commit object is missing (no parent pointer to follow: the
+    newest intact commit no other ref reaches is taken), or it reads but its
+    tree does not (its newest intact ancestor). Other refs stay as they were."""
+    repo = tmp_repo
+    add(repo, "a.txt", "1")
+    ok("tag", "v1", repo=repo)
+    add(repo, "b.txt", "2")
+    g = history.open_git(repo)
+    tip = history.head_commit(g)
+    parent = tip.parent_ids[0]
+    os.unlink(_loose(repo, tip.id if gone == "commit" else tip.tree_id))
+    r = ok("fsck", "--repair", repo=repo)
+    assert f"branch main moved from {str(tip.id)[:12]} (not {'in this copy' if gone == 'commit' else 'intact'}) to {str(parent)[:12]}" in r.out, r.out
+    assert f"lost: {str(tip.id)[:12]}" in r.out and "tag v1" not in r.out
+    assert not (repo.dir / "quarantine").exists()
+    log = history.log(fresh(repo))
+    assert [c.commit for c in log[1:]] == [str(parent)] and log[0].message.startswith(history.RECOVERED)
+    assert history.resolve(history.open_git(repo), "v1").id == parent
+    assert history.check(fresh(repo)) == [] and fsck(fresh(repo)).ok
+    assert sorted(fresh(repo).manifest.names()) == ["a.txt", "b.txt"]
+
+
+def test_a_history_with_no_intact_commit_is_still_started_afresh(tmp_repo):
+    repo = tmp_repo
+    add(repo, "a.txt", "1")
+    add(repo, "b.txt", "2")
+    for folder in (history.git_dir(repo) / "objects").iterdir():
+        if len(folder.name) == 2:
+            for f in folder.iterdir():
+                f.unlink()
+                f.write_bytes(b"garbage")
+    r = ok("fsck", "--repair", repo=repo)
+    assert "damaged history moved to" in r.out and "moved from" not in r.out, r.out
     assert any((repo.dir / "quarantine").glob("history.git-*"))
-    assert history.log(repo)[0].message == history.RECOVERED
+    assert [c.message for c in history.log(fresh(repo))] == [history.RECOVERED]
+    assert history.check(fresh(repo)) == [] and fsck(fresh(repo)).ok
 
 
 # -- version limits ---------------------------------------------------------------------
