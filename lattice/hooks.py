@@ -8,6 +8,7 @@ Both read the index, so they stay fast on 10,000 assets. They are used by
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import subprocess
@@ -74,7 +75,140 @@ def check(repo: Repository) -> list[Finding]:
             if parent not in names:
                 found.append(Finding(child, "incomplete-recipe", f"input {parent!r} is not an asset: re-add it or `lattice gen` it"))
     found.sort(key=lambda f: f.path)
+    return history_not_staged(repo) + found
+
+
+def _git(top: Path, *args: str, data: bytes | None = None) -> bytes:
+    # The environment git gives a hook is kept: GIT_INDEX_FILE names the
+    # index the commit is being made from (`git commit -a` writes its own).
+    return subprocess.run(["git", *args], cwd=top, input=data, capture_output=True, check=True, timeout=120).stdout
+
+
+def history_not_staged(repo: Repository) -> list[Finding]:
+    """A history ref staged for the commit of the enclosing git repository
+    whose new commits need objects that are not staged with it: `git commit
+    -a` takes the changed ref file but not the new, untracked object files,
+    and a clone then has a branch naming a commit it lacks. Only commits the
+    ref did not reach in git's HEAD are walked, and only when some object
+    file of history is not staged at all."""
+    from lattice import history
+
+    if not history.exists(repo):
+        return []
+    try:
+        top = Path(_git(repo.root, "rev-parse", "--show-toplevel").decode().strip())
+        rel = Path(os.path.relpath(os.path.realpath(history.git_dir(repo)), os.path.realpath(top))).as_posix()
+        if rel.startswith("../"):
+            return []
+        refs = [f"{rel}/refs", f"{rel}/packed-refs", f"{rel}/HEAD"]
+        staged = _blob_ids(_git(top, "ls-files", "-s", "-z", "--", *refs), 1)
+        if not staged or not _git(top, "ls-files", "-o", "-z", "--", f"{rel}/objects"):
+            return []
+        try:
+            committed = _blob_ids(_git(top, "ls-tree", "-r", "-z", "HEAD", "--", *refs), 2)
+        except subprocess.CalledProcessError:  # no commit yet
+            committed = {}
+        changed = {path: blob for path, blob in staged.items() if committed.get(path) != blob}
+        if not changed:
+            return []
+        new = {path: _ids_in(_git(top, "cat-file", "blob", blob)) for path, blob in changed.items()}
+        old = {i for blob in committed.values() for i in _ids_in(_git(top, "cat-file", "blob", blob))}
+        index = set(_git(top, "ls-files", "-z", "--", f"{rel}/objects").decode(errors="surrogateescape").split("\0"))
+    except (OSError, subprocess.SubprocessError, ValueError):
+        return []  # not in a git working tree, or git cannot tell
+    g = history.open_git(repo, create=False)
+    packed: set[str] | None = None
+
+    def is_staged(oid) -> bool:
+        nonlocal packed
+        oid = str(oid)
+        if f"{rel}/objects/{oid[:2]}/{oid[2:]}" in index:
+            return True
+        if packed is None:
+            packed = set()
+            for name in index:
+                if name.endswith(".idx") and name[:-4] + ".pack" in index:
+                    packed |= _pack_ids(top / name)
+        return oid in packed
+
+    found = []
+    for path, ids in sorted(new.items()):
+        for tip in sorted(set(ids) - old):
+            missing = _unstaged_objects(g, tip, old, is_staged)
+            if missing:
+                found.append(Finding(path, "history-not-staged", f"it names history commit {tip[:12]}, but {missing} of the objects "
+                                     f"that commit needs are not staged (a clone would lack them): `git add {rel}`"))
     return found
+
+
+def _blob_ids(listing: bytes, field: int) -> dict[str, str]:
+    """Path → blob id of `git ls-files -s -z` (field 1) or `git ls-tree -z` (field 2)."""
+    out = {}
+    for entry in listing.decode(errors="surrogateescape").split("\0"):
+        if "\t" in entry:
+            meta, path = entry.split("\t", 1)
+            out[path] = meta.split()[field]
+    return out
+
+
+def _ids_in(text: bytes) -> list[str]:
+    """The commit ids a ref file, packed-refs or a detached HEAD names."""
+    import re
+
+    return re.findall(r"^([0-9a-f]{40})\b", text.decode(errors="replace"), re.M)
+
+
+def _pack_ids(idx: Path) -> set[str]:
+    """The object ids a version 2 pack index lists."""
+    try:
+        data = idx.read_bytes()
+    except OSError:
+        return set()
+    if data[:8] != b"\377tOc\0\0\0\2":
+        return set()
+    count = int.from_bytes(data[8 + 255 * 4 : 8 + 256 * 4], "big")
+    start = 8 + 256 * 4
+    return {data[start + 20 * i : start + 20 * (i + 1)].hex() for i in range(count)}
+
+
+def _unstaged_objects(g, tip: str, old: set[str], is_staged) -> int:
+    """How many objects of the commits from `tip` back to those `old` reaches
+    are not staged: each commit, and the trees and blobs where its tree
+    differs from its first parent's. 0 when `tip` is not in history here
+    (nothing to tell)."""
+    import pygit2
+
+    try:
+        walker = g.walk(tip)
+    except (KeyError, ValueError, pygit2.GitError):
+        return 0
+    for o in old:
+        with contextlib.suppress(KeyError, ValueError, pygit2.GitError):
+            walker.hide(o)
+    missing = set()
+
+    def tree(new, base) -> None:
+        if base is not None and new.id == base.id:
+            return
+        if not is_staged(new.id):
+            missing.add(new.id)
+        for e in new:
+            before = base[e.name] if base is not None and e.name in base else None
+            if before is not None and before.id == e.id:
+                continue
+            if e.type_str == "tree":
+                tree(g[e.id], g[before.id] if before is not None and before.type_str == "tree" else None)
+            elif e.type_str == "blob" and not is_staged(e.id):
+                missing.add(e.id)
+
+    try:
+        for c in walker:
+            if not is_staged(c.id):
+                missing.add(c.id)
+            tree(c.tree, c.parents[0].tree if c.parents else None)
+    except (KeyError, ValueError, pygit2.GitError):
+        return len(missing) or 1  # history here lacks an object too: not staged either
+    return len(missing)
 
 
 def large_media(repo: Repository, files: Iterable[str], limit: int = DEFAULT_LARGE, cwd: Path | None = None) -> list[Finding]:

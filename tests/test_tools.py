@@ -353,3 +353,39 @@ def test_hints_quote_names_for_the_shell(tmp_repo):
     for argv in _suggested(r.err, "add"):
         assert run_cli(*argv[1:], cwd=repo.root).code == 0, argv
     assert {row.path for row in Repository.find(repo.root).index.rows(None)} >= {"big shot.mp4", "-big.mp4"}
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_hook_refuses_a_history_ref_committed_without_its_objects(tmp_path):
+    """`git commit -a` takes history's changed ref file but not its new,
+    untracked objects: a clone would have a branch naming a commit it lacks.
+    The hook refuses that commit and names `git add`; with history staged
+    whole (or no ref change) it passes."""
+    from lattice.repo import write_gitignore
+
+    top = tmp_path / "top"
+    top.mkdir()
+    _git(top, "init", "-q")
+    repo = Repository.init(top / "proj")
+    write_gitignore(repo.root)
+    (repo.root / "src.txt").write_text("v1")
+    run_cli("add", "src.txt", cwd=repo.root)
+    assert run_cli("hooks", "install", cwd=repo.root).code == 0
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
+    _git(top, "add", "-A")
+    assert run_cli("hooks", "check", cwd=repo.root).code == 0
+    r = subprocess.run(["git", "commit", "-qm", "one"], cwd=top, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr
+
+    (repo.root / "src.txt").write_text("v2")
+    run_cli("add", "src.txt", cwd=repo.root)
+    r = subprocess.run(["git", "commit", "-qam", "two"], cwd=top, capture_output=True, text=True, env=env)
+    assert r.returncode != 0 and "history-not-staged: proj/.lattice/history.git/refs/heads/main" in r.stderr, r.stderr
+    assert "`git add proj/.lattice/history.git`" in r.stderr
+    _git(top, "add", "proj/.lattice/history.git/refs")
+    r = run_cli("hooks", "check", "--json", cwd=repo.root)
+    assert r.code == 1 and [f["problem"] for f in r.json] == ["history-not-staged"]
+    _git(top, "add", "-A")
+    r = subprocess.run(["git", "commit", "-qm", "two"], cwd=top, capture_output=True, text=True, env=env)
+    assert r.returncode == 0, r.stderr

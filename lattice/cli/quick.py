@@ -115,7 +115,7 @@ def hooks_check(json: bool = False) -> int:
         for f in found:
             echo(f"{f.problem}: {f.path}: {f.fix}", err=True)
         if found:
-            echo(f"lattice: {len(found)} asset(s) not up to date; commit refused", err=True)
+            echo(f"lattice: {len(found)} problem(s) found; commit refused", err=True)
     return 1 if found else 0
 
 
