@@ -64,8 +64,9 @@ hooks_app = typer.Typer(name="hooks", help="Checks for git hooks, pre-commit and
 @hooks_app.command("check")
 def hooks_check(json: bool = JSON) -> None:
     """Fail (exit 1) when an asset is stale, missing, outdated, modified
-    without being recorded, or has an incomplete recipe. Used by the
-    `lattice-check` hook."""
+    without being recorded, or has an incomplete recipe, or when a commit
+    stages history's refs without the objects they need (`git commit -a`
+    leaves them out). Used by the `lattice-check` hook."""
     code = quick.hooks_check(json)
     if code:
         raise typer.Exit(code)
