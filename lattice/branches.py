@@ -481,11 +481,12 @@ def _plan_worktree(repo: Repository, before: dict, records: dict, verb: str = "s
     index row before the change) given their new records (absent: the asset
     was removed): (the report, files to write, files to delete, folders to
     remove once those are gone). A working file with unrecorded edits is
-    kept as it is. A folder where an asset's file is to go (`x.png/` of
+    kept as it is; one to be removed or replaced whose object the store
+    lacks (gc evicted it) is stored back first (_stored). A folder where an asset's file is to go (`x.png/` of
     asset `x.png/a.png`, leaving) is removed when the deletes empty it; one
     holding anything else refuses the change before it starts."""
     from lattice.paths import confined
-    from lattice.status import edited
+    from lattice.status import held
 
     wt = Worktree()
     write: dict[str, tuple[str, int]] = {}
@@ -503,15 +504,17 @@ def _plan_worktree(repo: Repository, before: dict, records: dict, verb: str = "s
         if st is not None and stat.S_ISDIR(st.st_mode) and record is not None and not os.path.islink(path):
             in_the_way[name] = []  # planned below, once every file leaving is known
             continue
-        clean = st is not None and old is not None and not edited(repo, old, path, st)
-        if st is not None and not clean:
+        state, found = held(repo, old, path, st) if st is not None and old is not None else ("modified", "")
+        if st is not None and state == "modified":
             wt.kept.append(name)
+        elif st is not None and record is not None and old.object == record.current.object:
+            continue
+        elif st is not None and not _stored(repo, name, found):
+            wt.kept.append(name)  # changed while it was being stored: an edit now
         elif record is None:
             if st is not None:
                 delete.append(name)
                 wt.removed.append(name)
-        elif st is not None and old.object == record.current.object:
-            continue
         elif repo.objects.has(record.current.object):
             if st is None:  # a file there already proves its folders are folders
                 from lattice.paths import check_creatable
@@ -536,6 +539,19 @@ def _plan_worktree(repo: Repository, before: dict, records: dict, verb: str = "s
         wt.materialized.sort()
         wt.absent.sort()
     return wt, write, delete, [d for name in sorted(in_the_way) for d in in_the_way[name]]
+
+
+def _stored(repo: Repository, name: str, oid: str) -> bool:
+    """Whether the store holds `oid`, the object the working file of `name`
+    holds, before the file is removed or replaced: gc evicts an output from
+    the store while its working file keeps it, the only copy then. Such a
+    file is stored back first (only these are read), so that switching back
+    brings it back. False when it changed meanwhile."""
+    if repo.objects.has(oid):
+        return True
+    from lattice.remake import adopt_working_file
+
+    return adopt_working_file(repo, name, oid)
 
 
 def _emptied_folders(repo: Repository, name: str, leaving: set[str], verb: str) -> list[str]:

@@ -243,13 +243,19 @@ def working_state(repo: Repository, row, path, st: os.stat_result) -> str | None
     wrote there (the manifest moved under it: a `git pull` or `git
     checkout`), which may be overwritten; "modified" for bytes only the file
     keeps."""
+    return held(repo, row, path, st)[0]
+
+
+def held(repo: Repository, row, path, st: os.stat_result) -> tuple[str | None, str]:
+    """(working_state, the object the working file holds): the row's
+    object when the stat cache vouches for it, else the file's hash."""
     if stat_matches(row, st):
-        return None
+        return None, row.object
     found = hash_file(path)
     if found == row.object:
-        return None
+        return None, found
     cached = (row.wt_size, row.wt_mtime_ns, row.wt_ino, row.wt_object)
-    return "outdated" if kept(repo, row.path, found, st, cached) else "modified"
+    return "outdated" if kept(repo, row.path, found, st, cached) else "modified", found
 
 
 def edited(repo: Repository, row, path, st: os.stat_result) -> bool:

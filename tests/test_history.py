@@ -406,9 +406,9 @@ def test_switch_leaves_absent_outputs_to_render(tmp_repo):
     gen(repo, "x.png", 48)
     ok("switch", "main", repo=repo)
     v1 = fresh(repo).record("x.png").current
-    os.unlink(repo.objects.locate(v1.object))
     r = ok("switch", "main", repo=repo)  # no-op
     ok("switch", "feat", repo=repo)
+    os.unlink(repo.objects.locate(v1.object))  # evicted while no working file holds it
     r = ok("switch", "main", repo=repo)
     assert "lattice render" in r.err and not (repo.root / "x.png").exists()
     ok("render", repo=repo)
@@ -1515,3 +1515,51 @@ def test_a_lock_file_that_cannot_be_opened_is_a_lock_not_taken(tmp_repo):
 
     lock = RepoLock(tmp_repo.dir / "missing-folder" / "lock")
     assert lock.try_acquire() is False and lock.held_here() is False
+
+
+def test_switch_and_merge_store_back_an_output_only_its_working_file_holds(tmp_repo, tmp_path, monkeypatch):
+    """gc evicted the store's copy of outputs whose working files still
+    hold them: a switch or merge that removes or replaces such a file
+    stores its bytes back first, so switching back brings back a
+    non-deterministic output (which nothing could re-make) and re-makes no
+    deterministic one."""
+    repo = tmp_repo
+    runs = tmp_path / "runs.log"
+    monkeypatch.setenv("LATTICE_TEST_LOG", str(runs))
+    ok("gen", "r.txt", "--model", "test.random", repo=repo)
+    ok("gen", "d.txt", "--model", "test.text", "--seed", "1", repo=repo)
+    ok("branch", "x", repo=repo)
+    ok("gen", "r.txt", "--model", "test.random", repo=repo)
+    ok("regen", "d.txt", "--seed", "2", repo=repo)
+    ok("branch", "y", repo=repo)
+    ok("switch", "y", repo=repo)
+    ok("gen", "r.txt", "--model", "test.random", repo=repo)
+    ok("switch", "main", repo=repo)
+    held = {n: (repo.root / n).read_bytes() for n in ("r.txt", "d.txt")}
+    objects = {n: fresh(repo).record(n).current.object for n in held}
+    ok("gc", "--include-current", "--include-nondeterministic", "--older-than", "0", "--keep-versions", "0", repo=repo)
+    assert not any(repo.objects.has(o) for o in objects.values())
+    assert ok("status", repo=repo).out == "evicted:   d.txt\n"  # r.txt is held by its working file alone
+    made = runs.read_text()
+    r = ok("switch", "x", repo=repo)
+    assert not (repo.root / "r.txt").exists() and "lattice render" in r.err  # x's versions were evicted too
+    assert all(repo.objects.has(o) for o in objects.values())
+    r = ok("switch", "main", repo=repo)
+    assert {n: (repo.root / n).read_bytes() for n in held} == held and "lattice render" not in r.err
+    assert runs.read_text() == made and ok("status", repo=repo).out == ""
+    # A merge that takes another version over the file stores it back too.
+    ok("gc", "--include-current", "--include-nondeterministic", "--older-than", "0", "--keep-versions", "0", repo=repo)
+    assert not repo.objects.has(objects["r.txt"])
+    assert ok("merge", "y", "--json", repo=repo).json["status"] == "fast-forward"
+    assert repo.objects.has(objects["r.txt"]) and not (repo.root / "r.txt").exists()
+    # An edit made to such a file is kept, as any edit is.
+    ok("switch", "x", repo=repo)
+    ok("render", "d.txt", repo=repo)
+    ok("gc", "--include-current", "--older-than", "0", "--keep-versions", "0", repo=repo)
+    (repo.root / "d.txt").write_text("edited")
+    r = run_cli("switch", "main", cwd=repo.root)
+    assert r.code == 12 and "d.txt" in r.err
+    r = ok("switch", "main", "--force", repo=repo)
+    assert "kept (unrecorded edits): d.txt" in r.err and (repo.root / "d.txt").read_text() == "edited"
+    # Lost is only what gc was told to evict while no working file held it.
+    assert [p.subject for p in fsck(fresh(repo)).problems] == ["r.txt@v1", "r.txt@v3"]
