@@ -238,8 +238,7 @@ def _record_manifest_edits(repo: Repository, g, head, target) -> tuple:
         if old is None or seen[name][1] != str(old):
             edited.append(name)
     if edited:
-        more = f" and {len(edited) - 3} more" if len(edited) > 3 else ""
-        history.commit(repo, f"record manifest edits made outside lattice: {', '.join(edited[:3])}{more}", names=edited)
+        history.commit_outside_edits(repo, edited)
         head = history.ensure_head(repo, g)
         changes = history.changed_assets(g, head.tree, target.tree)
     return head, changes, seen

@@ -295,6 +295,58 @@ def commit(repo: Repository, message: str, names: list[str] | None = None, paren
     return write_commit(repo, g, tree, message, [parent.id] if parent else [], parents_extra)
 
 
+OUTSIDE_EDITS = "record manifest edits made outside lattice"
+
+
+def commit_outside_edits(repo: Repository, names: list[str]) -> str | None:
+    """Commit the manifest files of `names`, edited outside lattice (by hand,
+    by a script, by a `git checkout` of older ones), as they are. Assets
+    left with fewer versions than HEAD records are named in a warning with
+    the way back: the commit before this one still holds their records."""
+    g = open_git(repo)
+    parent = head_commit(g)
+    fewer = _fewer_versions(repo, parent.tree, names) if parent is not None else []
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    made = commit(repo, f"{OUTSIDE_EDITS}: {', '.join(names[:3])}{more}", names=names)
+    if made is not None and fewer:
+        _warn_fewer_versions(repo, fewer, str(parent.id)[:12], made[:12])
+    return made
+
+
+def _fewer_versions(repo: Repository, tree, names: list[str]) -> list[tuple[str, int, int]]:
+    """(asset, versions in `tree`, versions on disk) for those of `names`
+    whose manifest file on disk lists fewer versions than `tree` records.
+    A file either side cannot decode is left to the checks that report it."""
+    from lattice.records import decode
+
+    out = []
+    for name in names:
+        path = repo.manifest.file_of(name)
+        try:
+            entry = tree[f"{MANIFEST}/{name}{SUFFIX}"]
+            was = len(decode(entry.data, path).versions)
+            now = len(decode(path.read_bytes(), path).versions)
+        except Exception:  # noqa: BLE001 - not in HEAD, gone, or undecodable: nothing to compare
+            continue
+        if now < was:
+            out.append((name, was, now))
+    return out
+
+
+def _warn_fewer_versions(repo: Repository, fewer: list[tuple[str, int, int]], before: str, made: str) -> None:
+    import shlex
+
+    listed = ", ".join(f"{name} ({now} of {was} left)" for name, was, now in fewer[:5]) + (f" and {len(fewer) - 5} more" if len(fewer) > 5 else "")
+    name = fewer[0][0]
+    branch = current_branch(open_git(repo))
+    git_dir_arg = shlex.quote(f"--git-dir={os.path.relpath(git_dir(repo))}")
+    show = f"{before}:{MANIFEST}/{name}{SUFFIX}"
+    back = f"git {git_dir_arg} show {shlex.quote(show)} > {shlex.quote(os.path.relpath(repo.manifest.file_of(name)))}"
+    warn(f"manifest edits made outside lattice dropped versions of {listed}; committed on {branch} as they are ({made}); "
+         f"the commit before it ({before}) still records them: `lattice diff {before} {made}` lists what changed, "
+         f"and on {branch} `{back}` takes {name}'s record back" + (" (likewise for the others)" if len(fewer) > 1 else ""))
+
+
 def write_commit(repo: Repository, g, tree, message: str, parents: list, extra: list = ()) -> str:
     import pygit2
 

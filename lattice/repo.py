@@ -337,8 +337,7 @@ class Repository:
             return  # no history yet, and no change of ours that meant to start it
         try:
             if not history.catch_up(self):
-                more = f" and {len(names) - 3} more" if len(names) > 3 else ""
-                history.commit(self, f"record manifest edits made outside lattice: {', '.join(names[:3])}{more}", names=names)
+                history.commit_outside_edits(self, names)
         except Exception as e:  # the index is right; the next change (or fsck --repair) catches history up
             from lattice.errors import warn
 

@@ -1563,3 +1563,40 @@ def test_switch_and_merge_store_back_an_output_only_its_working_file_holds(tmp_r
     assert "kept (unrecorded edits): d.txt" in r.err and (repo.root / "d.txt").read_text() == "edited"
     # Lost is only what gc was told to evict while no working file held it.
     assert [p.subject for p in fsck(fresh(repo)).problems] == ["r.txt@v1", "r.txt@v3"]
+
+
+@pytest.mark.parametrize("command", [["switch", "feat"], ["switch", "feat", "--force"], ["merge", "feat"], ["status"]])
+def test_manifest_edits_outside_lattice_that_drop_versions_are_committed_with_a_warning(tmp_repo, command):
+    """An older manifest file put back by hand (`git checkout HEAD~1 --
+    .lattice/manifest`) is committed as the edit it is, but a version it
+    drops is said, naming the asset and the command that takes its record
+    back from the commit before; an edit that drops nothing is not."""
+    repo = tmp_repo
+    add(repo, "a.txt", "1")
+    add(repo, "b.txt", "1")
+    mf = repo.manifest.file_of("a.txt")
+    old = mf.read_bytes()
+    add(repo, "a.txt", "2")
+    ok("branch", "feat", repo=repo)
+    mf.write_bytes(old)
+    write(repo, "a.txt", "1")  # as `git checkout HEAD~1 -- .` leaves it
+    other = repo.manifest.file_of("b.txt")
+    other.write_text(other.read_text().replace('kind = "other"\n', 'kind = "other"\ntags = ["by-hand"]\n', 1))
+    r = run_cli(*command, cwd=repo.root)
+    assert r.code == 0, r.err
+    [line] = [w for w in r.err.splitlines() if w.startswith("warning:")]
+    assert "dropped versions of a.txt (1 of 2 left); committed on main as they are" in line and "b.txt" not in line, line
+    if command[0] == "switch":
+        ok("switch", "main", repo=repo)
+    g = history.open_git(repo)
+    edit = history.head_commit(g)
+    assert edit.message.startswith("record manifest edits made outside lattice: ")
+    assert len(fresh(repo).record("a.txt").versions) == 1
+    diff, back = line.split("`")[1:4:2]
+    assert "M  a.txt (v2 -> v1)\n" in ok(*diff.split()[1:], repo=repo).out
+    subprocess.run(back, shell=True, cwd=repo.root, check=True)
+    assert [v.number for v in fresh(repo).record("a.txt").versions] == [1, 2]
+    assert fresh(repo).record("b.txt").tags == ["by-hand"]
+    r = ok("status", repo=repo)
+    assert "warning" not in r.err  # taking versions back drops none
+    assert fsck(fresh(repo)).ok
