@@ -106,7 +106,10 @@ def delete_branch(repo: Repository, name: str, force: bool = False) -> Deleted:
         g = history.open_git(repo)
         _require_branch(g, name)
         if name == history.current_branch(g):
-            raise HistoryError(f"cannot delete {name!r}: it is the current branch", hint="switch to another branch first")
+            others = [b for b in history.branches(g) if b != name]
+            to = command("lattice switch", others[0]) if others else "`lattice branch NAME` creates one, `lattice switch NAME` switches to it"
+            raise Conflict(f"cannot delete branch {name!r}: it is the current branch",
+                           hint=f"switch to another branch first ({to}), then delete it")
         ref = g.references[f"refs/heads/{name}"]
         was = str(ref.target)
         unmerged = _commits_only_on(g, ref.name)

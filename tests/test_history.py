@@ -11,7 +11,7 @@ import pytest
 
 from conftest import run_cli, run_proc
 from lattice import history, versions
-from lattice.errors import HistoryError, InvalidInput
+from lattice.errors import Conflict, HistoryError, InvalidInput
 from lattice.fsck import fsck
 from lattice.repo import Repository
 
@@ -258,8 +258,12 @@ def test_merge_fast_forward_and_branch_delete(tmp_repo):
     _feat_one_version_ahead(repo)
     assert "fast-forward" in ok("merge", "feat", repo=repo).out
     assert (repo.root / "a.txt").read_text() == "2"
-    r = run_cli("branch", "--delete", "main", cwd=repo.root)
-    assert r.code == HistoryError.exit_code and "current branch" in r.err
+    for delete in ("--delete", "-D"):  # a conflict with the state of the project, not a history error
+        r = run_cli("branch", delete, "main", cwd=repo.root)
+        assert r.code == Conflict.exit_code == 12, r.err
+        assert r.err == ("error: cannot delete branch 'main': it is the current branch\n"
+                         "hint: switch to another branch first (`lattice switch feat`), then delete it\n")
+    assert "main" in history.branches(history.open_git(repo))
     assert "deleted branch feat" in ok("branch", "-d", "feat", repo=repo).out
 
 

@@ -185,7 +185,7 @@ def unpin(path: str = typer.Argument(..., help="Asset."), json: bool = JSON) -> 
 def branch(
     name: Optional[str] = typer.Argument(None, help="Create a branch with this name at the current commit."),
     delete: Optional[str] = typer.Option(None, "--delete", "-d", metavar="NAME",
-                                         help="Delete a branch; refused (exit 12) while it has commits that no other branch or tag has."),
+                                         help="Delete a branch; refused (exit 12) while it is the current branch or has commits that no other branch or tag has."),
     force_delete: Optional[str] = typer.Option(None, "-D", metavar="NAME", help="Delete a branch even with such commits (-d NAME --force)."),
     force: bool = typer.Option(False, "--force", "-f", help="With -d: delete the branch even with such commits."),
     json: bool = JSON,
