@@ -85,6 +85,7 @@ def create_branch(repo: Repository, name: str) -> str:
         history.check_ref_name(g, name, "heads")
         if name in history.branches(g):
             raise HistoryError(f"branch {name!r} already exists", hint=f"switch to it with {command('lattice switch', name)}")
+        _refuse_shadowing(g, name, "branch")
         head = history.ensure_head(repo, g)
         g.references.create(f"refs/heads/{name}", head.id)
         return str(head.id)
@@ -144,9 +145,21 @@ def create_tag(repo: Repository, name: str) -> str:
         history.check_ref_name(g, name, "tags")
         if name in history.tags(g):
             raise HistoryError(f"tag {name!r} already exists", hint="tags never move; pick another name")
+        _refuse_shadowing(g, name, "tag")
         head = history.ensure_head(repo, g)
         g.references.create(f"refs/tags/{name}", head.id)
         return str(head.id)
+
+
+def _refuse_shadowing(g, name: str, what: str) -> None:
+    """A branch and a tag of one name: the name would reach the branch
+    alone (`lattice diff NAME HEAD`), so the second is refused."""
+    if what == "tag" and name in history.branches(g):
+        raise HistoryError(f"cannot create tag {name!r}: a branch has that name, which would always mean the branch, never the tag",
+                           hint="pick another name for the tag; `lattice branch` lists the branches")
+    if what == "branch" and name in history.tags(g):
+        raise HistoryError(f"cannot create branch {name!r}: a tag has that name, which would then mean the branch, no longer the tag",
+                           hint="pick another name for the branch; `lattice tag` lists the tags")
 
 
 def _require_name(name: str, what: str, hint: str) -> None:
@@ -159,6 +172,12 @@ def _require_name(name: str, what: str, hint: str) -> None:
 def _require_branch(g, name: str) -> None:
     if name not in history.branches(g):
         history.check_ref_name(g, name, "heads")  # a name no branch can have: say that, not "create it"
+        if name in history.tags(g):  # a branch of its name would shadow it: not "create one"
+            raise InvalidInput(
+                f"no branch named {name!r}: {name!r} is a tag, and only branches are switched to or deleted",
+                hint=f"`lattice branch` lists branches; {command('lattice diff', name, 'HEAD')} lists how the tag differs from here, "
+                     f"{command('lattice merge', name)} brings its changes into the current branch",
+            )
         raise InvalidInput(
             f"no branch named {name!r}{closest(name, history.branches(g))}",
             hint=f"`lattice branch` lists branches; {command('lattice branch', name)} creates one",

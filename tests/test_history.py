@@ -1604,3 +1604,26 @@ def test_manifest_edits_outside_lattice_that_drop_versions_are_committed_with_a_
     r = ok("status", repo=repo)
     assert "warning" not in r.err  # taking versions back drops none
     assert fsck(fresh(repo)).ok
+
+
+def test_a_branch_and_a_tag_never_share_a_name(tmp_repo):
+    """A tag named like a branch could never be reached by name (the branch
+    wins), nor could a tag once a branch took its name: each is refused as
+    a name already taken (11), and `switch TAG` does not suggest making one."""
+    repo = tmp_repo
+    add(repo, "a.txt", "1")
+    r = run_cli("tag", "main", cwd=repo.root)
+    assert r.code == HistoryError.exit_code == 11
+    assert r.err == ("error: cannot create tag 'main': a branch has that name, which would always mean the branch, never the tag\n"
+                     "hint: pick another name for the tag; `lattice branch` lists the branches\n")
+    ok("tag", "rel", repo=repo)
+    r = run_cli("branch", "rel", cwd=repo.root)
+    assert r.code == 11 and "cannot create branch 'rel': a tag has that name" in r.err and "`lattice tag` lists the tags" in r.err
+    g = history.open_git(repo)
+    assert history.tags(g) == ["rel"] and history.branches(g) == ["main"]
+    for args in (["switch", "rel"], ["branch", "-d", "rel"]):
+        r = run_cli(*args, cwd=repo.root)
+        assert r.code == 4 and "'rel' is a tag" in r.err and "creates one" not in r.err, r.err
+        assert "`lattice diff rel HEAD`" in r.err and "`lattice merge rel`" in r.err
+    assert "creates one" in run_cli("switch", "nope", cwd=repo.root).err  # a free name still may be
+
