@@ -747,6 +747,19 @@ def _take_theirs(repo: Repository, g, name: str, ours_oid, theirs_oid, branch: s
 # -- diff between states ---------------------------------------------------------
 
 
+def names_a_state(repo: Repository, ref: str) -> bool:
+    """Whether `ref` is a branch, tag or commit of history (or, before the
+    first commit, the current branch or HEAD)."""
+    g = history.open_git(repo, create=False) if history.exists(repo) else None
+    if g is None or g.head_is_unborn:
+        return ref in (history.head_branch(repo) or history.DEFAULT_BRANCH, "HEAD")
+    try:
+        history.resolve(g, ref)
+    except InvalidInput:
+        return False
+    return True
+
+
 def diff_refs(repo: Repository, old: str, new: str) -> RefDiff:
     from lattice.records import decode
 

@@ -1627,3 +1627,20 @@ def test_a_branch_and_a_tag_never_share_a_name(tmp_repo):
         assert "`lattice diff rel HEAD`" in r.err and "`lattice merge rel`" in r.err
     assert "creates one" in run_cli("switch", "nope", cwd=repo.root).err  # a free name still may be
 
+
+def test_diff_of_a_state_and_a_version_says_which_forms_work(tmp_repo):
+    repo = tmp_repo
+    add(repo, "a.txt", "1")
+    add(repo, "a.txt", "2")
+    ok("tag", "rel", repo=repo)
+    for old, new, ref, version, states in (("main", "a.txt@v1", "main", "a.txt@v1", "main HEAD"),
+                                           ("a.txt@v1", "rel", "rel", "a.txt@v1", "rel HEAD"),
+                                           ("HEAD", "a.txt@v2", "HEAD", "a.txt@v2", "'HEAD~1' HEAD")):
+        r = run_cli("diff", old, new, cwd=repo.root)
+        assert r.code == 4 and r.err == (
+            f"error: cannot compare {old!r} with {new!r}: {ref!r} is a branch, tag or commit, {version!r} a version of an asset\n"
+            f"hint: compare two versions with `lattice diff a.txt@v1 a.txt@v2`, or two states of the project with `lattice diff {states}`\n"), r.err
+    # An asset's bare name is its current version; an unknown one is still unknown.
+    assert "seed" not in ok("diff", "a.txt@v1", "a.txt", repo=repo).out and "a.txt@v2" in ok("diff", "a.txt@v1", "a.txt", repo=repo).out
+    r = run_cli("diff", "a.txt@v1", "nope", cwd=repo.root)
+    assert r.code == 4 and "no asset named 'nope'" in r.err

@@ -111,6 +111,9 @@ def _diff_versions(repo, old: str, new: str, json: bool) -> None:
 
     from lattice.paths import split_version
 
+    for ref, version in ((old, new), (new, old)):
+        if "@" not in ref:
+            _refuse_state_and_version(repo, ref, version, old, new)
     a_name, a_num = _spec(repo, old)
     # `@vN`: the same asset, whose name is already resolved (from any folder).
     b_name, b_num = split_version(a_name + new) if new.startswith("@") else _spec(repo, new)
@@ -125,6 +128,22 @@ def _diff_versions(repo, old: str, new: str, json: bool) -> None:
         echo(f"{c.field}: {_short(c.old)} -> {_short(c.new)}")
     if not changes:
         echo("(same recipe and output)")
+
+
+def _refuse_state_and_version(repo, ref: str, version: str, old: str, new: str) -> None:
+    """`lattice diff main a.png@v1`: a state of the project (a branch, tag
+    or commit) and a version of one asset are not two of a kind. A name
+    that is an asset is that asset (its current version)."""
+    from lattice.branches import names_a_state
+    from lattice.errors import InvalidInput, command
+
+    if repo.index.get(_spec(repo, ref)[0]) is not None or not names_a_state(repo, ref):
+        return
+    asset = version.rpartition("@")[0] or "PATH"
+    states = (ref, "HEAD") if ref != "HEAD" else ("HEAD~1", "HEAD")
+    raise InvalidInput(f"cannot compare {old!r} with {new!r}: {ref!r} is a branch, tag or commit, {version!r} a version of an asset",
+                       hint=f"compare two versions with {command('lattice diff', f'{asset}@v1', f'{asset}@v2')}, "
+                            f"or two states of the project with {command('lattice diff', *states)}")
 
 
 def _short(value) -> str:
