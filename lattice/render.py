@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 
 import msgspec
 
-from lattice.errors import GeneratorFailed, InvalidInput, LatticeError, command
+from lattice.errors import Conflict, GeneratorFailed, InvalidInput, LatticeError, command
 from lattice.records import AssetRecord, Recipe, Version, author, now_iso
 from lattice.repo import Repository
 
@@ -47,6 +47,7 @@ class Step:
     base: int = -1  # for generate: the version count it was planned on (-1: any)
     branch: str = ""  # the branch it was queued on ("": any): it never records on another
     refill: bool = False  # remake: only the store lacks it; the working file holds it (`render --check` passes)
+    keep: str = ""  # the object the working file holds that the store lacks (gc evicted it): stored back before the file is replaced
 
 
 @dataclass
@@ -356,6 +357,11 @@ def _run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outco
     start = time.monotonic()
     name = step.name
     ext = extension(name)
+    if step.keep and not repo.objects.has(step.keep):
+        from lattice.remake import adopt_working_file
+
+        if not adopt_working_file(repo, name, step.keep):
+            raise Conflict(f"{name}: its working file changed after render looked at it", hint=f"run {command('lattice render', name)} again")
     if step.action == "materialize":
         record = repo.record(name)
         if record.current.recipe is not None and not repo.objects.has(record.current.object):
@@ -470,7 +476,7 @@ def plan(repo: Repository, targets: list[str] | None = None) -> tuple[list[Step]
     """Steps that bring generated assets up to date, in dependency order, and
     the assets skipped (a modified working file is never overwritten)."""
     from lattice.lineage import Graph
-    from lattice.status import working_state
+    from lattice.status import held
 
     repo.check_manifest()
     index = repo.index
@@ -496,15 +502,18 @@ def plan(repo: Repository, targets: list[str] | None = None) -> tuple[list[Step]
             st = os.stat(path)
         except (FileNotFoundError, NotADirectoryError):
             st = None
-        state = working_state(repo, row, path, st) if st is not None else None
+        state, found = held(repo, row, path, st) if st is not None else (None, "")
         if state == "modified":  # edits only the file holds: never overwritten
             if row.generator:
                 skipped.append(Outcome(name, "", "skipped", error=why_kept(path)))
             continue
         outdated = state == "outdated"  # another version of ours, left by a git pull or checkout
+        # Its bytes may be the only copy left (gc evicted that version):
+        # the step stores them back before it replaces the file.
+        keep = found if outdated and not repo.objects.has(found) else ""
         if not row.generator:  # an import: only brought up to date
             if outdated and repo.objects.has(row.object):
-                steps[name] = Step(name, "materialize", kind=row.kind)
+                steps[name] = Step(name, "materialize", kind=row.kind, keep=keep)
             continue
         if name in stale:
             action = "update"
@@ -518,16 +527,16 @@ def plan(repo: Repository, targets: list[str] | None = None) -> tuple[list[Step]
         # current version: the step takes it back from there, and the
         # working tree is not out of date.
         refill = action == "remake" and st is not None and not outdated
-        steps[name] = Step(name, action, generator=row.generator, kind=row.kind, refill=refill)
+        steps[name] = Step(name, action, generator=row.generator, kind=row.kind, refill=refill, keep=keep)
     # What depends on a skipped asset waits for it: made now, it would come
     # out "unchanged" and stay stale.
-    held = {o.name for o in skipped}
+    waiting = {o.name for o in skipped}
     ordered = []
     for name in graph.order(steps):
-        parent = next((p for p, _ in graph.parents.get(name, ()) if p in held), None)
+        parent = next((p for p, _ in graph.parents.get(name, ()) if p in waiting), None)
         if parent is not None and steps[name].action == "update":
             skipped.append(Outcome(name, "", "skipped", error=f"its input {parent} was skipped"))
-            held.add(name)
+            waiting.add(name)
             del steps[name]
         else:
             ordered.append(name)

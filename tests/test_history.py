@@ -1569,6 +1569,25 @@ def test_switch_and_merge_store_back_an_output_only_its_working_file_holds(tmp_r
     assert [p.subject for p in fsck(fresh(repo)).problems] == ["r.txt@v1", "r.txt@v3"]
 
 
+def test_render_stores_back_an_outdated_file_whose_version_gc_evicted(tmp_repo):
+    """A working file holding an older version of an output whose object gc
+    evicted is outdated, and render replaces it: its bytes are stored back
+    first, the only copy of a non-deterministic version."""
+    repo = tmp_repo
+    ok("gen", "r.txt", "--model", "test.random", repo=repo)
+    first = fresh(repo).record("r.txt").current.object
+    old = (repo.root / "r.txt").read_bytes()
+    ok("gen", "r.txt", "--model", "test.random", repo=repo)
+    (repo.root / "r.txt").write_bytes(old)  # as a `git checkout` of the project's files leaves it
+    ok("gc", "--include-nondeterministic", "--older-than", "0", "--keep-versions", "0", repo=repo)
+    assert not repo.objects.has(first)
+    assert ok("status", repo=repo).out == "outdated:  r.txt\n"
+    ok("render", repo=repo)
+    assert repo.objects.has(first) and (repo.root / "r.txt").read_bytes() != old
+    with repo.objects.open(first) as f:
+        assert f.read() == old
+
+
 @pytest.mark.parametrize("command", [["switch", "feat"], ["switch", "feat", "--force"], ["merge", "feat"], ["status"]])
 def test_manifest_edits_outside_lattice_that_drop_versions_are_committed_with_a_warning(tmp_repo, command):
     """An older manifest file put back by hand (`git checkout HEAD~1 --
