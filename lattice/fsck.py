@@ -3,7 +3,17 @@
 Checks every manifest file, every object's hash, every reference from a
 version to an object, the index against the manifest, the queue database and
 the history repository. Repair rebuilds the index, quarantines damaged
-objects and removes stale temporary files; it never deletes user data.
+objects, stores again the bytes a working file still holds and removes stale
+temporary files; it never deletes user data.
+
+A version whose object this store lacks is damage only when nothing can give
+its bytes back (neither the store, nor a working file, nor a deterministic
+recipe whose inputs can be had) and something needs them: it is the current
+or the pinned version. An older version's bytes may be absent for good
+reasons: a clone gets only the current file of each import, and
+`gc --include-nondeterministic` evicts outputs that cannot be re-made. Those
+are notes (kind "absent"), not problems; so is a needed version that gc
+evicted at the user's request, or that a working file still holds.
 """
 
 from __future__ import annotations
@@ -20,7 +30,7 @@ TEMP_GRACE_S = 3600
 
 @dataclass
 class Problem:
-    kind: str  # manifest, object, reference, index, temp, queue, history, journal
+    kind: str  # manifest, object, reference, index, temp, queue, history, journal; notes: absent
     subject: str  # the file, object or asset concerned
     message: str
     repaired: str = ""
@@ -54,6 +64,7 @@ def _finish_interrupted_change(repo: Repository, repair: bool, problems: list) -
 @dataclass
 class Report:
     problems: list[Problem] = field(default_factory=list)
+    notes: list[Problem] = field(default_factory=list)  # absences that are no damage: never fail
     objects: int = 0
     assets: int = 0
 
@@ -85,8 +96,180 @@ def _files_that_are_folders(names) -> list[tuple[str, str]]:
     return sorted(out.items())
 
 
+# What can give the bytes of an object back, best first.
+_RANK = {"present": 0, "working": 1, "remake": 2, "evicted": 3, "lost": 4}
+NONDETERMINISTIC_GC = "`lattice gc --include-nondeterministic`"
+
+
+class _Sources:
+    """Where the bytes of an object could come from: the store, the working
+    file of an asset that records it, a deterministic recipe whose inputs
+    can be had; else nowhere, because gc evicted them at the user's request
+    (its run log says so) or because they are lost. Asked about the few
+    objects the store lacks; working files are hashed once each."""
+
+    def __init__(self, repo: Repository, records: dict, damaged: set[str]):
+        self.repo, self.damaged = repo, damaged
+        self.recorded: dict[str, list[tuple[str, object]]] = {}  # object -> (asset, version) recording it
+        for name, record in records.items():
+            for v in record.versions:
+                self.recorded.setdefault(v.object, []).append((name, v))
+        self._states: dict[str, tuple[str, str]] = {}
+        self._hashes: dict[str, str] = {}
+        self._for_good: set[str] | None = None
+
+    def state(self, oid: str) -> tuple[str, str]:
+        """(how its bytes can be had: a key of _RANK, and a detail): for
+        "working" the asset whose file holds them, for "evicted" and "lost"
+        why nothing can re-make them (a phrase)."""
+        known = self._states.get(oid)
+        if known is None:
+            self._states[oid] = ("lost", "its recipe's inputs lead back to it")  # guards bad data: hashes form no cycles
+            known = self._states[oid] = self._find(oid)
+        return known
+
+    def stored(self, oid: str) -> None:
+        """The object was just stored (again)."""
+        self._states[oid] = ("present", "")
+
+    def spec(self, name: str, oid: str) -> str:
+        """"name@vN" of the version of `name` that records `oid`, else "name (oid)"."""
+        for n, v in self.recorded.get(oid, ()):
+            if n == name:
+                return f"{name}@v{v.number}"
+        return f"{name} ({oid})"
+
+    def _find(self, oid: str) -> tuple[str, str]:
+        if oid not in self.damaged and self.repo.objects.has(oid):
+            return "present", ""
+        holder = self._holder(oid)
+        if holder is not None:
+            return "working", holder
+        best: tuple[str, str] | None = None
+        for _, v in self.recorded.get(oid, ()):
+            r = v.recipe
+            if r is None or not r.deterministic:
+                continue
+            outcome = ("remake", "")
+            for inp, ioid in zip(r.inputs, r.input_objects):
+                got, _ = self.state(ioid)
+                if _RANK[got] <= _RANK["remake"] or _RANK[got] <= _RANK[outcome[0]]:
+                    continue
+                gone = f"was evicted by {NONDETERMINISTIC_GC} at your request" if got == "evicted" else "is not in this store either"
+                outcome = (got, f"it cannot be re-made: its input {self.spec(inp, ioid)} {gone}")
+            if best is None or _RANK[outcome[0]] < _RANK[best[0]]:
+                best = outcome
+        if best is not None:  # a deterministic recipe: its inputs tell
+            return best
+        if oid in self.for_good:
+            return "evicted", f"evicted by {NONDETERMINISTIC_GC} at your request; nothing can re-make it"
+        if oid not in self.recorded:  # an input no version here records (deleted by hand from the manifest?)
+            return "lost", "no version in the manifest records it"
+        made = [v.recipe.generator for _, v in self.recorded[oid] if v.recipe is not None]
+        if made:
+            return "lost", f"its generator {made[0]} is not deterministic, so nothing can re-make it"
+        return "lost", "it was imported, so nothing can re-make it"
+
+    @property
+    def for_good(self) -> set[str]:
+        if self._for_good is None:
+            from lattice.gc import evicted_for_good
+
+            self._for_good = evicted_for_good(self.repo)
+        return self._for_good
+
+    def _holder(self, oid: str) -> str | None:
+        """An asset recording `oid` whose working file holds those bytes."""
+        from lattice.status import hash_file
+
+        for name, _ in self.recorded.get(oid, ()):
+            if name not in self._hashes:
+                try:
+                    self._hashes[name] = hash_file(self.repo.working_path(name))
+                except (LatticeError, OSError):  # a path that leaves the project, or one it may not read
+                    self._hashes[name] = ""
+            if self._hashes[name] == oid:
+                return name
+        return None
+
+
+def _check_references(repo: Repository, records: dict, damaged: set[str], repair: bool, report: Report) -> int:
+    """Check every version's object; return how many objects repair stored
+    again from working files. Damage (a problem): a damaged object, or the
+    current or pinned version's bytes that nothing can give back. Absence
+    (a note): an older version's bytes this store lacks, a needed version's
+    that gc evicted at the user's request, or that a working file holds
+    (repair stores those again)."""
+    from lattice.remake import adopt_working_file
+
+    sources = _Sources(repo, records, damaged)
+    adopted = 0
+    for name, record in records.items():
+        needed = {record.current.number, record.effective.number}
+        for v in record.versions:
+            spec = f"{name}@v{v.number}"
+            if v.object not in damaged and repo.objects.has(v.object):
+                continue
+            how, detail = sources.state(v.object)
+            if v.object in damaged and not repair:  # still there, and still to be set aside
+                if how == "working":
+                    fix = f"`lattice fsck --repair` sets it aside and stores it again from the working file of {detail}"
+                elif how == "remake":
+                    fix = "`lattice fsck --repair` sets it aside; its recipe re-makes it (`lattice render`)"
+                elif v.number in needed:
+                    fix = "re-add the file if you still have it"
+                else:
+                    fix = f"`lattice fsck --repair` sets it aside; {detail}"
+                report.problems.append(Problem("reference", spec, f"object {v.object} is damaged; {fix}"))
+                continue
+            if how in ("present", "remake"):  # a cache gc evicted (or a copy another asset stored again)
+                continue
+            if how == "working":
+                note = Problem("absent", spec, f"object {v.object} is not in the store, but the working file of {detail} holds it"
+                               + ("" if repair else "; `lattice fsck --repair` stores it again"))
+                if repair and adopt_working_file(repo, detail, v.object):
+                    sources.stored(v.object)
+                    adopted += 1
+                    note.repaired = f"stored again from {detail}"
+                report.notes.append(note)
+            elif how == "evicted" or v.number not in needed:
+                why = _absence(v, v.number not in needed, how, detail)
+                report.notes.append(Problem("absent", spec, f"object {v.object} is not in this store: {why}"))
+            else:
+                report.problems.append(Problem("reference", spec, f"object {v.object} is missing; {detail}; {_remedy(record, v, records)}"))
+    return adopted
+
+
+def _absence(v, older: bool, how: str, detail: str) -> str:
+    """Why the bytes of an older version, or of one gc evicted at the
+    user's request, are not here (after "not in this store: ")."""
+    if how == "lost" and v.recipe is None:
+        return "an older version of an import, which a clone does not get (git carries only the current file); nothing can re-make it"
+    if how == "lost" and not v.recipe.deterministic:
+        detail = f"never made in this clone, or evicted; {detail}"
+    return f"an older version, {detail}" if older else detail
+
+
+def _remedy(record, v, records: dict) -> str:
+    """What the user can do about a needed version whose bytes are gone."""
+    from lattice.errors import command
+
+    name = record.path
+    if v.number != len(record.versions):  # pinned
+        what = f"copy its file back to {name} and run `lattice fsck --repair`, or " if v.recipe is None else ""
+        return f"{what}{command('lattice unpin', name)} (or pin another version)"
+    if v.recipe is None:
+        return f"copy the file back to {name} and run `lattice fsck --repair` (its bytes are stored again when they match)"
+    moved = any(i in records and records[i].effective.object != o for i, o in zip(v.recipe.inputs, v.recipe.input_objects))
+    if v.recipe.deterministic and moved:
+        return f"{command('lattice render', name)} makes a new version from its inputs as they are now"
+    if v.recipe.deterministic:
+        return "bring that input back first"
+    return f"{command('lattice regen', name)} records a new output"
+
+
 def fsck(repo: Repository, repair: bool = False) -> Report:
-    from lattice.records import decode
+    from lattice.records import conflicted, decode
 
     report = Report()
     problems = report.problems
@@ -98,21 +281,34 @@ def fsck(repo: Repository, repair: bool = False) -> Report:
     except LatticeError as e:  # every command that runs jobs refuses until it is fixed
         problems.append(Problem("config", str(repo.dir / "config.toml"), e.message.removeprefix(f"{repo.dir / 'config.toml'}: ")))
     with repo.lock:
+        unreadable = set()  # manifest files that stay unreadable: their index rows are left as they are
         for name in repo.manifest.names():
             path = repo.manifest.file_of(name)
             try:
-                records[name] = decode(path.read_bytes(), path)
+                data = path.read_bytes()
+                records[name] = decode(data, path)
             except LatticeError as e:
                 p = Problem("manifest", str(path), e.message.removeprefix(f"{path}: "))
-                if repair:
+                if conflicted(data):
+                    # Only the user can choose a side; history's copy would undo their merge.
+                    p.message += ("; resolve it in git (edit the file to keep one side, or `git checkout --ours/--theirs` it, "
+                                  "then `git add` it)")
+                    if repair:
+                        p.message += "; not repaired: the choice is yours, and its index entry stays as it was until then"
+                elif repair:
                     restored = _restore_manifest(repo, name, path)
                     if restored is not None:
                         records[name], p.repaired = restored
+                    else:
+                        p.message += "; not repaired: history holds no sound copy, and its index entry stays as it was"
+                if not p.repaired:
+                    unreadable.add(name)
                 problems.append(p)
             else:
                 if records[name].path != name:
                     problems.append(Problem("manifest", str(path), f"records path {records[name].path!r} but is stored as {name!r}"))
-        report.assets = len(records)
+        # Restored here, so that what follows checks the repaired manifest.
+        problems.extend(_compare_with_history(repo, records, repair))
 
         damaged = set()
         for oid in repo.objects:
@@ -124,16 +320,10 @@ def fsck(repo: Repository, repair: bool = False) -> Report:
                 if repair:
                     dest = repo.objects.quarantine(oid, repo.dir / "quarantine")
                     p.repaired = f"moved to {dest}"
+                    report.objects -= dest is not None
                 problems.append(p)
 
-        for name, record in records.items():
-            for v in record.versions:
-                if v.object in damaged or not repo.objects.has(v.object):
-                    regenerable = v.recipe is not None and v.recipe.deterministic
-                    if v.object in damaged or not regenerable:
-                        what = "damaged" if v.object in damaged else "missing"
-                        hint = "re-make it with `lattice render`" if regenerable else "re-add the file if you still have it"
-                        problems.append(Problem("reference", f"{name}@v{v.number}", f"object {v.object} is {what}; {hint}"))
+        report.objects += _check_references(repo, records, damaged, repair, report)
 
         for name, inside in _files_that_are_folders(records):
             problems.append(Problem("manifest", name, f"is an asset, and so is {inside}: a name cannot be both a file and a folder, "
@@ -146,9 +336,9 @@ def fsck(repo: Repository, repair: bool = False) -> Report:
             fix = Graph.breaking(cycle, records[cycle[0]].current.recipe.generator)
             problems.append(Problem("lineage", " -> ".join(cycle), f"recipes make a cycle, which no render can finish; {fix}"))
 
-        index_problems = _check_index(repo, records)
+        index_problems = _check_index(repo, records, unreadable)
         if index_problems and repair:
-            rebuild_index(repo, records)
+            rebuild_index(repo, records, keep=unreadable)
             for p in index_problems:
                 p.repaired = "index rebuilt"
         problems.extend(index_problems)
@@ -161,8 +351,7 @@ def fsck(repo: Repository, repair: bool = False) -> Report:
                     os.unlink(tmp)
                     p.repaired = "removed"
                 problems.append(p)
-
-        problems.extend(_compare_with_history(repo, records, repair))
+        report.assets = len(records)  # as repaired
 
     # Never let history commit a manifest file that is still damaged.
     manifests_sound = all(p.repaired for p in problems if p.kind == "manifest")
@@ -236,11 +425,13 @@ def _restore_manifest(repo: Repository, name: str, path):
     return record, f"restored from history HEAD; the damaged copy is {aside}"
 
 
-def _check_index(repo: Repository, records: dict) -> list[Problem]:
+def _check_index(repo: Repository, records: dict, unreadable: set[str] = frozenset()) -> list[Problem]:
+    """The index against the manifest records; the rows of `unreadable`
+    manifest files (a merge conflict) are neither compared nor missed."""
     try:
         index = repo.index
         problems = [Problem("index", str(index.path), p) for p in index.check()]
-        rows = {r.path: r for r in index.rows()}
+        rows = {r.path: r for r in index.rows() if r.path not in unreadable}
     except Exception as e:  # a damaged index file is derivable: report, rebuild
         return [Problem("index", str(repo.dir / "index.db"), f"unreadable ({e})")]
     for name in sorted(set(records) - set(rows)):
@@ -254,10 +445,13 @@ def _check_index(repo: Repository, records: dict) -> list[Problem]:
     return problems
 
 
-def rebuild_index(repo: Repository, records: dict | None = None) -> None:
+def rebuild_index(repo: Repository, records: dict | None = None, keep: set[str] = frozenset()) -> None:
     """Re-derive the index from the manifest, keeping the recipe cache (and
     the rest that is not derivable) in place, or, from a damaged file, what
-    of it can still be read; the damaged file goes to quarantine/."""
+    of it can still be read; the damaged file goes to quarantine/. The rows
+    of the assets in `keep` (manifest files that cannot be read now, such as
+    one with a merge conflict) stay as they are: once the file is mended,
+    the usual sync takes it from there, working-file stat cache and all."""
     from lattice.index import Index
 
     path = repo.dir / "index.db"
@@ -268,7 +462,7 @@ def rebuild_index(repo: Repository, records: dict | None = None) -> None:
     except Exception:  # noqa: BLE001 - unopenable or unreadable: damaged
         sound = False
     if not sound:
-        salvaged = _salvage(index)
+        salvaged = _salvage(index, keep)
         if index is not None:
             index.close()
         stamp = int(time.time())
@@ -285,7 +479,7 @@ def rebuild_index(repo: Repository, records: dict | None = None) -> None:
     if records is None:
         records = {n: repo.manifest.read(n) for n in repo.manifest.names()}
     with index:
-        index.clear_assets()
+        index.clear_assets(keep=keep)
         for name, record in records.items():
             index.put(record, repo.manifest.file_of(name).stat())
 
@@ -295,12 +489,19 @@ def rebuild_index(repo: Repository, records: dict | None = None) -> None:
 SALVAGED_TABLES = ("cache", "media", "exports")
 
 
-def _salvage(index) -> dict[str, list[tuple]]:
-    """The rows of SALVAGED_TABLES that a damaged index still gives, table by table."""
+def _salvage(index, keep: set[str] = frozenset()) -> dict[str, list[tuple]]:
+    """The rows of SALVAGED_TABLES that a damaged index still gives, table by
+    table, and those of the assets in `keep` (see rebuild_index)."""
+    import json
+
     out: dict[str, list[tuple]] = {}
-    for table in SALVAGED_TABLES if index is not None else ():
+    queries = [(t, f"SELECT * FROM {t}", ()) for t in SALVAGED_TABLES]
+    if keep:
+        queries += [(t, f"SELECT * FROM {t} WHERE {col} IN (SELECT value FROM json_each(?))", (json.dumps(sorted(keep)),))
+                    for t, col in (("assets", "path"), ("records", "path"), ("inputs", "child"))]
+    for table, query, args in queries if index is not None else ():
         try:
-            out[table] = index.db.execute(f"SELECT * FROM {table}").fetchall()
+            out[table] = index.db.execute(query, args).fetchall()
         except Exception:  # noqa: BLE001 - that part is lost: the cache refills, exports ask for --force
             pass
     return out

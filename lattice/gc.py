@@ -392,7 +392,8 @@ def collect(repo: Repository, options: GcOptions | None = None, progress: Callab
     progress = progress or (lambda f, s: None)
     with repo.lock:
         progress(0.0, "planning")
-        plan = plan_gc(repo, options)
+        cat = load_catalog(repo)
+        plan = plan_gc(repo, options, catalog=cat)
         removed = freed = 0
         total = max(1, len(plan.evictions))
         for i, e in enumerate(plan.evictions):
@@ -406,7 +407,7 @@ def collect(repo: Repository, options: GcOptions | None = None, progress: Callab
                 os.unlink(t)
             except FileNotFoundError:
                 pass
-        _log_run(repo, plan, removed, freed)
+        _log_run(repo, plan, removed, freed, cat)
         progress(0.97, "packing history")
         from lattice import history
 
@@ -415,11 +416,17 @@ def collect(repo: Repository, options: GcOptions | None = None, progress: Callab
     return GcResult(plan, removed, freed, False, packed)
 
 
-def _log_run(repo: Repository, plan: GcPlan, removed: int, freed: int) -> None:
+def _log_run(repo: Repository, plan: GcPlan, removed: int, freed: int, cat: Catalog) -> None:
+    """Log the run. Besides the first objects evicted, every one that no
+    deterministic recipe makes (`--include-nondeterministic`) is listed in
+    full: its bytes are gone for good, at the user's request, and fsck
+    tells that from damage by this list (`evicted_for_good`)."""
     reasons: dict[str, int] = {}
     for e in plan.evictions:
         reasons[e.reason] = reasons.get(e.reason, 0) + e.bytes
-    detail = json.dumps({"reasons": reasons, "objects": [e.object for e in plan.evictions][:10000]})
+    for_good = [e.object for e in plan.evictions if e.reason != "unreferenced"
+                and not any(f.generator and f.deterministic for _, _, f in cat.producers.get(e.object, ()))]
+    detail = json.dumps({"reasons": reasons, "objects": [e.object for e in plan.evictions][:10000], "for_good": for_good})
     db = storage_db(repo)
     try:
         with db:
@@ -436,6 +443,30 @@ def runs(repo: Repository) -> list[dict]:
                 db.execute("SELECT time, objects, bytes FROM runs ORDER BY id")]
     finally:
         db.close()
+
+
+def evicted_for_good(repo: Repository) -> set[str]:
+    """Objects gc runs evicted that no deterministic recipe makes again (the
+    run log lists them all; a run logged before it did gives its first
+    10,000 objects, of any kind). Empty where nothing was logged or the log
+    is unreadable."""
+    import sqlite3
+
+    if not (repo.dir / "storage.db").exists():
+        return set()
+    out: set[str] = set()
+    try:
+        db = storage_db(repo)
+        try:
+            for (detail,) in db.execute("SELECT detail FROM runs"):
+                d = json.loads(detail)
+                out.update(d.get("for_good", []))
+                out.update(d.get("objects", []))  # before for_good was kept: harmless for re-makable ones
+        finally:
+            db.close()
+    except (sqlite3.Error, ValueError, AttributeError, TypeError):
+        pass  # the log is a convenience: without it, fsck reports such a version as lost
+    return out
 
 
 def run_gc(repo: Repository, options: GcOptions, on_poll: Callable[[list], None] | None = None) -> GcResult:

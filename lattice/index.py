@@ -498,12 +498,16 @@ class Index:
 
     # -- maintenance ------------------------------------------------------
 
-    def clear_assets(self) -> None:
+    def clear_assets(self, keep: Iterable[str] = ()) -> None:
+        """Drop every asset's rows, except those of the assets in `keep`."""
+        import json
+
         self._local.stamps = None
         self._forget_manifest_digest()
-        self.db.execute("DELETE FROM records")
-        self.db.execute("DELETE FROM assets")
-        self.db.execute("DELETE FROM inputs")
+        kept = json.dumps(sorted(keep))
+        self.db.execute("DELETE FROM records WHERE path NOT IN (SELECT value FROM json_each(?))", (kept,))
+        self.db.execute("DELETE FROM assets WHERE path NOT IN (SELECT value FROM json_each(?))", (kept,))
+        self.db.execute("DELETE FROM inputs WHERE child NOT IN (SELECT value FROM json_each(?))", (kept,))
 
     def check(self) -> list[str]:
         try:

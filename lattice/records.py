@@ -111,8 +111,13 @@ def encode(record: AssetRecord, old: bytes | None = None, old_count: int = 0) ->
     return head.encode() + (b"\n" + body if body else b"")
 
 
+def conflicted(data: bytes) -> bool:
+    """The text holds an unresolved git merge conflict (<<<<<<< markers)."""
+    return data.startswith(b"<<<<<<< ") or b"\n<<<<<<< " in data
+
+
 def decode(data: bytes, path: Path) -> AssetRecord:
-    if data.startswith(b"<<<<<<< ") or b"\n<<<<<<< " in data:
+    if conflicted(data):
         raise RepositoryCorrupt(
             f"{path}: unresolved git merge conflict (<<<<<<< markers)",
             hint="resolve it in git: edit the file to keep one side, or `git checkout --ours/--theirs` it, then `git add` it",

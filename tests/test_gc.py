@@ -240,6 +240,85 @@ def test_a_remade_output_with_another_hash_is_refused(tmp_repo):
     assert tmp_repo.index.cache_get(tmp_repo.record("a.txt").current.recipe.key) is None
 
 
+# -- fsck after gc ------------------------------------------------------------------------
+
+
+def test_fsck_notes_what_gc_evicted_on_request_and_passes(tmp_repo):
+    """`gc --include-nondeterministic` evicts bytes nothing can re-make, at
+    the user's request: fsck notes it (its own kind in --json) and passes,
+    for an older version, for what was made from it, and for a current one
+    once its working file is gone too; a working file that still holds the
+    bytes is stored again by --repair."""
+    gen(tmp_repo, "r.txt", model="test.random")
+    gen(tmp_repo, "b.txt", model="test.join", inputs=["r.txt"])
+    assert run_cli("regen", "r.txt", "--seed", "2", cwd=tmp_repo.root).code == 0  # b.txt follows
+    (r1, r2), (b1, b2) = objects_of(tmp_repo, "r.txt"), objects_of(tmp_repo, "b.txt")
+    assert evicted(gc(tmp_repo, *EVERYTHING, "--include-nondeterministic")) == sorted([r1, b1])
+    r = run_cli("fsck", "--json", cwd=tmp_repo.root)
+    assert r.code == 0 and r.json["ok"] and r.json["problems"] == [], r.out
+    notes = {n["subject"]: (n["kind"], n["message"]) for n in r.json["notes"]}
+    assert notes == {
+        "r.txt@v1": ("absent", f"object {r1} is not in this store: an older version, evicted by "
+                               "`lattice gc --include-nondeterministic` at your request; nothing can re-make it"),
+        "b.txt@v1": ("absent", f"object {b1} is not in this store: an older version, it cannot be re-made: "
+                               "its input r.txt@v1 was evicted by `lattice gc --include-nondeterministic` at your request"),
+    }
+    r = run_cli("fsck", cwd=tmp_repo.root)
+    assert r.code == 0 and f"note: r.txt@v1: object {r1} is not in this store: an older version, evicted" in r.out
+    assert r.out.endswith("ok: 2 assets, 2 objects\n")
+    assert run_cli("fsck", "--repair", cwd=tmp_repo.root).code == 0
+
+    # The current version too: its working file still holds it, then not.
+    assert r2 in evicted(gc(tmp_repo, *EVERYTHING, "--include-nondeterministic", "--include-current"))
+    r = run_cli("fsck", "--json", cwd=tmp_repo.root)
+    assert r.code == 0 and {"subject": "r.txt@v2", "kind": "absent", "repaired": "",
+                            "message": f"object {r2} is not in the store, but the working file of r.txt holds it; "
+                                       "`lattice fsck --repair` stores it again"} in r.json["notes"]
+    r = run_cli("fsck", "--repair", cwd=tmp_repo.root)
+    assert r.code == 0 and "[repaired: stored again from r.txt]" in r.out and tmp_repo.objects.has(r2)
+    gc(tmp_repo, *EVERYTHING, "--include-nondeterministic", "--include-current")
+    (tmp_repo.root / "r.txt").unlink()
+    r = run_cli("fsck", "--json", cwd=tmp_repo.root)
+    assert r.code == 0 and r.json["problems"] == []
+    assert {"subject": "r.txt@v2", "kind": "absent", "repaired": "", "message": f"object {r2} is not in this store: evicted by "
+            "`lattice gc --include-nondeterministic` at your request; nothing can re-make it"} in r.json["notes"]
+
+
+def test_fsck_fails_for_a_current_output_lost_without_gc(tmp_repo):
+    """The same absence that gc did not cause is damage: exit 1, naming the
+    version, why nothing can re-make it and what to do."""
+    gen(tmp_repo, "s.txt", model="test.random")
+    [s1] = objects_of(tmp_repo, "s.txt")
+    tmp_repo.objects.remove(s1)
+    (tmp_repo.root / "s.txt").unlink()
+    r = run_cli("fsck", cwd=tmp_repo.root)
+    assert r.code == 1 and r.out == (f"reference: s.txt@v1: object {s1} is missing; its generator test.random is not "
+                                     "deterministic, so nothing can re-make it; `lattice regen s.txt` records a new output\n")
+    assert run_cli("fsck", "--repair", cwd=tmp_repo.root).code == 1  # nothing to repair it from
+
+
+def test_gc_logs_every_object_it_evicts_for_good(tmp_repo):
+    """The run log lists, in full, what no deterministic recipe makes again;
+    fsck reads it (older runs logged only their first 10,000 objects)."""
+    from lattice.gc import evicted_for_good
+
+    gen(tmp_repo, "t.txt", word="one")
+    gen(tmp_repo, "t.txt", word="two")
+    gen(tmp_repo, "r.txt", model="test.random")
+    gen(tmp_repo, "r.txt", model="test.random", seed=2)
+    assert evicted_for_good(tmp_repo) == set()
+    plan = gc(tmp_repo, *EVERYTHING, "--include-nondeterministic")
+    t1, r1 = objects_of(tmp_repo, "t.txt")[0], objects_of(tmp_repo, "r.txt")[0]
+    assert evicted(plan) == sorted([t1, r1])
+    from lattice.catalog import storage_db
+
+    db = storage_db(tmp_repo)
+    [(detail,)] = db.execute("SELECT detail FROM runs").fetchall()
+    db.close()
+    assert __import__("json").loads(detail)["for_good"] == [r1]
+    assert r1 in evicted_for_good(tmp_repo)
+
+
 # -- du -----------------------------------------------------------------------------------
 
 

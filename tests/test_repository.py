@@ -880,6 +880,7 @@ def test_fsck_names_corrupted_object_and_quarantines_it(tmp_repo):
     path = repo.objects.locate(res.object)
     os.chmod(path, 0o644)
     path.write_bytes(b"bit rot")
+    (repo.root / "a.txt").unlink()  # and no working file keeps the bytes
     r = run_cli("fsck", cwd=repo.root)
     assert r.code == 1 and res.object in r.out
     r = run_cli("fsck", "--repair", "--json", cwd=repo.root)
@@ -887,7 +888,30 @@ def test_fsck_names_corrupted_object_and_quarantines_it(tmp_repo):
     assert any(p["kind"] == "object" and p["repaired"].startswith("moved to") for p in data["problems"])
     assert (repo.dir / "quarantine" / res.object).exists()  # moved aside, never deleted
     # The reference to the lost import stays a problem: fsck never hides data loss.
-    assert run_cli("fsck", cwd=repo.root).code == 1
+    r = run_cli("fsck", cwd=repo.root)
+    assert r.code == 1 and f"reference: a.txt@v1: object {res.object} is missing" in r.out
+    assert "copy the file back to a.txt and run `lattice fsck --repair`" in r.out
+    (repo.root / "a.txt").write_text("precious words")  # as the hint says
+    r = run_cli("fsck", "--repair", cwd=repo.root)
+    assert r.code == 0 and "[repaired: stored again from a.txt]" in r.out, r.out
+    assert repo.objects.verify(res.object) is None and run_cli("fsck", cwd=repo.root).code == 0
+
+
+def test_fsck_repair_stores_a_damaged_import_again_from_its_working_file(tmp_repo):
+    """The working file still holds the bytes: nothing is lost, so repair
+    sets the damaged copy aside and stores the file again, in one run."""
+    repo = tmp_repo.gen({"a.txt": "precious words"})
+    res = add(repo, ["a.txt"], cwd=repo.root)[0]
+    path = repo.objects.locate(res.object)
+    os.chmod(path, 0o644)
+    path.write_bytes(b"bit rot")
+    r = run_cli("fsck", cwd=repo.root)
+    assert r.code == 1 and f"reference: a.txt@v1: object {res.object} is damaged; `lattice fsck --repair` sets it aside and stores it again from the working file of a.txt" in r.out
+    r = run_cli("fsck", "--repair", "--json", cwd=repo.root)
+    assert r.code == 0 and r.json["objects"] == 1
+    assert [(n["kind"], n["subject"], n["repaired"]) for n in r.json["notes"]] == [("absent", "a.txt@v1", "stored again from a.txt")]
+    assert (repo.dir / "quarantine" / res.object).exists() and repo.objects.verify(res.object) is None
+    assert run_cli("fsck", cwd=repo.root).out == "ok: 1 assets, 1 objects\n"
 
 
 def test_damaged_objects_never_reach_the_working_tree(tmp_repo):
@@ -974,6 +998,143 @@ def test_fsck_repair_rebuilds_an_index_damaged_past_its_first_page(tmp_repo, off
     assert run_proc("fsck", cwd=repo.root).returncode == 0
     assert run_proc("status", "--porcelain", cwd=repo.root).stdout == ""
     assert set(Repository.find(repo.root).index.cache_items()) <= set(cache)
+
+
+def clone_as_git_would(repo, dest, files=()):
+    """What a teammate's `git clone` holds: the manifest, config, format and
+    history, and the working `files` committed beside them; no objects, index
+    or other outputs."""
+    import shutil
+
+    for part in ("manifest", "history.git"):
+        shutil.copytree(repo.dir / part, dest / ".lattice" / part)
+    for part in ("config.toml", "format", "README"):
+        shutil.copy(repo.dir / part, dest / ".lattice" / part)
+    for name in files:
+        (dest / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(repo.root / name, dest / name)
+    return dest
+
+
+def test_fsck_in_a_clone_notes_older_imports_it_never_got(tmp_repo, tmp_path):
+    """A clone has only the current file of each import: older versions'
+    bytes are absent, which is a note, not damage. A current output that
+    nothing can re-make (its input's bytes are such an older version) is a
+    problem until `render` makes a new version from the inputs as they are."""
+    repo = tmp_repo.gen({"n.txt": "hello"})
+    add(repo, ["n.txt"], cwd=repo.root)
+    assert run_cli("gen", "c.txt", "--model", "test.join", "--input", "n.txt", cwd=repo.root).code == 0
+    repo.gen({"n.txt": "hello2"})
+    add(repo, ["n.txt"], cwd=repo.root)  # c.txt is stale: made from n.txt@v1
+    n1, n2 = (v.object for v in repo.record("n.txt").versions)
+    [c1] = [v.object for v in repo.record("c.txt").versions]
+    clone = clone_as_git_would(repo, tmp_path / "clone", ["n.txt"])
+
+    r = run_cli("fsck", "--json", cwd=clone)
+    assert r.code == 1 and not r.json["ok"]
+    assert [(p["kind"], p["subject"], p["message"]) for p in r.json["problems"]] == [
+        ("reference", "c.txt@v1", f"object {c1} is missing; it cannot be re-made: its input n.txt@v1 is not in this store either; "
+                                  "`lattice render c.txt` makes a new version from its inputs as they are now")]
+    assert {(n["kind"], n["subject"], n["message"]) for n in r.json["notes"]} == {
+        ("absent", "n.txt@v1", f"object {n1} is not in this store: an older version of an import, which a clone does not get "
+                               "(git carries only the current file); nothing can re-make it"),
+        ("absent", "n.txt@v2", f"object {n2} is not in the store, but the working file of n.txt holds it; "
+                               "`lattice fsck --repair` stores it again"),
+    }
+    assert run_cli("add", "n.txt", cwd=clone).code == 0  # as the teammate would: unchanged, and stored
+    r = run_cli("render", cwd=clone)
+    assert r.code == 0, r.err
+    r = run_cli("fsck", cwd=clone)
+    assert r.code == 0, r.out
+    lines = r.out.splitlines()
+    assert lines[-1] == "ok: 2 assets, 2 objects" and sorted(line.split(":")[1].strip() for line in lines[:-1]) == ["c.txt@v1", "n.txt@v1"]
+    assert all(line.startswith("note: ") for line in lines[:-1])
+    assert run_cli("fsck", "--repair", cwd=clone).code == 0 and run_cli("fsck", cwd=clone).code == 0
+
+
+def test_fsck_in_a_clone_fails_for_a_pinned_import_it_never_got(tmp_repo, tmp_path):
+    """The pinned version is needed (dependents and exports use it): its
+    bytes absent with no file holding them is damage, until it is unpinned
+    or the file is put back."""
+    repo = tmp_repo.gen({"n.txt": "hello"})
+    add(repo, ["n.txt"], cwd=repo.root)
+    repo.gen({"n.txt": "hello2"})
+    add(repo, ["n.txt"], cwd=repo.root)
+    assert run_cli("pin", "n.txt@v1", cwd=repo.root).code == 0
+    n1 = repo.record("n.txt").versions[0].object
+    clone = clone_as_git_would(repo, tmp_path / "clone", ["n.txt"])
+    assert run_cli("fsck", "--repair", cwd=clone).code == 1  # stores v2 from the file, cannot give v1 back
+    r = run_cli("fsck", cwd=clone)
+    assert r.code == 1 and r.out.splitlines() == [
+        f"reference: n.txt@v1: object {n1} is missing; it was imported, so nothing can re-make it; "
+        "copy its file back to n.txt and run `lattice fsck --repair`, or `lattice unpin n.txt` (or pin another version)"]
+    assert run_cli("unpin", "n.txt", cwd=clone).code == 0
+    r = run_cli("fsck", cwd=clone)
+    assert r.code == 0 and r.out.startswith(f"note: n.txt@v1: object {n1} is not in this store: an older version of an import")
+
+
+def test_fsck_repair_leaves_the_index_row_of_a_conflicted_manifest_file(tmp_repo, tmp_path):
+    """A git merge conflict in a manifest file is the user's to resolve:
+    --repair neither restores the file from history nor drops its index row,
+    so once resolved, the working file of the other side shows `outdated`
+    (render rewrites it), not `modified` (which render would skip)."""
+    import shutil
+
+    def regen(root, seed):
+        assert run_cli("regen", "a.txt", "--seed", seed, cwd=root).code == 0
+
+    assert run_cli("gen", "a.txt", "--model", "test.text", "--seed", "1", cwd=tmp_repo.root).code == 0
+    theirs_root = tmp_path / "theirs"
+    shutil.copytree(tmp_repo.root, theirs_root)
+    regen(theirs_root, "3")
+    theirs = (theirs_root / ".lattice" / "manifest" / "a.txt.toml").read_text()
+    regen(tmp_repo.root, "4")
+    mf = tmp_repo.manifest.file_of("a.txt")
+    ours = mf.read_text()
+    mf.write_text(f"<<<<<<< HEAD\n{ours}=======\n{theirs}>>>>>>> origin/main\n")
+    r = run_cli("fsck", "--repair", cwd=tmp_repo.root)
+    assert r.code == 1 and r.out.splitlines()[0] == (
+        f"manifest: {mf}: unresolved git merge conflict (<<<<<<< markers); resolve it in git (edit the file to keep one side, "
+        "or `git checkout --ours/--theirs` it, then `git add` it); not repaired: the choice is yours, and its index entry stays as it was until then")
+    assert "index" not in r.out.replace("index entry", "")  # and history waits for the manifest to be sound
+    assert "<<<<<<<" in mf.read_text() and not (tmp_repo.dir / "quarantine").exists()
+    row = Repository.find(tmp_repo.root).index.get("a.txt")
+    assert row is not None and row.versions == 2 and row.wt_object == row.object
+    mf.write_text(theirs)  # `git checkout --theirs`
+    assert run_cli("status", "--porcelain", cwd=tmp_repo.root).out == " O a.txt\n"
+    r = run_cli("render", cwd=tmp_repo.root)
+    assert r.code == 0, r.err
+    assert (tmp_repo.root / "a.txt").read_text() == "hello:3\n" and run_cli("fsck", cwd=tmp_repo.root).code == 0
+
+
+def test_fsck_repair_of_a_damaged_index_keeps_the_row_of_a_conflicted_manifest_file(tmp_repo, monkeypatch):
+    """Even where the index file itself is rebuilt, the rows of a manifest
+    file it cannot read now are carried over from what can still be read."""
+    from lattice.index import Index
+
+    assert run_cli("gen", "a.txt", "--model", "test.text", cwd=tmp_repo.root).code == 0
+    assert run_cli("gen", "b.txt", "--model", "test.text", cwd=tmp_repo.root).code == 0
+    before = Repository.find(tmp_repo.root).index.get("a.txt")
+    mf = tmp_repo.manifest.file_of("a.txt")
+    text = mf.read_text()
+    mf.write_text(f"<<<<<<< HEAD\n{text}=======\n{text}>>>>>>> other\n")
+    monkeypatch.setattr(Index, "check", lambda self: ["page 7: damaged"])  # as PRAGMA integrity_check would say
+    report = fsck(Repository.find(tmp_repo.root), repair=True)
+    monkeypatch.undo()
+    assert [p.kind for p in report.problems if not p.repaired] == ["manifest", "history"]
+    assert any(p.kind == "index" and p.repaired == "index rebuilt" for p in report.problems)
+    again = Repository.find(tmp_repo.root)
+    assert len(list((tmp_repo.dir / "quarantine").glob("index.db-*"))) >= 1
+    assert again.index.get("a.txt") == before and again.index.get("b.txt") is not None
+
+
+def test_fsck_repair_counts_the_assets_it_restored(tmp_repo):
+    for name in ("a.txt", "b.txt"):
+        assert run_cli("gen", name, "--model", "test.text", cwd=tmp_repo.root).code == 0
+    tmp_repo.manifest.file_of("a.txt").unlink()
+    r = run_cli("fsck", "--repair", cwd=tmp_repo.root)
+    assert r.code == 0 and r.out.splitlines()[-1] == "ok: 2 assets, 2 objects", r.out
+    assert run_cli("fsck", "--json", cwd=tmp_repo.root).json["assets"] == 2
 
 
 def test_fsck_repair_of_a_damaged_index_keeps_the_tables_it_can_read(tmp_repo, monkeypatch):

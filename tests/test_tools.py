@@ -242,7 +242,7 @@ def test_reporting_commands_json_keys(tmp_repo):
         ("status", "--json"): None,
         ("ls", "--json"): {"path", "kind", "version", "object", "size", "generator", "tags"},
         ("show", "a.txt", "--json"): {"path", "kind", "versions", "current"},
-        ("fsck", "--json"): {"ok", "objects", "assets", "problems"},
+        ("fsck", "--json"): {"ok", "objects", "assets", "problems", "notes"},
         ("render", "--dry-run", "--json"): {"steps", "skipped"},
         ("verify", "--all", "--json"): {"path", "version", "status", "recorded"},
         ("lineage", "a.txt", "--json"): {"path", "children"},

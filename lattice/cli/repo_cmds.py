@@ -168,20 +168,26 @@ def checkout(
 
 
 def fsck(
-    repair: bool = typer.Option(False, "--repair", help="Rebuild the index, quarantine damaged objects, remove stale temp files."),
+    repair: bool = typer.Option(False, "--repair", help="Rebuild the index, quarantine damaged objects, store again what working files hold, remove stale temp files."),
     json: bool = JSON,
 ) -> None:
     """Verify every object's hash, every manifest reference and the index.
-    Exits 1 when a problem remains."""
+    Exits 1 when a problem remains. Versions whose bytes this store lacks
+    without damage (an older import a clone never got, an output gc evicted
+    at your request) are listed as notes and do not fail the check."""
     from lattice.fsck import fsck as do_fsck
 
     report = do_fsck(repo_from_ctx(reading=not repair), repair=repair)
     if json:
-        emit_json({"ok": report.ok, "objects": report.objects, "assets": report.assets, "problems": report.problems})
+        emit_json({"ok": report.ok, "objects": report.objects, "assets": report.assets, "problems": report.problems,
+                   "notes": report.notes})
     else:
         for p in report.problems:
             fixed = f" [repaired: {p.repaired}]" if p.repaired else ""
             echo(f"{p.kind}: {p.subject}: {p.message}{fixed}")
+        for p in report.notes:
+            fixed = f" [repaired: {p.repaired}]" if p.repaired else ""
+            echo(f"note: {p.subject}: {p.message}{fixed}")
         if report.ok:
             say(f"ok: {report.assets} assets, {report.objects} objects")
     if not report.ok:
