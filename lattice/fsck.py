@@ -364,7 +364,7 @@ def _compare_with_history(repo: Repository, records: dict, repair: bool) -> list
     """Versions are only ever appended, and assets never deleted: a manifest
     file with fewer versions than history HEAD, or gone, is damage (a file
     cut at a line boundary still parses), never a change to commit."""
-    from lattice import history
+    from lattice import history, history_fsck
     from lattice.records import decode
 
     try:
@@ -374,7 +374,7 @@ def _compare_with_history(repo: Repository, records: dict, repair: bool) -> list
     except Exception:
         return []  # history's own checks report an unreadable history
     problems = []
-    for name in history.drift(repo, g, recorded):
+    for name in history_fsck.drift(repo, g, recorded):
         if name not in recorded:
             continue  # new since the last commit: history catches up
         path = repo.manifest.file_of(name)
@@ -509,9 +509,9 @@ def _salvage(index, keep: set[str] = frozenset()) -> dict[str, list[tuple]]:
 
 def _extra_checks(repo: Repository, repair: bool = False):
     """Checks of parts other modules own (queue, history), when present."""
-    from lattice import history
+    from lattice import history, history_fsck
 
-    yield [Problem("history", str(history.git_dir(repo)), m, fixed) for m, fixed in history.fsck(repo, repair)]
+    yield [Problem("history", str(history.git_dir(repo)), m, fixed) for m, fixed in history_fsck.fsck(repo, repair)]
     queue_db = repo.dir / "queue.db"
     if queue_db.exists():
         from lattice.queue import check_file
