@@ -275,6 +275,12 @@ def fsck(repo: Repository, repair: bool = False) -> Report:
     problems = report.problems
     if not _finish_interrupted_change(repo, repair, problems):
         return report  # the index cannot be opened until the journal is dealt with
+    try:
+        # As any command does first: a change a killed process left out of
+        # history is committed now, before history is compared with the manifest.
+        repo.open_index()
+    except Exception:  # noqa: BLE001 - a damaged index is reported (and rebuilt) below
+        pass
     records = {}
     try:
         repo.config

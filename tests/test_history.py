@@ -1493,6 +1493,22 @@ def test_a_change_killed_before_its_history_commit_is_committed_by_the_next_comm
     assert ok("log", "--json", repo=repo).json[0]["message"].startswith("add b.txt")
 
 
+def test_fsck_as_the_first_command_after_the_kill_commits_the_change_first(tmp_repo):
+    """fsck catches history up before it compares it with the manifest: it
+    passes at once, not only from its second run on."""
+    import signal
+    import sys
+
+    repo = tmp_repo
+    add(repo, "a.txt", "one")
+    write(repo, "b.txt", "two")
+    proc = subprocess.run([sys.executable, "-c", _KILLED_BEFORE_HISTORY], cwd=repo.root, capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL and (repo.dir / "history-pending").exists()
+    r = run_cli("fsck", cwd=repo.root)
+    assert r.code == 0, r.out + r.err
+    assert ok("log", "--json", repo=repo).json[0]["message"].startswith("add b.txt")
+
+
 def test_a_history_commit_that_failed_is_not_retried_by_every_later_command(tmp_repo, monkeypatch):
     """A commit that failed (not a kill) waits for the next change or
     `fsck --repair`: reading commands stay quiet, rather than retrying it
