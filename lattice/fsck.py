@@ -278,7 +278,7 @@ def fsck(repo: Repository, repair: bool = False) -> Report:
     try:
         # As any command does first: a change a killed process left out of
         # history is committed now, before history is compared with the manifest.
-        repo.open_index()
+        repo.index
     except Exception:  # noqa: BLE001 - a damaged index is reported (and rebuilt) below
         pass
     records = {}
