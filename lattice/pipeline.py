@@ -127,7 +127,11 @@ def regen_step(
     )
     gen.check_output(extension(name))
     gen.check_params(new.params, extension(name))
-    gen.check_inputs(len(new.inputs))
+    try:
+        gen.check_inputs(len(new.inputs))
+    except InvalidInput as e:  # regen has no --input: the recipe's inputs stay
+        e.hint = f"{name} is made from {len(new.inputs)} input(s); pick a generator that takes that many (`lattice generators` lists them)"
+        raise
     check_media(repo, gen, new.params, extension(name), list(new.inputs), list(new.input_objects))
     new.key = recipe_key(new)
     what = []
@@ -356,6 +360,8 @@ def outcomes(steps: list[Step], jobs: dict[str, int], finished: list) -> list[Ou
         job = by_id[jobs[step.name]]
         if job.state == "succeeded" and isinstance(job.result, dict):
             out.append(msgspec.convert(job.result, Outcome))
+        elif job.state == "cancelled":  # by `lattice queue cancel`, or the Ctrl-C of a command that shared the job
+            out.append(Outcome(step.name, step.action, "cancelled", error=f"job {job.id} was cancelled"))
         else:
             reason = job.error or job.state
             status = "skipped" if job.blocked_by else "failed"
@@ -366,13 +372,13 @@ def outcomes(steps: list[Step], jobs: dict[str, int], finished: list) -> list[Ou
 
 def exit_code(results: list[Outcome]) -> int:
     """How a command whose steps ran exits (README, "Exit codes"): 0 when
-    every step succeeded. When steps failed: their cause's code when they
+    every step succeeded. When steps failed or were cancelled (1): their cause's code when they
     share one (8 a generator failed, 6 the repository was locked, 13 a
     write was refused, …; a step skipped because its input failed shares
     its input's), else 1, with every failure listed. Steps skipped over
     unrecorded edits, with nothing failed: 1. A step superseded by another
     change, nothing else wrong: 12."""
-    failed = {r.exit_code or 1 for r in results if r.status == "failed"}
+    failed = {r.exit_code or 1 for r in results if r.status in ("failed", "cancelled")}  # a cancel: 1
     if not failed:  # skipped only because an input failed: that failure is the cause
         failed = {r.exit_code for r in results if r.status == "skipped" and r.exit_code}
     if failed:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import secrets
 from typing import Any, Iterable
 
-from lattice.errors import InvalidInput, UnknownAsset, closest
+from lattice.errors import InvalidInput, UnknownAsset, closest, command
 from lattice.records import Recipe
 
 KEY_DOMAIN = b"lattice-recipe-1\0"
@@ -92,7 +92,12 @@ def build(
     check_media(repo, generator, normalized, extension(name), inputs, objects)
     cycle = Graph.from_index(index).would_cycle(name, inputs)
     if cycle:
-        raise InvalidInput(f"{name} cannot take these inputs: it would create a cycle {' -> '.join(cycle)}")
+        if len(cycle) == 2:  # [name, name]: named as its own input
+            hint = "an asset cannot be made from itself; name another asset with --input"
+        else:
+            hint = (f"{cycle[-2]} is made from {name}, so it cannot be an input of {name}; "
+                    f"{command('lattice lineage', name, options='--down')} lists what is made from it")
+        raise InvalidInput(f"{name} cannot take these inputs: it would create a cycle {' -> '.join(cycle)}", hint=hint)
     if seed is not None:
         check_seed(seed)
     recipe = Recipe(

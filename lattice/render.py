@@ -54,7 +54,7 @@ class Step:
 class Outcome:
     name: str
     action: str
-    status: str  # rendered, cached, unchanged, materialized, superseded, failed, skipped
+    status: str  # rendered, cached, unchanged, materialized, superseded, failed, cancelled, skipped
     version: int | None = None
     object: str | None = None
     error: str = ""
@@ -71,6 +71,15 @@ class Hooks:
     env: dict[str, str] = field(default_factory=dict)
     on_process: Callable[[Any], None] = lambda p: None
     timeout: float | None = None
+    # True once the job was cancelled, timed out or taken back: a generator
+    # that ran in Python (and could not be killed) records nothing then.
+    cancelled: Callable[[], bool] = lambda: False
+
+
+def _unless_void(name: str, hooks: Hooks) -> None:
+    """Stop before recording when the job's run is void (cancelled, timed out, reclaimed)."""
+    if hooks.cancelled():
+        raise LatticeError(f"{name}: the job was stopped (cancelled or timed out); nothing recorded")
 
 
 def registry(repo: Repository):
@@ -395,6 +404,7 @@ def _run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outco
         oid, cached = produce(repo, recipe, ext, hooks)
         require_unedited(repo, name)  # edited while it rendered: keep the edits, record nothing
         note = "inputs changed: " + ", ".join(changed)
+        _unless_void(name, hooks)
         v = record_version(repo, name, recipe, oid, "modified", note, f"render {name} v{len(record.versions) + 1}: {note}", step.branch)
         _write_recorded(repo, name, v, hooks)
         return Outcome(name, step.action, "cached" if cached else "rendered", v.number, oid, seconds=time.monotonic() - start)
@@ -412,6 +422,7 @@ def _run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outco
             return Outcome(name, step.action, "unchanged", len(record.versions), oid, seconds=time.monotonic() - start)
         require_base(name, step.base, record)  # superseded first: then its file may lag behind
         require_unedited(repo, name)
+        _unless_void(name, hooks)
         v = record_version(repo, name, recipe, oid, step.change, step.note, step.note, step.branch, step.base)
         _write_recorded(repo, name, v, hooks)
         return Outcome(name, step.action, "cached" if cached else "rendered", v.number, oid, seconds=time.monotonic() - start)

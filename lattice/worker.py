@@ -149,7 +149,7 @@ class _Run:
         self.worker_id = worker_id
         self.deadline = time.monotonic() + job.timeout if job.timeout else None
         self.last_beat = time.monotonic()
-        self.outcome: str | None = None  # "timeout" | "lost" | "released": the run is void
+        self.outcome: str | None = None  # "timeout" | "cancelled" | "lost" | "released": the run is void
         self.handed_back = False  # released and given back to the queue (done once)
         self.processes: list[subprocess.Popen] = []
         self.pending: tuple[float, str | None] | None = None
@@ -324,8 +324,10 @@ class WorkerPool:
                 run.last_beat = now
                 if self._quietly(self.queue.heartbeat, job.id, run.worker_id, self.lease) is False:
                     # Cancelled by a user, or reclaimed after we stalled: not ours any more.
-                    run.kill("lost")
-                    self.stats["lost"] += 1
+                    now_job = self._quietly(self.queue.get, job.id)
+                    cancelled = now_job is not None and now_job.state == "cancelled"
+                    run.kill("cancelled" if cancelled else "lost")
+                    self.stats["cancelled" if cancelled else "lost"] += 1
                 else:
                     run.flush(self)
 

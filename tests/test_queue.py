@@ -279,6 +279,59 @@ def test_dependency_failure_propagates_and_retry_revives_the_chain(tmp_path):
         q.retry([d.id])
 
 
+def test_retry_of_a_job_whose_dependency_is_dead_is_refused_naming_it(tmp_path):
+    """A job that waits on a cancelled or failed job could never run: its
+    retry alone is refused (exit 10) with the command that retries both;
+    retried together they run. A dependent revived by its dependency's retry
+    while it also waits on another dead job stays failed, blocked by that
+    one, whose retry revives it."""
+    import pytest
+
+    q = open_queue(tmp_path)
+    a = q.submit("image", {})
+    b = q.submit("derive", {}, deps=[a.id])
+    q.cancel([a.id])
+    with pytest.raises(QueueError, match=f"job {b.id} waits on job {a.id}, which was cancelled") as e:
+        q.retry([b.id])
+    assert e.value.exit_code == 10 and f"`lattice queue retry {a.id} {b.id}`" in e.value.hint
+    assert q.get(b.id).state == "failed"
+    assert [j.state for j in q.retry([a.id, b.id])] == ["queued", "queued"]
+    make_pool(q).run(once=True)
+    assert [q.get(j.id).state for j in (a, b)] == ["succeeded", "succeeded"]
+
+    x = q.submit("image", {"poison": True}, max_retries=0)
+    y = q.submit("image", {"poison": True}, max_retries=0)
+    z = q.submit("derive", {}, deps=[x.id, y.id])
+    make_pool(q, slots=1).run(once=True)
+    assert q.get(z.id).blocked_by == x.id
+    q.retry([x.id])
+    assert (q.get(z.id).state, q.get(z.id).blocked_by) == ("failed", y.id)  # y is still dead
+    q.retry([y.id])
+    assert [q.get(j.id).state for j in (x, y, z)] == ["queued"] * 3
+
+
+def test_a_worker_fails_jobs_that_wait_on_a_dead_job_instead_of_waiting(tmp_path):
+    """A queued job whose dependency failed or was cancelled can never run
+    (a queue an older lattice left so, say): `worker --once` fails it, as
+    the dependency's failure would have, and returns."""
+    import sqlite3
+
+    q = open_queue(tmp_path)
+    a = q.submit("image", {})
+    b = q.submit("derive", {}, deps=[a.id])
+    c = q.submit("export", {}, deps=[b.id])
+    q.cancel([a.id])
+    with sqlite3.connect(q.path) as db:  # as a retry of b alone used to leave it
+        db.execute("UPDATE jobs SET state='queued', error=NULL, blocked_by=NULL WHERE id IN (?,?)", (b.id, c.id))
+    pool = make_pool(q)
+    t = threading.Thread(target=pool.run, kwargs={"once": True}, daemon=True)
+    t.start()
+    t.join(timeout=10)
+    assert not t.is_alive(), "worker --once waited for ever on a job that cannot run"
+    assert (q.get(b.id).state, q.get(b.id).error) == ("failed", f"dependency {a.id} was cancelled")
+    assert q.get(c.id).state == "failed" and q.get(c.id).blocked_by == b.id
+
+
 def test_a_failure_keeps_its_exit_code_and_passes_it_to_dependents(tmp_path):
     """The queue keeps what a failure means to the CLI with its text: the
     error's own code, 13 for a write the filesystem refused (with the path,
@@ -371,6 +424,7 @@ def test_cancel_a_queued_and_a_running_job(tmp_path):
     assert not t.is_alive()
     assert q.get(running.id).state == "cancelled"
     assert q.get(queued.id).state == "cancelled" and not log.exists(), "the cancelled job never ran"
+    assert pool.stats["cancelled"] == 1 and "lost" not in pool.stats  # `worker: 1 cancelled`, not lost
 
 
 def test_the_same_key_queued_twice_runs_once(tmp_path):
@@ -563,6 +617,11 @@ def test_queue_commands_and_worker_command(tmp_path, monkeypatch):
         (waiting.id, "cancelled"), (bad.id, "failed"), (ok.id, "succeeded")]
     r = run(queue_cmd.queue_app, ["ls", "--state", "failed"])
     assert "RuntimeError('poison')" in r.output and "1 shown of" in r.output
+    r = run(queue_cmd.queue_app, ["ls", "--state", "bogus"])
+    assert r.exception.exit_code == 4 and "unknown job state 'bogus'" in r.exception.message  # invalid input
+    lines = {line.split()[0]: line for line in run(queue_cmd.queue_app, ["ls"]).output.splitlines()[1:]}
+    assert " 100% " in lines[str(ok.id)]  # DONE: how far it got
+    assert "%" not in lines[str(waiting.id)]  # cancelled before it started
     r = run(queue_cmd.queue_app, ["show", str(bad.id)])
     assert "attempts:   1 of 1" in r.output
     r = run(queue_cmd.queue_app, ["retry", str(bad.id), str(waiting.id), "--json"])

@@ -219,6 +219,46 @@ def test_cycle_is_refused_naming_it(tmp_repo):
     gen(tmp_repo, "b.txt", "--model", "test.join", "--input", "a.txt")
     r = run_cli("gen", "a.txt", "--model", "test.join", "--input", "b.txt", cwd=tmp_repo.root)
     assert r.code == 4 and "cycle a.txt -> b.txt -> a.txt" in r.err
+    assert "hint: b.txt is made from a.txt" in r.err and "`lattice lineage a.txt --down`" in r.err
+    r = run_cli("gen", "a.txt", "--model", "test.join", "--input", "a.txt", cwd=tmp_repo.root)
+    assert r.code == 4 and "hint: an asset cannot be made from itself" in r.err
+
+
+def test_too_many_or_too_few_inputs_each_get_their_own_hint(tmp_repo):
+    gen(tmp_repo, "a.txt", "--model", "test.text")
+    r = run_cli("gen", "e.txt", "--model", "test.text", "--input", "a.txt", cwd=tmp_repo.root)
+    assert r.code == 4 and "takes exactly 0 input asset(s), got 1" in r.err
+    assert "leave out --input" in r.err and "name inputs with" not in r.err
+    r = run_cli("gen", "e.txt", "--model", "test.join", cwd=tmp_repo.root)
+    assert r.code == 4 and "hint: name inputs with --input ASSET" in r.err
+
+
+def test_an_unknown_priority_is_refused_with_work_to_do_or_not(tmp_repo):
+    gen(tmp_repo, "a.txt", "--model", "test.text")
+    for args in ([], ["--detach"], ["--dry-run"], ["--check"]):
+        r = run_cli("render", "-p", "bogus", *args, cwd=tmp_repo.root)
+        assert r.code == 4 and "unknown priority 'bogus'" in r.err, (args, r.err)
+    r = run_cli("regen", "a.txt", "-p", "bogus", "--detach", cwd=tmp_repo.root)
+    assert r.code == 4 and [j["state"] for j in run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json] == ["succeeded"]
+
+
+def test_retry_of_a_job_whose_dependency_was_cancelled_names_it_and_nothing_hangs(tmp_repo):
+    from conftest import run_proc
+
+    gen(tmp_repo, "a.txt", "--model", "test.text", "--seed", "1")
+    gen(tmp_repo, "b.txt", "--model", "test.join", "--input", "a.txt")
+    r = run_cli("regen", "a.txt", "--seed", "2", "--detach", "--json", cwd=tmp_repo.root)
+    ids = {j["path"]: j["job"] for j in r.json}
+    a, b = ids["a.txt"], ids["b.txt"]
+    assert run_cli("queue", "cancel", str(a), cwd=tmp_repo.root).code == 0
+    r = run_cli("queue", "retry", str(b), cwd=tmp_repo.root)
+    assert r.code == 10 and f"job {b} waits on job {a}, which was cancelled" in r.err
+    assert f"`lattice queue retry {a} {b}`" in r.err
+    w = run_proc("worker", "--once", cwd=tmp_repo.root, timeout=30)
+    assert w.returncode == 0 and "no jobs run" in w.stderr
+    assert run_cli("queue", "retry", str(a), str(b), cwd=tmp_repo.root).code == 0
+    assert run_proc("worker", "--once", cwd=tmp_repo.root, timeout=60).returncode == 0
+    assert [j["state"] for j in run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json[:2]] == ["succeeded"] * 2
 
 
 def test_failing_generator_leaves_previous_version_and_reports_stderr(tmp_repo, run_log):
@@ -519,6 +559,29 @@ def test_ctrl_c_cancels_the_commands_jobs(tmp_repo):
     assert p.returncode == 130 and "interrupted" in err and "Traceback" not in err
     jobs = run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json
     assert [j["state"] for j in jobs] == ["cancelled"]
+    assert tmp_repo.index.count() == 0
+
+
+def test_a_gen_whose_job_is_cancelled_says_so(tmp_repo):
+    """`lattice queue cancel` from another shell: the waiting gen says its
+    job was cancelled (not failed) with a hint that fits, and exits 1."""
+    import subprocess
+    import sys
+    import time
+
+    p = subprocess.Popen([sys.executable, "-m", "lattice", "gen", "cc.txt", "--model", "test.text", "--set", "delay=5"],
+                         cwd=tmp_repo.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        jobs = run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json if (tmp_repo.dir / "queue.db").exists() else []
+        if jobs and jobs[0]["state"] == "running":
+            break
+        time.sleep(0.1)
+    assert run_cli("queue", "cancel", str(jobs[0]["id"]), cwd=tmp_repo.root).code == 0
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 1, err
+    assert f"cancelled: cc.txt: job {jobs[0]['id']} was cancelled" in err
+    assert "failed" not in err and "hint: a cancelled job records nothing" in err
     assert tmp_repo.index.count() == 0
 
 

@@ -24,17 +24,24 @@ def _names(repo, paths: list[str], stored: bool = True) -> list[str]:
     return [name_for(repo.root, p, cwd(), stored) for p in paths]
 
 
-def _execute(repo, steps, skipped=(), *, priority="normal", detach=False, jobs=None, json=False) -> None:
-    """Submit steps as jobs; unless detached, run them with a live display and
-    print a summary. Exits as lattice.pipeline.exit_code says when a step
-    failed, was skipped or was superseded."""
-    from lattice.pipeline import exit_code, outcomes, run_until_done, submit
+def _check_priority(priority: str) -> None:
+    """An unknown --priority exits 4 before anything else is looked at, work
+    to do or not (render with nothing stale, --dry-run, --detach)."""
     from lattice.queue import PRIORITIES
 
     if priority not in PRIORITIES:
         from lattice.errors import InvalidInput, closest
 
         raise InvalidInput(f"unknown priority {priority!r}{closest(priority, PRIORITIES)}", hint=f"priorities are: {', '.join(PRIORITIES)}")
+
+
+def _execute(repo, steps, skipped=(), *, priority="normal", detach=False, jobs=None, json=False) -> None:
+    """Submit steps as jobs; unless detached, run them with a live display and
+    print a summary. Exits as lattice.pipeline.exit_code says when a step
+    failed, was skipped or was superseded."""
+    from lattice.pipeline import exit_code, outcomes, run_until_done, submit
+
+    _check_priority(priority)
     from lattice.remake import ensure_inputs
 
     planned = {s.name for s in steps}
@@ -76,7 +83,7 @@ def _summary(results) -> None:
     counts: dict[str, int] = {}
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1
-        if r.status in ("failed", "skipped", "superseded"):
+        if r.status in ("failed", "cancelled", "skipped", "superseded"):
             first, _, rest = (r.error or r.status).partition("\n")
             echo(f"{r.status}: {r.name}: {first}", err=True)
             for line in rest.strip().splitlines()[-8:]:
@@ -89,6 +96,9 @@ def _summary(results) -> None:
     if counts.get("failed"):
         say("hint: `lattice queue ls --state failed` lists the failed jobs, `lattice queue show ID` one's whole error; "
             "fix the cause, then run the command again", err=True)
+    if counts.get("cancelled"):
+        say("hint: a cancelled job records nothing (`lattice queue ls --state cancelled` lists them); "
+            "run the command again to make it", err=True)
 
 
 class _Display:
@@ -158,6 +168,7 @@ def gen(
     from lattice.pipeline import gen_step
     from lattice.recipe import parse_sets
 
+    _check_priority(priority)
     repo = repo_from_ctx()
     name = _names(repo, [path], stored=False)[0]
     inputs = _names(repo, input_)
@@ -189,6 +200,7 @@ def regen(
 
     if seed is not None and new_seed:
         raise UsageError("--seed and --new-seed exclude each other", hint="pass --seed N to use seed N, or --new-seed to draw one")
+    _check_priority(priority)
     if seed is not None:
         check_seed(seed)  # as gen does: regen_step would record any integer
     repo = repo_from_ctx()
@@ -210,6 +222,7 @@ def render(
     """Bring stale and missing outputs up to date, in dependency order, in parallel where possible."""
     from lattice.render import plan
 
+    _check_priority(priority)
     repo = repo_from_ctx(reading=check or dry_run)
     repo.config  # a damaged config.toml is reported (exit 5), never taken for "up to date"
     steps, skipped = plan(repo, _names(repo, paths) if paths else None)

@@ -58,7 +58,10 @@ def _seconds(s: float | None) -> str:
 
 
 def _line(q, job) -> str:
-    progress = f"{job.progress:4.0%}" if job.state == "running" else "    "
+    # How far it got: while running, and once finished (100% for a success);
+    # blank for a job that never started (or is waiting to start again).
+    shown = job.state == "running" or (job.finished and job.started_at is not None)
+    progress = f"{job.progress:4.0%}" if shown else "    "
     what = (job.stage or "") if job.state == "running" else (job.error or "")
     if job.state == "succeeded" and isinstance(job.result, dict) and job.result.get("status") == "superseded":
         what = f"superseded: {job.result.get('error') or 'nothing recorded'}"  # ran, but another change came first

@@ -44,7 +44,7 @@ def watch(
         if cycle.error:
             out.print(f"[red]error:[/red] {cycle.error}")
         for o in cycle.outcomes:
-            style = "red" if o.status in ("failed", "skipped") else "green"
+            style = "red" if o.status in ("failed", "cancelled", "skipped") else "green"
             detail = f": {o.error.splitlines()[0]}" if o.error else ""
             out.print(f"[{style}]{o.status:<12}[/{style}] {o.name}{detail}")
 

@@ -164,10 +164,12 @@ class Generator:
                 if self.min_inputs == self.max_inputs
                 else f"{self.min_inputs} to {self.max_inputs}"
             )
-            raise InvalidInput(
-                f"generator {self.id!r} takes {want} input asset(s), got {count}",
-                hint="name inputs with --input ASSET",
-            )
+            if count > self.max_inputs:
+                hint = ("it makes its output from no input: leave out --input" if self.max_inputs == 0
+                        else f"name at most {self.max_inputs} with --input")
+            else:
+                hint = "name inputs with --input ASSET"
+            raise InvalidInput(f"generator {self.id!r} takes {want} input asset(s), got {count}", hint=hint)
 
     def run(self, ctx: RunContext) -> None:
         raise NotImplementedError

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any, Iterable
 
-from lattice.errors import QueueError, RepositoryCorrupt, closest
+from lattice.errors import InvalidInput, QueueError, RepositoryCorrupt, closest
 from lattice.queue.schema import _COLUMNS, ACTIVE, MAX_ID, RECORDED_STAGE, SLOT_KINDS, STATES, Job, _parse_id, _rows_to_jobs, _slot_filter
 
 
@@ -36,7 +36,11 @@ class QueueAdmin:
 
     def retry(self, ids: Iterable[int | str]) -> list[Job]:
         """Queue failed or cancelled jobs again with fresh attempts, together
-        with the jobs that failed only because of them."""
+        with the jobs that failed only because of them. A job named here
+        that waits on a failed or cancelled job not named with it is
+        refused (it could never run): the hint names what to retry with it.
+        A dependent that also waits on another dead job stays failed,
+        blocked by that one, whose retry revives it."""
         with self._tx() as db:
             jobs = [self._require(db, i) for i in ids]
             for job in jobs:
@@ -45,14 +49,24 @@ class QueueAdmin:
                         f"job {job.id} is {job.state}; only failed or cancelled jobs can be retried",
                         hint="`lattice queue ls --state failed` lists them",
                     )
+            named = {j.id for j in jobs}
+            for job in jobs:
+                dead = [d for d in self._dead_deps(db, job.id) if d not in named]
+                if dead:
+                    raise self._blocked(db, job.id, dead, named)
             now = time.time()
             todo = [j.id for j in jobs]
-            seen: set[int] = set()
+            revived: set[int] = set()
             while todo:
                 job_id = todo.pop()
-                if job_id in seen:
+                if job_id in revived:
                     continue
-                seen.add(job_id)
+                if job_id not in named:  # a dependent: only if nothing else it waits on is dead
+                    dead = [d for d in self._dead_deps(db, job_id) if d not in revived and d not in named]
+                    if dead:
+                        db.execute("UPDATE jobs SET blocked_by=? WHERE id=?", (dead[0], job_id))
+                        continue
+                revived.add(job_id)
                 db.execute(
                     "UPDATE jobs SET state='queued', attempts=0, error=NULL, stderr_tail=NULL, exit_code=NULL, result=NULL,"
                     " started_at=NULL, finished_at=NULL, next_try=?, progress=0, stage=NULL, blocked_by=NULL"
@@ -62,6 +76,34 @@ class QueueAdmin:
                 todo += [r[0] for r in db.execute(
                     "SELECT id FROM jobs WHERE blocked_by=? AND state='failed'", (job_id,))]
             return [self._fetch(db, j.id) for j in jobs]  # type: ignore[misc]
+
+    def _dead_deps(self, db, job_id: int) -> list[int]:
+        """The dependencies of `job_id` that failed or were cancelled."""
+        return [r[0] for r in db.execute(
+            "SELECT d.dep FROM deps AS d JOIN jobs AS p ON p.id=d.dep"
+            " WHERE d.job=? AND p.state IN ('failed','cancelled') ORDER BY d.dep", (job_id,))]
+
+    def _blocked(self, db, job_id: int, dead: list[int], named: set[int]) -> QueueError:
+        """Why `job_id` cannot be retried alone: it waits on `dead`. The hint's
+        command retries those and every dead job they wait on in turn, with
+        the jobs already named, which is enough for all of them to run."""
+        states = dict(db.execute(
+            f"SELECT id, state FROM jobs WHERE id IN ({','.join('?' * len(dead))})", dead).fetchall())
+        how = {d: "cancelled" if states[d] == "cancelled" else "failed" for d in dead}
+        if len(dead) == 1:
+            what = f"job {dead[0]}, which {'was cancelled' if how[dead[0]] == 'cancelled' else 'failed'}"
+        else:
+            what = "jobs " + ", ".join(f"{d} ({how[d]})" for d in dead)
+        needed, todo = set(named), list(dead)
+        while todo:
+            d = todo.pop()
+            if d not in needed:
+                needed.add(d)
+                todo += self._dead_deps(db, d)
+        return QueueError(
+            f"job {job_id} waits on {what}, so it could never run",
+            hint=f"retry them together: `lattice queue retry {' '.join(map(str, sorted(needed)))}`",
+        )
 
     def clear_finished(self) -> int:
         """Delete succeeded, failed and cancelled jobs; returns how many. A
@@ -84,7 +126,7 @@ class QueueAdmin:
             states = list(states)
             for s in states:
                 if s not in STATES:
-                    raise QueueError(f"unknown job state {s!r}{closest(s, STATES)}",
+                    raise InvalidInput(f"unknown job state {s!r}{closest(s, STATES)}",
                                      hint=f"states are: {', '.join(STATES)}")
             where = f"WHERE state IN ({','.join('?' * len(states))})"
             args += states

@@ -295,6 +295,8 @@ class JobQueue(QueueAdmin):
                 self._reclaim_expired(db, now)
                 row = self._next_runnable(db, now, where, args)
             if row is None:
+                self._fail_stranded(db)
+            if row is None:
                 return None
             claimed = db.execute(
                 "UPDATE jobs SET state='running', attempts=attempts+1, started_at=?, worker=?, lease_until=?,"
@@ -312,6 +314,19 @@ class JobQueue(QueueAdmin):
                 ORDER BY priority, id LIMIT 1""",
             (now, *args),
         ).fetchone()
+
+    def _fail_stranded(self, db: sqlite3.Connection) -> None:
+        """Fail queued jobs that wait on a failed or cancelled job, as that
+        job's failure would have: they can never run, and a worker (`--once`)
+        must not wait for them. The queue fails them when their dependency
+        ends; this catches any it did not (a queue written by an older
+        lattice, a retry that revived a job but not its dependency)."""
+        for job_id, dead in db.execute(
+            "SELECT j.id, min(d.dep) FROM jobs AS j JOIN deps AS d ON d.job=j.id JOIN jobs AS p ON p.id=d.dep"
+            " WHERE j.state='queued' AND p.state IN ('failed','cancelled') GROUP BY j.id"
+        ).fetchall():
+            if db.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()[0] == "queued":
+                self._fail_dependents(db, dead, only=[job_id])
 
     def _reclaim_expired(self, db: sqlite3.Connection, now: float) -> None:
         """Jobs whose worker stopped renewing its lease (killed, hung, power
