@@ -203,7 +203,21 @@ def add(
             tx.message = f"add {_summary(changed)}"
     with index:
         index.set_stat(stat_updates)
+    _warn_unreadable([(r.path, facts[r.path]) for r in results if r.status != "unchanged" and r.path in facts])
     return results
+
+
+def _warn_unreadable(added: list[tuple[str, object]]) -> None:
+    """Say which added images and videos ffmpeg found no picture (nor sound)
+    in: a text file named .png is recorded by its extension, and every
+    generator and export of it will be refused."""
+    from lattice.errors import warn
+    from lattice.worktree import shown
+
+    for name, media in added:
+        if media.kind in ("image", "video") and not media.width and not media.audio_codec:
+            warn(f"{shown(name)}: no {media.kind} ffmpeg can read; it is recorded by its extension, "
+                 "and generators and exports will refuse it")
 
 
 @contextlib.contextmanager

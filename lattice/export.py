@@ -171,7 +171,12 @@ def check_source(name: str, kind: str, media: dict | None, params: dict[str, Any
     fmt = params["format"]
     check_compatible(name, kind, fmt)
     if FORMATS[fmt][1] == "audio" and media and not media.get("audio_codec"):
-        raise InvalidInput(f"{name} has no audio stream to export as {fmt}")
+        raise InvalidInput(f"{name} has no audio stream to export as {fmt}",
+                           hint="export its picture instead (e.g. --format mp4 or png), or export an asset with sound")
+    if kind in ("image", "video") and FORMATS[fmt][1] != "audio" and media and not media.get("width"):
+        # ffmpeg would loop a still it cannot decode until the job timed out
+        raise InvalidInput(f"{name} has no picture ffmpeg can read, so there is nothing to export as {fmt}",
+                           hint=f"replace it with a readable {kind} and run {command('lattice add', name)}")
     dur = (media or {}).get("duration")
     if params["end"] and dur and params["start"] >= dur and kind != "image":
         raise InvalidInput(f"the range {_num(params['start'])}-{_num(params['end'])} s starts after the end of {name} ({dur:g} s)",
@@ -230,6 +235,9 @@ class ExportGenerator(Generator):
         if what in ("video", "frames") and span and rate and span * rate < 1 - 1e-9:
             raise InvalidInput(f"{rate:g} fps over {span:g} s gives no frame: an export needs at least one",
                                hint=f"raise --fps to at least {1 / span:.3g}, or export a longer --range")
+        if kind == "image" and what == "image" and (fps or end or start):
+            raise InvalidInput(f"a still image exported as {fmt} is one picture: a range and a frame rate do not apply",
+                               hint="leave --range and --fps out (start, end and fps 0), or export a video format such as gif or mp4")
         if fmt in ("mp4", "webm") and (w % 2 or h % 2):
             raise InvalidInput(f"{w}x{h}: {fmt} needs even width and height",
                                hint="e.g. --size 1280x720 (width=1280, height=720), or 0 to keep the source's")
@@ -292,11 +300,14 @@ def ffmpeg_args(src: Path, out: Path, p: dict[str, Any]) -> tuple[list[str], flo
     fmt, kind, q = p["format"], p["source_kind"], PRESETS[p["quality"]]
     what = FORMATS[fmt][1]
     span = p["end"] - p["start"] if p["end"] else None
+    # A still ffmpeg cannot decode is a decode error on every loop: -xerror
+    # makes the first one fatal, where ffmpeg would otherwise spin until the timeout.
+    strict = ["-xerror"] if kind == "image" else []
     if kind == "image" and what in ("video", "frames"):
         span = span or STILL_SECONDS
-        inp = ["-loop", "1", "-framerate", _num(p["fps"] or 25), "-t", f"{span:.6f}", "-i", file_url(src)]
+        inp = [*strict, "-loop", "1", "-framerate", _num(p["fps"] or 25), "-t", f"{span:.6f}", "-i", file_url(src)]
     else:
-        inp = (["-ss", f"{p['start']:.6f}"] if p["start"] else []) + (["-t", f"{span:.6f}"] if span else [])
+        inp = strict + (["-ss", f"{p['start']:.6f}"] if p["start"] else []) + (["-t", f"{span:.6f}"] if span else [])
         inp += ["-i", file_url(src)]
     chain = []
     if p["fps"] and what in ("video", "frames"):
@@ -355,7 +366,7 @@ def _lottie(src: Path, out: Path, p: dict[str, Any], timeout, on_process) -> boo
     png = out.with_name(out.name + ".frame.png")
     try:
         vf = ["-vf", f"scale={p['width']}:{p['height']}:flags={SWS_FLAGS}"] if p["width"] else []
-        run_ffmpeg(["-i", file_url(src), "-frames:v", "1", *vf, *BITEXACT, "-c:v", "png", "-f", "image2",
+        run_ffmpeg(["-xerror", "-i", file_url(src), "-frames:v", "1", *vf, *BITEXACT, "-c:v", "png", "-f", "image2",
                     "-update", "1", file_url(png)], timeout=timeout, on_process=on_process)
         data = png.read_bytes()
     finally:
@@ -745,6 +756,7 @@ def _write_file(src: Path, out: Path, p: dict, hooks, place: Callable[[Path, Pat
     from lattice.fsutil import TEMP_MARK, fsync_dir, publish, temp_path_near
 
     if p["format"] != "frames":
+        _sweep_stale_temps(out)
         try:
             tmp = temp_path_near(out)
         except OSError as e:  # a folder that takes no files fails the same way on every try
@@ -773,6 +785,49 @@ def _write_file(src: Path, out: Path, p: dict, hooks, place: Callable[[Path, Pat
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
     return False
+
+
+STALE_TEMP_AGE = 3600.0  # seconds untouched before a dead process's temp beside an export is removed
+
+
+def _sweep_stale_temps(out: Path) -> None:
+    """Remove what an export to `out` that was killed (SIGKILL, a crash)
+    left beside it: temps named as temp_path_near names them for this very
+    output (`.stem.tmp-PID-N.ext`), whose process is gone from this machine
+    and which nothing has touched for STALE_TEMP_AGE (an export on another
+    machine sharing the folder keeps writing to its temp, and its pid means
+    nothing here). Inside the project gc sweeps such temps; outside it, this
+    is the only cleanup. Best effort: never fails the export."""
+    import time
+
+    from lattice.fsutil import TEMP_MARK
+
+    ours = re.compile(re.escape(f".{out.stem}{TEMP_MARK}") + r"(\d+)-\d+" + re.escape(out.suffix))
+    try:
+        names = [n for n in os.listdir(out.parent) if ours.fullmatch(n)]
+    except OSError:
+        return
+    now = time.time()
+    for n in names:
+        pid = int(ours.fullmatch(n)[1])
+        path = out.parent / n
+        with contextlib.suppress(OSError):
+            st = os.lstat(path)
+            if stat.S_ISREG(st.st_mode) and now - st.st_mtime >= STALE_TEMP_AGE and not _alive(pid):
+                path.unlink()
+
+
+def _alive(pid: int) -> bool:
+    """Whether process `pid` exists on this machine (True when unsure)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
 
 
 def _place_outside(repo: Repository, tmp: Path, out: Path, *, force: bool, source: str, oid: str) -> None:

@@ -204,8 +204,8 @@ def parse_ffmpeg_info(text: str, kind: str, size: int) -> MediaInfo:
         info.fps = info.codec = info.width = info.height = None
     elif info.kind == "image" and video:
         still = info.codec != "gif" and not (info.codec == "webp" and info.duration)
-        if still:
-            info.frames, info.duration, info.fps = 1, None, None
+        if still:  # no size: a stream ffmpeg named by the extension but cannot decode, not one frame
+            info.frames, info.duration, info.fps = (1 if info.width else None), None, None
     if info.kind in ("video", "image") and info.frames is None and info.duration and info.fps:
         info.frames = max(1, round(info.duration * info.fps))
     return info

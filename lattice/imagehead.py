@@ -67,3 +67,22 @@ def _jpeg(f) -> tuple[str, int, int] | None:
         if kind == 0xD9 or length < 2:
             return None
         f.seek(length - 2, 1)
+
+
+# The first bytes every file of these formats starts with (webp: RIFF....WEBP).
+_MAGIC = {"png": (b"\x89PNG\r\n\x1a\n",), "jpg": (b"\xff\xd8\xff",), "jpeg": (b"\xff\xd8\xff",),
+          "gif": (b"GIF87a", b"GIF89a"), "webp": (b"RIFF",)}
+
+
+def lacks_signature(path: Path, ext: str) -> bool:
+    """True when `path`, named .`ext`, cannot be that format: its first bytes
+    are not the format's signature (a text file named .png). False when they
+    are, or when the format is not one checked here."""
+    magic = _MAGIC.get(ext.lower())
+    if magic is None:
+        return False
+    with open(path, "rb") as f:
+        head = f.read(12)
+    if ext.lower() == "webp" and head[8:12] != b"WEBP":
+        return True
+    return not head.startswith(magic)

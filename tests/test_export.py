@@ -554,3 +554,95 @@ def test_an_export_job_that_may_not_create_its_file_fails_once_with_exit_13(tmp_
     assert r.code == 13 and "/proc: the filesystem takes no new files there" in r.err, r.err
     [job] = [j for j in run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json if j["type"] == "export"]
     assert job["state"] == "failed" and job["attempts"] == 1, job
+
+
+# -- an unreadable source, still-format options, leftovers of a killed export ------------
+
+
+def test_an_unreadable_image_is_refused_up_front_not_left_to_spin(tmp_repo, tmp_path):
+    """16 bytes of text named .png: `add` warns, and every export of it
+    (and `gen` of one) is refused before any job; ffmpeg used to loop the
+    undecodable still at full CPU until the job timed out, three times."""
+    from conftest import run_proc
+
+    root = tmp_repo.gen({"g.png": "not a png at all"}).root
+    outside = tmp_path / "out"
+    outside.mkdir()
+    r = run_proc("add", "g.png", cwd=root, timeout=30)
+    assert r.returncode == 0 and "g.png: no image ffmpeg can read" in r.stderr, r.stderr
+    assert "frames" not in tmp_repo.record("g.png").current.media  # not "one frame": nothing decodes
+    for fmt in ("gif", "webm", "mp4", "png", "frames", "lottie"):
+        out = outside / ("g-frames" if fmt == "frames" else f"g.{'json' if fmt == 'lottie' else fmt}")
+        r = run_proc("export", "g.png", "--format", fmt, "-o", str(out), cwd=root, timeout=30)
+        assert r.returncode == 4 and "g.png has no picture ffmpeg can read" in r.stderr, (fmt, r.stderr)
+        assert "hint: replace it with a readable image" in r.stderr
+    r = run_proc("gen", "ex.gif", "-m", "lattice.export", "-i", "g.png", "--set", "format=gif",
+                 "--set", "source_kind=image", cwd=root, timeout=30)
+    assert r.returncode == 4 and "g.png has no picture ffmpeg can read" in r.stderr, r.stderr
+    assert not list(outside.iterdir()) and "ex.gif" not in tmp_repo.index.names()
+    assert run_cli("queue", "ls", "--json", cwd=root).json == []
+
+
+@pytest.mark.parametrize("fmt", ["gif", "mp4", "webm", "png", "frames", "lottie"])
+def test_an_undecodable_still_fails_the_encode_at_once_and_for_good(tmp_path, fmt):
+    """Past the up-front check (facts recorded before it existed, a file
+    changed under a queued job), the encode itself stops at the first
+    decode error, as a failure that is not retried (not transient)."""
+    import time
+
+    from lattice.errors import GeneratorFailed
+    from lattice.export import ExportGenerator, render
+
+    src = tmp_path / "g.png"
+    src.write_text("not a png at all")
+    p = ExportGenerator().normalize({"format": fmt, "source_kind": "image"})
+    out = tmp_path / ("frames" if fmt == "frames" else f"out.{'json' if fmt == 'lottie' else fmt}")
+    start = time.monotonic()
+    with pytest.raises(GeneratorFailed, match="Invalid PNG signature") as e:
+        render(src, out, p, timeout=60)
+    assert time.monotonic() - start < 20 and not e.value.transient
+
+
+def test_a_video_with_no_sound_to_export_as_audio_says_what_to_do(media, tmp_path):
+    r = export(media, "clip.mp4", "-o", str(tmp_path / "x.wav"))
+    assert r.code == 4 and "clip.mp4 has no audio stream to export as wav" in r.err
+    assert r.err.splitlines()[1].startswith("hint: ")
+
+
+@pytest.mark.parametrize("args", [["--range", "0-1"], ["--fps", "10"], ["--range", "0-1", "--fps", "10"]])
+@pytest.mark.parametrize("fmt", ["png", "jpg", "webp"])
+def test_a_range_or_frame_rate_for_a_still_exported_as_a_still_is_refused(media, tmp_path, args, fmt):
+    r = export(media, "still.png", "-o", str(tmp_path / f"x.{fmt}"), *args)
+    assert r.code == 4 and "a range and a frame rate do not apply" in r.err.splitlines()[0], r.err
+    assert r.err.splitlines()[1].startswith("hint: leave --range and --fps out")
+    assert not list(tmp_path.iterdir())
+    r = run_cli("gen", f"s2.{fmt}", "-m", "lattice.export", "-i", "still.png", "--set", f"format={fmt}",
+                "--set", "source_kind=image", "--set", "fps=10", cwd=media.root)
+    assert r.code == 4 and "a range and a frame rate do not apply" in r.err, r.err
+
+
+def test_an_export_removes_what_a_killed_export_to_the_same_name_left(media, tmp_path):
+    """A SIGKILLed export leaves `.g.tmp-PID-N.gif` beside its output; the
+    next export to that name removes it once its process is gone and it
+    has sat untouched an hour, and leaves alone any other temp: a live
+    process's, a fresh one (maybe another machine's on a shared folder),
+    another name's."""
+    import subprocess
+    import sys
+
+    from lattice.export import STALE_TEMP_AGE
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    dead, live = child.pid, os.getpid()
+    old = os.stat(tmp_path).st_mtime - STALE_TEMP_AGE - 60
+    files = {f".g.tmp-{dead}-1.gif": old, f".g.tmp-{live}-3.gif": old, f".g.tmp-{dead}-2.gif": None,
+             f".h.tmp-{dead}-1.gif": old, f".g.tmp-{dead}-1.mp4": old, "g.tmp-1-1.gif": old}
+    for name, mtime in files.items():
+        (tmp_path / name).write_bytes(b"half an export")
+        if mtime:
+            os.utime(tmp_path / name, (mtime, mtime))
+    r = export(media, "still.png", "-o", str(tmp_path / "g.gif"))
+    assert r.code == 0, r.err
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == sorted({*files, "g.gif", "g.gif.lattice.json"} - {f".g.tmp-{dead}-1.gif"})

@@ -218,3 +218,14 @@ def running_in_group(pgid: int) -> list[int]:
 def test_ffmpeg_exe_is_cached():
     assert ffmpeg_exe() is ffmpeg_exe()
     assert os.access(ffmpeg_exe(), os.X_OK)
+
+
+def test_an_image_ffmpeg_cannot_decode_is_not_one_frame(tmp_path):
+    """Text named .png: ffmpeg names a png stream by the extension, with no
+    size; that is no frame, so the probe records no frame count."""
+    from lattice.ffmpeg import probe
+
+    bad = tmp_path / "g.png"
+    bad.write_text("not a png at all")
+    info = probe(bad)
+    assert info.kind == "image" and info.width is None and info.frames is None

@@ -699,3 +699,18 @@ def test_a_built_in_is_found_without_scanning_the_plug_ins(monkeypatch):
     with pytest.raises(InvalidInput, match="unknown generator"):
         reg.get("no.such")
     assert "ffmpeg.testsrc" in reg and reg.warnings == [] and scans == [1]
+
+
+@pytest.mark.parametrize("ext", ["png", "jpg", "gif", "webp"])
+def test_a_command_generator_that_writes_no_image_where_it_names_one_fails(tmp_path, ext):
+    """Garbage written as .png would be recorded as a valid image that every
+    later generator and export refuses: the signature is checked."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "w.py").write_text("import sys\nopen(sys.argv[1], 'w').write('not an image')\n")
+    repo = SimpleNamespace(root=root, config={"generators": {"junk": {
+        "argv": [sys.executable, "w.py", "{output}"], "extensions": [ext]}}})
+    trust.trust(repo.root, repo.config)
+    reg = generators.load(repo.config, repo_root=repo.root)
+    with pytest.raises(GeneratorFailed, match=f"is not a {ext.upper()} file"):
+        make("junk", tmp_path / f"o.{ext}", {}, seed=7, inputs=[], registry=reg, prompt="", env={})

@@ -162,6 +162,14 @@ class CommandGenerator(Generator):
                 f"command generator {self.id!r} exited 0 but wrote {state} at {{output}}",
                 hint=f"the program must write its result to the path given for {{output}} ({output.name})",
             )
+        from lattice.imagehead import lacks_signature
+
+        ext = extension(output.name)
+        if lacks_signature(output, ext):  # garbage recorded as a valid image would fail every later use
+            raise GeneratorFailed(
+                f"command generator {self.id!r} exited 0 but what it wrote at {{output}} is not a {ext.upper()} file",
+                hint=f"the program must write a real .{ext} file ({output.name}); its first bytes are not a {ext.upper()} signature",
+            )
         ctx.progress(1.0, "finalizing")
 
 
