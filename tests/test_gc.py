@@ -252,7 +252,7 @@ def test_fsck_notes_what_gc_evicted_on_request_and_passes(tmp_repo):
     gen(tmp_repo, "r.txt", model="test.random")
     gen(tmp_repo, "b.txt", model="test.join", inputs=["r.txt"])
     assert run_cli("regen", "r.txt", "--seed", "2", cwd=tmp_repo.root).code == 0  # b.txt follows
-    (r1, _), (b1, _) = objects_of(tmp_repo, "r.txt"), objects_of(tmp_repo, "b.txt")
+    (r1, r2), (b1, _) = objects_of(tmp_repo, "r.txt"), objects_of(tmp_repo, "b.txt")
     assert evicted(gc(tmp_repo, *EVERYTHING, "--include-nondeterministic")) == sorted([r1, b1])
     r = run_cli("fsck", "--json", cwd=tmp_repo.root)
     assert r.code == 0 and r.json["ok"] and r.json["problems"] == [], r.out
