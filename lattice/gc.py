@@ -460,8 +460,8 @@ def evicted_for_good(repo: Repository) -> set[str]:
         try:
             for (detail,) in db.execute("SELECT detail FROM runs"):
                 d = json.loads(detail)
-                out.update(d.get("for_good", []))
-                out.update(d.get("objects", []))  # before for_good was kept: harmless for re-makable ones
+                # A run logged before for_good was kept lists its objects of any kind.
+                out.update(d["for_good"] if "for_good" in d else d.get("objects", []))
         finally:
             db.close()
     except (sqlite3.Error, ValueError, AttributeError, TypeError):

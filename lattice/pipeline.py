@@ -28,7 +28,9 @@ class Submitted:
 def queue_of(repo: Repository):
     from lattice.queue import repo_queue
 
-    return repo_queue(repo.dir, repo.config, reading=repo.reading)
+    # An in-memory copy only where the repository is read-only as a whole:
+    # work submitted to a copy of one unwritable queue.db would vanish.
+    return repo_queue(repo.dir, repo.config, reading=repo.read_only)
 
 
 def lease_of(repo: Repository) -> float:

@@ -159,6 +159,19 @@ def test_versions_only_history_names_are_never_swept(tmp_repo):
     assert run_cli("du", "--json", cwd=tmp_repo.root).json["unreferenced"] == 0
 
 
+def test_the_run_log_counts_swept_orphans_as_no_eviction_on_request(tmp_repo):
+    """fsck calls a version's bytes "evicted at your request" only for what
+    gc evicted by policy, not for an orphan it swept as unreferenced."""
+    from lattice.gc import evicted_for_good
+
+    gen(tmp_repo, "x.txt")
+    orphan = tmp_repo.objects.put_bytes(b"named by nothing" * 100).oid
+    past = time.time() - 15 * 86400
+    os.utime(tmp_repo.objects.locate(orphan), (past, past))
+    assert [(e["object"], e["reason"]) for e in gc(tmp_repo)["evictions"]] == [(orphan, "unreferenced")]
+    assert orphan not in evicted_for_good(Repository.find(tmp_repo.root))
+
+
 def test_size_cap_evicts_least_recently_used_first(tmp_repo):
     for word in ("a", "b", "c", "d"):
         gen(tmp_repo, "x.txt", word=word, repeat=50)

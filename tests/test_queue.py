@@ -306,6 +306,7 @@ def test_retry_of_a_job_whose_dependency_is_dead_is_refused_naming_it(tmp_path):
     assert q.get(z.id).blocked_by == x.id
     q.retry([x.id])
     assert (q.get(z.id).state, q.get(z.id).blocked_by) == ("failed", y.id)  # y is still dead
+    assert q.get(z.id).error == f"dependency {y.id} failed"  # its error names the one it waits on now
     q.retry([y.id])
     assert [q.get(j.id).state for j in (x, y, z)] == ["queued"] * 3
 

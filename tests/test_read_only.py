@@ -290,3 +290,21 @@ def test_a_copy_reads_a_database_on_a_read_only_mount(project, leave):
     proc = subprocess.run([*prefix, sys.executable, "-c", code, str(index)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["0" if leave == "nothing" else "1", "5"]
+
+
+def test_work_is_never_submitted_to_an_in_memory_copy_of_the_queue(tmp_repo, monkeypatch):
+    """`cat` reads, but re-making an evicted output submits a job: where only
+    queue.db says it may not be written (another user's file in a shared
+    .lattice), the job goes to the real queue or the command is refused,
+    never to a copy whose jobs vanish."""
+    from lattice import sqlite as lattice_sqlite
+
+    repo = tmp_repo
+    assert run_cli("gen", "e.txt", "--model", "test.text", "--seed", "1", "-q", cwd=repo.root).code == 0
+    made = (repo.root / "e.txt").read_bytes()
+    assert run_cli("gc", "--older-than", "0", "--include-current", "--keep-versions", "0", "-q", cwd=repo.root).code == 0
+    (repo.root / "e.txt").unlink()
+    real = lattice_sqlite._writable
+    monkeypatch.setattr(lattice_sqlite, "_writable", lambda path: Path(path).name != "queue.db" and real(path))
+    r = run_cli("cat", "e.txt", cwd=repo.root)
+    assert (r.code, r.out.encode()) == (0, made), r.err  # only _writable says no here: the real file takes the job

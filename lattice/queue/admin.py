@@ -63,8 +63,10 @@ class QueueAdmin:
                     continue
                 if job_id not in named:  # a dependent: only if nothing else it waits on is dead
                     dead = [d for d in self._dead_deps(db, job_id) if d not in revived and d not in named]
-                    if dead:
-                        db.execute("UPDATE jobs SET blocked_by=? WHERE id=?", (dead[0], job_id))
+                    if dead:  # still blocked: by that one now, and its error says so
+                        state = db.execute("SELECT state FROM jobs WHERE id=?", (dead[0],)).fetchone()[0]
+                        why = f"dependency {dead[0]} " + ("was cancelled" if state == "cancelled" else "failed")
+                        db.execute("UPDATE jobs SET blocked_by=?, error=? WHERE id=?", (dead[0], why, job_id))
                         continue
                 revived.add(job_id)
                 db.execute(
