@@ -137,7 +137,8 @@ def worktree_lines(wt) -> None:
     for p in wt.kept:
         echo(f"kept (unrecorded edits): {p}", err=True)
     if wt.absent:
-        echo(f"{len(wt.absent)} outputs are not in the store: `lattice render` re-makes them", err=True)
+        n = len(wt.absent)
+        echo(f"{n} output{' is' if n == 1 else 's are'} not in the store: `lattice render` re-makes {'it' if n == 1 else 'them'}", err=True)
         for p in wt.absent[:10]:
             echo(f"  {p}", err=True)
 
