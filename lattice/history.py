@@ -93,10 +93,25 @@ def open_git(repo: Repository, create: bool = True):
         pygit2.init_repository(str(path), bare=True, initial_head=DEFAULT_BRANCH)
     if repo.lock.held_here() and not repo.read_only:
         _remove_stale_git_locks(path)
+    if not repo.read_only:
+        # git carries no empty folder: a history committed into the project's
+        # git before it held objects (or refs) comes back without them.
+        for part in ("objects", "refs"):
+            if not (path / part).is_dir() and not os.path.lexists(path / part):
+                (path / part).mkdir()
     try:
-        return pygit2.Repository(str(path))
+        return open_path(path)
     except pygit2.GitError as e:
         raise HistoryError(f"{path} cannot be opened: {e}", hint="`lattice fsck` checks it, `lattice fsck --repair` re-creates it") from None
+
+
+def open_path(path: Path):
+    """The git repository at exactly `path`: never one found above it (a
+    history.git that is no git directory would otherwise open the
+    project's own .git, and lattice would commit into it)."""
+    import pygit2
+
+    return pygit2.Repository(str(path), pygit2.enums.RepositoryOpenFlag.NO_SEARCH)
 
 
 def _remove_stale_git_locks(path: Path) -> None:

@@ -26,6 +26,7 @@ from lattice.history import (
     head_commit,
     manifest_blobs,
     open_git,
+    open_path,
     signature,
     snapshot_tree,
 )
@@ -360,7 +361,7 @@ def rewind_broken_refs(repo: Repository) -> list[Rewind]:
     values = _ref_values(repo)
     if not values:
         return []
-    g = pygit2.Repository(str(git_dir(repo)))
+    g = open_path(git_dir(repo))
     intact = _Intact(g)
     sound = {ref: oid for ref, oid in values.items() if oid is not None and intact.commit(oid)}
     broken = {ref: oid for ref, oid in values.items() if ref not in sound}

@@ -1681,3 +1681,24 @@ def test_diff_of_a_state_and_a_version_says_which_forms_work(tmp_repo):
     assert "seed" not in ok("diff", "a.txt@v1", "a.txt", repo=repo).out and "a.txt@v2" in ok("diff", "a.txt@v1", "a.txt", repo=repo).out
     r = run_cli("diff", "a.txt@v1", "nope", cwd=repo.root)
     assert r.code == 4 and "no asset named 'nope'" in r.err
+
+
+@pytest.mark.skipif(GIT is None, reason="needs git")
+def test_a_history_without_objects_never_opens_the_projects_own_git(tmp_path):
+    """git carries no empty folder: a history.git committed before it held
+    objects comes back without objects/ (or refs/). lattice must not then
+    open the project's .git above it and commit into the user's branch."""
+    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
+    top = tmp_path / "project"
+    repo = Repository.init(top)
+    subprocess.run(["git", "init", "-q"], cwd=top, check=True, env=env)
+    add(repo, "a.txt", "1")
+    subprocess.run(["git", "add", "-A"], cwd=top, check=True, env=env)
+    subprocess.run(["git", "commit", "-qm", "one"], cwd=top, check=True, env=env)
+    for part in ("objects", "refs"):
+        shutil.rmtree(repo.dir / "history.git" / part)
+    add(repo, "b.txt", "2")
+    outer = subprocess.run(["git", "log", "--format=%s"], cwd=top, capture_output=True, text=True, check=True).stdout.split("\n")
+    assert outer[0] == "one"  # the user's own branch got no lattice commit
+    assert git_log(repo, "--format=%s").splitlines()[0] == "add b.txt"
+    assert run_cli("fsck", cwd=top).code == 0
