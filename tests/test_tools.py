@@ -382,10 +382,162 @@ def test_hook_refuses_a_history_ref_committed_without_its_objects(tmp_path):
     run_cli("add", "src.txt", cwd=repo.root)
     r = subprocess.run(["git", "commit", "-qam", "two"], cwd=top, capture_output=True, text=True, env=env)
     assert r.returncode != 0 and "history-not-staged: proj/.lattice/history.git/refs/heads/main" in r.stderr, r.stderr
-    assert "`git add proj/.lattice/history.git`" in r.stderr
+    assert "`git add -A proj/.lattice/history.git`" in r.stderr
     _git(top, "add", "proj/.lattice/history.git/refs")
     r = run_cli("hooks", "check", "--json", cwd=repo.root)
     assert r.code == 1 and [f["problem"] for f in r.json] == ["history-not-staged"]
     _git(top, "add", "-A")
     r = subprocess.run(["git", "commit", "-qm", "two"], cwd=top, capture_output=True, text=True, env=env)
     assert r.returncode == 0, r.stderr
+
+
+def _hook_project(top: Path, sub: str = "proj"):
+    """A git working tree at `top` with a lattice project at `sub` (or at the
+    top for "."), one asset, the plain hook installed; and a `commit` that
+    runs `git commit ARGS` there as a user does (the hook runs)."""
+    from lattice.repo import write_gitignore
+
+    top.mkdir(parents=True, exist_ok=True)
+    _git(top, "init", "-q")
+    repo = Repository.init(top / sub)
+    write_gitignore(repo.root)
+    assert run_cli("hooks", "install", cwd=repo.root).code == 0
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"}
+
+    def commit(*args, cwd=top):
+        return subprocess.run(["git", "commit", "-q", *args], cwd=cwd, capture_output=True, text=True, env=env)
+
+    return repo, commit
+
+
+def _record(repo, name, text):
+    (repo.root / name).write_text(text)
+    assert run_cli("add", name, cwd=repo.root).code == 0
+
+
+def _clone_history_log(src: Path, dest: Path, sub: str) -> list[str]:
+    import pygit2
+
+    subprocess.run(["git", "clone", "-q", str(src), str(dest)], check=True, capture_output=True)
+    gitdir = dest / sub / ".lattice" / "history.git"
+    (gitdir / "refs").mkdir(exist_ok=True)  # git keeps no empty folder: refs/ is gone when packed-refs holds them all
+    g = pygit2.Repository(str(gitdir), pygit2.enums.RepositoryOpenFlag.NO_SEARCH)
+    return [c.message.strip() for c in g.walk(g.head.target)]
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_hook_never_refuses_a_commit_of_history_staged_whole(tmp_path):
+    """A false refusal blocks every commit: the first commit, one before any
+    history, `git add -A` after adds, after a repack and after `git
+    pack-refs`, and a commit that leaves history alone all pass."""
+    from lattice import history
+
+    repo, commit = _hook_project(tmp_path / "top", ".")
+    top = repo.root
+    (top / "readme.txt").write_text("hi")
+    _git(top, "add", "-A")
+    assert not history.exists(repo)
+    r = commit("-m", "first")  # no history commit yet, no git HEAD yet
+    assert r.returncode == 0, r.stderr
+    _record(repo, "a.txt", "1")
+    _git(top, "add", "-A")
+    assert (r := commit("-m", "a")).returncode == 0, r.stderr
+    _record(repo, "b.txt", "1")
+    (top / "readme.txt").write_text("unrelated")
+    _git(top, "add", "readme.txt")  # history moved, none of it staged: an older, whole history is committed
+    assert (r := commit("-m", "readme")).returncode == 0, r.stderr
+    _git(top, "add", "-A")
+    _record(repo, "c.txt", "1")  # staged, then history moves again: what is staged is whole
+    assert (r := commit("-m", "b")).returncode == 0, r.stderr
+    _git(top, "add", "-A")
+    assert (r := commit("-m", "c")).returncode == 0, r.stderr
+    assert history.repack(repo, force=True)
+    _git(top, "add", "-A")
+    assert (r := commit("-m", "repacked")).returncode == 0, r.stderr
+    _git(top, "--git-dir", str(history.git_dir(repo)), "pack-refs", "--all")
+    _git(top, "add", "-A")
+    assert (r := commit("-m", "packed refs")).returncode == 0, r.stderr
+    _record(repo, "d.txt", "1")
+    assert (r := commit("-am", "d")).returncode != 0  # new objects untracked
+    _git(top, "add", "-A")
+    assert (r := commit("-m", "d")).returncode == 0, r.stderr
+    assert _clone_history_log(top, tmp_path / "clone", ".")[0] == "add d.txt"
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_hook_refuses_a_commit_deleting_repacked_history_objects(tmp_path):
+    """`lattice gc` repacks history: every loose object file is deleted and a
+    new, untracked pack written. `git commit -a` stages the deletions with no
+    ref changed; the clone would have a history with no objects at all."""
+    from lattice import history
+
+    repo, commit = _hook_project(tmp_path / "top")
+    for i in range(3):
+        _record(repo, f"a{i}.txt", str(i))
+    _git(tmp_path / "top", "add", "-A")
+    assert (r := commit("-m", "base")).returncode == 0, r.stderr
+    assert history.repack(repo, force=True)
+    r = commit("-am", "gc")
+    assert r.returncode != 0, r.stdout
+    assert "history-not-staged: proj/.lattice/history.git/objects: the commit deletes history object files" in r.stderr, r.stderr
+    assert "`git add -A proj/.lattice/history.git`" in r.stderr
+    # the pack staged without its index is not enough either
+    pack = next((history.git_dir(repo) / "objects" / "pack").glob("pack-*.pack"))
+    _git(tmp_path / "top", "add", "-u")
+    _git(tmp_path / "top", "add", str(pack))
+    r = run_cli("hooks", "check", "--json", cwd=repo.root)
+    assert r.code == 1 and [f["path"] for f in r.json] == ["proj/.lattice/history.git/objects"]
+    _git(tmp_path / "top", "add", "-A")
+    assert (r := commit("-m", "gc")).returncode == 0, r.stderr
+    assert _clone_history_log(tmp_path / "top", tmp_path / "clone", "proj")[0] == "add a2.txt"
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_hook_refuses_a_commit_losing_history_refs_to_pack_refs(tmp_path):
+    """`git pack-refs` in history deletes refs/heads/main and writes an
+    untracked packed-refs: `git commit -a` would commit history without its
+    branch. The refs history has are compared with those the commit holds."""
+    from lattice import history
+
+    repo, commit = _hook_project(tmp_path / "top")
+    _record(repo, "a.txt", "1")
+    _git(tmp_path / "top", "add", "-A")
+    assert (r := commit("-m", "base")).returncode == 0, r.stderr
+    _git(tmp_path / "top", "--git-dir", str(history.git_dir(repo)), "pack-refs", "--all")
+    r = commit("-am", "packed")
+    assert r.returncode != 0
+    assert "history-not-staged: proj/.lattice/history.git/refs/heads/main: history has refs/heads/main" in r.stderr, r.stderr
+    _git(tmp_path / "top", "add", "-A")
+    assert (r := commit("-m", "packed")).returncode == 0, r.stderr
+    assert _clone_history_log(tmp_path / "top", tmp_path / "clone", "proj") == ["add a.txt"]
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
+def test_hook_checks_history_in_a_git_worktree_of_a_subfolder_project(tmp_path):
+    """In a `git worktree`, git runs the hook with GIT_DIR set and no
+    GIT_WORK_TREE; the hook goes into the project, which git would then take
+    for the top of the working tree: no staged path would match."""
+    repo, commit = _hook_project(tmp_path / "top")
+    _record(repo, "a.txt", "1")
+    _git(tmp_path / "top", "add", "-A")
+    assert (r := commit("-m", "base")).returncode == 0, r.stderr
+    wt = tmp_path / "wt"
+    _git(tmp_path / "top", "worktree", "add", "-q", str(wt), "-b", "w")
+    other = Repository.find(wt / "proj")
+    _record(other, "b.txt", "2")
+    r = commit("-am", "b", cwd=wt)
+    assert r.returncode != 0 and "history-not-staged: proj/.lattice/history.git/refs/heads/main" in r.stderr, r.stderr
+    r = commit("-am", "b", cwd=wt / "proj")  # from inside the project too
+    assert r.returncode != 0 and "history-not-staged" in r.stderr, r.stderr
+    hook = tmp_path / "top" / ".git" / "hooks" / "pre-commit"
+    script = hook.read_text()
+    hook.write_text("#!/bin/sh\ncd proj || exit 1\nlattice hooks check || exit 1\n")  # a hook of an older lattice
+    r = commit("-am", "b", cwd=wt)
+    assert r.returncode != 0 and "history-not-staged: proj/.lattice/history.git/refs/heads/main" in r.stderr, r.stderr
+    hook.write_text(script)
+    _git(wt, "add", "-A")
+    assert (r := commit("-m", "b", cwd=wt / "proj")).returncode == 0, r.stderr
+    (wt / "readme.txt").write_text("hi")
+    _git(wt, "add", "readme.txt")
+    assert (r := commit("-m", "readme", cwd=wt)).returncode == 0, r.stderr
