@@ -397,9 +397,10 @@ def _run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outco
     if step.action == "update":
         record = repo.record(name)
         recipe, changed = refreshed_recipe(repo, record)
-        if not changed:  # a cascade whose upstream came out the same
+        if not changed:  # a cascade whose upstream came out the same, or this step's own run, killed after recording
             if not repo.objects.has(record.current.object):
                 return run_step(repo, Step(name, "remake"), hooks)
+            _catch_up_file(repo, name, record)
             return Outcome(name, step.action, "unchanged", len(record.versions), record.current.object, seconds=time.monotonic() - start)
         oid, cached = produce(repo, recipe, ext, hooks)
         require_unedited(repo, name)  # edited while it rendered: keep the edits, record nothing
@@ -413,7 +414,13 @@ def _run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outco
         recipe = step.recipe
         if recipe.inputs:  # inputs may have been re-made by earlier steps of the same plan
             recipe = _with_inputs(repo, recipe)
-        require_base(name, step.base, repo.manifest.read(name))  # before the render, to spare it
+        record = repo.manifest.read(name)
+        if (record is not None and step.base >= 0 and len(record.versions) == step.base + 1
+                and record.current.recipe is not None and record.current.recipe.key == recipe.key):
+            # This very job recorded it, and was killed before it wrote the file.
+            _catch_up_file(repo, name, record)
+            return Outcome(name, step.action, "unchanged", len(record.versions), record.current.object, seconds=time.monotonic() - start)
+        require_base(name, step.base, record)  # before the render, to spare it
         oid, cached = produce(repo, recipe, ext, hooks)
         record = repo.manifest.read(name)
         if record is not None and record.current.object == oid and record.current.recipe == recipe:
@@ -427,6 +434,23 @@ def _run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outco
         _write_recorded(repo, name, v, hooks)
         return Outcome(name, step.action, "cached" if cached else "rendered", v.number, oid, seconds=time.monotonic() - start)
     raise InvalidInput(f"unknown render action {step.action!r}")
+
+
+def _catch_up_file(repo: Repository, name: str, record: AssetRecord) -> None:
+    """Write the working file of the recorded current version where it lags
+    behind (missing, or another version of ours: a run killed between
+    recording and writing); an edit stays."""
+    from lattice.status import working_state
+    from lattice.worktree import materialize
+
+    row = repo.index.get(name)
+    path = repo.working_path(name)
+    try:
+        st = os.stat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        st = None
+    if row is not None and row.object == record.current.object and (st is None or working_state(repo, row, path, st) == "outdated"):
+        materialize(repo, name, record.current.object, record.current.size)
 
 
 class NotWritten(LatticeError):

@@ -1216,3 +1216,37 @@ def test_a_command_whose_worker_pool_stops_cancels_its_jobs(tmp_repo, monkeypatc
     assert [j["state"] for j in jobs] == ["cancelled"], jobs
     assert run_cli("worker", "--once", cwd=tmp_repo.root).code == 0
     assert tmp_repo.manifest.read("a.txt") is None and run_log() == []
+
+
+_WORKER_KILLED_AFTER_RECORDING = """
+import os, signal, sys
+import lattice.render as render
+render._write_recorded = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+from lattice.cli.entry import run
+sys.argv = ["lattice", "worker", "--once"]
+run()
+"""
+
+
+@pytest.mark.parametrize("detach", [["regen", "a.txt", "--seed", "2", "--detach"], ["regen", "a.txt", "--seed", "2", "--detach", "--model", "test.text"]])
+def test_a_worker_killed_after_recording_leaves_the_next_run_to_write_the_files(tmp_repo, detach):
+    """Killed between recording a version and writing its file, a job is
+    handed back; its re-run (and its dependents') finds the version
+    recorded and writes the files, instead of reporting it superseded and
+    leaving them behind (outdated until a render)."""
+    import signal
+    import sys
+
+    repo = tmp_repo
+    assert run_cli("gen", "a.txt", "--model", "test.text", "--seed", "1", cwd=repo.root).code == 0
+    assert run_cli("gen", "b.txt", "--model", "test.join", "-i", "a.txt", cwd=repo.root).code == 0
+    assert run_cli(*detach, cwd=repo.root).code == 0
+    proc = subprocess.run([sys.executable, "-c", _WORKER_KILLED_AFTER_RECORDING], cwd=repo.root, capture_output=True, timeout=120)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr
+    for _ in range(2):  # the lease of the killed worker's job lapses, then the job runs again
+        r = run_cli("worker", "--once", cwd=repo.root)
+        assert r.code == 0, r.err
+    r = run_cli("status", "--porcelain", cwd=repo.root)
+    assert r.out == "", r.out
+    fresh = Repository.find(repo.root)
+    assert all(repo.objects.has(fresh.record(n).current.object) for n in ("a.txt", "b.txt"))
