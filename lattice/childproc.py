@@ -153,6 +153,20 @@ def run_child(
                               transient=killed_by_signal(rc))
 
 
+def alive(pid: int) -> bool:
+    """Whether process `pid` exists on this machine (True when unsure: it
+    may be another user's, or no valid pid)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True
+    return True
+
+
 def killed_by_signal(rc: int) -> bool:
     """Whether exit status `rc` says the child was killed (the OOM killer, a
     shutdown), so another try may pass. Python sees such a child as -N. A

@@ -800,6 +800,7 @@ def _sweep_stale_temps(out: Path) -> None:
     is the only cleanup. Best effort: never fails the export."""
     import time
 
+    from lattice.childproc import alive
     from lattice.fsutil import TEMP_MARK
 
     ours = re.compile(re.escape(f".{out.stem}{TEMP_MARK}") + r"(\d+)-\d+" + re.escape(out.suffix))
@@ -813,21 +814,8 @@ def _sweep_stale_temps(out: Path) -> None:
         path = out.parent / n
         with contextlib.suppress(OSError):
             st = os.lstat(path)
-            if stat.S_ISREG(st.st_mode) and now - st.st_mtime >= STALE_TEMP_AGE and not _alive(pid):
+            if stat.S_ISREG(st.st_mode) and now - st.st_mtime >= STALE_TEMP_AGE and not alive(pid):
                 path.unlink()
-
-
-def _alive(pid: int) -> bool:
-    """Whether process `pid` exists on this machine (True when unsure)."""
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError, ValueError):
-        return True
-    return True
 
 
 def _place_outside(repo: Repository, tmp: Path, out: Path, *, force: bool, source: str, oid: str) -> None:

@@ -542,18 +542,8 @@ def test_inline_render_runs_only_its_own_jobs(tmp_repo, run_log):
 
 def test_ctrl_c_cancels_the_commands_jobs(tmp_repo):
     import signal
-    import subprocess
-    import sys
-    import time
 
-    p = subprocess.Popen([sys.executable, "-m", "lattice", "gen", "slow.txt", "--model", "test.text", "--set", "delay=20"],
-                         cwd=tmp_repo.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        jobs = run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json if (tmp_repo.dir / "queue.db").exists() else []
-        if jobs and jobs[0]["state"] == "running":
-            break
-        time.sleep(0.1)
+    p, jobs = _gen_running(tmp_repo, "slow.txt", delay=20)
     p.send_signal(signal.SIGINT)
     out, err = p.communicate(timeout=60)
     assert p.returncode == 130 and "interrupted" in err and "Traceback" not in err
@@ -565,18 +555,7 @@ def test_ctrl_c_cancels_the_commands_jobs(tmp_repo):
 def test_a_gen_whose_job_is_cancelled_says_so(tmp_repo):
     """`lattice queue cancel` from another shell: the waiting gen says its
     job was cancelled (not failed) with a hint that fits, and exits 1."""
-    import subprocess
-    import sys
-    import time
-
-    p = subprocess.Popen([sys.executable, "-m", "lattice", "gen", "cc.txt", "--model", "test.text", "--set", "delay=5"],
-                         cwd=tmp_repo.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        jobs = run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json if (tmp_repo.dir / "queue.db").exists() else []
-        if jobs and jobs[0]["state"] == "running":
-            break
-        time.sleep(0.1)
+    p, jobs = _gen_running(tmp_repo, "cc.txt", delay=5)
     assert run_cli("queue", "cancel", str(jobs[0]["id"]), cwd=tmp_repo.root).code == 0
     out, err = p.communicate(timeout=60)
     assert p.returncode == 1, err
@@ -1250,3 +1229,22 @@ def test_a_worker_killed_after_recording_leaves_the_next_run_to_write_the_files(
     assert r.out == "", r.out
     fresh = Repository.find(repo.root)
     assert all(repo.objects.has(fresh.record(n).current.object) for n in ("a.txt", "b.txt"))
+
+
+def _gen_running(repo, name: str, delay: int):
+    """A `lattice gen` of a slow output in a process of its own, once its
+    job is running: (the process, the queue's jobs)."""
+    import subprocess
+    import sys
+    import time
+
+    p = subprocess.Popen([sys.executable, "-m", "lattice", "gen", name, "--model", "test.text", "--set", f"delay={delay}"],
+                         cwd=repo.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    jobs = []
+    while time.monotonic() < deadline:
+        jobs = run_cli("queue", "ls", "--json", cwd=repo.root).json if (repo.dir / "queue.db").exists() else []
+        if jobs and jobs[0]["state"] == "running":
+            break
+        time.sleep(0.1)
+    return p, jobs

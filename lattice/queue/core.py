@@ -513,18 +513,10 @@ def repo_queue(lattice_dir: str | Path, config: Mapping[str, Any] | None = None,
 
 def _dead_local_worker(worker: str, here: str) -> bool:
     """True when `worker` ("host:pid:…") ran on this host and its process is gone."""
-    import os
+    from lattice.childproc import alive
 
     try:
         pid = int(worker[len(here):].split(":", 1)[0])
     except ValueError:
         return False
-    if pid == os.getpid():
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
+    return not alive(pid)
