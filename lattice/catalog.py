@@ -110,6 +110,7 @@ class Catalog:
     producers: dict[str, list[tuple[str, AssetFacts, Fact]]] = field(default_factory=dict)
     imported: set[str] = field(default_factory=set)  # objects some import holds: never evicted
     _makeable: dict[str, bool] = field(default_factory=dict)
+    _referenced: set[str] | None = None  # lattice.gc.referenced_objects, once per catalog: it reads all of history
 
     def __post_init__(self) -> None:
         seen: set[int] = set()

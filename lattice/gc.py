@@ -274,12 +274,15 @@ def referenced_objects(repo: Repository, cat: Catalog) -> set[str]:
     never sweeps; `lattice du` counts the rest as unreferenced)."""
     from lattice import history
 
+    if cat._referenced is not None:  # `du` asks, then plans gc on the same catalog
+        return cat._referenced
     referenced = set(cat.cache) | history.objects_named(repo)
     for assets in cat.states.values():
         for a in assets.values():
             for f in a.versions:
                 referenced.add(f.object)
                 referenced.update(f.input_objects)
+    cat._referenced = referenced
     return referenced
 
 
