@@ -8,6 +8,7 @@ Layout of `.lattice/`:
     manifest/       one TOML file per asset: the recipes (shareable text)
     objects/        content-addressed blobs (a cache of outputs and imports)
     index.db        SQLite index derived from manifest/ (rebuilt when absent, or by fsck --repair)
+    index.db-untracked  status's last walk for new files (lattice.untracked), while no folder changed
     queue.db        the durable job queue
     history.git/    git repository of manifest/ and config.toml
     quarantine/     damaged objects moved aside by fsck --repair

@@ -48,7 +48,11 @@ def status(repo: Repository, untracked: bool = True) -> list[Entry]:
     with Beside(functools.partial(_manifest_and_new, repo, untracked)) as beside:
         index = repo.open_index()
         entries, refresh = _tracked(repo, index)
-        digest, new, passed = beside.result()
+        digest, new, passed, walked = beside.result()
+    if walked is not None:
+        from lattice.untracked import keep
+
+        keep(repo, walked)
     if passed:
         from lattice.errors import warn
 
@@ -67,42 +71,18 @@ def status(repo: Repository, untracked: bool = True) -> list[Entry]:
     return entries
 
 
-def _manifest_and_new(repo: Repository, untracked: bool) -> tuple[str, list[str], list[tuple[str, str]]]:
+def _manifest_and_new(repo: Repository, untracked: bool) -> tuple[str, list[str], list[tuple[str, str]], bytes | None]:
     """The digest of the manifest files' stamps (what sync_index compares),
-    the untracked media files (none unless `untracked`), and the folders
-    the walk could not read, with why."""
+    the untracked media files (none unless `untracked`), the folders the
+    walk could not read, with why, and the walk to keep (lattice.untracked)."""
     from lattice.manifest import stamps_digest
+    from lattice.untracked import new_files
 
     seen = repo.manifest.stamps()
+    digest = stamps_digest(seen)
     passed: list[tuple[str, str]] = []
-    new = _untracked(repo, seen.keys(), passed) if untracked else []
-    return stamps_digest(seen), new, passed
-
-
-def _untracked(repo: Repository, tracked, passed: list[tuple[str, str]]) -> list[str]:
-    from lattice import ignore
-    from lattice.errors import InvalidInput
-    from lattice.paths import check_name
-    from lattice.worktree import UNREADABLE, shown, walk
-
-    ignored = ignore.load(repo.root)
-    # The walk passes over tracked names first: 10,000 tracked files cost
-    # no media or ignore test.
-    skip = (lambda name, is_dir: ignored(name)) if ignored is not None else None  # noqa: E731
-
-    def unreadable(name: str, why: str) -> None:
-        # A folder it may not read, and a media file whose name `add` refuses
-        # (the walk tests names of untracked files only: none in a clean
-        # tree); not the links and special files it passes over, as ever.
-        if why == UNREADABLE:
-            passed.append((name, why))
-            return
-        try:
-            check_name(name)
-        except InvalidInput:
-            passed.append((shown(name), why))
-
-    return list(walk(repo.root, media_only=True, skip=skip, known=tracked, passed=unreadable))
+    new, walked = new_files(repo, seen.keys(), digest, passed) if untracked else ([], None)
+    return digest, new, passed, walked
 
 
 def _tracked(repo: Repository, index) -> tuple[list[Entry], list[tuple]]:

@@ -26,7 +26,7 @@ UNREADABLE = "a folder lattice may not read (give yourself read permission to se
 
 def walk(root: Path, base: str = "", media_only: bool = False,
          skip: Callable[[str, bool], bool] | None = None, known: Container[str] = (),
-         passed: Callable[[str, str], None] | None = None) -> Iterable[str]:
+         passed: Callable[[str, str], None] | None = None, listed: list | None = None) -> Iterable[str]:
     """Files under `root/base` as asset names, skipping `.lattice/`, `.git/`
     and hidden entries. Symlinked directories are not entered; what is no
     file to record (a FIFO, a device, a link to nothing or out of the
@@ -34,20 +34,25 @@ def walk(root: Path, base: str = "", media_only: bool = False,
     `passed(name, why)`. `skip(name, is_dir)` passes over a file, or a
     folder and all in it (its name then ends with "/"); names in `known`
     (status: the tracked ones) are passed over before any other test. Names
-    come out sorted per directory, a directory's files before its sub-directories."""
+    come out sorted per directory, a directory's files before its
+    sub-directories. `listed` gets (folder, (mtime_ns, ctime_ns, inode)) of
+    each folder listed, its stat taken before the listing (lattice.untracked)."""
     from lattice.media import is_media
 
     start = os.path.join(root, base) if base else os.fspath(root)
     prefix = base.replace(os.sep, "/") + "/" if base else ""
-    return _walk(root, start, prefix, is_media if media_only else None, skip, known, passed)
+    return _walk(root, start, prefix, is_media if media_only else None, skip, known, passed, listed)
 
 
 def _walk(root: Path, directory: str, prefix: str, media: Callable[[str], bool] | None,
           skip: Callable[[str, bool], bool] | None, known: Container[str],
-          passed: Callable[[str, str], None] | None) -> Iterable[str]:
+          passed: Callable[[str, str], None] | None, listed: list | None) -> Iterable[str]:
     # os.scandir, not os.walk + os.path.islink: the entry types come with the
     # listing, so a tree of 10,000 files costs no stat per file.
     try:
+        if listed is not None:
+            st = os.stat(directory)
+            listed.append((directory, (st.st_mtime_ns, st.st_ctime_ns, st.st_ino)))
         with os.scandir(directory) as it:
             entries = list(it)
     except PermissionError:
@@ -87,7 +92,7 @@ def _walk(root: Path, directory: str, prefix: str, media: Callable[[str], bool] 
     for d in sorted(dirs, key=_name):
         sub = prefix + d.name + "/"
         if skip is None or not skip(sub, True):
-            yield from _walk(root, d.path, sub, media, skip, known, passed)
+            yield from _walk(root, d.path, sub, media, skip, known, passed, listed)
 
 
 def shown(name: str) -> str:

@@ -471,6 +471,66 @@ def test_status_in_nested_folders_gone_or_replaced(tmp_repo):
     assert states(repo) == {("a/b/new.png", "new"), ("gone/x.png", "missing"), ("swap/y.png", "missing"), ("a/c.png", "modified")}
 
 
+def test_status_untracked_cache_gives_what_a_walk_gives_after_each_change(tmp_repo):
+    """The walk for new files is kept (.lattice/index.db-untracked) and used
+    while no folder it listed changed: after each change, status with the
+    cache the last status kept says what a fresh walk says."""
+    import shutil
+
+    from lattice.untracked import CACHE
+
+    repo = tmp_repo.gen({"a/one.png": b"1", "a/b/two.png": b"2", "top.png": b"t", "loose.png": b"l", ".latticeignore": "# none\n"})
+    add(repo, ["a", "top.png"], cwd=repo.root)
+    cache = repo.dir / CACHE
+
+    def check(expected: set) -> None:
+        seen = states(repo)  # with the cache the last status kept
+        cache.unlink(missing_ok=True)
+        assert seen == states(repo) == expected
+        time.sleep(0.15)  # past the racy window: this walk is kept
+        assert states(repo) == expected and cache.exists()
+
+    check({("loose.png", "new")})
+    (repo.root / "a" / "b" / "new.png").write_bytes(b"n")  # a folder two down
+    check({("loose.png", "new"), ("a/b/new.png", "new")})
+    os.unlink(repo.root / "loose.png")
+    check({("a/b/new.png", "new")})
+    shutil.move(repo.root / "a" / "b", repo.root / "a" / "c")
+    check({("a/b/two.png", "missing"), ("a/c/two.png", "new"), ("a/c/new.png", "new")})
+    with open(repo.root / ".latticeignore", "r+") as f:  # in place: no folder changes
+        f.write("a/c/\n")
+    check({("a/b/two.png", "missing")})
+    with open(repo.root / ".latticeignore", "r+") as f:
+        f.write("#/c/\n")
+    check({("a/b/two.png", "missing"), ("a/c/two.png", "new"), ("a/c/new.png", "new")})
+    add(repo, ["a/c/new.png"], cwd=repo.root)  # the manifest moved on: tracked now
+    check({("a/b/two.png", "missing"), ("a/c/two.png", "new")})
+    cache.write_bytes(b"\x00garbage")  # damaged: walked again
+    check({("a/b/two.png", "missing"), ("a/c/two.png", "new")})
+
+
+def test_status_untracked_cache_is_not_kept_for_a_racy_folder_or_a_link_to_nothing(tmp_repo):
+    """A folder changed within the racy window may change again unseen in
+    the same clock tick; a link to nothing becomes a new file when its
+    target appears, in a folder the walk never listed for it."""
+    from lattice.untracked import CACHE
+
+    repo = tmp_repo.gen({"a/one.png": b"1"})
+    add(repo, ["a"], cwd=repo.root)
+    cache = repo.dir / CACHE
+    (repo.root / "a" / "fresh.png").write_bytes(b"f")
+    assert states(repo) == {("a/fresh.png", "new")} and not cache.exists()
+    time.sleep(0.15)
+    assert states(repo) == {("a/fresh.png", "new")} and cache.exists()
+    os.symlink("elsewhere/t.png", repo.root / "link.png")
+    time.sleep(0.15)
+    cache.unlink()
+    assert states(repo) == {("a/fresh.png", "new")} and not cache.exists()
+    (repo.root / "elsewhere").mkdir()
+    (repo.root / "elsewhere" / "t.png").write_bytes(b"t")
+    assert states(repo) == {("a/fresh.png", "new"), ("elsewhere/t.png", "new"), ("link.png", "new")}
+
+
 def test_a_name_is_never_both_an_asset_and_a_folder_of_assets(tmp_repo):
     repo = tmp_repo.gen({"d/a.txt": "1", "f.txt": "2"})
     add(repo, ["."], cwd=repo.root)
@@ -1578,6 +1638,26 @@ def test_ls_prefix_is_read_from_the_current_folder(tmp_repo):
     assert listed("..", cwd=repo.root / "sub") == listed(cwd=repo.root / "sub") == ["sub/a.txt", "sub/deep/b.txt", "top.txt"]
     r = run_cli("ls", "../..", cwd=repo.root / "sub")
     assert r.code == 4 and "outside the project" in r.err
+
+
+def test_reading_commands_end_without_teardown_but_with_all_said_and_closed(tmp_repo):
+    """`status` and `ls` leave the process without the interpreter's
+    teardown: their whole output, their exit code and closed databases
+    (SQLite removes the -wal and -shm files only when the last connection
+    closes) must survive that."""
+    repo = tmp_repo.gen({f"d/{i:03}.txt": b"x%d" % i for i in range(300)})
+    add(repo, ["d"], cwd=repo.root)
+    repo.index.close()  # this process's own connection keeps the -wal
+    (repo.root / "d" / "007.txt").write_bytes(b"edited")
+    (repo.root / "new.png").write_bytes(b"new")
+    index = repo.dir / "index.db"
+    proc = run_proc("status", "--porcelain", cwd=repo.root)
+    assert proc.returncode == 0 and proc.stdout == " M d/007.txt\n?? new.png\n", proc.stderr
+    proc = run_proc("ls", cwd=repo.root)
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 300 and proc.stdout.rstrip().endswith("imported")
+    assert not index.with_name("index.db-wal").exists() and not index.with_name("index.db-shm").exists()
+    proc = run_proc("status", cwd=repo.root.parent)  # not a repository: exit 3 and its message
+    assert proc.returncode == 3 and proc.stderr.startswith("error: "), proc.stderr
 
 
 def test_a_reader_that_goes_away_or_a_closed_stdout_is_not_an_error(tmp_repo):

@@ -9,6 +9,7 @@ unusual argument, goes through typer.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 
@@ -91,6 +92,11 @@ def run(argv: list[str] | None = None) -> int:
     OPTIONS.debug = "--debug" in args
     errors.warning_sink = _warning_to_stderr
     command = None if "_LATTICE_COMPLETE" in os.environ else quick.parse(args)
+    reading = getattr(command, "reading", False)
+    if reading and argv is None:
+        # A short reading command makes no garbage cycles worth a pass of
+        # the collector over its 10,000 index rows (2 ms of `status`).
+        gc.disable()
     try:
         code = command() if command is not None else _run_typer(args)
     except LatticeError as e:
@@ -124,7 +130,16 @@ def run(argv: list[str] | None = None) -> int:
             code = _report(f"internal error: {type(e).__name__}: {e}", "this is a bug in lattice; run again with --debug and report the traceback", 1)
     if argv is not None:
         return code
-    sys.stdout.flush()
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader left before our last bytes
+        code = _reader_gone()
+    if reading:
+        # Its files and databases are closed and its children reaped: skip
+        # the interpreter's teardown, which frees every object one at a time
+        # (10 ms of an 80 ms `status` on 10,000 assets).
+        sys.stderr.flush()
+        os._exit(code)
     sys.exit(code)
 
 

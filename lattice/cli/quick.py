@@ -31,6 +31,7 @@ def status(json: bool = False, porcelain: bool = False) -> None:
 
     repo = repo_from_ctx(reading=True)
     entries = do_status(repo)
+    repo.index.close()
     if json:
         emit_json([e._asdict() for e in entries])
     elif porcelain:
@@ -50,7 +51,8 @@ def _mention_queued_work(repo) -> None:
     from lattice.queue import repo_queue
 
     try:
-        counts = repo_queue(repo.dir, repo.config, reading=True).counts()
+        with repo_queue(repo.dir, repo.config, reading=True) as queue:
+            counts = queue.counts()
     except LatticeError:  # a courtesy line: a broken config.toml is reported by the commands that use it
         return
     active = counts.get("queued", 0) + counts.get("running", 0)
@@ -69,6 +71,7 @@ def ls(json: bool = False, prefix: str | None = None) -> None:
     if prefix is not None and os.path.normpath(os.path.join(cwd(), prefix)) == str(repo.root):
         prefix = None  # `.` at the root: everything
     rows = list(repo.index.rows(name_for(repo.root, prefix, cwd(), stored=True) if prefix is not None else None))
+    repo.index.close()
     if json:
         emit_json(
             [
@@ -157,6 +160,10 @@ COMMANDS: dict[str, tuple[set[str], dict[str, str], int, float, Action]] = {
     "switch": ({"--force", "--json"}, {}, 1, 1, lambda flags, _, args: switch(args[0], "--force" in flags, "--json" in flags)),
 }
 
+# Commands that only read, close what they open and start no thread: they
+# may end without the interpreter's teardown (see lattice.cli.entry).
+READING = {"status", "ls"}
+
 
 def _version() -> int:
     import sys
@@ -216,4 +223,5 @@ def parse(args: list[str]) -> Callable[[], int] | None:
         apply_globals(**options)
         return action(flags, values, positional) or 0
 
+    command.reading = name in READING  # type: ignore[attr-defined]
     return command
