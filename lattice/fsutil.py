@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
-import threading
 from pathlib import Path
 from typing import BinaryIO, Callable, Iterator
 
@@ -51,6 +50,8 @@ _lanes_made: set[str] = set()
 def lane(base: str | Path) -> str:
     """This thread's scratch folder under `base` (made on first use):
     `base/<n>`, n < SCRATCH_LANES. Two threads may share one; names never clash."""
+    import threading
+
     path = f"{base}/{threading.get_native_id() % SCRATCH_LANES}"
     if path not in _lanes_made:
         os.makedirs(path, exist_ok=True)
@@ -450,6 +451,8 @@ def signals_deferred() -> Iterator[None]:
     would have: for the few steps that must all happen once the first has
     (a batch's renames, its index and history). A no-op off the main thread,
     where Python delivers no signals."""
+    import threading
+
     if threading.current_thread() is not threading.main_thread():
         yield
         return
