@@ -22,10 +22,11 @@ import stat
 import time
 from typing import Collection
 
+from lattice import ignore
 from lattice.repo import Repository
 
 CACHE = "index.db-untracked"
-VERSION = 1
+VERSION = 2
 
 
 def new_files(repo: Repository, tracked: Collection[str], digest: str, passed: list[tuple[str, str]]) -> tuple[list[str], bytes | None]:
@@ -37,15 +38,17 @@ def new_files(repo: Repository, tracked: Collection[str], digest: str, passed: l
     as (name, why)."""
     root = str(repo.root)
     cache = os.path.join(repo.dir, CACHE)
-    key = (VERSION, root, digest, _stamp(os.path.join(root, ".latticeignore")))
+    rules = _stamp(os.path.join(root, ignore.FILE))
+    key = (VERSION, root, digest, rules)
     found = _cached(cache, key, root)
     if found is not None:
         return found, None
-    listed: list[tuple[str, tuple[int, int, int]]] = []
+    listed: list[tuple[str, tuple[int, int, int, int]]] = []
     started = time.time_ns()
     passed_files: list[str] = []
     found = _walk(repo, tracked, passed, listed, passed_files)
-    settled = all(max(mtime, ctime) < started - _racy_window() for _, (mtime, ctime, _) in listed)
+    racy = started - _racy_window()
+    settled = all(max(mtime, ctime) < racy for _, (mtime, ctime, _, _) in [*listed, ("", rules or (0, 0, 0, 0))])
     # What was passed over is told again each time.
     return found, marshal.dumps((*key, listed, found)) if not passed and not passed_files and settled else None
 
@@ -56,13 +59,13 @@ def _racy_window() -> int:
     return RACY_WINDOW_NS
 
 
-def _stamp(path: str) -> tuple[int, int, int] | None:
-    """(mtime_ns, ctime_ns, inode) of `path`, None where there is none."""
+def _stamp(path: str) -> tuple[int, int, int, int] | None:
+    """(mtime_ns, ctime_ns, inode, size) of `path`, None where there is none."""
     try:
         st = os.stat(path)
     except OSError:
         return None
-    return st.st_mtime_ns, st.st_ctime_ns, st.st_ino
+    return st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_size
 
 
 def _cached(cache: str, key: tuple, root: str) -> list[str] | None:
@@ -112,7 +115,6 @@ def keep(repo: Repository, data: bytes) -> None:
 
 def _walk(repo: Repository, tracked: Collection[str], passed: list[tuple[str, str]], listed: list,
           passed_files: list[str]) -> list[str]:
-    from lattice import ignore
     from lattice.errors import InvalidInput
     from lattice.paths import check_name
     from lattice.worktree import UNREADABLE, shown, walk

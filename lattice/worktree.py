@@ -35,7 +35,7 @@ def walk(root: Path, base: str = "", media_only: bool = False,
     folder and all in it (its name then ends with "/"); names in `known`
     (status: the tracked ones) are passed over before any other test. Names
     come out sorted per directory, a directory's files before its
-    sub-directories. `listed` gets (folder, (mtime_ns, ctime_ns, inode)) of
+    sub-directories. `listed` gets (folder, (mtime_ns, ctime_ns, inode, size)) of
     each folder listed, its stat taken before the listing (lattice.untracked)."""
     from lattice.media import is_media
 
@@ -52,7 +52,7 @@ def _walk(root: Path, directory: str, prefix: str, media: Callable[[str], bool] 
     try:
         if listed is not None:
             st = os.stat(directory)
-            listed.append((directory, (st.st_mtime_ns, st.st_ctime_ns, st.st_ino)))
+            listed.append((directory, (st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_size)))
         with os.scandir(directory) as it:
             entries = list(it)
     except PermissionError:

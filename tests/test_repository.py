@@ -529,6 +529,14 @@ def test_status_untracked_cache_is_not_kept_for_a_racy_folder_or_a_link_to_nothi
     (repo.root / "elsewhere").mkdir()
     (repo.root / "elsewhere" / "t.png").write_bytes(b"t")
     assert states(repo) == {("a/fresh.png", "new"), ("elsewhere/t.png", "new"), ("link.png", "new")}
+    os.unlink(repo.root / "link.png")
+    (repo.root / ".latticeignore").write_text("# none\n")
+    time.sleep(0.15)
+    assert states(repo) == {("a/fresh.png", "new"), ("elsewhere/t.png", "new")} and cache.exists()
+    cache.unlink()
+    with open(repo.root / ".latticeignore", "r+") as f:  # in place, as racy as a folder
+        f.write("a/\n")
+    assert states(repo) == {("elsewhere/t.png", "new")} and not cache.exists()
 
 
 def test_a_name_is_never_both_an_asset_and_a_folder_of_assets(tmp_repo):
