@@ -168,8 +168,7 @@ def materialize(repo: Repository, name: str, oid: str, size: int | None = None, 
 
     path = repo.working_path(name)
     require_object(repo, name, oid)
-    if path.is_dir():
-        raise InvalidInput(f"{name}: a directory is in the way", hint="move it aside, then run the command again")
+    refuse_in_the_way(name, path)
     check_creatable(repo.root, name)  # a file where one of its folders belongs
     with atomic_file(path, durable=False) as f:
         repo.objects.copy_to(oid, f, limit=size, verify=verify)

@@ -1241,8 +1241,10 @@ def test_tracked_path_replaced_by_directory_is_modified_not_a_traceback(tmp_repo
     os.unlink(repo.root / "a.png")
     (repo.root / "a.png").mkdir()
     assert states(repo) == {("a.png", "modified")}
+    # Said, and refused with the code, as switch, merge, render and restore do.
     r = run_cli("checkout", "a.png", cwd=repo.root)
-    assert r.code == 4 and "directory is in the way" in r.err
+    assert r.code == 12 and r.err == ("error: a.png: a folder is in the way of its working file\n"
+                                      "hint: move the folder aside, then run the command again\n"), r.err
 
 
 def test_damaged_index_is_one_error_line_with_the_repair(tmp_repo):
