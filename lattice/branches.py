@@ -223,7 +223,12 @@ def refuse_dirty(repo: Repository, what: str) -> None:
     why, todo = [], []
     if edits:
         why.append(f"unrecorded changes in {some(edits)}")
-        todo.append("record them with `lattice add PATH`, discard them with `lattice checkout PATH`")
+        # Commands to copy and run: the first few names, the rest left to status.
+        them = "it" if len(edits) == 1 else "them"
+        first = edits[:3]
+        rest = f" (the first {len(first)} of {len(edits)}: `lattice status` lists them all)" if len(edits) > len(first) else ""
+        todo.append(f"record {them} with {command('lattice add', *first)}, "
+                    f"discard {them} with {command('lattice checkout', *first)}{rest}")
     if blocked:
         why.append(f"{'a folder is' if len(blocked) == 1 else 'folders are'} in the way of the working file of {some(blocked)}")
         todo.append(f"move the folder{'s' if len(blocked) > 1 else ''} aside")

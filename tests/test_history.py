@@ -364,7 +364,30 @@ def test_switch_and_merge_say_to_move_a_folder_in_the_way_aside(tmp_repo):
     r = run_cli("merge", "feat", cwd=repo.root)
     assert r.code == 12 and r.err == (
         "error: cannot merge: unrecorded changes in a.txt; a folder is in the way of the working file of b.txt\n"
-        "hint: record them with `lattice add PATH`, discard them with `lattice checkout PATH`; move the folder aside\n"), r.err
+        "hint: record it with `lattice add a.txt`, discard it with `lattice checkout a.txt`; move the folder aside\n"), r.err
+
+
+def test_the_refusal_over_unrecorded_edits_names_them_in_commands_to_copy(tmp_repo):
+    """The hint's commands name the edited files, quoted for the shell (the
+    first three; status lists the rest), so that they run as written."""
+    import shlex
+
+    repo = tmp_repo
+    names = ["a shot.txt", "b.txt", "c.txt", "d.txt"]
+    for name in names:
+        add(repo, name, "1")
+    ok("branch", "feat", repo=repo)
+    for name in names:
+        write(repo, name, "my unsaved edit")
+    r = run_cli("switch", "feat", cwd=repo.root)
+    assert r.code == 12 and r.err == (
+        "error: cannot switch: unrecorded changes in a shot.txt, b.txt, c.txt, d.txt\n"
+        "hint: record them with `lattice add 'a shot.txt' b.txt c.txt`, "
+        "discard them with `lattice checkout 'a shot.txt' b.txt c.txt` (the first 3 of 4: `lattice status` lists them all), "
+        "or pass --force to switch and leave them as they are\n"), r.err
+    record = r.err.split("`")[1]
+    ok(*shlex.split(record)[1:], repo=repo)
+    assert run_cli("status", "--porcelain", cwd=repo.root).out == " M d.txt\n"
 
 
 def test_switch_and_merge_keep_a_manifest_file_edited_by_hand(tmp_repo):
