@@ -90,7 +90,7 @@ def _nothing_in(repo: Repository, p: str, base: str) -> None:
 
 def _passed(name: str, why: str) -> None:
     from lattice.errors import warn
-    from lattice.worktree import shown
+    from lattice.paths import shown
 
     warn(f"skipped {shown(name)}: {why}")
 
@@ -212,7 +212,7 @@ def _warn_unreadable(added: list[tuple[str, object]]) -> None:
     in: a text file named .png is recorded by its extension, and every
     generator and export of it will be refused."""
     from lattice.errors import warn
-    from lattice.worktree import shown
+    from lattice.paths import shown
 
     for name, media in added:
         if media.kind in ("image", "video") and not media.width and not media.audio_codec:

@@ -26,40 +26,49 @@ def _control() -> re.Pattern:
     return re.compile("[\x00-\x1f\x7f\ud800-\udfff]")  # surrogates: bytes that were not UTF-8
 
 
+def shown(name: str) -> str:
+    """A name as a one-line message shows it: a newline or a tab as `\\n`,
+    `\\t`, bytes that are not UTF-8 as `\\xff`."""
+    if name.isprintable():
+        return name
+    raw = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in raw)
+
+
 def check_name(name: str, stored: bool = False) -> str:
     """Validate an asset name as stored in a manifest. (Runs once per asset
     per command, 10,000s of times: plain string tests, no Path objects.)
     `stored`: a name read from a manifest, which may end in @vN: new assets
     are refused such names (they read as versions), older ones stay readable."""
     if not name or name[0] == "/":
-        raise UnsafePath(f"asset name {name!r} is not a relative path")
+        raise UnsafePath(f"asset name {shown(name)} is not a relative path" if name else "an empty asset name is not a relative path")
     if "\\" in name:  # a folder separator on Windows: one name would be two paths
-        raise UnsafePath(f"asset name {name!r} contains a backslash, which lattice does not allow in names",
+        raise UnsafePath(f"asset name {shown(name)} contains a backslash, which lattice does not allow in names",
                          hint="rename the file without the backslash")
     if _control().search(name):
         if re.search("[\ud800-\udfff]", name):
-            raise UnsafePath(f"asset name {name.encode(errors='replace').decode()!r} is not valid UTF-8", hint="rename the file")
-        raise UnsafePath(f"asset name {name!r} contains a control character (newline, tab…)", hint="rename the file")
+            raise UnsafePath(f"asset name {shown(name)} is not valid UTF-8", hint="rename the file")
+        raise UnsafePath(f"asset name {shown(name)} contains a control character (newline, tab…)", hint="rename the file")
     parts = name.split("/")
     if "" in parts or "." in parts or ".." in parts:
-        raise UnsafePath(f"asset name {name!r} contains an empty, '.' or '..' component")
+        raise UnsafePath(f"asset name {shown(name)} contains an empty, '.' or '..' component")
     if any(part.endswith(".toml") for part in parts[:-1]):
         # The manifest keeps asset `x` in `x.toml`: a folder so named would be
         # both that file and the folder of `x.toml/…`'s records.
-        raise UnsafePath(f"asset name {name!r}: a folder whose name ends in .toml cannot hold assets", hint="rename the folder")
+        raise UnsafePath(f"asset name {shown(name)}: a folder whose name ends in .toml cannot hold assets", hint="rename the folder")
     if parts[0] in RESERVED:
-        raise UnsafePath(f"asset name {name!r} is inside {parts[0]}/, which lattice never tracks")
+        raise UnsafePath(f"asset name {shown(name)} is inside {parts[0]}/, which lattice never tracks")
     if "/." in "/" + name:
-        raise UnsafePath(f"asset name {name!r} has a hidden (dot) component; lattice does not track hidden files", hint="rename it without the leading dot")
+        raise UnsafePath(f"asset name {shown(name)} has a hidden (dot) component; lattice does not track hidden files", hint="rename it without the leading dot")
     if len(name) > MAX_COMPONENT // 4 and any(len(part.encode()) > MAX_COMPONENT for part in parts):
-        raise UnsafePath(f"asset name {name[:60]!r}… has a component longer than {MAX_COMPONENT} bytes", hint="use a shorter file or folder name")
+        raise UnsafePath(f"asset name {shown(name[:60])}… has a component longer than {MAX_COMPONENT} bytes", hint="use a shorter file or folder name")
     if not stored and "@" in name and _version_digits(name.rpartition("@")[2]) is not None:
         # `b.png@v1` names version 1 of b.png wherever a version may be given.
         head, _, tail = name.rpartition("@")
         folder, slash, leaf = head.rpartition("/")
         stem, dot, ext = leaf.rpartition(".")
         renamed = f"{folder}{slash}{stem}-{tail}{dot}{ext}" if stem else f"{head}-{tail}"
-        raise UnsafePath(f"asset name {name!r} ends in @{tail}, which reads as version {int(_version_digits(tail))} of {head}",
+        raise UnsafePath(f"asset name {shown(name)} ends in @{tail}, which reads as version {int(_version_digits(tail))} of {head}",
                          hint=f"rename the file so that it does not end in @vN or @N, e.g. {renamed}")
     return name
 

@@ -13,6 +13,7 @@ from typing import BinaryIO, Callable, Container, Iterable
 
 from lattice.errors import Conflict, InvalidInput, command
 from lattice.paths import RESERVED, check_name, confine
+from lattice.paths import shown as shown  # re-exported: it was defined here first
 from lattice.repo import Repository
 
 # A file modified within this window of being hashed may change again within
@@ -93,15 +94,6 @@ def _walk(root: Path, directory: str, prefix: str, media: Callable[[str], bool] 
         sub = prefix + d.name + "/"
         if skip is None or not skip(sub, True):
             yield from _walk(root, d.path, sub, media, skip, known, passed, listed)
-
-
-def shown(name: str) -> str:
-    """A name as a one-line warning shows it: a newline or a tab as `\\n`,
-    `\\t`, bytes that are not UTF-8 as `\\xff`."""
-    if name.isprintable():
-        return name
-    raw = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in raw)
 
 
 def _not_a_file(root: Path, entry: os.DirEntry, name: str) -> str | None:

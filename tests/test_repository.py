@@ -172,7 +172,8 @@ def test_a_walk_passes_over_what_is_no_file_to_record(tmp_repo, tmp_path):
         assert "not valid UTF-8" in r.stderr and "by their real path" in r.stderr
         assert [row.path for row in Repository.find(root).index.rows()] == ["a.png", "real/r.png"]
         r = run_proc("add", os.fsdecode(b"bad\xff.png"), cwd=root)
-        assert r.returncode == 4 and "is not valid UTF-8" in r.stderr
+        # The byte shown as the rest of lattice shows it, not as '?'.
+        assert r.returncode == 4 and "error: asset name bad\\xff.png is not valid UTF-8\n" in r.stderr, r.stderr
     finally:
         sock.close()
 
@@ -186,7 +187,7 @@ def test_a_named_file_add_cannot_record_is_one_error_with_a_hint(tmp_repo):
     (root / "back\\slash.png").write_bytes(b"b")
     for name, error in (("fifo.png", "fifo.png: not a regular file or directory (a FIFO, socket or device)"),
                         ("dangling.png", "dangling.png: a symbolic link to nothing (or to itself)"),
-                        ("back\\slash.png", "asset name 'back\\\\slash.png' contains a backslash, which lattice does not allow in names")):
+                        ("back\\slash.png", "asset name back\\slash.png contains a backslash, which lattice does not allow in names")):
         r = run_cli("add", name, cwd=root)
         lines = r.err.splitlines()
         assert r.code == 4 and len(lines) == 2 and lines[0] == f"error: {error}" and lines[1].startswith("hint: "), r.err
@@ -221,9 +222,9 @@ def test_status_warns_of_new_files_whose_names_add_refuses(tmp_repo):
     assert r.code == 0 and r.out == "?? a.png\n", r.out
     lines = r.err.splitlines()
     assert [line.split(":")[0] for line in lines] == ["warning"] * 4, r.err
-    assert lines[0] == "warning: skipped b\\s.png: asset name 'b\\\\s.png' contains a backslash, which lattice does not allow in names"
-    assert lines[1].startswith("warning: skipped nl\\nx.png: asset name 'nl\\nx.png' contains a control character")
-    assert lines[2].startswith("warning: skipped tab\\tx.png: ")
+    assert lines[0] == "warning: skipped b\\s.png: asset name b\\s.png contains a backslash, which lattice does not allow in names"
+    assert lines[1].startswith("warning: skipped nl\\nx.png: asset name nl\\nx.png contains a control character")
+    assert lines[2].startswith("warning: skipped tab\\tx.png: asset name tab\\tx.png contains a control character")
     assert lines[3].startswith("warning: skipped d/yyy") and "longer than 250 bytes" in lines[3]
     # add passes over the same four, and notes@v2 (status lists media only), the fifo and the link
     assert run_cli("add", ".", cwd=repo.root).err.count("warning: skipped ") == 7
@@ -1403,6 +1404,21 @@ def test_hidden_and_overlong_names_are_refused(tmp_repo):
     assert repo.index.count() == 0
 
 
+def test_a_refused_name_is_shown_as_other_one_line_messages_show_names():
+    """Not in Python's quoting: escapes only for what a line cannot hold (a
+    control character, a byte that is not UTF-8), as `shown()` writes them."""
+    from lattice.paths import check_name
+
+    for bad, message in (("", "an empty asset name is not a relative path"),
+                         ("a\nb.png", "asset name a\\nb.png contains a control character (newline, tab…)"),
+                         ("bad\udcff.png", "asset name bad\\xff.png is not valid UTF-8"),
+                         ("it's/../x.png", "asset name it's/../x.png contains an empty, '.' or '..' component"),
+                         ("a/.h.png", "asset name a/.h.png has a hidden (dot) component; lattice does not track hidden files")):
+        with pytest.raises(UnsafePath) as e:
+            check_name(bad)
+        assert e.value.message == message, (bad, e.value.message)
+
+
 def test_names_are_checked_and_confined_one_folder_resolution_at_a_time(tmp_path):
     from lattice.paths import check_name, confine, confined
 
@@ -1617,7 +1633,7 @@ def test_a_name_ending_in_a_version_is_refused_for_new_assets(tmp_repo):
         r = run_cli(*args, cwd=repo.root)
         assert r.code == 4 and len(r.err.splitlines()) == 2 and "reads as version" in r.err, (args, r.err)
     r = run_cli("add", "b.txt@v1", cwd=repo.root)
-    assert r.err == ("error: asset name 'b.txt@v1' ends in @v1, which reads as version 1 of b.txt\n"
+    assert r.err == ("error: asset name b.txt@v1 ends in @v1, which reads as version 1 of b.txt\n"
                      "hint: rename the file so that it does not end in @vN or @N, e.g. b-v1.txt\n")
     r = run_cli("add", ".", cwd=repo.root)
     assert r.code == 0 and "skipped b.txt@v1" in r.err and "skipped d/c@3" in r.err
