@@ -1114,6 +1114,12 @@ def test_fsck_in_a_clone_notes_older_imports_it_never_got(tmp_repo, tmp_path):
         ("absent", "n.txt@v2", f"object {n2} is not in the store, but the working file of n.txt holds it; "
                                "`lattice fsck --repair` stores it again"),
     }
+    # -q keeps the problems and drops the notes, which are no failure; --json keeps both.
+    r = run_cli("-q", "fsck", cwd=clone)
+    assert r.code == 1 and r.out.splitlines() == [f"reference: c.txt@v1: object {c1} is missing; it cannot be re-made: "
+                                                  "its input n.txt@v1 is not in this store either; "
+                                                  "`lattice render c.txt` makes a new version from its inputs as they are now"], r.out
+    assert len(run_cli("-q", "fsck", "--json", cwd=clone).json["notes"]) == 2
     assert run_cli("add", "n.txt", cwd=clone).code == 0  # as the teammate would: unchanged, and stored
     r = run_cli("render", cwd=clone)
     assert r.code == 0, r.err
@@ -1122,6 +1128,8 @@ def test_fsck_in_a_clone_notes_older_imports_it_never_got(tmp_repo, tmp_path):
     lines = r.out.splitlines()
     assert lines[-1] == "ok: 2 assets, 2 objects" and sorted(line.split(":")[1].strip() for line in lines[:-1]) == ["c.txt@v1", "n.txt@v1"]
     assert all(line.startswith("note: ") for line in lines[:-1])
+    r = run_cli("--quiet", "fsck", cwd=clone)
+    assert (r.code, r.out, r.err) == (0, "", "")
     assert run_cli("fsck", "--repair", cwd=clone).code == 0 and run_cli("fsck", cwd=clone).code == 0
 
 

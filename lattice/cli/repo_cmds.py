@@ -174,7 +174,8 @@ def fsck(
     """Verify every object's hash, every manifest reference and the index.
     Exits 1 when a problem remains. Versions whose bytes this store lacks
     without damage (an older import a clone never got, an output gc evicted
-    at your request) are listed as notes and do not fail the check."""
+    at your request) are listed as notes (not with -q; --json keeps them)
+    and do not fail the check."""
     from lattice.fsck import fsck as do_fsck
 
     report = do_fsck(repo_from_ctx(reading=not repair), repair=repair)
@@ -185,9 +186,9 @@ def fsck(
         for p in report.problems:
             fixed = f" [repaired: {p.repaired}]" if p.repaired else ""
             echo(f"{p.kind}: {p.subject}: {p.message}{fixed}")
-        for p in report.notes:
+        for p in report.notes:  # no failure: kept from -q's "only errors and requested data"
             fixed = f" [repaired: {p.repaired}]" if p.repaired else ""
-            echo(f"note: {p.subject}: {p.message}{fixed}")
+            say(f"note: {p.subject}: {p.message}{fixed}")
         if report.ok:
             say(f"ok: {report.assets} assets, {report.objects} objects")
     if not report.ok:
