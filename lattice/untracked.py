@@ -117,7 +117,8 @@ def _walk(repo: Repository, tracked: Collection[str], passed: list[tuple[str, st
           passed_files: list[str]) -> list[str]:
     from lattice.errors import InvalidInput
     from lattice.paths import check_name
-    from lattice.worktree import UNREADABLE, shown, walk
+    from lattice.paths import shown
+    from lattice.worktree import UNREADABLE, walk
 
     ignored = ignore.load(repo.root)
     # The walk passes over tracked names first: 10,000 tracked files cost

@@ -13,7 +13,6 @@ from typing import BinaryIO, Callable, Container, Iterable
 
 from lattice.errors import Conflict, InvalidInput, command
 from lattice.paths import RESERVED, check_name, confine
-from lattice.paths import shown as shown  # re-exported: it was defined here first
 from lattice.repo import Repository
 
 # A file modified within this window of being hashed may change again within
