@@ -20,7 +20,10 @@ metadata, Lottie `meta`; other formats get a `<out>.lattice.json` sidecar,
 which replaces only the sidecar of an earlier export of the same source.
 An existing file outside the project is replaced only when it is exactly
 what an earlier export from this repository wrote there (the index keeps
-each such file's stat), or with --force: never bytes lattice did not write.
+each such file's stat), or with --force (which replaces a sidecar beside
+it too): never bytes lattice did not write unasked. gc forgets the records
+of such files gone or changed since, and sweeps the temps killed exports
+left beside them.
 An export written inside the project becomes an asset whose recipe is
 generator `lattice.export` with the source as input, so `lattice render`
 re-makes it and gc may evict it like any output; a frames directory is not
@@ -42,7 +45,7 @@ import stat
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 from lattice.errors import GeneratorFailed, InvalidInput, UnsafePath, WriteRefused, command, job_failed, refused_write
 from lattice.generators.base import Generator, Param, RunContext
@@ -459,9 +462,9 @@ def resolve_target(repo: Repository, out: str | None, source: str, fmt: str, cwd
                    force: bool = False) -> Target:
     """Where the export goes; refuses `.lattice/`, a symlink as the target,
     a name that cannot be made (under a file, too long), a sidecar that
-    is not an earlier export's, (outside the project) a file no earlier
-    export wrote unless `force`, and (inside the project) a name that
-    leaves it through a symlink."""
+    is not an earlier export's and (outside the project) a file no earlier
+    export wrote, unless `force` (never frames'), and (inside the project)
+    a name that leaves it through a symlink."""
     from lattice.paths import check_creatable, check_name, confine
 
     ext = FORMATS[fmt][0]
@@ -505,7 +508,7 @@ def resolve_target(repo: Repository, out: str | None, source: str, fmt: str, cwd
     if not inside:
         _check_outside_file(repo, final, force)
         if sidecar:
-            _check_sidecar(repo, final, out, source, fmt, root)
+            _check_sidecar(repo, final, out, source, fmt, root, force)
         return Target(final, None)
     name = check_name(final.relative_to(root).as_posix())
     confine(repo.root, name)
@@ -640,19 +643,35 @@ def _check_frames_dir(repo: Repository, final: Path, out: str, source: str, root
                            hint="name a new directory for the frames, or move these aside")
 
 
-def _check_sidecar(repo: Repository, final: Path, out: str, source: str, fmt: str, root: Path) -> None:
+def _check_sidecar(repo: Repository, final: Path, out: str, source: str, fmt: str, root: Path,
+                   force: bool = False) -> None:
     """The `<out>.lattice.json` an export writes replaces only the sidecar
-    of an earlier export of the same source (frames for frames): never a
-    tracked or other file."""
+    of an earlier export of the same source (frames for frames), or with
+    `force` any regular file beside a file exported outside the project
+    (as --force replaces the file itself): never a tracked file, a link or
+    a folder."""
     side = Path(str(final) + SIDECAR)
-    if not os.path.lexists(side):
+    try:
+        st = os.lstat(side)
+    except (FileNotFoundError, NotADirectoryError):
         return
     tracked = root in side.parents and repo.index.get(side.relative_to(root).as_posix()) is not None
     frames = fmt == "frames"
-    if tracked or side.is_symlink() or _sidecar_source(final, frames=frames) != source:
-        what = "a tracked asset" if tracked else f"not the sidecar of an earlier {'frames ' if frames else ''}export of {source}"
-        raise InvalidInput(f"-o {out}: {side.name} exists and is {what}; exporting would overwrite it",
-                           hint="move it aside, or name another output")
+    forcible = not (tracked or frames) and stat.S_ISREG(st.st_mode)
+    if forcible and force:
+        return
+    if tracked or not stat.S_ISREG(st.st_mode) or _sidecar_source(final, frames=frames) != source:
+        if tracked:
+            what = "is a tracked asset"
+        elif stat.S_ISLNK(st.st_mode):
+            what = "is a symbolic link"
+        elif not stat.S_ISREG(st.st_mode):
+            what = "is not a regular file"
+        else:
+            what = f"is not the sidecar of an earlier {'frames ' if frames else ''}export of {source}"
+        raise InvalidInput(f"-o {out}: {side.name} exists and {what}; exporting would overwrite it",
+                           hint="move it aside or name another output, or pass --force to replace it" if forcible
+                           else "move it aside, or name another output")
 
 
 def _sidecar_source(final: Path, *, frames: bool) -> str | None:
@@ -670,7 +689,8 @@ def export(repo: Repository, name: str, options: ExportOptions, out: str | None,
            regen: bool = True, force: bool = False, notify: Callable[[str], None] | None = None,
            on_poll: Callable[[list], None] | None = None) -> ExportResult:
     """Check everything, re-make an evicted source, then run one "export" job.
-    `force`: replace an existing file outside the project that no export wrote."""
+    `force`: replace an existing file outside the project that no export
+    wrote, and a sidecar beside it that is not its earlier export's."""
     import msgspec
 
     from lattice.remake import ensure_present
@@ -732,20 +752,24 @@ def export_job(ctx) -> dict:
         return msgspec.to_builtins(_record_export(repo, pl["asset"], pl["source"], v.object, p, hooks, base, pl.get("branch", "")))
     from lattice.media import extension
 
-    # A file goes into place through the re-check of _place_outside (frames keep their own rule).
-    place = functools.partial(_place_outside, repo, force=pl.get("force", False), source=pl["source"], oid=v.object)
+    side = None  # the recipe, where the file cannot carry it
+    if not carries_recipe(p["format"], p["source_kind"]):
+        side = json.dumps(json.loads(p["embed"]), indent=2, sort_keys=True).encode() + b"\n"
+    # A file goes into place, with its sidecar, through the re-check of
+    # _place_outside (frames keep their own rule).
+    place = functools.partial(_place_outside, repo, force=pl.get("force", False), source=pl["source"], oid=v.object,
+                              fmt=p["format"], sidecar=side)
     try:
         with repo.objects.as_file(v.object, extension(pl["source"])) as src:
             embedded = _write_file(src, out, p, hooks, place)
     except GeneratorFailed as e:  # a deterministic CPU generator's failure repeats (lattice.render.produce)
         e.retryable = e.transient
         raise
-    sidecar = None
-    if not embedded:
+    if side is not None and p["format"] == "frames":
         from lattice.fsutil import atomic_write
 
-        sidecar = str(out) + SIDECAR
-        atomic_write(Path(sidecar), json.dumps(json.loads(p["embed"]), indent=2, sort_keys=True).encode() + b"\n")
+        atomic_write(Path(str(out) + SIDECAR), side)
+    sidecar = None if side is None else str(out) + SIDECAR
     size = sum(f.stat().st_size for f in out.iterdir()) if out.is_dir() else out.stat().st_size
     return msgspec.to_builtins(ExportResult(**base, bytes=size, embedded=embedded, sidecar=sidecar))
 
@@ -791,47 +815,121 @@ STALE_TEMP_AGE = 3600.0  # seconds untouched before a dead process's temp beside
 
 
 def _sweep_stale_temps(out: Path) -> None:
-    """Remove what an export to `out` that was killed (SIGKILL, a crash)
-    left beside it: temps named as temp_path_near names them for this very
-    output (`.stem.tmp-PID-N.ext`), whose process is gone from this machine
+    """Remove what an export to `out` that was killed left beside it
+    (stale_temps). Inside the project gc sweeps such temps; outside it, this
+    and gc's sweep beside the files the index records are the only cleanup.
+    Best effort: never fails the export."""
+    for path in stale_temps([out]):
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def stale_temps(outs: Iterable[Path], now: float | None = None) -> list[Path]:
+    """What exports to `outs` that were killed (SIGKILL, a crash) left
+    beside them: temps named as temp_path_near names them for those very
+    outputs (`.stem.tmp-PID-N.ext`), whose process is gone from this machine
     and which nothing has touched for STALE_TEMP_AGE (an export on another
     machine sharing the folder keeps writing to its temp, and its pid means
-    nothing here). Inside the project gc sweeps such temps; outside it, this
-    is the only cleanup. Best effort: never fails the export."""
+    nothing here). One listing per folder."""
     import time
 
     from lattice.childproc import alive
+
+    wanted: dict[Path, set[tuple[str, str]]] = {}
+    for out in outs:
+        wanted.setdefault(out.parent, set()).add((out.stem, out.suffix))
+    now = time.time() if now is None else now
+    found = []
+    for folder, names in wanted.items():
+        try:
+            listing = os.listdir(folder)
+        except OSError:
+            continue
+        for n in listing:
+            pid = _temp_pid(n, names)
+            if pid is None:
+                continue
+            path = folder / n
+            try:
+                st = os.lstat(path)
+            except OSError:
+                continue
+            if stat.S_ISREG(st.st_mode) and now - st.st_mtime >= STALE_TEMP_AGE and not alive(pid):
+                found.append(path)
+    return sorted(found)
+
+
+_TEMP_TAIL = re.compile(r"(\d+)-\d+(.*)")
+
+
+def _temp_pid(name: str, outs: set[tuple[str, str]]) -> int | None:
+    """The pid in `name` when it is temp_path_near's name for an output
+    whose (stem, suffix) is in `outs`: `.{stem}.tmp-{pid}-{n}{suffix}`."""
     from lattice.fsutil import TEMP_MARK
 
-    ours = re.compile(re.escape(f".{out.stem}{TEMP_MARK}") + r"(\d+)-\d+" + re.escape(out.suffix))
-    try:
-        names = [n for n in os.listdir(out.parent) if ours.fullmatch(n)]
-    except OSError:
-        return
-    now = time.time()
-    for n in names:
-        pid = int(ours.fullmatch(n)[1])
-        path = out.parent / n
-        with contextlib.suppress(OSError):
-            st = os.lstat(path)
-            if stat.S_ISREG(st.st_mode) and now - st.st_mtime >= STALE_TEMP_AGE and not alive(pid):
-                path.unlink()
+    if not name.startswith("."):
+        return None
+    at = name.find(TEMP_MARK, 1)
+    while at != -1:  # a stem may hold the mark itself: try each place
+        m = _TEMP_TAIL.fullmatch(name, at + len(TEMP_MARK))
+        if m and (name[1:at], m[2]) in outs:
+            return int(m[1])
+        at = name.find(TEMP_MARK, at + 1)
+    return None
 
 
-def _place_outside(repo: Repository, tmp: Path, out: Path, *, force: bool, source: str, oid: str) -> None:
-    """Publish a finished export outside the project and record the file
-    written, under the index's write lock: the check made before the job was
-    queued is made again, so a file that appeared or was edited meanwhile is
-    not replaced unasked, and two exports racing to one path take turns."""
-    from lattice.fsutil import publish
+def _place_outside(repo: Repository, tmp: Path, out: Path, *, force: bool, source: str, oid: str, fmt: str,
+                   sidecar: bytes | None = None) -> None:
+    """Publish a finished export outside the project, write its `sidecar`
+    (when given) and record the file written, under the index's write lock:
+    the checks made before the job was queued are made again, so a file or
+    sidecar that appeared or was edited meanwhile is not replaced unasked,
+    and two exports racing to one path take turns."""
+    from lattice.fsutil import atomic_write, publish
 
     with open(tmp, "rb+") as f:  # publish's slow part, outside the lock
         os.fsync(f.fileno())
+    failed = None
     with repo.index:
         _check_outside_file(repo, out, force)
+        if sidecar is not None:
+            _check_sidecar(repo, out, str(out), source, fmt, Path(os.path.realpath(repo.root)), force)
         st = os.stat(tmp)  # the rename keeps size, mtime and inode
         publish(tmp, out)
         repo.index.put_export(str(out), st, source, oid)
+        if sidecar is not None:
+            try:  # inside the lock: a racing export's sidecar never lands beside our file
+                atomic_write(Path(str(out) + SIDECAR), sidecar)
+            except OSError as e:  # the file is in place: its record must stay
+                failed = e
+    if failed is not None:
+        raise failed
+
+
+def stale_export_records(repo: Repository) -> list[tuple[str, int, int, int]]:
+    """The index's records of files exports wrote (export_rows) that no
+    export may replace unasked any more: the file is gone from its folder,
+    or it is not what the export wrote (the user replaced or edited it). A
+    record whose folder is missing is kept: that may be a disk not mounted
+    now. One lstat per record: gc asks, not each export (an export to a
+    path replaces that path's record)."""
+    stale = []
+    for row in repo.index.export_rows():
+        path, size, mtime_ns, ino = row
+        try:
+            st = os.lstat(path)
+        except NotADirectoryError:  # a file where its folder was
+            stale.append(row)
+            continue
+        except FileNotFoundError:
+            if os.path.isdir(os.path.dirname(path)):
+                stale.append(row)
+            continue
+        except OSError:  # unreadable now: maybe not later
+            continue
+        if (st.st_size, st.st_mtime_ns, st.st_ino) != (size, mtime_ns, ino):
+            stale.append(row)
+    return stale
 
 
 def _record_export(repo: Repository, asset: str, source: str, source_object: str, p: dict, hooks, base: dict,

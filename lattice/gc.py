@@ -23,6 +23,12 @@ that both `--dry-run` and the real run call):
      running job) go after the grace period
      (default two weeks); objects just written by a running add or job are
      young, so the grace period protects them.
+  7. Stray temps interrupted writes left go after the grace period too;
+     beside the files `lattice export` wrote outside the project (the
+     index records them), only temps export itself names for that file,
+     once their process is gone and they sat an hour (export's own rule,
+     lattice.export.stale_temps). The records of such files that are gone
+     or changed since are forgotten.
 
 "Last used" is the later of the object's mtime (written) and the time it was
 last materialized or read (lattice.catalog.touch), because atime is
@@ -41,7 +47,7 @@ import json
 import os
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -187,11 +193,14 @@ class Eviction:
 @dataclass
 class GcPlan:
     evictions: list[Eviction]
-    temps: list[str]  # stray temp files (and old key locks) older than the grace period
+    temps: list[str]  # stray temp files (and old key locks) older than the grace period; stale export temps
     bytes: int
     objects: int  # objects present before
     present_bytes: int
     temp_bytes: int = 0  # what the temps hold
+    # Records of files exports wrote that are gone or changed since
+    # (path, size, mtime_ns, ino; lattice.export.stale_export_records): forgotten.
+    stale_exports: list[tuple[str, int, int, int]] = field(default_factory=list)
 
 
 def plan_gc(repo: Repository, options: GcOptions | None = None, now: float | None = None,
@@ -230,9 +239,13 @@ def plan_gc(repo: Repository, options: GcOptions | None = None, now: float | Non
         if oid not in referenced and oid not in cat.producers and now - mtime >= grace:
             chosen[oid] = Eviction(oid, size, "unreferenced", [], mtime)
     temps = [str(p) for p in repo.stray_temps(key_locks=True) if now - _mtime(p) >= grace]
+    from lattice.export import stale_export_records, stale_temps
+
+    # Beside the files exports wrote outside the project, by export's own rule.
+    temps += map(str, stale_temps((Path(row[0]) for row in repo.index.export_rows()), now))
     evictions = sorted(chosen.values(), key=lambda e: (e.reason, e.last_used, e.object))
     return GcPlan(evictions, temps, sum(e.bytes for e in evictions), len(cat.present),
-                  sum(s for s, _ in cat.present.values()), sum(map(file_size, temps)))
+                  sum(s for s, _ in cat.present.values()), sum(map(file_size, temps)), stale_export_records(repo))
 
 
 def file_size(path: str) -> int:
@@ -387,6 +400,7 @@ class GcResult:
     freed: int  # bytes freed
     dry_run: bool
     history_packed: int = 0  # history objects packed into one pack (0: not needed)
+    exports_forgotten: int = 0  # of plan.stale_exports
 
 
 def collect(repo: Repository, options: GcOptions | None = None, progress: Callable[[float, str], None] | None = None) -> GcResult:
@@ -408,15 +422,16 @@ def collect(repo: Repository, options: GcOptions | None = None, progress: Callab
         for t in plan.temps:
             try:
                 os.unlink(t)
-            except FileNotFoundError:
+            except OSError:  # gone, or a folder we may no longer write: never worth failing gc before its log
                 pass
         _log_run(repo, plan, removed, freed, cat)
+        forgotten = repo.index.drop_exports([tuple(r) for r in plan.stale_exports]) if plan.stale_exports else 0
         progress(0.97, "packing history")
         from lattice import history
 
         packed = history.repack(repo)
     progress(1.0, "done")
-    return GcResult(plan, removed, freed, False, packed)
+    return GcResult(plan, removed, freed, False, packed, forgotten)
 
 
 def _log_run(repo: Repository, plan: GcPlan, removed: int, freed: int, cat: Catalog) -> None:

@@ -490,6 +490,18 @@ class Index:
         self.db.execute("INSERT OR REPLACE INTO exports(path, size, mtime_ns, ino, source, object) VALUES (?, ?, ?, ?, ?, ?)",
                         (path, st.st_size, st.st_mtime_ns, st.st_ino, source, oid))
 
+    def export_rows(self) -> list[tuple[str, int, int, int]]:
+        """(path, size, mtime_ns, ino) of every file exports wrote."""
+        return self.db.execute("SELECT path, size, mtime_ns, ino FROM exports").fetchall()
+
+    def drop_exports(self, rows: list[tuple[str, int, int, int]]) -> int:
+        """Forget these export_rows, each only while it is still exactly
+        that: a file an export wrote anew meanwhile keeps its record.
+        Returns how many went."""
+        with self:
+            return self.db.executemany("DELETE FROM exports WHERE path = ? AND size = ? AND mtime_ns = ? AND ino = ?",
+                                       rows).rowcount
+
     def cache_drop(self, key: str) -> None:
         self.db.execute("DELETE FROM cache WHERE key = ?", (key,))
 

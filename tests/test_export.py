@@ -646,3 +646,152 @@ def test_an_export_removes_what_a_killed_export_to_the_same_name_left(media, tmp
     assert r.code == 0, r.err
     left = sorted(p.name for p in tmp_path.iterdir())
     assert left == sorted({*files, "g.gif", "g.gif.lattice.json"} - {f".g.tmp-{dead}-1.gif"})
+
+
+def test_force_replaces_a_sidecar_it_did_not_write_as_it_replaces_the_file(tmp_repo, tmp_path):
+    """--force replaces the user's file at -o; the recipe's sidecar beside
+    it is as much the output, so --force replaces a user's file there too
+    (never a link or a folder), and without it the refusal says so."""
+    root = tmp_repo.root
+    _clip(tmp_repo)
+    out, side = tmp_path / "o.gif", tmp_path / "o.gif.lattice.json"
+    side.write_text("my notes\n")
+    r = run_cli("export", "v.mp4", "-o", str(out), cwd=root)
+    assert r.code == 4, r.err
+    error, hint = r.err.splitlines()
+    assert error.startswith("error: ") and "o.gif.lattice.json exists and is not the sidecar of an earlier export" in error
+    assert hint.startswith("hint: ") and "--force" in hint
+    assert side.read_text() == "my notes\n" and not out.exists() and _no_export_queued(tmp_repo)
+    r = export(tmp_repo, "v.mp4", "-o", str(out), "--force")
+    assert r.code == 0 and r.json["sidecar"] == str(side), r.err
+    assert json.loads(side.read_text())["lattice"]["asset"] == "v.mp4" and _recorded(tmp_repo, out) is not None
+    # Never a link (nor what it points at) or a folder, --force or not.
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    (tmp_path / "l.gif.lattice.json").symlink_to(victim)
+    (tmp_path / "d.gif.lattice.json").mkdir()
+    for name, what in (("l.gif", "is a symbolic link"), ("d.gif", "is not a regular file")):
+        r = run_cli("export", "v.mp4", "-o", str(tmp_path / name), "--force", cwd=root)
+        assert r.code == 4 and f"{name}.lattice.json exists and {what}" in r.err and "--force" not in r.err, r.err
+        assert not (tmp_path / name).exists()
+    assert victim.read_text() == "precious\n"
+    # A frames export replaces only an earlier frames export, so its sidecar too.
+    (tmp_path / "f.lattice.json").write_text("my notes\n")
+    r = run_cli("export", "v.mp4", "-f", "frames", "-o", str(tmp_path / "f"), "--force", cwd=root)
+    assert r.code == 4 and "f.lattice.json exists and is not the sidecar of an earlier frames export" in r.err, r.err
+    assert (tmp_path / "f.lattice.json").read_text() == "my notes\n"
+
+
+def test_a_sidecar_that_appears_while_the_export_waits_is_not_overwritten(tmp_repo, tmp_path, monkeypatch):
+    """The job checks the sidecar again when it puts the file in place, as
+    it checks the file: a user's file saved there meanwhile is kept."""
+    import lattice.remake
+
+    _clip(tmp_repo)
+    out, side = tmp_path / "late.gif", tmp_path / "late.gif.lattice.json"
+    ensure_present = lattice.remake.ensure_present
+
+    def user_saves_meanwhile(*args, **kwargs):  # runs after the up-front checks, before the job
+        side.write_text("saved meanwhile\n")
+        return ensure_present(*args, **kwargs)
+
+    monkeypatch.setattr(lattice.remake, "ensure_present", user_saves_meanwhile)
+    r = run_cli("export", "v.mp4", "-o", str(out), cwd=tmp_repo.root)
+    assert r.code == 4 and "late.gif.lattice.json exists and is not the sidecar of an earlier export" in r.err, r.err
+    assert side.read_text() == "saved meanwhile\n" and _recorded(tmp_repo, out) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["late.gif.lattice.json", "proj"]  # no file, no temp
+
+
+def test_gc_forgets_the_records_of_exported_files_gone_or_changed(tmp_repo, tmp_path):
+    """The index records each file an export wrote outside the project; gc
+    forgets those that can no longer match (deleted, edited, replaced by
+    the user), and keeps the rest: a file still as written, and one whose
+    whole folder is missing (maybe a disk not mounted now)."""
+    import shutil
+
+    root = tmp_repo.root
+    _clip(tmp_repo)
+    (tmp_path / "disk").mkdir()
+    outs = {k: tmp_path / f"{k}.mp4" for k in ("gone", "edited", "replaced", "kept")}
+    outs["unmounted"] = tmp_path / "disk" / "u.mp4"
+    for out in outs.values():
+        assert run_cli("export", "v.mp4", "-o", str(out), cwd=root).code == 0
+    outs["gone"].unlink()
+    with open(outs["edited"], "ab") as f:
+        f.write(b"my edit")
+    outs["replaced"].unlink()
+    outs["replaced"].write_bytes(b"my own cut")
+    shutil.rmtree(tmp_path / "disk")
+    r = run_cli("gc", "--dry-run", "--json", cwd=root)
+    assert r.code == 0 and r.json["exports_forgotten"] == 3, r.err
+    assert all(_recorded(tmp_repo, out) for out in outs.values())  # a dry run forgets nothing
+    r = run_cli("gc", "--json", cwd=root)
+    assert r.code == 0 and r.json["exports_forgotten"] == 3, r.err
+    assert {k for k, out in outs.items() if _recorded(tmp_repo, out)} == {"kept", "unmounted"}
+    assert outs["edited"].read_bytes().endswith(b"my edit") and outs["replaced"].read_bytes() == b"my own cut"
+    assert run_cli("export", "v.mp4", "-o", str(outs["kept"]), "--size", "16x12", cwd=root).code == 0  # still ours
+    r = run_cli("export", "v.mp4", "-o", str(outs["edited"]), cwd=root)
+    assert r.code == 4 and "already exists and no earlier export wrote it" in r.err, r.err
+    # A record is forgotten only while it is still the one gc found stale:
+    # an export that wrote the file anew meanwhile keeps its own.
+    index = Repository.find(root).index
+    [old] = [row for row in index.export_rows() if row[0] == str(outs["kept"])]
+    os.utime(outs["kept"], ns=(1, 1))
+    assert run_cli("export", "v.mp4", "-o", str(outs["kept"]), "--force", cwd=root).code == 0
+    assert index.drop_exports([old]) == 0 and _recorded(tmp_repo, outs["kept"]) is not None
+    assert run_cli("gc", "--json", cwd=root).json["exports_forgotten"] == 0
+
+
+def test_gc_sweeps_what_killed_exports_left_beside_the_files_exports_wrote(tmp_repo, tmp_path):
+    """A killed export's temp beside a file exports wrote outside the
+    project goes at the next gc, by export's own rule (its name for that
+    output, its process gone, untouched for an hour), not only at the next
+    export to that name; nothing else there is touched."""
+    import subprocess
+    import sys
+
+    from lattice.export import STALE_TEMP_AGE
+
+    root = tmp_repo.root
+    _clip(tmp_repo)
+    assert run_cli("export", "v.mp4", "-o", str(tmp_path / "g.mp4"), cwd=root).code == 0
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    dead, live = child.pid, os.getpid()
+    old = os.stat(tmp_path).st_mtime - STALE_TEMP_AGE - 60
+    files = {f".g.tmp-{dead}-1.mp4": old, f".g.tmp-{live}-3.mp4": old, f".g.tmp-{dead}-2.mp4": None,
+             f".h.tmp-{dead}-1.mp4": old, f".g.tmp-{dead}-1.gif": old, "g.tmp-1-1.mp4": old, f".g.tmp-{dead}-4.mp4.x": old}
+    for name, mtime in files.items():
+        (tmp_path / name).write_bytes(b"half an export")
+        if mtime:
+            os.utime(tmp_path / name, (mtime, mtime))
+    stale = str(tmp_path / f".g.tmp-{dead}-1.mp4")
+    r = run_cli("gc", "--dry-run", "--json", cwd=root)
+    assert r.code == 0 and stale in r.json["temps"] and r.json["temp_bytes"] >= len(b"half an export"), r.err
+    assert os.path.exists(stale)
+    r = run_cli("gc", "--json", cwd=root)
+    assert r.code == 0 and stale in r.json["temps"], r.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({*files, "g.mp4", "proj"} - {os.path.basename(stale)})
+
+
+def test_stale_temps_match_only_the_names_export_gives_its_temps(tmp_path):
+    """temp_path_near's name for an output, `.{stem}.tmp-{pid}-{n}{suffix}`,
+    whatever the stem holds (dots, the temp mark itself, no suffix)."""
+    import subprocess
+    import sys
+
+    from lattice.export import STALE_TEMP_AGE, stale_temps
+    from lattice.fsutil import temp_path_near
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    dead = child.pid
+    outs = [tmp_path / n for n in ("a.b.gif", "x.tmp-1-2.mp4", "noext")]
+    made = [temp_path_near(out) for out in outs]  # named by this (live) process
+    names = [f".a.b.tmp-{dead}-1.gif", f".x.tmp-1-2.tmp-{dead}-1.mp4", f".noext.tmp-{dead}-1",
+             f".a.tmp-{dead}-1.gif", f".noext.tmp-{dead}-1.png", f".a.b.tmp-{dead}-1.gif.frame.png", f"a.b.tmp-{dead}-1.gif"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"")
+    now = os.stat(tmp_path).st_mtime + STALE_TEMP_AGE + 60
+    assert [p.name for p in stale_temps(outs, now)] == sorted(names[:3])
+    assert all(p.exists() for p in made)

@@ -29,8 +29,11 @@ def gc(
     (unless asked). Policies per kind come from `[gc.policy.<kind>]` in
     .lattice/config.toml: thumbnails forever, images after 7 days unused,
     videos after 3 days, intermediates (pose, depth, mask) after 24 hours.
-    Unreferenced objects go after `[gc] grace` (two weeks). History is
-    packed into one git pack once it holds 1,000 loose objects or 20 packs.
+    Unreferenced objects go after `[gc] grace` (two weeks). Beside the
+    files `lattice export` wrote outside the project, temps a killed export
+    left go once its process is gone and they sat an hour, and the records
+    of such files gone or changed since are forgotten. History is packed into one git pack once it holds
+    1,000 loose objects or 20 packs.
     Runs as a queue job under the repository lock; every run is logged for
     `lattice du`.
     """
@@ -44,17 +47,19 @@ def gc(
         include_nondeterministic=include_nondeterministic,
         include_current=include_current,
     )
-    packed = 0
+    packed = forgotten = 0
     if dry_run:
         plan = plan_gc(repo, options)
         removed, freed = len(plan.evictions), plan.bytes
     else:
         result = run_gc(repo, options)
         plan, removed, freed, packed = result.plan, result.removed, result.freed, result.history_packed
+        forgotten = result.exports_forgotten
     if json:
         emit_json({"dry_run": dry_run, "objects": removed, "bytes": freed, "evictions": plan.evictions,
                    "temps": plan.temps, "temp_bytes": plan.temp_bytes, "present_objects": plan.objects,
-                   "present_bytes": plan.present_bytes, "history_packed": packed})
+                   "present_bytes": plan.present_bytes, "history_packed": packed,
+                   "exports_forgotten": len(plan.stale_exports) if dry_run else forgotten})
         return
     out = echo if dry_run else say  # a dry run's plan is the data asked for
     for e in plan.evictions:
@@ -67,6 +72,8 @@ def gc(
     out(f"{removed} objects, {verb} {human_size(freed)} of {human_size(plan.present_bytes)}")
     if plan.temps:
         out(f"{len(plan.temps)} stray temp file(s) left by interrupted commands, {human_size(plan.temp_bytes)}: {'would remove' if dry_run else 'removed'}")
+    if plan.stale_exports:
+        out(f"{len(plan.stale_exports)} record(s) of exported files gone or changed since: {'would forget' if dry_run else 'forgotten'}")
     if packed:
         say(f"history: packed {packed} objects into one pack")
 
@@ -118,10 +125,11 @@ Quality presets (default production):
 Outside the project, the recipe is embedded in PNG, MP4, WebM, MP3 and
 Lottie made from images, otherwise written to OUT.lattice.json; inside it,
 the export is an asset and its manifest record holds the recipe (frames
-get the OUT.lattice.json sidecar wherever they are). A sidecar replaces only
-one an earlier export of the same asset wrote. An existing file outside
-the project is replaced only when an earlier export from this project wrote
-it and it is unchanged since; --force replaces any other file there.
+get the OUT.lattice.json sidecar wherever they are). An existing file
+outside the project is replaced only when an earlier export from this
+project wrote it and it is unchanged since, and a sidecar only when it is
+one an earlier export of the same asset wrote; --force replaces any other
+regular file there, sidecar included (frames keep their rule).
 """
 
 
@@ -133,7 +141,7 @@ def export(
     fps: Optional[float] = typer.Option(None, "--fps", help="Output frame rate."),
     range_: Optional[str] = typer.Option(None, "--range", metavar="START-END", help="Seconds or [HH:]MM:SS, e.g. 1.5-4."),
     out: Optional[str] = typer.Option(None, "--output", "-o", metavar="OUT", help="Output file (a directory for frames); default NAME-export.EXT here."),
-    force: bool = typer.Option(False, "--force", help="Replace an existing output file lattice did not write (outside the project)."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing output file outside the project, and its OUT.lattice.json sidecar, that lattice did not write."),
     no_regen: bool = NO_REGEN,
     json: bool = JSON,
 ) -> None:
