@@ -1,8 +1,10 @@
 """Checking history and repairing it (`lattice fsck`'s part): refs joined
 after a git merge conflict, HEAD fixed, the manifest compared with history
 HEAD, and damaged history mended. A ref that names a missing or broken
-commit goes back to its newest intact one; only a history with no intact
-commit at all is quarantined and started afresh from the manifest."""
+commit goes back to its newest intact one; commits whose own tree is
+complete above a lost ancestor are re-made on what is kept. Only a history
+with no commit whose tree is complete is quarantined and started afresh
+from the manifest."""
 
 from __future__ import annotations
 
@@ -199,11 +201,14 @@ def drift(repo: Repository, g, recorded: dict) -> list[str]:
 
 @dataclass(frozen=True)
 class Rewind:
-    """A ref that `repair_history` moved back. `old`: the id it held (None:
-    its file held no id); `missing`: that commit is not in this copy at
-    all; `new`: its new tip, `how` it was found; `lost`: the commits it
-    reached and no longer does (unreadable, or with an unreadable tree or
-    ancestor)."""
+    """A ref that `repair_history` moved. `old`: the id it held (None: its
+    file held no id); `missing`: that commit is not in this copy at all;
+    `new`: its new tip, `how` it was found; `lost`: the commits it reached
+    and no longer does (unreadable, or with an unreadable tree); `remade`:
+    (old, new) for each commit with a complete tree of its own that was
+    written again on the history kept, because an ancestor was lost;
+    `grafted`: (missing commit, the commit what followed it now follows,
+    or None for none)."""
 
     ref: str
     old: str | None
@@ -211,6 +216,8 @@ class Rewind:
     new: str
     how: str
     lost: tuple[str, ...]
+    remade: tuple[tuple[str, str], ...] = ()
+    grafted: tuple[tuple[str, str | None], ...] = ()
 
     @property
     def name(self) -> str:
@@ -219,20 +226,34 @@ class Rewind:
     def describe(self) -> str:
         kind = "" if self.ref == "HEAD" else "branch " if self.ref.startswith("refs/heads/") else "tag "
         was = "an unreadable value" if self.old is None else f"{self.old[:12]} ({'not in this copy' if self.missing else 'not intact'})"
-        lost = [i[:12] for i in self.lost]
-        gone = f"; lost: {', '.join(lost[:10])}{f' and {len(lost) - 10} more' if len(lost) > 10 else ''}" if lost else ""
+        out = f"{kind}{self.name} moved from {was} to {self.new[:12]}, {self.how}"
+        if self.remade:
+            out += "; re-made (same tree, message, author and time) on the history kept: " + _listed(f"{o[:12]} as {n[:12]}" for o, n in self.remade)
+        for gone, onto in self.grafted:
+            out += (f"; {gone[:12]} is missing, so its parents are unknown: what followed it now follows "
+                    + (f"{onto[:12]}, the newest commit nothing else follows" if onto else "nothing (no commit fits)"))
+        if self.lost:
+            out += "; lost: " + _listed(i[:12] for i in self.lost)
         if self.missing:
-            gone += " and any commits between it and the new tip, which this copy never had"
-        return f"{kind}{self.name} moved from {was} to {self.new[:12]}, {self.how}{gone}"
+            out += " and any commits between it and the new tip, which this copy never had"
+        return out
+
+
+def _listed(items) -> str:
+    items = list(items)
+    return ", ".join(items[:10]) + (f" and {len(items) - 10} more" if len(items) > 10 else "")
 
 
 class _Intact:
     """Which commits are intact: readable, and so are their tree with every
-    tree and blob under it and every ancestor. Each object is read once."""
+    tree and blob under it and every ancestor. Which are whole: readable
+    with a complete tree of their own, whatever their ancestors. Each
+    object is read once."""
 
     def __init__(self, g):
         self.g = g
         self.commits: dict[str, bool] = {}
+        self.wholes: dict[str, bool] = {}
         self.trees: dict[str, bool] = {}
 
     def read(self, oid):
@@ -241,6 +262,10 @@ class _Intact:
             return self.g.get(oid)
         except Exception:  # noqa: BLE001 - a corrupt object reads as absent
             return None
+
+    def whole(self, oid) -> bool:
+        self.commit(oid)
+        return self.wholes[str(oid)]
 
     def commit(self, oid) -> bool:
         import pygit2
@@ -255,15 +280,16 @@ class _Intact:
             cid, done = stack.pop()
             if done:
                 c = self.read(cid)
-                parents = [self.read(p) for p in c.parent_ids]
-                self.commits[cid] = all(self.commits.get(str(p), False) for p in c.parent_ids) and (
-                    self.changes(parents[0].tree_id, c.tree_id) if parents else self.tree(c.tree_id))
+                # Against a whole parent's tree only what differs is read.
+                base = next((p for p in c.parent_ids if self.wholes.get(str(p))), None)
+                self.wholes[cid] = self.changes(self.read(base).tree_id, c.tree_id) if base is not None else self.tree(c.tree_id)
+                self.commits[cid] = self.wholes[cid] and all(self.commits.get(str(p), False) for p in c.parent_ids)
                 continue
             if cid in self.commits or cid in open_:
                 continue
             c = self.read(cid)
             if not isinstance(c, pygit2.Commit):
-                self.commits[cid] = False
+                self.commits[cid] = self.wholes[cid] = False
                 continue
             open_.add(cid)
             stack.append((cid, True))
@@ -295,6 +321,119 @@ class _Intact:
                 self.tree(e.id) if e.type_str == "tree" else e.type_str != "blob" or e.id in self.g.odb for e in t
             )
         return self.trees[key]
+
+
+class _Remake:
+    """What stands for each broken commit once history is mended, shared by
+    every ref repaired so that a commit is re-made once. An intact commit
+    stands for itself. A whole one (its own tree complete) below which
+    something is lost is re-made: same tree, message, author and committer,
+    on what stands for its parents, as a re-commit over a cut history
+    would. One that is not whole is dropped: what stands for its parents
+    stands for it. A missing one has no parents to follow: its followers go
+    on the newest commit that nothing else follows (see _graft)."""
+
+    def __init__(self, g, intact: _Intact, branch_tips: set[str]):
+        self.g, self.intact = g, intact
+        self.branch_tips = branch_tips  # another line of work: never a missing commit's stand-in
+        # Broken commit -> what stands for it: commit ids, and ("missing", id)
+        # for a missing commit not yet grafted (done only where needed).
+        self.stand: dict[str, list] = {}
+        self.made: dict[str, str] = {}
+        self.grafts: dict[str, tuple[str | None, list[str], list[str]]] = {}
+        self.later: dict[str, int] = {}  # missing commit -> commit time of its first follower
+        self.active: set[str] = set()  # commits being settled: never their own ancestor
+        self.heads: list | None = None
+
+    def settle(self, tip: str) -> tuple[str | None, list[str], list[str], list[tuple[str, str | None]]]:
+        """The commit `tip` becomes (None: nothing of it is kept), and of
+        what it reached, newest first, the commits dropped, those re-made
+        and (missing commit, its stand-in) where one was needed."""
+        import pygit2
+
+        # Broken commits from the tip, parents before children (post-order,
+        # without recursion: a damaged stretch can be long).
+        order, seen, stack = [], set(), [(tip, False)]
+        while stack:
+            cid, done = stack.pop()
+            if done:
+                order.append(cid)
+                continue
+            if cid in seen or self.intact.commit(cid):
+                continue
+            seen.add(cid)
+            stack.append((cid, True))
+            c = self.intact.read(cid)
+            for p in c.parent_ids if isinstance(c, pygit2.Commit) else ():
+                self.later[str(p)] = min(self.later.get(str(p), c.commit_time), c.commit_time)
+                stack.append((str(p), False))
+        before = set(self.active)
+        self.active |= seen
+        try:
+            for cid in order:
+                if cid not in self.stand:
+                    self._settle_one(cid)
+            stands = self._resolve(self.stand.get(tip, [tip]))
+        finally:
+            self.active = before
+        lost, made, grafted = [], [], []
+        for cid in reversed(order):
+            (made if cid in self.made else lost).append(cid)
+            if cid in self.grafts:
+                onto, more_lost, more_made = self.grafts[cid]
+                grafted.append((cid, onto))
+                lost += more_lost
+                made += more_made
+        new = max(stands, key=lambda s: self.intact.read(s).commit_time) if stands else None
+        return new, lost, made, grafted
+
+    def _settle_one(self, cid: str) -> None:
+        import pygit2
+
+        c = self.intact.read(cid)
+        if not isinstance(c, pygit2.Commit):
+            self.stand[cid] = [("missing", cid)]
+            return
+        parents = list(dict.fromkeys(s for p in c.parent_ids for s in self.stand.get(str(p), [str(p)])))
+        if not self.intact.whole(cid):
+            self.stand[cid] = parents
+            return
+        parents = self._resolve(parents)
+        extra = [c.message_encoding] if c.message_encoding else []
+        new = str(self.g.create_commit(None, c.author, c.committer, c.raw_message, c.tree_id,
+                                       [pygit2.Oid(hex=p) for p in parents], *extra))
+        self.stand[cid], self.made[cid] = [new], new
+
+    def _resolve(self, items: list) -> list[str]:
+        out = []
+        for item in items:
+            if isinstance(item, tuple):
+                if item[1] not in self.grafts:
+                    self.grafts[item[1]] = self._graft(item[1])
+                onto = self.grafts[item[1]][0]
+                out += [onto] if onto else []
+            else:
+                out.append(item)
+        return list(dict.fromkeys(out))
+
+    def _graft(self, missing: str) -> tuple[str | None, list[str], list[str]]:
+        """(stand-in as settled, dropped, re-made) for a commit this copy
+        lacks. Its parent was most likely the newest commit, no newer than
+        its first follower, that no readable commit follows and no branch
+        holds, and that is not among those being settled (no cycle)."""
+        import pygit2
+
+        if self.heads is None:
+            commits = [c for c in (self.intact.read(o) for o in self.g.odb) if isinstance(c, pygit2.Commit)]
+            followed = {str(p) for c in commits for p in c.parent_ids}
+            self.heads = [c for c in commits if str(c.id) not in followed]
+        bound, skip = self.later.get(missing), self.active | self.branch_tips | set(self.made.values())
+        fits = [c for c in self.heads if (bound is None or c.commit_time <= bound) and str(c.id) not in skip]
+        if not fits:
+            return None, [], []
+        onto = str(max(fits, key=lambda c: (c.commit_time, self.intact.commit(c.id))).id)
+        new, lost, made, _ = self.settle(onto)
+        return new, lost, made
 
 
 def _ref_values(repo: Repository) -> dict[str, str | None]:
@@ -343,17 +482,16 @@ def _earlier_values(repo: Repository, ref: str) -> list[str]:
 
 def rewind_broken_refs(repo: Repository) -> list[Rewind]:
     """Move each branch, tag or detached HEAD whose commit is missing or not
-    intact back to an intact commit, keeping every intact commit; the refs
-    moved. A readable tip goes back to its newest intact ancestor. A tip
-    this copy does not hold has no parents to follow: the newest intact
-    value the ref held before (its reflog, or the git repository the project
-    is shared through), else the newest intact commit of the object
-    database that no sound ref reaches (the chain the lost commits were
-    added to), else the newest intact commit at all. A ref is left alone
-    when no commit is intact (the caller starts history afresh). Call under
-    the repository lock."""
-    import heapq
-
+    intact to one that is, keeping every commit with a complete tree of its
+    own; the refs moved. A readable tip stays at its newest commit whose
+    tree is complete: where an ancestor is lost, that commit and those
+    between are re-made on what is kept (_Remake). A tip this copy does not
+    hold has no parents to follow: the newest whole value the ref held
+    before (its reflog, or the git repository the project is shared
+    through), else the newest whole commit of the object database that no
+    sound ref reaches (the chain the lost commits were added to), else the
+    newest whole commit at all. A ref is left alone when no commit is whole
+    (the caller starts history afresh). Call under the repository lock."""
     import pygit2
 
     from lattice.fsutil import atomic_write
@@ -367,66 +505,67 @@ def rewind_broken_refs(repo: Repository) -> list[Rewind]:
     broken = {ref: oid for ref, oid in values.items() if ref not in sound}
     if not broken:
         return []
-    chosen: dict[str, tuple[str, str, tuple[str, ...]]] = {}
+    remake = _Remake(g, intact, {oid for ref, oid in values.items() if ref.startswith("refs/heads/") and oid})
+    chosen: dict[str, tuple[str, str, list[str], list[str], list]] = {}
+    dropped: dict[str, list[str]] = {}  # readable tips with nothing kept: what they reached
     for ref, oid in broken.items():
         tip = intact.read(oid) if oid is not None else None
         if not isinstance(tip, pygit2.Commit):
             continue
-        # Every commit the tip reaches that is not intact is lost; the
-        # newest intact commit where that walk stops is the new tip.
-        heap, seen, lost, stops = [(-tip.commit_time, str(tip.id))], {str(tip.id)}, [], []
-        while heap:
-            _, cid = heapq.heappop(heap)
-            if intact.commit(cid):
-                stops.append(cid)
-                continue
-            lost.append(cid)
-            c = intact.read(cid)
-            for p in c.parent_ids if isinstance(c, pygit2.Commit) else ():
-                if str(p) not in seen:
-                    seen.add(str(p))
-                    parent = intact.read(p)
-                    heapq.heappush(heap, (-parent.commit_time if isinstance(parent, pygit2.Commit) else 0, str(p)))
-        if stops:
-            new = max(stops, key=lambda s: intact.read(s).commit_time)
-            chosen[ref] = (new, "its newest intact ancestor", tuple(lost))
+        # The commits it reaches that are not whole are lost; those that
+        # are, above a loss, are re-made on what is kept.
+        new, lost, made, grafted = remake.settle(oid)
+        dropped[ref] = lost
+        if new is not None:
+            how = ("its own tree is complete: re-made" if remake.made.get(oid) == new
+                   else "its newest commit with a complete tree, re-made" if new in remake.made.values()
+                   else "its newest intact ancestor")
+            chosen[ref] = (new, how, lost, made, grafted)
     # Tips this copy lacks, the checked-out branch first.
     rest = sorted((r for r in broken if r not in chosen), key=lambda r: (r != f"refs/heads/{head_branch(repo)}", r))
     pool = None
     for ref in rest:
-        before = next((e for e in _earlier_values(repo, ref) if e != broken[ref] and intact.commit(e)), None)
+        gone = dropped.get(ref) or ([broken[ref]] if broken[ref] else [])
+        before = next((e for e in _earlier_values(repo, ref) if e != broken[ref] and intact.whole(e)), None)
         if before is not None:
-            chosen[ref] = (before, "the newest intact commit it pointed to before", (broken[ref],) if broken[ref] else ())
+            new, lost, made, grafted = remake.settle(before)
+            how = ("the newest intact commit it pointed to before" if new == before
+                   else "the newest commit with a complete tree it pointed to before, re-made")
+            chosen[ref] = (new, how, gone + lost, made, grafted)
             continue
         if pool is None:
-            pool = sorted((c for c in (intact.read(o) for o in g.odb) if isinstance(c, pygit2.Commit) and intact.commit(c.id)),
-                          key=lambda c: c.commit_time, reverse=True)
+            pool = sorted((c for c in (intact.read(o) for o in g.odb) if isinstance(c, pygit2.Commit) and intact.whole(c.id)),
+                          key=lambda c: (c.commit_time, intact.commit(c.id)), reverse=True)
         if not pool:
-            break  # nothing is intact: history starts afresh
-        tips, reached = [*sound.values(), *(n for n, _, _ in chosen.values())], set()
+            break  # no commit is whole: history starts afresh
+        tips, reached = [*sound.values(), *(n for n, *_ in chosen.values())], set()
         if tips:
             walker = g.walk(tips[0])
             for tip in tips[1:]:
                 walker.push(tip)
             reached = {str(c.id) for c in walker}
+            reached |= {old for old, n in remake.made.items() if n in reached}
         free = next((c for c in pool if str(c.id) not in reached), None)
-        how = "the newest intact commit no other ref reaches" if free is not None else "the newest intact commit"
-        chosen[ref] = (str((free or pool[0]).id), how, (broken[ref],) if broken[ref] else ())
+        new, lost, made, grafted = remake.settle(str((free or pool[0]).id))
+        how = ("the newest commit with a complete tree" if made else "the newest intact commit") + (
+            " no other ref reaches" if free is not None else "") + (", re-made" if made else "")
+        chosen[ref] = (new, how, gone + lost, made, grafted)
     moves = []
-    for ref, (new, how, lost) in chosen.items():
+    for ref, (new, how, lost, made, grafted) in chosen.items():
         atomic_write(git_dir(repo) / ref, f"{new}\n".encode())
         old = broken[ref]
-        moves.append(Rewind(ref, old, old is not None and not isinstance(intact.read(old), pygit2.Commit), new, how, lost))
+        moves.append(Rewind(ref, old, old is not None and not isinstance(intact.read(old), pygit2.Commit), new, how,
+                            tuple(dict.fromkeys(lost)), tuple((o, remake.made[o]) for o in dict.fromkeys(made)), tuple(grafted)))
     return moves
 
 
 def repair_history(repo: Repository, damaged: bool = False) -> str:
     """Commit the current manifest. In damaged history (unreadable, or
     failing `git fsck`) each ref whose commit is missing or not intact is
-    first moved back to an intact one (rewind_broken_refs); only history
-    that is still damaged then, or holds no intact commit at all, is moved
-    to quarantine/ and started afresh from the manifest. Returns what was
-    done."""
+    first moved to one that is, re-made where need be (rewind_broken_refs);
+    only history that is still damaged then, or holds no commit with a
+    complete tree at all, is moved to quarantine/ and started afresh from
+    the manifest. Returns what was done."""
     import time
 
     with repo.lock:
@@ -452,7 +591,8 @@ def repair_history(repo: Repository, damaged: bool = False) -> str:
         if rewound:
             # The manifest on disk is newer than the commits kept: committed
             # whole on top of the checked-out tip, saying why.
-            refs = ", ".join(f"{r.name} back from {(r.old or 'an unreadable value')[:12]} to {r.new[:12]}" for r in rewound)
+            refs = ", ".join(f"{r.name} {'from' if r.remade else 'back from'} {(r.old or 'an unreadable value')[:12]} to {r.new[:12]}"
+                             for r in rewound)
             oid = commit(repo, f"{RECOVERED} after `lattice fsck --repair` moved {refs}: this copy of history lacked the newer commits")
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(repo.dir / PENDING)

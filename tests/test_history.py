@@ -672,6 +672,79 @@ def test_a_history_with_no_intact_commit_is_still_started_afresh(tmp_repo):
     assert history_fsck.check(fresh(repo)) == [] and fsck(fresh(repo)).ok
 
 
+def _manifest_bytes(repo) -> dict:
+    return {f.relative_to(repo.manifest.dir).as_posix(): f.read_bytes() for f in repo.manifest.dir.rglob("*") if f.is_file()}
+
+
+def _same_but_parents(old, new) -> bool:
+    sig = lambda s: (s.name, s.email, s.time, s.offset)  # noqa: E731
+    return (old.tree_id, old.raw_message, sig(old.author), sig(old.committer)) == (
+        new.tree_id, new.raw_message, sig(new.author), sig(new.committer))
+
+
+@pytest.mark.skipif(GIT is None, reason="git fsck finds the missing blob")
+def test_a_lost_blob_of_an_old_commit_keeps_the_later_commits_whose_trees_are_complete(tmp_repo):
+    """Only the first two commits name a.txt's first manifest blob: they are
+    dropped, and the two after them, whose own trees are complete, are
+    re-made on the cut history (a branch and a tag with them), instead of
+    the whole history going to quarantine."""
+    repo = tmp_repo
+    add(repo, "a.txt", "1")
+    add(repo, "b.txt", "2")
+    add(repo, "a.txt", "3")
+    ok("branch", "feat", repo=repo)
+    ok("tag", "v3", repo=repo)
+    add(repo, "c.txt", "4")
+    g = history.open_git(repo)
+    c4, c3, c2, c1 = g.walk(g.head.target)
+    os.unlink(_loose(repo, c1.tree["manifest"]["a.txt.toml"].id))
+    manifest = _manifest_bytes(repo)
+    assert run_cli("fsck", cwd=repo.root).code == 1
+
+    r = ok("fsck", "--repair", repo=repo)
+    assert "branch main moved from" in r.out and f"lost: {str(c2.id)[:12]}, {str(c1.id)[:12]}" in r.out, r.out
+    assert not (repo.dir / "quarantine").exists()
+    g = history.open_git(fresh(repo))
+    new4, new3 = g.walk(g.head.target)
+    assert _same_but_parents(c4, new4) and _same_but_parents(c3, new3) and new3.parents == []
+    assert f"{str(c4.id)[:12]} as {str(new4.id)[:12]}" in r.out and f"{str(c3.id)[:12]} as {str(new3.id)[:12]}" in r.out
+    # The branch and tag that named c3 name its one re-made copy.
+    assert history.resolve(g, "feat").id == new3.id and history.resolve(g, "v3").id == new3.id
+    assert _manifest_bytes(repo) == manifest
+    assert history_fsck.check(fresh(repo)) == [] and run_cli("fsck", cwd=repo.root).code == 0
+    assert [line.split()[0] for line in ok("log", repo=repo).out.splitlines()] == [str(new4.id)[:12], str(new3.id)[:12]]
+    assert [c.message for c in history.log(fresh(repo))] == ["add c.txt", "add a.txt"]
+
+
+@pytest.mark.skipif(GIT is None, reason="git fsck finds the missing commit")
+def test_a_missing_old_commit_object_keeps_the_commits_before_and_after_it(tmp_repo):
+    """The second commit's object is gone: the third and fourth are re-made
+    on the first, the newest commit nothing follows any more; only the
+    missing one is lost."""
+    repo = tmp_repo
+    add(repo, "a.txt", "1")
+    ok("tag", "v1", repo=repo)
+    add(repo, "b.txt", "2")
+    add(repo, "a.txt", "3")
+    add(repo, "c.txt", "4")
+    g = history.open_git(repo)
+    c4, c3, c2, c1 = g.walk(g.head.target)
+    os.unlink(_loose(repo, c2.id))
+    manifest = _manifest_bytes(repo)
+
+    r = ok("fsck", "--repair", repo=repo)
+    assert f"{str(c2.id)[:12]} is missing" in r.out and f"now follows {str(c1.id)[:12]}" in r.out, r.out
+    assert f"lost: {str(c2.id)[:12]}" in r.out and str(c1.id)[:12] + "," not in r.out.split("lost:")[1]
+    g = history.open_git(fresh(repo))
+    new4, new3, first = g.walk(g.head.target)
+    assert first.id == c1.id and new3.parent_ids == [c1.id]
+    assert _same_but_parents(c4, new4) and _same_but_parents(c3, new3)
+    assert history.resolve(g, "v1").id == c1.id
+    assert _manifest_bytes(repo) == manifest
+    assert history_fsck.check(fresh(repo)) == [] and run_cli("fsck", cwd=repo.root).code == 0
+    assert len(ok("log", repo=repo).out.splitlines()) == 3
+
+
 # -- version limits ---------------------------------------------------------------------
 
 
