@@ -702,7 +702,7 @@ def test_a_lost_blob_of_an_old_commit_keeps_the_later_commits_whose_trees_are_co
     assert run_cli("fsck", cwd=repo.root).code == 1
 
     r = ok("fsck", "--repair", repo=repo)
-    assert "branch main moved from" in r.out and f"lost: {str(c2.id)[:12]}, {str(c1.id)[:12]}" in r.out, r.out
+    assert "branch main moved from" in r.out and f"lost: {str(c2.id)[:12]}, {str(c1.id)[:12]};" in r.out, r.out
     assert not (repo.dir / "quarantine").exists()
     g = history.open_git(fresh(repo))
     new4, new3 = g.walk(g.head.target)
@@ -734,7 +734,7 @@ def test_a_missing_old_commit_object_keeps_the_commits_before_and_after_it(tmp_r
 
     r = ok("fsck", "--repair", repo=repo)
     assert f"{str(c2.id)[:12]} is missing" in r.out and f"now follows {str(c1.id)[:12]}" in r.out, r.out
-    assert f"lost: {str(c2.id)[:12]}" in r.out and str(c1.id)[:12] + "," not in r.out.split("lost:")[1]
+    assert f"lost: {str(c2.id)[:12]};" in r.out  # only the missing one
     g = history.open_git(fresh(repo))
     new4, new3, first = g.walk(g.head.target)
     assert first.id == c1.id and new3.parent_ids == [c1.id]
