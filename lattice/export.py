@@ -725,7 +725,7 @@ def export(repo: Repository, name: str, options: ExportOptions, out: str | None,
                "out": str(target.path), "asset": target.asset, "branch": head_branch(repo) or "", "force": force}
     q = queue_of(repo)
     job = q.submit("export", payload, estimate_key=f"export:{options.format}:{options.quality}")
-    [done] = run_until_done(repo, [job.id], on_poll=on_poll)
+    [done] = run_until_done(repo, [job.id], on_poll=on_poll, command="lattice export")
     if done.state != "succeeded":
         raise job_failed(done.exit_code, f"export job {done.id} {done.state}: {done.error or ''}".strip(),
                          hint=f"`lattice queue show {done.id}` has the details")

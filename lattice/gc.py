@@ -494,7 +494,7 @@ def run_gc(repo: Repository, options: GcOptions, on_poll: Callable[[list], None]
     q = queue_of(repo)
     # No dedup key: two gc runs with different options must not share one result.
     job = q.submit("gc", {"op": "collect", "root": str(repo.root), "options": asdict(options)})
-    [done] = run_until_done(repo, [job.id], on_poll=on_poll)
+    [done] = run_until_done(repo, [job.id], on_poll=on_poll, command="lattice gc")
     if done.state != "succeeded":
         raise job_failed(done.exit_code, f"gc job {done.id} {done.state}: {done.error or ''}".strip(),
                          hint=f"`lattice queue show {done.id}` has the details")

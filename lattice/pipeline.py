@@ -22,7 +22,6 @@ from lattice.repo import Repository
 class Submitted:
     steps: list[Step]
     jobs: dict[str, int] = field(default_factory=dict)  # asset → job id
-    created: set[int] = field(default_factory=set)  # ids queued by this call (not joined duplicates)
 
 
 def queue_of(repo: Repository):
@@ -209,13 +208,14 @@ def require_unedited(repo: Repository, name: str) -> None:
 # -- running ----------------------------------------------------------------
 
 
-def submit(repo: Repository, steps: list[Step], priority: str = "normal") -> Submitted:
+def submit(repo: Repository, steps: list[Step], priority: str = "normal", detached: bool = False) -> Submitted:
+    """Queue `steps` as jobs. `detached`: for `lattice worker` to run (`--detach`),
+    not for this process to wait for."""
     from lattice.history import head_branch
 
     q = queue_of(repo)
     reg = None
     out = Submitted(steps)
-    since = time.time()
     branch = head_branch(repo) or ""
     for step in steps:
         step.branch = branch  # what it records goes on this branch or nowhere
@@ -246,10 +246,9 @@ def submit(repo: Repository, steps: list[Step], priority: str = "normal") -> Sub
             slot=slot,
             timeout=timeout,
             estimate_key=_estimate_key(step),
+            detached=detached,
         )
         out.jobs[step.name] = job.id
-        if job.queued_at >= since:
-            out.created.add(job.id)
     return out
 
 
@@ -276,12 +275,15 @@ def run_until_done(
     job_ids: list[int],
     slots: int | None = None,
     on_poll: Callable[[list], None] | None = None,
-    own: Iterable[int] | None = None,
+    command: str = "lattice",
 ) -> list:
     """Run an inline worker pool over `job_ids` (and nothing else) until every
     one is finished, calling `on_poll(jobs)` as they progress. Returns the
-    finished jobs. On Ctrl-C the jobs this command queued (`own`, default all)
-    are cancelled: an interrupted render is not picked up later by a stranger."""
+    finished jobs. On Ctrl-C (or an error) the command, named `command` in
+    the queue's record, stops waiting: its jobs are cancelled, so that an
+    interrupted render is not picked up later by a stranger -- except those
+    another live command or a detached submission still asks for, which are
+    left to it (lattice.queue's `abandon`)."""
     from lattice.jobs import HANDLERS
     from lattice.worker import WorkerPool, detect_slots
 
@@ -315,9 +317,9 @@ def run_until_done(
                 on_poll(_jobs(q, job_ids))
     except KeyboardInterrupt:
         # Cancelled first: the kill that follows then reads as the cancel it
-        # is, not as a failure of the generator.
-        mine = set(job_ids if own is None else own)
-        q.cancel([j.id for j in _jobs(q, job_ids) if j.id in mine and not j.finished])
+        # is, not as a failure of the generator. A job left to another
+        # command is handed back to the queue by the abort, for its pool.
+        _abandon(q, job_ids, "interrupted", command)
         pool.abort()  # kills the jobs' processes now
         done.wait(10)  # the slots clean up their scratch files
         raise
@@ -325,11 +327,20 @@ def run_until_done(
         # The command fails: its jobs are not left for a later worker to
         # finish behind the user's back (as on Ctrl-C), where the queue can
         # still take the cancel.
-        mine = set(job_ids if own is None else own)
         with contextlib.suppress(LatticeError):
-            q.cancel([j.id for j in _jobs(q, job_ids) if j.id in mine and not j.finished])
+            _abandon(q, job_ids, "error", command)
         raise error[0]
     return _jobs(q, job_ids)
+
+
+def _abandon(q, job_ids: list[int], reason: str, command: str) -> None:
+    from lattice.errors import warn
+    from lattice.queue import canceller
+
+    _, kept = q.abandon(job_ids, by=canceller(reason, command))
+    if kept:
+        # Not cancelled: someone else still asks for them (git-like: no one's work is taken away).
+        warn(f"job(s) {', '.join(map(str, kept))} left in the queue: another command waits for them, or they were queued with --detach")
 
 
 def _jobs(q, ids: list[int]) -> list:
@@ -356,14 +367,16 @@ def _unfinished_deps(q, ids: list[int]) -> list[int]:
 
 
 def outcomes(steps: list[Step], jobs: dict[str, int], finished: list) -> list[Outcome]:
+    from lattice.queue import cancel_note
+
     by_id = {j.id: j for j in finished}
     out = []
     for step in steps:
         job = by_id[jobs[step.name]]
         if job.state == "succeeded" and isinstance(job.result, dict):
             out.append(msgspec.convert(job.result, Outcome))
-        elif job.state == "cancelled":  # by `lattice queue cancel`, or the Ctrl-C of a command that shared the job
-            out.append(Outcome(step.name, step.action, "cancelled", error=f"job {job.id} was cancelled"))
+        elif job.state == "cancelled":  # by `lattice queue cancel`, or a command that shared the job and stopped
+            out.append(Outcome(step.name, step.action, "cancelled", error=f"job {job.id} was {cancel_note(job.cancelled_by)}"))
         else:
             reason = job.error or job.state
             status = "skipped" if job.blocked_by else "failed"

@@ -80,7 +80,7 @@ def run_cycle(repo: Repository, sources: list[str], config_changed: bool, slots:
     cycle.outcomes = list(skipped)
     if steps:
         sub = submit(repo, steps)
-        finished = run_until_done(repo, list(sub.jobs.values()), slots=slots, on_poll=on_poll)
+        finished = run_until_done(repo, list(sub.jobs.values()), slots=slots, on_poll=on_poll, command="lattice watch")
         cycle.outcomes = outcomes(steps, sub.jobs, finished) + cycle.outcomes
     return cycle
 

@@ -370,32 +370,73 @@ def test_a_failure_keeps_its_exit_code_and_passes_it_to_dependents(tmp_path):
     assert q.cancel([after.id])[0].exit_code is None
 
 
+def _old_schema(version: int) -> str:
+    """The schema as an older lattice wrote it: 2 had no jobs.cancelled_by
+    nor askers, 1 no jobs.exit_code either."""
+    import re
+
+    from lattice.queue.schema import _SCHEMA
+
+    old = re.sub(r",(\s*--[^\n]*)\n\s*cancelled_by TEXT[^\n]*", r"\1", _SCHEMA)
+    old = re.sub(r"CREATE TABLE IF NOT EXISTS askers \(.*?\) WITHOUT ROWID;", "", old, flags=re.S)
+    if version == 1:
+        old = re.sub(r",(\s*--[^\n]*)\n\s*exit_code INTEGER[^\n]*", r"\1", old)
+    return old
+
+
+def _make_old_queue(path: Path, version: int, rows: list[str]) -> None:
+    import sqlite3
+
+    db = sqlite3.connect(path)
+    db.executescript(_old_schema(version))
+    columns = [r[1] for r in db.execute("PRAGMA table_info(jobs)")]
+    assert "cancelled_by" not in columns and ("exit_code" in columns) == (version == 2)
+    assert db.execute("SELECT count(*) FROM sqlite_master WHERE name='askers'").fetchone()[0] == 0
+    for values in rows:
+        db.execute("INSERT INTO jobs (type, priority, state, payload, slot, user, host, max_retries, queued_at,"
+                   f" next_try, error) VALUES ({values})")
+    db.execute(f"PRAGMA user_version={version}")
+    db.commit()
+    db.close()
+
+
 def test_a_queue_of_format_1_gains_exit_codes_and_keeps_its_jobs(tmp_path):
     """A queue.db made before jobs kept exit codes (format 1) is brought up
     to date when opened, once, whoever opens it first; its jobs stay."""
     import sqlite3
 
     from lattice.queue import SCHEMA_VERSION
-    from lattice.queue.schema import _SCHEMA
 
-    old = _SCHEMA.replace("blocked_by INTEGER,", "blocked_by INTEGER").split("exit_code INTEGER")[0]
-    old += _SCHEMA.split("exit_code INTEGER", 1)[1].split("\n", 1)[1]
-    db = sqlite3.connect(tmp_path / "queue.db")
-    db.executescript(old)
-    assert "exit_code" not in [r[1] for r in db.execute("PRAGMA table_info(jobs)")]
-    db.execute("INSERT INTO jobs (type, priority, state, payload, slot, user, host, max_retries, queued_at, next_try)"
-               " VALUES ('image', 2, 'queued', '{}', 'cpu', 'u', 'h', 0, 0, 0)")
-    db.execute("PRAGMA user_version=1")
-    db.commit()
-    db.close()
+    _make_old_queue(tmp_path / "queue.db", 1, ["'image', 2, 'queued', '{}', 'cpu', 'u', 'h', 0, 0, 0, NULL"])
     q, again = open_queue(tmp_path), open_queue(tmp_path)
     [job] = q.list()
-    assert (job.state, job.exit_code) == ("queued", None)
+    assert (job.state, job.exit_code, job.cancelled_by) == ("queued", None, None)
     with sqlite3.connect(tmp_path / "queue.db") as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
     claimed = again.claim("w")
     assert again.fail(claimed.id, "locked", retry=False, worker_id="w", exit_code=6)
     assert q.get(job.id).exit_code == 6
+
+
+def test_a_queue_of_format_2_gains_cancel_records_and_keeps_its_jobs(tmp_path):
+    """Format 2 had no record of who cancelled a job or who asked for one.
+    Upgraded in place: an old cancel still reads (as "cancelled", by whom
+    unknown); its live jobs count as left for a worker, so no command's
+    Ctrl-C takes them away; new cancels say who."""
+    from lattice.queue import canceller
+
+    _make_old_queue(tmp_path / "queue.db", 2, [
+        "'image', 2, 'cancelled', '{}', 'cpu', 'u', 'h', 0, 0, 0, 'cancelled'",
+        "'image', 2, 'queued', '{}', 'cpu', 'u', 'h', 0, 0, 0, NULL",
+        "'image', 2, 'queued', '{}', 'cpu', 'u', 'h', 0, 0, 0, NULL",
+    ])
+    q = open_queue(tmp_path)
+    old, queued, other = sorted(q.list(), key=lambda j: j.id)
+    assert (old.state, old.error, old.cancelled_by) == ("cancelled", "cancelled", None)
+    assert q.abandon([queued.id], by=canceller("interrupted", "lattice gen")) == ([], [queued.id])
+    assert q.get(queued.id).state == "queued"
+    [now] = q.cancel([other.id], by=canceller("asked", "lattice queue cancel"))
+    assert now.cancelled_by["command"] == "lattice queue cancel" and now.error.startswith("cancelled by `lattice queue cancel` (")
 
 
 # -- cancel, dedupe, leases ----------------------------------------------------
@@ -426,6 +467,68 @@ def test_cancel_a_queued_and_a_running_job(tmp_path):
     assert q.get(running.id).state == "cancelled"
     assert q.get(queued.id).state == "cancelled" and not log.exists(), "the cancelled job never ran"
     assert pool.stats["cancelled"] == 1 and "lost" not in pool.stats  # `worker: 1 cancelled`, not lost
+
+
+def test_a_cancel_records_who_and_why(tmp_path):
+    """The job keeps who cancelled it (user, host, pid, command) and why;
+    its error says so in words; its dependents still name it."""
+    import socket
+
+    from lattice.queue import canceller
+
+    q = open_queue(tmp_path)
+    asked, interrupted = q.submit("image", {}), q.submit("image", {})
+    after = q.submit("image", {}, deps=[interrupted.id])
+    [a] = q.cancel([asked.id])  # the library's own call: this process, asked
+    by = {"reason": "asked", "command": None, "user": a.cancelled_by["user"], "host": socket.gethostname(), "pid": os.getpid()}
+    assert a.cancelled_by == by and a.error == f"cancelled by process ({by['user']} on {by['host']}, pid {os.getpid()})"
+    [b] = q.cancel([interrupted.id], by=canceller("interrupted", "lattice gen"))
+    assert b.error == f"cancelled by `lattice gen` ({by['user']} on {by['host']}, pid {os.getpid()}) when it was interrupted"
+    assert q.get(after.id).error == f"dependency {interrupted.id} was cancelled"
+    assert q.retry([interrupted.id])[0].cancelled_by is None  # queued again: no longer cancelled by anyone
+
+
+def _ask(db: Path, key: str, *, stay: bool) -> tuple[int, subprocess.Popen]:
+    """Another process submits a job with `key` (joining ours): (the job's
+    id, the process), which stays alive until its stdin closes if `stay`."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    p = subprocess.Popen([sys.executable, __file__, "ask", str(db), key, "stay" if stay else "go"], env=env,
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    job = int(p.stdout.readline())
+    if not stay:
+        assert p.wait(timeout=30) == 0
+    return job, p
+
+
+def test_a_command_that_stops_waiting_leaves_jobs_others_still_ask_for(tmp_path):
+    """`abandon` (Ctrl-C in `lattice gen`): the jobs no one else asks for
+    are cancelled; one a live process also waits for, one a detached
+    submission asked for, and the job the shared one waits on are left
+    queued. A process that asked and died does not count."""
+    from lattice.queue import canceller
+
+    q = open_queue(tmp_path)
+    upstream = q.submit("image", {})
+    shared = q.submit("image", {}, key="shared", deps=[upstream.id])
+    orphan = q.submit("image", {}, key="orphan")
+    detached = q.submit("image", {}, key="detached")
+    alone = q.submit("image", {})
+    assert q.submit("image", {}, key="detached", detached=True).id == detached.id  # `gen --detach` joins it
+    joined, live = _ask(q.path, "shared", stay=True)
+    assert _ask(q.path, "orphan", stay=False)[0] == orphan.id  # it asked, then exited
+    assert joined == shared.id
+    try:
+        ids = [upstream.id, shared.id, orphan.id, detached.id, alone.id]
+        cancelled, kept = q.abandon(ids, by=canceller("interrupted", "lattice gen"))
+        assert (cancelled, kept) == ([orphan.id, alone.id], [upstream.id, shared.id, detached.id])
+        assert [q.get(i).state for i in ids] == ["queued", "queued", "cancelled", "queued", "cancelled"]
+        assert q.get(alone.id).cancelled_by["reason"] == "interrupted"
+    finally:
+        live.stdin.close()
+        live.wait(timeout=30)
+    # The other waiter gone too (killed without a word): nobody asks for the
+    # shared job, nor for the job it waits on, any more.
+    assert q.abandon([shared.id], by=canceller("interrupted", "lattice gen")) == ([upstream.id, shared.id], [])
 
 
 def test_the_same_key_queued_twice_runs_once(tmp_path):
@@ -660,5 +763,16 @@ def _worker_main(argv: list[str]) -> None:
         pool.run(once=args.once)
 
 
+def _ask_main(db: str, key: str, stay: str) -> None:
+    """Submit a job with `key` as a separate command would, print its id;
+    with "stay", wait until stdin closes."""
+    job = JobQueue(db).submit("image", {}, key=key)
+    print(job.id, flush=True)
+    if stay == "stay":
+        sys.stdin.read()
+
+
 if __name__ == "__main__" and sys.argv[1:2] == ["worker"]:
     _worker_main(sys.argv[2:])
+if __name__ == "__main__" and sys.argv[1:2] == ["ask"]:
+    _ask_main(*sys.argv[2:5])

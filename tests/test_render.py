@@ -550,6 +550,58 @@ def test_ctrl_c_cancels_the_commands_jobs(tmp_repo):
     jobs = run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json
     assert [j["state"] for j in jobs] == ["cancelled"]
     assert tmp_repo.index.count() == 0
+    # The queue says who cancelled it and why: `queue show`, and its --json.
+    by = jobs[0]["cancelled_by"]
+    assert (by["reason"], by["command"], by["pid"]) == ("interrupted", "lattice gen", p.pid)
+    shown = run_cli("queue", "show", str(jobs[0]["id"]), cwd=tmp_repo.root).out
+    assert f"cancelled:  by `lattice gen` ({by['user']} on {by['host']}, pid {p.pid}) when it was interrupted\n" in shown
+
+
+def test_ctrl_c_leaves_a_job_that_another_gen_waits_for(tmp_repo, run_log):
+    """Two gens of one recipe share its job. Ctrl-C in the first does not
+    take the job from the second (before, the second read "was cancelled"):
+    the first says it left it, hands it back, and the second makes the file."""
+    import signal
+    import sys
+    import time
+
+    argv = [sys.executable, "-m", "lattice", "gen", "same.txt", "--model", "test.text", "--seed", "5", "--set", "delay=5"]
+    first, [job] = _gen_running(tmp_repo, "same.txt", delay=5, argv=argv)
+    second = subprocess.Popen([*argv, "--priority", "high"], cwd=tmp_repo.root, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 30
+    while run_cli("queue", "show", str(job["id"]), "--json", cwd=tmp_repo.root).json["priority"] != "high":
+        assert time.monotonic() < deadline, "the second gen never joined the job"
+        time.sleep(0.05)
+    first.send_signal(signal.SIGINT)
+    _, err = first.communicate(timeout=60)
+    assert first.returncode == 130 and err.endswith("interrupted\n"), err
+    assert f"warning: job(s) {job['id']} left in the queue: another command waits for them" in err
+    out, err = second.communicate(timeout=60)
+    assert second.returncode == 0, err
+    [done] = run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json
+    assert (done["id"], done["state"], done["attempts"], done["cancelled_by"]) == (job["id"], "succeeded", 1, None)
+    assert len(tmp_repo.record("same.txt").versions) == 1 and (tmp_repo.root / "same.txt").read_text() == "hello:5\n"
+    assert run_cli("fsck", cwd=tmp_repo.root).code == 0
+
+
+def test_ctrl_c_leaves_a_job_queued_with_detach_to_the_worker(tmp_repo, run_log):
+    """`gen --detach` asked for the job; a gen of the same recipe that joins
+    it and is interrupted hands it back to the queue, not cancelled, and a
+    worker makes it. (The detaching process is gone: only the record of its
+    asking keeps the job.)"""
+    import signal
+    import sys
+
+    argv = [sys.executable, "-m", "lattice", "gen", "d.txt", "--model", "test.text", "--seed", "5", "--set", "delay=3"]
+    assert subprocess.run([*argv[:-2], "--detach"] + argv[-2:], cwd=tmp_repo.root, capture_output=True).returncode == 0
+    inline, [job] = _gen_running(tmp_repo, "d.txt", delay=3, argv=argv)
+    inline.send_signal(signal.SIGINT)
+    _, err = inline.communicate(timeout=60)
+    assert inline.returncode == 130 and f"warning: job(s) {job['id']} left in the queue" in err, err
+    assert run_cli("queue", "show", str(job["id"]), "--json", cwd=tmp_repo.root).json["state"] == "queued"
+    assert run_cli("worker", "--once", cwd=tmp_repo.root).code == 0
+    assert (tmp_repo.root / "d.txt").read_text() == "hello:5\n"
 
 
 def test_a_gen_whose_job_is_cancelled_says_so(tmp_repo):
@@ -559,7 +611,9 @@ def test_a_gen_whose_job_is_cancelled_says_so(tmp_repo):
     assert run_cli("queue", "cancel", str(jobs[0]["id"]), cwd=tmp_repo.root).code == 0
     out, err = p.communicate(timeout=60)
     assert p.returncode == 1, err
-    assert f"cancelled: cc.txt: job {jobs[0]['id']} was cancelled" in err
+    # By whom: not this gen, but `lattice queue cancel` (run here, in the test's process).
+    assert f"cancelled: cc.txt: job {jobs[0]['id']} was cancelled by `lattice queue cancel` (" in err
+    assert f", pid {os.getpid()})\n" in err
     assert "failed" not in err and "hint: a cancelled job records nothing" in err
     assert tmp_repo.index.count() == 0
 
@@ -1231,15 +1285,15 @@ def test_a_worker_killed_after_recording_leaves_the_next_run_to_write_the_files(
     assert all(repo.objects.has(fresh.record(n).current.object) for n in ("a.txt", "b.txt"))
 
 
-def _gen_running(repo, name: str, delay: int):
-    """A `lattice gen` of a slow output in a process of its own, once its
-    job is running: (the process, the queue's jobs)."""
+def _gen_running(repo, name: str, delay: int, argv: list[str] | None = None):
+    """A `lattice gen` of a slow output (or `argv`) in a process of its own,
+    once its job is running: (the process, the queue's jobs)."""
     import subprocess
     import sys
     import time
 
-    p = subprocess.Popen([sys.executable, "-m", "lattice", "gen", name, "--model", "test.text", "--set", f"delay={delay}"],
-                         cwd=repo.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    argv = argv or [sys.executable, "-m", "lattice", "gen", name, "--model", "test.text", "--set", f"delay={delay}"]
+    p = subprocess.Popen(argv, cwd=repo.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 30
     jobs = []
     while time.monotonic() < deadline:

@@ -35,7 +35,7 @@ def _check_priority(priority: str) -> None:
         raise InvalidInput(f"unknown priority {priority!r}{closest(priority, PRIORITIES)}", hint=f"priorities are: {', '.join(PRIORITIES)}")
 
 
-def _execute(repo, steps, skipped=(), *, priority="normal", detach=False, jobs=None, json=False) -> None:
+def _execute(repo, steps, skipped=(), *, command: str, priority="normal", detach=False, jobs=None, json=False) -> None:
     """Submit steps as jobs; unless detached, run them with a live display and
     print a summary. Exits as lattice.pipeline.exit_code says when a step
     failed, was skipped or was superseded."""
@@ -55,7 +55,7 @@ def _execute(repo, steps, skipped=(), *, priority="normal", detach=False, jobs=N
             recipe = repo.record(step.name).current.recipe
         if step.action in ("generate", "update", "remake") and recipe is not None:
             ensure_inputs(repo, recipe, notify=lambda m: echo(m, err=True), made_by=planned)
-    submitted = submit(repo, steps, priority=priority) if steps else None
+    submitted = submit(repo, steps, priority=priority, detached=detach) if steps else None
     if detach:
         ids = submitted.jobs if submitted else {}
         if json:
@@ -68,7 +68,7 @@ def _execute(repo, steps, skipped=(), *, priority="normal", detach=False, jobs=N
     if submitted:
         ids = list(submitted.jobs.values())
         with _Display(submitted, enabled=not json) as display:
-            finished = run_until_done(repo, ids, slots=jobs, on_poll=display.update, own=submitted.created)
+            finished = run_until_done(repo, ids, slots=jobs, on_poll=display.update, command=command)
         results = outcomes(steps, submitted.jobs, finished) + results
     if json:
         emit_json(results)
@@ -173,7 +173,7 @@ def gen(
     name = _names(repo, [path], stored=False)[0]
     inputs = _names(repo, input_)
     step = gen_step(repo, name, model, prompt=prompt, negative_prompt=negative_prompt, seed=seed, params=parse_sets(set_), inputs=inputs)
-    _execute(repo, [step], priority=priority, detach=detach, json=json)
+    _execute(repo, [step], command="lattice gen", priority=priority, detach=detach, json=json)
 
 
 def regen(
@@ -207,7 +207,7 @@ def regen(
     params = parse_sets(set_)
     named = [regen_step(repo, n, seed=seed, new_seed=new_seed, params=params, model=model, prompt=prompt) for n in dict.fromkeys(_names(repo, paths))]
     steps, skipped = with_dependents(repo, named, cascade=not no_cascade)
-    _execute(repo, steps, skipped, priority=priority, detach=detach, jobs=jobs, json=json)
+    _execute(repo, steps, skipped, command="lattice regen", priority=priority, detach=detach, jobs=jobs, json=json)
 
 
 def render(
@@ -248,7 +248,7 @@ def render(
         else:
             say("up to date")
         return
-    _execute(repo, steps, skipped, priority=priority, detach=detach, jobs=jobs, json=json)
+    _execute(repo, steps, skipped, command="lattice render", priority=priority, detach=detach, jobs=jobs, json=json)
 
 
 def verify(

@@ -101,6 +101,8 @@ def ls(
 @queue_app.command("show")
 def show(job_id: str = typer.Argument(..., metavar="ID"), as_json: bool = JsonOpt) -> None:
     """Show one job in full."""
+    from lattice.queue import cancel_note
+
     q = _open_queue(reading=True)
     job = q.get(job_id)
     if as_json:
@@ -113,7 +115,10 @@ def show(job_id: str = typer.Argument(..., metavar="ID"), as_json: bool = JsonOp
         ("timeout", ("none" if not job.timeout else _seconds(job.timeout) if job.timeout >= 60 else f"{job.timeout:g}s")), ("queued", _ago(job.queued_at)),
         ("started", _ago(job.started_at)), ("finished", _ago(job.finished_at)),
         ("progress", f"{job.progress:.0%} {job.stage or ''}".strip()), ("worker", job.worker),
-        ("eta", _seconds(q.eta(job)) if not job.finished else None), ("error", job.error),
+        ("eta", _seconds(q.eta(job)) if not job.finished else None),
+        # A cancel says by whom and why ("cancelled:  by `lattice gen` (…) when it was interrupted").
+        ("cancelled", cancel_note(job.cancelled_by).removeprefix("cancelled").strip()) if job.state == "cancelled"
+        else ("error", job.error),
         ("exit code", job.exit_code),  # what a command waiting for it exits with (README, "Exit codes")
         ("payload", json.dumps(job.payload, sort_keys=True)),
         ("result", json.dumps(job.result, sort_keys=True) if job.result is not None else None),
@@ -138,8 +143,10 @@ def _print_states(q, jobs, as_json: bool) -> None:
 @queue_app.command("cancel")
 def cancel(job_ids: list[str] = typer.Argument(..., metavar="ID..."), as_json: bool = JsonOpt) -> None:
     """Cancel queued or running jobs (a running job's process is killed)."""
+    from lattice.queue import canceller
+
     q = _open_queue()
-    _print_states(q, q.cancel(job_ids), as_json)
+    _print_states(q, q.cancel(job_ids, by=canceller("asked", "lattice queue cancel")), as_json)
 
 
 @queue_app.command("retry")

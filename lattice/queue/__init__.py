@@ -11,6 +11,10 @@ States: queued -> running -> succeeded | failed | cancelled, and running ->
 queued again on a retry (with exponential backoff in `next_try`), a released
 lease or an expired one. A job whose dependency fails or is cancelled fails
 too, naming the dependency, so nothing waits forever.
+
+A cancelled job records who cancelled it and why (`cancelled_by`). Each job
+records who asked for it (`askers`): a command that stops waiting
+(`abandon`) cancels only the jobs nobody else still asks for.
 """
 
 # The package's public surface, as `from lattice.queue import ...` used it when
@@ -19,6 +23,7 @@ too, naming the dependency, so nothing waits forever.
 from lattice.queue.core import JobQueue, check_file, repo_queue
 from lattice.queue.schema import (
     ACTIVE,
+    DETACHED,
     FINISHED,
     JOB_TYPES,
     PRIORITIES,
@@ -29,10 +34,13 @@ from lattice.queue.schema import (
     STDERR_TAIL,
     TYPE_DEFAULTS,
     Job,
+    cancel_note,
+    canceller,
 )
 
 __all__ = [
     "ACTIVE",
+    "DETACHED",
     "FINISHED",
     "JOB_TYPES",
     "PRIORITIES",
@@ -44,6 +52,8 @@ __all__ = [
     "TYPE_DEFAULTS",
     "Job",
     "JobQueue",
+    "cancel_note",
+    "canceller",
     "check_file",
     "repo_queue",
 ]

@@ -1,5 +1,6 @@
-"""What users do with the queue: cancel, retry and clear jobs, and the
-read-only views (get, list, counts, pending, wait, eta, check).
+"""What users do with the queue: cancel, abandon (a waiting command
+stops), retry and clear jobs, and the read-only views (get, list, counts,
+pending, wait, eta, check).
 
 `QueueAdmin` is a mixin of `JobQueue` (lattice.queue.core): it uses that
 class's connection and transactions (`_tx`, `_read`), its lookups (`_fetch`,
@@ -8,31 +9,124 @@ class's connection and transactions (`_tx`, `_read`), its lookups (`_fetch`,
 
 from __future__ import annotations
 
+import json
+import socket
 import time
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping
 
 from lattice.errors import InvalidInput, QueueError, RepositoryCorrupt, closest
-from lattice.queue.schema import _COLUMNS, ACTIVE, MAX_ID, RECORDED_STAGE, SLOT_KINDS, STATES, Job, _parse_id, _rows_to_jobs, _slot_filter
+from lattice.queue.schema import (
+    _COLUMNS,
+    ACTIVE,
+    DETACHED,
+    MAX_ID,
+    RECORDED_STAGE,
+    SLOT_KINDS,
+    STATES,
+    Job,
+    _parse_id,
+    _rows_to_jobs,
+    _slot_filter,
+    cancel_note,
+    canceller,
+    this_asker,
+)
+
+
+def _asker_alive(asker: str) -> bool:
+    """Whether an asker still counts: a detached submission always; a command
+    on this host while its process lives; one on another host, which cannot
+    be looked at, always."""
+    from lattice.childproc import alive
+
+    host, _, pid = asker.rpartition(":")
+    if asker == DETACHED or host != socket.gethostname() or not pid.isdigit():
+        return True
+    return alive(int(pid))
 
 
 class QueueAdmin:
-    def cancel(self, ids: Iterable[int | str]) -> list[Job]:
+    def cancel(self, ids: Iterable[int | str], *, by: Mapping[str, Any] | None = None) -> list[Job]:
         """Cancel queued and running jobs (a running job's worker sees it at its
         next heartbeat and kills the process). Finished jobs, and running ones
-        whose result is already recorded, are left as they are. Returns the
-        jobs as they now stand."""
+        whose result is already recorded, are left as they are. `by` is who
+        cancels, as `canceller` makes it (default: this process, asked).
+        Returns the jobs as they now stand."""
+        by = canceller("asked", None) if by is None else by
         with self._tx() as db:
             jobs = [self._require(db, i) for i in ids]
-            now = time.time()
-            for job in jobs:
-                if job.state in ACTIVE and job.stage != RECORDED_STAGE:
-                    db.execute(
-                        "UPDATE jobs SET state='cancelled', finished_at=?, error='cancelled', exit_code=NULL, worker=NULL,"
-                        " lease_until=NULL WHERE id=?",
-                        (now, job.id),
-                    )
-                    self._fail_dependents(db, job.id)
+            self._cancel(db, [j.id for j in jobs], by)
             return [self._fetch(db, j.id) for j in jobs]  # type: ignore[misc]
+
+    def abandon(self, ids: Iterable[int | str], *, by: Mapping[str, Any]) -> tuple[list[int], list[int]]:
+        """This process stops waiting for `ids` (the command was interrupted,
+        or failed): it no longer asks for them. Those of them, and of the
+        unfinished jobs they wait on, that nobody else still asks for -- a
+        live command waiting for them or for a job that waits on them, or a
+        detached submission -- are cancelled, recording `by`. Returns (the
+        ids cancelled, the unfinished ids left to the others)."""
+        me = this_asker()
+        ids = sorted({_parse_id(i) for i in ids})
+        with self._tx() as db:
+            db.executemany("DELETE FROM askers WHERE job=? AND asker=?", [(i, me) for i in ids])
+            # A job another command queued that ours joined may wait on more
+            # of its jobs: with no one left to ask for them, they go too.
+            seen, todo = set(ids), list(ids)
+            while todo:
+                for (dep,) in db.execute(
+                    "SELECT d.dep FROM deps AS d JOIN jobs AS p ON p.id=d.dep WHERE d.job=? AND p.state IN ('queued','running')",
+                    (todo.pop(),),
+                ).fetchall():
+                    if dep not in seen:
+                        seen.add(dep)
+                        todo.append(dep)
+            live: dict[str, bool] = {}
+            doomed, kept = [], []
+            for job_id in sorted(seen):
+                row = db.execute("SELECT state FROM jobs WHERE id=?", (job_id,)).fetchone()
+                if row is None or row[0] not in ACTIVE:
+                    continue
+                (kept if self._still_asked(db, job_id, live) else doomed).append(job_id)
+            # Newest first: a dependent is then cancelled itself, not failed by
+            # its dependency's cancel (a dependency is nearly always older).
+            return sorted(self._cancel(db, doomed[::-1], by)), kept
+
+    def _still_asked(self, db, job_id: int, live: dict[str, bool]) -> bool:
+        """Whether a live asker wants `job_id` or an unfinished job that
+        (transitively) waits on it. `live` caches each asker's answer."""
+        seen, todo = {job_id}, [job_id]
+        while todo:
+            job = todo.pop()
+            for (asker,) in db.execute("SELECT asker FROM askers WHERE job=?", (job,)).fetchall():
+                if asker not in live:
+                    live[asker] = _asker_alive(asker)
+                if live[asker]:
+                    return True
+            for (child,) in db.execute(
+                "SELECT d.job FROM deps AS d JOIN jobs AS j ON j.id=d.job WHERE d.dep=? AND j.state IN ('queued','running')",
+                (job,),
+            ).fetchall():
+                if child not in seen:
+                    seen.add(child)
+                    todo.append(child)
+        return False
+
+    def _cancel(self, db, ids: list[int], by: Mapping[str, Any]) -> list[int]:
+        """Cancel those of `ids` still active and not past recording; returns them."""
+        done = []
+        now = time.time()
+        record, note = json.dumps(dict(by), sort_keys=True), cancel_note(by)
+        for job_id in ids:
+            state, stage = db.execute("SELECT state, stage FROM jobs WHERE id=?", (job_id,)).fetchone()
+            if state in ACTIVE and stage != RECORDED_STAGE:
+                db.execute(
+                    "UPDATE jobs SET state='cancelled', finished_at=?, error=?, cancelled_by=?, exit_code=NULL,"
+                    " worker=NULL, lease_until=NULL WHERE id=?",
+                    (now, note, record, job_id),
+                )
+                self._fail_dependents(db, job_id)
+                done.append(job_id)
+        return done
 
     def retry(self, ids: Iterable[int | str]) -> list[Job]:
         """Queue failed or cancelled jobs again with fresh attempts, together
@@ -71,10 +165,12 @@ class QueueAdmin:
                 revived.add(job_id)
                 db.execute(
                     "UPDATE jobs SET state='queued', attempts=0, error=NULL, stderr_tail=NULL, exit_code=NULL, result=NULL,"
-                    " started_at=NULL, finished_at=NULL, next_try=?, progress=0, stage=NULL, blocked_by=NULL"
-                    " WHERE id=?",
+                    " started_at=NULL, finished_at=NULL, next_try=?, progress=0, stage=NULL, blocked_by=NULL,"
+                    " cancelled_by=NULL WHERE id=?",
                     (now, job_id),
                 )
+                # Queued again for a worker: no other command's Ctrl-C takes it back.
+                db.execute("INSERT OR IGNORE INTO askers (job, asker) VALUES (?,?)", (job_id, DETACHED))
                 todo += [r[0] for r in db.execute(
                     "SELECT id FROM jobs WHERE blocked_by=? AND state='failed'", (job_id,))]
             return [self._fetch(db, j.id) for j in jobs]  # type: ignore[misc]
@@ -114,6 +210,7 @@ class QueueAdmin:
         with self._tx() as db:
             n = db.execute("DELETE FROM jobs WHERE state IN ('succeeded','failed','cancelled')").rowcount
             db.execute("DELETE FROM deps WHERE job NOT IN (SELECT id FROM jobs)")
+            db.execute("DELETE FROM askers WHERE job NOT IN (SELECT id FROM jobs)")
             return n
 
     def get(self, job_id: int | str) -> Job:

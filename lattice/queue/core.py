@@ -6,7 +6,6 @@ that depend on a failed one. The users' side is in lattice.queue.admin."""
 from __future__ import annotations
 
 import contextlib
-import getpass
 import json
 import socket
 import sqlite3
@@ -20,6 +19,7 @@ from lattice.queue.admin import QueueAdmin
 from lattice.queue.schema import (
     _COLUMNS,
     _SCHEMA,
+    DETACHED,
     JOB_TYPES,
     MAX_ID,
     PRIORITIES,
@@ -32,15 +32,9 @@ from lattice.queue.schema import (
     _rows_to_jobs,
     _slot_filter,
     _type_settings,
+    this_asker,
+    who,
 )
-
-
-def _who() -> tuple[str, str]:
-    try:
-        user = getpass.getuser()
-    except Exception:  # no passwd entry in some containers
-        user = "unknown"
-    return user, socket.gethostname()
 
 
 class JobQueue(QueueAdmin):
@@ -127,11 +121,18 @@ class JobQueue(QueueAdmin):
                 version = db.execute("PRAGMA user_version").fetchone()[0]
                 if version == 1:  # format 1 had no exit_code
                     db.execute("ALTER TABLE jobs ADD COLUMN exit_code INTEGER")
+                if version in (1, 2):  # nor cancelled_by, nor askers
+                    db.execute("ALTER TABLE jobs ADD COLUMN cancelled_by TEXT")
                 if version < SCHEMA_VERSION:
                     # Statement by statement: executescript() would commit the transaction.
                     for statement in _SCHEMA.split(";"):
                         if statement.strip():
                             db.execute(statement)
+                    if version in (1, 2):
+                        # Who queued the live jobs is unknown: they count as
+                        # left for a worker, which no command's Ctrl-C cancels.
+                        db.execute("INSERT OR IGNORE INTO askers (job, asker) SELECT id, ? FROM jobs"
+                                   " WHERE state IN ('queued','running')", (DETACHED,))
                     db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
 
     @contextlib.contextmanager
@@ -192,11 +193,16 @@ class JobQueue(QueueAdmin):
         max_retries: int | None = None,
         timeout: float | None = None,
         estimate_key: str | None = None,
+        detached: bool = False,
     ) -> Job:
         """Queue a job. If a job with the same `key` is queued or running,
         return it instead (raising its priority if this one is higher, and,
         while it is queued, adding `deps` to its own): the same recipe queued
-        twice runs once, after everything either submitter waits for."""
+        twice runs once, after everything either submitter waits for.
+
+        Either way the job records this process among its askers (`detached`:
+        a submission that leaves the job to a worker and does not wait), so
+        that a command that stops waiting (`abandon`) leaves it to the others."""
         if type not in JOB_TYPES:
             raise QueueError(f"unknown job type {type!r}{closest(type, JOB_TYPES)}",
                              hint=f"job types are: {', '.join(JOB_TYPES)}")
@@ -213,7 +219,8 @@ class JobQueue(QueueAdmin):
         except (TypeError, ValueError) as e:
             raise QueueError(f"job payload is not JSON: {e}") from None
         dep_ids = sorted({_parse_id(d) for d in deps})
-        user, host = _who()
+        user, host = who()
+        asker = DETACHED if detached else this_asker()
         prio = PRIORITIES.index(priority)
         with self._tx() as db:
             if key is not None:
@@ -227,6 +234,7 @@ class JobQueue(QueueAdmin):
                     if row[2] == "queued":  # it now also waits for what this submitter waits for
                         db.executemany("INSERT OR IGNORE INTO deps (job, dep) VALUES (?,?)",
                                        [(row[0], d) for d in self._live_deps(db, row[0], dep_ids)])
+                    db.execute("INSERT OR IGNORE INTO askers (job, asker) VALUES (?,?)", (row[0], asker))
                     return self._fetch(db, row[0])  # type: ignore[return-value]
             dep_states = {}
             for d in dep_ids:
@@ -241,6 +249,7 @@ class JobQueue(QueueAdmin):
                 (type, prio, "queued", payload_text, key, slot, user, host, retries, timeout, now, now, estimate_key),
             ).lastrowid
             db.executemany("INSERT INTO deps (job, dep) VALUES (?,?)", [(job_id, d) for d in dep_ids])
+            db.execute("INSERT INTO askers (job, asker) VALUES (?,?)", (job_id, asker))
             dead = [d for d, (state, _) in dep_states.items() if state in ("failed", "cancelled")]
             if dead:
                 self._fail_dependents(db, dead[0], only=[job_id])

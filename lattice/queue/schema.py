@@ -4,7 +4,10 @@ that check what callers hand in (ids, per-type settings, slot filters)."""
 
 from __future__ import annotations
 
+import getpass
 import json
+import os
+import socket
 import sqlite3
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, Mapping
@@ -37,7 +40,11 @@ TYPE_DEFAULTS: dict[str, tuple[int, float | None]] = {
 
 RECLAIM_EVERY = 1.0  # seconds between looks for expired leases while jobs keep coming
 STDERR_TAIL = 4000  # characters of a failed job's stderr kept in the db
-SCHEMA_VERSION = 2  # 2: jobs.exit_code
+SCHEMA_VERSION = 3  # 2: jobs.exit_code; 3: jobs.cancelled_by, askers
+# The asker that stands for a submission with `--detach` (or a job queued
+# before askers were recorded): work left for `lattice worker`, which no
+# other command's Ctrl-C takes away.
+DETACHED = "detached"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -66,7 +73,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     lease_until REAL,
     estimate_key TEXT,
     blocked_by INTEGER,  -- the dependency whose failure failed this job, so `retry` revives both
-    exit_code INTEGER  -- why it failed, as the CLI's exit code (lattice.errors), NULL when unknown
+    exit_code INTEGER,  -- why it failed, as the CLI's exit code (lattice.errors), NULL when unknown
+    cancelled_by TEXT  -- JSON: who cancelled it and why (see cancel_note), NULL before format 3
 );
 CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (state, priority, id);
 CREATE INDEX IF NOT EXISTS jobs_state_id ON jobs (state, id);
@@ -78,6 +86,14 @@ CREATE TABLE IF NOT EXISTS deps (
     PRIMARY KEY (job, dep)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS deps_dep ON deps (dep);
+-- Who asked for a job and has not given up on it: "host:pid" of a command
+-- waiting for it (gen, render, ...), or DETACHED. A command that stops
+-- waiting cancels only the jobs no one else still asks for.
+CREATE TABLE IF NOT EXISTS askers (
+    job INTEGER NOT NULL,
+    asker TEXT NOT NULL,
+    PRIMARY KEY (job, asker)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS estimates (
     key TEXT PRIMARY KEY,
     seconds REAL NOT NULL,  -- moving average of successful run times
@@ -88,7 +104,7 @@ CREATE TABLE IF NOT EXISTS estimates (
 _COLUMNS = (
     "id, type, priority, state, payload, key, slot, user, host, attempts, max_retries, timeout, "
     "queued_at, started_at, finished_at, next_try, error, stderr_tail, result, progress, stage, "
-    "worker, lease_until, estimate_key, blocked_by, exit_code"
+    "worker, lease_until, estimate_key, blocked_by, exit_code, cancelled_by"
 )
 
 
@@ -120,6 +136,7 @@ class Job:
     estimate_key: str | None
     blocked_by: int | None
     exit_code: int | None  # why it failed, as the CLI's exit code (lattice.errors); None: unknown
+    cancelled_by: dict | None  # {"reason", "command", "user", "host", "pid"}; None: not cancelled, or unrecorded
     deps: tuple[int, ...] = ()
 
     @property
@@ -128,6 +145,39 @@ class Job:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"deps": list(self.deps)}
+
+
+def who() -> tuple[str, str]:
+    """(user, host) of this process."""
+    try:
+        user = getpass.getuser()
+    except Exception:  # no passwd entry in some containers
+        user = "unknown"
+    return user, socket.gethostname()
+
+
+def this_asker() -> str:
+    """This process as an asker: "host:pid", so another can tell whether it still lives."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def canceller(reason: str, command: str | None) -> dict:
+    """The record of who cancels a job: this process, running `command`.
+    `reason`: "asked" (`lattice queue cancel`), or the command waiting for
+    the job stopped: "interrupted" (Ctrl-C, SIGTERM) or "error"."""
+    user, host = who()
+    return {"reason": reason, "command": command, "user": user, "host": host, "pid": os.getpid()}
+
+
+def cancel_note(by: Mapping[str, Any] | None) -> str:
+    """What a cancelled job's error says: "cancelled by `lattice gen` (ann on
+    box, pid 42) when it was interrupted". Only "cancelled" for a job an
+    older lattice cancelled, which did not record who."""
+    if not by:
+        return "cancelled"
+    command = f"`{by['command']}`" if by.get("command") else "process"
+    when = {"interrupted": " when it was interrupted", "error": " when it stopped on an error"}.get(by.get("reason"), "")
+    return f"cancelled by {command} ({by.get('user')} on {by.get('host')}, pid {by.get('pid')}){when}"
 
 
 def _type_settings(types: Mapping[str, Any] | None) -> dict[str, tuple[int, float | None]]:
@@ -166,6 +216,7 @@ def _rows_to_jobs(db: sqlite3.Connection, rows: list[tuple]) -> list[Job]:
         r[2] = PRIORITIES[r[2]]
         r[4] = json.loads(r[4])
         r[18] = json.loads(r[18]) if r[18] is not None else None
+        r[26] = json.loads(r[26]) if r[26] is not None else None
         jobs.append(Job(*r, deps=tuple(deps.get(r[0], ()))))
     return jobs
 
