@@ -392,17 +392,20 @@ class ObjectStore:
         return total
 
     @contextlib.contextmanager
-    def as_file(self, oid: str, extension: str = "") -> Iterator[Path]:
+    def as_file(self, oid: str, extension: str = "", folder: Path | None = None) -> Iterator[Path]:
         """A readable path holding the object's content, named with
         `extension` (tools like ffmpeg pick formats by name): a symlink to the
-        stored file when raw, else a decompressed scratch copy; removed after."""
+        stored file when raw, else a decompressed scratch copy; removed after.
+        It is made in `folder` (default: the store's scratch folder)."""
         import uuid
 
         src = self.locate(oid)
         if src is None:
             raise InvalidInput(f"object {oid[:12]} is not in the store", hint="`lattice render` re-makes evicted outputs")
-        self.tmp.mkdir(parents=True, exist_ok=True)
-        path = self.tmp / f"view{TEMP_MARK}{uuid.uuid4().hex}.{extension or 'bin'}"
+        if folder is None:
+            folder = self.tmp
+            folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"view{TEMP_MARK}{uuid.uuid4().hex}.{extension or 'bin'}"
         try:
             if src.name.endswith(".zst"):
                 with open(path, "wb") as f:

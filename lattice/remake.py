@@ -6,7 +6,8 @@ refused, never silently accepted."""
 
 from __future__ import annotations
 
-from typing import Callable, Container
+import os
+from typing import BinaryIO, Callable, Container
 
 from lattice.catalog import touch
 from lattice.errors import GeneratorFailed, InvalidInput, RepositoryCorrupt, command, job_failed
@@ -30,17 +31,17 @@ def ensure_present(repo: Repository, name: str, number: int | None = None, *, re
     if repo.objects.has(v.object):
         return []
     spec = f"{name}@v{v.number}"
+    if not repo.read_only and adopt_working_file(repo, name, v.object):  # a clone, or gc evicted only the store's copy
+        return []
+    if v.recipe is None:  # read-only as well: only the original bytes bring it back
+        raise RepositoryCorrupt(f"{spec}: its imported content {v.object[:12]} is missing from the store",
+                                hint=f"copy the original file to {name} and run the command again (lattice takes it back when its bytes match)")
     if repo.read_only:
         from lattice.errors import WriteRefused
 
-        raise WriteRefused(f"{spec}: its output {v.object[:12]} is not in the store, and {repo.dir} is read-only: "
-                           "taking it back or re-making it needs a writable .lattice",
+        raise WriteRefused(f"{spec}: its output {v.object[:12]} is not in the store nor in the working file, and {repo.dir} is read-only: "
+                           "re-making it needs a writable .lattice",
                            hint=f"run {command('lattice render', name)} where .lattice may be written")
-    if adopt_working_file(repo, name, v.object):  # a clone, or gc evicted only the store's copy
-        return []
-    if v.recipe is None:
-        raise RepositoryCorrupt(f"{spec}: its imported content {v.object[:12]} is missing from the store",
-                                hint=f"copy the original file to {name} and run the command again (lattice takes it back when its bytes match)")
     if not regen:
         how = (command("lattice render", name) if v.number == len(record.versions)
                else f"the same command without --no-regen (e.g. {command('lattice cat', spec, after=' > FILE')})")
@@ -142,11 +143,53 @@ def adopt_working_file(repo: Repository, name: str, oid: str) -> bool:
         return False
 
 
+def copy_working_file(repo: Repository, name: str, oid: str, out: BinaryIO) -> int | None:
+    """Write the working file of `name` to `out` when its bytes are object
+    `oid`'s; None (nothing written) when they are not, or there is no file.
+    Where .lattice may not be written, it stands in for an object the store
+    lacks (adopt_working_file stores it back where it may be). The bytes are
+    hashed before and again while written: a file changed in between is
+    ContentChanged, after writing (as ObjectStore.copy_to(verify=True))."""
+    import stat
+
+    import blake3
+
+    from lattice.errors import ContentChanged
+    from lattice.objects import CHUNK
+
+    try:  # O_NONBLOCK: a FIFO put there must not hang the command
+        fd = os.open(repo.working_path(name), os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None
+    with open(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        before = blake3.blake3()
+        while chunk := f.read(CHUNK):
+            before.update(chunk)
+        if before.hexdigest() != oid:
+            return None
+        f.seek(0)
+        h, total = blake3.blake3(), 0
+        while chunk := f.read(CHUNK):
+            h.update(chunk)
+            out.write(chunk)
+            total += len(chunk)
+    if h.hexdigest() != oid:
+        raise ContentChanged(f"{name}: the working file changed while it was being read")
+    return total
+
+
 def ensure_inputs(repo: Repository, recipe, notify: Callable[[str], None] | None = None, made_by: Container[str] = ()) -> list[str]:
     """Make the input objects a recipe names present, re-making those gc
     evicted (ensure_present) before a job that reads them is queued: the
     job itself could only fail. Inputs in `made_by` (made by earlier steps
-    of the same plan) are left to those steps. Returns the "name@vN" re-made."""
+    of the same plan) are left to those steps. Returns the "name@vN" re-made.
+    Read-only: nothing can be stored, so nothing is done here; the render
+    reads an evicted input from its working file, or refuses
+    (lattice.render.input_files)."""
+    if repo.read_only:
+        return []
     made = []
     for parent, oid in zip(recipe.inputs, recipe.input_objects):
         if parent in made_by or repo.objects.has(oid):

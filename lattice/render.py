@@ -186,9 +186,11 @@ def stdout_to_stderr() -> Iterator[None]:
 
 @contextlib.contextmanager
 def generated_file(repo: Repository, recipe: Recipe, extension: str, hooks: Hooks | None = None) -> Iterator[Path]:
-    """Run the recipe's generator into a scratch file in `.lattice/tmp` and
-    yield its path; the scratch file and input links are removed afterwards
-    (a failing or killed generator leaves nothing behind)."""
+    """Run the recipe's generator into a scratch file in `.lattice/tmp` (a
+    private folder in the system's temp folder where .lattice may not be
+    written: `verify` there) and yield its path; the scratch file and input
+    links are removed afterwards (a failing or killed generator leaves
+    nothing behind)."""
     from lattice.fsutil import remove_quietly
     from lattice.generators.base import RunContext
 
@@ -199,10 +201,11 @@ def generated_file(repo: Repository, recipe: Recipe, extension: str, hooks: Hook
             f"the recipe was made with {gen.id} version {recipe.generator_version}, installed is {gen.version}",
             hint="`lattice regen PATH` records a new version with the installed generator",
         )
-    out = repo.tmp / f"out-{uuid.uuid4().hex}.{extension}"
     with contextlib.ExitStack() as scratch:
+        private = _private_scratch(repo, scratch)
+        out = (private or repo.tmp) / f"out-{uuid.uuid4().hex}.{extension}"
         scratch.callback(remove_quietly, out)
-        inputs = input_files(repo, recipe, scratch)
+        inputs = input_files(repo, recipe, scratch, private)
         hooks.progress(0.0, "preparing")
         try:
             with stdout_to_stderr():  # a plug-in's prints must not mix into `--json` on stdout
@@ -243,19 +246,60 @@ def generated_file(repo: Repository, recipe: Recipe, extension: str, hooks: Hook
         yield out
 
 
-def input_files(repo: Repository, recipe: Recipe, scratch: contextlib.ExitStack) -> list[Path]:
+def _private_scratch(repo: Repository, scratch: contextlib.ExitStack) -> Path | None:
+    """Where .lattice may not be written, a private folder in the system's
+    temp folder for a render's scratch files, removed with `scratch`; None
+    elsewhere (they go in .lattice, beside the store that adopts the output)."""
+    if not repo.read_only:
+        return None
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="lattice-render-"))
+    scratch.callback(shutil.rmtree, folder, ignore_errors=True)
+    return folder
+
+
+def input_files(repo: Repository, recipe: Recipe, scratch: contextlib.ExitStack, folder: Path | None = None) -> list[Path]:
     """Readable paths for a recipe's input objects, named with their assets'
-    extensions; they live as long as `scratch`."""
+    extensions, made in `folder` (default: the store's scratch folder); they
+    live as long as `scratch`. Where .lattice may not be written, an input
+    the store lacks is copied from its working file when that holds its
+    bytes (a writable repository stores it back first: ensure_inputs)."""
     from lattice.media import extension
 
     paths = []
     for name, oid in zip(recipe.inputs, recipe.input_objects):
-        if not repo.objects.has(oid):
-            e = GeneratorFailed(f"input {name} ({oid[:12]}) is not in the store", hint="`lattice render` re-makes evicted inputs first")
-            e.retryable = False  # another try finds it no more present
-            raise e
-        paths.append(scratch.enter_context(repo.objects.as_file(oid, extension(name))))
+        if repo.objects.has(oid):
+            paths.append(scratch.enter_context(repo.objects.as_file(oid, extension(name), folder)))
+            continue
+        if repo.read_only:
+            path = _from_working_file(repo, name, oid, folder or repo.objects.tmp, scratch)
+            if path is not None:
+                paths.append(path)
+                continue
+            record = repo.manifest.read(name)
+            numbers = [v.number for v in record.versions if v.object == oid] if record else []
+            if numbers:
+                from lattice.remake import ensure_present
+
+                ensure_present(repo, name, numbers[-1])  # refuses, as only a write could bring it back
+        e = GeneratorFailed(f"input {name} ({oid[:12]}) is not in the store", hint="`lattice render` re-makes evicted inputs first")
+        e.retryable = False  # another try finds it no more present
+        raise e
     return paths
+
+
+def _from_working_file(repo: Repository, name: str, oid: str, folder: Path, scratch: contextlib.ExitStack) -> Path | None:
+    """A scratch copy of the working file of `name` when it holds `oid`."""
+    from lattice.fsutil import remove_quietly
+    from lattice.media import extension
+    from lattice.remake import copy_working_file
+
+    path = folder / f"in-{uuid.uuid4().hex}.{extension(name)}"
+    scratch.callback(remove_quietly, path)
+    with open(path, "wb") as f:
+        return path if copy_working_file(repo, name, oid, f) is not None else None
 
 
 # -- recording ------------------------------------------------------------

@@ -227,10 +227,18 @@ def checkout(repo: Repository, names: Iterable[str], regen: bool = True, notify=
 
 
 def cat(repo: Repository, name: str, number: int | None, out: BinaryIO, regen: bool = True, notify=None) -> int:
-    from lattice.remake import ensure_present
+    """Write the bytes of `name` at version `number` (default: current) to
+    `out`. An object the store lacks comes from the working file when it
+    holds those bytes (stored back first where .lattice may be written),
+    else is re-made through the queue (refused where it may not)."""
+    from lattice.remake import copy_working_file, ensure_present
 
     record = repo.record(name)
     version = record.version(number)
+    if repo.read_only and not repo.objects.has(version.object):
+        written = copy_working_file(repo, name, version.object, out)
+        if written is not None:
+            return written
     ensure_present(repo, name, version.number, regen=regen, notify=notify)
     require_object(repo, name, version.object)
     _touch(repo, version.object)

@@ -31,7 +31,8 @@ READING = [
     ["show", "c.txt"], ["show", "c.txt@v1", "--json"], ["cat", "a.txt"], ["cat", "c.txt@v1"],
     ["log"], ["log", "c.txt"], ["log", "--json"], ["diff", "c.txt@v1", "c.txt@v2"], ["diff", "v1", "main"],
     ["lineage", "a.txt", "--down"], ["fsck"], ["render", "--check"], ["render", "--dry-run"], ["hooks", "check"],
-    ["branch"], ["tag"], ["du"], ["queue", "ls", "--json"], ["gc", "--dry-run"], ["generators", "--json"],
+    ["branch"], ["tag"], ["du"], ["queue", "ls", "--json"], ["queue", "watch", "--json", "--until-done"],
+    ["gc", "--dry-run"], ["generators", "--json"], ["verify", "--all", "--json"],
 ]
 # Writing commands: exit 13 as before, with the message they always gave.
 WRITING = [["add", "n.png"], ["tag", "v2"], ["branch", "other"], ["render"], ["fsck", "--repair"]]
@@ -245,8 +246,111 @@ def test_an_index_that_was_never_made_is_built_in_memory(project, refused):
 def test_an_evicted_output_is_refused_not_queued(project, refused):
     oid = project.record("c.txt").versions[0].object
     os.unlink(project.objects.locate(oid))
-    r = run_cli("cat", "c.txt@v1", cwd=project.root)
-    assert r.code == 13 and "needs a writable .lattice" in r.err, r.err
+    r = run_cli("cat", "c.txt@v1", cwd=project.root)  # the working file holds v2
+    lines = r.err.splitlines()
+    assert r.code == 13 and len(lines) == 2 and "not in the store nor in the working file" in lines[0], r.err
+    assert lines[0].endswith("re-making it needs a writable .lattice") and lines[1].startswith("hint: "), r.err
+
+
+def _evict(repo: Repository, *names: str) -> None:
+    """gc took the current output of each name out of the store; its working file stays."""
+    for name in names:
+        os.unlink(repo.objects.locate(repo.record(name).current.object))
+
+
+def test_an_evicted_output_is_read_from_a_working_file_that_holds_it(project, refused):
+    """As a writable repository takes the working file back into the store
+    (with --no-regen too), a read-only one serves its bytes; where the file
+    holds other bytes both say so: exit 13 (a re-make needs a writable
+    .lattice) or, for an import, exit 5 as on a writable repository."""
+    _evict(project, "c.txt", "b.txt")
+    commands = [["cat", "c.txt"], ["cat", "c.txt@v2", "--no-regen"], ["cat", "b.txt"]]
+    before = _files(project.dir)
+    read_only = _answers(project, commands)
+    assert read_only == [(0, "hello:2\n", ""), (0, "hello:2\n", ""), (0, "b", "")]  # test.text writes "hello:SEED"
+    assert _files(project.dir) == before  # nothing stored back, nothing touched
+    for name in ("c.txt", "b.txt"):
+        (project.root / name).write_text("edited")
+    refusals = _answers(project, [["cat", "c.txt"], ["cat", "b.txt"]])
+    assert [code for code, _, _ in refusals] == [13, 5], refusals
+    assert "its imported content" in refusals[1][2] and refusals[1] == _answers_writable(project, [["cat", "b.txt"]])[0]
+    (project.root / "c.txt").unlink()
+    os.mkfifo(project.root / "c.txt")  # read by no one: a FIFO would block the command
+    assert run_cli("cat", "c.txt", cwd=project.root).code == 13
+    (project.root / "c.txt").unlink()
+    for name, made in (("c.txt", "hello:2\n"), ("b.txt", "b")):
+        (project.root / name).write_text(made)
+    assert _answers_writable(project, commands) == read_only
+    assert project.objects.has(project.record("c.txt").current.object)  # a writable repository took it back
+
+
+def test_an_evicted_output_is_read_from_its_working_file_on_a_read_only_mount(project):
+    prefix = _read_only_mount(project)
+    _evict(project, "c.txt")
+    before = _files(project.dir)
+    proc = _lattice(prefix, project, "cat", "c.txt")
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, (project.root / "c.txt").read_text(), "")
+    assert _files(project.dir) == before
+
+
+# -- verify and queue watch -------------------------------------------------------------
+
+
+def test_verify_re_makes_outputs_outside_a_read_only_lattice(project, refused, tmp_path_factory, monkeypatch):
+    """verify writes its scratch files to the system's temp folder, records
+    nothing, and gives the writable repository's verdicts; an evicted input
+    comes from its working file, and one that only a re-make brings back
+    is refused in one line (exit 13), not called a failure."""
+    import gc
+    import tempfile
+
+    scratch = tmp_path_factory.mktemp("scratch")
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))  # what the scratch folders are made in
+    assert run_cli("gen", "e.txt", "--model", "test.join", "-i", "b.txt", "-i", "c.txt", "-q", cwd=project.root).code == 0
+    _evict(project, "b.txt", "c.txt")  # e.txt's inputs, which their working files hold
+    gc.collect()  # gen's database connections closed: their -wal files checkpointed now, not during verify
+    commands = [["verify", "--all", "--json"], ["verify", "e.txt"]]
+    before, stamp = _files(project.dir), scratch.stat().st_mtime_ns
+    read_only = _answers(project, commands)
+    assert read_only[0][0] == 0 and {v["path"]: v["status"] for v in json.loads(read_only[0][1])} == {
+        "c.txt": "reproducible", "d.txt": "reproducible", "e.txt": "reproducible"}, read_only
+    assert read_only[1][0] == 0 and read_only[1][1].split() == ["reproducible", "e.txt", "v1"]
+    assert _files(project.dir) == before
+    assert scratch.stat().st_mtime_ns != stamp and list(scratch.iterdir()) == []  # used, and cleared
+    (project.root / "c.txt").write_text("edited")
+    r = run_cli("verify", "e.txt", cwd=project.root)
+    lines = r.err.splitlines()
+    assert r.code == 13 and len(lines) == 2 and lines[0].startswith("error: c.txt@v2: its output"), r.err
+    assert lines[0].endswith("is read-only: re-making it needs a writable .lattice") and lines[1].startswith("hint: "), r.err
+    (project.root / "c.txt").write_text("hello:2\n")
+    assert _answers_writable(project, commands) == read_only
+
+
+def test_queue_watch_follows_a_read_only_queue(project):
+    """On a read-only mount the queue is read as a copy; watch copies it
+    again for each look, so it sees the jobs that those who may write it
+    move on (here: a cancel from outside the mount)."""
+    import gc
+
+    prefix = _read_only_mount(project)
+    r = run_cli("gen", "w.txt", "--model", "test.text", "--detach", "--json", cwd=project.root)
+    assert r.code == 0, r.err
+    job = r.json[0]["job"]
+    gc.collect()  # its connection closed: no -shm file left for a reader on the mount
+    watch = subprocess.Popen([*prefix, sys.executable, "-m", "lattice", "queue", "watch", "--json", "--until-done", "--interval", "0.05"],
+                             cwd=project.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = watch.stdout.readline()
+        assert line, watch.communicate(timeout=30)[1]
+        first = json.loads(line)
+        assert (first["job"], first["state"]) == (job, "queued"), first
+        assert run_cli("queue", "cancel", str(job), cwd=project.root).code == 0
+        out, err = watch.communicate(timeout=30)  # a copy made once would wait forever
+    finally:
+        watch.kill()
+        watch.wait()
+    assert watch.returncode == 0, err
+    assert [(e["job"], e["state"]) for e in map(json.loads, out.splitlines())] == [(job, "cancelled")]
 
 
 # -- the database copy -----------------------------------------------------------------

@@ -261,7 +261,7 @@ def verify(
     from lattice.errors import UsageError
     from lattice.verify import verify as do_verify
 
-    repo = repo_from_ctx()
+    repo = repo_from_ctx(reading=True)  # records nothing: works where .lattice may not be written
     repo.config  # a damaged config.toml is reported (exit 5), not as every asset failing
     if not paths and not all_:
         raise UsageError("name assets to verify, or pass --all", hint="`lattice verify PATH...` checks those assets, `lattice verify --all` every generated one")

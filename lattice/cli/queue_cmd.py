@@ -182,10 +182,11 @@ def watch(
     one event per change: job, state, progress, stage, eta."""
     from lattice.queue import ACTIVE
 
-    q = _open_queue()
+    q = _open_queue(reading=True)
     last: dict[int, tuple] = {}  # job id -> (state, progress, stage) last reported
 
     def look() -> list:
+        q.refresh()  # a read-only queue is a copy: made again for each look
         jobs = q.list(states=ACTIVE, limit=1000)
         seen = {j.id for j in jobs}
         # Report how the jobs we were watching ended.
@@ -229,6 +230,7 @@ def watch(
     out = console()
     with Live(table([]), refresh_per_second=4, transient=False, console=out) as live:
         while True:
+            q.refresh()
             jobs = q.list(states=ACTIVE, limit=200)
             live.update(table(jobs))
             if until_done and not jobs:

@@ -75,6 +75,26 @@ class JobQueue(QueueAdmin):
         with self._lock:
             self._db.close()
 
+    @property
+    def read_only(self) -> bool:
+        """An in-memory copy of a queue.db lattice may not write (`reading`):
+        it shows the queue as it was when copied; see refresh."""
+        from lattice.sqlite import ReadOnlyCopy
+
+        return isinstance(self._db, ReadOnlyCopy)
+
+    def refresh(self) -> None:
+        """Copy a read-only queue again, for what was written to the file
+        since (by those who may write it): a watcher sees jobs move on."""
+        if not self.read_only:
+            return
+        from lattice.sqlite import read_only_copy
+
+        with self._lock, self._errors():
+            old, self._db = self._db, read_only_copy(self.path)
+            old.close()
+            self._init_schema()  # no file (yet): the copy is empty
+
     def __enter__(self) -> JobQueue:
         return self
 
