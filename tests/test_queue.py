@@ -531,6 +531,28 @@ def test_a_command_that_stops_waiting_leaves_jobs_others_still_ask_for(tmp_path)
     assert q.abandon([shared.id], by=canceller("interrupted", "lattice gen")) == ([upstream.id, shared.id], [])
 
 
+
+def test_abandon_cancels_a_joined_job_that_waits_on_a_newer_one(tmp_path):
+    """A second submission of a queued job adds its own dependencies, so an
+    older job can wait on a newer one. When nobody asks for either any
+    more, both are cancelled, each recording who -- not the older failed
+    by the newer's cancel (abandon used to cancel the newest first)."""
+    from lattice.queue import canceller
+
+    q = open_queue(tmp_path)
+    older = q.submit("image", {}, key="y")
+    newer = q.submit("image", {}, key="x")
+    assert q.submit("image", {}, key="y", deps=[newer.id]).id == older.id
+    assert q.get(older.id).deps == (newer.id,)
+    assert q.abandon([older.id, newer.id], by=canceller("interrupted", "lattice regen")) == ([older.id, newer.id], [])
+    for job in (q.get(older.id), q.get(newer.id)):
+        assert (job.state, job.blocked_by, job.cancelled_by["reason"]) == ("cancelled", None, "interrupted"), job
+    # `queue cancel` of both, the same.
+    a, b = q.submit("image", {}, key="w"), q.submit("image", {}, key="v")
+    q.submit("image", {}, key="w", deps=[b.id])
+    assert [j.state for j in q.cancel([a.id, b.id])] == ["cancelled", "cancelled"]
+
+
 def test_the_same_key_queued_twice_runs_once(tmp_path):
     q = open_queue(tmp_path)
     log = tmp_path / "log"

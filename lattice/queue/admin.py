@@ -87,9 +87,9 @@ class QueueAdmin:
                 if row is None or row[0] not in ACTIVE:
                     continue
                 (kept if self._still_asked(db, job_id, live) else doomed).append(job_id)
-            # Newest first: a dependent is then cancelled itself, not failed by
-            # its dependency's cancel (a dependency is nearly always older).
-            return sorted(self._cancel(db, doomed[::-1], by)), kept
+            # Each is cancelled itself (recording `by`), not failed by its
+            # dependency's cancel: _cancel fails dependents only after.
+            return sorted(self._cancel(db, doomed, by)), kept
 
     def _still_asked(self, db, job_id: int, live: dict[str, bool]) -> bool:
         """Whether a live asker wants `job_id` or an unfinished job that
@@ -124,8 +124,12 @@ class QueueAdmin:
                     " worker=NULL, lease_until=NULL WHERE id=?",
                     (now, note, record, job_id),
                 )
-                self._fail_dependents(db, job_id)
                 done.append(job_id)
+        # Only then their dependents fail: one cancelled here is cancelled,
+        # recording who, even when it waits on another (a job joined by a
+        # later submission can wait on a newer one).
+        for job_id in done:
+            self._fail_dependents(db, job_id)
         return done
 
     def retry(self, ids: Iterable[int | str]) -> list[Job]:
