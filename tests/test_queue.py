@@ -439,6 +439,19 @@ def test_a_queue_of_format_2_gains_cancel_records_and_keeps_its_jobs(tmp_path):
     assert now.cancelled_by["command"] == "lattice queue cancel" and now.error.startswith("cancelled by `lattice queue cancel` (")
 
 
+
+def test_queue_show_says_an_old_cancel_was_a_cancel(tmp_repo):
+    """A job an older lattice cancelled recorded no one: `queue show` still
+    has its "cancelled:" line (before, neither it nor the error line was
+    printed, and nothing but the state said so)."""
+    from conftest import run_cli
+
+    _make_old_queue(tmp_repo.dir / "queue.db", 2, ["'image', 2, 'cancelled', '{}', 'cpu', 'u', 'h', 0, 0, 0, 'cancelled'"])
+    r = run_cli("queue", "show", "1", cwd=tmp_repo.root)
+    assert r.code == 0, r.err
+    assert "state:      cancelled\n" in r.out and "cancelled:  by whom was not recorded\n" in r.out, r.out
+
+
 # -- cancel, dedupe, leases ----------------------------------------------------
 
 

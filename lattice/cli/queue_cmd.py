@@ -117,7 +117,9 @@ def show(job_id: str = typer.Argument(..., metavar="ID"), as_json: bool = JsonOp
         ("progress", f"{job.progress:.0%} {job.stage or ''}".strip()), ("worker", job.worker),
         ("eta", _seconds(q.eta(job)) if not job.finished else None),
         # A cancel says by whom and why ("cancelled:  by `lattice gen` (…) when it was interrupted").
-        ("cancelled", cancel_note(job.cancelled_by).removeprefix("cancelled").strip()) if job.state == "cancelled"
+        # One an older lattice cancelled recorded no one: it still says it was cancelled.
+        ("cancelled", cancel_note(job.cancelled_by).removeprefix("cancelled").strip() or "by whom was not recorded")
+        if job.state == "cancelled"
         else ("error", job.error),
         ("exit code", job.exit_code),  # what a command waiting for it exits with (README, "Exit codes")
         ("payload", json.dumps(job.payload, sort_keys=True)),
