@@ -694,7 +694,7 @@ def export(repo: Repository, name: str, options: ExportOptions, out: str | None,
     import msgspec
 
     from lattice.remake import ensure_present
-    from lattice.pipeline import queue_of, run_until_done
+    from lattice.pipeline import abandoning, queue_of, run_until_done
 
     if options.format is None:
         fmt = format_of_output(out) if out else None
@@ -724,8 +724,9 @@ def export(repo: Repository, name: str, options: ExportOptions, out: str | None,
     payload = {"root": str(repo.root), "source": name, "version": v.number, "object": v.object, "params": params,
                "out": str(target.path), "asset": target.asset, "branch": head_branch(repo) or "", "force": force}
     q = queue_of(repo)
-    job = q.submit("export", payload, estimate_key=f"export:{options.format}:{options.quality}")
-    [done] = run_until_done(repo, [job.id], on_poll=on_poll, command="lattice export")
+    with abandoning(repo, [], "lattice export") as asked:  # a Ctrl-C before it runs leaves no job behind
+        asked.append(q.submit("export", payload, estimate_key=f"export:{options.format}:{options.quality}").id)
+        [done] = run_until_done(repo, asked, on_poll=on_poll, command="lattice export")
     if done.state != "succeeded":
         raise job_failed(done.exit_code, f"export job {done.id} {done.state}: {done.error or ''}".strip(),
                          hint=f"`lattice queue show {done.id}` has the details")

@@ -489,12 +489,14 @@ def evicted_for_good(repo: Repository) -> set[str]:
 
 def run_gc(repo: Repository, options: GcOptions, on_poll: Callable[[list], None] | None = None) -> GcResult:
     """Submit a gc job and run it to the end with an inline worker."""
-    from lattice.pipeline import queue_of, run_until_done
+    from lattice.pipeline import abandoning, queue_of, run_until_done
 
     q = queue_of(repo)
-    # No dedup key: two gc runs with different options must not share one result.
-    job = q.submit("gc", {"op": "collect", "root": str(repo.root), "options": asdict(options)})
-    [done] = run_until_done(repo, [job.id], on_poll=on_poll, command="lattice gc")
+    # A Ctrl-C before it runs leaves no gc queued for a later worker to run.
+    with abandoning(repo, [], "lattice gc") as asked:
+        # No dedup key: two gc runs with different options must not share one result.
+        asked.append(q.submit("gc", {"op": "collect", "root": str(repo.root), "options": asdict(options)}).id)
+        [done] = run_until_done(repo, asked, on_poll=on_poll, command="lattice gc")
     if done.state != "succeeded":
         raise job_failed(done.exit_code, f"gc job {done.id} {done.state}: {done.error or ''}".strip(),
                          hint=f"`lattice queue show {done.id}` has the details")

@@ -9,7 +9,7 @@ import os
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Iterator
 
 import msgspec
 
@@ -208,23 +208,24 @@ def require_unedited(repo: Repository, name: str) -> None:
 # -- running ----------------------------------------------------------------
 
 
-def submit(repo: Repository, steps: list[Step], priority: str = "normal", detached: bool = False) -> Submitted:
+def submit(repo: Repository, steps: list[Step], priority: str = "normal", detached: bool = False, *,
+           command: str = "lattice", asked: list[int] | None = None) -> Submitted:
     """Queue `steps` as jobs. `detached`: for `lattice worker` to run (`--detach`),
-    not for this process to wait for."""
+    not for this process to wait for. Each job's id is also appended to
+    `asked` as it is queued (see `abandoning`). Nothing is queued when a
+    step's generator is refused (an unapproved command); a Ctrl-C or an
+    error halfway gives up the jobs queued so far, as `command` (not
+    detached: those are left to the worker)."""
     from lattice.history import head_branch
 
     q = queue_of(repo)
     reg = None
     out = Submitted(steps)
     branch = head_branch(repo) or ""
+    settings = []
+    # Every step checked before any is queued: a refusal leaves no job
+    # behind for a later worker to run.
     for step in steps:
-        step.branch = branch  # what it records goes on this branch or nowhere
-        deps = [out.jobs[d] for d in step.deps if d in out.jobs]
-        # Keyed per branch too: a job records only on its own branch.
-        if step.recipe is not None:
-            key = f"{branch}:{step.name}:{step.recipe.key}" if step.recipe.deterministic else None
-        else:
-            key = f"{branch}:{step.action}:{step.name}"
         slot, timeout = "cpu", None
         if step.generator:
             reg = reg or registry(repo)
@@ -237,18 +238,30 @@ def submit(repo: Repository, steps: list[Step], priority: str = "normal", detach
                 # job's: the worker enforces it and `queue show` shows it.
                 slot, timeout = gen.slot, gen.timeout
                 _require_trust(repo, gen)
-        job = q.submit(
-            job_type(step),
-            {"root": str(repo.root), "step": msgspec.to_builtins(step)},
-            priority=priority,
-            deps=deps,
-            key=key,
-            slot=slot,
-            timeout=timeout,
-            estimate_key=_estimate_key(step),
-            detached=detached,
-        )
-        out.jobs[step.name] = job.id
+        settings.append((slot, timeout))
+    asked = [] if asked is None else asked
+    with contextlib.nullcontext() if detached else abandoning(repo, asked, command):
+        for step, (slot, timeout) in zip(steps, settings):
+            step.branch = branch  # what it records goes on this branch or nowhere
+            deps = [out.jobs[d] for d in step.deps if d in out.jobs]
+            # Keyed per branch too: a job records only on its own branch.
+            if step.recipe is not None:
+                key = f"{branch}:{step.name}:{step.recipe.key}" if step.recipe.deterministic else None
+            else:
+                key = f"{branch}:{step.action}:{step.name}"
+            job = q.submit(
+                job_type(step),
+                {"root": str(repo.root), "step": msgspec.to_builtins(step)},
+                priority=priority,
+                deps=deps,
+                key=key,
+                slot=slot,
+                timeout=timeout,
+                estimate_key=_estimate_key(step),
+                detached=detached,
+            )
+            out.jobs[step.name] = job.id
+            asked.append(job.id)
     return out
 
 
@@ -284,60 +297,98 @@ def run_until_done(
     interrupted render is not picked up later by a stranger -- except those
     another live command or a detached submission still asks for, which are
     left to it (lattice.queue's `abandon`)."""
-    from lattice.jobs import HANDLERS
-    from lattice.worker import WorkerPool, detect_slots
-
     q = queue_of(repo)
-    pool = WorkerPool(q, HANDLERS, detect_slots(cpu=slots), poll=0.05, lease=lease_of(repo), only=job_ids)
+    pool = thread = None
     error: list[BaseException] = []
     # An Event, not Thread.join: on Python 3.11 a join interrupted by Ctrl-C
     # can report a live thread as finished.
     done = threading.Event()
-
-    def work() -> None:
-        try:
-            while not pool.aborted:
-                pool.only = job_ids + _unfinished_deps(q, job_ids)
-                pool.run(once=True)
-                if all(j.finished for j in _jobs(q, job_ids)):
-                    return
-                time.sleep(0.05)  # our jobs wait on another worker's: look again soon
-        except BaseException as e:  # surfaced in the caller's thread
-            error.append(e)
-        finally:
-            done.set()
-
-    thread = threading.Thread(target=work, name="lattice-inline-pool", daemon=True)
-    thread.start()
     try:
+        # Setting up (imports, GPUs, the pool) is inside: a Ctrl-C there
+        # leaves no job queued for a stranger either.
+        from lattice.jobs import HANDLERS
+        from lattice.worker import WorkerPool, detect_slots
+
+        pool = WorkerPool(q, HANDLERS, detect_slots(cpu=slots), poll=0.05, lease=lease_of(repo), only=job_ids)
+
+        def work() -> None:
+            try:
+                while not pool.aborted:
+                    pool.only = job_ids + _unfinished_deps(q, job_ids)
+                    pool.run(once=True)
+                    if all(j.finished for j in _jobs(q, job_ids)):
+                        return
+                    time.sleep(0.05)  # our jobs wait on another worker's: look again soon
+            except BaseException as e:  # surfaced in the caller's thread
+                error.append(e)
+            finally:
+                done.set()
+
+        started = threading.Thread(target=work, name="lattice-inline-pool", daemon=True)
+        started.start()
+        thread = started
         last = 0.0
         while not done.wait(0.02):
             if on_poll and time.monotonic() - last > 0.2:
                 last = time.monotonic()
                 on_poll(_jobs(q, job_ids))
-    except KeyboardInterrupt:
+    except BaseException as e:
+        # Ctrl-C (SIGTERM too), or an error here (the display, the queue).
         # Cancelled first: the kill that follows then reads as the cancel it
         # is, not as a failure of the generator. A job left to another
         # command is handed back to the queue by the abort, for its pool.
-        _abandon(q, job_ids, "interrupted", command)
-        pool.abort()  # kills the jobs' processes now
-        done.wait(10)  # the slots clean up their scratch files
+        try:
+            _abandon(q, job_ids, "interrupted" if isinstance(e, KeyboardInterrupt) else "error", command)
+        finally:  # even when a second Ctrl-C cuts the cancel short
+            if pool is not None:
+                pool.abort()  # kills the jobs' processes now
+            if thread is not None:
+                done.wait(10)  # the slots clean up their scratch files
+        _abandoned(e)
         raise
     if error:
         # The command fails: its jobs are not left for a later worker to
         # finish behind the user's back (as on Ctrl-C), where the queue can
         # still take the cancel.
-        with contextlib.suppress(LatticeError):
-            _abandon(q, job_ids, "error", command)
-        raise error[0]
+        _abandon(q, job_ids, "error", command)
+        raise _abandoned(error[0])
     return _jobs(q, job_ids)
 
 
+@contextlib.contextmanager
+def abandoning(repo: Repository, job_ids: list[int], command: str) -> Iterator[list[int]]:
+    """On Ctrl-C or an error inside, this process gives up `job_ids` (read
+    when it happens: a list the block fills as it queues them), as
+    run_until_done does once it runs: between queueing the jobs and
+    waiting for them, nothing may leave them queued for a stranger."""
+    try:
+        yield job_ids
+    except BaseException as e:
+        if job_ids and not getattr(e, "_lattice_abandoned", False):
+            _abandon(lambda: queue_of(repo), list(job_ids), "interrupted" if isinstance(e, KeyboardInterrupt) else "error", command)
+        _abandoned(e)
+        raise
+
+
+def _abandoned(e: BaseException) -> BaseException:
+    """`e`, marked as given up on its jobs already (one abandon, one warning)."""
+    with contextlib.suppress(AttributeError):
+        e._lattice_abandoned = True  # type: ignore[attr-defined]
+    return e
+
+
 def _abandon(q, job_ids: list[int], reason: str, command: str) -> None:
+    """Give up `job_ids` in queue `q` (or a function that opens it), saying
+    what is left to others; a queue that cannot take it is only warned of."""
     from lattice.errors import warn
     from lattice.queue import canceller
 
-    _, kept = q.abandon(job_ids, by=canceller(reason, command))
+    try:
+        q = q() if callable(q) else q
+        _, kept = q.abandon(job_ids, by=canceller(reason, command))
+    except LatticeError as e:  # the command's own failure (or Ctrl-C) is what it reports
+        warn(f"job(s) {', '.join(map(str, job_ids))} could not be cancelled and may still run: {e.message}")
+        return
     if kept:
         # Not cancelled: someone else still asks for them (git-like: no one's work is taken away).
         warn(f"job(s) {', '.join(map(str, kept))} left in the queue: another command waits for them, or they were queued with --detach")

@@ -50,17 +50,19 @@ def ensure_present(repo: Repository, name: str, number: int | None = None, *, re
     chain = _restore_chain(repo, name, v.number)
     if notify:
         notify("re-making evicted " + ", ".join(f"{n}@v{k}" for n, k, _ in chain) + " through the queue")
-    from lattice.pipeline import queue_of, run_until_done
+    from lattice.pipeline import abandoning, queue_of, run_until_done
 
     q = queue_of(repo)
     ids: dict[str, int] = {}
-    order = []
-    for n, k, deps in chain:
-        job = q.submit("gc", {"op": "restore", "root": str(repo.root), "name": n, "version": k},
-                       key=f"restore:{n}@v{k}", deps=[ids[d] for d in deps], priority="high")
-        ids[f"{n}@v{k}"] = job.id
-        order.append(job.id)
-    for job in run_until_done(repo, order):
+    # A Ctrl-C halfway through queueing the chain leaves none of it behind.
+    with abandoning(repo, [], "lattice") as order:
+        for n, k, deps in chain:
+            job = q.submit("gc", {"op": "restore", "root": str(repo.root), "name": n, "version": k},
+                           key=f"restore:{n}@v{k}", deps=[ids[d] for d in deps], priority="high")
+            ids[f"{n}@v{k}"] = job.id
+            order.append(job.id)
+        finished = run_until_done(repo, order)
+    for job in finished:
         if job.state != "succeeded":
             raise job_failed(job.exit_code, f"re-making {spec} failed: {job.error or job.state}",
                              hint=f"`lattice queue show {job.id}` has the details")

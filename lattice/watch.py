@@ -53,7 +53,7 @@ def run_cycle(repo: Repository, sources: list[str], config_changed: bool, slots:
     an error is still reported)."""
     from lattice.add import add
     from lattice.lineage import Graph
-    from lattice.pipeline import outcomes, run_until_done, submit
+    from lattice.pipeline import abandoning, outcomes, run_until_done, submit
     from lattice.render import plan
 
     cycle = cycle if cycle is not None else Cycle(config_changed=config_changed)
@@ -79,8 +79,9 @@ def run_cycle(repo: Repository, sources: list[str], config_changed: bool, slots:
     steps, skipped = plan(repo, targets)
     cycle.outcomes = list(skipped)
     if steps:
-        sub = submit(repo, steps)
-        finished = run_until_done(repo, list(sub.jobs.values()), slots=slots, on_poll=on_poll, command="lattice watch")
+        with abandoning(repo, [], "lattice watch") as asked:  # a stop before they run leaves none behind
+            sub = submit(repo, steps, command="lattice watch", asked=asked)
+            finished = run_until_done(repo, list(sub.jobs.values()), slots=slots, on_poll=on_poll, command="lattice watch")
         cycle.outcomes = outcomes(steps, sub.jobs, finished) + cycle.outcomes
     return cycle
 

@@ -604,6 +604,56 @@ def test_ctrl_c_leaves_a_job_queued_with_detach_to_the_worker(tmp_repo, run_log)
     assert (tmp_repo.root / "d.txt").read_text() == "hello:5\n"
 
 
+
+@pytest.mark.parametrize("where", ["pool", "display"])
+def test_ctrl_c_before_the_jobs_run_cancels_them(tmp_repo, monkeypatch, where):
+    """Ctrl-C after the jobs are queued but before the inline pool runs
+    them (starting the pool: imports, GPUs; the display) cancels them as a
+    Ctrl-C while they run does. Before, they stayed queued with no one
+    waiting, for a later `lattice worker` to run behind the user's back."""
+    import lattice.cli.gen_cmds
+    import lattice.worker
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    if where == "pool":
+        monkeypatch.setattr(lattice.worker, "detect_slots", interrupted)
+    else:
+        monkeypatch.setattr(lattice.cli.gen_cmds._Display, "__enter__", interrupted)
+    r = run_cli("gen", "x.txt", "--model", "test.text", cwd=tmp_repo.root)
+    assert r.code == 130, r.err
+    monkeypatch.undo()
+    [job] = run_cli("queue", "ls", "--all", "--json", cwd=tmp_repo.root).json
+    assert job["state"] == "cancelled", job
+    assert (job["cancelled_by"]["reason"], job["cancelled_by"]["command"]) == ("interrupted", "lattice gen")
+    assert run_cli("worker", "--once", cwd=tmp_repo.root).code == 0
+    assert tmp_repo.index.count() == 0 and not (tmp_repo.root / "x.txt").exists()
+
+
+def test_a_refused_command_generator_in_a_cascade_queues_nothing(tmp_repo):
+    """`regen a.txt` whose dependent is made by a command generator that is
+    no longer approved is refused (exit 9) before anything is queued. Before,
+    a.txt's job was queued first and left there: a later worker made a.txt
+    v2 after the refusal, leaving b.txt stale."""
+    import json
+    import sys
+
+    (tmp_repo.root / "cp.py").write_text("import shutil, sys\nshutil.copy(sys.argv[1], sys.argv[2])\n")
+    cfg = tmp_repo.dir / "config.toml"
+    cfg.write_text(cfg.read_text() + f"\n[generators.cp]\nargv = {json.dumps([sys.executable, 'cp.py', '{input0}', '{output}'])}\n"
+                   'extensions = ["txt"]\ninputs = [1, 1]\n')
+    assert run_cli("trust", cwd=tmp_repo.root).code == 0
+    gen(tmp_repo, "a.txt", "--model", "test.text", "--seed", "1")
+    gen(tmp_repo, "b.txt", "--model", "cp", "--input", "a.txt")
+    cfg.write_text(cfg.read_text() + "timeout = 30\n")  # changed: needs approving again
+    r = run_cli("regen", "a.txt", "--seed", "2", cwd=tmp_repo.root)
+    assert r.code == 9 and "lattice trust" in r.err, r.err
+    assert [j["state"] for j in run_cli("queue", "ls", "--all", "--json", cwd=tmp_repo.root).json] == ["succeeded"] * 2
+    assert run_cli("worker", "--once", cwd=tmp_repo.root).code == 0
+    assert len(tmp_repo.record("a.txt").versions) == 1
+
+
 def test_a_gen_whose_job_is_cancelled_says_so(tmp_repo):
     """`lattice queue cancel` from another shell: the waiting gen says its
     job was cancelled (not failed) with a hint that fits, and exits 1."""

@@ -39,7 +39,7 @@ def _execute(repo, steps, skipped=(), *, command: str, priority="normal", detach
     """Submit steps as jobs; unless detached, run them with a live display and
     print a summary. Exits as lattice.pipeline.exit_code says when a step
     failed, was skipped or was superseded."""
-    from lattice.pipeline import exit_code, outcomes, run_until_done, submit
+    from lattice.pipeline import abandoning, exit_code, outcomes, run_until_done, submit
 
     _check_priority(priority)
     from lattice.remake import ensure_inputs
@@ -55,8 +55,9 @@ def _execute(repo, steps, skipped=(), *, command: str, priority="normal", detach
             recipe = repo.record(step.name).current.recipe
         if step.action in ("generate", "update", "remake") and recipe is not None:
             ensure_inputs(repo, recipe, notify=lambda m: echo(m, err=True), made_by=planned)
-    submitted = submit(repo, steps, priority=priority, detached=detach) if steps else None
+    results = list(skipped)
     if detach:
+        submitted = submit(repo, steps, priority=priority, detached=True) if steps else None
         ids = submitted.jobs if submitted else {}
         if json:
             emit_json([{"path": n, "job": j} for n, j in ids.items()])
@@ -64,11 +65,13 @@ def _execute(repo, steps, skipped=(), *, command: str, priority="normal", detach
             for n, j in ids.items():
                 say(f"queued job {j}: {n}")
         return
-    results = list(skipped)
-    if submitted:
-        ids = list(submitted.jobs.values())
-        with _Display(submitted, enabled=not json) as display:
-            finished = run_until_done(repo, ids, slots=jobs, on_poll=display.update, command=command)
+    if steps:
+        # From the first job queued: a Ctrl-C before the jobs run (the
+        # display, the pool starting) gives them up as one while they run does.
+        with abandoning(repo, [], command) as asked:
+            submitted = submit(repo, steps, priority=priority, command=command, asked=asked)
+            with _Display(submitted, enabled=not json) as display:
+                finished = run_until_done(repo, list(submitted.jobs.values()), slots=jobs, on_poll=display.update, command=command)
         results = outcomes(steps, submitted.jobs, finished) + results
     if json:
         emit_json(results)
