@@ -164,7 +164,20 @@ def alive(pid: int) -> bool:
         return False
     except (PermissionError, OverflowError, ValueError):
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether `pid` has exited and only waits for its parent to reap it
+    (a container with no init does not): gone in all but its number. Linux
+    only; elsewhere, False."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    # "PID (COMM) STATE ...": COMM may hold spaces and parentheses.
+    return stat[stat.rfind(b")") + 2:][:1] == b"Z"
 
 
 def killed_by_signal(rc: int) -> bool:

@@ -566,6 +566,29 @@ def test_abandon_cancels_a_joined_job_that_waits_on_a_newer_one(tmp_path):
     assert [j.state for j in q.cancel([a.id, b.id])] == ["cancelled", "cancelled"]
 
 
+
+def test_an_asker_killed_and_not_yet_reaped_does_not_keep_a_job(tmp_path):
+    """A command killed whose parent has not reaped it (a zombie: a
+    container with no init, a script that never waits) no longer asks for
+    anything: another's Ctrl-C cancels the job. Before, it counted as live,
+    and the job stayed queued with no one waiting for it."""
+    from lattice.queue import canceller
+
+    q = open_queue(tmp_path)
+    mine = q.submit("image", {}, key="shared")
+    joined, other = _ask(q.path, "shared", stay=True)
+    assert joined == mine.id
+    other.kill()  # not waited for: a zombie until reaped
+    try:
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{other.pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"Z":
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        assert q.abandon([mine.id], by=canceller("interrupted", "lattice gen")) == ([mine.id], [])
+    finally:
+        other.wait(timeout=30)
+
+
 def test_the_same_key_queued_twice_runs_once(tmp_path):
     q = open_queue(tmp_path)
     log = tmp_path / "log"
