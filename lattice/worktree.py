@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import BinaryIO, Callable, Container, Iterable
+from typing import BinaryIO, Callable, Container, Iterable, Iterator
 
 from lattice.errors import Conflict, InvalidInput, command
 from lattice.paths import RESERVED, check_name, confine
@@ -47,6 +47,26 @@ def walk(root: Path, base: str = "", media_only: bool = False,
 def _walk(root: Path, directory: str, prefix: str, media: Callable[[str], bool] | None,
           skip: Callable[[str, bool], bool] | None, known: Container[str],
           passed: Callable[[str, str], None] | None, listed: list | None) -> Iterable[str]:
+    # Depth first with a stack of its own, not by recursion: a tree 1,000
+    # folders deep is no RecursionError. Each stack item is the iterator of
+    # a folder's sub-folders still to walk.
+    stack: list[Iterator[tuple[str, str]]] = [iter([(directory, prefix)])]
+    while stack:
+        following = next(stack[-1], None)
+        if following is None:
+            stack.pop()
+            continue
+        directory, prefix = following
+        dirs = yield from _folder(root, directory, prefix, media, skip, known, passed, listed)
+        if dirs:  # each tested against `skip` when its turn comes, as the walk goes
+            subs = [(d.path, prefix + d.name + "/") for d in sorted(dirs, key=_name)]
+            stack.append(sub for sub in subs if skip is None or not skip(sub[1], True))
+
+
+def _folder(root: Path, directory: str, prefix: str, media: Callable[[str], bool] | None,
+            skip: Callable[[str, bool], bool] | None, known: Container[str],
+            passed: Callable[[str, str], None] | None, listed: list | None):
+    """Yield the files of one folder to offer; return its sub-folders to walk."""
     # os.scandir, not os.walk + os.path.islink: the entry types come with the
     # listing, so a tree of 10,000 files costs no stat per file.
     try:
@@ -58,9 +78,9 @@ def _walk(root: Path, directory: str, prefix: str, media: Callable[[str], bool] 
     except PermissionError:
         if passed is not None:  # said, as git says "could not open directory"
             passed(prefix or "./", UNREADABLE)
-        return
+        return []
     except OSError:
-        return  # vanished since it was listed: skipped, as os.walk does
+        return []  # vanished since it was listed: skipped, as os.walk does
     files, dirs = [], []
     for e in entries:
         try:
@@ -89,10 +109,7 @@ def _walk(root: Path, directory: str, prefix: str, media: Callable[[str], bool] 
                 passed(name, why)
             continue
         yield name
-    for d in sorted(dirs, key=_name):
-        sub = prefix + d.name + "/"
-        if skip is None or not skip(sub, True):
-            yield from _walk(root, d.path, sub, media, skip, known, passed, listed)
+    return dirs
 
 
 def _not_a_file(root: Path, entry: os.DirEntry, name: str) -> str | None:

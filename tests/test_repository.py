@@ -540,6 +540,29 @@ def test_status_untracked_cache_is_not_kept_for_a_racy_folder_or_a_link_to_nothi
     assert states(repo) == {("elsewhere/t.png", "new")} and not cache.exists()
 
 
+def test_status_walks_a_tree_deeper_than_the_recursion_limit(tmp_repo):
+    """The walk keeps its own stack: a tree 1,100 folders deep (2,200
+    characters of path, within PATH_MAX) is no RecursionError."""
+    repo = tmp_repo.gen({"top/a.png": b"a"})
+    top = folder = os.path.join(repo.root, "top")
+    for _ in range(1100):
+        folder = os.path.join(folder, "d")
+        os.mkdir(folder)  # one at a time: Path.mkdir(parents=True) recurses
+    with open(os.path.join(folder, "deep.png"), "wb") as f:
+        f.write(b"d")
+    deep = "top/" + "d/" * 1100 + "deep.png"
+    try:
+        assert states(repo) == {("top/a.png", "new"), (deep, "new")}
+        add(repo, ["top/a.png"], cwd=repo.root)
+        time.sleep(0.15)  # past the racy window: this walk is kept, and the next status uses it
+        assert states(repo) == {(deep, "new")} == states(repo)
+    finally:  # bottom up, a folder at a time: pytest's clean-up (shutil.rmtree) recurses
+        os.unlink(os.path.join(folder, "deep.png"))
+        while folder != top:
+            os.rmdir(folder)
+            folder = os.path.dirname(folder)
+
+
 def test_a_name_is_never_both_an_asset_and_a_folder_of_assets(tmp_repo):
     repo = tmp_repo.gen({"d/a.txt": "1", "f.txt": "2"})
     add(repo, ["."], cwd=repo.root)
