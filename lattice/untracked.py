@@ -26,7 +26,7 @@ from lattice import ignore
 from lattice.repo import Repository
 
 CACHE = "index.db-untracked"
-VERSION = 2
+VERSION = 3
 
 
 def new_files(repo: Repository, tracked: Collection[str], digest: str, passed: list[tuple[str, str]]) -> tuple[list[str], bytes | None]:
@@ -39,7 +39,7 @@ def new_files(repo: Repository, tracked: Collection[str], digest: str, passed: l
     root = str(repo.root)
     cache = os.path.join(repo.dir, CACHE)
     rules = _stamp(os.path.join(root, ignore.FILE))
-    key = (VERSION, root, digest, rules)
+    key = (VERSION, root, digest, rules, _identity())
     found = _cached(cache, key, root)
     if found is not None:
         return found, None
@@ -68,25 +68,55 @@ def _stamp(path: str) -> tuple[int, int, int, int] | None:
     return st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_size
 
 
+def _identity() -> tuple:
+    """Who walks, as far as what it may read goes: a walk by someone who
+    may read a folder (root; another user's group) lists files that one who
+    may not is told it cannot see. Root's access is its capabilities (a
+    container, `setpriv` may take them away)."""
+    who = (os.geteuid(), os.getegid(), tuple(sorted(os.getgroups())))
+    if who[0] != 0:
+        return who
+    try:
+        with open("/proc/self/status", "rb") as f:
+            caps = [line for line in f.read().splitlines() if line.startswith(b"CapEff:")]
+    except OSError:
+        caps = []
+    return (*who, caps[0].decode(errors="replace") if caps else "")
+
+
+def _read(cache: str) -> bytes:
+    """The cache file's bytes: a regular file, not followed through a link,
+    never waited on (a FIFO) and never read past its size (/dev/zero)."""
+    fd = os.open(cache, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ValueError(cache)
+        return os.read(fd, st.st_size)
+    finally:
+        os.close(fd)
+
+
 def _cached(cache: str, key: tuple, root: str) -> list[str] | None:
     """The cached answer, if it is still the walk's; else None."""
     try:
-        with open(cache, "rb") as f:
-            saved = marshal.loads(f.read())
-        if saved[:4] != key:
+        saved = marshal.loads(_read(cache))
+        if type(saved) is not tuple or len(saved) != len(key) + 2 or saved[: len(key)] != key:
             return None
-        listed, found = saved[4], saved[5]
-    except (OSError, EOFError, ValueError, TypeError, IndexError):  # none yet, or cut short: walk
+        listed, found = saved[len(key)], saved[len(key) + 1]
+        if type(listed) is not list or type(found) is not list:
+            return None
+        for folder, was in listed:
+            if type(folder) is not str or _stamp(folder) != was:  # an int would stat a descriptor
+                return None
+        for name in found:
+            try:
+                if not stat.S_ISREG(os.lstat(os.path.join(root, name)).st_mode):
+                    return None  # now a link, a folder, ...: the walk judges it
+            except OSError:
+                return None
+    except Exception:  # noqa: BLE001 - none yet, cut short, damaged in any way: a derived file, so walk
         return None
-    for folder, was in listed:
-        if _stamp(folder) != tuple(was):
-            return None
-    for name in found:
-        try:
-            if not stat.S_ISREG(os.lstat(os.path.join(root, name)).st_mode):
-                return None  # now a link, a folder, ...: the walk judges it
-        except OSError:
-            return None
     return found
 
 

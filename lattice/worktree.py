@@ -36,7 +36,8 @@ def walk(root: Path, base: str = "", media_only: bool = False,
     (status: the tracked ones) are passed over before any other test. Names
     come out sorted per directory, a directory's files before its
     sub-directories. `listed` gets (folder, (mtime_ns, ctime_ns, inode, size)) of
-    each folder listed, its stat taken before the listing (lattice.untracked)."""
+    each folder listed, its stat taken before the listing, and of each linked
+    folder passed over, followed (lattice.untracked)."""
     from lattice.media import is_media
 
     start = os.path.join(root, base) if base else os.fspath(root)
@@ -92,7 +93,14 @@ def _folder(root: Path, directory: str, prefix: str, media: Callable[[str], bool
         elif not e.name.startswith(".") and e.name not in RESERVED:
             if not _is_symlink(e):
                 dirs.append(e)
-            elif passed is not None and (skip is None or not skip(prefix + e.name + "/", True)):
+                continue
+            if listed is not None:
+                # A linked folder is not entered; but should what it leads to
+                # become a file, that is a file to offer, and no folder listed
+                # here changed (an ignored link is not even told to `passed`):
+                # its stamp, followed, goes with the listing.
+                listed.append((e.path, _followed_stamp(e.path)))
+            if passed is not None and (skip is None or not skip(prefix + e.name + "/", True)):
                 passed(prefix + e.name + "/", "a linked folder: lattice tracks files by their real path, so add them there")
     if known:  # one comprehension: status passes over 10,000 tracked names here
         files = [e for e in files if prefix + e.name not in known]
@@ -110,6 +118,16 @@ def _folder(root: Path, directory: str, prefix: str, media: Callable[[str], bool
             continue
         yield name
     return dirs
+
+
+def _followed_stamp(path: str) -> tuple[int, int, int, int]:
+    """(mtime_ns, ctime_ns, inode, size) of what `path` leads to; zeros,
+    which no stamp matches, where it leads nowhere now."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return (0, 0, 0, 0)
+    return st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_size
 
 
 def _not_a_file(root: Path, entry: os.DirEntry, name: str) -> str | None:

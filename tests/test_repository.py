@@ -540,6 +540,75 @@ def test_status_untracked_cache_is_not_kept_for_a_racy_folder_or_a_link_to_nothi
     assert states(repo) == {("elsewhere/t.png", "new")} and not cache.exists()
 
 
+def test_status_untracked_cache_sees_an_ignored_linked_folder_become_a_file(tmp_repo):
+    """A linked folder is not entered, and an ignored one not even told; if
+    what it leads to becomes a file (in a folder the walk never listed, here
+    a hidden one), the link is a new file: the kept walk is not used."""
+    from lattice.untracked import CACHE
+
+    repo = tmp_repo.gen({".latticeignore": "x.png/\n", "a/one.png": b"1"})
+    add(repo, ["a"], cwd=repo.root)
+    (repo.root / ".hid" / "t.png").mkdir(parents=True)
+    os.symlink(".hid/t.png", repo.root / "x.png")
+    time.sleep(0.15)
+    assert states(repo) == set() and (repo.dir / CACHE).exists()
+    (repo.root / ".hid" / "t.png").rmdir()
+    (repo.root / ".hid" / "t.png").write_bytes(b"t")
+    assert states(repo) == {("x.png", "new")}
+
+
+def test_status_untracked_cache_damaged_in_any_way_is_walked_again(tmp_repo):
+    """The cache is derived: one whose header still matches but whose body
+    is the wrong shape, a FIFO (never waited on), a link to an endless
+    device (never read without end): status walks, and keeps a sound one."""
+    import marshal
+
+    from lattice.untracked import CACHE
+
+    repo = tmp_repo.gen({"a/one.png": b"1", "b/two.png": b"2"})
+    add(repo, ["a"], cwd=repo.root)
+    cache = repo.dir / CACHE
+    time.sleep(0.15)
+    assert states(repo) == {("b/two.png", "new")} and cache.exists()
+    saved = marshal.loads(cache.read_bytes())
+    head, listed, found = saved[:-2], saved[-2], saved[-1]
+    bodies = [(5, found), (listed, None), (listed, [1]), (listed, "b/two.png"), ([("x",)], found),
+              ([(listed[0][0], None)], found), (listed, ["a\x00b"]), ([(1, listed[0][1])], found)]
+    for listing, answer in bodies:
+        cache.write_bytes(marshal.dumps((*head, listing, answer)))
+        assert states(repo) == {("b/two.png", "new")}, (listing, answer)
+    cache.write_bytes(marshal.dumps({1: 2}))
+    assert states(repo) == {("b/two.png", "new")}
+    for odd in ("fifo", "link"):
+        cache.unlink()
+        os.mkfifo(cache) if odd == "fifo" else os.symlink("/dev/zero", cache)
+        proc = run_proc("status", "--porcelain", cwd=repo.root, timeout=60)
+        assert (proc.returncode, proc.stdout, proc.stderr) == (0, "?? b/two.png\n", ""), odd
+        assert cache.is_file() and not cache.is_symlink()  # a sound one kept in its place
+    assert states(repo) == {("b/two.png", "new")}
+
+
+def test_status_untracked_cache_of_one_who_may_read_more_is_not_used(tmp_repo):
+    """A walk by root lists a folder (search but no read permission) that
+    root without its capabilities may not list: that status says so and
+    lists nothing in it, as it would with no cache."""
+    prefix = unprivileged()
+    if not prefix:
+        pytest.skip("not root: no second identity with other access to compare")
+    from lattice.untracked import CACHE
+
+    repo = tmp_repo.gen({"a.png": b"a", "shut/in.png": b"i"})
+    (repo.root / "shut").chmod(0o311)
+    try:
+        time.sleep(0.15)
+        assert states(repo) == {("a.png", "new"), ("shut/in.png", "new")} and (repo.dir / CACHE).exists()
+        proc = _lattice(prefix, "status", "--porcelain", cwd=repo.root)
+        assert (proc.returncode, proc.stdout) == (0, "?? a.png\n"), proc.stdout
+        assert proc.stderr.startswith("warning: skipped shut/: a folder lattice may not read"), proc.stderr
+    finally:
+        (repo.root / "shut").chmod(0o755)
+
+
 def test_status_walks_a_tree_deeper_than_the_recursion_limit(tmp_repo):
     """The walk keeps its own stack: a tree 1,100 folders deep (2,200
     characters of path, within PATH_MAX) is no RecursionError."""
