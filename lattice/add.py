@@ -15,7 +15,7 @@ from lattice.errors import ContentChanged, InvalidInput
 from lattice.paths import confine, confined, name_for, require_path
 from lattice.records import AssetRecord, Version, author, now_iso
 from lattice.repo import Repository
-from lattice.worktree import RACY_WINDOW_NS, walk
+from lattice.worktree import settled, walk
 
 
 class AddResult(msgspec.Struct):
@@ -141,7 +141,7 @@ def add(
     stat_updates = [
         (st.st_size, st.st_mtime_ns, st.st_ino, stored.oid, name)
         for name, (stored, st) in hashed.items()
-        if not isinstance(stored, str) and now - st.st_mtime_ns > RACY_WINDOW_NS
+        if not isinstance(stored, str) and settled(st.st_mtime_ns, now)
     ]
     if progress:
         progress(len(names), len(names), "")

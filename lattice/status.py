@@ -89,7 +89,7 @@ def _tracked(repo: Repository, index) -> tuple[list[Entry], list[tuple]]:
     """The tracked assets' states, and the stat cache rows to refresh
     (working files hashed and found to hold their object)."""
     from lattice.lineage import Graph
-    from lattice.worktree import RACY_WINDOW_NS
+    from lattice.worktree import settled
 
     rows = index.working_rows(named=False)
     stale = Graph.from_index(index).stale()
@@ -113,7 +113,7 @@ def _tracked(repo: Repository, index) -> tuple[list[Entry], list[tuple]]:
             found = hash_file(root + name)
             if found != oid:
                 state = "outdated" if kept(repo, name, found, st, (wt_size, wt_mtime_ns, wt_ino, wt_object)) else "modified"
-            elif now - st.st_mtime_ns > RACY_WINDOW_NS:
+            elif settled(st.st_mtime_ns, now):
                 refresh.append((st.st_size, st.st_mtime_ns, st.st_ino, found, name))
         if state is None and name in stale:
             state = "stale"

@@ -8,7 +8,9 @@ its own stamps. So the walk's answer stands while every folder it listed
 keeps its stat, the manifest (the tracked names) and `.latticeignore` are
 as they were, and each file it found is still a plain file. A folder whose
 stamp was taken within RACY_WINDOW_NS of the walk could still change within
-the same clock tick unnoticed, so such a walk is not kept.
+the same clock tick unnoticed, so such a walk is not kept; nor one within a
+second or two of a stamp without a fraction, from a filesystem that keeps
+whole seconds (lattice.worktree.settled).
 
 The cache is `.lattice/index.db-untracked`: derived, like the index, and
 kept out of git by the same `.lattice/index.db*` line.
@@ -47,16 +49,11 @@ def new_files(repo: Repository, tracked: Collection[str], digest: str, passed: l
     started = time.time_ns()
     passed_files: list[str] = []
     found = _walk(repo, tracked, passed, listed, passed_files)
-    racy = started - _racy_window()
-    settled = all(max(mtime, ctime) < racy for _, (mtime, ctime, _, _) in [*listed, ("", rules or (0, 0, 0, 0))])
+    from lattice.worktree import settled  # imported by the walk already
+
+    kept = all(settled(mtime, started) and settled(ctime, started) for _, (mtime, ctime, _, _) in [*listed, ("", rules or (0, 0, 0, 0))])
     # What was passed over is told again each time.
-    return found, marshal.dumps((*key, listed, found)) if not passed and not passed_files and settled else None
-
-
-def _racy_window() -> int:
-    from lattice.worktree import RACY_WINDOW_NS
-
-    return RACY_WINDOW_NS
+    return found, marshal.dumps((*key, listed, found)) if not passed and not passed_files and kept else None
 
 
 def _stamp(path: str) -> tuple[int, int, int, int] | None:

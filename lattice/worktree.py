@@ -20,6 +20,27 @@ from lattice.repo import Repository
 RACY_WINDOW_NS = 100_000_000
 
 
+def settled(stamp_ns: int, now_ns: int) -> bool:
+    """Nothing can change any more under this stamp (an mtime or ctime) unseen,
+    as seen at `now_ns`: it is older than RACY_WINDOW_NS and than the tick of
+    the filesystem that gave it. A filesystem that keeps whole seconds (ext3
+    with small inodes, HFS+, some network mounts) or two (FAT) gives stamps
+    without a fraction, and a change later in that second or two keeps the
+    same stamp: so a stamp that ends in zeros counts as that coarse."""
+    return now_ns - stamp_ns > RACY_WINDOW_NS + _tick(stamp_ns)
+
+
+def _tick(stamp_ns: int) -> int:
+    """The coarsest tick `stamp_ns` may have been rounded to: 10**k for its
+    k trailing zero digits, or two seconds where it has no fraction (FAT)."""
+    if stamp_ns % 1_000_000_000 == 0:
+        return 2_000_000_000
+    tick = 1
+    while stamp_ns % (tick * 10) == 0:
+        tick *= 10
+    return tick
+
+
 # What the walk tells `passed` of a folder it may not list.
 UNREADABLE = "a folder lattice may not read (give yourself read permission to see what is in it)"
 

@@ -609,6 +609,42 @@ def test_status_untracked_cache_of_one_who_may_read_more_is_not_used(tmp_repo):
         (repo.root / "shut").chmod(0o755)
 
 
+def _whole_second_past_its_start() -> int:
+    """This second, in ns without a fraction, once 0.2 s of it have gone: a
+    stamp as a filesystem that keeps whole seconds gives it (ext3 with small
+    inodes, HFS+, FAT, some network mounts), old enough for the racy
+    window alone to trust it, and young enough to change again unseen."""
+    now = time.time_ns()
+    if now % 10**9 < 200_000_000:
+        time.sleep((200_000_000 - now % 10**9) / 1e9)
+    return time.time_ns() // 10**9 * 10**9
+
+
+def test_a_stamp_of_whole_seconds_is_not_trusted_until_two_seconds_past(tmp_repo):
+    """On a filesystem of whole-second stamps, a file written again within
+    the same second keeps its stamp: status and add keep no stat cache for
+    it then (so a same-size edit is still seen as one), and status keeps no
+    walk whose folders may so change unseen."""
+    from lattice.untracked import CACHE
+
+    repo = tmp_repo.gen({"a.txt": "aaaa", "b.txt": "bbbb"})
+    add(repo, ["b.txt"], cwd=repo.root)
+    (repo.root / "d").mkdir()
+    whole = _whole_second_past_its_start()
+    for name in ("a.txt", "b.txt", "d"):
+        os.utime(repo.root / name, ns=(whole, whole))
+    add(repo, ["a.txt"], cwd=repo.root)  # its stat is not cached
+    time.sleep(0.12)  # past the racy window, within the second's tick
+    assert states(repo) == set()  # b.txt hashed, its stat not cached
+    assert not (repo.dir / CACHE).exists()  # d may change again unseen
+    for name in ("a.txt", "b.txt"):
+        with open(repo.root / name, "r+b") as f:  # in place: same inode, same size, same second
+            f.write(b"edit")
+        os.utime(repo.root / name, ns=(whole, whole))
+    assert states(repo) == {("a.txt", "modified"), ("b.txt", "modified")}
+    assert time.time_ns() - whole < 2 * 10**9  # all within the tick
+
+
 def test_status_walks_a_tree_deeper_than_the_recursion_limit(tmp_repo):
     """The walk keeps its own stack: a tree 1,100 folders deep (2,200
     characters of path, within PATH_MAX) is no RecursionError."""
