@@ -24,7 +24,7 @@ import stat
 import time
 from typing import Collection
 
-from lattice import ignore
+from lattice import __version__, ignore
 from lattice.repo import Repository
 
 CACHE = "index.db-untracked"
@@ -41,7 +41,7 @@ def new_files(repo: Repository, tracked: Collection[str], digest: str, passed: l
     root = str(repo.root)
     cache = os.path.join(repo.dir, CACHE)
     rules = _stamp(os.path.join(root, ignore.FILE))
-    key = (VERSION, root, digest, rules, _identity())
+    key = (VERSION, __version__, root, digest, rules, _identity())  # a release may count other files as media
     found = _cached(cache, key, root)
     if found is not None:
         return found, None

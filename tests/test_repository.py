@@ -588,6 +588,28 @@ def test_status_untracked_cache_damaged_in_any_way_is_walked_again(tmp_repo):
     assert states(repo) == {("b/two.png", "new")}
 
 
+def test_status_untracked_cache_of_another_lattice_release_is_not_used(tmp_repo):
+    """What a walk offers (the media extensions, the names refused) may
+    differ from one release to the next: a cache another release kept is
+    walked again."""
+    import marshal
+
+    import lattice
+    from lattice.untracked import CACHE
+
+    repo = tmp_repo.gen({"a.png": b"a", "b.jxl": b"b"})
+    cache = repo.dir / CACHE
+    time.sleep(0.15)
+    assert states(repo) == {("a.png", "new")} and cache.exists()
+    saved = marshal.loads(cache.read_bytes())
+    saved[-1].append("b.jxl")  # a release that counts .jxl as media
+    cache.write_bytes(marshal.dumps(saved))
+    assert states(repo) == {("a.png", "new"), ("b.jxl", "new")}  # the cache is used as it stands
+    other = tuple("0.0.1" if part == lattice.__version__ else part for part in saved)
+    cache.write_bytes(marshal.dumps(other))  # ... but that release kept it
+    assert states(repo) == {("a.png", "new")}
+
+
 def test_status_untracked_cache_of_one_who_may_read_more_is_not_used(tmp_repo):
     """A walk by root lists a folder (search but no read permission) that
     root without its capabilities may not list: that status says so and
