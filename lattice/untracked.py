@@ -136,8 +136,10 @@ def keep(repo: Repository, data: bytes) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, os.path.join(repo.dir, CACHE))
-    except OSError:
+    except BaseException as e:  # Ctrl-C, SIGTERM too: no stray temp for fsck to report
         remove_quietly(tmp)
+        if not isinstance(e, OSError):
+            raise
 
 
 def _walk(repo: Repository, tracked: Collection[str], passed: list[tuple[str, str]], listed: list,

@@ -610,6 +610,25 @@ def test_status_untracked_cache_of_another_lattice_release_is_not_used(tmp_repo)
     assert states(repo) == {("a.png", "new")}
 
 
+def test_status_interrupted_while_keeping_its_walk_leaves_no_temp(tmp_repo, monkeypatch):
+    """Ctrl-C (or SIGTERM, which takes its way) while the walk is written
+    to its temp file: the temp goes, and fsck finds nothing stray later."""
+    import lattice.fsutil
+    from lattice.untracked import CACHE
+
+    repo = tmp_repo.gen({"a.png": b"a"})
+    time.sleep(0.15)
+
+    def interrupted(fd, data):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(lattice.fsutil, "write_all", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        status(repo)
+    assert not (repo.dir / CACHE).exists()
+    assert [p.name for p in repo.tmp.iterdir() if p.name.startswith(CACHE)] == []
+
+
 def test_status_untracked_cache_of_one_who_may_read_more_is_not_used(tmp_repo):
     """A walk by root lists a folder (search but no read permission) that
     root without its capabilities may not list: that status says so and
