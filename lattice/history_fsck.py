@@ -2,7 +2,9 @@
 after a git merge conflict, HEAD fixed, the manifest compared with history
 HEAD, and damaged history mended. A ref that names a missing or broken
 commit goes back to its newest intact one; commits whose own tree is
-complete above a lost ancestor are re-made on what is kept. Only a history
+complete above a lost ancestor are re-made on what is kept. Object files
+that do not read whole (a loose object a crash left empty, a cut pack) are
+set aside first, what a damaged pack still holds read back. Only a history
 with no commit whose tree is complete is quarantined and started afresh
 from the manifest."""
 
@@ -12,6 +14,7 @@ import contextlib
 import os
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from lattice.errors import HistoryError
 from lattice.history import (
@@ -255,6 +258,7 @@ class _Intact:
         self.commits: dict[str, bool] = {}
         self.wholes: dict[str, bool] = {}
         self.trees: dict[str, bool] = {}
+        self.depths: dict[str, int] = {}
 
     def read(self, oid):
         """The pygit2 object of `oid`, or None when absent or unreadable."""
@@ -266,6 +270,30 @@ class _Intact:
     def whole(self, oid) -> bool:
         self.commit(oid)
         return self.wholes[str(oid)]
+
+    def newer(self, c) -> tuple[int, int]:
+        """A key that orders commits from older to newer: commit time, then
+        how many commits lead to it (a script commits many in one second)."""
+        return c.commit_time, self.depth(c.id)
+
+    def depth(self, oid) -> int:
+        """The longest chain of readable commits that ends at `oid`."""
+        import pygit2
+
+        key = str(oid)
+        stack, open_ = [key], {key}  # without recursion: histories are long
+        while stack:
+            cid = stack[-1]
+            c = self.read(cid)
+            parents = [str(p) for p in c.parent_ids] if isinstance(c, pygit2.Commit) else []
+            todo = [p for p in parents if p not in self.depths and p not in open_]
+            if todo:
+                stack.extend(todo)
+                open_.update(todo)
+                continue
+            stack.pop()
+            self.depths[cid] = 1 + max((self.depths.get(p, 0) for p in parents), default=0) if isinstance(c, pygit2.Commit) else 0
+        return self.depths[key]
 
     def commit(self, oid) -> bool:
         import pygit2
@@ -384,7 +412,7 @@ class _Remake:
                 grafted.append((cid, onto))
                 lost += more_lost
                 made += more_made
-        new = max(stands, key=lambda s: self.intact.read(s).commit_time) if stands else None
+        new = max(stands, key=lambda s: self.intact.newer(self.intact.read(s))) if stands else None
         return new, lost, made, grafted
 
     def _settle_one(self, cid: str) -> None:
@@ -426,14 +454,27 @@ class _Remake:
         if self.heads is None:
             commits = [c for c in (self.intact.read(o) for o in self.g.odb) if isinstance(c, pygit2.Commit)]
             followed = {str(p) for c in commits for p in c.parent_ids}
-            self.heads = [c for c in commits if str(c.id) not in followed]
+            # A commit with a twin (same tree, message, author and time, other
+            # parents) is a copy an earlier repair made, or one it replaced:
+            # never what a lost commit followed. A repair killed before it
+            # moved its refs leaves such copies, which nothing follows.
+            twins: dict[tuple, int] = {}
+            for c in commits:
+                twins[_content(c)] = twins.get(_content(c), 0) + 1
+            self.heads = [c for c in commits if str(c.id) not in followed and twins[_content(c)] == 1]
         bound, skip = self.later.get(missing), self.active | self.branch_tips | set(self.made.values())
         fits = [c for c in self.heads if (bound is None or c.commit_time <= bound) and str(c.id) not in skip]
         if not fits:
             return None, [], []
-        onto = str(max(fits, key=lambda c: (c.commit_time, self.intact.commit(c.id))).id)
+        onto = str(max(fits, key=lambda c: (*self.intact.newer(c), self.intact.commit(c.id))).id)
         new, lost, made, _ = self.settle(onto)
         return new, lost, made
+
+
+def _content(c) -> tuple:
+    """What a re-made copy of commit `c` keeps: all but its parents."""
+    sig = lambda s: (s.name, s.email, s.time, s.offset)  # noqa: E731
+    return c.tree_id, c.raw_message, sig(c.author), sig(c.committer)
 
 
 def _ref_values(repo: Repository) -> dict[str, str | None]:
@@ -535,7 +576,7 @@ def rewind_broken_refs(repo: Repository) -> list[Rewind]:
             continue
         if pool is None:
             pool = sorted((c for c in (intact.read(o) for o in g.odb) if isinstance(c, pygit2.Commit) and intact.whole(c.id)),
-                          key=lambda c: (c.commit_time, intact.commit(c.id)), reverse=True)
+                          key=lambda c: (*intact.newer(c), intact.commit(c.id)), reverse=True)
         if not pool:
             break  # no commit is whole: history starts afresh
         tips, reached = [*sound.values(), *(n for n, *_ in chosen.values())], set()
@@ -559,6 +600,290 @@ def rewind_broken_refs(repo: Repository) -> list[Rewind]:
     return moves
 
 
+_KINDS = {1: b"commit", 2: b"tree", 3: b"blob", 4: b"tag"}
+_OFS_DELTA, _REF_DELTA = 6, 7
+
+
+def set_aside_damaged_objects(repo: Repository) -> tuple[int, int, str | None]:
+    """Move the object files of history that cannot be read whole to
+    quarantine/: a loose object that does not inflate to its own id (a file a
+    crash left empty or cut), and a pack whose checksums do not hold (cut,
+    or changed), with its index; what can still be read of such a pack is
+    first written back as loose objects (libgit2 and git read nothing of a
+    pack that does not match its index). Left in place, each would keep
+    `git fsck` failing, and the whole history would go to quarantine
+    instead of the commits that are still whole being kept. Returns
+    (object files moved, objects read back from damaged packs, the folder
+    they went to). Call under the repository lock."""
+    objects = git_dir(repo) / "objects"
+    bad: list[Path] = []
+    read_back = 0
+    packs = objects / "pack"
+    for idx in sorted(packs.glob("pack-*.idx")) if packs.is_dir() else []:
+        pack = idx.with_suffix(".pack")
+        if not pack.exists():
+            bad += [idx]  # an index without its pack: git warns, and its objects are not there
+            continue
+        if not _pack_sound(pack, idx):
+            for kind, data in _salvage_pack(pack, idx):
+                # Loose files of our own (libgit2 would take an object its
+                # damaged pack lists as present, and skip the write).
+                read_back += _write_loose(objects, kind, data)
+            bad += [f for f in sorted(packs.glob(pack.stem + ".*")) if f.suffix != ".pack"] + [pack]  # index first
+    for pack in sorted(packs.glob("pack-*.pack")) if packs.is_dir() else []:
+        if not pack.with_suffix(".idx").exists():
+            # No index (a repair killed while it set a pack aside, a pack
+            # whose index was never written): git and libgit2 do not read it.
+            for kind, data in _salvage_pack(pack, None):
+                read_back += _write_loose(objects, kind, data)
+            bad += [pack]
+    with contextlib.suppress(OSError):
+        for folder in sorted(objects.iterdir()):
+            if len(folder.name) != 2 or not re.fullmatch(r"[0-9a-f]{2}", folder.name) or not folder.is_dir():
+                continue
+            for f in sorted(folder.iterdir()):
+                if re.fullmatch(r"[0-9a-f]{38}", f.name) and not _loose_sound(f, folder.name + f.name):
+                    bad.append(f)
+    if not bad:
+        return 0, read_back, None
+    import tempfile
+    import time
+
+    (repo.dir / "quarantine").mkdir(exist_ok=True)
+    dest = Path(tempfile.mkdtemp(prefix=f"history-objects-{time.strftime('%Y%m%d-%H%M%S')}-", dir=repo.dir / "quarantine"))
+    for f in bad:
+        to = dest / f.relative_to(objects)
+        to.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(f, to)
+    return len(bad), read_back, str(dest)
+
+
+def _write_loose(objects: Path, kind: bytes, data: bytes) -> int:
+    """Store an object as a loose file unless a sound one is there (1 if
+    written). Atomic: a temp file renamed into place."""
+    import hashlib
+    import zlib
+
+    from lattice.fsutil import atomic_write
+
+    raw = b"%s %d\0" % (kind, len(data)) + data
+    oid = hashlib.sha1(raw).hexdigest()
+    path = objects / oid[:2] / oid[2:]
+    if path.exists() and _loose_sound(path, oid):
+        return 0
+    path.parent.mkdir(exist_ok=True)
+    atomic_write(path, zlib.compress(raw), mode=0o444)
+    return 1
+
+
+def _loose_sound(path: Path, oid: str) -> bool:
+    """Whether the loose object file at `path` inflates to object `oid`."""
+    import hashlib
+    import zlib
+
+    try:
+        data = zlib.decompress(path.read_bytes())
+    except (OSError, zlib.error):
+        return False
+    header, nul, body = data.partition(b"\0")
+    kind, _, size = header.partition(b" ")
+    return (bool(nul) and kind in _KINDS.values() and size.isdigit() and int(size) == len(body)
+            and hashlib.sha1(data).hexdigest() == oid)
+
+
+def _pack_sound(pack: Path, idx: Path) -> bool:
+    """Whether a pack and its index hold together: each file's trailing
+    SHA-1 is that of its content, and the index names the pack's."""
+    import hashlib
+
+    try:
+        index = idx.read_bytes()
+        digest = hashlib.sha1()
+        size = pack.stat().st_size
+        with open(pack, "rb") as f:
+            if size < 32 or f.read(4) != b"PACK":
+                return False
+            f.seek(0)
+            left = size - 20
+            while left:
+                chunk = f.read(min(left, 1 << 20))
+                if not chunk:
+                    return False
+                digest.update(chunk)
+                left -= len(chunk)
+            trailer = f.read(20)
+    except OSError:
+        return False
+    return (len(index) >= 40 and digest.digest() == trailer == index[-40:-20]
+            and hashlib.sha1(index[:-20]).digest() == index[-20:])
+
+
+def _index_entries(index: bytes) -> dict[int, str] | None:
+    """Offset -> object id of each entry an idx v2 lists; None when it
+    cannot be read."""
+    import struct
+
+    try:
+        if index[:8] != b"\xfftOc\x00\x00\x00\x02":
+            return None
+        count = struct.unpack(">I", index[8 + 255 * 4:8 + 256 * 4])[0]
+        names = 8 + 256 * 4
+        offsets = names + count * 24  # ids (20 bytes each), then CRCs (4 each)
+        large = offsets + count * 4
+        out = {}
+        for i in range(count):
+            off = struct.unpack(">I", index[offsets + 4 * i:offsets + 4 * i + 4])[0]
+            if off & 0x80000000:
+                j = off & 0x7FFFFFFF
+                off = struct.unpack(">Q", index[large + 8 * j:large + 8 * j + 8])[0]
+            out[off] = index[names + 20 * i:names + 20 * i + 20].hex()
+        return out if len(out) == count else None
+    except (struct.error, IndexError):
+        return None
+
+
+def _salvage_pack(pack: Path, idx: Path | None) -> list[tuple[bytes, bytes]]:
+    """(kind, data) of each object of a damaged pack that can still be read
+    whole: at the offsets its index lists (else from the start, one entry
+    after another, as far as they read), deltas applied to their bases,
+    each checked against the id the index gives it."""
+    import hashlib
+    import zlib
+
+    try:
+        data = pack.read_bytes()
+    except OSError:
+        return []
+    try:
+        named = (_index_entries(idx.read_bytes()) if idx is not None else None) or {}
+    except OSError:
+        named = {}
+
+    view = memoryview(data)
+
+    def entry(at: int):
+        """(kind, data or delta, base: relative offset or id, end) of the entry at `at`."""
+        c = data[at]
+        kind, size, shift, at = (c >> 4) & 7, c & 15, 4, at + 1
+        while c & 0x80:
+            c = data[at]
+            size |= (c & 0x7F) << shift
+            shift, at = shift + 7, at + 1
+        base = None
+        if kind == _OFS_DELTA:
+            c = data[at]
+            rel, at = c & 0x7F, at + 1
+            while c & 0x80:
+                c = data[at]
+                rel, at = ((rel + 1) << 7) | (c & 0x7F), at + 1
+            base = -rel
+        elif kind == _REF_DELTA:
+            base, at = data[at:at + 20].hex(), at + 20
+        elif kind not in _KINDS:
+            raise ValueError("no such entry type")
+        inflate, out = zlib.decompressobj(), []
+        while not inflate.eof and at < len(data):
+            chunk = view[at:at + 65536]
+            out.append(inflate.decompress(chunk))
+            at += len(chunk)
+        out = b"".join(out)
+        if not inflate.eof or len(out) != size:
+            raise ValueError("cut")
+        return kind, out, base, at - len(inflate.unused_data)
+
+    entries: dict[int, tuple] = {}
+    if named:
+        for at in sorted(named):
+            with contextlib.suppress(Exception):  # noqa: BLE001 - an entry that cannot be read
+                kind, raw, base, _ = entry(at)
+                entries[at] = (kind, raw, at + base if isinstance(base, int) else base)
+    else:
+        at = 12
+        while at < len(data):
+            try:
+                kind, raw, base, end = entry(at)
+            except Exception:  # noqa: BLE001 - the rest cannot be told apart
+                break
+            entries[at] = (kind, raw, at + base if isinstance(base, int) else base)
+            at = end
+    done: dict[int, tuple[bytes, bytes]] = {}
+    by_id: dict[str, tuple[bytes, bytes]] = {}
+
+    def resolve(at: int, depth: int = 0):
+        if at in done:
+            return done[at]
+        kind, raw, base = entries[at]
+        if kind in _KINDS:
+            done[at] = (_KINDS[kind], raw)
+        elif depth < 1000:
+            if isinstance(base, int):
+                under = resolve(base, depth + 1) if base in entries else None
+            else:
+                under = by_id.get(base)
+            if under is None:
+                return None
+            done[at] = (under[0], _apply_delta(under[1], raw))
+        else:
+            return None
+        return done[at]
+
+    for _ in range(2):  # a REF_DELTA's base may come later in the pack
+        for at in sorted(entries):
+            if at in done:
+                continue
+            with contextlib.suppress(Exception):  # noqa: BLE001 - a delta whose base is lost
+                got = resolve(at)
+                if got is not None:
+                    oid = hashlib.sha1(b"%s %d\0" % (got[0], len(got[1])) + got[1]).hexdigest()
+                    if named.get(at, oid) != oid:
+                        del done[at]
+                        continue
+                    by_id[oid] = got
+    return list(by_id.values())
+
+
+def _apply_delta(base: bytes, delta: bytes) -> bytes:
+    """git's delta format: the sizes, then copies from the base and inserts."""
+    def size(at: int) -> tuple[int, int]:
+        n = shift = 0
+        while True:
+            c = delta[at]
+            n, shift, at = n | (c & 0x7F) << shift, shift + 7, at + 1
+            if not c & 0x80:
+                return n, at
+
+    src, at = size(0)
+    dst, at = size(at)
+    if src != len(base):
+        raise ValueError("delta base size")
+    out = bytearray()
+    while at < len(delta):
+        op = delta[at]
+        at += 1
+        if op & 0x80:
+            off = n = 0
+            for i in range(4):
+                if op & (1 << i):
+                    off |= delta[at] << (8 * i)
+                    at += 1
+            for i in range(3):
+                if op & (0x10 << i):
+                    n |= delta[at] << (8 * i)
+                    at += 1
+            n = n or 0x10000
+            if off + n > len(base):
+                raise ValueError("delta copy")
+            out += base[off:off + n]
+        elif op:
+            out += delta[at:at + op]
+            at += op
+        else:
+            raise ValueError("delta op 0")
+    if len(out) != dst:
+        raise ValueError("delta size")
+    return bytes(out)
+
+
 def repair_history(repo: Repository, damaged: bool = False) -> str:
     """Commit the current manifest. In damaged history (unreadable, or
     failing `git fsck`) each ref whose commit is missing or not intact is
@@ -570,12 +895,20 @@ def repair_history(repo: Repository, damaged: bool = False) -> str:
 
     with repo.lock:
         rewound: list[Rewind] = []
+        aside = ""
         if damaged and exists(repo):
+            try:
+                files, read_back, folder = set_aside_damaged_objects(repo)
+            except OSError:
+                files, read_back, folder = 0, 0, None
+            if files:
+                aside = (f"{files} damaged object file{'s' if files > 1 else ''} of history moved to {folder}"
+                         + (f" ({read_back} object{'s' if read_back > 1 else ''} read back from damaged packs first)" if read_back else "") + "; ")
             try:
                 rewound = rewind_broken_refs(repo)
             except Exception:  # noqa: BLE001 - too damaged to tell: started afresh below
                 rewound = []
-            if rewound:
+            if rewound or files:
                 damaged = any(not m.startswith(BEHIND) for m in check(repo))
         try:
             if damaged:
@@ -608,4 +941,4 @@ def repair_history(repo: Repository, damaged: bool = False) -> str:
         done += " on top: the manifest as it is on disk"
     if any(r.missing for r in rewound):
         done += " (commits reached this copy without their objects: where they were made, commit .lattice/history.git whole, e.g. `git add .lattice/history.git`)"
-    return moved + done
+    return aside + moved + done
