@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 
 import msgspec
 
-from lattice.errors import Conflict, GeneratorFailed, InvalidInput, LatticeError, command
+from lattice.errors import Conflict, GeneratorFailed, InvalidInput, LatticeError, WriteRefused, command
 from lattice.records import AssetRecord, Recipe, Version, author, now_iso
 from lattice.repo import Repository
 
@@ -236,6 +236,14 @@ def generated_file(repo: Repository, recipe: Recipe, extension: str, hooks: Hook
             # same way; a GPU job may have failed for memory another job held.
             e.retryable = e.transient or not gen.deterministic or gen.slot == "gpu"
             raise
+        except WriteRefused as e:
+            if private is not None:
+                # What refused is the system's temp folder, not the project
+                # (where `lattice gc` could free some space).
+                raise WriteRefused(f"{private.parent}: {e.message.rpartition(': ')[2]}",
+                                   hint=f"free some space in {private.parent}, or point TMPDIR at a folder with room "
+                                        "(where .lattice may not be written, renders work there), then run the command again") from None
+            raise
         except LatticeError:
             raise
         except (Exception, SystemExit) as e:  # a plug-in's own error: one line, the same retry rule
@@ -255,9 +263,49 @@ def _private_scratch(repo: Repository, scratch: contextlib.ExitStack) -> Path | 
     import shutil
     import tempfile
 
-    folder = Path(tempfile.mkdtemp(prefix="lattice-render-"))
+    sweep_private_scratch(Path(tempfile.gettempdir()))
+    folder = Path(tempfile.mkdtemp(prefix=f"{PRIVATE_SCRATCH}{os.getpid()}-"))
     scratch.callback(shutil.rmtree, folder, ignore_errors=True)
     return folder
+
+
+PRIVATE_SCRATCH = "lattice-render-"
+PRIVATE_SCRATCH_GRACE_S = 3600
+
+
+def sweep_private_scratch(temp: Path) -> list[Path]:
+    """Remove the private scratch folders that renders killed outright
+    (SIGKILL, a power cut: no clean-up ran) left in the system's temp
+    folder: ours (same owner), named with a process id that is gone, and
+    untouched for an hour (a process in another PID namespace sharing the
+    folder may look gone). Returns those removed."""
+    import re
+    import shutil
+
+    from lattice.childproc import alive
+
+    removed = []
+    pattern = re.compile(re.escape(PRIVATE_SCRATCH) + r"(\d+)-[^/]*")
+    try:
+        entries = list(os.scandir(temp))
+    except OSError:
+        return removed
+    cutoff = time.time() - PRIVATE_SCRATCH_GRACE_S
+    for e in entries:
+        m = pattern.fullmatch(e.name)
+        if m is None:
+            continue
+        try:
+            st = e.stat(follow_symlinks=False)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or alive(int(m.group(1))):
+                continue
+            newest = max([st.st_mtime, *(os.lstat(f.path).st_mtime for f in os.scandir(e.path))])
+        except (OSError, ValueError):
+            continue
+        if newest < cutoff:
+            shutil.rmtree(e.path, ignore_errors=True)
+            removed.append(Path(e.path))
+    return removed
 
 
 def input_files(repo: Repository, recipe: Recipe, scratch: contextlib.ExitStack, folder: Path | None = None) -> list[Path]:

@@ -326,6 +326,87 @@ def test_verify_re_makes_outputs_outside_a_read_only_lattice(project, refused, t
     assert _answers_writable(project, commands) == read_only
 
 
+def test_verify_of_several_assets_verifies_the_others_before_refusing(project, refused):
+    """One asset that only a re-make of its input could check (exit 13)
+    no longer throws away the verdicts of all the others: they are given
+    (text or JSON), then the refusal names the asset left unchecked."""
+    assert run_cli("gen", "e.txt", "--model", "test.join", "-i", "b.txt", "-i", "c.txt", "-q", cwd=project.root).code == 0
+    _evict(project, "c.txt")
+    (project.root / "c.txt").write_text("edited")  # the working file holds other bytes now
+    r = run_cli("verify", "--all", "--json", cwd=project.root)
+    assert r.code == 13 and {v["path"]: v["status"] for v in json.loads(r.out)} == {"c.txt": "reproducible", "d.txt": "reproducible"}, r
+    lines = r.err.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("error: e.txt could not be verified here: c.txt@v2: its output"), r.err
+    r = run_cli("verify", "d.txt", "e.txt", cwd=project.root)
+    assert r.code == 13 and r.out.split() == ["reproducible", "d.txt", "v1"], r
+    r = run_cli("verify", "e.txt", cwd=project.root)  # one asset: the refusal alone, as before
+    assert r.code == 13 and r.out == "" and r.err.startswith("error: c.txt@v2: its output"), r
+
+
+def test_what_a_killed_verify_left_in_the_temp_folder_goes_later(project, tmp_path_factory):
+    """SIGKILL runs no clean-up: a read-only verify's private scratch folder
+    (its output half written) stayed in the system's temp folder for good.
+    The next read-only render removes those of processes gone, once an hour
+    passed; those of a live process, or touched lately, stay."""
+    import signal
+
+    prefix = unprivileged()
+    scratch = tmp_path_factory.mktemp("scratch")
+    scratch.chmod(0o777)
+    assert run_cli("gen", "slow.txt", "--model", "test.text", "--set", "delay=2", "-q", cwd=project.root).code == 0
+    folders = _chmod_read_only(project.dir)
+    env = {**os.environ, "TMPDIR": str(scratch)}
+    try:
+        proc = subprocess.Popen([*prefix, sys.executable, "-m", "lattice", "verify", "slow.txt"], cwd=project.root, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        while not list(scratch.glob("lattice-render-*")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        left = list(scratch.glob("lattice-render-*"))
+        assert len(left) == 1 and left[0].is_dir()
+        fresh = scratch / "lattice-render-999999999-fresh"  # no such process, but touched lately
+        fresh.mkdir()
+        live = scratch / f"lattice-render-{os.getpid()}-live"  # a process still running
+        live.mkdir()
+        for old in (left[0], live, *left[0].iterdir()):
+            os.utime(old, (time.time() - 7200, time.time() - 7200))
+        r = subprocess.run([*prefix, sys.executable, "-m", "lattice", "verify", "c.txt"], cwd=project.root, env=env,
+                           capture_output=True, text=True, timeout=120)
+    finally:
+        for d in folders:
+            d.chmod(0o755)
+    assert r.returncode == 0 and r.stdout.split() == ["reproducible", "c.txt", "v2"], r.stderr
+    assert sorted(p.name for p in scratch.iterdir()) == sorted([fresh.name, live.name])
+
+
+def test_a_full_temp_folder_is_named_as_what_refused_a_read_only_verify(project, refused, tmp_path_factory, monkeypatch):
+    """A read-only verify fills the system's temp folder, not the project:
+    the refusal names that folder and TMPDIR (it said "no space left on the
+    device" and to run `lattice gc`, which may not run there)."""
+    import errno
+    import tempfile
+
+    import lattice_testgens
+
+    from lattice.errors import refused_write
+
+    scratch = tmp_path_factory.mktemp("scratch")
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+
+    def fills(self, ctx):
+        raise refused_write(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)))  # as ffmpeg's "No space left" is
+
+    monkeypatch.setattr(lattice_testgens.Text, "run", fills)
+    r = run_cli("verify", "c.txt", cwd=project.root)
+    assert r.code == 13 and r.err.splitlines() == [
+        f"error: {scratch}: no space left on the device",
+        f"hint: free some space in {scratch}, or point TMPDIR at a folder with room (where .lattice may not be written, renders work there), then run the command again",
+    ], r.err
+    assert list(scratch.iterdir()) == []
+
+
 def test_queue_watch_follows_a_read_only_queue(project):
     """On a read-only mount the queue is read as a copy; watch copies it
     again for each look, so it sees the jobs that those who may write it

@@ -261,7 +261,7 @@ def verify(
 ) -> None:
     """Re-render deterministic assets in a scratch area and compare hashes.
     Exits 1 when an output differs or a render fails."""
-    from lattice.errors import UsageError
+    from lattice.errors import UsageError, WriteRefused
     from lattice.verify import verify as do_verify
 
     repo = repo_from_ctx(reading=True)  # records nothing: works where .lattice may not be written
@@ -271,13 +271,23 @@ def verify(
     if paths and all_:
         raise UsageError("name assets to verify, or pass --all, not both", hint="drop the names to verify every generated asset, or drop --all")
     names = [r.path for r in repo.index.rows() if r.generator] if all_ else _names(repo, paths)
-    verdicts = [do_verify(repo, n, notify=lambda m: echo(m, err=True)) for n in names]
+    verdicts, refused = [], []
+    for n in names:
+        try:
+            verdicts.append(do_verify(repo, n, notify=lambda m: echo(m, err=True)))
+        except WriteRefused as e:  # this place cannot check it (read-only): the others are still checked
+            if len(names) == 1:
+                raise
+            refused.append((n, e))
     if json:
         emit_json(verdicts)
     else:
         for v in verdicts:
             extra = f" (recorded {v.recorded[:12]}, got {v.actual[:12]})" if v.status == "differs" else f": {v.error}" if v.error else ""
             echo(f"{v.status:<18} {v.path} v{v.version}{extra}")
+    if refused:
+        (name, e), more = refused[0], f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+        raise WriteRefused(f"{name} could not be verified here{more}: {e.message}", hint=e.hint)
     if any(v.status in ("differs", "failed") for v in verdicts):
         raise typer.Exit(1)
 
