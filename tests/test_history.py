@@ -777,6 +777,26 @@ def test_an_empty_object_file_is_set_aside_and_the_commits_above_it_are_kept(tmp
     assert ok("fsck", "--repair", repo=repo).out.startswith("ok:")  # a second repair finds nothing to do
 
 
+@pytest.mark.skipif(GIT is None, reason="git fsck finds the damaged object file")
+def test_a_stray_empty_object_file_is_no_reason_to_start_history_afresh(tmp_repo):
+    """An object no commit names, left empty by a crash: every commit is
+    intact, and all of them stay (the whole history went to quarantine)."""
+    repo = tmp_repo
+    add(repo, "a.txt", "1")
+    add(repo, "b.txt", "2")
+    before = [c.commit for c in history.log(repo)]
+    stray = history.git_dir(repo) / "objects" / "ab" / ("cd" * 19)
+    stray.parent.mkdir(exist_ok=True)
+    stray.write_bytes(b"")
+    assert run_cli("fsck", cwd=repo.root).code == 1
+
+    r = ok("fsck", "--repair", repo=repo)
+    assert "1 damaged object file of history moved to" in r.out and "nothing to commit" in r.out, r.out
+    assert [c.commit for c in history.log(fresh(repo))] == before and not stray.exists()
+    assert not list((repo.dir / "quarantine").glob("history.git-*"))
+    assert history_fsck.check(fresh(repo)) == [] and run_cli("fsck", cwd=repo.root).code == 0
+
+
 @pytest.mark.skipif(GIT is None, reason="git fsck finds the cut pack")
 def test_a_cut_pack_is_read_back_as_far_as_it_reads_and_set_aside(tmp_repo):
     """`lattice gc` packs all of history into one pack (with deltas): cut
