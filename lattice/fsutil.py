@@ -188,6 +188,17 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o644, durable: bool = Tru
         f.write(data)
 
 
+def stamp(path: str) -> tuple[int, int, int, int] | None:
+    """(mtime_ns, ctime_ns, inode, size) of what `path` leads to, None where
+    it leads nowhere: a folder's stamp moves whenever a name in it is
+    added, removed or renamed (lattice.untracked)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_size
+
+
 def remove_quietly(*paths) -> None:
     """Remove scratch files that may or may not exist (or a folder a
     generator wrote where its output file belonged)."""

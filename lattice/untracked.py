@@ -25,6 +25,7 @@ import time
 from typing import Collection
 
 from lattice import __version__, ignore
+from lattice.fsutil import stamp
 from lattice.repo import Repository
 
 CACHE = "index.db-untracked"
@@ -40,7 +41,7 @@ def new_files(repo: Repository, tracked: Collection[str], digest: str, passed: l
     as (name, why)."""
     root = str(repo.root)
     cache = os.path.join(repo.dir, CACHE)
-    rules = _stamp(os.path.join(root, ignore.FILE))
+    rules = stamp(os.path.join(root, ignore.FILE))
     key = (VERSION, __version__, root, digest, rules, _identity())  # a release may count other files as media
     found = _cached(cache, key, root)
     if found is not None:
@@ -54,15 +55,6 @@ def new_files(repo: Repository, tracked: Collection[str], digest: str, passed: l
     kept = all(settled(mtime, started) and settled(ctime, started) for _, (mtime, ctime, _, _) in [*listed, ("", rules or (0, 0, 0, 0))])
     # What was passed over is told again each time.
     return found, marshal.dumps((*key, listed, found)) if not passed and not passed_files and kept else None
-
-
-def _stamp(path: str) -> tuple[int, int, int, int] | None:
-    """(mtime_ns, ctime_ns, inode, size) of `path`, None where there is none."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_size
 
 
 def _identity() -> tuple:
@@ -104,7 +96,7 @@ def _cached(cache: str, key: tuple, root: str) -> list[str] | None:
         if type(listed) is not list or type(found) is not list:
             return None
         for folder, was in listed:
-            if type(folder) is not str or _stamp(folder) != was:  # an int would stat a descriptor
+            if type(folder) is not str or stamp(folder) != was:  # an int would stat a descriptor
                 return None
         for name in found:
             try:
@@ -145,8 +137,7 @@ def keep(repo: Repository, data: bytes) -> None:
 def _walk(repo: Repository, tracked: Collection[str], passed: list[tuple[str, str]], listed: list,
           passed_files: list[str]) -> list[str]:
     from lattice.errors import InvalidInput
-    from lattice.paths import check_name
-    from lattice.paths import shown
+    from lattice.paths import check_name, shown
     from lattice.worktree import UNREADABLE, walk
 
     ignored = ignore.load(repo.root)

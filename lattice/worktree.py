@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable, Container, Iterable, Iterator
 
 from lattice.errors import Conflict, InvalidInput, command
+from lattice.fsutil import stamp
 from lattice.paths import RESERVED, check_name, confine
 from lattice.repo import Repository
 
@@ -119,8 +120,9 @@ def _folder(root: Path, directory: str, prefix: str, media: Callable[[str], bool
                 # A linked folder is not entered; but should what it leads to
                 # become a file, that is a file to offer, and no folder listed
                 # here changed (an ignored link is not even told to `passed`):
-                # its stamp, followed, goes with the listing.
-                listed.append((e.path, _followed_stamp(e.path)))
+                # its stamp, followed, goes with the listing (zeros, which
+                # no stamp matches, where it leads nowhere now).
+                listed.append((e.path, stamp(e.path) or (0, 0, 0, 0)))
             if passed is not None and (skip is None or not skip(prefix + e.name + "/", True)):
                 passed(prefix + e.name + "/", "a linked folder: lattice tracks files by their real path, so add them there")
     if known:  # one comprehension: status passes over 10,000 tracked names here
@@ -139,16 +141,6 @@ def _folder(root: Path, directory: str, prefix: str, media: Callable[[str], bool
             continue
         yield name
     return dirs
-
-
-def _followed_stamp(path: str) -> tuple[int, int, int, int]:
-    """(mtime_ns, ctime_ns, inode, size) of what `path` leads to; zeros,
-    which no stamp matches, where it leads nowhere now."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return (0, 0, 0, 0)
-    return st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_size
 
 
 def _not_a_file(root: Path, entry: os.DirEntry, name: str) -> str | None:
