@@ -209,13 +209,13 @@ def require_unedited(repo: Repository, name: str) -> None:
 
 
 def submit(repo: Repository, steps: list[Step], priority: str = "normal", detached: bool = False, *,
-           command: str = "lattice", asked: list[int] | None = None) -> Submitted:
+           asked: list[int] | None = None) -> Submitted:
     """Queue `steps` as jobs. `detached`: for `lattice worker` to run (`--detach`),
-    not for this process to wait for. Each job's id is also appended to
-    `asked` as it is queued (see `abandoning`). Nothing is queued when a
-    step's generator is refused (an unapproved command); a Ctrl-C or an
-    error halfway gives up the jobs queued so far, as `command` (not
-    detached: those are left to the worker)."""
+    not for this process to wait for. Nothing is queued when a step's
+    generator is refused (an unapproved command). Each job's id is also
+    appended to `asked` as it is queued: a command that waits for them
+    queues them inside `abandoning(repo, asked, ...)`, so that a Ctrl-C or
+    an error halfway gives up the jobs queued so far."""
     from lattice.history import head_branch
 
     q = queue_of(repo)
@@ -239,28 +239,27 @@ def submit(repo: Repository, steps: list[Step], priority: str = "normal", detach
                 slot, timeout = gen.slot, gen.timeout
                 _require_trust(repo, gen)
         settings.append((slot, timeout))
-    asked = [] if asked is None else asked
-    with contextlib.nullcontext() if detached else abandoning(repo, asked, command):
-        for step, (slot, timeout) in zip(steps, settings):
-            step.branch = branch  # what it records goes on this branch or nowhere
-            deps = [out.jobs[d] for d in step.deps if d in out.jobs]
-            # Keyed per branch too: a job records only on its own branch.
-            if step.recipe is not None:
-                key = f"{branch}:{step.name}:{step.recipe.key}" if step.recipe.deterministic else None
-            else:
-                key = f"{branch}:{step.action}:{step.name}"
-            job = q.submit(
-                job_type(step),
-                {"root": str(repo.root), "step": msgspec.to_builtins(step)},
-                priority=priority,
-                deps=deps,
-                key=key,
-                slot=slot,
-                timeout=timeout,
-                estimate_key=_estimate_key(step),
-                detached=detached,
-            )
-            out.jobs[step.name] = job.id
+    for step, (slot, timeout) in zip(steps, settings):
+        step.branch = branch  # what it records goes on this branch or nowhere
+        deps = [out.jobs[d] for d in step.deps if d in out.jobs]
+        # Keyed per branch too: a job records only on its own branch.
+        if step.recipe is not None:
+            key = f"{branch}:{step.name}:{step.recipe.key}" if step.recipe.deterministic else None
+        else:
+            key = f"{branch}:{step.action}:{step.name}"
+        job = q.submit(
+            job_type(step),
+            {"root": str(repo.root), "step": msgspec.to_builtins(step)},
+            priority=priority,
+            deps=deps,
+            key=key,
+            slot=slot,
+            timeout=timeout,
+            estimate_key=_estimate_key(step),
+            detached=detached,
+        )
+        out.jobs[step.name] = job.id
+        if asked is not None:
             asked.append(job.id)
     return out
 

@@ -631,6 +631,33 @@ def test_ctrl_c_before_the_jobs_run_cancels_them(tmp_repo, monkeypatch, where):
     assert tmp_repo.index.count() == 0 and not (tmp_repo.root / "x.txt").exists()
 
 
+def test_ctrl_c_halfway_through_queueing_cancels_the_jobs_queued_so_far(tmp_repo, monkeypatch):
+    """`regen a.txt` queues a.txt's job, then its dependent b.txt's: a
+    Ctrl-C between the two cancels the first, as the command's Ctrl-C, and
+    leaves nothing for a later worker to run."""
+    from lattice.queue import JobQueue
+
+    gen(tmp_repo, "a.txt", "--model", "test.text", "--seed", "1")
+    gen(tmp_repo, "b.txt", "--model", "test.join", "--input", "a.txt", "--seed", "1")
+    submit, calls = JobQueue.submit, []
+
+    def second_interrupted(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return submit(self, *args, **kwargs)
+
+    monkeypatch.setattr(JobQueue, "submit", second_interrupted)
+    r = run_cli("regen", "a.txt", "--seed", "2", cwd=tmp_repo.root)
+    monkeypatch.undo()
+    assert r.code == 130, r.err
+    jobs = [j for j in run_cli("queue", "ls", "--all", "--json", cwd=tmp_repo.root).json if j["type"] != "gc"]
+    [job] = [j for j in jobs if j["state"] != "succeeded"]
+    assert job["state"] == "cancelled" and job["cancelled_by"]["command"] == "lattice regen", job
+    assert run_cli("worker", "--once", cwd=tmp_repo.root).code == 0
+    assert tmp_repo.record("a.txt").current.number == 1
+
+
 def test_a_refused_command_generator_in_a_cascade_queues_nothing(tmp_repo):
     """`regen a.txt` whose dependent is made by a command generator that is
     no longer approved is refused (exit 9) before anything is queued. Before,

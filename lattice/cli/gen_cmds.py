@@ -69,7 +69,7 @@ def _execute(repo, steps, skipped=(), *, command: str, priority="normal", detach
         # From the first job queued: a Ctrl-C before the jobs run (the
         # display, the pool starting) gives them up as one while they run does.
         with abandoning(repo, [], command) as asked:
-            submitted = submit(repo, steps, priority=priority, command=command, asked=asked)
+            submitted = submit(repo, steps, priority=priority, asked=asked)
             with _Display(submitted, enabled=not json) as display:
                 finished = run_until_done(repo, list(submitted.jobs.values()), slots=jobs, on_poll=display.update, command=command)
         results = outcomes(steps, submitted.jobs, finished) + results
