@@ -47,7 +47,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from lattice.errors import GeneratorFailed, InvalidInput, UnsafePath, WriteRefused, command, job_failed, refused_write
+from lattice.errors import GeneratorFailed, InvalidInput, UnsafePath, WriteRefused, command, refused_write
 from lattice.generators.base import Generator, Param, RunContext
 from lattice.repo import Repository
 
@@ -694,7 +694,7 @@ def export(repo: Repository, name: str, options: ExportOptions, out: str | None,
     import msgspec
 
     from lattice.remake import ensure_present
-    from lattice.pipeline import abandoning, queue_of, run_until_done
+    from lattice.pipeline import run_job
 
     if options.format is None:
         fmt = format_of_output(out) if out else None
@@ -723,13 +723,7 @@ def export(repo: Repository, name: str, options: ExportOptions, out: str | None,
     # The source's object id in the payload: gc keeps what a queued job names.
     payload = {"root": str(repo.root), "source": name, "version": v.number, "object": v.object, "params": params,
                "out": str(target.path), "asset": target.asset, "branch": head_branch(repo) or "", "force": force}
-    q = queue_of(repo)
-    with abandoning(repo, [], "lattice export") as asked:  # a Ctrl-C before it runs leaves no job behind
-        asked.append(q.submit("export", payload, estimate_key=f"export:{options.format}:{options.quality}").id)
-        [done] = run_until_done(repo, asked, on_poll=on_poll, command="lattice export")
-    if done.state != "succeeded":
-        raise job_failed(done.exit_code, f"export job {done.id} {done.state}: {done.error or ''}".strip(),
-                         hint=f"`lattice queue show {done.id}` has the details")
+    done = run_job(repo, "export", payload, "lattice export", on_poll, estimate_key=f"export:{options.format}:{options.quality}")
     result = msgspec.convert(done.result, ExportResult)
     result.regenerated = regenerated
     return result

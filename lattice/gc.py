@@ -54,7 +54,7 @@ from typing import Any, Callable
 import msgspec
 
 from lattice.catalog import AssetFacts, Catalog, Fact, load_catalog, storage_db
-from lattice.errors import InvalidInput, job_failed
+from lattice.errors import InvalidInput
 from lattice.repo import Repository
 
 DAY = 86400.0
@@ -489,17 +489,10 @@ def evicted_for_good(repo: Repository) -> set[str]:
 
 def run_gc(repo: Repository, options: GcOptions, on_poll: Callable[[list], None] | None = None) -> GcResult:
     """Submit a gc job and run it to the end with an inline worker."""
-    from lattice.pipeline import abandoning, queue_of, run_until_done
+    from lattice.pipeline import run_job
 
-    q = queue_of(repo)
-    # A Ctrl-C before it runs leaves no gc queued for a later worker to run.
-    with abandoning(repo, [], "lattice gc") as asked:
-        # No dedup key: two gc runs with different options must not share one result.
-        asked.append(q.submit("gc", {"op": "collect", "root": str(repo.root), "options": asdict(options)}).id)
-        [done] = run_until_done(repo, asked, on_poll=on_poll, command="lattice gc")
-    if done.state != "succeeded":
-        raise job_failed(done.exit_code, f"gc job {done.id} {done.state}: {done.error or ''}".strip(),
-                         hint=f"`lattice queue show {done.id}` has the details")
+    # No dedup key: two gc runs with different options must not share one result.
+    done = run_job(repo, "gc", {"op": "collect", "root": str(repo.root), "options": asdict(options)}, "lattice gc", on_poll)
     return msgspec.convert(done.result, GcResult)
 
 

@@ -369,6 +369,24 @@ def abandoning(repo: Repository, job_ids: list[int], command: str) -> Iterator[l
         raise
 
 
+def run_job(repo: Repository, type: str, payload: dict, command: str,
+            on_poll: Callable[[list], None] | None = None, **options):
+    """Queue one job of `type` (`options` as JobQueue.submit takes them) and
+    run it to the end with an inline worker, as `command`: a Ctrl-C or an
+    error gives it up (abandoning). Returns the finished job; one that did
+    not succeed is raised as the CLI reports a failed job."""
+    from lattice.errors import job_failed
+
+    q = queue_of(repo)
+    with abandoning(repo, [], command) as asked:  # a Ctrl-C before it runs leaves no job behind
+        asked.append(q.submit(type, payload, **options).id)
+        [done] = run_until_done(repo, asked, on_poll=on_poll, command=command)
+    if done.state != "succeeded":
+        raise job_failed(done.exit_code, f"{type} job {done.id} {done.state}: {done.error or ''}".strip(),
+                         hint=f"`lattice queue show {done.id}` has the details")
+    return done
+
+
 def _abandoned(e: BaseException) -> BaseException:
     """`e`, marked as given up on its jobs already (one abandon, one warning)."""
     with contextlib.suppress(AttributeError):
