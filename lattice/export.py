@@ -901,15 +901,15 @@ def _place_outside(repo: Repository, tmp: Path, out: Path, *, force: bool, sourc
         raise failed
 
 
-def stale_export_records(repo: Repository) -> list[tuple[str, int, int, int]]:
-    """The index's records of files exports wrote (export_rows) that no
-    export may replace unasked any more: the file is gone from its folder,
-    or it is not what the export wrote (the user replaced or edited it). A
-    record whose folder is missing is kept: that may be a disk not mounted
-    now. One lstat per record: gc asks, not each export (an export to a
+def stale_export_records(rows: Iterable[tuple[str, int, int, int]]) -> list[tuple[str, int, int, int]]:
+    """Those of the index's records of files exports wrote (`rows`, as
+    Index.export_rows gives them) that no export may replace unasked any
+    more: the file is gone from its folder, or it is not what the export
+    wrote (the user replaced or edited it). A record whose folder is
+    missing is kept: that may be a disk not mounted now. One lstat per record: gc asks, not each export (an export to a
     path replaces that path's record)."""
     stale = []
-    for row in repo.index.export_rows():
+    for row in rows:
         path, size, mtime_ns, ino = row
         try:
             st = os.lstat(path)

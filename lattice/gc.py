@@ -242,10 +242,11 @@ def plan_gc(repo: Repository, options: GcOptions | None = None, now: float | Non
     from lattice.export import stale_export_records, stale_temps
 
     # Beside the files exports wrote outside the project, by export's own rule.
-    temps += map(str, stale_temps((Path(row[0]) for row in repo.index.export_rows()), now))
+    exported = repo.index.export_rows()
+    temps += map(str, stale_temps((Path(row[0]) for row in exported), now))
     evictions = sorted(chosen.values(), key=lambda e: (e.reason, e.last_used, e.object))
     return GcPlan(evictions, temps, sum(e.bytes for e in evictions), len(cat.present),
-                  sum(s for s, _ in cat.present.values()), sum(map(file_size, temps)), stale_export_records(repo))
+                  sum(s for s, _ in cat.present.values()), sum(map(file_size, temps)), stale_export_records(exported))
 
 
 def file_size(path: str) -> int:
@@ -425,7 +426,7 @@ def collect(repo: Repository, options: GcOptions | None = None, progress: Callab
             except OSError:  # gone, or a folder we may no longer write: never worth failing gc before its log
                 pass
         _log_run(repo, plan, removed, freed, cat)
-        forgotten = repo.index.drop_exports([tuple(r) for r in plan.stale_exports]) if plan.stale_exports else 0
+        forgotten = repo.index.drop_exports(plan.stale_exports) if plan.stale_exports else 0
         progress(0.97, "packing history")
         from lattice import history
 
