@@ -658,6 +658,28 @@ def test_ctrl_c_halfway_through_queueing_cancels_the_jobs_queued_so_far(tmp_repo
     assert tmp_repo.record("a.txt").current.number == 1
 
 
+def test_a_queue_that_cannot_take_the_cancel_is_warned_of_not_a_traceback(tmp_repo, monkeypatch):
+    """A Ctrl-C whose cancel the queue refuses (locked, damaged) still exits
+    130, saying which jobs may still run."""
+    import lattice.worker
+    from lattice.errors import QueueError
+    from lattice.queue import JobQueue
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    def refused(self, *args, **kwargs):
+        raise QueueError("the queue is busy")
+
+    monkeypatch.setattr(lattice.worker, "detect_slots", interrupted)
+    monkeypatch.setattr(JobQueue, "abandon", refused)
+    r = run_cli("gen", "x.txt", "--model", "test.text", cwd=tmp_repo.root)
+    monkeypatch.undo()
+    assert r.code == 130 and "Traceback" not in r.err, r.err
+    [job] = run_cli("queue", "ls", "--all", "--json", cwd=tmp_repo.root).json
+    assert f"warning: job(s) {job['id']} could not be cancelled and may still run: the queue is busy" in r.err, r.err
+
+
 def test_a_refused_command_generator_in_a_cascade_queues_nothing(tmp_repo):
     """`regen a.txt` whose dependent is made by a command generator that is
     no longer approved is refused (exit 9) before anything is queued. Before,
