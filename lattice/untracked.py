@@ -149,13 +149,15 @@ def _walk(repo: Repository, tracked: Collection[str], passed: list[tuple[str, st
         # A folder it may not read, and a media file whose name `add` refuses
         # (the walk tests names of untracked files only: none in a clean
         # tree); not the links and special files it passes over, as ever.
-        # But a link to nothing becomes a file when its target appears,
-        # which changes no folder here: such a walk is not cached.
-        if not name.endswith("/"):
-            passed_files.append(name)
+        # A linked folder's target is stamped with the listing; but a link
+        # to nothing becomes a file when its target appears, which changes
+        # no folder here: such a walk is not cached.
         if why == UNREADABLE:
             passed.append((name, why))
             return
+        if name.endswith("/"):  # a linked folder (check_name refuses the "/")
+            return
+        passed_files.append(name)
         try:
             check_name(name)
         except InvalidInput:

@@ -557,6 +557,26 @@ def test_status_untracked_cache_sees_an_ignored_linked_folder_become_a_file(tmp_
     assert states(repo) == {("x.png", "new")}
 
 
+def test_status_says_nothing_of_a_linked_folder_and_keeps_its_walk(tmp_repo):
+    """status does not offer a linked folder, nor warn of it each time (it
+    warns of names `add` refuses, not of links): its walk is kept, the
+    link's target stamped with it, and a target become a file is new."""
+    from lattice.untracked import CACHE
+
+    repo = tmp_repo.gen({"a/one.png": b"1"})
+    add(repo, ["a"], cwd=repo.root)
+    (repo.root / ".hid" / "t.png").mkdir(parents=True)
+    os.symlink(".hid/t.png", repo.root / "x.png")
+    os.symlink("a", repo.root / "alias")
+    time.sleep(0.15)
+    r = run_cli("status", "--porcelain", cwd=repo.root)
+    assert (r.code, r.out, r.err) == (0, "", ""), r.err
+    assert (repo.dir / CACHE).exists()
+    (repo.root / ".hid" / "t.png").rmdir()
+    (repo.root / ".hid" / "t.png").write_bytes(b"t")
+    assert states(repo) == {("x.png", "new")}
+
+
 def test_status_untracked_cache_damaged_in_any_way_is_walked_again(tmp_repo):
     """The cache is derived: one whose header still matches but whose body
     is the wrong shape, a FIFO (never waited on), a link to an endless
