@@ -649,6 +649,26 @@ def test_status_interrupted_while_keeping_its_walk_leaves_no_temp(tmp_repo, monk
     assert [p.name for p in repo.tmp.iterdir() if p.name.startswith(CACHE)] == []
 
 
+def test_status_that_cannot_keep_its_walk_answers_all_the_same(tmp_repo, monkeypatch):
+    """A full disk while the walk is written: the cache is derived, so
+    status answers as ever, keeps nothing and leaves no temp."""
+    import errno
+
+    import lattice.fsutil
+    from lattice.untracked import CACHE
+
+    repo = tmp_repo.gen({"a.png": b"a"})
+    time.sleep(0.15)
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(lattice.fsutil, "write_all", full)
+    assert states(repo) == {("a.png", "new")}
+    assert not (repo.dir / CACHE).exists()
+    assert [p.name for p in repo.tmp.iterdir() if p.name.startswith(CACHE)] == []
+
+
 def test_status_untracked_cache_of_one_who_may_read_more_is_not_used(tmp_repo):
     """A walk by root lists a folder (search but no read permission) that
     root without its capabilities may not list: that status says so and
