@@ -616,28 +616,12 @@ def test_status_untracked_cache_of_another_lattice_release_is_not_used(tmp_repo)
     assert states(repo) == {("a.png", "new")}
 
 
-def test_status_interrupted_while_keeping_its_walk_leaves_no_temp(tmp_repo, monkeypatch):
+@pytest.mark.parametrize("cut", ["interrupted", "disk full"])
+def test_status_that_cannot_keep_its_walk_leaves_no_temp(tmp_repo, monkeypatch, cut):
     """Ctrl-C (or SIGTERM, which takes its way) while the walk is written
-    to its temp file: the temp goes, and fsck finds nothing stray later."""
-    import lattice.fsutil
-    from lattice.untracked import CACHE
-
-    repo = tmp_repo.gen({"a.png": b"a"})
-    time.sleep(0.15)
-
-    def interrupted(fd, data):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(lattice.fsutil, "write_all", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        status(repo)
-    assert not (repo.dir / CACHE).exists()
-    assert [p.name for p in repo.tmp.iterdir() if p.name.startswith(CACHE)] == []
-
-
-def test_status_that_cannot_keep_its_walk_answers_all_the_same(tmp_repo, monkeypatch):
-    """A full disk while the walk is written: the cache is derived, so
-    status answers as ever, keeps nothing and leaves no temp."""
+    to its temp file stops status; a full disk does not (the cache is
+    derived: status answers as ever). Either way the temp goes, and fsck
+    finds nothing stray later."""
     import errno
 
     import lattice.fsutil
@@ -646,11 +630,17 @@ def test_status_that_cannot_keep_its_walk_answers_all_the_same(tmp_repo, monkeyp
     repo = tmp_repo.gen({"a.png": b"a"})
     time.sleep(0.15)
 
-    def full(fd, data):
+    def failing(fd, data):
+        if cut == "interrupted":
+            raise KeyboardInterrupt
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(lattice.fsutil, "write_all", full)
-    assert states(repo) == {("a.png", "new")}
+    monkeypatch.setattr(lattice.fsutil, "write_all", failing)
+    if cut == "interrupted":
+        with pytest.raises(KeyboardInterrupt):
+            status(repo)
+    else:
+        assert states(repo) == {("a.png", "new")}
     assert not (repo.dir / CACHE).exists()
     assert [p.name for p in repo.tmp.iterdir() if p.name.startswith(CACHE)] == []
 
