@@ -268,6 +268,7 @@ def checkout(repo: Repository, names: Iterable[str], regen: bool = True, notify=
     done = []
     for name in names:
         record = repo.record(name)
+        refuse_in_the_way(name, repo.working_path(name))  # before a re-make it would throw away
         ensure_present(repo, name, None, regen=regen, notify=notify)
         materialize(repo, name, record.current.object, record.current.size, verify=True)
         done.append(name)

@@ -239,6 +239,19 @@ def test_cat_and_checkout_regenerate_evicted_outputs(tmp_repo, run_log):
     assert (tmp_repo.root / "b.txt").read_bytes() == b"one:1\n#1"
 
 
+def test_checkout_over_a_folder_in_the_way_refuses_before_re_making_anything(tmp_repo, run_log):
+    """The refusal comes first: re-making an evicted output that cannot be
+    written is work thrown away."""
+    gen(tmp_repo, "a.txt", word="one")
+    gc(tmp_repo, *EVERYTHING, "--include-current")
+    os.unlink(tmp_repo.root / "a.txt")
+    (tmp_repo.root / "a.txt").mkdir()
+    runs = len(run_log())
+    r = run_cli("checkout", "a.txt", cwd=tmp_repo.root)
+    assert r.code == 12 and "a folder is in the way" in r.err
+    assert len(run_log()) == runs  # nothing re-made
+
+
 def test_a_remade_output_with_another_hash_is_refused(tmp_repo):
     from lattice.errors import GeneratorFailed
     from lattice.remake import restore_object
