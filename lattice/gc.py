@@ -27,7 +27,7 @@ that both `--dry-run` and the real run call):
      beside the files `lattice export` wrote outside the project (the
      index records them), only temps export itself names for that file,
      once their process is gone and they sat an hour (export's own rule,
-     lattice.export.stale_temps). The records of such files that are gone
+     lattice.export_target.stale_temps). The records of such files that are gone
      or changed since are forgotten.
 
 "Last used" is the later of the object's mtime (written) and the time it was
@@ -199,7 +199,7 @@ class GcPlan:
     present_bytes: int
     temp_bytes: int = 0  # what the temps hold
     # Records of files exports wrote that are gone or changed since
-    # (path, size, mtime_ns, ino; lattice.export.stale_export_records): forgotten.
+    # (path, size, mtime_ns, ino; lattice.export_target.stale_export_records): forgotten.
     stale_exports: list[tuple[str, int, int, int]] = field(default_factory=list)
 
 
@@ -239,7 +239,7 @@ def plan_gc(repo: Repository, options: GcOptions | None = None, now: float | Non
         if oid not in referenced and oid not in cat.producers and now - mtime >= grace:
             chosen[oid] = Eviction(oid, size, "unreferenced", [], mtime)
     temps = [str(p) for p in repo.stray_temps(key_locks=True) if now - _mtime(p) >= grace]
-    from lattice.export import stale_export_records, stale_temps
+    from lattice.export_target import stale_export_records, stale_temps
 
     # Beside the files exports wrote outside the project, by export's own rule.
     exported = repo.index.export_rows()

@@ -544,12 +544,12 @@ def test_an_output_folder_the_filesystem_refuses_exits_13_before_any_job(tmp_rep
 def test_an_export_job_that_may_not_create_its_file_fails_once_with_exit_13(tmp_repo, monkeypatch):
     """Should the folder refuse only once the job runs, the job is not
     retried (a refusal repeats) and the export exits 13, not 8."""
-    import lattice.export
+    import lattice.export_target
 
     if not os.path.isdir("/proc/self"):
         pytest.skip("no /proc here")
     _clip(tmp_repo)
-    monkeypatch.setattr(lattice.export, "_check_writable", lambda out, folder: None)
+    monkeypatch.setattr(lattice.export_target, "_check_writable", lambda out, folder: None)
     r = run_cli("export", "v.mp4", "-o", "/proc/x.gif", cwd=tmp_repo.root)
     assert r.code == 13 and "/proc: the filesystem takes no new files there" in r.err, r.err
     [job] = [j for j in run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json if j["type"] == "export"]
@@ -630,7 +630,7 @@ def test_an_export_removes_what_a_killed_export_to_the_same_name_left(media, tmp
     import subprocess
     import sys
 
-    from lattice.export import STALE_TEMP_AGE
+    from lattice.export_target import STALE_TEMP_AGE
 
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
@@ -750,7 +750,7 @@ def test_gc_sweeps_what_killed_exports_left_beside_the_files_exports_wrote(tmp_r
     import subprocess
     import sys
 
-    from lattice.export import STALE_TEMP_AGE
+    from lattice.export_target import STALE_TEMP_AGE
 
     root = tmp_repo.root
     _clip(tmp_repo)
@@ -780,7 +780,7 @@ def test_stale_temps_match_only_the_names_export_gives_its_temps(tmp_path):
     import subprocess
     import sys
 
-    from lattice.export import STALE_TEMP_AGE, stale_temps
+    from lattice.export_target import STALE_TEMP_AGE, stale_temps
     from lattice.fsutil import temp_path_near
 
     child = subprocess.Popen([sys.executable, "-c", "pass"])
