@@ -745,6 +745,14 @@ def test_a_missing_old_commit_object_keeps_the_commits_before_and_after_it(tmp_r
     assert len(ok("log", repo=repo).out.splitlines()) == 3
 
 
+def _three_commits(repo):
+    """Three adds, each a commit: (newest, middle, first)."""
+    for name, text in (("a.txt", "1"), ("b.txt", "2"), ("c.txt", "3")):
+        add(repo, name, text)
+    g = history.open_git(repo)
+    return tuple(g.walk(g.head.target))
+
+
 @pytest.mark.skipif(GIT is None, reason="git fsck finds the damaged object file")
 def test_an_empty_object_file_is_set_aside_and_the_commits_above_it_are_kept(tmp_repo):
     """A crash can leave a history object file empty (libgit2 writes them
@@ -753,11 +761,7 @@ def test_an_empty_object_file_is_set_aside_and_the_commits_above_it_are_kept(tmp
     in place it kept `git fsck` failing, and the whole history went to
     quarantine."""
     repo = tmp_repo
-    add(repo, "a.txt", "1")
-    add(repo, "b.txt", "2")
-    add(repo, "c.txt", "3")
-    g = history.open_git(repo)
-    c3, c2, c1 = g.walk(g.head.target)
+    c3, c2, c1 = _three_commits(repo)
     path = _loose(repo, c1.id)
     os.chmod(path, 0o644)
     path.write_bytes(b"")
@@ -896,11 +900,7 @@ def test_a_repair_killed_after_re_making_a_commit_is_finished_the_same_by_the_ne
     import sys
 
     repo = tmp_repo
-    add(repo, "a.txt", "1")
-    add(repo, "b.txt", "2")
-    add(repo, "c.txt", "3")
-    g = history.open_git(repo)
-    c3, c2, c1 = g.walk(g.head.target)
+    c3, c2, c1 = _three_commits(repo)
     os.unlink(_loose(repo, c1.id))
     proc = subprocess.run([sys.executable, "-c", _KILLED_REPAIR], cwd=repo.root, capture_output=True, text=True, timeout=120)
     assert proc.returncode == -9, proc.stderr
