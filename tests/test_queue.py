@@ -589,6 +589,24 @@ def test_an_asker_killed_and_not_yet_reaped_does_not_keep_a_job(tmp_path):
         other.wait(timeout=30)
 
 
+def test_a_worker_cancels_the_jobs_of_a_command_killed_outright(tmp_path):
+    """A `lattice gen` or `export` killed with SIGKILL cannot abandon its
+    jobs as Ctrl-C does: the next worker cancels each one that nobody
+    alive asks for, instead of making the asset (or writing the export)
+    behind the user's back. A job also queued with --detach, or that a
+    live command's job waits on, still runs."""
+    q = open_queue(tmp_path)
+    gone, _ = _ask(q.path, "gone", stay=False)
+    kept, _ = _ask(q.path, "detached", stay=False)
+    q.submit("image", {}, key="detached", detached=True)
+    upstream, _ = _ask(q.path, "upstream", stay=False)
+    mine = q.submit("image", {}, deps=[upstream])
+    make_pool(q).run(once=True)
+    job = q.get(gone)
+    assert job.state == "cancelled" and "every command that asked for it was gone" in job.error
+    assert [q.get(i).state for i in (kept, upstream, mine.id)] == ["succeeded"] * 3
+
+
 def test_the_same_key_queued_twice_runs_once(tmp_path):
     q = open_queue(tmp_path)
     log = tmp_path / "log"

@@ -32,6 +32,7 @@ from lattice.queue.schema import (
     _rows_to_jobs,
     _slot_filter,
     _type_settings,
+    canceller,
     this_asker,
     who,
 )
@@ -319,10 +320,10 @@ class JobQueue(QueueAdmin):
             reclaimed = now >= self._next_reclaim
             if reclaimed:
                 self._reclaim_expired(db, now)
-            row = self._next_runnable(db, now, where, args)
+            row = self._next_unabandoned(db, now, where, args)
             if row is None and not reclaimed:
                 self._reclaim_expired(db, now)
-                row = self._next_runnable(db, now, where, args)
+                row = self._next_unabandoned(db, now, where, args)
             if row is None:
                 self._fail_stranded(db)
             if row is None:
@@ -333,6 +334,21 @@ class JobQueue(QueueAdmin):
                 (now, worker_id, now + lease, row[0]),
             ).fetchall()
             return _rows_to_jobs(db, claimed)[0]
+
+    def _next_unabandoned(self, db: sqlite3.Connection, now: float, where: str, args: list[str]) -> tuple | None:
+        """The next runnable job that someone still asks for. One whose
+        every asker is a command on this host that is gone (killed outright:
+        `kill -9`, the OOM killer, so it could not abandon its jobs as Ctrl-C
+        does) is cancelled instead, as that command's Ctrl-C would have
+        cancelled it: a later `lattice worker` does not make an asset or
+        write an export that nobody waits for any more. A live asker of a
+        job that waits on it, or a detached submission, keeps it."""
+        live: dict[str, bool] = {}
+        while True:
+            row = self._next_runnable(db, now, where, args)
+            if row is None or self._still_asked(db, row[0], live):
+                return row
+            self._cancel(db, [row[0]], canceller("orphaned", None))
 
     def _next_runnable(self, db: sqlite3.Connection, now: float, where: str, args: list[str]) -> tuple | None:
         return db.execute(

@@ -164,7 +164,8 @@ def this_asker() -> str:
 def canceller(reason: str, command: str | None) -> dict:
     """The record of who cancels a job: this process, running `command`.
     `reason`: "asked" (`lattice queue cancel`), or the command waiting for
-    the job stopped: "interrupted" (Ctrl-C, SIGTERM) or "error"."""
+    the job stopped: "interrupted" (Ctrl-C, SIGTERM) or "error"; or a
+    worker found every command that asked for it gone: "orphaned"."""
     user, host = who()
     return {"reason": reason, "command": command, "user": user, "host": host, "pid": os.getpid()}
 
@@ -176,6 +177,8 @@ def cancel_note(by: Mapping[str, Any] | None) -> str:
     if not by:
         return "cancelled"
     command = f"`{by['command']}`" if by.get("command") else "process"
+    if by.get("reason") == "orphaned":
+        return f"cancelled by a worker ({by.get('user')} on {by.get('host')}, pid {by.get('pid')}): every command that asked for it was gone (killed)"
     when = {"interrupted": " when it was interrupted", "error": " when it stopped on an error"}.get(by.get("reason"), "")
     return f"cancelled by {command} ({by.get('user')} on {by.get('host')}, pid {by.get('pid')}){when}"
 
