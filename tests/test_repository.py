@@ -1879,6 +1879,21 @@ def test_reading_commands_end_without_teardown_but_with_all_said_and_closed(tmp_
     assert proc.returncode == 3 and proc.stderr.startswith("error: "), proc.stderr
 
 
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_output_to_a_full_device_names_standard_output_not_the_project(tmp_repo):
+    """`lattice ls > /dev/full`: the write that failed was the output's; the
+    project's disk is fine, and `lattice gc` would not help."""
+    repo = tmp_repo.gen({"a.txt": "a", "n.png": b"new"})
+    add(repo, ["a.txt"], cwd=repo.root)
+    for command in (["status"], ["status", "--json"], ["ls"], ["log", "a.txt"], ["show", "a.txt", "--json"]):
+        with open("/dev/full", "w") as full:
+            proc = subprocess.run([sys.executable, "-m", "lattice", *command], cwd=repo.root, stdout=full,
+                                  stderr=subprocess.PIPE, text=True, timeout=120)
+        assert proc.returncode == 13, (command, proc.stderr)
+        assert proc.stderr.startswith("error: standard output: no space left on device\n"), (command, proc.stderr)
+        assert "gc" not in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_a_reader_that_goes_away_or_a_closed_stdout_is_not_an_error(tmp_repo):
     """`lattice cat big | head` exits quietly with 141, as a Unix tool killed
     by SIGPIPE does, whichever path parsed it (typer's own EPIPE exit is 1),

@@ -113,7 +113,25 @@ def echo(text: str = "", err: bool = False) -> None:
     """Data a command was asked for (a listing, a report): printed even with
     --quiet, which promises "only errors and requested data"."""
     stream = sys.stderr if err else sys.stdout
-    stream.write(text + "\n")
+    try:
+        stream.write(text + "\n")
+    except OSError as e:
+        raise output_refused(e, err) or e
+
+
+def output_refused(e: OSError, err: bool = False):
+    """WriteRefused naming standard output (or error) when writing to it
+    failed for want of room (`lattice ls > /dev/full`): else the error names
+    no file, and the project would be blamed. None for other errors (a
+    reader gone away is BrokenPipeError, handled where it is caught)."""
+    import errno
+
+    from lattice.errors import WriteRefused
+
+    if e.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO):
+        return None
+    return WriteRefused(f"standard {'error' if err else 'output'}: {os.strerror(e.errno).lower()}",
+                        hint="send it where it can be written (another file or disk), then run the command again")
 
 
 def say(text: str = "", err: bool = False) -> None:
@@ -127,8 +145,11 @@ def emit_json(obj: Any) -> None:
     """One JSON document on stdout (dataclasses and msgspec structs welcome)."""
     import msgspec
 
-    sys.stdout.buffer.write(msgspec.json.encode(obj, enc_hook=_enc) + b"\n")
-    sys.stdout.flush()
+    try:
+        sys.stdout.buffer.write(msgspec.json.encode(obj, enc_hook=_enc) + b"\n")
+        sys.stdout.flush()
+    except OSError as e:
+        raise output_refused(e) or e
 
 
 def _enc(obj: Any) -> Any:

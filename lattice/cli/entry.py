@@ -13,7 +13,7 @@ import gc
 import os
 import sys
 
-from lattice.cli.common import OPTIONS, cwd, reset_options
+from lattice.cli.common import OPTIONS, cwd, output_refused, reset_options
 
 
 def _warning_to_stderr(message: str) -> None:
@@ -67,14 +67,21 @@ def _terminate_like_ctrl_c() -> None:
     signal.signal(signal.SIGTERM, terminate)
 
 
+def _discard_output() -> None:
+    """What is left of our output goes to /dev/null, so that the exit's own
+    flush fails no second time."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+
+
 def _reader_gone() -> int:
     """The reader of our output went away (`lattice cat x | head`): no
     message, and the exit status of a Unix tool killed by SIGPIPE (141, as
     git and cat give), never 0: the output was cut, and a check cut short
     (`render --check | head` under pipefail) must not pass. Later writes
     (the final flush) go nowhere."""
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    _discard_output()
     return 141  # 128 + SIGPIPE
 
 
@@ -134,6 +141,10 @@ def run(argv: list[str] | None = None) -> int:
         sys.stdout.flush()
     except BrokenPipeError:  # the reader left before our last bytes
         code = _reader_gone()
+    except OSError as e:  # our last bytes found no room (`> /dev/full`)
+        refused = output_refused(e)
+        code = _report(refused.message, refused.hint, refused.exit_code) if refused else _report(str(e), None, 1)
+        _discard_output()
     if reading:
         # Its files and databases are closed and its children reaped: skip
         # the interpreter's teardown, which frees every object one at a time
