@@ -1885,7 +1885,7 @@ def test_output_to_a_full_device_names_standard_output_not_the_project(tmp_repo)
     project's disk is fine, and `lattice gc` would not help."""
     repo = tmp_repo.gen({"a.txt": "a", "n.png": b"new"})
     add(repo, ["a.txt"], cwd=repo.root)
-    for command in (["status"], ["status", "--json"], ["ls"], ["log", "a.txt"], ["show", "a.txt", "--json"]):
+    for command in (["status"], ["status", "--json"], ["ls"], ["log", "a.txt"], ["show", "a.txt", "--json"], ["cat", "a.txt"]):
         with open("/dev/full", "w") as full:
             proc = subprocess.run([sys.executable, "-m", "lattice", *command], cwd=repo.root, stdout=full,
                                   stderr=subprocess.PIPE, text=True, timeout=120)

@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from lattice.cli import quick
-from lattice.cli.common import cwd, echo, emit_json, human_size, repo_from_ctx, say
+from lattice.cli.common import cwd, echo, emit_json, human_size, output_refused, repo_from_ctx, say
 
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
@@ -143,8 +143,23 @@ def cat(
 
     repo = repo_from_ctx(reading=True)
     name, number = asset_spec(repo, spec, cwd())
-    do_cat(repo, name, number, sys.stdout.buffer, regen=not no_regen, notify=lambda m: echo(m, err=True))
-    sys.stdout.buffer.flush()
+    try:
+        do_cat(repo, name, number, sys.stdout.buffer, regen=not no_regen, notify=lambda m: echo(m, err=True))
+        sys.stdout.buffer.flush()
+    except OSError as e:
+        # No file named, and room where the repository is: it was our output.
+        if e.filename is None and _has_room(repo.dir):
+            raise output_refused(e) or e
+        raise
+
+
+def _has_room(folder) -> bool:
+    import os
+
+    try:
+        return os.statvfs(folder).f_bavail > 0
+    except OSError:
+        return False
 
 
 def checkout(
