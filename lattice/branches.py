@@ -528,7 +528,12 @@ def _plan_worktree(repo: Repository, before: dict, records: dict, verb: str = "s
         except (FileNotFoundError, NotADirectoryError):
             st = None
         if st is not None and stat.S_ISDIR(st.st_mode) and record is not None and not os.path.islink(path):
-            in_the_way[name] = []  # planned below, once every file leaving is known
+            if old is not None:
+                # The user's folder where this branch's file was (`switch
+                # --force`, which said it would leave it as it is): kept.
+                wt.kept.append(name)
+            else:  # a folder of assets leaving, and this asset's file coming
+                in_the_way[name] = []  # planned below, once every file leaving is known
             continue
         state, found = held(repo, old, path, st) if st is not None and old is not None else ("modified", "")
         if st is not None and state == "modified":

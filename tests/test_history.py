@@ -1968,3 +1968,28 @@ def test_a_history_without_objects_never_opens_the_projects_own_git(tmp_path):
     assert outer[0] == "one"  # the user's own branch got no lattice commit
     assert git_log(repo, "--format=%s").splitlines()[0] == "add b.txt"
     assert run_cli("fsck", cwd=top).code == 0
+
+
+def test_switch_force_leaves_a_folder_in_the_way_of_a_file_the_branches_differ_in(tmp_repo):
+    """The refusal over a folder standing where a working file belongs offers
+    --force "to switch and leave it as it is": so it does, when the two
+    branches hold different versions of that asset too (it was refused, exit
+    12, with the folder named as if a file/folder swap)."""
+    repo = tmp_repo
+    add(repo, "b.txt", "1")
+    ok("branch", "feat", repo=repo)
+    ok("switch", "feat", repo=repo)
+    add(repo, "b.txt", "2")
+    ok("switch", "main", repo=repo)
+    (repo.root / "b.txt").unlink()
+    (repo.root / "b.txt").mkdir()
+    (repo.root / "b.txt" / "mine.txt").write_text("keep")
+    r = run_cli("switch", "feat", cwd=repo.root)
+    assert r.code == 12 and "pass --force to switch and leave it as it is" in r.err, r.err
+    ok("switch", "feat", "--force", repo=repo)
+    assert history.current_branch(history.open_git(repo)) == "feat"
+    assert (repo.root / "b.txt" / "mine.txt").read_text() == "keep"
+    assert run_cli("status", "--porcelain", cwd=repo.root).out == " M b.txt\n"
+    shutil.rmtree(repo.root / "b.txt")
+    ok("checkout", "b.txt", repo=repo)
+    assert (repo.root / "b.txt").read_text() == "2"
