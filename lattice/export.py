@@ -508,29 +508,31 @@ def export_job(ctx) -> dict:
     if not carries_recipe(p["format"], p["source_kind"]):
         side = json.dumps(json.loads(p["embed"]), indent=2, sort_keys=True).encode() + b"\n"
     # A file goes into place, with its sidecar, through the re-check of
-    # place_outside (frames keep their own rule).
+    # place_outside; a frames directory through place_frames' (its own rule).
     from lattice.export_target import place_outside
 
-    place = functools.partial(place_outside, repo, force=pl.get("force", False), source=pl["source"], oid=v.object,
-                              fmt=p["format"], sidecar=side)
+    if p["format"] == "frames":  # the same re-check, by the frames rule, with its sidecar
+        from lattice.export_target import place_frames
+
+        place = functools.partial(place_frames, repo, source=pl["source"], sidecar=side)
+    else:
+        place = functools.partial(place_outside, repo, force=pl.get("force", False), source=pl["source"], oid=v.object,
+                                  fmt=p["format"], sidecar=side)
     try:
         with repo.objects.as_file(v.object, extension(pl["source"])) as src:
             embedded = _write_file(src, out, p, hooks, place)
     except GeneratorFailed as e:  # a deterministic CPU generator's failure repeats (lattice.render.produce)
         e.retryable = e.transient
         raise
-    if side is not None and p["format"] == "frames":
-        from lattice.fsutil import atomic_write
-
-        atomic_write(Path(str(out) + SIDECAR), side)
     sidecar = None if side is None else str(out) + SIDECAR
     size = sum(f.stat().st_size for f in out.iterdir()) if out.is_dir() else out.stat().st_size
     return msgspec.to_builtins(ExportResult(**base, bytes=size, embedded=embedded, sidecar=sidecar))
 
 
-def _write_file(src: Path, out: Path, p: dict, hooks, place: Callable[[Path, Path], None] | None = None) -> bool:
-    """Encode next to `out`, then rename into place (a file by `place`, when
-    given): never a half-written deliverable."""
+def _write_file(src: Path, out: Path, p: dict, hooks, place: Callable[..., None] | None = None) -> bool:
+    """Encode next to `out`, then rename into place (by `place`, when given:
+    `place(tmp, out)` for a file, `place(tmp, out, old)` for frames, which
+    moves the old directory aside to `old`): never a half-written deliverable."""
     from lattice.export_target import refused_in, sweep_stale_temps
     from lattice.fsutil import TEMP_MARK, fsync_dir, publish, temp_path_near
 
@@ -556,10 +558,13 @@ def _write_file(src: Path, out: Path, p: dict, hooks, place: Callable[[Path, Pat
     old = out.with_name(f".{stem}{TEMP_MARK}old-{uuid.uuid4().hex[:8]}")
     try:
         render(src, tmp, p, progress=hooks.progress, timeout=hooks.timeout, on_process=hooks.on_process)
-        if out.exists():
-            os.replace(out, old)  # a directory cannot be replaced in one rename: move the old one aside first
-        os.replace(tmp, out)
-        fsync_dir(out.parent)
+        if place is not None:
+            place(tmp, out, old)
+        else:
+            if out.exists():
+                os.replace(out, old)  # a directory cannot be replaced in one rename: move the old one aside first
+            os.replace(tmp, out)
+            fsync_dir(out.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)

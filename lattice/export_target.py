@@ -370,6 +370,30 @@ def place_outside(repo: Repository, tmp: Path, out: Path, *, force: bool, source
         raise failed
 
 
+def place_frames(repo: Repository, tmp: Path, out: Path, old: Path, *, source: str, sidecar: bytes | None) -> None:
+    """Put a finished frames directory `tmp` in place of `out` (moving an
+    earlier one aside to `old`, for the caller to remove) and write its
+    sidecar, under the index's write lock, after the checks made before the
+    job was queued are made again: a file saved into the old directory
+    meanwhile, or a link, a file or other frames put at its name, is never
+    removed, and two exports racing to one directory take turns."""
+    from lattice.fsutil import atomic_write, fsync_dir
+
+    root = Path(os.path.realpath(repo.root))
+    with repo.index:
+        if os.path.islink(out):
+            raise UnsafePath(f"-o {out}: is a symbolic link; an export never writes through one",
+                             hint="remove the link or name another output")
+        _check_frames_dir(repo, out, str(out), source, root, root)
+        _check_sidecar(repo, out, str(out), source, "frames", root)
+        if os.path.lexists(out):
+            os.replace(out, old)  # a directory cannot be replaced in one rename: move the old one aside first
+        os.replace(tmp, out)
+        fsync_dir(out.parent)
+        if sidecar is not None:  # inside the lock: a racing export's sidecar never lands beside our frames
+            atomic_write(Path(str(out) + SIDECAR), sidecar)
+
+
 def stale_export_records(rows: Iterable[tuple[str, int, int, int]]) -> list[tuple[str, int, int, int]]:
     """Those of the index's records of files exports wrote (`rows`, as
     Index.export_rows gives them) that no export may replace unasked any

@@ -702,6 +702,43 @@ def test_a_sidecar_that_appears_while_the_export_waits_is_not_overwritten(tmp_re
     assert sorted(p.name for p in tmp_path.iterdir()) == ["late.gif.lattice.json", "proj"]  # no file, no temp
 
 
+@pytest.mark.parametrize("meanwhile", ["a note saved into it", "a file in its place", "a link in its place"])
+def test_a_frames_directory_changed_while_the_export_waits_is_not_replaced(tmp_repo, tmp_path, monkeypatch, meanwhile):
+    """The frames job checks the directory again when it swaps the new
+    frames in (under the index lock, as place_outside does for a file): what
+    the user put there after `lattice export` looked is never removed."""
+    import shutil
+
+    import lattice.remake
+
+    _clip(tmp_repo)
+    out, note, mine = tmp_path / "fr", tmp_path / "fr" / "notes.txt", tmp_path / "mine"
+    mine.mkdir()
+    assert run_cli("export", "v.mp4", "-f", "frames", "-o", str(out), cwd=tmp_repo.root).code == 0
+    frames = sorted(p.name for p in out.iterdir())
+    ensure_present = lattice.remake.ensure_present
+
+    def user_changes_it_meanwhile(*args, **kwargs):  # runs after the up-front checks, before the job
+        if meanwhile == "a note saved into it":
+            note.write_text("precious\n")
+        else:
+            shutil.rmtree(out)
+            out.write_text("precious\n") if meanwhile == "a file in its place" else out.symlink_to(mine)
+        return ensure_present(*args, **kwargs)
+
+    monkeypatch.setattr(lattice.remake, "ensure_present", user_changes_it_meanwhile)
+    r = run_cli("export", "v.mp4", "-f", "frames", "-o", str(out), cwd=tmp_repo.root)
+    assert r.code == 4, r.err
+    if meanwhile == "a note saved into it":
+        assert "holds files that are not frames (notes.txt)" in r.err, r.err
+        assert note.read_text() == "precious\n" and sorted(p.name for p in out.iterdir()) == sorted(frames + ["notes.txt"])
+    elif meanwhile == "a file in its place":
+        assert "exists and is not a directory" in r.err and out.read_text() == "precious\n", r.err
+    else:
+        assert "symbolic link" in r.err and out.is_symlink() and list(mine.iterdir()) == [], r.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fr", "fr.lattice.json", "mine", "proj"]  # no temp left
+
+
 def test_gc_forgets_the_records_of_exported_files_gone_or_changed(tmp_repo, tmp_path):
     """The index records each file an export wrote outside the project; gc
     forgets those that can no longer match (deleted, edited, replaced by
