@@ -325,7 +325,9 @@ _TEMP_TAIL = re.compile(r"(\d+)-\d+(.*)")
 
 def _temp_pid(name: str, outs: set[tuple[str, str]]) -> int | None:
     """The pid in `name` when it is temp_path_near's name for an output
-    whose (stem, suffix) is in `outs`: `.{stem}.tmp-{pid}-{n}{suffix}`."""
+    whose (stem, suffix) is in `outs`: `.{stem}.tmp-{pid}-{n}{suffix}`,
+    with `.{stem}` cut to fit 255 bytes as fsutil.create_temp cuts it for a
+    long name."""
     from lattice.fsutil import TEMP_MARK
 
     if not name.startswith("."):
@@ -333,10 +335,18 @@ def _temp_pid(name: str, outs: set[tuple[str, str]]) -> int | None:
     at = name.find(TEMP_MARK, 1)
     while at != -1:  # a stem may hold the mark itself: try each place
         m = _TEMP_TAIL.fullmatch(name, at + len(TEMP_MARK))
-        if m and (name[1:at], m[2]) in outs:
+        if m and ((name[1:at], m[2]) in outs or _cut_from(name, at, m[2], outs)):
             return int(m[1])
         at = name.find(TEMP_MARK, at + 1)
     return None
+
+
+def _cut_from(name: str, at: int, suffix: str, outs: set[tuple[str, str]]) -> bool:
+    """Whether `name[:at]` is exactly what create_temp cut `.{stem}` to for
+    an output in `outs` with this suffix, its tail `name[at:]`."""
+    room = NAME_MAX - len(name[at:].encode())
+    return any(sfx == suffix and len(("." + stem).encode()) > room
+               and ("." + stem).encode()[:room].decode(errors="ignore") == name[:at] for stem, sfx in outs)
 
 
 # -- placing a finished file outside the project, and its record -------------------------

@@ -832,3 +832,29 @@ def test_stale_temps_match_only_the_names_export_gives_its_temps(tmp_path):
     now = os.stat(tmp_path).st_mtime + STALE_TEMP_AGE + 60
     assert [p.name for p in stale_temps(outs, now)] == sorted(names[:3])
     assert all(p.exists() for p in made)
+
+
+def test_stale_temps_match_the_cut_names_of_long_outputs(tmp_path, monkeypatch):
+    """create_temp cuts `.{stem}` so that a long output's temp name fits 255
+    bytes: a killed export of such an output leaves that cut name, which gc
+    and the next export sweep too; a shorter cut, or one of another stem, is
+    not theirs."""
+    import subprocess
+    import sys
+
+    import lattice.fsutil
+    from lattice.export_target import STALE_TEMP_AGE, stale_temps
+    from lattice.fsutil import temp_path_near
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    outs = [tmp_path / ("é" * 120 + ".png"), tmp_path / ("x" * 245 + ".gif")]  # 244 and 249 bytes: legal names
+    monkeypatch.setattr(lattice.fsutil, "_pid", child.pid)  # named as the killed export named them
+    made = [temp_path_near(out) for out in outs]
+    assert all(len(p.name.encode()) > 250 and not p.name.startswith("." + out.stem) for p, out in zip(made, outs))
+    tail = f".tmp-{child.pid}-9.png"
+    others = ["." + "é" * 100 + tail, "." + "e" * 120 + tail]
+    for name in others:
+        (tmp_path / name).write_bytes(b"")
+    now = os.stat(tmp_path).st_mtime + STALE_TEMP_AGE + 60
+    assert stale_temps(outs, now) == sorted(made)
