@@ -100,6 +100,20 @@ def test_repository_without_history_gains_one_with_everything(tmp_repo):
 # -- log and diff ---------------------------------------------------------------
 
 
+def test_log_of_a_branch_or_tag_name_says_what_log_takes(tmp_repo):
+    """`lattice log feat` reads as an asset's log: where feat is a branch
+    or a tag, say so, and how to see it."""
+    add(tmp_repo, "a.txt", "1")
+    ok("branch", "feat", repo=tmp_repo)
+    ok("tag", "v1", repo=tmp_repo)
+    r = run_cli("log", "feat", cwd=tmp_repo.root)
+    assert r.code == 4 and "feat is a branch" in r.err and "`lattice diff main feat`" in r.err and "`lattice switch feat`" in r.err
+    r = run_cli("log", "v1", cwd=tmp_repo.root)
+    assert r.code == 4 and "v1 is a tag" in r.err and "`lattice diff main v1`" in r.err
+    r = run_cli("log", "nope", cwd=tmp_repo.root)
+    assert r.code == 4 and "no asset named 'nope'" in r.err and "lattice ls" in r.err
+
+
 def test_log_project_and_asset_in_text_and_json(tmp_repo):
     repo = tmp_repo
     add(repo, "a.txt", "one")

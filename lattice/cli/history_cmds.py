@@ -44,10 +44,14 @@ def log(
         for c in [] if json else commits:
             echo(f"{c.commit[:12]}  {c.date}  {c.author.split(' <')[0]}  {c.message.splitlines()[0]}")
         return
+    from lattice.errors import UnknownAsset
     from lattice.versions import asset_log
 
     name, _ = _spec(repo, path)
-    versions = asset_log(repo, name, n)
+    try:
+        versions = asset_log(repo, name, n)
+    except UnknownAsset as e:
+        raise _ref_not_asset(repo, path) or e
     if json:
         emit_json(versions)
         return
@@ -56,6 +60,22 @@ def log(
         state = "present" if v.present else "evicted"
         echo(f"v{v.number:<4} {v.change:<11} {v.time}  {v.author}  {v.object[:12]} {state}" + (f" ({marks})" if marks else ""))
         echo(f"      {v.summary}" + (f"  [from v{v.restored_from}]" if v.restored_from else ""))
+
+
+def _ref_not_asset(repo, path: str):
+    """`lattice log feat`, where feat is a branch or tag and no asset: say
+    what log takes, and how to see that branch."""
+    from lattice.branches import list_branches, list_tags
+    from lattice.errors import UnknownAsset, command
+
+    branches, current = list_branches(repo)
+    kind = "branch" if path in branches else "tag" if path in list_tags(repo) else None
+    if kind is None:
+        return None
+    hint = f"{command('lattice diff', current, path)} compares it with {current}"
+    if kind == "branch":
+        hint += f"; {command('lattice switch', path)}, then `lattice log`, shows its history"
+    return UnknownAsset(f"no asset named {path}: {path} is a {kind}, and `lattice log PATH` lists an asset's versions", hint=hint)
 
 
 def _say_history_behind(repo) -> None:
