@@ -1879,6 +1879,25 @@ def test_reading_commands_end_without_teardown_but_with_all_said_and_closed(tmp_
     assert proc.returncode == 3 and proc.stderr.startswith("error: "), proc.stderr
 
 
+def test_output_into_a_non_blocking_pipe_is_written_whole(tmp_repo):
+    """A pipe left non-blocking by whoever made it: Python's buffered writer
+    drops what the full pipe will not take, and the command exited 0 with
+    its listing cut."""
+    import fcntl
+
+    repo = tmp_repo.gen({f"d/{i:04}.txt": "x" for i in range(3000)})
+    add(repo, ["d"], cwd=repo.root)
+    r, w = os.pipe()
+    fcntl.fcntl(w, fcntl.F_SETFL, fcntl.fcntl(w, fcntl.F_GETFL) | os.O_NONBLOCK)
+    proc = subprocess.Popen([sys.executable, "-m", "lattice", "ls"], cwd=repo.root, stdout=w, stderr=subprocess.PIPE)
+    os.close(w)
+    time.sleep(1.5)  # the pipe fills while nobody reads
+    with open(r, "rb") as f:
+        out = f.read()
+    assert proc.wait(timeout=120) == 0 and proc.stderr.read() == b""
+    assert out.count(b"\n") == 3000
+
+
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 def test_output_to_a_full_device_names_standard_output_not_the_project(tmp_repo):
     """`lattice ls > /dev/full`: the write that failed was the output's; the

@@ -34,12 +34,17 @@ def _report(message: str, hint: str | None, code: int) -> int:
 
 
 def _sanitize_std_fds() -> None:
-    """Put /dev/null where stdin, stdout or stderr is closed (`lattice status
+    """Make stdout and stderr blocking; put /dev/null where stdin, stdout or stderr is closed (`lattice status
     >&-`), as git does: else the next file opened takes descriptor 1 and
     output, ours or ffmpeg's, lands in it."""
     for fd, name in ((0, "stdin"), (1, "stdout"), (2, "stderr")):
         try:
             os.fstat(fd)
+            if fd and not os.get_blocking(fd):
+                # Left non-blocking by whoever made it (a terminal a program
+                # left so, a parent's pipe): Python's buffered writer then
+                # drops what a full pipe will not take, and exits 0.
+                os.set_blocking(fd, True)
             continue
         except OSError:
             pass
