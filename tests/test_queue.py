@@ -98,11 +98,11 @@ def process_gone(pid: int) -> bool:
 def test_claim_takes_priority_then_fifo_and_waits_for_deps(tmp_path):
     q = open_queue(tmp_path)
     a = q.submit("image", {"n": "a"}, priority="low")
-    b = q.submit("image", {"n": "b"})
+    q.submit("image", {"n": "b"})
     c = q.submit("image", {"n": "c"}, priority="urgent")
     d = q.submit("image", {"n": "d"}, deps=[a.id])
     e = q.submit("image", {"n": "e"}, priority="batch")
-    f = q.submit("image", {"n": "f"})
+    q.submit("image", {"n": "f"})
     order = []
     while (job := q.claim("w", lease=5)) is not None:
         order.append(job.payload["n"])
