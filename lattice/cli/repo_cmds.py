@@ -75,7 +75,8 @@ def status(
     """Show new, modified, outdated, missing, stale and evicted assets. Prints nothing when all is clean.
     Outdated: the working file holds another version lattice recorded or wrote there (a git
     pull or checkout moved the manifest); `lattice checkout` or `lattice render` writes the current one.
-    Files matched by .latticeignore are never listed as new."""
+    New: untracked media files (images, video, audio, vector); other files are added by name
+    or with their folder. Files matched by .latticeignore are never listed as new."""
     quick.status(json, porcelain)
 
 
