@@ -1963,6 +1963,23 @@ def test_diff_of_a_state_and_a_version_says_which_forms_work(tmp_repo):
     assert r.code == 4 and "no asset named 'nope'" in r.err
 
 
+def test_diff_with_a_name_holding_an_at_sign_and_a_bad_short_version(tmp_repo):
+    """`lattice diff me@home.png main` names me@home.png in its hint (not
+    `me@v1`); `lattice diff a.txt@v1 @` / `@latest` says the version is
+    missing or not one, never "no asset named 'a.txt@'"."""
+    repo = tmp_repo
+    add(repo, "me@home.txt", "1")
+    add(repo, "a.txt", "1")
+    add(repo, "a.txt", "2")
+    for old, new in (("me@home.txt", "main"), ("main", "me@home.txt"), ("main", "me@home.txt@v1")):
+        r = run_cli("diff", old, new, cwd=repo.root)
+        assert r.code == 4 and "`lattice diff me@home.txt@v1 me@home.txt@v2`" in r.err, r.err
+    for new, why in (("@", "the version is missing after '@'"), ("@latest", "'latest' is not a version"), ("@v", "'v' is not a version")):
+        r = run_cli("diff", "a.txt@v1", new, cwd=repo.root)
+        assert r.code == 4 and why in r.err and "no asset named" not in r.err and "lattice log a.txt" in r.err, r.err
+    assert "a.txt@v2" in ok("diff", "a.txt@v1", "@v2", repo=repo).out
+
+
 @pytest.mark.skipif(GIT is None, reason="needs git")
 def test_a_history_without_objects_never_opens_the_projects_own_git(tmp_path):
     """git carries no empty folder: a history.git committed before it held

@@ -137,6 +137,11 @@ def _diff_versions(repo, old: str, new: str, json: bool) -> None:
     a_name, a_num = _spec(repo, old)
     # `@vN`: the same asset, whose name is already resolved (from any folder).
     b_name, b_num = split_version(a_name + new) if new.startswith("@") else _spec(repo, new)
+    if new.startswith("@") and b_num is None and repo.index.get(b_name) is None:  # `@`, `@latest`
+        from lattice.errors import InvalidInput, command
+
+        raise InvalidInput(f"{new!r}: {new[1:]!r} is not a version" if new[1:] else f"{new!r}: the version is missing after '@'",
+                           hint=f"versions are written @v1, @v2, …; {command('lattice log', a_name)} lists them")
     a = repo.record(a_name).version(a_num)
     b = repo.record(b_name).version(b_num)
     changes = diff_versions(a, b)
@@ -155,11 +160,14 @@ def _refuse_state_and_version(repo, ref: str, version: str, old: str, new: str) 
     or commit) and a version of one asset are not two of a kind. A name
     that is an asset is that asset (its current version)."""
     from lattice.branches import names_a_state
-    from lattice.errors import InvalidInput, command
+    from lattice.errors import InvalidInput, LatticeError, command
 
     if repo.index.get(_spec(repo, ref)[0]) is not None or not names_a_state(repo, ref):
         return
-    asset = version.rpartition("@")[0] or "PATH"
+    try:  # the asset's own name: `me@home.png` is no version of `me`
+        asset = _spec(repo, version)[0] or "PATH"
+    except LatticeError:
+        asset = version.rpartition("@")[0] or "PATH"
     states = (ref, "HEAD") if ref != "HEAD" else ("HEAD~1", "HEAD")
     raise InvalidInput(f"cannot compare {old!r} with {new!r}: {ref!r} is a branch, tag or commit, {version!r} a version of an asset",
                        hint=f"compare two versions with {command('lattice diff', f'{asset}@v1', f'{asset}@v2')}, "
