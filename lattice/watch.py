@@ -18,6 +18,8 @@ from typing import Callable, Iterable
 
 from lattice.repo import Repository
 
+MIN_STEP_MS = 20  # the shortest quiet time (and poll sleep) of the watcher
+
 
 @dataclass
 class Cycle:
@@ -105,9 +107,11 @@ def watch(
         return not (name.startswith(".") or f"{os.sep}.lattice{os.sep}" in path or f"{os.sep}.git{os.sep}" in path)
 
     # watchfiles' `step` is the quiet time that ends a burst; `debounce` only
-    # caps how long one burst may be collected.
+    # caps how long one burst may be collected. `step` is also how long its
+    # loop sleeps between polls: 0 (`--debounce 0`) spun a core at 100% while
+    # idle, so it is never less than MIN_STEP_MS.
     watcher = watchfiles.watch(
-        repo.root, watch_filter=keep, step=debounce_ms, debounce=max(10 * debounce_ms, 2000),
+        repo.root, watch_filter=keep, step=max(debounce_ms, MIN_STEP_MS), debounce=max(10 * debounce_ms, 2000),
         stop_event=stop, yield_on_timeout=True, rust_timeout=200,
     )
     for changes in watcher:

@@ -55,6 +55,22 @@ def test_watch_rerenders_dependent_and_debounces_a_burst(tmp_repo, run_log):
     assert [v.change for v in repo.record("src.txt").versions] == ["imported", "edited"]
 
 
+def test_watch_debounce_0_does_not_spin(tmp_repo, monkeypatch):
+    """`--debounce 0` is allowed; the watcher's poll sleep is never 0 (a
+    busy loop at 100% CPU while nothing changes)."""
+    import watchfiles
+
+    asked = {}
+
+    def fake_watch(*args, **kwargs):
+        asked.update(kwargs)
+        return iter(())
+
+    monkeypatch.setattr(watchfiles, "watch", fake_watch)
+    watch(tmp_repo.gen({}), lambda c: None, debounce_ms=0)
+    assert asked["step"] >= 10
+
+
 def _git(cwd, *args):
     subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
                    env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"})
