@@ -70,6 +70,7 @@ def run_cycle(repo: Repository, sources: list[str], config_changed: bool, slots:
     if config_changed:
         repo.__dict__.pop("config", None)  # re-read it, and the generators it declares
         repo.__dict__.pop("_generators", None)
+        repo.config  # a config that no longer parses is reported now, not when a render first needs it
         targets = None
     else:
         # Every changed source's dependents, recorded by this cycle or not (a

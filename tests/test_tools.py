@@ -71,6 +71,18 @@ def test_watch_debounce_0_does_not_spin(tmp_repo, monkeypatch):
     assert asked["step"] >= 10
 
 
+def test_watch_reports_a_config_that_no_longer_parses(tmp_repo):
+    """A save of config.toml that breaks it is reported in that cycle (it
+    was only read, and the error shown, when a render first needed it)."""
+    from lattice.watch import _guarded_cycle
+
+    repo = tmp_repo.gen({})
+    with open(repo.dir / "config.toml", "a") as f:
+        f.write("this is [ not toml\n")
+    cycle = _guarded_cycle(repo, [], True, None, None, 0)
+    assert "config.toml" in cycle.error
+
+
 def _git(cwd, *args):
     subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True,
                    env={**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@x"})
