@@ -36,6 +36,11 @@ class Target:
     asset: str | None  # its asset name when it is recorded in the project
 
 
+def _through_link(out) -> UnsafePath:
+    return UnsafePath(f"-o {out}: is a symbolic link; an export never writes through one",
+                      hint="remove the link or name another output")
+
+
 def _check_name_lengths(out: str, parts, beside: str = "") -> None:
     if any(len(part.encode()) > NAME_MAX for part in parts):
         raise InvalidInput(f"-o {out}: a name{beside} is longer than the {NAME_MAX} bytes a file system allows",
@@ -58,8 +63,7 @@ def resolve_target(repo: Repository, out: str | None, source: str, fmt: str, cwd
     path = Path(os.path.normpath(cwd / out))
     _check_name_lengths(out, path.parts[1:])  # before any stat, which fails on such a name
     if path.is_symlink():
-        raise UnsafePath(f"-o {out}: is a symbolic link; an export never writes through one",
-                         hint="remove the link or name another output")
+        raise _through_link(out)
     parent = Path(os.path.realpath(path.parent))
     root = Path(os.path.realpath(repo.root))
     final = parent / path.name
@@ -392,8 +396,7 @@ def place_frames(repo: Repository, tmp: Path, out: Path, old: Path, *, source: s
     root = Path(os.path.realpath(repo.root))
     with repo.index:
         if os.path.islink(out):
-            raise UnsafePath(f"-o {out}: is a symbolic link; an export never writes through one",
-                             hint="remove the link or name another output")
+            raise _through_link(out)
         _check_frames_dir(repo, out, str(out), source, root, root)
         _check_sidecar(repo, out, str(out), source, "frames", root)
         if os.path.lexists(out):
@@ -409,8 +412,9 @@ def stale_export_records(rows: Iterable[tuple[str, int, int, int]]) -> list[tupl
     Index.export_rows gives them) that no export may replace unasked any
     more: the file is gone from its folder, or it is not what the export
     wrote (the user replaced or edited it). A record whose folder is
-    missing is kept: that may be a disk not mounted now. One lstat per record: gc asks, not each export (an export to a
-    path replaces that path's record)."""
+    missing is kept: that may be a disk not mounted now. One lstat per
+    record: gc asks, not each export (an export to a path replaces that
+    path's record)."""
     stale = []
     for row in rows:
         path, size, mtime_ns, ino = row

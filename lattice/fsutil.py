@@ -487,3 +487,15 @@ def signals_deferred() -> Iterator[None]:
                 handler(caught[0], None)
             elif handler == signal.SIG_DFL:
                 os.kill(os.getpid(), caught[0])
+
+
+def disk_full(path: Path, room: int = 1) -> bool:
+    """The filesystem holding `path` (a file or folder) has less than `room`
+    bytes left for this process (root may use the reserved blocks); False
+    where that cannot be told."""
+    try:
+        st = os.statvfs(path if os.path.isdir(path) else os.path.dirname(path) or ".")
+    except OSError:
+        return False
+    free = st.f_bfree if os.geteuid() == 0 else st.f_bavail
+    return free * st.f_frsize < room

@@ -94,12 +94,18 @@ def read_only_copy(path: Path) -> ReadOnlyCopy:
         raise
 
 
+# SQLite's I/O errors are taken for a full disk below this much room: growing
+# a -shm file takes 32 KiB, a WAL frame a page.
+SQLITE_ROOM = 256 * 1024
+
+
 def storage_failure(e: sqlite3.Error, path: Path | str | None = None):
     """The LatticeError for SQLite errors that mean the disk is full, failing
     or read-only, not that the database is damaged: WriteRefused (exit 13)
     for a full disk or a file or folder lattice may not write, exit 1 for an
     I/O error; None for any other error."""
     from lattice.errors import LatticeError, WriteRefused
+    from lattice.fsutil import disk_full
 
     name = getattr(e, "sqlite_errorname", "") or ""
     where = f"{path}: " if path else ""
@@ -110,30 +116,12 @@ def storage_failure(e: sqlite3.Error, path: Path | str | None = None):
         return WriteRefused(f"{where}could not write the database: it is read-only ({e})",
                             hint="give yourself write permission on .lattice/ and the files in it, then run the command again")
     if name.startswith("SQLITE_IOERR"):
-        if path is not None and _disk_full(Path(path)):  # e.g. the -shm file could not grow
+        if path is not None and disk_full(Path(path), SQLITE_ROOM):  # e.g. the -shm file could not grow
             return WriteRefused(f"{where}could not read or write the database: no space left on the disk ({e})",
                                 hint="free some space (`lattice gc` evicts outputs that can be re-made), then run the command again")
         return LatticeError(f"{where}could not read or write the database ({e})",
                             hint="check free space and the disk, then run the command again")
     return None
-
-
-# Less free space than this, and SQLite's I/O errors are taken for a full
-# disk: growing a -shm file takes 32 KiB, a WAL frame a page.
-FULL_BELOW = 256 * 1024
-
-
-def _disk_full(path: Path) -> bool:
-    """The filesystem holding `path` (a database or its folder) has no room
-    left for this process (root may use the reserved blocks)."""
-    import os
-
-    try:
-        st = os.statvfs(path if path.is_dir() else path.parent)
-    except OSError:
-        return False
-    free = st.f_bfree if os.geteuid() == 0 else st.f_bavail
-    return free * st.f_frsize < FULL_BELOW
 
 
 def failing_database(start: Path) -> Path | None:

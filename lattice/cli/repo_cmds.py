@@ -149,18 +149,11 @@ def cat(
         sys.stdout.buffer.flush()
     except OSError as e:
         # No file named, and room where the repository is: it was our output.
-        if e.filename is None and _has_room(repo.dir):
+        from lattice.fsutil import disk_full
+
+        if e.filename is None and not disk_full(repo.dir):
             raise output_refused(e) or e
         raise
-
-
-def _has_room(folder) -> bool:
-    import os
-
-    try:
-        return os.statvfs(folder).f_bavail > 0
-    except OSError:
-        return False
 
 
 def checkout(
