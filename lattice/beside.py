@@ -18,9 +18,7 @@ import marshal
 import os
 import signal
 import sys
-from typing import Callable, Generic, TypeVar
-
-T = TypeVar("T")
+from collections.abc import Callable
 
 
 def can_fork() -> bool:
@@ -34,11 +32,11 @@ def can_fork() -> bool:
     return (threading is None or threading.active_count() == 1) and len(os.sched_getaffinity(0)) > 1
 
 
-class Beside(Generic[T]):
+class Beside:
     """`with Beside(fn) as work: …; value = work.result()`. Leaving the block
     without the result stops and reaps the child."""
 
-    def __init__(self, fn: Callable[[], T]):
+    def __init__(self, fn: Callable[[], object]):
         self.fn = fn
         self.pid: int | None = None
         self.fd: int | None = None
@@ -71,7 +69,7 @@ class Beside(Generic[T]):
         os.close(w)
         self.pid, self.fd = pid, r
 
-    def result(self) -> T:
+    def result(self):
         if self.pid is None:
             return self.fn()
         with open(self.fd, "rb") as f:
@@ -90,7 +88,7 @@ class Beside(Generic[T]):
                 pass
         return self.fn()  # the child failed: here, its error is raised as usual
 
-    def __enter__(self) -> "Beside[T]":
+    def __enter__(self) -> Beside:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -6,8 +6,8 @@ already tracked, and a file named on the command line is added anyway."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 FILE = ".latticeignore"
 

@@ -9,7 +9,7 @@ change once re-rendered).
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from typing import Iterable
+from collections.abc import Iterable
 
 from lattice.errors import InvalidInput
 

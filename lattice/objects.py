@@ -13,12 +13,16 @@ import contextlib
 import errno
 import os
 import re
-from dataclasses import dataclass
+from collections import namedtuple
+from collections.abc import Iterator
 from pathlib import Path
-from typing import BinaryIO, Iterator
 
 from lattice.errors import ContentChanged, InvalidInput, RepositoryCorrupt
 from lattice.fsutil import TEMP_MARK, Writeback, fsync_dir, scratch_files, scratch_temp, write_all
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (3 ms of every start)
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 CHUNK = 1 << 20
 # From this size on, raw content is copied inside the kernel and hashed from
@@ -34,13 +38,11 @@ WORTH_COMPRESSING = 0.9
 ZSTD_LEVEL = 3
 
 
-@dataclass(frozen=True)
-class StoredObject:
-    oid: str
-    size: int  # bytes of content
-    stored: int  # bytes on disk
-    compressed: bool
-    new: bool  # False when the object was already in the store
+# What a put stored: oid, bytes of content (size) and on disk (stored),
+# whether zstd was used (compressed), and whether the object was not already
+# in the store (new). collections' namedtuple: `status` loads this module,
+# and dataclasses (with typing and inspect) would cost it 5 ms.
+StoredObject = namedtuple("StoredObject", "oid size stored compressed new")
 
 
 def check_oid(oid: str) -> str:

@@ -17,7 +17,8 @@ from __future__ import annotations
 import functools
 import os
 import time
-from typing import Iterator, NamedTuple
+from collections import namedtuple
+from collections.abc import Iterator
 
 from lattice.repo import Repository
 
@@ -28,9 +29,8 @@ PRESENT_LISTING_FROM = 256
 PORCELAIN = {"modified": " M", "outdated": " O", "stale": " S", "evicted": " E", "missing": " D", "new": "??"}
 
 
-class Entry(NamedTuple):
-    path: str
-    state: str
+# collections' namedtuple, not typing's: typing costs 3 ms of status's start
+Entry = namedtuple("Entry", "path state")
 
 
 def status(repo: Repository, untracked: bool = True) -> list[Entry]:

@@ -22,7 +22,7 @@ import marshal
 import os
 import stat
 import time
-from typing import Collection
+from collections.abc import Collection
 
 from lattice import __version__, ignore
 from lattice.fsutil import stamp

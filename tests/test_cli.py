@@ -178,3 +178,17 @@ def test_worker_second_ctrl_c_hands_the_running_job_back_and_exits_130(tmp_repo)
     assert "worker: stopping; handing running jobs back to the queue" in err and err.splitlines()[-1] == "interrupted"
     job = run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json[0]
     assert (job["state"], job["attempts"]) == ("queued", 0)
+
+
+@pytest.mark.parametrize("args", [("status",), ("status", "--porcelain"), ("ls",), ("--version",)])
+def test_quick_commands_start_without_heavy_modules(tmp_repo, args):
+    """Start-up is most of a no-op `status`: the quick commands import no
+    msgspec, pygit2, typer or rich, and not even `typing` (3 ms)."""
+    (tmp_repo.root / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"x" * 64)
+    ok(tmp_repo, "add", "a.png")
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "lattice", *args],
+                          cwd=tmp_repo.root, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    loaded = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "lattice.cli.entry" in loaded  # the report is read, not empty
+    assert not loaded & {"typing", "msgspec", "pygit2", "typer", "rich", "tomlkit", "zstandard", "imageio_ffmpeg"}, proc.stderr[-3000:]

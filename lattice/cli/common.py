@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 
 class Options:
@@ -141,7 +140,7 @@ def say(text: str = "", err: bool = False) -> None:
         echo(text, err)
 
 
-def emit_json(obj: Any) -> None:
+def emit_json(obj: object) -> None:
     """One JSON document on stdout (dataclasses and msgspec structs welcome)."""
     import msgspec
 
@@ -152,7 +151,7 @@ def emit_json(obj: Any) -> None:
         raise output_refused(e) or e
 
 
-def _enc(obj: Any) -> Any:
+def _enc(obj: object) -> object:
     if isinstance(obj, Path):
         return str(obj)
     if isinstance(obj, (set, frozenset)):
