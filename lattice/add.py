@@ -134,6 +134,8 @@ def add(
             stored = repo.objects.put_file(path, compress=False if is_compressed(name) else None, durable=not batch, st=st)
         return stored, st
 
+    if batch:
+        _import_meanwhile("pygit2", "tomli_w")
     # Objects first, outside the lock: writing them is safe concurrently, and
     # until a manifest names them they are just unreferenced blobs. On
     # threads: each waits on the filesystem to create its file, not on the CPU.
@@ -205,6 +207,24 @@ def add(
         index.set_stat(stat_updates)
     _warn_unreadable([(r.path, facts[r.path]) for r in results if r.status != "unchanged" and r.path in facts])
     return results
+
+
+def _import_meanwhile(*modules: str) -> None:
+    """Import what the end of a large add needs (the history commit's pygit2,
+    the manifest's TOML writer: 30-60 ms) on a thread, while this one waits
+    on the disk for the objects. An import that fails is left to fail again
+    where the module is used, with that place's message."""
+    import importlib
+    import threading
+
+    def load() -> None:
+        for module in modules:
+            try:
+                importlib.import_module(module)
+            except Exception:
+                pass
+
+    threading.Thread(target=load, name="lattice-imports", daemon=True).start()
 
 
 def _warn_unreadable(added: list[tuple[str, object]]) -> None:
