@@ -208,17 +208,37 @@ def require_unedited(repo: Repository, name: str) -> None:
 # -- running ----------------------------------------------------------------
 
 
-def submit(repo: Repository, steps: list[Step], priority: str = "normal", detached: bool = False, *,
-           asked: list[int] | None = None) -> Submitted:
-    """Queue `steps` as jobs. `detached`: for `lattice worker` to run (`--detach`),
-    not for this process to wait for. Nothing is queued when a step's
-    generator is refused (an unapproved command). Each job's id is also
-    appended to `asked` as it is queued: a command that waits for them
-    queues them inside `abandoning(repo, asked, ...)`, so that a Ctrl-C or
-    an error halfway gives up the jobs queued so far."""
+def submit(repo: Repository, steps: list[Step], priority: str = "normal", *, waiting: bool = False,
+           asked: list[int] | None = None, command: str | None = None) -> Submitted:
+    """Queue `steps` as jobs, each after the jobs of the steps it reads.
+    Nothing is queued when a step's generator is refused (an unapproved
+    command).
+
+    `waiting`: this process waits for the jobs (run_until_done) and asks
+    for them only while it lives. Each job's id is appended to `asked` as
+    it is queued: a command that waits queues them inside
+    `abandoning(repo, asked, ...)`, so that a Ctrl-C or an error halfway
+    gives up the jobs queued so far.
+
+    Without it the jobs are left for `lattice worker` (`--detach`, a script
+    that submits and exits) -- once all of them are queued: a Ctrl-C or an
+    error halfway gives up those queued so far, recorded as cancelled by
+    `command`, as a waiting command's would (and a kill leaves them to the
+    next worker to cancel), so that no part of a plan is left to run
+    unannounced."""
+    q = queue_of(repo)
+    if waiting:
+        return _queue(repo, q, steps, priority, asked)
+    with abandoning(repo, [], command) as ids:
+        out = _queue(repo, q, steps, priority, ids)
+        q.detach(ids)
+    return out
+
+
+def _queue(repo: Repository, q, steps: list[Step], priority: str, asked: list[int] | None) -> Submitted:
+    """Queue `steps` for this process to wait for (see submit)."""
     from lattice.history import head_branch
 
-    q = queue_of(repo)
     reg = None
     out = Submitted(steps)
     branch = head_branch(repo) or ""
@@ -256,7 +276,7 @@ def submit(repo: Repository, steps: list[Step], priority: str = "normal", detach
             slot=slot,
             timeout=timeout,
             estimate_key=_estimate_key(step),
-            detached=detached,
+            waiting=True,
         )
         out.jobs[step.name] = job.id
         if asked is not None:
@@ -287,12 +307,13 @@ def run_until_done(
     job_ids: list[int],
     slots: int | None = None,
     on_poll: Callable[[list], None] | None = None,
-    command: str = "lattice",
+    command: str | None = None,
 ) -> list:
     """Run an inline worker pool over `job_ids` (and nothing else) until every
     one is finished, calling `on_poll(jobs)` as they progress. Returns the
     finished jobs. On Ctrl-C (or an error) the command, named `command` in
-    the queue's record, stops waiting: its jobs are cancelled, so that an
+    the queue's record (the command the user ran, `lattice checkout`; None:
+    "process"), stops waiting: its jobs are cancelled, so that an
     interrupted render is not picked up later by a stranger -- except those
     another live command or a detached submission still asks for, which are
     left to it (lattice.queue's `abandon`)."""
@@ -355,7 +376,7 @@ def run_until_done(
 
 
 @contextlib.contextmanager
-def abandoning(repo: Repository, job_ids: list[int], command: str) -> Iterator[list[int]]:
+def abandoning(repo: Repository, job_ids: list[int], command: str | None) -> Iterator[list[int]]:
     """On Ctrl-C or an error inside, this process gives up `job_ids` (read
     when it happens: a list the block fills as it queues them), as
     run_until_done does once it runs: between queueing the jobs and
@@ -379,7 +400,7 @@ def run_job(repo: Repository, type: str, payload: dict, command: str,
 
     q = queue_of(repo)
     with abandoning(repo, [], command) as asked:  # a Ctrl-C before it runs leaves no job behind
-        asked.append(q.submit(type, payload, **options).id)
+        asked.append(q.submit(type, payload, waiting=True, **options).id)
         [done] = run_until_done(repo, asked, on_poll=on_poll, command=command)
     if done.state != "succeeded":
         raise job_failed(done.exit_code, f"{type} job {done.id} {done.state}: {done.error or ''}".strip(),
@@ -394,7 +415,7 @@ def _abandoned(e: BaseException) -> BaseException:
     return e
 
 
-def _abandon(q, job_ids: list[int], reason: str, command: str) -> None:
+def _abandon(q, job_ids: list[int], reason: str, command: str | None) -> None:
     """Give up `job_ids` in queue `q` (or a function that opens it), saying
     what is left to others; a queue that cannot take it is only warned of."""
     from lattice.errors import warn

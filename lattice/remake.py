@@ -21,11 +21,13 @@ class Evicted(InvalidInput):
 
 
 def ensure_present(repo: Repository, name: str, number: int | None = None, *, regen: bool = True,
-                   notify: Callable[[str], None] | None = None) -> list[str]:
+                   notify: Callable[[str], None] | None = None, command_name: str | None = None) -> list[str]:
     """Make the output of `name` at version `number` (default: current)
-    present, re-making it and any evicted inputs through the queue first.
-    Returns the "name@vN" re-made. With regen=False refuses instead, naming
-    the command that would re-make it."""
+    present, re-making it and any evicted inputs through the queue first,
+    waiting for them as `command_name` (the command the user ran: `lattice
+    checkout`), which a Ctrl-C records as the canceller of the jobs it gives
+    up. Returns the "name@vN" re-made. With regen=False refuses instead,
+    naming the command that would re-make it."""
     record = repo.record(name)
     v = record.version(number)
     if repo.objects.has(v.object):
@@ -55,13 +57,13 @@ def ensure_present(repo: Repository, name: str, number: int | None = None, *, re
     q = queue_of(repo)
     ids: dict[str, int] = {}
     # A Ctrl-C halfway through queueing the chain leaves none of it behind.
-    with abandoning(repo, [], "lattice") as order:
+    with abandoning(repo, [], command_name) as order:
         for n, k, deps in chain:
             job = q.submit("gc", {"op": "restore", "root": str(repo.root), "name": n, "version": k},
-                           key=f"restore:{n}@v{k}", deps=[ids[d] for d in deps], priority="high")
+                           key=f"restore:{n}@v{k}", deps=[ids[d] for d in deps], priority="high", waiting=True)
             ids[f"{n}@v{k}"] = job.id
             order.append(job.id)
-        finished = run_until_done(repo, order)
+        finished = run_until_done(repo, order, command=command_name)
     for job in finished:
         if job.state != "succeeded":
             raise job_failed(job.exit_code, f"re-making {spec} failed: {job.error or job.state}",
@@ -182,9 +184,10 @@ def copy_working_file(repo: Repository, name: str, oid: str, out: BinaryIO) -> i
     return total
 
 
-def ensure_inputs(repo: Repository, recipe, notify: Callable[[str], None] | None = None, made_by: Container[str] = ()) -> list[str]:
+def ensure_inputs(repo: Repository, recipe, notify: Callable[[str], None] | None = None, made_by: Container[str] = (),
+                  command_name: str | None = None) -> list[str]:
     """Make the input objects a recipe names present, re-making those gc
-    evicted (ensure_present) before a job that reads them is queued: the
+    evicted (ensure_present, as `command_name`) before a job that reads them is queued: the
     job itself could only fail. Inputs in `made_by` (made by earlier steps
     of the same plan) are left to those steps. Returns the "name@vN" re-made.
     Read-only: nothing can be stored, so nothing is done here; the render
@@ -198,7 +201,7 @@ def ensure_inputs(repo: Repository, recipe, notify: Callable[[str], None] | None
             continue
         numbers = [v.number for v in repo.record(parent).versions if v.object == oid]
         if numbers:  # else the job names the missing input
-            made += ensure_present(repo, parent, numbers[-1], notify=notify)
+            made += ensure_present(repo, parent, numbers[-1], notify=notify, command_name=command_name)
     return made
 
 

@@ -83,7 +83,7 @@ def run_cycle(repo: Repository, sources: list[str], config_changed: bool, slots:
     cycle.outcomes = list(skipped)
     if steps:
         with abandoning(repo, [], "lattice watch") as asked:  # a stop before they run leaves none behind
-            sub = submit(repo, steps, asked=asked)
+            sub = submit(repo, steps, waiting=True, asked=asked)
             finished = run_until_done(repo, list(sub.jobs.values()), slots=slots, on_poll=on_poll, command="lattice watch")
         cycle.outcomes = outcomes(steps, sub.jobs, finished) + cycle.outcomes
     return cycle

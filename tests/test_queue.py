@@ -501,11 +501,14 @@ def test_a_cancel_records_who_and_why(tmp_path):
     assert q.retry([interrupted.id])[0].cancelled_by is None  # queued again: no longer cancelled by anyone
 
 
-def _ask(db: Path, key: str, *, stay: bool) -> tuple[int, subprocess.Popen]:
+def _ask(db: Path, key: str, *, stay: bool, waiting: bool = True) -> tuple[int, subprocess.Popen]:
     """Another process submits a job with `key` (joining ours): (the job's
-    id, the process), which stays alive until its stdin closes if `stay`."""
+    id, the process), which stays alive until its stdin closes if `stay`.
+    `waiting`: it submits as a command that waits for the job (`lattice
+    gen`); else as a script that only submits, with the library's defaults."""
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    p = subprocess.Popen([sys.executable, __file__, "ask", str(db), key, "stay" if stay else "go"], env=env,
+    p = subprocess.Popen([sys.executable, __file__, "ask", str(db), key, "stay" if stay else "go",
+                          "waiting" if waiting else "plain"], env=env,
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     job = int(p.stdout.readline())
     if not stay:
@@ -521,12 +524,12 @@ def test_a_command_that_stops_waiting_leaves_jobs_others_still_ask_for(tmp_path)
     from lattice.queue import canceller
 
     q = open_queue(tmp_path)
-    upstream = q.submit("image", {})
-    shared = q.submit("image", {}, key="shared", deps=[upstream.id])
-    orphan = q.submit("image", {}, key="orphan")
-    detached = q.submit("image", {}, key="detached")
-    alone = q.submit("image", {})
-    assert q.submit("image", {}, key="detached", detached=True).id == detached.id  # `gen --detach` joins it
+    upstream = q.submit("image", {}, waiting=True)
+    shared = q.submit("image", {}, key="shared", deps=[upstream.id], waiting=True)
+    orphan = q.submit("image", {}, key="orphan", waiting=True)
+    detached = q.submit("image", {}, key="detached", waiting=True)
+    alone = q.submit("image", {}, waiting=True)
+    assert q.submit("image", {}, key="detached").id == detached.id  # `gen --detach` joins it
     joined, live = _ask(q.path, "shared", stay=True)
     assert _ask(q.path, "orphan", stay=False)[0] == orphan.id  # it asked, then exited
     assert joined == shared.id
@@ -553,9 +556,9 @@ def test_abandon_cancels_a_joined_job_that_waits_on_a_newer_one(tmp_path):
     from lattice.queue import canceller
 
     q = open_queue(tmp_path)
-    older = q.submit("image", {}, key="y")
-    newer = q.submit("image", {}, key="x")
-    assert q.submit("image", {}, key="y", deps=[newer.id]).id == older.id
+    older = q.submit("image", {}, key="y", waiting=True)
+    newer = q.submit("image", {}, key="x", waiting=True)
+    assert q.submit("image", {}, key="y", deps=[newer.id], waiting=True).id == older.id
     assert q.get(older.id).deps == (newer.id,)
     assert q.abandon([older.id, newer.id], by=canceller("interrupted", "lattice regen")) == ([older.id, newer.id], [])
     for job in (q.get(older.id), q.get(newer.id)):
@@ -575,7 +578,7 @@ def test_an_asker_killed_and_not_yet_reaped_does_not_keep_a_job(tmp_path):
     from lattice.queue import canceller
 
     q = open_queue(tmp_path)
-    mine = q.submit("image", {}, key="shared")
+    mine = q.submit("image", {}, key="shared", waiting=True)
     joined, other = _ask(q.path, "shared", stay=True)
     assert joined == mine.id
     other.kill()  # not waited for: a zombie until reaped
@@ -598,13 +601,39 @@ def test_a_worker_cancels_the_jobs_of_a_command_killed_outright(tmp_path):
     q = open_queue(tmp_path)
     gone, _ = _ask(q.path, "gone", stay=False)
     kept, _ = _ask(q.path, "detached", stay=False)
-    q.submit("image", {}, key="detached", detached=True)
+    q.submit("image", {}, key="detached")  # as `gen --detach`, or a script
     upstream, _ = _ask(q.path, "upstream", stay=False)
     mine = q.submit("image", {}, deps=[upstream])
     make_pool(q).run(once=True)
     job = q.get(gone)
     assert job.state == "cancelled" and "every command that asked for it was gone" in job.error
     assert [q.get(i).state for i in (kept, upstream, mine.id)] == ["succeeded"] * 3
+
+
+def test_a_script_that_submits_and_exits_leaves_its_job_to_a_worker(tmp_path):
+    """A plug-in or script that calls `JobQueue.submit()` with the library's
+    defaults and exits without waiting has its job run by the next worker.
+    Before, submit recorded it as a waiting asker, so the worker cancelled
+    the job as orphaned the moment the script was gone."""
+    q = open_queue(tmp_path)
+    left, _ = _ask(q.path, "script", stay=False, waiting=False)
+    make_pool(q).run(once=True)
+    job = q.get(left)
+    assert (job.state, job.cancelled_by) == ("succeeded", None), job.error
+
+
+def test_detach_leaves_a_waited_job_to_a_worker(tmp_path):
+    """A process that queued a job to wait for it can leave it to a worker
+    after all (`detach`, as `gen --detach` does once all its jobs are
+    queued): its Ctrl-C then cancels nothing, and the job runs after it is gone."""
+    from lattice.queue import canceller
+
+    q = open_queue(tmp_path)
+    mine = q.submit("image", {}, waiting=True)
+    q.detach([mine.id])
+    assert q.abandon([mine.id], by=canceller("interrupted", "lattice gen")) == ([], [mine.id])
+    make_pool(q).run(once=True)
+    assert q.get(mine.id).state == "succeeded"
 
 
 def test_the_same_key_queued_twice_runs_once(tmp_path):
@@ -839,10 +868,12 @@ def _worker_main(argv: list[str]) -> None:
         pool.run(once=args.once)
 
 
-def _ask_main(db: str, key: str, stay: str) -> None:
-    """Submit a job with `key` as a separate command would, print its id;
-    with "stay", wait until stdin closes."""
-    job = JobQueue(db).submit("image", {}, key=key)
+def _ask_main(db: str, key: str, stay: str, how: str) -> None:
+    """Submit a job with `key` as a separate command would ("waiting") or
+    as a script with the library's defaults ("plain"), print its id; with
+    "stay", wait until stdin closes."""
+    q = JobQueue(db)
+    job = q.submit("image", {}, key=key, waiting=True) if how == "waiting" else q.submit("image", {}, key=key)
     print(job.id, flush=True)
     if stay == "stay":
         sys.stdin.read()
@@ -851,4 +882,4 @@ def _ask_main(db: str, key: str, stay: str) -> None:
 if __name__ == "__main__" and sys.argv[1:2] == ["worker"]:
     _worker_main(sys.argv[2:])
 if __name__ == "__main__" and sys.argv[1:2] == ["ask"]:
-    _ask_main(*sys.argv[2:5])
+    _ask_main(*sys.argv[2:6])

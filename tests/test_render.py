@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 
 import pytest
 
@@ -656,6 +657,52 @@ def test_ctrl_c_halfway_through_queueing_cancels_the_jobs_queued_so_far(tmp_repo
     assert job["state"] == "cancelled" and job["cancelled_by"]["command"] == "lattice regen", job
     assert run_cli("worker", "--once", cwd=tmp_repo.root).code == 0
     assert tmp_repo.record("a.txt").current.number == 1
+
+
+_SIGNAL_WHILE_QUEUEING = """
+import os, signal, sys, time
+from lattice.queue import JobQueue
+from lattice.cli.entry import run
+submit, calls = JobQueue.submit, []
+
+def submit_signalled(self, *a, **k):  # the signal arrives as the second job is about to be queued
+    calls.append(1)
+    if len(calls) == 2:
+        os.kill(os.getpid(), getattr(signal, os.environ["SIG"]))
+        time.sleep(5)
+    return submit(self, *a, **k)
+
+JobQueue.submit = submit_signalled
+sys.exit(run())  # as the `lattice` script: sys.argv[1:] are its arguments
+"""
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGKILL"])
+def test_ctrl_c_halfway_through_a_detached_submission_leaves_no_job_behind(tmp_repo, run_log, sig):
+    """`regen a.txt --detach` queues a.txt's job, then its dependent
+    b.txt's. A Ctrl-C between the two gives up the first, as the same
+    command's Ctrl-C without --detach does (cancelled by `lattice regen`),
+    and a kill leaves it to the next worker to cancel: the jobs go to the
+    worker only once all are queued. Before, the first stayed queued with
+    its id never shown, and a worker made half the change."""
+    gen(tmp_repo, "a.txt", "--model", "test.text", "--seed", "1")
+    gen(tmp_repo, "b.txt", "--model", "test.join", "--input", "a.txt", "--seed", "1")
+    proc = subprocess.Popen([sys.executable, "-c", _SIGNAL_WHILE_QUEUEING, "regen", "a.txt", "--seed", "2", "--detach"],
+                            cwd=tmp_repo.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "SIG": sig})
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == {"SIGINT": 130, "SIGKILL": -9}[sig] and "Traceback" not in err, err
+    assert "queued job" not in out, out
+    [job] = [j for j in run_cli("queue", "ls", "--all", "--json", cwd=tmp_repo.root).json if j["state"] != "succeeded"]
+    if sig == "SIGINT":
+        assert job["state"] == "cancelled", job
+        assert (job["cancelled_by"]["command"], job["cancelled_by"]["reason"]) == ("lattice regen", "interrupted")
+    assert run_cli("worker", "--once", cwd=tmp_repo.root).code == 0
+    job = run_cli("queue", "show", str(job["id"]), "--json", cwd=tmp_repo.root).json
+    assert job["state"] == "cancelled", job  # killed: by the worker, as nobody asks for it
+    fresh = Repository.find(tmp_repo.root)
+    assert [len(fresh.record(n).versions) for n in ("a.txt", "b.txt")] == [1, 1]
+    assert run_cli("render", "--check", cwd=tmp_repo.root).code == 0
 
 
 def test_a_queue_that_cannot_take_the_cancel_is_warned_of_not_a_traceback(tmp_repo, monkeypatch):

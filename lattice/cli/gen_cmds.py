@@ -54,10 +54,12 @@ def _execute(repo, steps, skipped=(), *, command: str, priority="normal", detach
         elif step.action == "remake":
             recipe = repo.record(step.name).current.recipe
         if step.action in ("generate", "update", "remake") and recipe is not None:
-            ensure_inputs(repo, recipe, notify=lambda m: echo(m, err=True), made_by=planned)
+            ensure_inputs(repo, recipe, notify=lambda m: echo(m, err=True), made_by=planned, command_name=command)
     results = list(skipped)
     if detach:
-        submitted = submit(repo, steps, priority=priority, detached=True) if steps else None
+        # Left to `lattice worker` once all are queued; a Ctrl-C halfway
+        # gives up those queued so far (as `command`), as without --detach.
+        submitted = submit(repo, steps, priority=priority, command=command) if steps else None
         ids = submitted.jobs if submitted else {}
         if json:
             emit_json([{"path": n, "job": j} for n, j in ids.items()])
@@ -69,7 +71,7 @@ def _execute(repo, steps, skipped=(), *, command: str, priority="normal", detach
         # From the first job queued: a Ctrl-C before the jobs run (the
         # display, the pool starting) gives them up as one while they run does.
         with abandoning(repo, [], command) as asked:
-            submitted = submit(repo, steps, priority=priority, asked=asked)
+            submitted = submit(repo, steps, priority=priority, waiting=True, asked=asked)
             with _Display(submitted, enabled=not json) as display:
                 finished = run_until_done(repo, list(submitted.jobs.values()), slots=jobs, on_poll=display.update, command=command)
         results = outcomes(steps, submitted.jobs, finished) + results

@@ -13,8 +13,12 @@ lease or an expired one. A job whose dependency fails or is cancelled fails
 too, naming the dependency, so nothing waits forever.
 
 A cancelled job records who cancelled it and why (`cancelled_by`). Each job
-records who asked for it (`askers`): a command that stops waiting
-(`abandon`) cancels only the jobs nobody else still asks for.
+records who asked for it (`askers`): a process that waits for it (`submit`
+with `waiting=True`, as the commands that run their jobs do), or a
+submission that leaves it to a worker (the default; `--detach`). A command
+that stops waiting (`abandon`) cancels only the jobs nobody else still asks
+for, and a worker cancels a job whose every waiting asker on this machine is
+dead rather than run it.
 """
 
 # The package's public surface, as `from lattice.queue import ...` used it when

@@ -91,6 +91,19 @@ class QueueAdmin:
             # dependency's cancel: _cancel fails dependents only after.
             return sorted(self._cancel(db, doomed, by)), kept
 
+    def detach(self, ids: Iterable[int | str]) -> None:
+        """This process, which asked for `ids` and waited (`submit(...,
+        waiting=True)`), leaves them to a worker instead, as a detached
+        submission does: nothing it does or suffers later cancels them.
+        `lattice gen --detach` queues its jobs waiting and detaches them once
+        all are queued, so that a Ctrl-C halfway leaves none of them behind."""
+        me = this_asker()
+        ids = sorted({_parse_id(i) for i in ids})
+        with self._tx() as db:
+            db.executemany("INSERT OR IGNORE INTO askers (job, asker) SELECT id, ? FROM jobs WHERE id=?",
+                           [(DETACHED, i) for i in ids])
+            db.executemany("DELETE FROM askers WHERE job=? AND asker=?", [(i, me) for i in ids])
+
     def _still_asked(self, db, job_id: int, live: dict[str, bool]) -> bool:
         """Whether a live asker wants `job_id` or an unfinished job that
         (transitively) waits on it. `live` caches each asker's answer."""

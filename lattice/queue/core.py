@@ -214,16 +214,22 @@ class JobQueue(QueueAdmin):
         max_retries: int | None = None,
         timeout: float | None = None,
         estimate_key: str | None = None,
-        detached: bool = False,
+        waiting: bool = False,
     ) -> Job:
         """Queue a job. If a job with the same `key` is queued or running,
         return it instead (raising its priority if this one is higher, and,
         while it is queued, adding `deps` to its own): the same recipe queued
         twice runs once, after everything either submitter waits for.
 
-        Either way the job records this process among its askers (`detached`:
-        a submission that leaves the job to a worker and does not wait), so
-        that a command that stops waiting (`abandon`) leaves it to the others."""
+        Either way the submission is recorded among the job's askers. By
+        default the job is left to a worker, as `lattice gen --detach`
+        leaves it: a script or plug-in may submit and exit, and the job
+        still runs. `waiting`: this process will wait for the job (an inline
+        pool, `wait`) and asks for it only while it lives: a Ctrl-C or an
+        error that stops it waiting (`abandon`) cancels the job unless
+        someone else still asks for it; if it dies without a word (`kill
+        -9`) the next worker cancels the job as orphaned (see claim) rather
+        than run it for no one; `detach` leaves it to a worker after all."""
         if type not in JOB_TYPES:
             raise QueueError(f"unknown job type {type!r}{closest(type, JOB_TYPES)}",
                              hint=f"job types are: {', '.join(JOB_TYPES)}")
@@ -241,7 +247,7 @@ class JobQueue(QueueAdmin):
             raise QueueError(f"job payload is not JSON: {e}") from None
         dep_ids = sorted({_parse_id(d) for d in deps})
         user, host = who()
-        asker = DETACHED if detached else this_asker()
+        asker = this_asker() if waiting else DETACHED
         prio = PRIORITIES.index(priority)
         with self._tx() as db:
             if key is not None:

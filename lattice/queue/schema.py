@@ -41,9 +41,10 @@ TYPE_DEFAULTS: dict[str, tuple[int, float | None]] = {
 RECLAIM_EVERY = 1.0  # seconds between looks for expired leases while jobs keep coming
 STDERR_TAIL = 4000  # characters of a failed job's stderr kept in the db
 SCHEMA_VERSION = 3  # 2: jobs.exit_code; 3: jobs.cancelled_by, askers
-# The asker that stands for a submission with `--detach` (or a job queued
-# before askers were recorded): work left for `lattice worker`, which no
-# other command's Ctrl-C takes away.
+# The asker that stands for a submission that does not wait: `--detach`, a
+# library call without `waiting` (a script that submits and exits), or a job
+# queued before askers were recorded: work left for `lattice worker`, which
+# no command's Ctrl-C takes away.
 DETACHED = "detached"
 
 _SCHEMA = """
@@ -87,7 +88,7 @@ CREATE TABLE IF NOT EXISTS deps (
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS deps_dep ON deps (dep);
 -- Who asked for a job and has not given up on it: "host:pid" of a command
--- waiting for it (gen, render, ...), or DETACHED. A command that stops
+-- waiting for it (gen, render, ...), or DETACHED (nobody waits: a worker runs it). A command that stops
 -- waiting cancels only the jobs no one else still asks for.
 CREATE TABLE IF NOT EXISTS askers (
     job INTEGER NOT NULL,
