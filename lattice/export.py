@@ -467,7 +467,7 @@ def export(repo: Repository, name: str, options: ExportOptions, out: str | None,
     from lattice.export_target import resolve_target
 
     target = resolve_target(repo, out, name, options.format, cwd, kind, force)
-    regenerated = ensure_present(repo, name, v.number, regen=regen, notify=notify)
+    regenerated = ensure_present(repo, name, v.number, regen=regen, notify=notify, command_name="lattice export")
     if target.asset is None:
         params["embed"] = json.dumps({"lattice": {"asset": name, "version": v.number, "object": v.object,
                                                   "recipe": msgspec.to_builtins(v.recipe) if v.recipe else None,

@@ -40,7 +40,7 @@ def verify(repo: Repository, name: str, notify=None) -> Verdict:
     if not recipe.deterministic:
         return Verdict(name, v.number, "not-deterministic", v.object)
     try:
-        ensure_inputs(repo, recipe, notify=notify)
+        ensure_inputs(repo, recipe, notify=notify, command_name="lattice verify")
         with generated_file(repo, recipe, extension(name)) as out:
             actual = hash_file(out)
     except WriteRefused:  # says nothing of the generator: this place cannot check it

@@ -127,7 +127,7 @@ def restore(repo: Repository, name: str, number: int, force: bool = False) -> Re
         from lattice.remake import ensure_inputs
         from lattice.render import produce
 
-        ensure_inputs(repo, old.recipe)  # its inputs may be evicted too
+        ensure_inputs(repo, old.recipe, command_name="lattice restore")  # its inputs may be evicted too
         oid, cached = produce(repo, old.recipe, extension(name))
         if oid != old.object:
             raise GeneratorFailed(

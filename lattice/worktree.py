@@ -264,26 +264,29 @@ def require_object(repo: Repository, name: str, oid: str) -> None:
     )
 
 
-def checkout(repo: Repository, names: Iterable[str], regen: bool = True, notify=None) -> list[str]:
+def checkout(repo: Repository, names: Iterable[str], regen: bool = True, notify=None,
+             command_name: str = "lattice checkout") -> list[str]:
     """Re-materialize the current version of each asset; returns the names written.
-    An output evicted by gc is re-made through the queue first (unless regen=False)."""
+    An output evicted by gc is re-made through the queue first (unless
+    regen=False), as `command_name`."""
     from lattice.remake import ensure_present
 
     done = []
     for name in names:
         record = repo.record(name)
         refuse_in_the_way(name, repo.working_path(name))  # before a re-make it would throw away
-        ensure_present(repo, name, None, regen=regen, notify=notify)
+        ensure_present(repo, name, None, regen=regen, notify=notify, command_name=command_name)
         materialize(repo, name, record.current.object, record.current.size, verify=True)
         done.append(name)
     return done
 
 
-def cat(repo: Repository, name: str, number: int | None, out: BinaryIO, regen: bool = True, notify=None) -> int:
+def cat(repo: Repository, name: str, number: int | None, out: BinaryIO, regen: bool = True, notify=None,
+        command_name: str = "lattice cat") -> int:
     """Write the bytes of `name` at version `number` (default: current) to
     `out`. An object the store lacks comes from the working file when it
     holds those bytes (stored back first where .lattice may be written),
-    else is re-made through the queue (refused where it may not)."""
+    else is re-made through the queue, as `command_name` (refused where it may not)."""
     from lattice.remake import copy_working_file, ensure_present
 
     record = repo.record(name)
@@ -292,7 +295,7 @@ def cat(repo: Repository, name: str, number: int | None, out: BinaryIO, regen: b
         written = copy_working_file(repo, name, version.object, out)
         if written is not None:
             return written
-    ensure_present(repo, name, version.number, regen=regen, notify=notify)
+    ensure_present(repo, name, version.number, regen=regen, notify=notify, command_name=command_name)
     require_object(repo, name, version.object)
     _touch(repo, version.object)
     return repo.objects.copy_to(version.object, out, limit=version.size, verify=True)

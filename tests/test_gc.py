@@ -252,6 +252,43 @@ def test_checkout_over_a_folder_in_the_way_refuses_before_re_making_anything(tmp
     assert len(run_log()) == runs  # nothing re-made
 
 
+_CTRL_C_WHILE_REMAKING = """
+import os, signal, sys, time
+import lattice_testgens
+from lattice.cli.entry import run
+real = lattice_testgens.Text.run
+
+def run_interrupted(self, ctx):  # the re-make runs; the user presses Ctrl-C
+    os.kill(os.getpid(), signal.SIGINT)
+    time.sleep(1)
+    return real(self, ctx)
+
+lattice_testgens.Text.run = run_interrupted
+sys.exit(run())  # as the `lattice` script: sys.argv[1:] are its arguments
+"""
+
+
+@pytest.mark.parametrize("command", ["checkout", "cat"])
+def test_ctrl_c_while_re_making_an_evicted_output_names_the_command(tmp_repo, command):
+    """The re-make's job, given up on Ctrl-C, records the command the user
+    ran as its canceller (`lattice queue show`). Before, it said "cancelled
+    by `lattice`", whatever the command was."""
+    gen(tmp_repo, "a.txt", word="one")
+    gc(tmp_repo, *EVERYTHING, "--include-current")
+    os.unlink(tmp_repo.root / "a.txt")
+    proc = subprocess.Popen([sys.executable, "-c", _CTRL_C_WHILE_REMAKING, command, "a.txt"], cwd=tmp_repo.root,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and err.endswith("interrupted\n") and "Traceback" not in err, err
+    [job] = [j for j in run_cli("queue", "ls", "--all", "--json", cwd=tmp_repo.root).json if j["type"] == "gc"
+             and j["state"] != "succeeded"]
+    assert job["state"] == "cancelled", job
+    by = job["cancelled_by"]
+    assert (by["command"], by["reason"], by["pid"]) == (f"lattice {command}", "interrupted", proc.pid)
+    shown = run_cli("queue", "show", str(job["id"]), cwd=tmp_repo.root).out
+    assert f"cancelled:  by `lattice {command}` (" in shown, shown
+
+
 def test_a_remade_output_with_another_hash_is_refused(tmp_repo):
     from lattice.errors import GeneratorFailed
     from lattice.remake import restore_object
