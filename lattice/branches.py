@@ -26,6 +26,7 @@ import msgspec
 
 from lattice import history
 from lattice.errors import Conflict, HistoryError, InvalidInput, RepositoryCorrupt, closest, command
+from lattice.paths import here
 from lattice.repo import JOURNAL, Repository
 
 
@@ -84,7 +85,7 @@ def create_branch(repo: Repository, name: str) -> str:
         g = history.open_git(repo)
         history.check_ref_name(g, name, "heads")
         if name in history.branches(g):
-            raise HistoryError(f"branch {name!r} already exists", hint=f"switch to it with {command('lattice switch', name)}")
+            raise HistoryError(f"branch {name!r} already exists", hint=f"switch to it with {command('lattice switch', name, paths=False)}")
         _refuse_shadowing(g, name, "branch")
         head = history.ensure_head(repo, g)
         g.references.create(f"refs/heads/{name}", head.id)
@@ -108,7 +109,7 @@ def delete_branch(repo: Repository, name: str, force: bool = False) -> Deleted:
         _require_branch(g, name)
         if name == history.current_branch(g):
             others = [b for b in history.branches(g) if b != name]
-            to = command("lattice switch", others[0]) if others else "`lattice branch NAME` creates one, `lattice switch NAME` switches to it"
+            to = command("lattice switch", others[0], paths=False) if others else "`lattice branch NAME` creates one, `lattice switch NAME` switches to it"
             raise Conflict(f"cannot delete branch {name!r}: it is the current branch",
                            hint=f"switch to another branch first ({to}), then delete it")
         ref = g.references[f"refs/heads/{name}"]
@@ -117,8 +118,8 @@ def delete_branch(repo: Repository, name: str, force: bool = False) -> Deleted:
         if unmerged and not force:
             commits = "1 commit" if unmerged == 1 else f"{unmerged} commits"
             raise Conflict(f"branch {name!r} is not merged: {commits} on it {'is' if unmerged == 1 else 'are'} on no other branch or tag",
-                           hint=f"merge it first ({command('lattice merge', name)} on the branch that should keep them), "
-                                f"or delete it and its commits with {command('lattice branch -D', name)}")
+                           hint=f"merge it first ({command('lattice merge', name, paths=False)} on the branch that should keep them), "
+                                f"or delete it and its commits with {command('lattice branch -D', name, paths=False)}")
         ref.delete()
         return Deleted(name, was, unmerged)
 
@@ -175,12 +176,12 @@ def _require_branch(g, name: str) -> None:
         if name in history.tags(g):  # a branch of its name would shadow it: not "create one"
             raise InvalidInput(
                 f"no branch named {name!r}: {name!r} is a tag, and only branches are switched to or deleted",
-                hint=f"`lattice branch` lists branches; {command('lattice diff', name, 'HEAD')} lists how the tag differs from here, "
-                     f"{command('lattice merge', name)} brings its changes into the current branch",
+                hint=f"`lattice branch` lists branches; {command('lattice diff', name, 'HEAD', paths=False)} lists how the tag differs from here, "
+                     f"{command('lattice merge', name, paths=False)} brings its changes into the current branch",
             )
         raise InvalidInput(
             f"no branch named {name!r}{closest(name, history.branches(g))}",
-            hint=f"`lattice branch` lists branches; {command('lattice branch', name)} creates one",
+            hint=f"`lattice branch` lists branches; {command('lattice branch', name, paths=False)} creates one",
         )
 
 
@@ -601,7 +602,7 @@ def _emptied_folders(repo: Repository, name: str, leaving: set[str], verb: str) 
     if others:
         more = f" and {len(others) - 5} more" if len(others) > 5 else ""
         raise Conflict(f"cannot {verb}: {name} would be a file, but {name}/ is a folder here holding {', '.join(sorted(others)[:5])}{more}",
-                       hint=f"nothing was changed; move what is in {name}/ aside, then run the command again")
+                       hint=f"nothing was changed; move what is in {here(name)}/ aside, then run the command again")
     return found[::-1]
 
 
@@ -689,7 +690,7 @@ def _refuse_file_and_folder(repo: Repository, blobs: dict, branch: str, into: st
         what = f"{theirs} is a file on {branch} and a folder on {into} ({ours})"
     raise Conflict(f"cannot merge {branch} into {into}: {what}; a name cannot be both",
                    hint="nothing was changed; lattice never removes an asset, so bring across what you need under other names "
-                        f"(`lattice gen`, `lattice add`); {command('lattice diff', into, branch)} lists how the two differ")
+                        f"(`lattice gen`, `lattice add`); {command('lattice diff', into, branch, paths=False)} lists how the two differ")
 
 
 def _refuse_cycles(repo: Repository, blobs: dict, records: dict, branch: str) -> None:

@@ -205,14 +205,22 @@ def closest(name: str, candidates, n: int = 3) -> str:
     return f" (did you mean: {', '.join(near)}?)" if near else ""
 
 
-def command(prefix: str, *names: str, options: str = "", after: str = "") -> str:
+def command(prefix: str, *names: str, options: str = "", after: str = "", paths: bool = True) -> str:
     """A command a hint suggests, in backticks: `prefix` (`lattice add`) with
     each name quoted for the shell (`'my shot.png'`), and `--` before the
     names when one starts with '-', so that it is never read as an option;
     `options` go after the names, or before the `--`; `after` (` > FILE`)
-    ends the line."""
+    ends the line. The names are asset names (`sub/a.png`, `sub/a.png@v2`),
+    written as paths from the folder the command runs in (`a.png` from
+    `sub/`, see lattice.paths.here), which is how every command reads the
+    paths it is given; `paths=False` for other names (a branch, a tag, a
+    commit, a path as the user typed it), written as they are."""
     import shlex
 
+    if paths:
+        from lattice.paths import here
+
+        names = tuple(here(n) for n in names)
     quoted = " ".join(shlex.quote(n) for n in names)
     opts = f" {options}" if options else ""
     if any(n.startswith("-") for n in names):

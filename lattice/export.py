@@ -256,7 +256,7 @@ class ExportGenerator(Generator):
         # its default would encode a still as one frame, or loop a clip.
         if params["source_kind"] != kind:
             raise InvalidInput(f"{name} is {'an' if kind[0] in 'aeiou' else 'a'} {kind}, but source_kind is {params['source_kind']}",
-                               hint=f"set source_kind={kind} (`lattice export {name}` sets it for you)")
+                               hint=f"set source_kind={kind} ({command('lattice export', name)} sets it for you)")
         check_source(name, kind, media, params)
 
     def run(self, ctx: RunContext) -> None:

@@ -253,13 +253,14 @@ def _absence(v, older: bool, how: str, detail: str) -> str:
 def _remedy(record, v, records: dict) -> str:
     """What the user can do about a needed version whose bytes are gone."""
     from lattice.errors import command
+    from lattice.paths import here
 
     name = record.path
     if v.number != len(record.versions):  # pinned
-        what = f"copy its file back to {name} and run `lattice fsck --repair`, or " if v.recipe is None else ""
+        what = f"copy its file back to {here(name)} and run `lattice fsck --repair`, or " if v.recipe is None else ""
         return f"{what}{command('lattice unpin', name)} (or pin another version)"
     if v.recipe is None:
-        return f"copy the file back to {name} and run `lattice fsck --repair` (its bytes are stored again when they match)"
+        return f"copy the file back to {here(name)} and run `lattice fsck --repair` (its bytes are stored again when they match)"
     moved = any(i in records and records[i].effective.object != o for i, o in zip(v.recipe.inputs, v.recipe.input_objects))
     if v.recipe.deterministic and moved:
         return f"{command('lattice render', name)} makes a new version from its inputs as they are now"

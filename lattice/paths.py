@@ -35,6 +35,35 @@ def shown(name: str) -> str:
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in raw)
 
 
+# The folder human-facing output names paths from, as the parts of its path
+# from the project root (none: the root). The CLI sets it to the folder a
+# command runs in (lattice.cli.common.repo_from_ctx); the library alone names
+# assets from the root, as --json and --porcelain always do.
+_shown_from: tuple[str, ...] = ()
+
+
+def show_paths_from(folder: str) -> None:
+    """Make here() name paths from `folder`, a path from the project root
+    (`sub/dir`; "" or "." for the root itself)."""
+    global _shown_from
+    _shown_from = tuple(p for p in folder.split("/") if p not in ("", "."))
+
+
+def here(name: str) -> str:
+    """An asset name (or `NAME@vN`, or any path from the project root) as a
+    path from the folder the command runs in, as `git status` names files
+    from a subfolder: `sub/a.png` is `a.png` from `sub/`, `top.png` is
+    `../top.png`. What a person reads or types back: status's lines, the
+    commands hints suggest. Unchanged at the root, and for an absolute path."""
+    if not _shown_from or name.startswith("/"):
+        return name
+    parts = name.split("/")
+    same = 0
+    while same < min(len(_shown_from), len(parts)) and parts[same] == _shown_from[same]:
+        same += 1
+    return "/".join([".."] * (len(_shown_from) - same) + parts[same:]) or "."
+
+
 def check_name(name: str, stored: bool = False) -> str:
     """Validate an asset name as stored in a manifest. (Runs once per asset
     per command, 10,000s of times: plain string tests, no Path objects.)
@@ -116,7 +145,7 @@ def check_creatable(root: Path, name: str, leaving: list[str] | set[str] | tuple
         p = Path(root, *parts[:i])
         if os.path.lexists(p) and not p.is_dir() and "/".join(parts[:i]) not in leaving:
             raise UnsafePath(f"{name}: {'/'.join(parts[:i])} is a file, so nothing can be created under it",
-                             hint=f"move {'/'.join(parts[:i])} aside, then run the command again")
+                             hint=f"move {here('/'.join(parts[:i]))} aside, then run the command again")
 
 
 def confine(root: Path, name: str) -> Path:
@@ -197,5 +226,5 @@ def asset_spec(repo, spec: str, cwd: Path) -> tuple[str, int | None]:
 
         # `sky.png@latest`, `sky.png@`: an asset, then no version number.
         raise InvalidInput(f"{spec!r}: {tail!r} is not a version" if tail else f"{spec!r}: the version is missing after '@'",
-                           hint=f"versions are written {head}@v1, {head}@v2, …; {command('lattice log', head)} lists them")
+                           hint=f"versions are written {head}@v1, {head}@v2, …; {command('lattice log', head, paths=False)} lists them")
     return name_for(repo.root, path, cwd, stored=True), number

@@ -11,6 +11,7 @@ from typing import BinaryIO, Callable, Container
 
 from lattice.catalog import touch
 from lattice.errors import GeneratorFailed, InvalidInput, RepositoryCorrupt, command, job_failed
+from lattice.paths import here
 from lattice.repo import Repository
 
 # -- bringing evicted outputs back -------------------------------------------------
@@ -37,7 +38,7 @@ def ensure_present(repo: Repository, name: str, number: int | None = None, *, re
         return []
     if v.recipe is None:  # read-only as well: only the original bytes bring it back
         raise RepositoryCorrupt(f"{spec}: its imported content {v.object[:12]} is missing from the store",
-                                hint=f"copy the original file to {name} and run the command again (lattice takes it back when its bytes match)")
+                                hint=f"copy the original file to {here(name)} and run the command again (lattice takes it back when its bytes match)")
     if repo.read_only:
         from lattice.errors import WriteRefused
 

@@ -398,7 +398,7 @@ def record_version(repo: Repository, name: str, recipe: Recipe, oid: str, change
         now = head_branch(repo) if branch else None
         if now is not None and now != branch:
             raise Superseded(f"{name}: queued on branch {branch}, but {now} is checked out now; nothing recorded",
-                             hint=f"{command('lattice switch', branch)}, then run the command again")
+                             hint=f"{command('lattice switch', branch, paths=False)}, then run the command again")
         record = tx.read(name)
         require_base(name, base, record)  # again, under the lock: two jobs may have started on one state
         if change == "initial" and record is not None:  # another job made it first

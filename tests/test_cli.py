@@ -1,7 +1,8 @@
 """The CLI's contract at its edges: bounded numeric options, absurd numbers
 refused as usage errors (never an internal error), one `error:` line and one
-`hint:` line per refusal, empty names, and the exit status of the
-long-running commands (`watch`, `worker`) when a signal stops them."""
+`hint:` line per refusal, empty names, paths named from a subfolder, and
+the exit status of the long-running commands (`watch`, `worker`) when a
+signal stops them."""
 
 from __future__ import annotations
 
@@ -122,6 +123,64 @@ def test_diff_and_log_before_the_first_change_see_the_branch_that_branch_lists(t
     assert r.code == 4 and "no branch, tag or commit named 'feat'" in r.err and "hint:" in r.err
     ok(tmp_repo, "branch", "feat")
     assert ok(tmp_repo, "diff", "main", "feat").out == ""
+
+
+# -- paths from a subfolder -------------------------------------------------------
+
+
+@pytest.fixture
+def nested(tmp_repo):
+    """Assets in the root, in `sub/` and in `other/`; from `sub/` one is
+    edited, one missing, and a new image waits to be added."""
+    repo = tmp_repo.gen({"top.txt": "top", "sub/a.txt": "a", "other/o.txt": "o"})
+    ok(repo, "add", ".")
+    (repo.root / "sub/a.txt").write_text("edited")
+    (repo.root / "top.txt").unlink()
+    (repo.root / "sub/new.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    return repo
+
+
+def test_status_ls_and_hooks_name_paths_from_the_current_folder_as_git_does(nested):
+    sub = nested.root / "sub"
+    assert run_cli("status", cwd=sub).out.splitlines() == ["modified:  a.txt", "new:       new.png", "missing:   ../top.txt"]
+    assert run_cli("-C", "sub", "status", cwd=nested.root).out == run_cli("status", cwd=sub).out  # -C DIR: DIR is the current folder
+    assert run_cli("status", cwd=nested.root).out.splitlines() == ["modified:  sub/a.txt", "new:       sub/new.png", "missing:   top.txt"]
+    assert [line.split()[0] for line in run_cli("ls", cwd=sub).out.splitlines()] == ["../other/o.txt", "a.txt", "../top.txt"]
+    hooks = run_cli("hooks", "check", cwd=sub)
+    assert hooks.code == 1
+    assert "modified: a.txt: record it with `lattice add a.txt` or discard it with `lattice checkout a.txt`" in hooks.err
+    assert "missing: ../top.txt: `lattice checkout ../top.txt`" in hooks.err
+
+
+def test_json_and_porcelain_name_assets_from_the_root_wherever_they_run(nested):
+    sub = nested.root / "sub"
+    for args in (["status", "--json"], ["status", "--porcelain"], ["ls", "--json"]):
+        assert run_cli(*args, cwd=sub).out == run_cli(*args, cwd=nested.root).out, args
+    assert run_cli("status", "--porcelain", cwd=sub).out.splitlines() == [" M sub/a.txt", "?? sub/new.png", " D top.txt"]
+    assert [e["path"] for e in run_cli("hooks", "check", "--json", cwd=sub).json] == ["sub/a.txt", "top.txt"]
+
+
+def test_a_hint_suggests_a_command_that_works_from_the_folder_it_was_given_in(nested):
+    import shlex
+
+    from lattice.branches import switch
+    from lattice.errors import Conflict
+
+    sub = nested.root / "sub"
+    ok(nested, "branch", "feat")
+    refused = run_cli("switch", "feat", cwd=sub)
+    assert refused.code == 12 and "unrecorded changes in sub/a.txt" in refused.err
+    hint = refused.err.splitlines()[1]
+    discard = next(c for c in hint.split("`")[1::2] if c.startswith("lattice checkout"))
+    assert discard == "lattice checkout a.txt"
+    assert run_cli(*shlex.split(discard)[1:], cwd=sub).code == 0  # the suggestion, run where it was made
+    assert (nested.root / "sub/a.txt").read_text() == "a"
+    assert run_cli("switch", "feat", cwd=sub).code == 0
+    # The library, called after the CLI ran in sub/, names assets from the root again.
+    (nested.root / "sub/a.txt").write_text("edited again")
+    with pytest.raises(Conflict) as e:
+        switch(Repository(nested.root), "main")
+    assert "`lattice checkout sub/a.txt`" in e.value.hint
 
 
 # -- stopped by a signal ---------------------------------------------------------

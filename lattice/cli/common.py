@@ -46,8 +46,18 @@ def a_number(ctx, param, value):
 
 def reset_options() -> None:
     """Fresh global options for one run of a command: a program calling
-    lattice.cli.entry.run twice must not carry the first call's -C over."""
+    lattice.cli.entry.run twice must not carry the first call's -C over,
+    nor the folder its output named paths from."""
     OPTIONS.__init__()
+    name_paths_from_root()
+
+
+def name_paths_from_root() -> None:
+    """Human output names paths from the project root again (the library's
+    way), where an earlier run in this process set another folder."""
+    paths = sys.modules.get("lattice.paths")  # not imported: nothing set, and `--version` need not load it
+    if paths is not None:
+        paths.show_paths_from("")
 
 
 def apply_globals(directory: str | Path | None, debug: bool, quiet: bool, no_color: bool) -> None:
@@ -68,10 +78,14 @@ def apply_globals(directory: str | Path | None, debug: bool, quiet: bool, no_col
 def repo_from_ctx(reading: bool = False):
     """The repository around the working directory (`-C DIR` applied).
     `reading`: the command only reads it, so it works where `.lattice/` may
-    not be written (read-only media; see lattice.repo.Repository)."""
+    not be written (read-only media; see lattice.repo.Repository).
+    Human-facing output then names paths from that folder (lattice.paths.here)."""
+    from lattice.paths import show_paths_from
     from lattice.repo import Repository
 
-    return Repository.find(cwd(), reading=reading)
+    repo = Repository.find(cwd(), reading=reading)
+    show_paths_from(cwd().relative_to(repo.root).as_posix())  # find() walks up from cwd(): always inside
+    return repo
 
 
 def assets_named(repo, paths: list[str]) -> list[str]:

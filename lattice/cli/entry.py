@@ -13,7 +13,7 @@ import gc
 import os
 import sys
 
-from lattice.cli.common import OPTIONS, cwd, output_refused, reset_options
+from lattice.cli.common import OPTIONS, cwd, name_paths_from_root, output_refused, reset_options
 
 
 def _warning_to_stderr(message: str) -> None:
@@ -141,6 +141,7 @@ def run(argv: list[str] | None = None) -> int:
         else:
             code = _report(f"internal error: {type(e).__name__}: {e}", "this is a bug in lattice; run again with --debug and report the traceback", 1)
     if argv is not None:
+        name_paths_from_root()  # for the library calls of the program that called run([...])
         return code
     try:
         sys.stdout.flush()

@@ -23,7 +23,7 @@ def _versioned(repo, spec: str, verb: str) -> tuple[str, int]:
 
     name, number = _spec(repo, spec)
     if number is None:
-        raise InvalidInput(f"{verb} needs a version: {spec}@vN", hint=f"{command('lattice log', spec)} lists its versions")
+        raise InvalidInput(f"{verb} needs a version: {spec}@vN", hint=f"{command('lattice log', name)} lists its versions")
     return name, number
 
 
@@ -72,9 +72,9 @@ def _ref_not_asset(repo, path: str):
     kind = "branch" if path in branches else "tag" if path in list_tags(repo) else None
     if kind is None:
         return None
-    hint = f"{command('lattice diff', current, path)} compares it with {current}"
+    hint = f"{command('lattice diff', current, path, paths=False)} compares it with {current}"
     if kind == "branch":
-        hint += f"; {command('lattice switch', path)}, then `lattice log`, shows its history"
+        hint += f"; {command('lattice switch', path, paths=False)}, then `lattice log`, shows its history"
     return UnknownAsset(f"no asset named {path}: {path} is a {kind}, and `lattice log PATH` lists an asset's versions", hint=hint)
 
 
@@ -161,17 +161,19 @@ def _refuse_state_and_version(repo, ref: str, version: str, old: str, new: str) 
     that is an asset is that asset (its current version)."""
     from lattice.branches import names_a_state
     from lattice.errors import InvalidInput, LatticeError, command
+    from lattice.paths import here
 
     if repo.index.get(_spec(repo, ref)[0]) is not None or not names_a_state(repo, ref):
         return
     try:  # the asset's own name: `me@home.png` is no version of `me`
-        asset = _spec(repo, version)[0] or "PATH"
+        asset = here(_spec(repo, version)[0])
     except LatticeError:
-        asset = version.rpartition("@")[0] or "PATH"
+        asset = version.rpartition("@")[0]  # as typed
+    asset = asset or "PATH"
     states = (ref, "HEAD") if ref != "HEAD" else ("HEAD~1", "HEAD")
     raise InvalidInput(f"cannot compare {old!r} with {new!r}: {ref!r} is a branch, tag or commit, {version!r} a version of an asset",
-                       hint=f"compare two versions with {command('lattice diff', f'{asset}@v1', f'{asset}@v2')}, "
-                            f"or two states of the project with {command('lattice diff', *states)}")
+                       hint=f"compare two versions with {command('lattice diff', f'{asset}@v1', f'{asset}@v2', paths=False)}, "
+                            f"or two states of the project with {command('lattice diff', *states, paths=False)}")
 
 
 def _short(value) -> str:
@@ -325,8 +327,8 @@ def merge(
             echo(f"  CONFLICT {p} (left at ours)", err=True)
         worktree_lines(m.worktree)
         if m.conflicts:
-            echo(f"hint: keep ours with {command('lattice merge', name, options='--ours')} (pick a version first with `lattice restore PATH@vN`),"
-                 f" or take theirs with {command('lattice merge', name, options='--theirs')}", err=True)
+            echo(f"hint: keep ours with {command('lattice merge', name, options='--ours', paths=False)} (pick a version first with `lattice restore PATH@vN`),"
+                 f" or take theirs with {command('lattice merge', name, options='--theirs', paths=False)}", err=True)
     if m.conflicts:
         raise typer.Exit(1)
 

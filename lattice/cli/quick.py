@@ -27,6 +27,9 @@ def command_start(args: list[str]) -> int:
 
 
 def status(json: bool = False, porcelain: bool = False) -> None:
+    """Plain lines name paths from the current folder, as `git status` does;
+    --json and --porcelain name assets from the project root."""
+    from lattice.paths import here
     from lattice.status import PORCELAIN, status as do_status
 
     repo = repo_from_ctx(reading=True)
@@ -39,7 +42,7 @@ def status(json: bool = False, porcelain: bool = False) -> None:
             echo(f"{PORCELAIN[e.state]} {e.path}")
     else:
         for e in entries:
-            echo(f"{e.state + ':':<10} {e.path}")
+            echo(f"{e.state + ':':<10} {here(e.path)}")
         _mention_queued_work(repo)
 
 
@@ -61,10 +64,12 @@ def _mention_queued_work(repo) -> None:
 
 
 def ls(json: bool = False, prefix: str | None = None) -> None:
+    """Plain lines name paths from the current folder, as `git ls-files`
+    does; --json names assets from the project root."""
     import os
 
     from lattice.cli.common import cwd
-    from lattice.paths import name_for
+    from lattice.paths import here, name_for
 
     repo = repo_from_ctx(reading=True)
     repo.check_manifest()
@@ -86,7 +91,7 @@ def ls(json: bool = False, prefix: str | None = None) -> None:
     for r in rows:
         source = r.generator or "imported"
         pin = f" (pinned v{r.pinned})" if r.pinned else ""
-        echo(f"{r.path}  v{r.versions}{pin}  {r.kind}  {human_size(r.size)}  {source}")
+        echo(f"{here(r.path)}  v{r.versions}{pin}  {r.kind}  {human_size(r.size)}  {source}")
 
 
 def add(paths: list[str], tags: list[str], json: bool = False) -> None:
@@ -110,13 +115,16 @@ def add(paths: list[str], tags: list[str], json: bool = False) -> None:
 def hooks_check(json: bool = False) -> int:
     """Exit code 1 when something is not up to date (git's pre-commit hook)."""
     from lattice.hooks import check
+    from lattice.paths import here
 
     found = check(repo_from_ctx(reading=True))
     if json:
         emit_json(found)
     else:
         for f in found:
-            echo(f"{f.problem}: {f.path}: {f.fix}", err=True)
+            # history's files are named as git names them, from the top of its working tree
+            path = f.path if f.problem == "history-not-staged" else here(f.path)
+            echo(f"{f.problem}: {path}: {f.fix}", err=True)
         if found:
             echo(f"lattice: {len(found)} problem(s) found; commit refused", err=True)
     return 1 if found else 0

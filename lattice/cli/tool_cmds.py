@@ -66,7 +66,8 @@ def hooks_check(json: bool = JSON) -> None:
     """Fail (exit 1) when an asset is stale, missing, outdated, modified
     without being recorded, or has an incomplete recipe, or when a commit
     stages history's refs without the objects they need (`git commit -a`
-    leaves them out). Used by the `lattice-check` hook."""
+    leaves them out). Used by the `lattice-check` hook. Files are named
+    from the current folder (--json: each `path` from the project root)."""
     code = quick.hooks_check(json)
     if code:
         raise typer.Exit(code)
@@ -82,13 +83,14 @@ def hooks_large_media(
     being tracked by lattice, naming the command that tracks each."""
     from lattice.gc import parse_size
     from lattice.hooks import large_media
+    from lattice.paths import here
 
     found = large_media(repo_from_ctx(), files or [], parse_size(max_size, "--max-size"), cwd())
     if json:
         emit_json(found)
     else:
         for f in found:
-            echo(f"{f.path}: {f.fix}", err=True)
+            echo(f"{here(f.path)}: {f.fix}", err=True)
     if found:
         raise typer.Exit(1)
 
