@@ -70,18 +70,21 @@ def add(
 
 def status(
     json: bool = JSON,
-    porcelain: bool = typer.Option(False, "--porcelain", help="Stable two-letter codes for scripts: ?? new, ' M' modified, ' O' outdated, ' D' missing, ' S' stale, ' E' evicted."),
+    porcelain: bool = typer.Option(False, "--porcelain", help="Stable two-letter codes for scripts: ?? new, ' M' modified, ' O' outdated, ' D' missing, ' S' stale, ' E' evicted; paths from the project root."),
 ) -> None:
     """Show new, modified, outdated, missing, stale and evicted assets. Prints nothing when all is clean.
     Outdated: the working file holds another version lattice recorded or wrote there (a git
     pull or checkout moved the manifest); `lattice checkout` or `lattice render` writes the current one.
     New: untracked media files (images, video, audio, vector); other files are added by name
-    or with their folder. Files matched by .latticeignore are never listed as new."""
+    or with their folder. Files matched by .latticeignore are never listed as new.
+    Paths are shown from the current folder, as git does (`../top.png`); --json and
+    --porcelain name assets from the project root."""
     quick.status(json, porcelain)
 
 
 def ls(json: bool = JSON, prefix: Optional[str] = typer.Argument(None, help="Only assets under this folder.")) -> None:
-    """List tracked assets with their current version."""
+    """List tracked assets with their current version. Paths are shown from the
+    current folder, as git ls-files does; --json names assets from the project root."""
     quick.ls(json, prefix)
 
 
