@@ -320,12 +320,34 @@ def commit_outside_edits(repo: Repository, names: list[str]) -> str | None:
     the way back: the commit before this one still holds their records."""
     g = open_git(repo)
     parent = head_commit(g)
+    if parent is not None:
+        # Only stamps changed for most after a clone or a `touch`: their text
+        # is what HEAD holds, and no blob of it is written again.
+        names = _differing(repo, parent.tree, names)
+        if not names:
+            return None
     fewer = _fewer_versions(repo, parent.tree, names) if parent is not None else []
     more = f" and {len(names) - 3} more" if len(names) > 3 else ""
     made = commit(repo, f"{OUTSIDE_EDITS}: {', '.join(names[:3])}{more}", names=names)
     if made is not None and fewer:
         _warn_fewer_versions(repo, fewer, str(parent.id)[:12], made[:12])
     return made
+
+
+def _differing(repo: Repository, tree, names: list[str]) -> list[str]:
+    """Those of `names` whose manifest file on disk is not the blob `tree` holds."""
+    import pygit2
+
+    out = []
+    for name in names:
+        path = str(repo.manifest.file_of(name))
+        try:
+            same = tree[f"{MANIFEST}/{name}{SUFFIX}"].id == pygit2.hashfile(path)
+        except (KeyError, OSError):  # not in the tree, or gone: commit() sees to it
+            same = False
+        if not same:
+            out.append(name)
+    return out
 
 
 def _fewer_versions(repo: Repository, tree, names: list[str]) -> list[tuple[str, int, int]]:

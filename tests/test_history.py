@@ -1046,6 +1046,31 @@ def test_a_hand_edit_is_recorded_on_the_branch_it_was_made_on(tmp_repo):
     assert fsck(fresh(repo)).ok
 
 
+def test_manifest_files_only_touched_write_nothing_to_history(tmp_repo):
+    """After a clone or a `touch`, every manifest file's stamp changed but
+    not its text: plain `fsck` (and any command) commits nothing and writes
+    no pack of blobs history already holds; one real edit among them is
+    committed alone."""
+    repo = tmp_repo
+    for i in range(20):  # over gitpack.PACK_FROM: the blobs would go into a pack
+        write(repo, f"d/f{i}.txt", str(i))
+    ok("add", "d", repo=repo)
+    objects = repo.dir / "history.git" / "objects"
+    before = sorted(p for p in objects.rglob("*") if p.is_file())
+    later = os.stat(repo.manifest.file_of("d/f0.txt")).st_mtime + 5
+    for i in range(20):
+        os.utime(repo.manifest.file_of(f"d/f{i}.txt"), (later, later))
+    ok("fsck", repo=repo)
+    assert sorted(p for p in objects.rglob("*") if p.is_file()) == before
+    assert history.log(repo, 1)[0].message == "add 20 files"
+    mf = repo.manifest.file_of("d/f3.txt")
+    mf.write_text(mf.read_text().replace('kind = "other"', 'kind = "image"', 1))
+    for i in range(20):
+        os.utime(repo.manifest.file_of(f"d/f{i}.txt"), (later + 5, later + 5))
+    ok("fsck", repo=repo)
+    assert history.log(repo, 1)[0].message == "record manifest edits made outside lattice: d/f3.txt"
+
+
 def _file_here_folder_there(repo):
     """x.txt a file on main, x.txt/ a folder of assets on feat; feat checked out."""
     add(repo, "base.txt", "base")
