@@ -60,6 +60,7 @@ class Outcome:
     error: str = ""
     seconds: float = 0.0
     exit_code: int | None = None  # failed or skipped: why, as the CLI's exit code (lattice.errors); None: unknown
+    pinned: int | None = None  # generate: the asset's pin, the version its dependents and exports keep using
 
 
 @dataclass
@@ -511,20 +512,22 @@ def _run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outco
                 and record.current.recipe is not None and record.current.recipe.key == recipe.key):
             # This very job recorded it, and was killed before it wrote the file.
             _catch_up_file(repo, name, record)
-            return Outcome(name, step.action, "unchanged", len(record.versions), record.current.object, seconds=time.monotonic() - start)
+            return Outcome(name, step.action, "unchanged", len(record.versions), record.current.object,
+                           seconds=time.monotonic() - start, pinned=record.pinned)
         require_base(name, step.base, record)  # before the render, to spare it
         oid, cached = produce(repo, recipe, ext, hooks)
         record = repo.manifest.read(name)
         if record is not None and record.current.object == oid and record.current.recipe == recipe:
             # The same recipe made the same output: nothing new to record.
             materialize(repo, name, oid, record.current.size)
-            return Outcome(name, step.action, "unchanged", len(record.versions), oid, seconds=time.monotonic() - start)
+            return Outcome(name, step.action, "unchanged", len(record.versions), oid, seconds=time.monotonic() - start, pinned=record.pinned)
         require_base(name, step.base, record)  # superseded first: then its file may lag behind
         require_unedited(repo, name)
         _unless_void(name, hooks)
         v = record_version(repo, name, recipe, oid, step.change, step.note, step.note, step.branch, step.base)
         _write_recorded(repo, name, v, hooks)
-        return Outcome(name, step.action, "cached" if cached else "rendered", v.number, oid, seconds=time.monotonic() - start)
+        return Outcome(name, step.action, "cached" if cached else "rendered", v.number, oid, seconds=time.monotonic() - start,
+                       pinned=record.pinned if record else None)
     raise InvalidInput(f"unknown render action {step.action!r}")
 
 

@@ -231,6 +231,31 @@ def test_pin_holds_while_new_versions_are_added(tmp_repo):
     assert run_cli("pin", "x.png@v4", cwd=repo.root).code == 4
 
 
+def test_gen_and_regen_of_a_pinned_asset_say_what_the_pin_keeps(tmp_repo):
+    """A new version of a pinned asset is current and in the working file;
+    dependents and exports stay on the pin: gen, regen and restore all say so."""
+    import blake3
+
+    repo = tmp_repo
+    gen(repo, "x.png", 32)
+    ok("gen", "t.png", "--model", "ffmpeg.thumbnail", "--input", "x.png", repo=repo)
+    ok("pin", "x.png@v1", repo=repo)
+    note = "note: x.png is pinned at v1: the working file has v{}, but dependents and exports keep using v1 (`lattice unpin x.png` makes"
+    r = ok("regen", "x.png", "--set", "width=48", repo=repo)
+    assert note.format(2) in r.err and "unchanged    t.png v1" in r.out
+    record = fresh(repo).record("x.png")
+    assert (record.pinned, len(record.versions)) == (1, 2)
+    assert blake3.blake3((repo.root / "x.png").read_bytes()).hexdigest() == record.current.object != record.effective.object
+    assert fresh(repo).record("t.png").current.recipe.input_objects == [record.versions[0].object]
+    assert note.format(3) in gen(repo, "x.png", 40).err
+    assert note.format(4) in ok("restore", "x.png@v2", repo=repo).err
+    assert ok("regen", "x.png", "--set", "width=56", "--json", repo=repo).json[0]["pinned"] == 1
+    r = ok("regen", "x.png", "--set", "width=64", "--detach", repo=repo)
+    assert "x.png is pinned at v1: the working file will have the new version" in r.err
+    ok("unpin", "x.png", repo=repo)
+    assert "pinned" not in ok("gen", "y.png", "--model", "ffmpeg.testsrc", repo=repo).err
+
+
 # -- branches, switch, merge ---------------------------------------------------------
 
 

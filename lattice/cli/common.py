@@ -154,6 +154,18 @@ def say(text: str = "", err: bool = False) -> None:
         echo(text, err)
 
 
+def note_pinned(path: str, pinned: int, current: int | None = None) -> None:
+    """After a command made a new current version of a pinned asset (restore,
+    gen, regen): the working file has the new version, while dependents and
+    exports stay on the pin until it is removed."""
+    from lattice.errors import command
+    from lattice.paths import shown
+
+    now = f"has v{current}" if current else "will have the new version"
+    echo(f"note: {shown(path)} is pinned at v{pinned}: the working file {now}, but dependents and exports keep using v{pinned}"
+         f" ({command('lattice unpin', path)} makes them follow the current version)", err=True)
+
+
 def emit_json(obj: object) -> None:
     """One JSON document on stdout (dataclasses and msgspec structs welcome)."""
     import msgspec

@@ -8,7 +8,7 @@ from typing import List, Optional
 
 import typer
 
-from lattice.cli.common import MAX_JOBS, OPTIONS, cwd, echo, emit_json, repo_from_ctx, say
+from lattice.cli.common import MAX_JOBS, OPTIONS, cwd, echo, emit_json, note_pinned, repo_from_ctx, say
 
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
 PRIORITY = typer.Option("normal", "--priority", "-p", help="Queue priority: urgent, high, normal, low, batch.")
@@ -66,6 +66,10 @@ def _execute(repo, steps, skipped=(), *, command: str, priority="normal", detach
         else:
             for n, j in ids.items():
                 say(f"queued job {j}: {n}")
+            for step in steps:
+                row = repo.index.get(step.name) if step.action == "generate" else None
+                if row is not None and row.pinned:
+                    note_pinned(step.name, row.pinned)
         return
     if steps:
         # From the first job queued: a Ctrl-C before the jobs run (the
@@ -79,6 +83,9 @@ def _execute(repo, steps, skipped=(), *, command: str, priority="normal", detach
         emit_json(results)
     else:
         _summary(results)
+        for r in results:  # a new version of a pinned asset: its dependents stay on the pin
+            if r.pinned and r.status in ("rendered", "cached", "unchanged"):
+                note_pinned(r.name, r.pinned, r.version)
     code = exit_code(results)
     if code:
         raise typer.Exit(code)

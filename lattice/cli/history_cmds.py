@@ -7,7 +7,7 @@ from typing import Optional
 
 import typer
 
-from lattice.cli.common import cwd, echo, emit_json, repo_from_ctx, say
+from lattice.cli.common import cwd, echo, emit_json, note_pinned, repo_from_ctx, say
 
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
@@ -200,9 +200,7 @@ def restore(
     how = " (re-rendered)" if r.rendered else ""
     say(f"restored {r.path} v{r.restored_from} as v{r.version} {r.object[:12]}{how}")
     if r.pinned:
-        from lattice.errors import command
-
-        echo(f"note: {r.path} is pinned at v{r.pinned}; dependents keep using it ({command('lattice unpin', r.path)})", err=True)
+        note_pinned(r.path, r.pinned, r.version)
 
 
 def pin(spec: str = typer.Argument(..., metavar="PATH@vN", help="The version dependents and exports should use."), json: bool = JSON) -> None:
