@@ -51,13 +51,15 @@ class Restored:
     warnings: list[str] = field(default_factory=list)
 
 
-def asset_log(repo: Repository, name: str, limit: int | None = None) -> list[VersionInfo]:
-    """The asset's versions, newest first."""
+def asset_log(repo: Repository, name: str, limit: int | None = None, upto: int | None = None) -> list[VersionInfo]:
+    """The asset's versions, newest first; with `upto`, from that version
+    back to v1 (as `git log REV` starts at REV); an unknown one is refused."""
     from lattice.recipe import summary
 
     record = repo.record(name)
     cur = len(record.versions)
-    chosen = record.versions[::-1][:limit] if limit else record.versions[::-1]
+    upto = record.version(upto).number  # raises for an unknown version, naming those there are
+    chosen = record.versions[upto - 1 :: -1][:limit] if limit else record.versions[upto - 1 :: -1]
     has = repo.objects.has
     return [
         VersionInfo(

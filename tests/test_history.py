@@ -133,6 +133,22 @@ def test_log_project_and_asset_in_text_and_json(tmp_repo):
     assert r.code == 4 and "a.txt" in r.err  # the closest name is offered
 
 
+def test_log_of_a_version_starts_there_and_refuses_one_the_asset_lacks(tmp_repo):
+    """`lattice log PATH@vN` lists vN and the versions before it, as `git log
+    REV` starts at REV; a version the asset does not have is refused (4),
+    naming those it has."""
+    repo = tmp_repo
+    for text in ("one", "two", "three"):
+        add(repo, "a.txt", text)
+    lines = [line for line in ok("log", "a.txt@v2", repo=repo).out.splitlines() if line.startswith("v")]
+    assert [line.split()[0] for line in lines] == ["v2", "v1"] and "(current)" not in lines[0]
+    assert [v["number"] for v in ok("log", "a.txt@v3", "-n", "1", "--json", repo=repo).json] == [3]
+    assert [v["number"] for v in ok("log", "a.txt@1", "--json", repo=repo).json] == [1]
+    r = run_cli("log", "a.txt@v999", cwd=repo.root)
+    assert r.code == 4 and r.out == ""
+    assert "error: a.txt has no version v999" in r.err and "its versions are v1 to v3" in r.err
+
+
 def test_diff_versions_text_and_json(tmp_repo):
     repo = tmp_repo
     gen(repo, "x.png", 32, seed=1)

@@ -28,11 +28,15 @@ def _versioned(repo, spec: str, verb: str) -> tuple[str, int]:
 
 
 def log(
-    path: Optional[str] = typer.Argument(None, help="An asset: list its versions instead of the project's history."),
+    path: Optional[str] = typer.Argument(None, metavar="PATH[@vN]",
+                                         help="An asset: list its versions instead of the project's history; PATH@vN lists vN and the versions before it."),
     n: Optional[int] = typer.Option(None, "-n", "--max-count", help="Show at most N entries.", min=1),
     json: bool = JSON,
 ) -> None:
-    """Show the project's history (commits), or one asset's versions, newest first."""
+    """Show the project's history (commits), or one asset's versions, newest first.
+
+    As `git log REV` starts at REV, `lattice log PATH@vN` starts at vN; a
+    version the asset does not have is refused (exit 4)."""
     repo = repo_from_ctx(reading=True)
     if path is None:
         from lattice.history import log as history_log
@@ -47,9 +51,9 @@ def log(
     from lattice.errors import UnknownAsset
     from lattice.versions import asset_log
 
-    name, _ = _spec(repo, path)
+    name, number = _spec(repo, path)
     try:
-        versions = asset_log(repo, name, n)
+        versions = asset_log(repo, name, n, number)
     except UnknownAsset as e:
         raise _ref_not_asset(repo, path) or e
     if json:
