@@ -26,7 +26,7 @@ import msgspec
 
 from lattice import history
 from lattice.errors import Conflict, HistoryError, InvalidInput, RepositoryCorrupt, closest, command
-from lattice.paths import here
+from lattice.paths import here, shown
 from lattice.repo import JOURNAL, Repository
 
 
@@ -85,7 +85,7 @@ def create_branch(repo: Repository, name: str) -> str:
         g = history.open_git(repo)
         history.check_ref_name(g, name, "heads")
         if name in history.branches(g):
-            raise HistoryError(f"branch {name!r} already exists", hint=f"switch to it with {command('lattice switch', name, paths=False)}")
+            raise HistoryError(f"branch {shown(name)} already exists", hint=f"switch to it with {command('lattice switch', name, paths=False)}")
         _refuse_shadowing(g, name, "branch")
         head = history.ensure_head(repo, g)
         g.references.create(f"refs/heads/{name}", head.id)
@@ -110,14 +110,14 @@ def delete_branch(repo: Repository, name: str, force: bool = False) -> Deleted:
         if name == history.current_branch(g):
             others = [b for b in history.branches(g) if b != name]
             to = command("lattice switch", others[0], paths=False) if others else "`lattice branch NAME` creates one, `lattice switch NAME` switches to it"
-            raise Conflict(f"cannot delete branch {name!r}: it is the current branch",
+            raise Conflict(f"cannot delete branch {shown(name)}: it is the current branch",
                            hint=f"switch to another branch first ({to}), then delete it")
         ref = g.references[f"refs/heads/{name}"]
         was = str(ref.target)
         unmerged = _commits_only_on(g, ref.name)
         if unmerged and not force:
             commits = "1 commit" if unmerged == 1 else f"{unmerged} commits"
-            raise Conflict(f"branch {name!r} is not merged: {commits} on it {'is' if unmerged == 1 else 'are'} on no other branch or tag",
+            raise Conflict(f"branch {shown(name)} is not merged: {commits} on it {'is' if unmerged == 1 else 'are'} on no other branch or tag",
                            hint=f"merge it first ({command('lattice merge', name, paths=False)} on the branch that should keep them), "
                                 f"or delete it and its commits with {command('lattice branch -D', name, paths=False)}")
         ref.delete()
@@ -145,7 +145,7 @@ def create_tag(repo: Repository, name: str) -> str:
         g = history.open_git(repo)
         history.check_ref_name(g, name, "tags")
         if name in history.tags(g):
-            raise HistoryError(f"tag {name!r} already exists", hint="tags never move; pick another name")
+            raise HistoryError(f"tag {shown(name)} already exists", hint="tags never move; pick another name")
         _refuse_shadowing(g, name, "tag")
         head = history.ensure_head(repo, g)
         g.references.create(f"refs/tags/{name}", head.id)
@@ -156,10 +156,10 @@ def _refuse_shadowing(g, name: str, what: str) -> None:
     """A branch and a tag of one name: the name would reach the branch
     alone (`lattice diff NAME HEAD`), so the second is refused."""
     if what == "tag" and name in history.branches(g):
-        raise HistoryError(f"cannot create tag {name!r}: a branch has that name, which would always mean the branch, never the tag",
+        raise HistoryError(f"cannot create tag {shown(name)}: a branch has that name, which would always mean the branch, never the tag",
                            hint="pick another name for the tag; `lattice branch` lists the branches")
     if what == "branch" and name in history.tags(g):
-        raise HistoryError(f"cannot create branch {name!r}: a tag has that name, which would then mean the branch, no longer the tag",
+        raise HistoryError(f"cannot create branch {shown(name)}: a tag has that name, which would then mean the branch, no longer the tag",
                            hint="pick another name for the branch; `lattice tag` lists the tags")
 
 
@@ -175,12 +175,12 @@ def _require_branch(g, name: str) -> None:
         history.check_ref_name(g, name, "heads")  # a name no branch can have: say that, not "create it"
         if name in history.tags(g):  # a branch of its name would shadow it: not "create one"
             raise InvalidInput(
-                f"no branch named {name!r}: {name!r} is a tag, and only branches are switched to or deleted",
+                f"no branch named {shown(name)}: {shown(name)} is a tag, and only branches are switched to or deleted",
                 hint=f"`lattice branch` lists branches; {command('lattice diff', name, 'HEAD', paths=False)} lists how the tag differs from here, "
                      f"{command('lattice merge', name, paths=False)} brings its changes into the current branch",
             )
         raise InvalidInput(
-            f"no branch named {name!r}{closest(name, history.branches(g))}",
+            f"no branch named {shown(name)}{closest(name, history.branches(g))}",
             hint=f"`lattice branch` lists branches; {command('lattice branch', name, paths=False)} creates one",
         )
 
@@ -498,7 +498,7 @@ def _records_of_blobs(repo: Repository, g, blobs: dict) -> dict:
         body = parked.get(oid)
         record = msgspec.json.decode(body, type=AssetRecord) if body is not None else decode(g[oid].data, path)
         if record.path != name:
-            raise HistoryError(f"history's {path.name} records asset {record.path!r}", hint="`lattice fsck` checks history")
+            raise HistoryError(f"history's {path.name} records asset {shown(record.path)}", hint="`lattice fsck` checks history")
         records[name] = record
     return records
 
@@ -782,7 +782,7 @@ def diff_refs(repo: Repository, old: str, new: str) -> RefDiff:
         current = history.head_branch(repo) or history.DEFAULT_BRANCH
         for ref in (old, new):
             if ref not in (current, "HEAD"):
-                raise InvalidInput(f"no branch, tag or commit named {ref!r}{closest(ref, [current])}",
+                raise InvalidInput(f"no branch, tag or commit named {shown(ref)}{closest(ref, [current])}",
                                    hint=f"the history is empty until the first change (`lattice add`, `lattice gen`); until then there is only {current}")
         return RefDiff(old, new)
     a, b = history.resolve(g, old), history.resolve(g, new)

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 from lattice.errors import LatticeError
+from lattice.paths import shown
 from lattice.repo import Repository
 
 TEMP_GRACE_S = 3600
@@ -313,7 +314,7 @@ def fsck(repo: Repository, repair: bool = False) -> Report:
                 problems.append(p)
             else:
                 if records[name].path != name:
-                    problems.append(Problem("manifest", str(path), f"records path {records[name].path!r} but is stored as {name!r}"))
+                    problems.append(Problem("manifest", str(path), f"records path {shown(records[name].path)} but is stored as {shown(name)}"))
         # Restored here, so that what follows checks the repaired manifest.
         problems.extend(_compare_with_history(repo, records, repair))
 

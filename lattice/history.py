@@ -28,7 +28,8 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from lattice.errors import HistoryError, InvalidInput, closest, warn
+from lattice.errors import HistoryError, InvalidInput, closest, command, warn
+from lattice.paths import shown
 from lattice.repo import HISTORY_PENDING, Repository
 
 GITDIR = "history.git"
@@ -633,7 +634,7 @@ def resolve(g, ref: str):
         except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
             pass
     raise InvalidInput(
-        f"no branch, tag or commit named {ref!r}{closest(ref, branches(g) + tags(g))}",
+        f"no branch, tag or commit named {shown(ref)}{closest(ref, branches(g) + tags(g))}",
         hint="`lattice branch` lists branches, `lattice tag` lists tags, `lattice log` lists commits",
     )
 
@@ -649,16 +650,16 @@ def check_ref_name(g, name: str, kind: str) -> str:
     what = "branch" if kind == "heads" else "tag"
     size = len(name.encode(errors="surrogateescape"))
     if size > MAX_REF_NAME:
-        raise InvalidInput(f"{name[:40]!r}… is not a valid {what} name: it is {size} bytes long; the limit is {MAX_REF_NAME} bytes",
+        raise InvalidInput(f"{shown(name[:40])}… is not a valid {what} name: it is {size} bytes long; the limit is {MAX_REF_NAME} bytes",
                            hint="use a shorter name")
     # '@' would read as PATH@vN where commands take either (`lattice diff`).
     if not name or name.startswith("-") or name == "HEAD" or "@" in name or not pygit2.reference_is_valid_name(f"refs/{kind}/{name}"):
-        raise InvalidInput(f"{name!r} is not a valid {what} name", hint="use letters, digits, '-', '_', '.' and '/', as git allows: no '..' or '//', no part starting with '.' or ending in '.lock', no '@', not starting with '-'")
+        raise InvalidInput(f"{shown(name)} is not a valid {what} name", hint="use letters, digits, '-', '_', '.' and '/', as git allows: no '..' or '//', no part starting with '.' or ending in '.lock', no '@', not starting with '-'")
     # git keeps refs as files: `feat` and `feat/x` cannot both exist.
     for other in (branches(g) if kind == "heads" else tags(g)):
         if name.startswith(other + "/") or other.startswith(name + "/"):
-            raise HistoryError(f"cannot create {what} {name!r}: {what} {other!r} exists, and a name cannot also be a folder of names",
-                               hint=f"pick another name, e.g. {name.replace('/', '-')!r}" if "/" in name else "pick another name")
+            raise HistoryError(f"cannot create {what} {shown(name)}: {what} {shown(other)} exists, and a name cannot also be a folder of names",
+                               hint=f"pick another name, e.g. {command('lattice ' + what, name.replace('/', '-'))}" if "/" in name else "pick another name")
     return name
 
 

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Iterable
 
 from lattice.errors import Conflict, InvalidInput, command
+from lattice.paths import shown
 from lattice.repo import Repository
 
 DEFAULT_LARGE = 1 << 20  # 1 MiB
@@ -84,10 +85,10 @@ def check(repo: Repository) -> list[Finding]:
         names = set(repo.index.names())
         for path, generator in generated.items():
             if generator not in reg:
-                found.append(Finding(path, "incomplete-recipe", f"generator {generator!r} is not installed here: install its plug-in"))
+                found.append(Finding(path, "incomplete-recipe", f"generator {shown(generator)} is not installed here: install its plug-in"))
         for child, parent, _ in repo.index.edges():
             if parent not in names:
-                found.append(Finding(child, "incomplete-recipe", f"input {parent!r} is not an asset: re-add it or `lattice gen` it"))
+                found.append(Finding(child, "incomplete-recipe", f"input {shown(parent)} is not an asset: re-add it or `lattice gen` it"))
     found.sort(key=lambda f: f.path)
     return history_not_staged(repo) + found
 

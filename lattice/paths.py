@@ -28,9 +28,9 @@ def _control() -> re.Pattern:
 
 def shown(name: str) -> str:
     """A name as a one-line message shows it: a newline or a tab as `\\n`,
-    `\\t`, bytes that are not UTF-8 as `\\xff`."""
+    `\\t`, bytes that are not UTF-8 as `\\xff`, an empty name as `''`."""
     if name.isprintable():
-        return name
+        return name or "''"
     raw = name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
     return "".join(c if c.isprintable() else repr(c)[1:-1] for c in raw)
 
@@ -205,7 +205,7 @@ def split_version(spec: str) -> tuple[str, int | None]:
     if not sep or digits is None:
         return spec, None
     if int(digits) < 1:
-        raise InvalidInput(f"{spec!r}: there is no version {tail}", hint="versions are numbered from v1")
+        raise InvalidInput(f"{shown(spec)}: there is no version {shown(tail)}", hint="versions are numbered from v1")
     return head, int(digits)
 
 
@@ -225,6 +225,6 @@ def asset_spec(repo, spec: str, cwd: Path) -> tuple[str, int | None]:
         from lattice.errors import InvalidInput, command
 
         # `sky.png@latest`, `sky.png@`: an asset, then no version number.
-        raise InvalidInput(f"{spec!r}: {tail!r} is not a version" if tail else f"{spec!r}: the version is missing after '@'",
-                           hint=f"versions are written {head}@v1, {head}@v2, …; {command('lattice log', head, paths=False)} lists them")
+        raise InvalidInput(f"{shown(spec)}: {shown(tail)} is not a version" if tail else f"{shown(spec)}: the version is missing after the @",
+                           hint=f"versions are written {shown(head)}@v1, {shown(head)}@v2, …; {command('lattice log', head, paths=False)} lists them")
     return name_for(repo.root, path, cwd, stored=True), number

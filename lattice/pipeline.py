@@ -14,6 +14,7 @@ from typing import Callable, Iterable, Iterator
 import msgspec
 
 from lattice.errors import InvalidInput, LatticeError, command
+from lattice.paths import shown
 from lattice.render import Outcome, Step, registry, why_kept
 from lattice.repo import Repository
 
@@ -291,7 +292,7 @@ def _require_trust(repo: Repository, gen) -> None:
     from lattice.trust import is_trusted
 
     if isinstance(gen, CommandGenerator) and not is_trusted(repo.root, repo.config):
-        raise TrustRequired(f"command generator {gen.id!r} is declared in a config you have not approved")
+        raise TrustRequired(f"command generator {shown(gen.id)} is declared in a config you have not approved")
 
 
 def _estimate_key(step: Step) -> str:

@@ -13,6 +13,7 @@ import secrets
 from typing import Any, Iterable
 
 from lattice.errors import InvalidInput, UnknownAsset, closest, command
+from lattice.paths import shown
 from lattice.records import Recipe
 
 KEY_DOMAIN = b"lattice-recipe-1\0"
@@ -85,9 +86,9 @@ def build(
         if row is None:
             pending = _pending_job(repo, inp)
             if pending is not None:
-                raise UnknownAsset(f"input {inp!r} is not an asset yet: job {pending} that makes it is still queued",
+                raise UnknownAsset(f"input {shown(inp)} is not an asset yet: job {pending} that makes it is still queued",
                                    hint=f"run it first (`lattice worker --once`, or wait for `lattice queue show {pending}`), then this command again")
-            raise UnknownAsset(f"input {inp!r} is not an asset{closest(inp, index.names())}", hint="add it first with `lattice add`, or generate it with `lattice gen`")
+            raise UnknownAsset(f"input {shown(inp)} is not an asset{closest(inp, index.names())}", hint="add it first with `lattice add`, or generate it with `lattice gen`")
         objects.append(row.effective)
     check_media(repo, generator, normalized, extension(name), inputs, objects)
     cycle = Graph.from_index(index).would_cycle(name, inputs)

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 
 from lattice.errors import RepositoryCorrupt
-from lattice.paths import check_name
+from lattice.paths import check_name, shown
 
 CHANGE_TYPES = ("imported", "initial", "regenerated", "modified", "edited", "restored")
 
@@ -136,7 +136,7 @@ def decode(data: bytes, path: Path) -> AssetRecord:
     try:
         check_name(record.path, stored=True)
     except Exception:
-        raise RepositoryCorrupt(f"{path}: unsafe asset path {record.path!r}") from None
+        raise RepositoryCorrupt(f"{path}: unsafe asset path {shown(record.path)}") from None
     if not record.versions:
         raise RepositoryCorrupt(f"{path}: the asset has no versions")
     for i, v in enumerate(record.versions, 1):

@@ -27,6 +27,7 @@ from typing import Any, Callable, Iterator
 import msgspec
 
 from lattice.errors import Conflict, GeneratorFailed, InvalidInput, LatticeError, WriteRefused, command
+from lattice.paths import shown
 from lattice.records import AssetRecord, Recipe, Version, author, now_iso
 from lattice.repo import Repository
 
@@ -592,7 +593,7 @@ def _with_inputs(repo: Repository, recipe: Recipe) -> Recipe:
     for name in recipe.inputs:
         row = repo.index.get(name)
         if row is None:
-            raise GeneratorFailed(f"input {name!r} is no longer an asset")
+            raise GeneratorFailed(f"input {shown(name)} is no longer an asset")
         objects.append(row.effective)
     new = msgspec.structs.replace(recipe, input_objects=objects)
     new.key = recipe_key(new)
@@ -619,7 +620,7 @@ def plan(repo: Repository, targets: list[str] | None = None) -> tuple[list[Step]
             if t not in rows:
                 from lattice.errors import UnknownAsset, closest
 
-                raise UnknownAsset(f"no asset named {t!r}{closest(t, rows)}")
+                raise UnknownAsset(f"no asset named {shown(t)}{closest(t, rows)}")
         wanted = set(targets)
         for t in targets:
             wanted.update(graph.ancestors(t))

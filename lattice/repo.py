@@ -30,6 +30,7 @@ from pathlib import Path
 
 from lattice.errors import InvalidInput, NotARepository, RepositoryCorrupt, UnknownAsset, closest, command
 from lattice.manifest import Manifest
+from lattice.paths import shown
 
 TYPE_CHECKING = False  # typing.TYPE_CHECKING, without importing typing (3 ms of every start)
 if TYPE_CHECKING:
@@ -434,13 +435,13 @@ class Repository:
         try:
             st = os.stat(self.manifest.file_of(name))
         except FileNotFoundError:
-            raise UnknownAsset(f"no asset named {name!r}{closest(name, self.index.names())}") from None
+            raise UnknownAsset(f"no asset named {shown(name)}{closest(name, self.index.names())}") from None
         body = self.index.record_body(name, st)
         if body is not None:
             return msgspec.json.decode(body, type=AssetRecord)
         record = self.manifest.read(name)
         if record is None:
-            raise UnknownAsset(f"no asset named {name!r}{closest(name, self.index.names())}")
+            raise UnknownAsset(f"no asset named {shown(name)}{closest(name, self.index.names())}")
         return record
 
     def check_not_under_asset(self, names: Iterable[str]) -> None:

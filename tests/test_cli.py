@@ -107,6 +107,33 @@ def test_every_refusal_is_one_error_line_and_one_hint_line(project, args, code):
     assert "`lattice branch `" not in r.err  # a hint built around an empty name
 
 
+ODD = "my shot's \"ünï\".png"  # a space, both quotes, non-ASCII
+
+
+@pytest.mark.parametrize("args, code, said", [
+    (["log", ODD], 4, f"no asset named {ODD}"),
+    (["show", ODD + "@v2"], 4, f"no asset named {ODD}"),
+    (["restore", ODD + "@v0"], 4, f"{ODD}@v0: there is no version v0"),
+    (["log", "a.txt@latest"], 4, "a.txt@latest: latest is not a version"),
+    (["diff", "a.txt@v1", "@dernière"], 4, "@dernière: dernière is not a version"),
+    (["gen", "c.txt", "--model", "test.join", "-i", ODD], 4, f"input {ODD} is not an asset"),
+    (["gen", "c.txt", "--model", "test.nöpe"], 4, "unknown generator test.nöpe"),
+    (["render", ODD], 4, f"no asset named {ODD}"),
+    (["switch", "café"], 4, "no branch named café"),
+    (["branch", "it's..odd"], 4, "it's..odd is not a valid branch name"),
+    (["branch", "tab\there"], 4, "tab\\there is not a valid branch name"),
+    (["diff", "main", "l'été"], 4, "no branch, tag or commit named l'été"),
+    (["diff", "main", ""], 4, "no branch, tag or commit named ''"),
+])
+def test_messages_show_names_as_typed_not_as_python_reprs(project, args, code, said):
+    """A name in a message is shown as lattice shows names everywhere
+    (lattice.paths.shown): as typed, a control character escaped, never in
+    Python's quotes."""
+    r = run_cli(*args, cwd=project.root)
+    first = r.err.partition("\n")[0]
+    assert r.code == code and (first == f"error: {said}" or first.startswith(f"error: {said} (did you mean")), r.err
+
+
 def test_empty_names_create_nothing(tmp_repo):
     for args in (["branch", ""], ["tag", ""], ["switch", ""], ["merge", ""]):
         r = run_cli(*args, cwd=tmp_repo.root)
@@ -120,7 +147,7 @@ def test_diff_and_log_before_the_first_change_see_the_branch_that_branch_lists(t
     for args in (["diff", "main", "main"], ["diff", "HEAD", "main"], ["log"]):
         assert ok(tmp_repo, *args).out == "", args
     r = run_cli("diff", "main", "feat", cwd=tmp_repo.root)
-    assert r.code == 4 and "no branch, tag or commit named 'feat'" in r.err and "hint:" in r.err
+    assert r.code == 4 and "no branch, tag or commit named feat" in r.err and "hint:" in r.err
     ok(tmp_repo, "branch", "feat")
     assert ok(tmp_repo, "diff", "main", "feat").out == ""
 

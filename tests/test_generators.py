@@ -390,7 +390,7 @@ def test_registry_lists_builtins_sorted():
 def test_unknown_generator_suggests_close_names():
     with pytest.raises(InvalidInput) as e:
         generators.load().get("ffmpeg.mandelbrto")
-    assert "unknown generator 'ffmpeg.mandelbrto'" in e.value.message
+    assert "unknown generator ffmpeg.mandelbrto" in e.value.message
     assert "ffmpeg.mandelbrot" in e.value.message
     assert "lattice generators" in e.value.hint
 
@@ -541,7 +541,7 @@ def test_command_timeout_kills_its_children(cmd_repo, tmp_path):
     cmd_repo.config["generators"]["echo"]["timeout"] = 1
     trust.trust(cmd_repo.root, cmd_repo.config)
     start = time.monotonic()
-    with pytest.raises(GeneratorFailed, match=r"command generator 'echo' timed out after 1 s"):
+    with pytest.raises(GeneratorFailed, match=r"command generator echo timed out after 1 s"):
         run_cmd(cmd_repo, tmp_path / "o.json", env={"GEN_MODE": "sleep"})
     assert time.monotonic() - start < 15
     pid = int((cmd_repo.root / "child.pid").read_text())
@@ -589,7 +589,7 @@ def test_a_command_generators_timeout_is_its_jobs_and_queue_show_says_so(tmp_rep
 
 def test_trust_gate(cmd_repo, tmp_path, monkeypatch):
     out = tmp_path / "o.json"
-    with pytest.raises(TrustRequired, match="'echo'"):
+    with pytest.raises(TrustRequired, match="command generator echo is declared"):
         run_cmd(cmd_repo, out)
     assert not out.exists()
     assert not trust.is_trusted(cmd_repo.root, cmd_repo.config)

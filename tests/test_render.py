@@ -40,7 +40,7 @@ def test_gen_records_complete_recipe_and_materializes(tmp_repo, run_log):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--model", "test.nope"], "unknown generator 'test.nope'"),
+        (["--model", "test.nope"], "unknown generator test.nope"),
         (["--model", "test.text", "--set", "colour=red"], "has no parameter 'colour'"),
         (["--model", "test.text", "--set", "repeat=many"], "must be of type int"),
         (["--model", "test.text", "--set", "repeat=1000"], "between 1 and 100"),

@@ -141,8 +141,8 @@ def test_hooks_check_names_incomplete_recipes(tmp_repo):
     r = run_cli("hooks", "check", "--json", cwd=repo.root)
     assert r.code == 1
     found = {(f["path"], f["problem"], f["fix"].split(" ")[1]) for f in r.json}
-    assert ("out.txt", "incomplete-recipe", "'src.txt'") in found
-    assert ("two.txt", "incomplete-recipe", "'gone.plugin'") in found
+    assert ("out.txt", "incomplete-recipe", "src.txt") in found
+    assert ("two.txt", "incomplete-recipe", "gone.plugin") in found
     assert Repository.find(repo.root).index.generators() == {"out.txt": "test.join", "two.txt": "gone.plugin"}
 
 

@@ -143,8 +143,9 @@ def _diff_versions(repo, old: str, new: str, json: bool) -> None:
     b_name, b_num = split_version(a_name + new) if new.startswith("@") else _spec(repo, new)
     if new.startswith("@") and b_num is None and repo.index.get(b_name) is None:  # `@`, `@latest`
         from lattice.errors import InvalidInput, command
+        from lattice.paths import shown
 
-        raise InvalidInput(f"{new!r}: {new[1:]!r} is not a version" if new[1:] else f"{new!r}: the version is missing after '@'",
+        raise InvalidInput(f"{shown(new)}: {shown(new[1:])} is not a version" if new[1:] else f"{shown(new)}: the version is missing after the @",
                            hint=f"versions are written @v1, @v2, …; {command('lattice log', a_name)} lists them")
     a = repo.record(a_name).version(a_num)
     b = repo.record(b_name).version(b_num)
@@ -175,7 +176,9 @@ def _refuse_state_and_version(repo, ref: str, version: str, old: str, new: str) 
         asset = version.rpartition("@")[0]  # as typed
     asset = asset or "PATH"
     states = (ref, "HEAD") if ref != "HEAD" else ("HEAD~1", "HEAD")
-    raise InvalidInput(f"cannot compare {old!r} with {new!r}: {ref!r} is a branch, tag or commit, {version!r} a version of an asset",
+    from lattice.paths import shown
+
+    raise InvalidInput(f"cannot compare {shown(old)} with {shown(new)}: {shown(ref)} is a branch, tag or commit, {shown(version)} a version of an asset",
                        hint=f"compare two versions with {command('lattice diff', f'{asset}@v1', f'{asset}@v2', paths=False)}, "
                             f"or two states of the project with {command('lattice diff', *states, paths=False)}")
 

@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterable
 
 from lattice.errors import InvalidInput
 from lattice.generators.base import Generator
+from lattice.paths import shown
 
 ENTRY_POINT_GROUP = "lattice.generators"
 
@@ -61,10 +62,10 @@ class Registry:
         except KeyError:
             pass
         if gen_id in self._skipped:
-            raise InvalidInput(f"generator {gen_id!r} could not be loaded: {self._skipped[gen_id]}",
+            raise InvalidInput(f"generator {shown(gen_id)} could not be loaded: {self._skipped[gen_id]}",
                                hint="`lattice generators` lists what loaded, with warnings")
         raise InvalidInput(
-            f"unknown generator {gen_id!r}" + _closest(gen_id, self._by_id),
+            f"unknown generator {shown(gen_id)}" + _closest(gen_id, self._by_id),
             hint="`lattice generators` lists them",
         )
 
@@ -136,8 +137,8 @@ def _load_rest(gens: dict[str, Generator], config: dict | None, repo_root: Path 
 
         for name, spec in table.items():
             if name in gens or name.startswith(RESERVED_PREFIX):
-                why = f"the name {name!r} is taken by a built-in or plug-in (or reserved); rename it"
-                warnings.append(f"command generator {name!r} skipped: {why}")
+                why = f"the name {shown(name)} is taken by a built-in or plug-in (or reserved); rename it"
+                warnings.append(f"command generator {shown(name)} skipped: {why}")
                 skipped.setdefault(name, why)  # asked for by that name, it says why it is not there
                 continue
             try:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from lattice.errors import InvalidInput, closest
+from lattice.paths import shown
 
 ProgressFn = Callable[[float, str], None]
 """progress(fraction 0..1, stage name); stages: preparing, generating, encoding, finalizing."""
@@ -124,7 +125,7 @@ class Generator:
         if unknown:
             allowed = ", ".join(schema) or "none"
             raise InvalidInput(
-                f"generator {self.id!r} has no parameter {unknown[0]!r}{closest(unknown[0], list(schema))}",
+                f"generator {shown(self.id)} has no parameter {unknown[0]!r}{closest(unknown[0], list(schema))}",
                 hint=f"its parameters are: {allowed} (`lattice generators show {self.id}`)",
             )
         params = {name: p.convert(raw[name]) if name in raw else p.default for name, p in schema.items()}
@@ -153,7 +154,7 @@ class Generator:
             )
         if ext not in self.extensions:
             raise InvalidInput(
-                f"generator {self.id!r} cannot make .{ext} files",
+                f"generator {shown(self.id)} cannot make .{ext} files",
                 hint=f"it makes: {', '.join('.' + e for e in self.extensions)}",
             )
 
@@ -169,7 +170,7 @@ class Generator:
                         else f"name at most {self.max_inputs} with --input")
             else:
                 hint = "name inputs with --input ASSET"
-            raise InvalidInput(f"generator {self.id!r} takes {want} input asset(s), got {count}", hint=hint)
+            raise InvalidInput(f"generator {shown(self.id)} takes {want} input asset(s), got {count}", hint=hint)
 
     def run(self, ctx: RunContext) -> None:
         raise NotImplementedError

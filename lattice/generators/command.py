@@ -32,6 +32,7 @@ from typing import Any
 
 from lattice.errors import GeneratorFailed, InvalidInput, TrustRequired
 from lattice.generators.base import Generator, Param, RunContext
+from lattice.paths import shown
 
 NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
 # An extension names files and picks their kind: letters and digits only.
@@ -50,7 +51,7 @@ class CommandGenerator(Generator):
         from lattice.media import kind_of_extension
 
         def bad(why: str) -> InvalidInput:
-            return InvalidInput(f"command generator {name!r}: {why}", hint="fix [generators] in .lattice/config.toml")
+            return InvalidInput(f"command generator {shown(name)}: {why}", hint="fix [generators] in .lattice/config.toml")
 
         if not NAME.match(name):
             raise bad("a name must start with a letter and use letters, digits, '_', '-' or '.'")
@@ -137,7 +138,7 @@ class CommandGenerator(Generator):
         from lattice.trust import is_trusted
 
         if self.repo_root is None or not is_trusted(self.repo_root, self.config):
-            raise TrustRequired(f"command generator {self.id!r} is declared in a config you have not approved")
+            raise TrustRequired(f"command generator {shown(self.id)} is declared in a config you have not approved")
         self.check_output(extension(ctx.output.name))
         self.check_inputs(len(ctx.inputs))
         argv = self.expand(ctx, self.normalize(ctx.params))
@@ -153,13 +154,13 @@ class CommandGenerator(Generator):
                 ctx.progress(min(float(m[1]), 1.0), "generating")
 
         ctx.progress(0.0, "preparing")
-        run_child(argv, name=f"command generator {self.id!r}", timeout=min(limits) if limits else None,
+        run_child(argv, name=f"command generator {shown(self.id)}", timeout=min(limits) if limits else None,
                   on_process=ctx.on_process, on_stdout_line=on_line, cwd=self.repo_root,
                   env={**os.environ, **ctx.env})
         if not output.is_file() or output.stat().st_size == 0:
             state = "an empty file" if output.is_file() else "nothing"
             raise GeneratorFailed(
-                f"command generator {self.id!r} exited 0 but wrote {state} at {{output}}",
+                f"command generator {shown(self.id)} exited 0 but wrote {state} at {{output}}",
                 hint=f"the program must write its result to the path given for {{output}} ({output.name})",
             )
         from lattice.imagehead import lacks_signature
@@ -167,7 +168,7 @@ class CommandGenerator(Generator):
         ext = extension(output.name)
         if lacks_signature(output, ext):  # garbage recorded as a valid image would fail every later use
             raise GeneratorFailed(
-                f"command generator {self.id!r} exited 0 but what it wrote at {{output}} is not a {ext.upper()} file",
+                f"command generator {shown(self.id)} exited 0 but what it wrote at {{output}} is not a {ext.upper()} file",
                 hint=f"the program must write a real .{ext} file ({output.name}); its first bytes are not a {ext.upper()} signature",
             )
         ctx.progress(1.0, "finalizing")
