@@ -197,6 +197,7 @@ class ExportGenerator(Generator):
     kinds = ("image", "video", "audio", "vector")
     extensions = tuple(sorted({e for e, _ in FORMATS.values() if e}))
     min_inputs = max_inputs = 1
+    uses_seed = False
     description = "an export of its input (lattice export)"
     params = (
         Param("format", "choice", "mp4", "output format (must suit the output's extension)", choices=tuple(FORMATS)),

@@ -113,10 +113,10 @@ def regen_step(
     reg = registry(repo)
     gen = reg.get(model or old.generator)
     if gen.id == old.generator:
-        merged = {**old.params, **(params or {})}
+        merged = gen.revise(old.params, params or {})
     else:  # keep the old params the new generator also knows
         known = {p.name for p in gen.params}
-        merged = {**{k: v for k, v in old.params.items() if k in known}, **(params or {})}
+        merged = gen.revise({k: v for k, v in old.params.items() if k in known}, params or {})
     normalized = gen.normalize(merged)
     new = msgspec.structs.replace(
         old,
@@ -147,9 +147,35 @@ def regen_step(
     if new.prompt != old.prompt:
         what.append("prompt changed")
     only_seed = all(w.startswith("seed ") for w in what)
+    if what and only_seed:
+        _refuse_unseeded(repo, name, gen, new, "--new-seed" if new_seed else f"--seed {seed}")
     change = "regenerated" if only_seed else "modified"
     note = f"regen {name} v{len(record.versions) + 1}: " + (", ".join(what) or "same recipe")
     return Step(name, "generate", new, change=change, note=note, generator=gen.id, kind=record.kind, base=len(record.versions))
+
+
+def _refuse_unseeded(repo: Repository, name: str, gen, recipe, flag: str) -> None:
+    """A new seed alone for a generator that makes the same output for
+    every seed would record a version with the same bytes: refused, with
+    what would change the output."""
+    from lattice.media import extension
+
+    hint = gen.unseeded(recipe.params, extension(name))
+    if hint is None:
+        return
+    made = [i for i in recipe.inputs if getattr(repo.index.get(i), "generator", None)]
+    if made:  # a new seed upstream changes what it is made from
+        hint += f"; or regenerate what it is made from ({command('lattice regen', *made, options='--new-seed')})"
+    raise InvalidInput(f"{name}: {gen.id} makes the same output for every seed, so {flag} would change nothing", hint=hint)
+
+
+def ignores_seed(repo: Repository, step: Step) -> bool:
+    """Whether the generator of a gen or regen step makes the same output
+    for every seed (its recipe's params), so the seed given changes nothing."""
+    from lattice.media import extension
+
+    assert step.recipe is not None
+    return registry(repo).get(step.recipe.generator).unseeded(step.recipe.params, extension(step.name)) is not None
 
 
 def with_dependents(repo: Repository, named: list[Step], cascade: bool = True) -> tuple[list[Step], list[Outcome]]:

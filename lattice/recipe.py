@@ -104,7 +104,7 @@ def build(
     recipe = Recipe(
         generator=generator.id,
         generator_version=str(generator.version),
-        seed=draw_seed() if seed is None else seed,
+        seed=seed if seed is not None else 0 if generator.unseeded(normalized, extension(name)) else draw_seed(),
         params=normalized,
         prompt=prompt,
         negative_prompt=negative_prompt,

@@ -166,7 +166,7 @@ def gen(
     model: str = typer.Option(..., "--model", "-m", help="Generator id (`lattice generators` lists them)."),
     prompt: str = typer.Option("", "--prompt", help="Prompt text, recorded in the recipe."),
     negative_prompt: str = typer.Option("", "--negative-prompt", help="Negative prompt, recorded in the recipe."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed; drawn at random and recorded when omitted."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Seed; drawn at random and recorded when omitted (0 for a generator that does not use one)."),
     set_: List[str] = typer.Option([], "--set", help="Generator parameter KEY=VALUE (repeatable)."),
     input_: List[str] = typer.Option([], "--input", "-i", help="Input asset (repeatable, in order)."),
     priority: str = PRIORITY,
@@ -185,12 +185,25 @@ def gen(
     name = _names(repo, [path], stored=False)[0]
     inputs = _names(repo, input_)
     step = gen_step(repo, name, model, prompt=prompt, negative_prompt=negative_prompt, seed=seed, params=parse_sets(set_), inputs=inputs)
+    if seed is not None:
+        _note_ignored_seed(repo, [step])
     _execute(repo, [step], command="lattice gen", priority=priority, detach=detach, json=json)
+
+
+def _note_ignored_seed(repo, steps) -> None:
+    """A seed given where a generator makes the same output for every seed
+    is recorded, and said to change nothing (`regen` refuses it alone)."""
+    from lattice.pipeline import ignores_seed
+
+    for step in steps:
+        if ignores_seed(repo, step):
+            say(f"note: {step.name}: {step.recipe.generator} makes the same output for every seed; "
+                f"seed {step.recipe.seed} is recorded but changes nothing", err=True)
 
 
 def regen(
     paths: List[str] = typer.Argument(..., help="Assets to regenerate."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Use this seed."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Use this seed (refused alone where the generator makes the same output for every seed)."),
     new_seed: bool = typer.Option(False, "--new-seed", help="Draw a new random seed."),
     set_: List[str] = typer.Option([], "--set", help="Change a parameter KEY=VALUE (repeatable)."),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="Switch to another generator."),
@@ -204,7 +217,9 @@ def regen(
     """Make a new version from a changed recipe, then re-render everything downstream.
 
     A new seed alone records change type `regenerated`; changed parameters or
-    model record `modified`.
+    model record `modified`. A new seed alone for a generator that makes the
+    same output for every seed (`lattice generators show ID` says so) is
+    refused: it would record a version with the same bytes.
     """
     from lattice.errors import UsageError
     from lattice.pipeline import regen_step, with_dependents
@@ -218,6 +233,8 @@ def regen(
     repo = repo_from_ctx()
     params = parse_sets(set_)
     named = [regen_step(repo, n, seed=seed, new_seed=new_seed, params=params, model=model, prompt=prompt) for n in dict.fromkeys(_names(repo, paths))]
+    if seed is not None or new_seed:
+        _note_ignored_seed(repo, named)
     steps, skipped = with_dependents(repo, named, cascade=not no_cascade)
     _execute(repo, steps, skipped, command="lattice regen", priority=priority, detach=detach, jobs=jobs, json=json)
 
@@ -368,7 +385,8 @@ def generators_show(generator_id: str = typer.Argument(..., metavar="ID"), json:
         emit_json(_gen_json(g))
         return
     echo(f"{g.id} v{g.version}: {g.description}")
-    echo(f"makes: {', '.join('.' + e for e in g.extensions)} ({', '.join(g.kinds)}); deterministic: {'yes' if g.deterministic else 'no'}; slot: {g.slot}")
+    echo(f"makes: {', '.join('.' + e for e in g.extensions)} ({', '.join(g.kinds)}); deterministic: {'yes' if g.deterministic else 'no'}; "
+         f"seed: {'used' if g.uses_seed else 'not used'}; slot: {g.slot}")
     if g.max_inputs:
         echo(f"inputs: {g.min_inputs} to {g.max_inputs}")
     for p in g.params:
@@ -391,7 +409,7 @@ def _registry():
 def _gen_json(g) -> dict:
     return {
         "id": g.id, "version": str(g.version), "kinds": list(g.kinds), "extensions": list(g.extensions),
-        "deterministic": bool(g.deterministic), "slot": g.slot, "inputs": [g.min_inputs, g.max_inputs],
+        "deterministic": bool(g.deterministic), "uses_seed": bool(g.uses_seed), "slot": g.slot, "inputs": [g.min_inputs, g.max_inputs],
         "description": g.description,
         "params": [
             {"name": p.name, "type": p.type, "default": p.default, "help": p.help, "min": p.min, "max": p.max, "choices": list(p.choices)}

@@ -106,6 +106,7 @@ class Generator:
     extensions: tuple[str, ...] = ()  # without dot, lower case
     params: tuple[Param, ...] = ()
     deterministic: bool = True
+    uses_seed: bool = True  # False: the same output for every seed (a media operation, a test tone)
     min_inputs: int = 0
     max_inputs: int = 0
     slot: str = "cpu"  # "cpu" or "gpu"
@@ -135,6 +136,19 @@ class Generator:
     def check(self, params: dict[str, Any]) -> None:
         """Refuse values that pass their type and range but not the
         generator (a malformed rule string): at `gen`, not at render time."""
+
+    def revise(self, params: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+        """The raw params of a `regen`: the recorded `params` with the
+        user's `changes` (`--set`) over them. A generator whose params
+        depend on each other says here what a change brings along."""
+        return {**params, **changes}
+
+    def unseeded(self, params: dict[str, Any], extension: str) -> str | None:
+        """None when the seed changes the output of these (normalized)
+        params; else a hint on what does, for `regen --seed`'s refusal."""
+        if self.uses_seed:
+            return None
+        return f"change its parameters with --set KEY=VALUE (`lattice generators show {self.id}` lists them)"
 
     def check_params(self, params: dict[str, Any], extension: str) -> None:
         """Refuse (normalized) params that do not suit the output's extension

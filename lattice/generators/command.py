@@ -94,6 +94,8 @@ class CommandGenerator(Generator):
         self.config = config
         self.repo_root = repo_root
         self._check_placeholders(bad)
+        # The seed reaches the program only through {seed}.
+        self.uses_seed = any(m[1] == "seed" for arg in self.argv for m in _PLACEHOLDER.finditer(arg))
 
     def _check_placeholders(self, bad) -> None:
         names = {p.name for p in self.params}
@@ -106,6 +108,12 @@ class CommandGenerator(Generator):
                     raise bad(f"{m[0]} needs inputs = [min, max] with min > {m[2]}")
                 if m[3] is not None and m[3] not in names:
                     raise bad(f"{m[0]} names no declared parameter")
+
+    def unseeded(self, params: dict[str, Any], extension: str) -> str | None:
+        if self.uses_seed:
+            return None
+        again = "; `lattice regen PATH` without --seed runs it again" if not self.deterministic else ""
+        return f"its argv in config.toml [generators.{self.id}] has no {{seed}} to pass the seed to the program{again}"
 
     def expand(self, ctx: RunContext, params: dict[str, Any]) -> list[str]:
         """The argv with placeholders filled in, each element staying one

@@ -20,6 +20,7 @@ _CODEC_NAME = re.compile(r"^[A-Za-z0-9_.-]{0,40}$")
 
 class Derivation(Generator):
     min_inputs = max_inputs = 1
+    uses_seed = False  # a media operation: the output is its inputs' and params' alone
     stage = "encoding"
 
     def prepare(self, ctx: RunContext):
