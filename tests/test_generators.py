@@ -91,24 +91,99 @@ def test_same_recipe_same_bytes(ext, tmp_path):
     assert digest(a) == digest(b)
 
 
-@pytest.mark.parametrize("gen_id,ext", [("ffmpeg.life", "png"), ("ffmpeg.cellauto", "png"),
-                                        ("ffmpeg.gradients", "png"), ("ffmpeg.sierpinski", "mp4"),
-                                        ("ffmpeg.noise", "wav")])
-def test_seed_changes_output_where_there_is_randomness(gen_id, ext, tmp_path):
-    params = {"duration": 0.2} if ext == "wav" else TINY
+@pytest.mark.parametrize("gen_id,ext,params", [
+    ("ffmpeg.mandelbrot", "png", {}), ("ffmpeg.mandelbrot", "mp4", {}), ("ffmpeg.mandelbrot", "png", {"start_scale": 0.5}),
+    ("ffmpeg.mandelbrot", "png", {"start_x": -0.5}), ("ffmpeg.mandelbrot", "png", {"view": "start"}),
+    ("ffmpeg.life", "png", {}), ("ffmpeg.cellauto", "png", {}), ("ffmpeg.gradients", "png", {}),
+    ("ffmpeg.sierpinski", "png", {}), ("ffmpeg.sierpinski", "mp4", {"type": "triangle"}),
+    ("ffmpeg.testsrc", "png", {}), ("ffmpeg.sine", "wav", {}), ("ffmpeg.noise", "wav", {}),
+])
+def test_the_seed_changes_the_output_exactly_where_the_generator_says(gen_id, ext, params, tmp_path):
+    """Through the real ffmpeg: one seed gives the same bytes every time;
+    two seeds give different bytes unless the generator declares (for these
+    params) that it ignores the seed, which `regen --seed` then refuses."""
+    params = {**({"duration": 0.2} if ext == "wav" else TINY), **params}
+    gen = generators.load().get(gen_id)
+    seeded = gen.unseeded(gen.normalize(params), ext) is None
     one = digest(make(gen_id, tmp_path / f"1.{ext}", params, seed=1))
-    again = digest(make(gen_id, tmp_path / f"1b.{ext}", params, seed=1))
+    again = digest(make(gen_id, tmp_path / "again" / f"1.{ext}", params, seed=1))
     two = digest(make(gen_id, tmp_path / f"2.{ext}", params, seed=2))
     big = digest(make(gen_id, tmp_path / f"3.{ext}", params, seed=2**40 + 1))  # folded into lavfi's range
-    assert one == again != two
-    assert big == one
+    assert one == again == big
+    assert (one != two) == seeded
+    assert seeded == (gen_id not in ("ffmpeg.testsrc", "ffmpeg.sine") and params.get("view") != "start"
+                      and "start_x" not in params)
 
 
-@pytest.mark.parametrize("gen_id,ext", [("ffmpeg.mandelbrot", "png"), ("ffmpeg.testsrc", "png"), ("ffmpeg.sine", "wav")])
-def test_seed_does_not_matter_without_randomness(gen_id, ext, tmp_path):
-    params = {"duration": 0.2} if ext == "wav" else {**TINY, "maxiter": 50} if "mandel" in gen_id else TINY
-    assert digest(make(gen_id, tmp_path / f"1.{ext}", params, seed=1)) == digest(
-        make(gen_id, tmp_path / f"2.{ext}", params, seed=2))
+def test_mandelbrot_seeds_look_at_different_places_of_the_set():
+    """The view a seed picks is part of the recipe's meaning: pinned here
+    (any change must bump the generator's version), and spread over the
+    spots, both halves of the plane and a range of depths."""
+    from lattice.generators.sources import _SPOTS, Mandelbrot, seeded_view
+
+    gen = Mandelbrot()
+    assert gen.version == "2"
+    assert gen.source(gen.normalize({}), 7) == (
+        "mandelbrot=s=320x240:r=25.0:maxiter=7189:start_x=-0.1144149352894027:start_y=0.9489282240498894:"
+        "start_scale=0.12041884661104119:end_scale=0.012041884661104119:end_pts=400.0:bailout=10.0:"
+        "inner=mincol:outer=normalized_iteration_count")
+    views = [seeded_view(seed, 3.0) for seed in range(200)]
+    near = {min(range(len(_SPOTS)), key=lambda i: abs(_SPOTS[i][0] - x) + abs(abs(_SPOTS[i][1]) - abs(y)))
+            for x, y, _ in views}
+    assert near == set(range(len(_SPOTS)))
+    assert any(y > 0 for _, y, _ in views) and any(y < 0 for _, y, _ in views)
+    depths = [d for _, _, d in views]
+    assert min(depths) < 0.001 and max(depths) > 0.5 and len(set(depths)) == len(depths)
+
+
+def test_sierpinski_seeds_start_the_pan_in_different_places():
+    from lattice.generators.sources import Sierpinski, sierpinski_start
+
+    gen = Sierpinski()
+    assert gen.version == "2"
+    assert gen.source(gen.normalize({}), 7) == "sierpinski=s=666x455:r=25.0:type=carpet:jump=100:seed=7,crop=320:240:346:215"
+
+    def digits(n):
+        return [n // 3**i % 3 for i in range(6)]
+
+    for kind, limit in (("carpet", 729), ("triangle", 512)):
+        starts = [sierpinski_start(seed, kind) for seed in range(100)]
+        assert len(set(starts)) > 90 and all(0 <= x < limit and 0 <= y < limit for x, y in starts)
+        for x, y in starts:  # on the fractal, not in one of its holes
+            assert (x & y == 0) if kind == "triangle" else (1, 1) not in zip(digits(x), digits(y))
+
+
+@pytest.mark.parametrize("raw,view", [
+    ({}, "seed"), ({"start_scale": 0.01}, "seed"), ({"start_x": "-0.5"}, "start"), ({"start_y": 0.2}, "start"),
+    ({"view": "start"}, "start"),
+    # A version 1 recipe (no view): its default centre is the seed's to pick now, a centre it gave stays.
+    ({"start_x": -0.743643887037158704752191506114774, "start_y": -0.131825904205311970493132056385139}, "seed"),
+])
+def test_mandelbrot_view_follows_the_centre(raw, view):
+    assert generators.load().get("ffmpeg.mandelbrot").normalize(raw)["view"] == view
+
+
+def test_mandelbrot_refuses_a_centre_the_seed_would_replace():
+    with pytest.raises(InvalidInput, match="only with view=start") as e:
+        generators.load().get("ffmpeg.mandelbrot").normalize({"view": "seed", "start_x": 0.25})
+    assert "--set view=start" in e.value.hint
+
+
+def test_only_procedural_sources_and_commands_with_a_seed_placeholder_use_the_seed():
+    reg = generators.load({"generators": {
+        "seeded": {"argv": ["tool", "--seed", "x{seed}", "{output}"], "extensions": ["png"]},
+        "plain": {"argv": ["tool", "{output}"], "extensions": ["png"]},
+    }}, repo_root=Path("/"))
+    uses = {g.id for g in reg.all() if g.uses_seed and not g.id.startswith("test.")}  # the test plug-ins
+    assert uses == {"ffmpeg.mandelbrot", "ffmpeg.life", "ffmpeg.cellauto", "ffmpeg.gradients", "ffmpeg.sierpinski",
+                    "ffmpeg.noise", "seeded"}
+    assert "{seed}" in reg.get("plain").unseeded({}, "png")
+
+
+def test_a_derivation_makes_the_same_bytes_for_every_seed(clips, tmp_path):
+    a = make("ffmpeg.thumbnail", tmp_path / "a.png", {"size": 16}, seed=1, inputs=[clips / "b.webm"])
+    b = make("ffmpeg.thumbnail", tmp_path / "b.png", {"size": 16}, seed=2, inputs=[clips / "b.webm"])
+    assert digest(a) == digest(b)
 
 
 def test_source_params_change_output(tmp_path):

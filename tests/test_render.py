@@ -1316,7 +1316,7 @@ def test_a_failing_generator_exits_8_and_a_mix_of_causes_exits_1(tmp_repo):
     script = "import os, sys\nif os.path.exists('broken'): sys.exit('out of memory')\nopen(sys.argv[1], 'w').write('made')\n"
     (tmp_repo.root / "model.py").write_text(script)
     cfg = tmp_repo.dir / "config.toml"
-    cfg.write_text(cfg.read_text() + f"\n[generators.model]\nargv = {json.dumps([sys.executable, 'model.py', '{output}'])}\n"
+    cfg.write_text(cfg.read_text() + f"\n[generators.model]\nargv = {json.dumps([sys.executable, 'model.py', '{output}', '{seed}'])}\n"
                    'extensions = ["txt"]\ndeterministic = true\n')
     assert run_cli("trust", cwd=tmp_repo.root).code == 0
     gen(tmp_repo, "m.txt", "--model", "model")
@@ -1448,3 +1448,78 @@ def _gen_running(repo, name: str, delay: int, argv: list[str] | None = None):
             break
         time.sleep(0.1)
     return p, jobs
+
+
+# -- the seed: what it changes, and a generator that ignores it ----------------
+
+SKY = ("--set", "width=48", "--set", "height=32", "--set", "maxiter=300")
+
+
+def test_a_new_seed_draws_another_mandelbrot_and_the_same_seed_the_same(tmp_repo):
+    """The README's main job: `regen sky.png --seed 8` changes the picture,
+    not only the recipe; going back to seed 7 gives v1's bytes again."""
+    gen(tmp_repo, "sky.png", "--model", "ffmpeg.mandelbrot", "--seed", "7", *SKY)
+    for seed in ("8", "7"):
+        r = run_cli("regen", "sky.png", "--seed", seed, cwd=tmp_repo.root)
+        assert r.code == 0, r.err
+    v1, v2, v3 = tmp_repo.record("sky.png").versions
+    assert v1.object != v2.object and v3.object == v1.object
+    assert (v2.change, v2.recipe.params["view"], v2.recipe.generator_version) == ("regenerated", "seed", "2")
+
+
+def test_regen_seed_of_a_generator_that_ignores_the_seed_is_refused(tmp_repo):
+    gen(tmp_repo, "sky.png", "--model", "ffmpeg.mandelbrot", "--seed", "7", *SKY)
+    gen(tmp_repo, "thumb.png", "--model", "ffmpeg.thumbnail", "--input", "sky.png", "--set", "size=16")
+    assert tmp_repo.record("thumb.png").current.recipe.seed == 0  # none drawn: it would only split the cache
+    for flag in (["--seed", "8"], ["--new-seed"]):
+        r = run_cli("regen", "thumb.png", *flag, cwd=tmp_repo.root)
+        assert r.code == 4, r.err
+        assert f"ffmpeg.thumbnail makes the same output for every seed, so {' '.join(flag)} would change nothing" in r.err
+        assert "`lattice regen sky.png --new-seed`" in r.err  # what would change it
+    assert len(Repository(tmp_repo.root).record("thumb.png").versions) == 1
+    r = run_cli("regen", "thumb.png", "--set", "size=8", cwd=tmp_repo.root)  # a parameter does change it
+    assert r.code == 0, r.err
+    r = run_cli("regen", "thumb.png", "--set", "size=12", "--seed", "5", cwd=tmp_repo.root)  # the seed beside it is said to do nothing
+    assert r.code == 0 and "note: thumb.png: ffmpeg.thumbnail makes the same output for every seed; seed 5 is recorded" in r.err
+    r = run_cli("gen", "t2.png", "--model", "ffmpeg.thumbnail", "--input", "sky.png", "--seed", "3", cwd=tmp_repo.root)
+    assert r.code == 0 and "note: t2.png: ffmpeg.thumbnail makes the same output for every seed; seed 3 is recorded" in r.err
+
+
+def test_mandelbrot_with_a_centre_given_ignores_the_seed_until_the_view_is_the_seeds(tmp_repo):
+    gen(tmp_repo, "c.png", "--model", "ffmpeg.mandelbrot", "--seed", "7", *SKY, "--set", "start_x=-0.5")
+    assert tmp_repo.record("c.png").current.recipe.params["view"] == "start"
+    r = run_cli("regen", "c.png", "--seed", "8", cwd=tmp_repo.root)
+    assert r.code == 4 and "--set view=seed lets the seed pick it" in r.err
+    r = run_cli("regen", "c.png", "--seed", "8", "--set", "view=seed", cwd=tmp_repo.root)
+    assert r.code == 0, r.err
+    v1, v2 = Repository(tmp_repo.root).record("c.png").versions
+    assert v2.recipe.params["start_x"] == -0.743643887037158704752191506114774  # the given centre went with view=start
+    assert v2.object != v1.object
+    r = run_cli("regen", "c.png", "--set", "start_y=0.25", cwd=tmp_repo.root)  # a centre given again means it
+    assert r.code == 0, r.err
+    assert Repository(tmp_repo.root).record("c.png").current.recipe.params["view"] == "start"
+
+
+def test_an_output_of_the_old_mandelbrot_is_kept_and_regen_records_the_new_one(tmp_repo):
+    """A project recorded by version 1 (which drew one picture for every
+    seed): its file stays, but is not re-made from a recipe whose meaning
+    changed (as for any generator whose version changed); regen makes it
+    anew, now with the seed's view."""
+    from lattice.fsck import rebuild_index
+    from lattice.recipe import recipe_key
+
+    gen(tmp_repo, "sky.png", "--model", "ffmpeg.mandelbrot", "--seed", "7", *SKY)
+    mf = tmp_repo.manifest.file_of("sky.png")
+    mf.write_text(mf.read_text().replace('generator_version = "2"', 'generator_version = "1"').replace('view = "seed"\n', ""))
+    old = tmp_repo.manifest.read("sky.png").current
+    mf.write_text(mf.read_text().replace(old.recipe.key, recipe_key(old.recipe)))
+    rebuild_index(tmp_repo)
+    assert run_cli("render", "--check", cwd=tmp_repo.root).code == 0  # its file is still what v1 recorded
+    tmp_repo.objects.remove(old.object)
+    os.unlink(tmp_repo.root / "sky.png")
+    r = run_cli("render", cwd=tmp_repo.root)
+    assert r.code == 4 and "made with ffmpeg.mandelbrot version 1, installed is 2" in r.err
+    r = run_cli("regen", "sky.png", "--seed", "8", cwd=tmp_repo.root)
+    assert r.code == 0, r.err
+    new = Repository(tmp_repo.root).record("sky.png").current.recipe
+    assert (new.generator_version, new.params["view"], new.seed) == ("2", "seed", 8)

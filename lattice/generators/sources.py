@@ -135,14 +135,52 @@ class VideoSource(_Options, Generator):
         run_into_output(ctx, args, None if ext in IMAGE_EXTS else p["duration"], "generating")
 
 
+# Spots on the Mandelbrot set's edge that stay rich from the whole set down
+# to a scale of about 0.001 (seahorse and elephant valleys, spirals,
+# Misiurewicz points, minibrots): `view=seed` picks one by the seed.
+_SPOTS = (
+    (-0.743643887037158704752191506114774, -0.131825904205311970493132056385139),
+    (0.2925, 0.0149), (-0.77568377, 0.13646737), (0.0, 1.0), (-0.1011, 0.9563), (-0.7453, 0.1127),
+    (-1.25066, 0.02012), (0.001643721971153, -0.822467633298876), (-0.16070135, 1.0375665),
+    (-0.235125, 0.827215), (0.42884, -0.231345), (-1.62917, -0.0203968),
+)
+_CENTRE = ("start_x", "start_y")
+
+
+def seeded_view(seed: int, scale: float) -> tuple[float, float, float]:
+    """(centre x, centre y, depth) that `seed` picks for a view starting at
+    `scale`: one of the spots, maybe mirrored in the real axis (the set is
+    symmetric), a depth from 1/2048 to 3/4 that the scales are multiplied
+    by, and the centre nudged by up to an eighth of the first frame. Only
+    float arithmetic IEEE rounds exactly (no libm), so every machine draws
+    the same view."""
+    import blake3
+
+    d = blake3.blake3(f"ffmpeg.mandelbrot:{seed}".encode()).digest(length=24)
+
+    def unit(i: int) -> float:  # [0, 1) from 6 bytes, exact in a double
+        return int.from_bytes(d[i:i + 6], "big") / 2**48
+
+    x, y = _SPOTS[d[0] % len(_SPOTS)]
+    if d[1] & 1:
+        y = -y
+    depth = (0.25 + unit(2) / 2) / 2 ** (d[8] % 10)
+    reach = scale * depth / 4
+    return x + (unit(9) - 0.5) * reach, y + (unit(15) - 0.5) * reach, depth
+
+
 class Mandelbrot(VideoSource):
     id = "ffmpeg.mandelbrot"
+    version = "2"  # 2: the seed picks the view (view=seed); version 1 drew the same picture for every seed
     filter_name = "mandelbrot"
-    description = "a zoom into the Mandelbrot set"
+    description = "a zoom into the Mandelbrot set; the seed picks where"
     params = VideoSource.common + (
+        Param("view", "choice", "seed", "seed: the seed picks the centre (a spot on the set's edge) and how deep "
+              "to start, scaling start_scale and end_scale; start: the centre is start_x, start_y "
+              "(the default when either is set)", choices=("seed", "start")),
         Param("maxiter", "int", 7189, "iterations before a point counts as inside", min=1, max=100000),
-        Param("start_x", "float", -0.743643887037158704752191506114774, "centre, real part", min=-100, max=100),
-        Param("start_y", "float", -0.131825904205311970493132056385139, "centre, imaginary part", min=-100, max=100),
+        Param("start_x", "float", -0.743643887037158704752191506114774, "centre, real part (view=start)", min=-100, max=100),
+        Param("start_y", "float", -0.131825904205311970493132056385139, "centre, imaginary part (view=start)", min=-100, max=100),
         Param("start_scale", "float", 3.0, "initial scale", min=1e-12, max=1e6),
         Param("end_scale", "float", 0.3, "final scale", min=1e-12, max=1e6),
         Param("end_pts", "float", 400.0, "frame count over which the zoom runs", min=1, max=1e9),
@@ -153,9 +191,49 @@ class Mandelbrot(VideoSource):
               choices=("iteration_count", "normalized_iteration_count", "white", "outz")),
     )
 
+    def _centre_set(self, raw: dict[str, Any]) -> bool:
+        """Whether `raw` gives a centre other than the default one."""
+        schema = {p.name: p for p in self.params}
+        for k in _CENTRE:
+            if k in raw:
+                try:
+                    if schema[k].convert(raw[k]) != schema[k].default:
+                        return True
+                except InvalidInput:
+                    return True  # normalize reports it
+        return False
+
+    def normalize(self, raw):
+        # A centre given without a view means that centre (so does one in a
+        # version 1 recipe, which had no view).
+        if "view" not in raw and self._centre_set(raw):
+            raw = {**raw, "view": "start"}
+        return super().normalize(raw)
+
+    def revise(self, params, changes):
+        if "view" not in changes and any(k in changes for k in _CENTRE):
+            return {**params, **changes, "view": "start"}
+        if changes.get("view") == "seed":  # the seed picks the centre now: the old one goes
+            params = {k: v for k, v in params.items() if k not in _CENTRE}
+        return {**params, **changes}
+
+    def check(self, params):
+        if params["view"] == "seed" and self._centre_set(params):
+            raise InvalidInput("start_x and start_y are the centre only with view=start; with view=seed the seed picks it",
+                               hint="add --set view=start to use them, or leave them out")
+        super().check(params)
+
+    def unseeded(self, params, extension):
+        if params.get("view") == "start":
+            return "with view=start the centre is start_x, start_y; --set view=seed lets the seed pick it"
+        return None
+
     def options(self, p, seed):
-        names = ("maxiter", "start_x", "start_y", "start_scale", "end_scale", "end_pts", "bailout")
-        return {**{k: num(p[k]) for k in names}, "inner": p["inner"], "outer": p["outer"]}
+        x, y, depth = (p["start_x"], p["start_y"], 1.0) if p["view"] == "start" else seeded_view(seed, p["start_scale"])
+        opts = {"maxiter": num(p["maxiter"]), "start_x": num(x), "start_y": num(y),
+                "start_scale": num(p["start_scale"] * depth), "end_scale": num(p["end_scale"] * depth)}
+        opts.update({k: num(p[k]) for k in ("end_pts", "bailout")})
+        return {**opts, "inner": p["inner"], "outer": p["outer"]}
 
 
 class Life(VideoSource):
@@ -225,8 +303,9 @@ class Gradients(VideoSource):
 
 class Sierpinski(VideoSource):
     id = "ffmpeg.sierpinski"
+    version = "2"  # 2: the seed picks where the pan starts; version 1 began every seed's pan at the same place
     filter_name = "sierpinski"
-    description = "a Sierpinski carpet or triangle, panned by seeded random jumps"
+    description = "a Sierpinski carpet or triangle, panned by seeded random jumps from a seeded start"
     params = VideoSource.common + (
         Param("type", "choice", "carpet", "fractal", choices=("carpet", "triangle")),
         Param("jump", "int", 100, "largest jump between frames", min=1, max=10000),
@@ -235,9 +314,38 @@ class Sierpinski(VideoSource):
     def options(self, p, seed):
         return {"type": p["type"], "jump": num(p["jump"]), "seed": str(seed)}
 
+    def source(self, p, seed):
+        # The filter's pan starts at the same place for every seed (a still
+        # would not depend on it): draw a larger frame and keep the part at
+        # a seeded point of the fractal.
+        x, y = sierpinski_start(seed, p["type"])
+        w, h = p["width"], p["height"]
+        opts = {"s": f"{w + x}x{h + y}", "r": num(p["fps"]), **self.options(p, seed)}
+        return f"{lavfi(self.filter_name, opts)},crop={w}:{h}:{x}:{y}"
+
+
+def sierpinski_start(seed: int, kind: str) -> tuple[int, int]:
+    """Where `seed` starts the pan: a point of the fractal (not inside one of
+    its holes, which are larger than a small frame), up to 728 pixels across
+    and down for the carpet, 511 for the triangle."""
+    import blake3
+
+    d = blake3.blake3(f"ffmpeg.sierpinski:{seed}".encode()).digest(length=4)
+    x, y = int.from_bytes(d[:2], "big"), int.from_bytes(d[2:], "big")
+    if kind == "triangle":  # the points whose coordinates share no bit
+        x %= 512
+        return x, y % 512 & ~x
+    x, y = x % 729, y % 729
+    hole = 0  # the carpet's points share no base-3 digit 1: drop those from y
+    for place in (1, 3, 9, 27, 81, 243):
+        if x // place % 3 == 1 and y // place % 3 == 1:
+            hole += place
+    return x, y - hole
+
 
 class TestSrc(VideoSource):
     id = "ffmpeg.testsrc"
+    uses_seed = False
     description = "a test pattern (with a frame counter for testsrc)"
     params = VideoSource.common + (
         Param("pattern", "choice", "testsrc", "which pattern",
@@ -276,6 +384,7 @@ class AudioSource(_Options, Generator):
 class Sine(AudioSource):
     id = "ffmpeg.sine"
     filter_name = "sine"
+    uses_seed = False
     description = "a sine tone, optionally beeping once a second"
     params = AudioSource.common + (
         Param("frequency", "float", 440.0, "tone in Hz", min=1, max=96000),
