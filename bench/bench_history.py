@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lattice import history  # noqa: E402
+from lattice import history, history_pending  # noqa: E402
 from lattice.records import AssetRecord, Recipe, Version  # noqa: E402
 from lattice.repo import Repository  # noqa: E402
 from installed import install  # noqa: E402
@@ -71,13 +71,13 @@ def bench_commit(tmp: Path) -> None:
     for label, names in layouts.items():
         repo = make_repo(tmp / label.replace(" ", "-"), names)
         with_history = per_op(repo, names)
-        real_begin, real_finish = history.begin, history.finish
-        history.begin = lambda repo, *a, **k: None
-        history.finish = lambda *a, **k: None
+        real_begin, real_finish = history_pending.begin, history_pending.finish
+        history_pending.begin = lambda repo, *a, **k: None
+        history_pending.finish = lambda *a, **k: None
         try:
             without = per_op(repo, names)
         finally:
-            history.begin, history.finish = real_begin, real_finish
+            history_pending.begin, history_pending.finish = real_begin, real_finish
         history.commit(repo, "catch up")
         print(f"commit on 10,000 assets ({label}): {without * 1000:.1f} ms without history, "
               f"{with_history * 1000:.1f} ms with: +{(with_history - without) * 1000:.1f} ms per operation "

@@ -41,7 +41,7 @@ def _finish_interrupted_change(repo: Repository, repair: bool, problems: list) -
     """Re-do a switch, merge or manifest batch a crash interrupted (its
     journal is there); one that cannot be re-done is reported, and set aside
     by repair. False when it is still in the way."""
-    from lattice.branches import recover
+    from lattice.switch import recover
     from lattice.errors import RepositoryCorrupt
     from lattice.repo import BATCH_JOURNAL, JOURNAL
 

@@ -22,8 +22,6 @@ from lattice.history import (
     GITDIR,
     PENDING,
     RECOVERED,
-    _why,
-    catch_up,
     commit,
     exists,
     git_dir,
@@ -34,6 +32,7 @@ from lattice.history import (
     signature,
     snapshot_tree,
 )
+from lattice.history_pending import _why, catch_up
 from lattice.history_rewind import Rewind, rewind_broken_refs
 from lattice.repo import Repository
 

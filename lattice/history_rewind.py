@@ -2,7 +2,13 @@
 part). A ref that names a missing or broken commit goes back to its newest
 intact one; commits whose own tree is complete above a lost ancestor are
 re-made (same tree, message, author and time) on what is kept, and every
-branch and tag that named them moves to the one re-made copy."""
+branch and tag that named them moves to the one re-made copy.
+
+The usual cause: a project shared through git whose `git commit -a` took
+history's changed ref files but not its new (untracked) objects reaches a
+clone with `refs/heads/main` naming a commit that is not there. Every
+commit before it usually is, so the ref moves back to the newest intact one
+rather than the whole history being thrown away."""
 
 from __future__ import annotations
 

@@ -98,7 +98,7 @@ class Manifest:
     def overwrite(self, name: str, data: bytes) -> os.stat_result:
         """Write `name`'s manifest file in place, not through a temp file and a
         rename: for a switch of 1,000 assets the renames cost more than all
-        else. Only for changes that are journaled (branches.Journal), which a
+        else. Only for changes that are journaled (switch.Journal), which a
         crash midway leaves to be re-done. Returns the file's stat."""
         return self.overwrite_file(self.file_of(name), data)
 

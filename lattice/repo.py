@@ -37,9 +37,9 @@ if TYPE_CHECKING:
     from lattice.records import AssetRecord
 
 DIRNAME = ".lattice"
-JOURNAL = "journal"  # .lattice/journal: a switch or merge under way (lattice.branches)
+JOURNAL = "journal"  # .lattice/journal: a switch or merge under way (lattice.switch)
 BATCH_JOURNAL = "batch-journal"  # a manifest batch's renames under way (fsutil.AtomicBatch)
-HISTORY_PENDING = "history-pending"  # the history commit a change under way means to make (lattice.history)
+HISTORY_PENDING = "history-pending"  # the history commit a change under way means to make (lattice.history_pending)
 FORMAT = 1
 
 README_TEXT = """\
@@ -203,13 +203,13 @@ class Repository:
         if index.read_only:
             self.refuse_unfinished()
             if os.path.exists(self.dir / HISTORY_PENDING):  # history catches up where .lattice may be written
-                from lattice import history
+                from lattice import history_pending
 
-                if (history._intent(self) or {}).get("failed") is not True:  # a failed one waits for a change or fsck --repair
+                if (history_pending._intent(self) or {}).get("failed") is not True:  # a failed one waits for a change or fsck --repair
                     self.history_behind = True
             return index
         if os.path.exists(self.dir / JOURNAL):  # a switch or merge was interrupted
-            from lattice.branches import recover
+            from lattice.switch import recover
 
             recover(self)
         self.finish_batch()
@@ -245,12 +245,12 @@ class Repository:
 
     def _catch_up_history(self) -> None:
         """A change a killed process left out of history is committed now
-        (lattice.history.catch_up_left_behind); a marker while this thread
+        (lattice.history_pending.catch_up_left_behind); a marker while this thread
         holds the lock is its own change, under way."""
         if os.path.exists(self.dir / HISTORY_PENDING) and not self.lock.held_here():
-            from lattice import history
+            from lattice import history_pending
 
-            history.catch_up_left_behind(self)
+            history_pending.catch_up_left_behind(self)
 
     def interrupted(self) -> bool:
         """A switch, merge or manifest batch was cut short: opening the index
@@ -314,7 +314,7 @@ class Repository:
                 if self.read_only:
                     self.refuse_unfinished()
                 if switching:
-                    from lattice.branches import recover
+                    from lattice.switch import recover
 
                     recover(self)
                 self.finish_batch()
@@ -334,19 +334,19 @@ class Repository:
         later switch would otherwise carry them to another branch. A change
         of ours that a killed process left out of history is caught up under
         its own message instead."""
-        from lattice import history
+        from lattice import history, history_pending
 
         if not names or not self._history_started():
             return  # no history yet, and no change of ours that meant to start it
         try:
-            if not history.catch_up(self):
+            if not history_pending.catch_up(self):
                 history.commit_outside_edits(self, names)
         except Exception as e:  # the index is right; the next change (or fsck --repair) catches history up
             from lattice.errors import warn
 
             with contextlib.suppress(OSError):
-                history.mark(self)
-            warn(f"manifest edits made outside lattice are not in history yet: {history._why(e)}")
+                history_pending.mark(self)
+            warn(f"manifest edits made outside lattice are not in history yet: {history_pending._why(e)}")
 
     def _history_started(self) -> bool:
         """History exists, or a change of ours meant to start it."""
@@ -568,10 +568,10 @@ class Transaction:
                 encoded[name] = text
         if not encoded and not self._removed:
             return
-        from lattice import history
+        from lattice import history_pending
 
         repo.index  # checked against the manifest now, before our writes: they are no outside edits
-        history.begin(repo, self.message)  # marks the manifest as ahead of history until the commit lands
+        history_pending.begin(repo, self.message)  # marks the manifest as ahead of history until the commit lands
         # Temp files in the store's scratch lanes: a large batch is written on threads.
         batch = AtomicBatch(repo.dir, scratch=repo.objects.tmp, journal=repo.dir / BATCH_JOURNAL)
         for name, text in encoded.items():
@@ -592,4 +592,4 @@ class Transaction:
                     index.remove(name)
             changed = sorted(set(encoded) | self._removed)
             written = {str(repo.manifest.file_of(n)): text for n, text in encoded.items()}
-            history.finish(repo, self.message, changed, written=written)  # last: never raises, warns instead
+            history_pending.finish(repo, self.message, changed, written=written)  # last: never raises, warns instead

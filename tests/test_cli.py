@@ -190,7 +190,7 @@ def test_json_and_porcelain_name_assets_from_the_root_wherever_they_run(nested):
 def test_a_hint_suggests_a_command_that_works_from_the_folder_it_was_given_in(nested):
     import shlex
 
-    from lattice.branches import switch
+    from lattice.switch import switch
     from lattice.errors import Conflict
 
     sub = nested.root / "sub"

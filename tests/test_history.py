@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from conftest import run_cli, run_proc
-from lattice import history, history_fsck, versions
+from lattice import history, history_fsck, history_pending, versions
 from lattice.errors import Conflict, HistoryError, InvalidInput
 from lattice.fsck import fsck
 from lattice.repo import Repository
@@ -548,7 +548,7 @@ def test_crash_between_manifest_write_and_commit_is_repaired(tmp_repo, monkeypat
 def test_manifest_written_without_commit_is_caught_up_by_fsck(tmp_repo, monkeypatch):
     repo = tmp_repo
     add(repo, "a.txt", "1")
-    monkeypatch.setattr(history, "finish", lambda *a, **k: None)  # "killed" before the commit
+    monkeypatch.setattr(history_pending, "finish", lambda *a, **k: None)  # "killed" before the commit
     add(repo, "a.txt", "2")
     monkeypatch.undo()
     # fsck, like any command, catches up first: nothing recorded is missing from history.
@@ -564,7 +564,7 @@ def test_a_merge_killed_midway_is_caught_up_as_that_merge(tmp_repo, monkeypatch,
     """The next command finishes the change and makes the merge commit it
     meant to make (second parent and all); running the merge again is then
     up to date, not a second round of versions."""
-    from lattice import branches
+    from lattice import switch
 
     repo = tmp_repo
     for name in ("a.txt", "b.txt"):
@@ -580,7 +580,7 @@ def test_a_merge_killed_midway_is_caught_up_as_that_merge(tmp_repo, monkeypatch,
         raise KeyboardInterrupt  # as a kill leaves it: nothing after runs
 
     with monkeypatch.context() as m:
-        m.setattr(*((branches, "_apply") if killed == "during the journal" else (history, "finish")), die)
+        m.setattr(*((switch, "_apply") if killed == "during the journal" else (history_pending, "finish")), die)
         assert run_cli("merge", "feat", "--theirs", cwd=repo.root).code == 130
     assert (repo.root / "a.txt").read_text() == ("main" if killed == "during the journal" else "feat")
     r = ok("merge", "feat", "--theirs", "--json", repo=repo)  # the user tries again
@@ -1186,13 +1186,13 @@ def test_switch_between_a_file_and_a_folder_of_the_same_name(tmp_repo, monkeypat
     assert r.code == 12 and "cannot switch: x.txt would be a file, but x.txt/ is a folder here holding x.txt/sub/notes.md" in r.err, r.err
     assert history.current_branch(history.open_git(repo)) == "feat" and (repo.root / "x.txt/a.txt").exists()
     (repo.root / "x.txt/sub/notes.md").unlink()
-    from lattice import branches
+    from lattice import switch
 
     def die(*a, **k):
         raise KeyboardInterrupt  # as a kill leaves it: the journal, nothing done
 
     with monkeypatch.context() as m:
-        m.setattr(branches, "_apply", die)
+        m.setattr(switch, "_apply", die)
         assert run_cli("switch", "main", cwd=repo.root).code == 130
     assert (repo.root / "x.txt/a.txt").exists()
     assert ok("status", repo=repo).out == ""  # the next command finishes the switch
@@ -1224,7 +1224,7 @@ def test_a_merge_that_would_close_a_lineage_cycle_is_refused(tmp_repo, monkeypat
     """Each branch is a DAG, the merge would not be. Refused before any
     change; fsck names a cycle that got in anyway (here: a merge that did
     not check). What either suggests breaks the cycle."""
-    from lattice import branches
+    from lattice import merge
 
     repo = tmp_repo
     _half_cycles(repo)
@@ -1232,7 +1232,7 @@ def test_a_merge_that_would_close_a_lineage_cycle_is_refused(tmp_repo, monkeypat
     r = run_cli("merge", "feat", cwd=repo.root)
     assert r.code == 4 and "would make a cycle in the lineage: " in r.err and "y.txt -> x.txt" in r.err, r.err
     assert history.log(repo, 1)[0].commit == head and fsck(fresh(repo)).ok
-    monkeypatch.setattr(branches, "_refuse_cycles", lambda *a: None)
+    monkeypatch.setattr(merge, "_refuse_cycles", lambda *a: None)
     ok("merge", "feat", repo=repo)
     r = run_cli("fsck", cwd=repo.root)
     assert r.code == 1 and "lineage" in r.out and "recipes make a cycle" in r.out
@@ -1431,7 +1431,7 @@ def _die_at_second_manifest_write(monkeypatch):
 def test_switch_killed_midway_is_finished_by_the_next_command(tmp_repo, monkeypatch, crash_after):
     """A crash between the journal and its end leaves manifest files of both
     branches: the next command re-applies the journal, as if never stopped."""
-    from lattice import branches
+    from lattice import switch
     from lattice.objects import ObjectStore
 
     repo = tmp_repo
@@ -1449,7 +1449,7 @@ def test_switch_killed_midway_is_finished_by_the_next_command(tmp_repo, monkeypa
     if crash_after == 0:  # die among the manifest writes instead
         _die_at_second_manifest_write(monkeypatch)
     with pytest.raises(SystemExit):
-        branches.switch(fresh(repo), "feat")
+        switch.switch(fresh(repo), "feat")
     monkeypatch.undo()
     assert (repo.dir / "journal").exists()
     r = ok("status", "--porcelain", repo=repo)  # any command finishes the switch first
@@ -1470,7 +1470,7 @@ def test_switch_killed_midway_is_finished_by_the_next_command(tmp_repo, monkeypa
 def test_switch_over_a_file_folder_clash_killed_after_writing_is_finished(tmp_repo, monkeypatch, to):
     """The journal is re-done whole: its deletes then meet the file (or the
     folder) its writes already put at that name, which must not stop it."""
-    import lattice.branches as branches
+    from lattice import switch
 
     repo = tmp_repo
     _file_here_folder_there(repo)  # on feat
@@ -1483,9 +1483,9 @@ def test_switch_over_a_file_folder_clash_killed_after_writing_is_finished(tmp_re
             raise SystemExit("killed")  # every file written, the journal not yet gone
         return real_unlink(path, *a, **k)
 
-    monkeypatch.setattr(branches.os, "unlink", dying_unlink)
+    monkeypatch.setattr(switch.os, "unlink", dying_unlink)
     with pytest.raises(SystemExit):
-        branches.switch(fresh(repo), to)
+        switch.switch(fresh(repo), to)
     monkeypatch.undo()
     assert (repo.dir / "journal").exists()
     assert ok("status", "--porcelain", repo=repo).out == ""  # finishes the switch first
@@ -1500,7 +1500,7 @@ def test_switch_over_a_file_folder_clash_killed_after_writing_is_finished(tmp_re
 def test_fsck_run_first_after_a_killed_switch_finishes_it_once(tmp_repo, monkeypatch):
     """fsck opens the journal before the index, whose opening finishes the
     journal too: it must be finished once, not re-done over a deleted file."""
-    from lattice import branches
+    from lattice import switch
     from lattice.objects import ObjectStore
 
     repo = tmp_repo
@@ -1511,7 +1511,7 @@ def test_fsck_run_first_after_a_killed_switch_finishes_it_once(tmp_repo, monkeyp
 
     monkeypatch.setattr(ObjectStore, "copy_to", dying_copy)
     with pytest.raises(SystemExit):
-        branches.switch(fresh(repo), "feat")
+        switch.switch(fresh(repo), "feat")
     monkeypatch.undo()
     assert (repo.dir / "journal").exists()
     r = run_cli("fsck", cwd=repo.root)
@@ -1523,14 +1523,14 @@ def test_a_command_that_waited_on_a_switch_that_died_finishes_it_first(tmp_repo,
     """A process that opened the index before a switch began, and re-reads
     the manifest after the switch died under the lock, finishes the journal
     instead of indexing half-written manifest files."""
-    from lattice import branches
+    from lattice import switch
     repo = tmp_repo
     _two_branches(repo)
     waiting = fresh(repo)
     waiting.index  # opened (and synced) before the switch
     _die_at_second_manifest_write(monkeypatch)
     with pytest.raises(SystemExit):
-        branches.switch(fresh(repo), "feat")
+        switch.switch(fresh(repo), "feat")
     monkeypatch.undo()
     assert (repo.dir / "journal").exists()
     waiting.sync_index()
@@ -1591,7 +1591,7 @@ def test_parked_records_are_taken_once_and_capped(tmp_path):
 
 
 def test_a_journal_re_done_after_its_object_went_leaves_the_file_to_render(tmp_repo, monkeypatch):
-    from lattice import branches
+    from lattice import switch
     from lattice.manifest import Manifest
 
     repo = tmp_repo
@@ -1599,7 +1599,7 @@ def test_a_journal_re_done_after_its_object_went_leaves_the_file_to_render(tmp_r
     real = Manifest.overwrite
     monkeypatch.setattr(Manifest, "overwrite", lambda self, name, data: (_ for _ in ()).throw(SystemExit("killed")))
     with pytest.raises(SystemExit):
-        branches.switch(fresh(repo), "feat")
+        switch.switch(fresh(repo), "feat")
     monkeypatch.setattr(Manifest, "overwrite", real)
     journal = (repo.dir / "journal").read_text()
     g = history.open_git(repo)
@@ -1866,7 +1866,7 @@ def test_a_history_commit_that_failed_is_not_retried_by_every_later_command(tmp_
     r = add(repo, "a.txt", "2")
     assert "warning: the change was recorded, but not in history" in r.err
     monkeypatch.undo()
-    assert history._intent(repo)["failed"] is True
+    assert history_pending._intent(repo)["failed"] is True
     for _ in range(2):
         r = ok("status", repo=repo)
         assert r.err == "" and (repo.dir / "history-pending").exists()

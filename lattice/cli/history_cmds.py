@@ -310,7 +310,7 @@ def merge(
 ) -> None:
     """Merge per asset: changed on one side → taken; changed on both → conflict,
     left at ours (exit 1) until re-run with --ours or --theirs."""
-    from lattice.branches import merge as do_merge
+    from lattice.merge import merge as do_merge
     from lattice.cli.quick import worktree_lines
     from lattice.errors import UsageError, command
 

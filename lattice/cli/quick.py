@@ -131,7 +131,7 @@ def hooks_check(json: bool = False) -> int:
 
 
 def switch(name: str, force: bool = False, json: bool = False) -> None:
-    from lattice.branches import switch as do_switch
+    from lattice.switch import switch as do_switch
 
     s = do_switch(repo_from_ctx(), name, force=force)
     if json:
