@@ -22,7 +22,7 @@ import os
 import time
 from dataclasses import dataclass, field
 
-from lattice.errors import LatticeError
+from lattice.errors import InvalidInput, LatticeError
 from lattice.paths import shown
 from lattice.repo import Repository
 
@@ -152,7 +152,10 @@ class _Sources:
             if r is None or not r.deterministic:
                 continue
             outcome = ("remake", "")
-            for inp, ioid in zip(r.inputs, r.input_objects):
+            gap = generator_gap(self.repo, r)
+            if gap:
+                outcome = ("lost", f"it cannot be re-made: {gap}")
+            for inp, ioid in zip(r.inputs, r.input_objects) if not gap else ():
                 got, _ = self.state(ioid)
                 if _RANK[got] <= _RANK["remake"] or _RANK[got] <= _RANK[outcome[0]]:
                     continue
@@ -237,8 +240,25 @@ def _check_references(repo: Repository, records: dict, damaged: set[str], repair
                 why = _absence(v, v.number not in needed, how, detail)
                 report.notes.append(Problem("absent", spec, f"object {v.object} is not in this store: {why}"))
             else:
-                report.problems.append(Problem("reference", spec, f"object {v.object} is missing; {detail}; {_remedy(record, v, records)}"))
+                report.problems.append(Problem("reference", spec, f"object {v.object} is missing; {detail}; {_remedy(repo, record, v, records)}"))
     return adopted
+
+
+def generator_gap(repo: Repository, recipe) -> str | None:
+    """Why the generator installed here cannot re-make what `recipe` made
+    (render would refuse it), or None when it can: none of that id, or
+    another version of it (a clone made where an older release ran)."""
+    from lattice.render import registry
+
+    try:
+        gen = registry(repo).get(recipe.generator)
+    except InvalidInput as e:  # not installed here, or its plug-in did not load
+        return e.message
+    except LatticeError:  # a broken config.toml: reported on its own
+        return None
+    if str(gen.version) != recipe.generator_version:
+        return f"it was made by {gen.id} version {recipe.generator_version}, and version {gen.version} is installed"
+    return None
 
 
 def _absence(v, older: bool, how: str, detail: str) -> str:
@@ -251,7 +271,7 @@ def _absence(v, older: bool, how: str, detail: str) -> str:
     return f"an older version, {detail}" if older else detail
 
 
-def _remedy(record, v, records: dict) -> str:
+def _remedy(repo: Repository, record, v, records: dict) -> str:
     """What the user can do about a needed version whose bytes are gone."""
     from lattice.errors import command
     from lattice.paths import here
@@ -263,6 +283,8 @@ def _remedy(record, v, records: dict) -> str:
     if v.recipe is None:
         return f"copy the file back to {here(name)} and run `lattice fsck --repair` (its bytes are stored again when they match)"
     moved = any(i in records and records[i].effective.object != o for i, o in zip(v.recipe.inputs, v.recipe.input_objects))
+    if v.recipe.deterministic and generator_gap(repo, v.recipe):
+        return f"{command('lattice regen', name)} records a new version with the generator installed here"
     if v.recipe.deterministic and moved:
         return f"{command('lattice render', name)} makes a new version from its inputs as they are now"
     if v.recipe.deterministic:

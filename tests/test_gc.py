@@ -360,6 +360,31 @@ def test_fsck_fails_for_a_current_output_lost_without_gc(tmp_repo):
     assert run_cli("fsck", "--repair", cwd=tmp_repo.root).code == 1  # nothing to repair it from
 
 
+def test_fsck_fails_for_an_evicted_output_the_installed_generator_cannot_make_again(tmp_repo):
+    """An output made by another version of its generator (a clone of a
+    project made with an older release) is re-made by nothing installed
+    here: once its bytes are gone, fsck says so and how to go on, as render
+    would refuse it, instead of passing it as a cache; its dependent, whose
+    input cannot come back, is named too."""
+    gen(tmp_repo, "t.txt", word="one")
+    gen(tmp_repo, "u.txt", model="test.join", inputs=["t.txt"])
+    [t1], [u1] = objects_of(tmp_repo, "t.txt"), objects_of(tmp_repo, "u.txt")
+    mf = tmp_repo.manifest.file_of("t.txt")
+    recorded = tmp_repo.record("t.txt").current.recipe.generator_version
+    mf.write_text(mf.read_text().replace(f'generator_version = "{recorded}"', 'generator_version = "0.9"', 1))
+    for oid, name in ((t1, "t.txt"), (u1, "u.txt")):
+        tmp_repo.objects.remove(oid)
+        (tmp_repo.root / name).unlink()
+    r = run_cli("fsck", cwd=tmp_repo.root)
+    assert r.code == 1, r.out
+    assert (f"reference: t.txt@v1: object {t1} is missing; it cannot be re-made: it was made by test.text version 0.9, "
+            f"and version {recorded} is installed; `lattice regen t.txt` records a new version with the generator installed here") in r.out
+    assert f"reference: u.txt@v1: object {u1} is missing; it cannot be re-made: its input t.txt@v1 is not in this store either" in r.out
+    assert run_cli("regen", "t.txt", "--set", "word=two", cwd=tmp_repo.root).code == 0
+    r = run_cli("fsck", cwd=tmp_repo.root)  # u.txt followed: what is gone is older versions, noted
+    assert r.code == 0 and f"note: t.txt@v1: object {t1} is not in this store: an older version, it cannot be re-made: it was made by test.text version 0.9" in r.out, r.out
+
+
 def test_gc_logs_every_object_it_evicts_for_good(tmp_repo):
     """The run log lists, in full, what no deterministic recipe makes again;
     fsck reads it (older runs logged only their first 10,000 objects)."""
