@@ -160,11 +160,8 @@ def check(repo: Repository) -> list[str]:
     problems = []
     if shutil.which("git"):
         try:
-            p = subprocess.run(
-                ["git", f"--git-dir={path}", "fsck", "--no-progress", "--no-dangling"],
-                capture_output=True, text=True, timeout=300, env={**os.environ, "GIT_CONFIG_NOSYSTEM": "1"},
-            )
-            if p.returncode != 0:
+            p = _git_fsck(path)
+            if p is not None and p.returncode != 0:
                 lines = (p.stderr or p.stdout).strip().splitlines()
                 problems.append("git fsck: " + ("; ".join(lines[:3]) or f"exit {p.returncode}"))
         except (OSError, subprocess.TimeoutExpired) as e:
@@ -184,6 +181,37 @@ def check(repo: Repository) -> list[str]:
         more = f" and {len(behind) - 5} more" if len(behind) > 5 else ""
         problems.append(f"manifest differs from history HEAD ({', '.join(behind[:5])}{more})")
     return problems
+
+
+def _git_fsck(path: Path):
+    """`git fsck` of the history at `path`, through a view of it that has a
+    config of lattice's own: history.git is committed and cloned with the
+    project, so its config is someone else's text, and git takes some of
+    it (core.fsmonitor, core.worktree, includes) as programs to run or files
+    to read. The view holds a copy of HEAD and packed-refs and links to
+    refs/ and logs/; objects are read in place (GIT_OBJECT_DIRECTORY).
+    None when the system's temp folder has no room for the view."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    with contextlib.ExitStack() as stack:
+        try:
+            view = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lattice-fsck-")))
+            (view / "config").write_text("[core]\n\trepositoryformatversion = 0\n\tbare = true\n")
+            for name in ("HEAD", "packed-refs"):
+                with contextlib.suppress(FileNotFoundError, IsADirectoryError):
+                    shutil.copyfile(path / name, view / name, follow_symlinks=False)
+            for name in ("refs", "logs"):
+                if (path / name).is_dir():
+                    (view / name).symlink_to(path / name)
+            (view / "refs").mkdir(exist_ok=True)  # git takes a folder without refs/ for no repository
+        except OSError:
+            return None  # no room for the view: history is checked by reading it, as without git
+        env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+        env.update(GIT_DIR=str(view), GIT_OBJECT_DIRECTORY=str(path / "objects"), GIT_CONFIG_NOSYSTEM="1")
+        return subprocess.run(["git", "fsck", "--no-progress", "--no-dangling"],
+                              capture_output=True, text=True, timeout=300, env=env, cwd=view)
 
 
 def drift(repo: Repository, g, recorded: dict) -> list[str]:

@@ -2091,3 +2091,24 @@ def test_switch_force_leaves_a_folder_in_the_way_of_a_file_the_branches_differ_i
     shutil.rmtree(repo.root / "b.txt")
     ok("checkout", "b.txt", repo=repo)
     assert (repo.root / "b.txt").read_text() == "2"
+
+
+@pytest.mark.skipif(GIT is None, reason="lattice fsck runs git fsck")
+def test_fsck_never_runs_a_program_the_shared_history_config_names(tmp_repo, tmp_path):
+    """`.lattice/history.git` is committed and cloned with the project: its
+    config is someone else's text. git reads `core.fsmonitor` (and more) as
+    a program to run; `lattice fsck` must run none of them, and still find
+    damage (here, a missing commit object)."""
+    repo = tmp_repo
+    add(repo, "a.txt", "1")
+    marker = tmp_path / "ran"
+    config = repo.dir / "history.git" / "config"
+    config.write_text(config.read_text().replace("bare = true", "bare = false")
+                      + f'\tfsmonitor = "touch {marker}; false"\n\tpager = "touch {marker}; cat"\n'
+                      f'[core]\n\tworktree = {repo.root}\n')
+    r = run_proc("fsck", cwd=repo.root)
+    assert r.returncode == 0 and not marker.exists(), (r.stdout, r.stderr)
+    head = history.open_git(fresh(repo)).head.target
+    os.unlink(_loose(repo, head))
+    r = run_proc("fsck", cwd=repo.root)
+    assert r.returncode == 1 and "git fsck" in r.stdout + r.stderr and not marker.exists(), (r.stdout, r.stderr)
