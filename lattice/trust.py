@@ -60,17 +60,32 @@ def commands_digest(config: dict, repo_root: Path | None = None) -> str:
     return h.hexdigest()
 
 
+def _named_paths(argv: list) -> list[str]:
+    """What each argv element may name as a file: the element, and the
+    module after `-m` (`python3 -m tool` runs tool.py, or the package
+    tool/; `-m tool.sub` runs tool/sub.py, importing tool/ first)."""
+    out: list[str] = []
+    previous = None
+    for arg in argv:
+        if isinstance(arg, str) and arg:
+            out.append(arg)
+            if previous == "-m":
+                top = arg.split(".")[0]
+                out += [top + ".py", top]
+        previous = arg
+    return [p for p in out if p]
+
+
 def _scripts(table: dict, root: Path) -> list[tuple[str, Path]]:
     """Files inside the repository named by argv elements, sorted: a file,
-    or every file in a folder (`python3 tool` runs tool/__main__.py). An
-    element is taken as written, braces and all, when such a path exists."""
+    or every file in a folder (`python3 tool` runs tool/__main__.py), also
+    as `-m MODULE`. An element is taken as written, braces
+    and all, when such a path exists."""
     real_root = os.path.realpath(root)
     found = {}
     for spec in table.values() if isinstance(table, dict) else ():
         argv = spec.get("argv") if isinstance(spec, dict) else None
-        for arg in argv if isinstance(argv, list) else []:
-            if not isinstance(arg, str) or not arg:
-                continue
+        for arg in _named_paths(argv if isinstance(argv, list) else []):
             real = os.path.realpath(os.path.join(root, arg))
             if not real.startswith(real_root + os.sep) or real == os.path.join(real_root, ".lattice"):
                 continue

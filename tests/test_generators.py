@@ -789,3 +789,20 @@ def test_a_command_generator_that_writes_no_image_where_it_names_one_fails(tmp_p
     reg = generators.load(repo.config, repo_root=repo.root)
     with pytest.raises(GeneratorFailed, match=f"is not a {ext.upper()} file"):
         make("junk", tmp_path / f"o.{ext}", {}, seed=7, inputs=[], registry=reg, prompt="", env={})
+
+
+def test_the_approval_covers_a_module_run_with_dash_m(tmp_path):
+    """`python3 -m tool` runs tool.py (or the package tool/) from the
+    project: a `git pull` that changes it asks for approval again."""
+    root = tmp_path / "proj"
+    (root / "pkg").mkdir(parents=True)
+    (root / "tool.py").write_text("v1")
+    (root / "pkg" / "__init__.py").write_text("v1")
+    (root / "pkg" / "sub.py").write_text("v1")
+    config = {"generators": {"m": {"argv": ["python3", "-m", "tool", "{output}"]},
+                             "p": {"argv": ["python3", "-m", "pkg.sub", "{output}"]}}}
+    digests = [trust.commands_digest(config, root)]
+    for changed in ("tool.py", "pkg/__init__.py", "pkg/sub.py"):
+        (root / changed).write_text("evil")
+        digests.append(trust.commands_digest(config, root))
+    assert len(set(digests)) == 4
