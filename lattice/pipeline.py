@@ -14,7 +14,6 @@ from typing import Callable, Iterable, Iterator
 import msgspec
 
 from lattice.errors import InvalidInput, LatticeError, command
-from lattice.paths import shown
 from lattice.render import Outcome, Step, registry, why_kept
 from lattice.repo import Repository
 
@@ -313,12 +312,11 @@ def _queue(repo: Repository, q, steps: list[Step], priority: str, asked: list[in
 
 def _require_trust(repo: Repository, gen) -> None:
     """Refuse before queueing anything: a command from an unapproved config never runs."""
-    from lattice.errors import TrustRequired
     from lattice.generators.command import CommandGenerator
-    from lattice.trust import is_trusted
+    from lattice.trust import require
 
-    if isinstance(gen, CommandGenerator) and not is_trusted(repo.root, repo.config):
-        raise TrustRequired(f"command generator {shown(gen.id)} is declared in a config you have not approved")
+    if isinstance(gen, CommandGenerator):
+        require(repo.root, repo.config, gen.id)
 
 
 def _estimate_key(step: Step) -> str:

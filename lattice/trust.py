@@ -146,6 +146,29 @@ def is_trusted(repo_root: Path, config: dict) -> bool:
     return approved == commands_digest(config, repo_root)
 
 
+def require(repo_root: Path | None, config: dict, gen_id: str) -> None:
+    """Raise TrustRequired unless this user approved the config's commands
+    for `repo_root`, saying whether nothing was approved here or what was
+    approved has changed since (the argv, or a file inside the project an
+    argv names: a folder a program writes its cache into changes too)."""
+    from lattice.errors import TrustRequired
+
+    if repo_root is not None and is_trusted(repo_root, config):
+        return
+    try:
+        approved = repo_root is not None and _key(repo_root) in _read()
+    except InvalidInput:
+        approved = False
+    if not approved:
+        raise TrustRequired(f"command generator {gen_id!r} is declared in a config you have not approved")
+    files = [name for name, _ in _scripts(_plain((config or {}).get("generators") or {}), Path(repo_root))]
+    named = f" and the files its commands name ({', '.join(files[:3])}{f' and {len(files) - 3} more' if len(files) > 3 else ''})" if files else ""
+    raise TrustRequired(
+        f"command generator {gen_id!r}: this project's commands changed since you approved them",
+        hint=f"review [generators] in .lattice/config.toml{named}, then run `lattice trust` again",
+    )
+
+
 @contextlib.contextmanager
 def _locked():
     """Serialize read-modify-write so two `lattice trust` runs lose nothing."""

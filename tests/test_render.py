@@ -1523,3 +1523,26 @@ def test_an_output_of_the_old_mandelbrot_is_kept_and_regen_records_the_new_one(t
     assert r.code == 0, r.err
     new = Repository(tmp_repo.root).record("sky.png").current.recipe
     assert (new.generator_version, new.params["view"], new.seed) == ("2", "seed", 8)
+
+
+def test_a_refused_command_says_whether_it_was_never_approved_or_changed_since(tmp_repo):
+    """Never approved here, and approved but changed since (here a folder
+    its argv names, which the program writes its cache into), are told
+    apart: the second names the files the approval covers."""
+    import sys
+
+    (tmp_repo.root / "cache").mkdir()
+    (tmp_repo.root / "gen.py").write_text(
+        "import sys, time\nopen(f'cache/{time.time_ns()}', 'w').write('x')\nopen(sys.argv[-1], 'w').write('out')\n")
+    cfg = tmp_repo.dir / "config.toml"
+    cfg.write_text(cfg.read_text() + f'\n[generators.cached]\nargv = ["{sys.executable}", "gen.py", "--cache", "cache", "{{output}}"]\nextensions = ["txt"]\n')
+    r = run_cli("gen", "a.txt", "--model", "cached", cwd=tmp_repo.root)
+    assert r.code == 9 and "a config you have not approved" in r.err and "changed" not in r.err, r.err
+    assert run_cli("trust", cwd=tmp_repo.root).code == 0
+    assert run_cli("gen", "a.txt", "--model", "cached", cwd=tmp_repo.root).code == 0
+    r = run_cli("gen", "b.txt", "--model", "cached", cwd=tmp_repo.root)
+    lines = r.err.strip().splitlines()
+    assert r.code == 9 and len(lines) == 2, r.err
+    assert lines[0] == "error: command generator 'cached': this project's commands changed since you approved them"
+    assert lines[1].startswith("hint: review [generators] in .lattice/config.toml and the files its commands name (cache/")
+    assert "gen.py" in lines[1] and "`lattice trust`" in lines[1]

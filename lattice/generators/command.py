@@ -30,7 +30,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from lattice.errors import GeneratorFailed, InvalidInput, TrustRequired
+from lattice.errors import GeneratorFailed, InvalidInput
 from lattice.generators.base import Generator, Param, RunContext
 from lattice.paths import shown
 
@@ -143,10 +143,9 @@ class CommandGenerator(Generator):
     def run(self, ctx: RunContext) -> None:
         from lattice.childproc import run_child
         from lattice.media import extension
-        from lattice.trust import is_trusted
+        from lattice.trust import require
 
-        if self.repo_root is None or not is_trusted(self.repo_root, self.config):
-            raise TrustRequired(f"command generator {shown(self.id)} is declared in a config you have not approved")
+        require(self.repo_root, self.config, self.id)
         self.check_output(extension(ctx.output.name))
         self.check_inputs(len(ctx.inputs))
         argv = self.expand(ctx, self.normalize(ctx.params))
