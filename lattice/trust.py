@@ -55,7 +55,7 @@ def commands_digest(config: dict, repo_root: Path | None = None) -> str:
     h = blake3.blake3(canon.encode())
     if repo_root is not None:
         for name, path in _scripts(table, Path(repo_root)):
-            h.update(f"\0{name}\0".encode())
+            h.update(b"\0" + os.fsencode(name) + b"\0")  # a file name need not be UTF-8
             h.update(blake3.blake3(path.read_bytes()).digest())
     return h.hexdigest()
 
@@ -102,7 +102,15 @@ def _scripts(table: dict, root: Path) -> list[tuple[str, Path]]:
 
 
 def _key(repo_root: Path) -> str:
-    return os.path.realpath(repo_root)
+    """The approvals file's key for a project: its real path, or where that
+    is no text (a folder name that is not UTF-8) `raw:` and its bytes in hex,
+    which no path starting with `/` can be mistaken for."""
+    real = os.path.realpath(repo_root)
+    try:
+        real.encode("utf-8")
+    except UnicodeEncodeError:
+        return "raw:" + os.fsencode(real).hex()
+    return real
 
 
 def _read() -> dict[str, str]:

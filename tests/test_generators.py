@@ -806,3 +806,21 @@ def test_the_approval_covers_a_module_run_with_dash_m(tmp_path):
         (root / changed).write_text("evil")
         digests.append(trust.commands_digest(config, root))
     assert len(set(digests)) == 4
+
+
+@pytest.mark.skipif(sys.platform == "darwin", reason="macOS refuses file names that are not UTF-8")
+def test_a_project_in_a_folder_whose_name_is_not_utf8_can_be_approved(tmp_path):
+    root = tmp_path / os.fsdecode(b"proj-\xff")
+    root.mkdir()
+    config = {"generators": {"g": {"argv": ["x", "{output}"], "extensions": ["png"]}}}
+    trust.trust(root, config)
+    assert trust.is_trusted(root, config) and not trust.is_trusted(tmp_path, config)
+    assert trust.untrust(root) and not trust.is_trusted(root, config)
+    # A file of a folder the argv names may have such a name too.
+    (root / "tool").mkdir()
+    (root / "tool" / os.fsdecode(b"\xfe.py")).write_text("v1")
+    config["generators"]["g"]["argv"] = ["python3", "tool", "{output}"]
+    trust.trust(root, config)
+    assert trust.is_trusted(root, config)
+    (root / "tool" / os.fsdecode(b"\xfe.py")).write_text("v2")
+    assert not trust.is_trusted(root, config)
