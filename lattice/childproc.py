@@ -197,37 +197,59 @@ _LOG_PREFIX = re.compile(r"^(?:\[[^\]]* @ 0x[0-9a-f]+\] )+")
 def _follow_stdout(proc, on_line) -> None:
     """Call `on_line` for each line the child prints, in this thread, until
     it exits: not until the pipe closes, which a process it left in the
-    background would keep open."""
+    background (a daemon in a session of its own) would keep open. The
+    reader stops too, so that closing the pipe then does not wait on it
+    (a file object's close waits for a read under way in another thread)."""
     import queue
+    import select
     import threading
+    import time
 
     lines: queue.Queue = queue.Queue()
+    exited = threading.Event()
+    fd = proc.stdout.fileno()
 
     def pump() -> None:
-        for raw in proc.stdout:
-            lines.put(raw.decode("utf-8", "replace").rstrip("\r\n"))
-        lines.put(None)
+        pending, stop_at = b"", None
+        try:
+            while True:
+                ready = select.select([fd], [], [], 0.1)[0]
+                if exited.is_set():
+                    stop_at = stop_at or time.monotonic() + 0.5  # what it wrote before exiting, then no more
+                    if not ready or time.monotonic() > stop_at:
+                        break
+                if not ready:
+                    continue
+                chunk = os.read(fd, 65536)
+                if not chunk:
+                    break
+                *complete, pending = (pending + chunk).split(b"\n")
+                pending = pending[-65536:]  # a progress line is short; a line without end is not kept whole
+                for raw in complete:
+                    lines.put(raw.decode("utf-8", "replace").rstrip("\r"))
+            if pending:
+                lines.put(pending.decode("utf-8", "replace").rstrip("\r"))
+        except (OSError, ValueError):  # the pipe went away
+            pass
+        finally:
+            lines.put(None)
 
     reader = threading.Thread(target=pump, daemon=True)
     reader.start()
-    while True:
-        try:
-            line = lines.get(timeout=0.1)
-        except queue.Empty:
-            if proc.poll() is None:
+    try:
+        while True:
+            try:
+                line = lines.get(timeout=0.1)
+            except queue.Empty:
+                if proc.poll() is not None:
+                    exited.set()
                 continue
-            reader.join(timeout=0.5)  # the last lines it wrote before exiting
-            while True:
-                try:
-                    line = lines.get_nowait()
-                except queue.Empty:
-                    return
-                if line is None:
-                    return
-                on_line(line)
-        if line is None:
-            return
-        on_line(line)
+            if line is None:
+                return
+            on_line(line)
+    finally:
+        exited.set()
+        reader.join(timeout=2)
 
 
 # Control characters a generator prints (an ESC, a NUL) are shown, not obeyed.

@@ -167,3 +167,23 @@ def test_the_guarded_child_exits_and_sees_the_world_as_an_unguarded_one(tmp_path
         assert Path(json.loads(guarded)[1]) == tmp_path
         seen.append(json.loads(guarded)[2])
     assert seen[0] != seen[1]  # SIGHUP's disposition is among what was compared
+
+
+def test_a_child_that_leaves_a_daemon_holding_its_stdout_returns_when_it_exits(tmp_path):
+    """A program that starts a daemon in a session of its own (`setsid cmd
+    &`, a model server) and exits: the daemon keeps the stdout pipe open,
+    and the run must end with the program, not with the daemon."""
+    pidfile = tmp_path / "daemon.pid"
+    code = ("import subprocess, sys\n"
+            "d = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'], start_new_session=True)\n"
+            f"open({str(pidfile)!r}, 'w').write(str(d.pid))\n"
+            "print('progress 0.5', flush=True)\n")
+    seen = []
+    start = time.monotonic()
+    try:
+        childproc.run_child([sys.executable, "-c", code], name="daemonizer", on_stdout_line=seen.append, timeout=30)
+        took = time.monotonic() - start
+    finally:
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pidfile.read_text()), signal.SIGKILL)
+    assert seen == ["progress 0.5"] and took < 10, (seen, took)
