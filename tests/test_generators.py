@@ -824,3 +824,35 @@ def test_a_project_in_a_folder_whose_name_is_not_utf8_can_be_approved(tmp_path):
     assert trust.is_trusted(root, config)
     (root / "tool" / os.fsdecode(b"\xfe.py")).write_text("v2")
     assert not trust.is_trusted(root, config)
+
+
+def test_recipe_text_starting_with_a_dash_never_stands_where_an_option_may(tmp_path):
+    """In a cloned project the prompt and str parameters come from someone
+    else's manifest: one starting with '-' that fills an argument of its
+    own would reach the approved program as an option its argv does not
+    name. After an option, after `--` or inside an element it is a value;
+    a negative number is a number."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "w.py").write_text("import json, sys\njson.dump(sys.argv[1:], open(sys.argv[-1], 'w'))\n")
+    params = {"style": {"type": "str", "default": "x"}, "gain": {"type": "float", "default": 0.0}}
+    config = {"generators": {
+        "pos": {"argv": [sys.executable, "w.py", "{prompt}", "{param.style}", "{param.gain}", "{output}"],
+                "extensions": ["json"], "params": params},
+        "safe": {"argv": [sys.executable, "w.py", "--prompt", "{prompt}", "--style={param.style}", "--", "{param.style}",
+                          "{output}"], "extensions": ["json"], "params": params},
+    }}
+    trust.trust(root, config)
+    reg = generators.load(config, repo_root=root)
+
+    def argv(gen, prompt, **params):
+        out = make(gen, tmp_path / f"{gen}.json", params, seed=1, inputs=[], registry=reg, prompt=prompt, env={})
+        return json.loads(out.read_text())[:-1]
+
+    assert argv("pos", "a cat", style="b", gain=-0.5) == ["a cat", "b", "-0.5"]
+    with pytest.raises(InvalidInput, match=r"prompt '--exec=evil' starts with '-'"):
+        argv("pos", "--exec=evil")
+    with pytest.raises(InvalidInput, match=r"parameter 'style' '-o' starts with '-'") as e:
+        argv("pos", "a cat", style="-o")
+    assert '"--"' in e.value.hint
+    assert argv("safe", "-x", style="-y") == ["--prompt", "-x", "--style=-y", "--", "-y"]

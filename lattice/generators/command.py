@@ -133,12 +133,38 @@ class CommandGenerator(Generator):
             return values[m[1]]
 
         out: list[str] = []
-        for arg in self.argv:
+        for i, arg in enumerate(self.argv):
             if arg == "{inputs}":
                 out += [os.path.abspath(p) for p in ctx.inputs]
             else:
                 out.append(_PLACEHOLDER.sub(value, arg))
+                if out[-1].startswith("-"):
+                    self._refuse_option_text(i, out[-1])
         return out
+
+    def _refuse_option_text(self, i: int, text: str) -> None:
+        """A recipe's text (a prompt, a str parameter: in a cloned project,
+        someone else's) that starts with '-' and fills an argument of its
+        own where an option may stand would reach the program as an option
+        the approved argv does not name. It may follow an option of the
+        argv (`--prompt`, `{prompt}`) or `--`, or be part of an element
+        (`--prompt={prompt}`)."""
+        m = _PLACEHOLDER.fullmatch(self.argv[i])
+        if m is None or "--" in self.argv[:i] or (i > 0 and self.argv[i - 1].startswith("-")):
+            return
+        if m[3] is not None:
+            if next(p for p in self.params if p.name == m[3]).type != "str":
+                return  # a number (-0.5) or one of the config's own choices
+            what = f"parameter {m[3]!r}"
+        elif m[1] in ("prompt", "negative_prompt"):
+            what = m[1].replace("_", " ")
+        else:
+            return
+        raise InvalidInput(
+            f"{what} {_short(text)!r} starts with '-': command generator {self.id!r} would pass it "
+            "as an argument of its own, where its program may take it for an option",
+            hint=f"write it without the leading '-', or in [generators.{self.id}] put \"--\" or an option before \"{m[0]}\"",
+        )
 
     def run(self, ctx: RunContext) -> None:
         from lattice.childproc import run_child
@@ -179,6 +205,10 @@ class CommandGenerator(Generator):
                 hint=f"the program must write a real .{ext} file ({output.name}); its first bytes are not a {ext.upper()} signature",
             )
         ctx.progress(1.0, "finalizing")
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 40 else text[:39] + "…"
 
 
 def _text(v: Any) -> str:
