@@ -374,8 +374,14 @@ def install(repo: Repository, force: bool = False) -> Path:
         ).stdout.splitlines()
     except (OSError, subprocess.CalledProcessError, ValueError):
         raise InvalidInput(f"{repo.root} is not inside a git working tree", hint="`git init` first; the hook runs on `git commit`") from None
-    hook = (repo.root / out / "pre-commit").resolve()
+    link = repo.root / out / "pre-commit"
+    hook = link.resolve()
     script = hook_script(os.path.relpath(os.path.realpath(repo.root), os.path.realpath(top)))
+    if link.is_symlink() and not hook.exists() and not force:
+        # A hook manager's link whose script is gone: writing through it
+        # would create a file wherever the link points.
+        raise Conflict(f"{link} is a link to {os.readlink(link)}, which does not exist",
+                       hint="remove the link, or point it at a hook you then add `lattice hooks check` to")
     if hook.exists():
         current = hook.read_text(errors="replace")
         if current == script:

@@ -183,6 +183,13 @@ def test_hooks_install_refuses_to_clobber(tmp_repo):
     r = run_cli("hooks", "install", cwd=tmp_repo.root)
     assert r.code == 12 and "already exists" in r.err
     assert hook.read_text() == "#!/bin/sh\necho mine\n"
+    # A link whose target is gone is not written through, to wherever it points.
+    hook.unlink()
+    hook.symlink_to(tmp_repo.root / "gone" / "pre-commit")
+    (tmp_repo.root / "gone").mkdir()
+    r = run_cli("hooks", "install", cwd=tmp_repo.root)
+    assert r.code == 12 and "which does not exist" in r.err and len(r.err.strip().splitlines()) == 2, r.err
+    assert not (tmp_repo.root / "gone" / "pre-commit").exists() and hook.is_symlink()
 
 
 @pytest.mark.skipif(shutil.which("git") is None, reason="needs git")
