@@ -80,18 +80,23 @@ def _scripts(table: dict, root: Path) -> list[tuple[str, Path]]:
     """Files inside the repository named by argv elements, sorted: a file,
     or every file in a folder (`python3 tool` runs tool/__main__.py), also
     as `-m MODULE`. An element is taken as written, braces
-    and all, when such a path exists."""
+    and all, when such a path exists. A file is read where a link in the
+    project points; a folder only inside the project (a link to a folder
+    of model weights elsewhere is data, too big to read on every run)."""
     real_root = os.path.realpath(root)
     found = {}
     for spec in table.values() if isinstance(table, dict) else ():
         argv = spec.get("argv") if isinstance(spec, dict) else None
         for arg in _named_paths(argv if isinstance(argv, list) else []):
-            real = os.path.realpath(os.path.join(root, arg))
-            if not real.startswith(real_root + os.sep) or real == os.path.join(real_root, ".lattice"):
+            named = os.path.normpath(os.path.join(real_root, arg))
+            real = os.path.realpath(named)
+            if not named.startswith(real_root + os.sep) or real == os.path.join(real_root, ".lattice"):
                 continue
             if os.path.isfile(real):
-                found[os.path.relpath(real, real_root)] = Path(real)
-            elif os.path.isdir(real):
+                # A link out of the project (to a file in /tmp, say) runs
+                # what it points at: that is what is approved.
+                found[os.path.relpath(named, real_root)] = Path(real)
+            elif os.path.isdir(real) and real.startswith(real_root + os.sep):
                 for dirpath, dirnames, files in os.walk(real):
                     dirnames[:] = sorted(d for d in dirnames if d not in (".lattice", ".git", "__pycache__"))
                     for f in files:

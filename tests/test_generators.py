@@ -856,3 +856,16 @@ def test_recipe_text_starting_with_a_dash_never_stands_where_an_option_may(tmp_p
         argv("pos", "a cat", style="-o")
     assert '"--"' in e.value.hint
     assert argv("safe", "-x", style="-y") == ["--prompt", "-x", "--style=-y", "--", "-y"]
+
+
+def test_the_approval_covers_a_script_the_project_links_to_outside_it(tmp_path):
+    """A cloned project can ship `gen.py` as a link to a file elsewhere
+    (/tmp/x.py, which anyone may write): a change there asks again."""
+    root, elsewhere = tmp_path / "proj", tmp_path / "shared"
+    root.mkdir(), elsewhere.mkdir()
+    (elsewhere / "x.py").write_text("v1")
+    (root / "gen.py").symlink_to(elsewhere / "x.py")
+    config = {"generators": {"g": {"argv": ["python3", "gen.py", "{output}"], "extensions": ["png"]}}}
+    first = trust.commands_digest(config, root)
+    (elsewhere / "x.py").write_text("evil")
+    assert trust.commands_digest(config, root) != first
