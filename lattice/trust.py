@@ -170,8 +170,9 @@ def require(repo_root: Path | None, config: dict, gen_id: str) -> None:
         return
     try:
         approved = repo_root is not None and _key(repo_root) in _read()
-    except InvalidInput:
-        approved = False
+    except InvalidInput as e:  # an unreadable approvals file approves nothing
+        raise TrustRequired(f"command generator {gen_id!r} is not approved: {e.message}",
+                            hint="fix that file, or delete it and run `lattice trust` again") from None
     if not approved:
         raise TrustRequired(f"command generator {gen_id!r} is declared in a config you have not approved")
     files = [name for name, _ in _scripts(_plain((config or {}).get("generators") or {}), Path(repo_root))]

@@ -1546,3 +1546,9 @@ def test_a_refused_command_says_whether_it_was_never_approved_or_changed_since(t
     assert lines[0] == "error: command generator 'cached': this project's commands changed since you approved them"
     assert lines[1].startswith("hint: review [generators] in .lattice/config.toml and the files its commands name (cache/")
     assert "gen.py" in lines[1] and "`lattice trust`" in lines[1]
+    # An approvals file that cannot be read is named, not taken for no approval.
+    from lattice.trust import trust_file
+
+    trust_file().write_text("garbage [")
+    r = run_cli("gen", "c.txt", "--model", "cached", cwd=tmp_repo.root)
+    assert r.code == 9 and f"cannot read {trust_file()}" in r.err and len(r.err.strip().splitlines()) == 2, r.err
