@@ -491,6 +491,10 @@ def _boom():
     raise ImportError("No module named 'torch'")
 
 
+def _exits():
+    raise SystemExit(2)  # a module that parses sys.argv with argparse when imported
+
+
 def test_broken_plugins_are_skipped_with_a_warning(monkeypatch):
     eps = [
         _EP(name="plug.broken", value="broken_mod:Gen", loader=_boom),
@@ -500,6 +504,7 @@ def test_broken_plugins_are_skipped_with_a_warning(monkeypatch):
         _EP(name="plug.badid", value="mod:BadId", loader=lambda: type("B", (_Good,), {"id": "my gen\nx"})),
         _EP(name="plug.badext", value="mod:BadExt", loader=lambda: type("E", (_Good,), {"id": "plug.badext", "extensions": ("../x",)})),
         _EP(name="plug.strext", value="mod:StrExt", loader=lambda: type("S", (_Good,), {"id": "plug.strext", "extensions": "png"})),
+        _EP(name="plug.exits", value="mod:Exits", loader=_exits),
         _EP(name="plug.good", value="mod:_Good", loader=lambda: _Good),
     ]
     monkeypatch.setattr(generators, "entry_points", lambda: eps)
@@ -511,7 +516,8 @@ def test_broken_plugins_are_skipped_with_a_warning(monkeypatch):
     assert "plug.badid" in text and "must start with a letter" in text
     assert "plug.badext" in text and "plug.strext" in text and "extensions must be" in text
     assert "plug.badext" not in reg and "plug.strext" not in reg
-    assert len(reg.warnings) == 7
+    assert "plug.exits" in text and "SystemExit: 2" in text
+    assert len(reg.warnings) == 8
     with pytest.raises(InvalidInput, match="could not be loaded"):
         reg.get("plug.broken")
 

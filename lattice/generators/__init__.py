@@ -118,7 +118,7 @@ def _load_rest(gens: dict[str, Generator], config: dict | None, repo_root: Path 
         try:
             gen = _instantiate(ep.load())
             _check_shape(gen)
-        except Exception as e:  # a plug-in's import can raise anything
+        except (Exception, SystemExit) as e:  # a plug-in's import can raise anything (argparse at import: SystemExit)
             why = f"{type(e).__name__}: {e}" if str(e) else type(e).__name__
             warnings.append(f"plug-in {name!r} ({getattr(ep, 'value', '?')}) skipped: {why}")
             skipped[name] = why
