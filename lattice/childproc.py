@@ -256,8 +256,15 @@ def _follow_stdout(proc, on_line) -> None:
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
 
 
+# A line kept for the error is cut here: a program that prints megabytes on
+# one line must not make an error of that size (printed, and kept in the queue).
+LINE_KEPT = 1000
+
+
 def _drain(stream, tail, first) -> None:
     for raw in stream:
+        if len(raw) > LINE_KEPT:
+            raw = raw[:LINE_KEPT] + f"… ({len(raw) - LINE_KEPT} more bytes)".encode()
         line = _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", raw.decode("utf-8", "replace").rstrip())
         if line.strip():
             tail.append(line)

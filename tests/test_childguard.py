@@ -187,3 +187,11 @@ def test_a_child_that_leaves_a_daemon_holding_its_stdout_returns_when_it_exits(t
         with contextlib.suppress(OSError, ValueError):
             os.kill(int(pidfile.read_text()), signal.SIGKILL)
     assert seen == ["progress 0.5"] and took < 10, (seen, took)
+
+
+def test_a_failing_program_printing_megabytes_on_one_line_makes_a_short_error():
+    code = "import sys\nsys.stderr.write('E' * 5_000_000 + '\\n'); sys.stderr.write('the cause\\n'); sys.exit(1)\n"
+    with pytest.raises(childproc.GeneratorFailed) as e:
+        childproc.run_child([sys.executable, "-c", code], name="chatty")
+    assert e.value.message.endswith("the cause") and len(e.value.hint) < 5000
+    assert "more bytes)" in e.value.hint
