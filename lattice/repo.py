@@ -400,16 +400,24 @@ class Repository:
 
     @functools.cached_property
     def config(self) -> dict:
+        import stat
         import tomllib
 
         path = self.dir / "config.toml"
         try:
-            with open(path, "rb") as f:
-                return tomllib.load(f)
+            # O_NONBLOCK: a clone's config.toml may be a link to a FIFO, which
+            # must not hang the open; then only a regular file is read (not
+            # /dev/zero, whose reading never ends).
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         except FileNotFoundError:
             return {}
-        except tomllib.TOMLDecodeError as e:
-            raise RepositoryCorrupt(f"{path}: {e}", hint="fix the TOML syntax in that file") from None
+        with open(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise RepositoryCorrupt(f"{path} is not a regular file", hint="make it the project's config: a TOML file")
+            try:
+                return tomllib.load(f)
+            except tomllib.TOMLDecodeError as e:
+                raise RepositoryCorrupt(f"{path}: {e}", hint="fix the TOML syntax in that file") from None
 
     @functools.cached_property
     def lock(self):

@@ -2481,3 +2481,17 @@ def test_a_killed_workers_scratch_output_is_reported_by_fsck_and_swept(tmp_repo)
     assert not second.exists() and out.exists()
     assert run_cli("fsck", "--repair", cwd=tmp_repo.root).code == 0
     assert not out.exists() and temps() == []
+
+
+@pytest.mark.parametrize("kind", ["zero", "fifo"])
+def test_a_config_that_is_no_regular_file_is_refused_not_read_forever(tmp_repo, kind):
+    """A cloned project's .lattice/config.toml may be a link to /dev/zero
+    (read until memory runs out) or a FIFO (open blocks for ever)."""
+    cfg = tmp_repo.dir / "config.toml"
+    cfg.unlink()
+    if kind == "zero":
+        cfg.symlink_to("/dev/zero")
+    else:
+        os.mkfifo(cfg)
+    r = run_proc("gen", "a.png", "--model", "ffmpeg.testsrc", cwd=tmp_repo.root, timeout=60)
+    assert r.returncode == 5 and r.stderr == f"error: {cfg} is not a regular file\nhint: make it the project's config: a TOML file\n", r.stderr
