@@ -1538,7 +1538,10 @@ def test_a_refused_command_says_whether_it_was_never_approved_or_changed_since(t
     cfg.write_text(cfg.read_text() + f'\n[generators.cached]\nargv = ["{sys.executable}", "gen.py", "--cache", "cache", "{{output}}"]\nextensions = ["txt"]\n')
     r = run_cli("gen", "a.txt", "--model", "cached", cwd=tmp_repo.root)
     assert r.code == 9 and "a config you have not approved" in r.err and "changed" not in r.err, r.err
-    assert run_cli("trust", cwd=tmp_repo.root).code == 0
+    r = run_cli("trust", "--json", cwd=tmp_repo.root)
+    from lattice.trust import trust_file
+
+    assert r.code == 0 and r.json["trusted"] == ["cached"] and f'= "{r.json["digest"]}"' in trust_file().read_text()
     assert run_cli("gen", "a.txt", "--model", "cached", cwd=tmp_repo.root).code == 0
     r = run_cli("gen", "b.txt", "--model", "cached", cwd=tmp_repo.root)
     lines = r.err.strip().splitlines()
@@ -1547,8 +1550,6 @@ def test_a_refused_command_says_whether_it_was_never_approved_or_changed_since(t
     assert lines[1].startswith("hint: review [generators] in .lattice/config.toml and the files its commands name (cache/")
     assert "gen.py" in lines[1] and "`lattice trust`" in lines[1]
     # An approvals file that cannot be read is named, not taken for no approval.
-    from lattice.trust import trust_file
-
     trust_file().write_text("garbage [")
     r = run_cli("gen", "c.txt", "--model", "cached", cwd=tmp_repo.root)
     assert r.code == 9 and f"cannot read {trust_file()}" in r.err and len(r.err.strip().splitlines()) == 2, r.err

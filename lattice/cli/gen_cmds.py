@@ -423,7 +423,7 @@ def trust(json: bool = JSON) -> None:
 
     A cloned project never runs its commands until you run this; changing
     the commands asks for approval again."""
-    from lattice.trust import commands_digest, trust as do_trust
+    from lattice.trust import trust as do_trust
 
     from lattice.errors import InvalidInput
 
@@ -432,10 +432,10 @@ def trust(json: bool = JSON) -> None:
     if not isinstance(table, dict):
         raise InvalidInput(f"config.toml: generators must be a table of [generators.NAME], not {type(table).__name__}",
                            hint="see the README's section on command generators")
-    do_trust(repo.root, repo.config)
+    digest = do_trust(repo.root, repo.config)  # the one recorded: files may change while it runs
     names = sorted(table)
     if json:
-        emit_json({"trusted": names, "digest": commands_digest(repo.config, repo.root)})
+        emit_json({"trusted": names, "digest": digest})
     else:
         say(f"trusted {len(names)} command generator(s): {', '.join(names) or 'none'}")
 
