@@ -165,20 +165,21 @@ def require(repo_root: Path | None, config: dict, gen_id: str) -> None:
     approved has changed since (the argv, or a file inside the project an
     argv names: a folder a program writes its cache into changes too)."""
     from lattice.errors import TrustRequired
+    from lattice.paths import shown
 
     if repo_root is not None and is_trusted(repo_root, config):
         return
     try:
         approved = repo_root is not None and _key(repo_root) in _read()
     except InvalidInput as e:  # an unreadable approvals file approves nothing
-        raise TrustRequired(f"command generator {gen_id!r} is not approved: {e.message}",
+        raise TrustRequired(f"command generator {shown(gen_id)} is not approved: {e.message}",
                             hint="fix that file, or delete it and run `lattice trust` again") from None
     if not approved:
-        raise TrustRequired(f"command generator {gen_id!r} is declared in a config you have not approved")
+        raise TrustRequired(f"command generator {shown(gen_id)} is declared in a config you have not approved")
     files = [name for name, _ in _scripts(_plain((config or {}).get("generators") or {}), Path(repo_root))]
     named = f" and the files its commands name ({', '.join(files[:3])}{f' and {len(files) - 3} more' if len(files) > 3 else ''})" if files else ""
     raise TrustRequired(
-        f"command generator {gen_id!r}: this project's commands changed since you approved them",
+        f"command generator {shown(gen_id)}: this project's commands changed since you approved them",
         hint=f"review [generators] in .lattice/config.toml{named}, then run `lattice trust` again",
     )
 
