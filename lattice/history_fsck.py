@@ -40,7 +40,7 @@ from lattice.repo import Repository
 def fsck(repo: Repository, repair: bool = False) -> list[tuple[str, str]]:
     """(problem, what repair did) for `lattice fsck`."""
     found = check(repo)
-    if not found or not repair:
+    if not repair or all(m.startswith(UNCHECKED) for m in found):  # nothing found that a repair could mend
         return [(m, "") for m in found]
     joined = _join_conflicted_refs(repo)
     if joined:
@@ -49,13 +49,13 @@ def fsck(repo: Repository, repair: bool = False) -> list[tuple[str, str]]:
         done = f"joined both sides of a git merge conflict in {', '.join(joined)}"
         still = check(repo)
         if still:
-            done += "; " + repair_history(repo, any(not m.startswith(BEHIND) for m in still))
+            done += "; " + repair_history(repo, _damaged(still))
         return [(m, done) for m in found]
-    damaged = any(not m.startswith(BEHIND) for m in found)
+    damaged = _damaged(found)
     if damaged and _fix_head(repo):
         # Only HEAD was broken: every commit, branch and tag is kept.
         still = check(repo)
-        damaged = any(not m.startswith(BEHIND) for m in still)
+        damaged = _damaged(still)
         done = "HEAD was unreadable and now names its branch again"
         if still:
             done += "; " + repair_history(repo, damaged)
@@ -145,6 +145,14 @@ def _fix_head(repo: Repository) -> bool:
 
 
 BEHIND = ("manifest differs", "history has no commit", "history repository is missing")
+# git fsck that timed out or could not start found nothing: reported, but no
+# reason for --repair to set history aside (a large one takes long to check).
+UNCHECKED = "git fsck could not run"
+
+
+def _damaged(found: list[str]) -> bool:
+    """Some of what check() found is damage, not history behind the manifest."""
+    return any(not m.startswith((*BEHIND, UNCHECKED)) for m in found)
 
 
 def check(repo: Repository) -> list[str]:
@@ -165,7 +173,7 @@ def check(repo: Repository) -> list[str]:
                 lines = (p.stderr or p.stdout).strip().splitlines()
                 problems.append("git fsck: " + ("; ".join(lines[:3]) or f"exit {p.returncode}"))
         except (OSError, subprocess.TimeoutExpired) as e:
-            problems.append(f"git fsck could not run: {e}")
+            problems.append(f"{UNCHECKED}: {e}")
     try:
         g = open_git(repo, create=False)
         head = head_commit(g)
@@ -308,7 +316,7 @@ def repair_history(repo: Repository, damaged: bool = False) -> str:
             except Exception:  # noqa: BLE001 - too damaged to tell: started afresh below
                 rewound = []
             if rewound or files:
-                damaged = any(not m.startswith(BEHIND) for m in check(repo))
+                damaged = _damaged(check(repo))
         try:
             if damaged:
                 raise HistoryError("damaged")

@@ -2112,3 +2112,23 @@ def test_fsck_never_runs_a_program_the_shared_history_config_names(tmp_repo, tmp
     os.unlink(_loose(repo, head))
     r = run_proc("fsck", cwd=repo.root)
     assert r.returncode == 1 and "git fsck" in r.stdout + r.stderr and not marker.exists(), (r.stdout, r.stderr)
+
+
+def test_a_git_fsck_that_cannot_run_is_said_and_never_sets_history_aside(tmp_repo, tmp_path):
+    """git fsck that cannot start (or times out on a large history) found no
+    damage: fsck says so and fails, and --repair leaves history as it is
+    rather than moving it to quarantine and starting afresh."""
+    repo = tmp_repo
+    add(repo, "a.txt", "1")
+    add(repo, "a.txt", "2")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "git").write_text("#!/no/such/interpreter\n")  # found on PATH, fails to start
+    (bin_dir / "git").chmod(0o755)
+    env = {"PATH": str(bin_dir)}  # alone: the search would go on to the real git
+    r = run_proc("fsck", cwd=repo.root, env=env)
+    assert r.returncode == 1 and "git fsck could not run" in r.stdout, (r.stdout, r.stderr)
+    r = run_proc("fsck", "--repair", cwd=repo.root, env=env)
+    assert "git fsck could not run" in r.stdout and "quarantine" not in r.stdout + r.stderr, (r.stdout, r.stderr)
+    assert not (repo.dir / "quarantine").exists()
+    assert [c.message for c in history.log(fresh(repo), 5)] == ["add a.txt", "add a.txt"]
