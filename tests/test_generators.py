@@ -718,6 +718,25 @@ def test_trust_with_a_generators_key_that_is_not_a_table_is_one_clear_error(tmp_
     assert r.code == 4 and "generators must be a table" in r.err and "Traceback" not in r.err
 
 
+def test_trust_revoke_withdraws_the_approval(tmp_repo):
+    """`lattice trust --revoke`: the project's commands refuse to run again
+    (exit 9) until approved anew; withdrawing nothing says so."""
+    from conftest import run_cli
+
+    (tmp_repo.root / "w.py").write_text("import sys\nopen(sys.argv[1], 'w').write('w')\n")
+    cfg = tmp_repo.dir / "config.toml"
+    cfg.write_text(cfg.read_text() + f'\n[generators.w]\nargv = {json.dumps([sys.executable, "w.py", "{output}"])}\nextensions = ["txt"]\n')
+    assert run_cli("trust", cwd=tmp_repo.root).code == 0
+    assert run_cli("gen", "a.txt", "--model", "w", cwd=tmp_repo.root).code == 0
+    r = run_cli("trust", "--revoke", cwd=tmp_repo.root)
+    assert r.code == 0 and r.out.startswith("approval withdrawn"), r.out
+    r = run_cli("gen", "b.txt", "--model", "w", cwd=tmp_repo.root)
+    assert r.code == 9 and "not approved" in r.err, r.err
+    assert run_cli("trust", "--revoke", "--json", cwd=tmp_repo.root).json == {"revoked": False}
+    assert run_cli("trust", cwd=tmp_repo.root).code == 0
+    assert run_cli("gen", "b.txt", "--model", "w", cwd=tmp_repo.root).code == 0
+
+
 def test_digest_is_canonical_and_covers_only_commands():
     a = {"generators": {"g": {"argv": ["x"], "extensions": ["png"]}}, "user": {"name": "a"}}
     b = {"user": {"name": "b"}, "generators": {"g": {"extensions": ["png"], "argv": ["x"]}}}

@@ -418,16 +418,30 @@ def _gen_json(g) -> dict:
     }
 
 
-def trust(json: bool = JSON) -> None:
+def trust(
+    revoke: bool = typer.Option(False, "--revoke", help="Withdraw this project's approval: its commands refuse to run until you approve them again."),
+    json: bool = JSON,
+) -> None:
     """Approve the command generators declared in this repository's config.
 
     A cloned project never runs its commands until you run this; changing
-    the commands asks for approval again."""
-    from lattice.trust import trust as do_trust
+    the commands asks for approval again. Approvals are kept per user, outside
+    the project (so a clone cannot bring its own).
+
+    Example: lattice trust --revoke"""
+    from lattice.trust import trust as do_trust, untrust
 
     from lattice.errors import InvalidInput
 
     repo = repo_from_ctx()
+    if revoke:
+        withdrawn = untrust(repo.root)
+        if json:
+            emit_json({"revoked": withdrawn})
+        else:
+            say("approval withdrawn: this project's commands refuse to run until `lattice trust`" if withdrawn
+                else "nothing to withdraw: this project's commands were not approved")
+        return
     table = repo.config.get("generators") or {}
     if not isinstance(table, dict):
         raise InvalidInput(f"config.toml: generators must be a table of [generators.NAME], not {type(table).__name__}",
