@@ -167,6 +167,19 @@ def alive(pid: int) -> bool:
     return not _zombie(pid)
 
 
+def started(pid: int) -> int | None:
+    """When process `pid` started, in clock ticks since boot (Linux's
+    /proc/PID/stat): with the pid, it names one process even after the pid
+    is reused. None where it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+        # after "PID (COMM) ", the 20th field is starttime; COMM may hold spaces and parentheses
+        return int(stat[stat.rfind(b")") + 2:].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _zombie(pid: int) -> bool:
     """Whether `pid` has exited and only waits for its parent to reap it
     (a container with no init does not): gone in all but its number. Linux

@@ -548,6 +548,40 @@ def test_a_command_that_stops_waiting_leaves_jobs_others_still_ask_for(tmp_path)
 
 
 
+def test_an_asker_whose_pid_another_process_took_counts_as_gone(tmp_path):
+    """A waiting command killed outright whose pid the system then gave to
+    another process: the job is nobody's any more (the asker records when
+    its process started), so abandon cancels it."""
+    import socket
+    import sqlite3
+
+    from lattice.childproc import started
+    from lattice.queue import canceller
+
+    q = open_queue(tmp_path)
+    job = q.submit("image", {}, key="taken", waiting=True)
+    stranger = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        start = started(stranger.pid)
+        assert start is not None
+        db = sqlite3.connect(q.path)
+        with db:  # the killed command's row, under the pid the stranger now has
+            db.execute("DELETE FROM askers WHERE job=?", (job.id,))
+            db.execute("INSERT INTO askers (job, asker) VALUES (?,?)", (job.id, f"{socket.gethostname()}:{stranger.pid}:{start - 1}"))
+        db.close()
+        assert q.abandon([job.id], by=canceller("interrupted", "lattice gen")) == ([job.id], [])
+        other = q.submit("image", {}, key="kept", waiting=True)
+        db = sqlite3.connect(q.path)
+        with db:  # the same process, as it asked: it still counts
+            db.execute("DELETE FROM askers WHERE job=?", (other.id,))
+            db.execute("INSERT INTO askers (job, asker) VALUES (?,?)", (other.id, f"{socket.gethostname()}:{stranger.pid}:{start}"))
+        db.close()
+        assert q.abandon([other.id], by=canceller("interrupted", "lattice gen")) == ([], [other.id])
+    finally:
+        stranger.stdin.close()
+        stranger.wait(timeout=30)
+
+
 def test_abandon_cancels_a_joined_job_that_waits_on_a_newer_one(tmp_path):
     """A second submission of a queued job adds its own dependencies, so an
     older job can wait on a newer one. When nobody asks for either any

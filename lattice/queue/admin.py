@@ -35,14 +35,19 @@ from lattice.queue.schema import (
 
 def _asker_alive(asker: str) -> bool:
     """Whether an asker still counts: a detached submission always; a command
-    on this host while its process lives; one on another host, which cannot
-    be looked at, always."""
-    from lattice.childproc import alive
+    on this host while its process lives (the process started when it asked,
+    not a later one given its pid); one on another host, which cannot be
+    looked at, always. An asker of `host:pid` alone (no start) is older."""
+    from lattice.childproc import alive, started
 
-    host, _, pid = asker.rpartition(":")
-    if asker == DETACHED or host != socket.gethostname() or not pid.isdigit():
+    if asker == DETACHED:
         return True
-    return alive(int(pid))
+    host, pid, start = (asker.split(":") + [""])[:3] if asker.count(":") >= 1 else (asker, "", "")
+    if host != socket.gethostname() or not pid.isdigit():
+        return True
+    if not alive(int(pid)):
+        return False
+    return not start.isdigit() or started(int(pid)) in (int(start), None)
 
 
 class QueueAdmin:

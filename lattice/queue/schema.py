@@ -158,8 +158,13 @@ def who() -> tuple[str, str]:
 
 
 def this_asker() -> str:
-    """This process as an asker: "host:pid", so another can tell whether it still lives."""
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """This process as an asker: "host:pid:start" (start: when it started,
+    where the system says), so another can tell whether it still lives, and
+    not mistake a later process given the same pid for it."""
+    from lattice.childproc import started
+
+    pid = os.getpid()
+    return f"{socket.gethostname()}:{pid}:{started(pid) or ''}"
 
 
 def canceller(reason: str, command: str | None) -> dict:
