@@ -1546,7 +1546,7 @@ def test_a_refused_command_says_whether_it_was_never_approved_or_changed_since(t
     r = run_cli("gen", "b.txt", "--model", "cached", cwd=tmp_repo.root)
     lines = r.err.strip().splitlines()
     assert r.code == 9 and len(lines) == 2, r.err
-    assert lines[0] == "error: command generator 'cached': this project's commands changed since you approved them"
+    assert lines[0] == "error: command generator cached: this project's commands changed since you approved them"
     assert lines[1].startswith("hint: review [generators] in .lattice/config.toml and the files its commands name (cache/")
     assert "gen.py" in lines[1] and "`lattice trust`" in lines[1]
     # An approvals file that cannot be read is named, not taken for no approval.

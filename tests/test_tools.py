@@ -322,7 +322,7 @@ def test_a_watch_cycle_that_fails_after_recording_reports_what_it_recorded(tmp_r
     (tmp_repo.root / "src.txt").write_text("two")
 
     def not_approved(*a, **k):
-        raise TrustRequired("command generator 'up' is declared in a config you have not approved")
+        raise TrustRequired("command generator up is declared in a config you have not approved")
 
     monkeypatch.setattr("lattice.lineage.Graph.from_index", not_approved)
     cycle = w._guarded_cycle(Repository.find(tmp_repo.root), ["src.txt"], False, None, None, 10)
