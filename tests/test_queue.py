@@ -604,6 +604,40 @@ def test_abandon_cancels_a_joined_job_that_waits_on_a_newer_one(tmp_path):
 
 
 
+def test_a_job_its_killed_command_had_recorded_is_cancelled_by_the_next_worker_not_spun_on(tmp_path):
+    """A command killed outright (kill -9, a CI runner's hard kill) past its
+    job's commit point (stage "recorded": the version is in the manifest,
+    its working file half written) leaves the job running; reclaimed, it is
+    queued again with nobody asking for it. The next worker cancels it as
+    orphaned (`lattice render` writes the file). Before, the cancel passed
+    over a job at that stage and the worker looked at it again, forever, at
+    full CPU inside a write transaction that locked the queue for every
+    other command."""
+    from lattice.queue.schema import RECORDED_STAGE
+
+    q = open_queue(tmp_path)
+    job_id, asker = _ask(q.path, "k", stay=True)
+    assert q.claim("host:1:dead/cpu0", ["cpu"], 0.01).id == job_id
+    q.set_progress(job_id, 1.0, RECORDED_STAGE)
+    asker.kill()  # the command is gone
+    asker.wait(timeout=30)
+    time.sleep(0.05)  # and its lease has run out
+    worker = start_worker(q.path, "--slots", "1", "--once")
+    try:
+        assert worker.wait(timeout=30) == 0
+    finally:
+        worker.kill()
+    job = q.get(job_id)
+    assert (job.state, job.cancelled_by["reason"]) == ("cancelled", "orphaned"), job
+    # Queued again, a job is no longer past its commit point: `queue cancel` takes it.
+    other = q.submit("image", {}, key="o")
+    assert q.claim("host:1:dead/cpu0", ["cpu"], 0.01).id == other.id
+    q.set_progress(other.id, 1.0, RECORDED_STAGE)
+    assert q.fail(other.id, "boom", worker_id="host:1:dead/cpu0")  # to be retried
+    assert q.get(other.id).state == "queued"
+    assert [j.state for j in q.cancel([other.id])] == ["cancelled"]
+
+
 def test_an_asker_killed_and_not_yet_reaped_does_not_keep_a_job(tmp_path):
     """A command killed whose parent has not reaped it (a zombie: a
     container with no init, a script that never waits) no longer asks for

@@ -130,13 +130,15 @@ class QueueAdmin:
         return False
 
     def _cancel(self, db, ids: list[int], by: Mapping[str, Any]) -> list[int]:
-        """Cancel those of `ids` still active and not past recording; returns them."""
+        """Cancel those of `ids` still active and not running past recording;
+        returns them. (A queued job's stage is its last run's: reclaimed
+        from a killed worker, it is no longer past anything.)"""
         done = []
         now = time.time()
         record, note = json.dumps(dict(by), sort_keys=True), cancel_note(by)
         for job_id in ids:
             state, stage = db.execute("SELECT state, stage FROM jobs WHERE id=?", (job_id,)).fetchone()
-            if state in ACTIVE and stage != RECORDED_STAGE:
+            if state == "queued" or state == "running" and stage != RECORDED_STAGE:
                 db.execute(
                     "UPDATE jobs SET state='cancelled', finished_at=?, error=?, cancelled_by=?, exit_code=NULL,"
                     " worker=NULL, lease_until=NULL WHERE id=?",

@@ -24,6 +24,7 @@ from lattice.queue.schema import (
     MAX_ID,
     PRIORITIES,
     RECLAIM_EVERY,
+    RECORDED_STAGE,
     SCHEMA_VERSION,
     SLOT_KINDS,
     STDERR_TAIL,
@@ -352,9 +353,8 @@ class JobQueue(QueueAdmin):
         live: dict[str, bool] = {}
         while True:
             row = self._next_runnable(db, now, where, args)
-            if row is None or self._still_asked(db, row[0], live):
+            if row is None or self._still_asked(db, row[0], live) or not self._cancel(db, [row[0]], canceller("orphaned", None)):
                 return row
-            self._cancel(db, [row[0]], canceller("orphaned", None))
 
     def _next_runnable(self, db: sqlite3.Connection, now: float, where: str, args: list[str]) -> tuple | None:
         return db.execute(
@@ -400,7 +400,8 @@ class JobQueue(QueueAdmin):
                 self._finish_failed(db, job_id, f"{reason}, after {attempts} attempt(s)", "", now)
             else:
                 db.execute(
-                    "UPDATE jobs SET state='queued', worker=NULL, lease_until=NULL, next_try=?, error=?, exit_code=NULL WHERE id=?",
+                    "UPDATE jobs SET state='queued', worker=NULL, lease_until=NULL, next_try=?, error=?, exit_code=NULL,"
+                    " stage=NULL WHERE id=?",
                     (now, reason, job_id),
                 )
 
@@ -411,6 +412,19 @@ class JobQueue(QueueAdmin):
             cur = db.execute(
                 "UPDATE jobs SET lease_until=? WHERE id=? AND state='running' AND worker=?",
                 (time.time() + lease, job_id, worker_id),
+            )
+            return cur.rowcount == 1
+
+    def commit(self, job_id: int, worker_id: str) -> bool:
+        """Take a run past its commit point (stage RECORDED_STAGE) if
+        `worker_id` still holds the job: False when it was cancelled, timed
+        out or reclaimed meanwhile, even where the worker has not heard yet
+        (its next heartbeat would tell), and the run must record nothing.
+        From then on a cancel leaves the job to finish (admin._cancel)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE jobs SET stage=? WHERE id=? AND state='running' AND worker=?",
+                (RECORDED_STAGE, job_id, worker_id),
             )
             return cur.rowcount == 1
 
