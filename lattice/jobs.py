@@ -62,7 +62,7 @@ def render_job(ctx) -> dict[str, Any]:
     payload = _here(ctx)
     step = msgspec.convert(payload["step"], Step)
     hooks = Hooks(progress=ctx.progress, env=ctx.env, on_process=ctx.on_process, timeout=ctx.timeout,
-                  cancelled=ctx.cancelled)
+                  cancelled=ctx.cancelled, commit=ctx.commit)
     try:
         return msgspec.to_builtins(run_step(_repo(payload["root"]), step, hooks))
     except LatticeError as e:

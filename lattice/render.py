@@ -76,11 +76,16 @@ class Hooks:
     # True once the job was cancelled, timed out or taken back: a generator
     # that ran in Python (and could not be killed) records nothing then.
     cancelled: Callable[[], bool] = lambda: False
+    # Asked just before a version is recorded: False when the job was
+    # cancelled (timed out, taken back) meanwhile, though the runner has not
+    # noticed yet; True takes it past its commit point (a cancel then leaves it).
+    commit: Callable[[], bool] = lambda: True
 
 
 def _unless_void(name: str, hooks: Hooks) -> None:
-    """Stop before recording when the job's run is void (cancelled, timed out, reclaimed)."""
-    if hooks.cancelled():
+    """Stop before recording when the job's run is void (cancelled, timed
+    out, reclaimed); else take it past its commit point."""
+    if hooks.cancelled() or not hooks.commit():
         raise LatticeError(f"{name}: the job was stopped (cancelled or timed out); nothing recorded")
 
 

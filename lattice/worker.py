@@ -129,6 +129,15 @@ class JobContext:
         """True once the job was cancelled, timed out or released: stop soon."""
         return self._run.outcome is not None
 
+    def commit(self) -> bool:
+        """Call before recording the job's result (a new version): True when
+        the run may record it, and from then on a cancel or an abort leaves
+        the job to finish. False when the run is void: cancelled, timed out
+        or reclaimed, even where the supervisor has not noticed yet (a
+        `lattice queue cancel` is seen at its next heartbeat, up to a second
+        later); it must record nothing."""
+        return self._run.commit(self._pool)
+
     def spawn(self, argv: list[str], **kwargs: Any) -> subprocess.Popen:
         """Start `argv` in its own process group with the slot's environment
         (lattice.childproc.start: on Linux it dies with this process),
@@ -164,10 +173,26 @@ class _Run:
         if void:  # registered after the watchdog fired: stop it at once
             _kill_group(popen)
 
-    def kill(self, outcome: str) -> bool:
-        """Void the run and kill its children; False if it was already void."""
+    def commit(self, pool: WorkerPool) -> bool:
+        """JobContext.commit: the queue's word first, then this run's, under
+        its lock (an abort that voids the run after the queue said yes has
+        handed the job back: it is not recorded here)."""
+        if self.outcome is not None:
+            return False
+        ok = pool._quietly(pool.queue.commit, self.job.id, self.worker_id)
         with self.lock:
-            if self.outcome is not None:
+            if not ok or self.outcome is not None:
+                return False
+            self.last_stage, self.pending = RECORDED_STAGE, None  # no older progress flushed over it
+            return True
+
+    def kill(self, outcome: str) -> bool:
+        """Void the run and kill its children; False if it was already void,
+        or past its commit point for an abort (`released`) or a `timeout`:
+        its generator is done and its result is being recorded; handing it
+        back would run it twice, failing it would contradict the manifest."""
+        with self.lock:
+            if self.outcome is not None or (outcome in ("released", "timeout") and self.last_stage == RECORDED_STAGE):
                 return False
             self.outcome = outcome
             procs = list(self.processes)
@@ -315,7 +340,7 @@ class WorkerPool:
                     continue  # its result is in the manifest: handing it back would run it twice
                 if run.kill("released"):
                     self._hand_back(run)
-            elif run.deadline is not None and now >= run.deadline:
+            elif run.deadline is not None and now >= run.deadline and run.last_stage != RECORDED_STAGE:
                 if run.kill("timeout"):
                     self._quietly(self.queue.fail, job.id, f"timed out after {job.timeout:g} s",
                                   worker_id=run.worker_id, exit_code=GeneratorFailed.exit_code)

@@ -764,6 +764,22 @@ def test_a_gen_whose_job_is_cancelled_says_so(tmp_repo):
     assert tmp_repo.index.count() == 0
 
 
+def test_a_job_cancelled_just_before_it_records_records_nothing(tmp_repo):
+    """`lattice queue cancel` while the generator's last moments run: the
+    worker hears of it at its next heartbeat (up to a second later), after
+    the generator is done. Before, the step recorded the version and wrote
+    the file all the same, while the queue and the command said "cancelled
+    ... a cancelled job records nothing"; now the step asks the queue at its
+    commit point and records nothing."""
+    p, jobs = _gen_running(tmp_repo, "cc.txt", delay=0.6)
+    assert run_cli("queue", "cancel", str(jobs[0]["id"]), cwd=tmp_repo.root).code == 0
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 1 and f"cancelled: cc.txt: job {jobs[0]['id']} was cancelled" in err, err
+    assert run_cli("queue", "show", str(jobs[0]["id"]), "--json", cwd=tmp_repo.root).json["state"] == "cancelled"
+    assert tmp_repo.index.count() == 0 and tmp_repo.manifest.read("cc.txt") is None
+    assert not (tmp_repo.root / "cc.txt").exists()
+
+
 def test_dead_local_worker_is_reclaimed_without_waiting_for_its_lease(tmp_repo, run_log):
     import signal
     import subprocess
