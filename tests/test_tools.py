@@ -271,6 +271,46 @@ def test_clone_without_index_rebuilds_it_and_render_recreates_outputs(tmp_repo, 
     assert run_proc("render", "--check", cwd=clone).returncode == 0
 
 
+def _ci_example_steps() -> list[list[str]]:
+    """The lattice commands docs/ci-example.yml runs, in order."""
+    import shlex
+
+    steps = yaml.safe_load((ROOT / "docs" / "ci-example.yml").read_text())["jobs"]["reproducible"]["steps"]
+    runs = [shlex.split(s["run"], comments=True) for s in steps if "run" in s]
+    return [argv[1:] for argv in runs if argv[0] == "lattice"]
+
+
+def test_the_ci_example_fails_a_commit_whose_recipes_are_stale_and_passes_an_up_to_date_one(tmp_repo, tmp_path):
+    """CI runs docs/ci-example.yml on a fresh clone. A commit made after
+    `regen a.txt --no-cascade` without `lattice render` (b.txt is stale in
+    the committed manifest) must fail it. Before, the example rendered
+    first: that made b.txt's new version in CI's clone, and every later
+    check (render --check, verify, hooks check) passed. A clone of an up
+    to date project passes every step."""
+    gen(tmp_repo, "a.txt", "--model", "test.text", "--seed", "3")
+    gen(tmp_repo, "b.txt", "--model", "test.join", "--input", "a.txt")
+    steps = _ci_example_steps()
+    assert ["render", "--check"] in steps and ["hooks", "check"] in steps
+
+    def ci(name: str) -> list[int]:
+        clone = tmp_path / name
+        for part in ("manifest", "history.git"):
+            shutil.copytree(tmp_repo.dir / part, clone / ".lattice" / part)
+        for part in ("config.toml", "format", "README"):
+            shutil.copy(tmp_repo.dir / part, clone / ".lattice" / part)
+        codes = []
+        for argv in steps:
+            codes.append(run_cli(*argv, cwd=clone).code)
+            if codes[-1]:
+                break  # a CI job stops at its first failing step
+        return codes
+
+    assert ci("fresh") == [0] * len(steps)
+    assert run_cli("regen", "a.txt", "--seed", "4", "--no-cascade", cwd=tmp_repo.root).code == 0
+    codes = ci("stale")
+    assert codes[-1] == 1 and steps[len(codes) - 1] == ["hooks", "check"], codes
+
+
 def test_reporting_commands_json_keys(tmp_repo):
     gen(tmp_repo, "a.txt", "--model", "test.text")
     keys = {
