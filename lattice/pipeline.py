@@ -213,6 +213,28 @@ def with_dependents(repo: Repository, named: list[Step], cascade: bool = True) -
     return [steps[n] for n in ordered], list(skipped.values())
 
 
+def without_unmakeable(repo: Repository, steps: list[Step]) -> tuple[list[Step], list[Outcome]]:
+    """`steps` (in dependency order) less the updates whose recipe can no
+    longer be made -- an input that is no longer an asset (a `git checkout`
+    or revert took its record away) -- each failed, and the steps that wait
+    on them, skipped: the rest of the plan still runs, as when a job fails."""
+    from lattice.errors import GeneratorFailed
+    from lattice.render import refreshed_recipe
+
+    out: dict[str, Outcome] = {}
+    for step in steps:
+        parent = next((d for d in step.deps if d in out), None)
+        if parent is not None:
+            out[step.name] = Outcome(step.name, step.action, "skipped", error=f"its input {parent} failed",
+                                     exit_code=out[parent].exit_code)
+        elif step.action == "update":
+            try:
+                refreshed_recipe(repo, repo.record(step.name))
+            except GeneratorFailed as e:
+                out[step.name] = Outcome(step.name, step.action, "failed", error=e.message, exit_code=e.exit_code)
+    return [s for s in steps if s.name not in out], list(out.values())
+
+
 def require_unedited(repo: Repository, name: str) -> None:
     """A new version is never written over unrecorded edits to its working
     file (Conflict, exit 12), as restore and switch refuse to. A file that

@@ -598,7 +598,10 @@ def _with_inputs(repo: Repository, recipe: Recipe) -> Recipe:
     for name in recipe.inputs:
         row = repo.index.get(name)
         if row is None:
-            raise GeneratorFailed(f"input {shown(name)} is no longer an asset")
+            e = GeneratorFailed(f"input {shown(name)} is no longer an asset",
+                                hint="re-add or re-make it, or `lattice gen` this asset from other inputs")
+            e.retryable = False  # another try finds it no more an asset
+            raise e
         objects.append(row.effective)
     new = msgspec.structs.replace(recipe, input_objects=objects)
     new.key = recipe_key(new)

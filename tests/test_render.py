@@ -764,6 +764,32 @@ def test_a_gen_whose_job_is_cancelled_says_so(tmp_repo):
     assert tmp_repo.index.count() == 0
 
 
+def test_a_recipe_whose_input_is_no_longer_an_asset_fails_alone(tmp_repo, run_log):
+    """An input's record gone from the manifest (a `git checkout` or revert
+    took it away): render fails that asset, skips what is made from it, and
+    still renders the rest. Before, the whole command stopped with
+    `error: input a.txt is no longer an asset`, naming neither the asset
+    that needs it nor a way on, and rendered nothing."""
+    gen(tmp_repo, "a.txt", "--model", "test.text", "--seed", "1")
+    gen(tmp_repo, "b.txt", "--model", "test.join", "--input", "a.txt")
+    gen(tmp_repo, "c.txt", "--model", "test.join", "--input", "b.txt")
+    gen(tmp_repo, "x.txt", "--model", "test.text", "--seed", "2")
+    gen(tmp_repo, "y.txt", "--model", "test.join", "--input", "x.txt")
+    assert run_cli("regen", "x.txt", "--seed", "3", "--no-cascade", cwd=tmp_repo.root).code == 0
+    os.unlink(tmp_repo.manifest.file_of("a.txt"))
+    r = run_cli("render", "--json", cwd=tmp_repo.root)
+    assert r.code == 8, r.err
+    got = {o["name"]: (o["status"], o["error"]) for o in r.json}
+    assert got == {
+        "b.txt": ("failed", "input a.txt is no longer an asset"),
+        "c.txt": ("skipped", "its input b.txt failed"),
+        "y.txt": ("rendered", ""),
+    }, got
+    assert (tmp_repo.root / "y.txt").read_bytes() == b"hello:3\n#" + str(tmp_repo.record("y.txt").current.recipe.seed).encode()
+    text = run_cli("render", cwd=tmp_repo.root)
+    assert text.code == 8 and "failed: b.txt: input a.txt is no longer an asset" in text.err, text.err
+
+
 def test_a_job_cancelled_just_before_it_records_records_nothing(tmp_repo):
     """`lattice queue cancel` while the generator's last moments run: the
     worker hears of it at its next heartbeat (up to a second later), after

@@ -39,11 +39,13 @@ def _execute(repo, steps, skipped=(), *, command: str, priority="normal", detach
     """Submit steps as jobs; unless detached, run them with a live display and
     print a summary. Exits as lattice.pipeline.exit_code says when a step
     failed, was skipped or was superseded."""
-    from lattice.pipeline import abandoning, exit_code, outcomes, run_until_done, submit
+    from lattice.pipeline import abandoning, exit_code, outcomes, run_until_done, submit, without_unmakeable
 
     _check_priority(priority)
     from lattice.remake import ensure_inputs
 
+    steps, unmakeable = without_unmakeable(repo, steps)
+    skipped = [*skipped, *unmakeable]
     planned = {s.name for s in steps}
     for step in steps:  # inputs gc evicted (a pinned old version too) come back first: the jobs read them
         recipe = step.recipe
