@@ -764,6 +764,24 @@ def test_a_gen_whose_job_is_cancelled_says_so(tmp_repo):
     assert tmp_repo.index.count() == 0
 
 
+def test_render_and_verify_take_a_folder_of_assets(tmp_repo, run_log):
+    """`lattice render shots/` brings every asset under shots/ up to date
+    (with what they depend on), as `checkout shots/` and `ls shots` take a
+    folder; before, it was refused as "no asset named 'shots'"."""
+    gen(tmp_repo, "src.txt", "--model", "test.text", "--seed", "1")
+    gen(tmp_repo, "shots/s1/b.txt", "--model", "test.join", "--input", "src.txt")
+    gen(tmp_repo, "c.txt", "--model", "test.join", "--input", "src.txt")
+    assert run_cli("regen", "src.txt", "--seed", "2", "--no-cascade", cwd=tmp_repo.root).code == 0
+    plan = run_cli("render", "--dry-run", "--json", "shots", cwd=tmp_repo.root)
+    assert plan.code == 0 and [s["path"] for s in plan.json["steps"]] == ["shots/s1/b.txt"], plan.err
+    r = run_cli("render", "--json", "s1/", cwd=tmp_repo.root / "shots")
+    assert r.code == 0 and [(o["name"], o["status"]) for o in r.json] == [("shots/s1/b.txt", "rendered")], r.err
+    assert states(tmp_repo) == {("c.txt", "stale")}
+    assert run_cli("render", "--check", ".", cwd=tmp_repo.root / "shots").code == 0
+    v = run_cli("verify", "--json", "shots", cwd=tmp_repo.root)
+    assert v.code == 0 and [(x["path"], x["status"]) for x in v.json] == [("shots/s1/b.txt", "reproducible")], v.out
+
+
 def test_a_recipe_whose_input_is_no_longer_an_asset_fails_alone(tmp_repo, run_log):
     """An input's record gone from the manifest (a `git checkout` or revert
     took it away): render fails that asset, skips what is made from it, and

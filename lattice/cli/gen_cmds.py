@@ -242,7 +242,7 @@ def regen(
 
 
 def render(
-    paths: List[str] = typer.Argument(None, help="Assets to bring up to date (default: all), with what they depend on."),
+    paths: List[str] = typer.Argument(None, help="Assets (or folders of assets) to bring up to date (default: all), with what they depend on."),
     check: bool = typer.Option(False, "--check", help="Render nothing; exit 1 if any output is stale, missing, outdated or edited by hand (for CI; `lattice hooks check` also covers unrecorded edits of imports). An output gc evicted while its working file holds it is not out of date."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan in order and stop."),
     jobs: Optional[int] = JOBS,
@@ -251,12 +251,13 @@ def render(
     json: bool = JSON,
 ) -> None:
     """Bring stale and missing outputs up to date, in dependency order, in parallel where possible."""
+    from lattice.cli.common import assets_named
     from lattice.render import plan
 
     _check_priority(priority)
     repo = repo_from_ctx(reading=check or dry_run)
     repo.config  # a damaged config.toml is reported (exit 5), never taken for "up to date"
-    steps, skipped = plan(repo, _names(repo, paths) if paths else None)
+    steps, skipped = plan(repo, assets_named(repo, paths) if paths else None)
     if check:  # taking a working file back into the store leaves the working tree as it is
         steps = [s for s in steps if not s.refill]
     if check or dry_run:
@@ -283,12 +284,13 @@ def render(
 
 
 def verify(
-    paths: List[str] = typer.Argument(None, help="Assets to verify."),
+    paths: List[str] = typer.Argument(None, help="Assets (or folders of assets) to verify."),
     all_: bool = typer.Option(False, "--all", help="Verify every generated asset."),
     json: bool = JSON,
 ) -> None:
     """Re-render deterministic assets in a scratch area and compare hashes.
     Exits 1 when an output differs or a render fails."""
+    from lattice.cli.common import assets_named
     from lattice.errors import UsageError, WriteRefused
     from lattice.verify import verify as do_verify
 
@@ -298,7 +300,7 @@ def verify(
         raise UsageError("name assets to verify, or pass --all", hint="`lattice verify PATH...` checks those assets, `lattice verify --all` every generated one")
     if paths and all_:
         raise UsageError("name assets to verify, or pass --all, not both", hint="drop the names to verify every generated asset, or drop --all")
-    names = [r.path for r in repo.index.rows() if r.generator] if all_ else _names(repo, paths)
+    names = [r.path for r in repo.index.rows() if r.generator] if all_ else assets_named(repo, paths)
     verdicts, refused = [], []
     for n in names:
         try:
