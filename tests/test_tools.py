@@ -332,6 +332,17 @@ def test_reporting_commands_json_keys(tmp_repo):
         if want:
             item = data[0] if isinstance(data, list) else data
             assert want <= set(item), (args, set(item))
+    # What gen, regen and render did name each asset as `path` too (and `name`, as before).
+    for args in (("gen", "b.txt", "--model", "test.join", "--input", "a.txt", "--json"),
+                 ("regen", "a.txt", "--seed", "9", "--json")):
+        r = run_cli(*args, cwd=tmp_repo.root)
+        assert r.code == 0 and r.json and all(o["path"] == o["name"] for o in r.json), (args, r.out)
+    (tmp_repo.root / "b.txt").write_text("my edit")
+    assert run_cli("regen", "a.txt", "--seed", "10", "--no-cascade", cwd=tmp_repo.root).code == 0
+    plan = run_cli("render", "--dry-run", "--json", cwd=tmp_repo.root).json
+    assert [(o["path"], o["status"]) for o in plan["skipped"]] == [("b.txt", "skipped")], plan
+    done = run_cli("render", "--json", cwd=tmp_repo.root)
+    assert done.code == 1 and [(o["path"], o["status"]) for o in done.json] == [("b.txt", "skipped")], done.out
 
 
 def test_watch_survives_a_file_still_being_written(tmp_repo, monkeypatch):

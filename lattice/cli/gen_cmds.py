@@ -82,7 +82,7 @@ def _execute(repo, steps, skipped=(), *, command: str, priority="normal", detach
                 finished = run_until_done(repo, list(submitted.jobs.values()), slots=jobs, on_poll=display.update, command=command)
         results = outcomes(steps, submitted.jobs, finished) + results
     if json:
-        emit_json(results)
+        emit_json(_outcomes_json(results))
     else:
         _summary(results)
         for r in results:  # a new version of a pinned asset: its dependents stay on the pin
@@ -91,6 +91,14 @@ def _execute(repo, steps, skipped=(), *, command: str, priority="normal", detach
     code = exit_code(results)
     if code:
         raise typer.Exit(code)
+
+
+def _outcomes_json(results) -> list[dict]:
+    """Outcomes as JSON: each names its asset as `path`, as every other
+    command's JSON does (and as `name`, which scripts already read)."""
+    import dataclasses
+
+    return [{"path": r.name, **dataclasses.asdict(r)} for r in results]
 
 
 def _summary(results) -> None:
@@ -262,7 +270,7 @@ def render(
         steps = [s for s in steps if not s.refill]
     if check or dry_run:
         if json:
-            emit_json({"steps": [{"path": s.name, "action": s.action, "after": s.deps} for s in steps], "skipped": skipped})
+            emit_json({"steps": [{"path": s.name, "action": s.action, "after": s.deps} for s in steps], "skipped": _outcomes_json(skipped)})
         else:
             for i, s in enumerate(steps, 1):
                 after = f" (after {', '.join(s.deps)})" if s.deps else ""
