@@ -32,6 +32,7 @@ from lattice.records import AssetRecord, Recipe, Version, author, now_iso
 from lattice.repo import Repository
 
 ACTIONS = ("generate", "update", "remake", "materialize")
+UPDATE_TRIES = 3  # an update whose asset another command changed while it rendered starts again, this often
 VERIFY_CACHE_HITS_UP_TO = 256 << 20
 
 
@@ -494,20 +495,32 @@ def _run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outco
         materialize(repo, name, oid, v.size)
         return Outcome(name, step.action, "cached" if cached else "rendered", v.number, oid, seconds=time.monotonic() - start)
     if step.action == "update":
-        record = repo.record(name)
-        recipe, changed = refreshed_recipe(repo, record)
-        if not changed:  # a cascade whose upstream came out the same, or this step's own run, killed after recording
-            if not repo.objects.has(record.current.object):
-                return run_step(repo, Step(name, "remake"), hooks)
-            _catch_up_file(repo, name, record)
-            return Outcome(name, step.action, "unchanged", len(record.versions), record.current.object, seconds=time.monotonic() - start)
-        oid, cached = produce(repo, recipe, ext, hooks)
-        require_unedited(repo, name)  # edited while it rendered: keep the edits, record nothing
-        note = "inputs changed: " + ", ".join(changed)
-        _unless_void(name, hooks)
-        v = record_version(repo, name, recipe, oid, "modified", note, f"render {name} v{len(record.versions) + 1}: {note}", step.branch)
-        _write_recorded(repo, name, v, hooks)
-        return Outcome(name, step.action, "cached" if cached else "rendered", v.number, oid, seconds=time.monotonic() - start)
+        for again in range(UPDATE_TRIES):
+            record = repo.record(name)
+            recipe, changed = refreshed_recipe(repo, record)
+            if not changed:  # a cascade whose upstream came out the same, or this step's own run, killed after recording
+                if not repo.objects.has(record.current.object):
+                    return run_step(repo, Step(name, "remake"), hooks)
+                _catch_up_file(repo, name, record)
+                return Outcome(name, step.action, "unchanged", len(record.versions), record.current.object, seconds=time.monotonic() - start)
+            oid, cached = produce(repo, recipe, ext, hooks)
+            require_unedited(repo, name)  # edited while it rendered: keep the edits, record nothing
+            note = "inputs changed: " + ", ".join(changed)
+            _unless_void(name, hooks)
+            try:
+                v = record_version(repo, name, recipe, oid, "modified", note, f"render {name} v{len(record.versions) + 1}: {note}",
+                                   step.branch, base=len(record.versions))
+            except Superseded:
+                # Another command recorded a version while this one rendered
+                # (a regen): made from the recipe it replaced, this output
+                # would undo it. Start again from the version current now;
+                # a switch to another branch, or an asset that keeps changing, records nothing.
+                now = repo.manifest.read(name)
+                if now is None or len(now.versions) == len(record.versions) or again == UPDATE_TRIES - 1:
+                    raise
+                continue
+            _write_recorded(repo, name, v, hooks)
+            return Outcome(name, step.action, "cached" if cached else "rendered", v.number, oid, seconds=time.monotonic() - start)
     if step.action == "generate":
         assert step.recipe is not None
         recipe = step.recipe

@@ -808,6 +808,38 @@ def test_a_recipe_whose_input_is_no_longer_an_asset_fails_alone(tmp_repo, run_lo
     assert text.code == 8 and "failed: b.txt: input a.txt is no longer an asset" in text.err, text.err
 
 
+def test_an_update_never_records_over_a_version_another_command_recorded_meanwhile(tmp_repo):
+    """`lattice render` re-makes stale b.txt from its recipe while, in
+    another shell, `lattice regen b.txt --set delay=0` records a new one.
+    Before, the render then recorded its output, made from the old recipe,
+    on top: the regen's change was silently undone. Now the update starts
+    again from the version current then (here: nothing left to do)."""
+    import json
+    import sys
+
+    (tmp_repo.root / "slowcp.py").write_text(
+        "import shutil, sys, time\ntime.sleep(float(sys.argv[3]))\nshutil.copy(sys.argv[1], sys.argv[2])\n")
+    cfg = tmp_repo.dir / "config.toml"
+    argv = [sys.executable, "slowcp.py", "{input0}", "{output}", "{param.delay}"]
+    cfg.write_text(cfg.read_text() + f"\n[generators.slowcp]\nargv = {json.dumps(argv)}\n"
+                   'extensions = ["txt"]\ninputs = [1, 1]\ndeterministic = true\n'
+                   'params.delay = {type = "float", default = 0}\n')
+    assert run_cli("trust", cwd=tmp_repo.root).code == 0
+    gen(tmp_repo, "a.txt", "--model", "test.text", "--seed", "1")
+    gen(tmp_repo, "b.txt", "--model", "slowcp", "--input", "a.txt", "--set", "delay=2")
+    assert run_cli("regen", "a.txt", "--seed", "2", "--no-cascade", cwd=tmp_repo.root).code == 0
+    p, jobs = _gen_running(tmp_repo, "", 0, argv=[sys.executable, "-m", "lattice", "render", "--json"])
+    assert jobs and jobs[0]["payload"]["step"]["action"] == "update", jobs
+    r = run_cli("regen", "b.txt", "--set", "delay=0", cwd=tmp_repo.root)
+    assert r.code == 0, r.err
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 0, err
+    assert [(o["path"], o["status"]) for o in json.loads(out)] == [("b.txt", "unchanged")], out
+    rec = tmp_repo.record("b.txt")
+    assert [v.recipe.params["delay"] for v in rec.versions] == [2.0, 0.0]
+    assert (tmp_repo.root / "b.txt").read_text() == "hello:2\n" and states(tmp_repo) == set()
+
+
 def test_a_job_cancelled_just_before_it_records_records_nothing(tmp_repo):
     """`lattice queue cancel` while the generator's last moments run: the
     worker hears of it at its next heartbeat (up to a second later), after
