@@ -47,8 +47,11 @@ def file_url(path: Path | str) -> str:
 
 # Demuxers an input may be read with. Playlists (hls, concat lists, …) are
 # left out: a file that names other files could pull any local file into an
-# output. lavfi is the built-in sources' own input.
-DEMUXERS = "mov,matroska,avi,mpeg,mpegts,image2,png_pipe,jpeg_pipe,webp_pipe,gif,bmp_pipe,tiff_pipe,wav,mp3,flac,ogg,aac,aiff,lavfi"
+# output. lavfi is the built-in sources' own input. Each image format that
+# media.IMAGE names has its demuxer here: apng and webp_anim read animated
+# PNG and WebP, exr_pipe and the netpbm pipes .exr and .ppm.
+DEMUXERS = ("mov,matroska,avi,mpeg,mpegts,image2,png_pipe,jpeg_pipe,webp_pipe,gif,bmp_pipe,tiff_pipe,"
+            "apng,webp_anim,exr_pipe,ppm_pipe,pgm_pipe,pbm_pipe,pam_pipe,wav,mp3,flac,ogg,aac,aiff,lavfi")
 
 
 def _with_whitelist(args: list[str]) -> list[str]:
@@ -93,6 +96,7 @@ _STREAM = re.compile(r"^\s*Stream #\d+:\d+\S*: (Video|Audio): (.*)$", re.M)
 _SIZE = re.compile(r"(?:^|[ ,])(\d{1,6})x(\d{1,6})(?:[ ,]|$)")
 _FPS = re.compile(r"([\d.]+)(k?) (?:fps|tbr)\b")
 _HZ = re.compile(r"(\d+) Hz")
+_ROTATION = re.compile(r"rotation of (-?\d+(?:\.\d+)?) degrees", re.I)
 _LAYOUTS = {"mono": 1, "stereo": 2, "2.1": 3, "quad": 4, "4.0": 4, "5.0": 5, "5.1": 6, "6.1": 7, "7.1": 8}
 
 
@@ -142,12 +146,13 @@ def _probe_here(path: Path) -> tuple[MediaInfo | None, str, int]:
     if kind == "vector":
         return _probe_lottie(path, size), kind, size
     if kind == "image":
-        from lattice.imagehead import still_image
+        from lattice.imagehead import image_header
 
-        found = still_image(path, ext)
-        if found:
-            codec, width, height = found
-            return MediaInfo(kind="image", size=size, width=width, height=height, frames=1, codec=codec), kind, size
+        h = image_header(path, ext)
+        if h is not None:
+            fps = round(h.frames / h.duration, 6) if h.duration else None
+            return MediaInfo(kind="image", size=size, width=h.width, height=h.height, duration=h.duration, fps=fps,
+                             frames=h.frames, codec=h.codec), kind, size
     return None, kind, size
 
 
@@ -170,17 +175,23 @@ def parse_ffmpeg_info(text: str, kind: str, size: int) -> MediaInfo:
     if m:
         info.duration = int(m[1]) * 3600 + int(m[2]) * 60 + float(m[3])
     video = audio = None
+    quarter_turn = False
     for m in _STREAM.finditer(text):
         # Cover art in an mp3 shows up as a video stream; it is not video.
         if m[1] == "Video" and video is None and "(attached pic)" not in m[2]:
             video = m[2]
+            # A phone's portrait clip is stored landscape with a display matrix
+            # that turns it; players and exports show it turned (ffmpeg autorotates).
+            nxt = _STREAM.search(text, m.end())
+            r = _ROTATION.search(text, m.end(), nxt.start() if nxt else len(text))
+            quarter_turn = bool(r) and round(float(r[1])) % 180 == 90
         elif m[1] == "Audio" and audio is None:
             audio = m[2]
     if video:
         info.codec = video.split(",")[0].split()[0]
         s = _SIZE.search(video)
         if s:
-            info.width, info.height = int(s[1]), int(s[2])
+            info.width, info.height = (int(s[2]), int(s[1])) if quarter_turn else (int(s[1]), int(s[2]))
         f = _FPS.search(video)
         if f:
             info.fps = float(f[1]) * (1000 if f[2] else 1)

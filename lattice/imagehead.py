@@ -1,24 +1,43 @@
-"""Dimensions of still images read from their headers, without starting
-ffmpeg: `lattice add` of a thousand PNGs must not start a thousand processes.
-Anything not recognised here is left to the ffmpeg probe."""
+"""Dimensions of images read from their headers, without starting ffmpeg:
+`lattice add` of a thousand PNGs must not start a thousand processes. An
+animated PNG or WebP gets its frame count and length from its chunks (ffmpeg
+prints no duration for either). Anything not recognised here, or not whole,
+is left to the ffmpeg probe."""
 
 from __future__ import annotations
 
+import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+MAX_CHUNKS = 100_000  # a PNG or WebP cut into more chunks than this is left to ffmpeg
 
 
-def still_image(path: Path, ext: str) -> tuple[str, int, int] | None:
-    """(codec, width, height) as ffmpeg would report them, or None."""
+@dataclass(frozen=True)
+class Header:
+    """What an image's header says, with the names ffmpeg would give:
+    a still has frames 1 and no duration; an animated PNG (codec apng) or
+    WebP (webp_anim) its frame count and length in seconds."""
+
+    codec: str
+    width: int
+    height: int
+    frames: int = 1
+    duration: float | None = None
+
+
+def image_header(path: Path, ext: str) -> Header | None:
+    """The Header of a PNG, WebP or JPEG, or None where the file is not
+    whole and sound enough to say (a PNG cut short, a WebP whose RIFF size
+    overruns the file): ffmpeg's probe then says what it can decode."""
     try:
         with open(path, "rb") as f:
-            head = f.read(64)
             if ext == "png":
-                return _png(head)
+                return _png(f)
             if ext == "webp":
-                return _webp(head)
+                return _webp(f)
             if ext in ("jpg", "jpeg"):
                 return _jpeg(f)
     except (OSError, struct.error):
@@ -26,27 +45,89 @@ def still_image(path: Path, ext: str) -> tuple[str, int, int] | None:
     return None
 
 
-def _png(head: bytes):
-    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR" or b"acTL" in head:
-        return None  # not a plain PNG (an animated one goes to ffmpeg)
-    w, h = struct.unpack(">II", head[16:24])
-    return ("png", w, h) if w and h else None
+def still_image(path: Path, ext: str) -> tuple[str, int, int] | None:
+    """(codec, width, height) of a still image, or None (animated, damaged, unknown)."""
+    h = image_header(path, ext)
+    return (h.codec, h.width, h.height) if h is not None and h.duration is None and h.frames == 1 else None
 
 
-def _webp(head: bytes):
-    if head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+def _png(f) -> Header | None:
+    """Walks the chunks to IEND without reading their data: a PNG cut short
+    (no IEND) makes ffmpeg's image looping spin on it, so it is not taken
+    at its header's word. acTL (before IDAT) makes it an APNG; its fcTL
+    chunks hold each frame's delay."""
+    head = f.read(33)
+    if len(head) < 33 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
         return None
+    w, h = struct.unpack(">II", head[16:24])
+    if not (w and h):
+        return None
+    end = os.fstat(f.fileno()).st_size
+    pos, frames, delay, idat = 33, 0, 0.0, False
+    for _ in range(MAX_CHUNKS):
+        chunk = f.read(8)
+        if len(chunk) < 8:
+            return None  # no IEND: cut short
+        n, kind = struct.unpack(">I4s", chunk)
+        if pos + 12 + n > end or not kind.isalpha():
+            return None
+        if kind == b"IEND":
+            if frames > 1:
+                return Header("apng", w, h, frames, round(delay, 6) if delay > 0 else None)
+            return Header("png", w, h)
+        if kind == b"IDAT":
+            idat = True
+        elif kind == b"acTL" and not idat and n >= 8:
+            frames = struct.unpack(">I", f.read(4))[0]
+            f.seek(pos + 8, 0)
+        elif kind == b"fcTL" and n >= 26:
+            body = f.read(26)
+            num, den = struct.unpack(">HH", body[20:24])
+            delay += num / (den or 100)
+            f.seek(pos + 8, 0)
+        pos += 12 + n
+        f.seek(pos, 0)
+    return None
+
+
+def _webp(f) -> Header | None:
+    head = f.read(30)
+    if len(head) < 30 or head[:4] != b"RIFF" or head[8:12] != b"WEBP":
+        return None
+    end = os.fstat(f.fileno()).st_size
+    riff_end = 8 + struct.unpack("<I", head[4:8])[0]
+    if riff_end > end:
+        return None  # cut short
     chunk = head[12:16]
     if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
         w, h = struct.unpack("<HH", head[26:30])
-        return "webp", w & 0x3FFF, h & 0x3FFF
+        return Header("webp", w & 0x3FFF, h & 0x3FFF)
     if chunk == b"VP8L" and head[20] == 0x2F:
         bits = int.from_bytes(head[21:25], "little")
-        return "webp", (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    return None  # extended (VP8X) files may be animated: ffmpeg knows
+        return Header("webp", (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1)
+    if chunk != b"VP8X" or not head[20] & 0x02:
+        return None  # an extended still (alpha, ICC, EXIF): ffmpeg knows its size
+    w = 1 + int.from_bytes(head[24:27], "little")
+    h = 1 + int.from_bytes(head[27:30], "little")
+    # Animated: one ANMF chunk per frame, its duration in ms at offset 12.
+    pos, frames, ms = 12, 0, 0
+    for _ in range(MAX_CHUNKS):
+        if pos + 8 > riff_end:
+            break
+        f.seek(pos, 0)
+        kind, n = struct.unpack("<4sI", f.read(8))
+        if pos + 8 + n > riff_end:
+            return None
+        if kind == b"ANMF" and n >= 16:
+            frames += 1
+            ms += int.from_bytes(f.read(15)[12:15], "little")
+        pos += 8 + n + (n & 1)
+    else:
+        return None
+    return Header("webp_anim", w, h, frames, ms / 1000 if ms else None) if frames else None
 
 
-def _jpeg(f) -> tuple[str, int, int] | None:
+def _jpeg(f) -> Header | None:
     f.seek(0)
     if f.read(2) != b"\xff\xd8":
         return None
@@ -63,7 +144,7 @@ def _jpeg(f) -> tuple[str, int, int] | None:
         if kind in _JPEG_SOF:
             seg = f.read(5)
             h, w = struct.unpack(">HH", seg[1:5])
-            return ("mjpeg", w, h) if w and h else None
+            return Header("mjpeg", w, h) if w and h else None
         if kind == 0xD9 or length < 2:
             return None
         f.seek(length - 2, 1)

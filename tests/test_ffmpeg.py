@@ -229,3 +229,15 @@ def test_an_image_ffmpeg_cannot_decode_is_not_one_frame(tmp_path):
     bad.write_text("not a png at all")
     info = probe(bad)
     assert info.kind == "image" and info.width is None and info.frames is None
+
+
+def test_a_clip_turned_a_quarter_by_its_display_matrix_records_its_shown_size(media, tmp_path):
+    """A phone's portrait clip is stored landscape and turned on display:
+    ffmpeg (exports, filters) shows it turned, so its size is recorded turned."""
+    out = tmp_path / "turned.mp4"
+    run_ffmpeg(["-display_rotation", "90", "-i", file_url(media / "a.mp4"), "-c", "copy", "-f", "mp4", file_url(out)])
+    info = probe(out)
+    assert (info.width, info.height) == (24, 32)
+    assert (probe(media / "a.mp4").width, probe(media / "a.mp4").height) == (32, 24)
+    half = "Stream #0:0: Video: h264, yuv420p, 32x24, 25 fps, 25 tbr\n    Side data:\n      displaymatrix: rotation of -180.00 degrees\n"
+    assert (parse_ffmpeg_info(half, "video", 1).width, parse_ffmpeg_info(half, "video", 1).height) == (32, 24)
