@@ -85,6 +85,7 @@ ACCEPTS = {
 EMBEDS = {"png", "mp4", "webm", "mp3"}  # formats whose file carries the recipe
 STILL_SECONDS = 1.0  # length of a video or Lottie made from a still without --range
 SIDECAR = ".lattice.json"
+FFMPEG_MAX_AREA = (2**31 - 1) // 8  # ffmpeg refuses a picture with (w+128)*(h+128) this large (av_image_check_size)
 NAME_MAX = 255  # bytes in one file name, on every common file system
 
 
@@ -174,6 +175,19 @@ def check_source(name: str, kind: str, media: dict | None, params: dict[str, Any
         # ffmpeg would loop a still it cannot decode until the job timed out
         raise InvalidInput(f"{name} has no picture ffmpeg can read, so there is nothing to export as {fmt}",
                            hint=f"replace it with a readable {kind} and run {command('lattice add', name)}")
+    w, h = (media or {}).get("width") or 0, (media or {}).get("height") or 0
+    if kind in ("image", "video") and FORMATS[fmt][1] != "audio" and (w + 128) * (h + 128) >= FFMPEG_MAX_AREA:
+        raise InvalidInput(f"{name} is {w}x{h}, larger than ffmpeg decodes (about 16000x16000 at most)",
+                           hint=f"scale it down in the tool that made it and run {command('lattice add', name)}")
+    if kind == "vector" and media is not None and (media.get("codec") != "lottie" or not media.get("frames")):
+        # An SVG, rig or pose JSON, a damaged archive: copied out as is, it
+        # would be a .json or .lottie no Lottie player can open.
+        why = "has no frames (its op is not after its ip)" if media.get("codec") == "lottie" else \
+            "is not a Lottie animation (a JSON object with v, fr, ip, op, w, h and layers, or a .lottie archive of one)"
+        hint = (f"an SVG is not converted: use the file as it is ({command('lattice checkout', name)})"
+                if name.lower().endswith(".svg") else
+                f"export a sound Lottie file, or fix {name} and run {command('lattice add', name)}")
+        raise InvalidInput(f"{name} {why}, so it cannot be exported as {fmt}", hint=hint)
     dur = (media or {}).get("duration")
     if params["end"] and dur and params["start"] >= dur and kind != "image":
         raise InvalidInput(f"the range {_num(params['start'])}-{_num(params['end'])} s starts after the end of {name} ({dur:g} s)",
@@ -193,7 +207,9 @@ class ExportGenerator(Generator):
     """Encodes its one input as a deliverable; how exports are recorded and re-made."""
 
     id = "lattice.export"
-    version = "1"
+    # 2: a clip's frames keep their own times (version 1 dropped frames of a
+    # variable-rate clip), and a 1-pixel side becomes 2 in mp4 and webm
+    version = "2"
     kinds = ("image", "video", "audio", "vector")
     extensions = tuple(sorted({e for e, _ in FORMATS.values() if e}))
     min_inputs = max_inputs = 1
@@ -312,8 +328,12 @@ def ffmpeg_args(src: Path, out: Path, p: dict[str, Any]) -> tuple[list[str], flo
         chain.append(f"fps={_num(p['fps'])}")
     if p["width"]:
         chain.append(f"scale={p['width']}:{p['height']}:flags={SWS_FLAGS}")
-    elif fmt in ("mp4", "webm"):  # 4:2:0 needs even sides
-        chain.append(f"scale=trunc(iw/2)*2:trunc(ih/2)*2:flags={SWS_FLAGS}")
+    elif fmt in ("mp4", "webm"):  # 4:2:0 needs even sides, and at least 2 (a 1x1 image)
+        chain.append(f"scale=max(2\\,trunc(iw/2)*2):max(2\\,trunc(ih/2)*2):flags={SWS_FLAGS}")
+    # A clip's frames keep their own times: ffmpeg would otherwise encode at the
+    # time base of the rate its first frames declare, dropping every frame of a
+    # variable-rate clip that falls between two ticks of it (--fps resamples instead).
+    timing = ["-fps_mode:v", "vfr", "-enc_time_base:v", "demux"] if kind != "image" and not p["fps"] else []
     meta = ["-metadata", f"comment={p['embed']}"] if p["embed"] and fmt in EMBEDS else []
     if what == "audio":
         codec = ["-c:a", q["pcm"]] if fmt == "wav" else ["-c:a", "libmp3lame", "-b:a", q["mp3"]]
@@ -322,7 +342,7 @@ def ffmpeg_args(src: Path, out: Path, p: dict[str, Any]) -> tuple[list[str], flo
         colors, dither = q["gif"]
         pre = ",".join(chain) + "," if chain else ""
         graph = f"{pre}split[a][b];[a]palettegen=max_colors={colors}:stats_mode=diff[p];[b][p]paletteuse=dither={dither}"
-        return [*inp, "-vf", graph, *BITEXACT, "-f", "gif", file_url(out)], span
+        return [*inp, "-vf", graph, *timing, *BITEXACT, "-f", "gif", file_url(out)], span
     vf = ["-vf", ",".join(chain)] if chain else []
     if what == "image":
         codec = {"png": ["-c:v", "png", "-compression_level", str(q["png"])],
@@ -331,7 +351,7 @@ def ffmpeg_args(src: Path, out: Path, p: dict[str, Any]) -> tuple[list[str], flo
         return [*inp, "-frames:v", "1", *vf, *BITEXACT, *codec, "-f", "image2", "-update", "1", file_url(out)], None
     if what == "frames":
         out.mkdir(parents=True, exist_ok=True)
-        return [*inp, *vf, *BITEXACT, "-c:v", "png", "-start_number", "1", "-f", "image2",
+        return [*inp, *vf, *timing, *BITEXACT, "-c:v", "png", "-start_number", "1", "-f", "image2",
                 file_url(out / "frame_%05d.png")], span
     if fmt == "mp4":
         preset, crf = q["x264"]
@@ -341,7 +361,7 @@ def ffmpeg_args(src: Path, out: Path, p: dict[str, Any]) -> tuple[list[str], flo
         crf, deadline, cpu = q["vp9"]
         codec = ["-c:v", "libvpx-vp9", "-crf", str(crf), "-b:v", "0", "-deadline", deadline, "-cpu-used", str(cpu),
                  "-row-mt", "0", "-threads", ENCODER_THREADS, "-pix_fmt", "yuv420p", "-c:a", "libopus", "-b:a", q["opus"]]
-    return [*inp, "-map", "0:v:0", "-map", "0:a:0?", *vf, *BITEXACT, *codec, *meta, "-f", fmt, file_url(out)], span
+    return [*inp, "-map", "0:v:0", "-map", "0:a:0?", *vf, *timing, *BITEXACT, *codec, *meta, "-f", fmt, file_url(out)], span
 
 
 def _num(v: float) -> str:
@@ -349,14 +369,24 @@ def _num(v: float) -> str:
 
 
 def _lottie(src: Path, out: Path, p: dict[str, Any], timeout, on_process) -> bool:
+    import zipfile
+
     from lattice import lottie
 
-    if p["source_kind"] == "vector":  # as is; a dotLottie is only repacked when it was plain JSON
+    if p["source_kind"] == "vector":  # as is; a dotLottie is repacked when it was plain JSON, or unsound
         data = src.read_bytes()
-        if p["format"] == "lottie":
-            out.write_bytes(lottie.animation_json(data))
-        else:
-            out.write_bytes(data if data[:4] == b"PK\x03\x04" else lottie.dotlottie(data))
+        try:
+            if p["format"] == "lottie":
+                data = lottie.animation_json(data)
+            elif data[:4] != b"PK\x03\x04" or lottie.check_file(data):
+                data = lottie.dotlottie(lottie.animation_json(data))
+        except (ValueError, KeyError, zipfile.BadZipFile) as e:
+            raise GeneratorFailed(f"not a readable Lottie file: {e}") from None
+        problems = lottie.check_file(data)
+        if problems:  # never write a Lottie no player can open
+            raise GeneratorFailed(f"the Lottie source is not sound: {problems[0]}",
+                                  hint="fix the source's JSON (v, fr, ip, op, w, h, layers) and add it again")
+        out.write_bytes(data)
         return False
     from lattice.ffmpeg import file_url, run_ffmpeg
     from lattice.generators.encode import BITEXACT, SWS_FLAGS

@@ -858,3 +858,139 @@ def test_stale_temps_match_the_cut_names_of_long_outputs(tmp_path, monkeypatch):
         (tmp_path / name).write_bytes(b"")
     now = os.stat(tmp_path).st_mtime + STALE_TEMP_AGE + 60
     assert stale_temps(outs, now) == sorted(made)
+
+
+# -- media kinds end to end: what add records, what export makes of it -------------------
+
+
+def _ffmpeg(*args: str) -> str:
+    """Run the ffmpeg binary lattice uses (no whitelist: tests make their own
+    media, concat lists included); its stderr."""
+    import subprocess
+
+    from lattice.ffmpeg import ffmpeg_exe
+
+    return subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-y", *args], capture_output=True, text=True, check=True).stderr
+
+
+def _decoded_frames(path) -> int:
+    import re
+
+    return int(re.findall(r"frame=\s*(\d+)", _ffmpeg("-i", str(path), "-f", "null", "-"))[-1])
+
+
+@pytest.mark.parametrize("name, args", [("a.png", ["-plays", "0", "-f", "apng"]), ("a.webp", ["-c:v", "libwebp", "-loop", "0"])])
+def test_an_animated_png_or_webp_is_probed_and_exports_every_frame(tmp_repo, tmp_path, name, args):
+    """ffmpeg's apng and webp_anim demuxers were not whitelisted: nothing
+    was recorded and every export was refused; their length now comes from
+    their chunks (ffmpeg prints none), so they export as animations."""
+    root = tmp_repo.root
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=32x24:rate=10", "-t", "0.5", *args, str(root / name))
+    r = run_cli("add", name, cwd=root)
+    assert r.code == 0 and "no image ffmpeg can read" not in r.err, r.err
+    media = tmp_repo.record(name).current.media
+    assert (media["width"], media["height"], media["frames"], media["duration"], media["fps"]) == (32, 24, 5, 0.5, 10.0)
+    out = tmp_path / "frames"
+    assert export(tmp_repo, name, "--format", "frames", "-o", str(out)).code == 0
+    assert len(list(out.glob("frame_*.png"))) == 5
+    assert export(tmp_repo, name, "-o", str(tmp_path / "a.gif")).code == 0
+    assert _decoded_frames(tmp_path / "a.gif") == 5
+
+
+def test_a_png_cut_short_is_not_taken_at_its_header_word(tmp_repo, tmp_path):
+    """A PNG cut before its end has a whole header: recorded as 32x24, a
+    video export looped it in ffmpeg until the job's one-hour timeout, three
+    times. Now the probe walks its chunks, finds no IEND, and export refuses."""
+    root = tmp_repo.root
+    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=32x24", "-frames:v", "1", str(tmp_path / "whole.png"))
+    data = (tmp_path / "whole.png").read_bytes()
+    (root / "cut.png").write_bytes(data[: len(data) // 2])
+    assert probe(root / "cut.png").width is None
+    r = run_cli("add", "cut.png", cwd=root)
+    assert r.code == 0 and "cut.png: no image ffmpeg can read" in r.err
+    r = export(tmp_repo, "cut.png", "-o", str(tmp_path / "cut.mp4"))
+    assert r.code == 4 and "cut.png has no picture ffmpeg can read" in r.err, r.err
+    assert run_cli("queue", "ls", "--json", cwd=root).json == []
+
+
+def test_a_variable_frame_rate_clip_exports_every_frame(tmp_repo, tmp_path):
+    """5 frames at 10 fps then 15 at 30 fps: ffmpeg encoded at the 1/10 s
+    time base the first frames declare and dropped 10 of the 15 fast ones."""
+    root = tmp_repo.root
+    for name, rate in (("slow.mp4", 10), ("fast.mp4", 30)):
+        _ffmpeg("-f", "lavfi", "-i", f"testsrc=size=32x24:rate={rate}", "-t", "0.5", "-c:v", "libx264",
+                "-pix_fmt", "yuv420p", "-video_track_timescale", "1000", str(tmp_path / name))
+    (tmp_path / "list.txt").write_text("file 'slow.mp4'\nfile 'fast.mp4'\n")
+    _ffmpeg("-f", "concat", "-i", str(tmp_path / "list.txt"), "-c", "copy", str(root / "vfr.mp4"))
+    assert run_cli("add", "vfr.mp4", cwd=root).code == 0
+    for fmt in ("mp4", "webm"):
+        r = export(tmp_repo, "vfr.mp4", "-o", str(tmp_path / f"out.{fmt}"))
+        assert r.code == 0, r.err
+        assert _decoded_frames(tmp_path / f"out.{fmt}") == 20, fmt
+    assert export(tmp_repo, "vfr.mp4", "--format", "frames", "-o", str(tmp_path / "frames")).code == 0
+    assert len(list((tmp_path / "frames").glob("*.png"))) == 20
+
+
+def test_a_one_pixel_image_exports_as_video(tmp_repo, tmp_path):
+    """4:2:0 needs even sides: 1x1 was cut to 0x0 and the job failed (exit 8)."""
+    _ffmpeg("-f", "lavfi", "-i", "color=red:size=1x1", "-frames:v", "1", str(tmp_repo.root / "dot.png"))
+    assert run_cli("add", "dot.png", cwd=tmp_repo.root).code == 0
+    for fmt in ("mp4", "webm"):
+        r = export(tmp_repo, "dot.png", "-o", str(tmp_path / f"dot.{fmt}"))
+        assert r.code == 0, r.err
+        info = probe(tmp_path / f"dot.{fmt}")
+        assert (info.width, info.height) == (2, 2)
+
+
+def test_a_picture_larger_than_ffmpeg_decodes_is_refused_before_any_job(tmp_repo, tmp_path):
+    """A 60000x60000 PNG header (69 bytes): add records it without decoding
+    anything; export says so up front (exit 4), not as a failed job."""
+    import struct
+    import zlib
+
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    ihdr = struct.pack(">IIBBBBB", 60000, 60000, 8, 2, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    root = tmp_repo.gen({"huge.png": png}).root
+    assert run_cli("add", "huge.png", cwd=root).code == 0
+    assert tmp_repo.record("huge.png").current.media["width"] == 60000
+    r = export(tmp_repo, "huge.png", "-o", str(tmp_path / "huge.mp4"))
+    assert r.code == 4 and "huge.png is 60000x60000, larger than ffmpeg decodes" in r.err, r.err
+    assert r.err.splitlines()[1].startswith("hint: ")
+    assert run_cli("queue", "ls", "--json", cwd=root).json == []
+
+
+def test_only_a_sound_lottie_exports_as_lottie(tmp_repo, tmp_path):
+    """An SVG, a pose JSON, a Lottie whose op is not after its ip: each was
+    copied out as a .json or .lottie no player opens, exit 0. A dotLottie
+    without its manifest.json is repacked whole."""
+    import io
+    import zipfile
+
+    from lattice import lottie
+
+    doc = lottie.image_animation(b"\x89PNGx", 10, 10, 24, 48)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        z.writestr("animations/a.json", lottie.dumps(doc))
+    root = tmp_repo.gen({
+        "logo.svg": '<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"/>',
+        "pose.json": '{"keypoints": [1, 2, 3]}',
+        "empty.json": lottie.dumps(dict(doc, op=0)),
+        "bare.lottie": buf.getvalue(),
+    }).root
+    assert run_cli("add", ".", cwd=root).code == 0
+    outside = tmp_path / "out"
+    outside.mkdir()
+    for name, why in (("logo.svg", "is not a Lottie animation"), ("pose.json", "is not a Lottie animation"),
+                      ("empty.json", "has no frames")):
+        for fmt, ext in (("lottie", "json"), ("dotlottie", "lottie")):
+            r = export(tmp_repo, name, "--format", fmt, "-o", str(outside / f"x.{ext}"))
+            assert r.code == 4 and f"{name} {why}" in r.err, (name, fmt, r.err)
+            assert r.err.splitlines()[1].startswith("hint: ")
+    assert not list(outside.iterdir())
+    out = outside / "bare.lottie"
+    assert export(tmp_repo, "bare.lottie", "-o", str(out)).code == 0
+    assert lottie.check_file(out.read_bytes()) == []
