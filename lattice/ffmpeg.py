@@ -97,7 +97,11 @@ _SIZE = re.compile(r"(?:^|[ ,])(\d{1,6})x(\d{1,6})(?:[ ,]|$)")
 _FPS = re.compile(r"([\d.]+)(k?) (?:fps|tbr)\b")
 _HZ = re.compile(r"(\d+) Hz")
 _ROTATION = re.compile(r"rotation of (-?\d+(?:\.\d+)?) degrees", re.I)
-_LAYOUTS = {"mono": 1, "stereo": 2, "2.1": 3, "quad": 4, "4.0": 4, "5.0": 5, "5.1": 6, "6.1": 7, "7.1": 8}
+# ffmpeg's named channel layouts; the rest are numbered ("5.1", "3.0(back)",
+# "7.1(wide)", "5.1.2", "22.2"): their parts add up to the channels.
+_LAYOUTS = {"mono": 1, "stereo": 2, "binaural": 2, "downmix": 2, "quad": 4, "quad(side)": 4, "hexagonal": 6,
+            "octagonal": 8, "cube": 8, "hexadecagonal": 16}
+_NUMBERED_LAYOUT = re.compile(r"(\d+(?:\.\d+){1,2})(?:\([\w-]+\))?")
 
 
 def probe(path: Path | str) -> MediaInfo:
@@ -202,9 +206,12 @@ def parse_ffmpeg_info(text: str, kind: str, size: int) -> MediaInfo:
             info.sample_rate = int(hz[1])
         parts = [p.strip() for p in audio.split(",")]
         for p in parts:
+            numbered = _NUMBERED_LAYOUT.fullmatch(p)
             if p in _LAYOUTS:
                 info.audio_channels = _LAYOUTS[p]
-            elif p.endswith(" channels") and p.split()[0].isdigit():
+            elif numbered:
+                info.audio_channels = sum(int(n) for n in numbered[1].split("."))
+            elif p.split(" channels")[0].isdigit() and " channels" in p:  # "6 channels (FL+FR+…)"
                 info.audio_channels = int(p.split()[0])
     # Refine the extension's guess by what the streams say.
     if kind == "video" and not video and audio:

@@ -241,3 +241,13 @@ def test_a_clip_turned_a_quarter_by_its_display_matrix_records_its_shown_size(me
     assert (probe(media / "a.mp4").width, probe(media / "a.mp4").height) == (32, 24)
     half = "Stream #0:0: Video: h264, yuv420p, 32x24, 25 fps, 25 tbr\n    Side data:\n      displaymatrix: rotation of -180.00 degrees\n"
     assert (parse_ffmpeg_info(half, "video", 1).width, parse_ffmpeg_info(half, "video", 1).height) == (32, 24)
+
+
+@pytest.mark.parametrize("layout, ext, channels", [("5.1(side)", "wav", 6), ("3.0", "ogg", 3), ("7.1(wide)", "flac", 8),
+                                                    ("hexagonal", "wav", 6), ("22.2", "wav", 24)])
+def test_every_channel_layout_gives_its_channel_count(tmp_path, layout, ext, channels):
+    """Only nine layout names were known: a 5.1(side) FLAC or a 3.0 Ogg
+    recorded no channel count at all."""
+    out = tmp_path / f"a.{ext}"
+    run_ffmpeg(["-f", "lavfi", "-i", "sine=d=0.1", "-af", f"aformat=channel_layouts={layout}", file_url(out)])
+    assert probe(out).audio_channels == channels
