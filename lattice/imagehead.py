@@ -128,9 +128,12 @@ def _webp(f) -> Header | None:
 
 
 def _jpeg(f) -> Header | None:
+    """The SOF's size, turned a quarter where the EXIF orientation says so
+    (5 to 8: a phone's portrait photo), as ffmpeg turns it when it decodes."""
     f.seek(0)
     if f.read(2) != b"\xff\xd8":
         return None
+    turned = False
     while True:
         marker = f.read(2)
         if len(marker) < 2 or marker[0] != 0xFF:
@@ -144,10 +147,36 @@ def _jpeg(f) -> Header | None:
         if kind in _JPEG_SOF:
             seg = f.read(5)
             h, w = struct.unpack(">HH", seg[1:5])
+            if turned:
+                w, h = h, w
             return Header("mjpeg", w, h) if w and h else None
         if kind == 0xD9 or length < 2:
             return None
+        if kind == 0xE1 and length > 16:
+            body = f.read(length - 2)
+            if body[:6] == b"Exif\0\0":
+                turned = _exif_orientation(body[6:]) in (5, 6, 7, 8)
+            continue
         f.seek(length - 2, 1)
+
+
+def _exif_orientation(tiff: bytes) -> int | None:
+    """Tag 0x0112 of IFD0 in an EXIF (TIFF) block."""
+    order = {b"II": "<", b"MM": ">"}.get(tiff[:2])
+    if order is None or len(tiff) < 10:
+        return None
+    ifd = struct.unpack(order + "I", tiff[4:8])[0]
+    if ifd + 2 > len(tiff):
+        return None
+    count = struct.unpack(order + "H", tiff[ifd:ifd + 2])[0]
+    for i in range(count):
+        entry = tiff[ifd + 2 + 12 * i: ifd + 14 + 12 * i]
+        if len(entry) < 12:
+            return None
+        tag, typ = struct.unpack(order + "HH", entry[:4])
+        if tag == 0x0112 and typ == 3:
+            return struct.unpack(order + "H", entry[8:10])[0]
+    return None
 
 
 # The first bytes every file of these formats starts with (webp: RIFF....WEBP).

@@ -196,13 +196,15 @@ def test_a_named_file_add_cannot_record_is_one_error_with_a_hint(tmp_repo):
 
 
 # The start of a 1x1 PNG, all `add` reads of one: without a picture it warns.
-_PNG_HEAD = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x02\0\0\0"
+# A whole 1x1 picture (a header alone is a PNG cut short, which add warns of).
+_PNG_1X1 = (b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x02\0\0\0\x90wS\xde"
+            b"\0\0\0\x0cIDATx\x9cc```\0\0\0\x04\0\x01\xf6\x178U\0\0\0\0IEND\xaeB`\x82")
 
 
 def test_add_of_a_folder_with_nothing_to_add_says_so(tmp_repo):
     """Not silence: a warning naming the folder, exit 0 (as `add DIR`
     warns of each file it passes over and goes on)."""
-    repo = tmp_repo.gen({"full/a.png": _PNG_HEAD, "hidden/.h.png": b"h"})  # a real picture: no warning of its own
+    repo = tmp_repo.gen({"full/a.png": _PNG_1X1, "hidden/.h.png": b"h"})  # a real picture: no warning of its own
     (repo.root / "empty").mkdir()
     r = run_cli("add", "empty", "hidden/", "full", cwd=repo.root)
     assert r.code == 0 and "added      full/a.png" in r.out, r.err
@@ -2021,7 +2023,7 @@ def test_quiet_keeps_the_data_asked_for_and_drops_the_chatter(tmp_repo):
 def test_global_flags_may_follow_the_command(tmp_repo):
     """`lattice add FILE -q`, as git takes `git commit -q`: on the fast path
     (add, status) and through typer (tag, queue ls, gen) alike."""
-    repo = tmp_repo.gen({"a.png": _PNG_HEAD, "b.png": _PNG_HEAD + b"new"})  # pictures: add has nothing to warn of
+    repo = tmp_repo.gen({"a.png": _PNG_1X1, "b.png": _PNG_1X1 + b"new"})  # pictures: add has nothing to warn of
     r = run_cli("add", "a.png", "-q", cwd=repo.root)
     assert r.code == 0 and r.out == "" and r.err == ""
     assert run_cli("add", "--quiet", "b.png", cwd=repo.root).out == ""
