@@ -253,7 +253,7 @@ def store_listing(repo: Repository) -> dict[str, tuple[int, float]]:
 
 
 def installed_generators(repo: Repository) -> dict[str, str]:
-    from lattice.render import registry
+    from lattice.generators import registry
 
     gens = {g.id: str(g.version) for g in registry(repo).all()}
     from lattice.export import ExportGenerator  # exports re-make through lattice.export

@@ -80,7 +80,7 @@ class GeneratorFailed(LatticeError):
 
     exit_code = 8
     # Whether the queue may run the job again. A deterministic generator's
-    # failure repeats itself, so lattice.render clears this for it.
+    # failure repeats itself, so lattice.produce clears this for it.
     retryable = True
 
     def __init__(self, message: str | None = None, hint: str | None = None, stderr_tail: str = "", *, transient: bool = False):

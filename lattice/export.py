@@ -522,7 +522,7 @@ def export_job(ctx) -> dict:
     import msgspec
 
     from lattice.jobs import _repo
-    from lattice.render import Hooks
+    from lattice.produce import Hooks
 
     pl = ctx.job.payload
     repo = _repo(pl["root"])
@@ -552,7 +552,7 @@ def export_job(ctx) -> dict:
     try:
         with repo.objects.as_file(v.object, extension(pl["source"])) as src:
             embedded = _write_file(src, out, p, hooks, place)
-    except GeneratorFailed as e:  # a deterministic CPU generator's failure repeats (lattice.render.produce)
+    except GeneratorFailed as e:  # a deterministic CPU generator's failure repeats (lattice.produce.generated_file)
         e.retryable = e.transient
         raise
     sidecar = None if side is None else str(out) + SIDECAR
@@ -605,7 +605,8 @@ def _write_file(src: Path, out: Path, p: dict, hooks, place: Callable[..., None]
 def _record_export(repo: Repository, asset: str, source: str, source_object: str, p: dict, hooks, base: dict,
                    branch: str = "") -> ExportResult:
     from lattice.media import extension
-    from lattice.render import produce, record_version
+    from lattice.produce import produce
+    from lattice.render import record_version
     from lattice.worktree import materialize
 
     recipe = export_recipe(source, source_object, p)

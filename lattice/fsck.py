@@ -248,7 +248,7 @@ def generator_gap(repo: Repository, recipe) -> str | None:
     """Why the generator installed here cannot re-make what `recipe` made
     (render would refuse it), or None when it can: none of that id, or
     another version of it (a clone made where an older release ran)."""
-    from lattice.render import registry
+    from lattice.generators import registry
 
     try:
         gen = registry(repo).get(recipe.generator)

@@ -500,7 +500,7 @@ def run_gc(repo: Repository, options: GcOptions, on_poll: Callable[[list], None]
 def gc_job(ctx) -> dict:
     """Handler of "gc" jobs: op "collect" runs gc, op "restore" re-makes one output."""
     from lattice.jobs import _repo
-    from lattice.render import Hooks
+    from lattice.produce import Hooks
 
     payload = ctx.job.payload
     repo = _repo(payload["root"])

@@ -62,7 +62,7 @@ class Finding:
 
 def check(repo: Repository) -> list[Finding]:
     """Everything that makes a commit of this project not reproducible."""
-    from lattice.render import registry
+    from lattice.generators import registry
     from lattice.status import status
 
     found: list[Finding] = []

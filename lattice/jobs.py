@@ -55,9 +55,9 @@ def _here(ctx) -> dict:
 
 
 def render_job(ctx) -> dict[str, Any]:
-    from lattice.render import Hooks, Step, run_step
-
     from lattice.errors import LatticeError
+    from lattice.produce import Hooks
+    from lattice.render import Step, run_step
 
     payload = _here(ctx)
     step = msgspec.convert(payload["step"], Step)

@@ -14,7 +14,8 @@ from typing import Callable, Iterable, Iterator
 import msgspec
 
 from lattice.errors import InvalidInput, LatticeError, command
-from lattice.render import Outcome, Step, registry, why_kept
+from lattice.generators import registry
+from lattice.render import Outcome, Step, why_kept
 from lattice.repo import Repository
 
 

@@ -120,7 +120,7 @@ def restore_object(repo: Repository, name: str, number: int, hooks=None) -> dict
     v = repo.record(name).version(number)
     if repo.objects.has(v.object):
         return {"name": name, "version": number, "object": v.object, "status": "present"}
-    from lattice.render import produce
+    from lattice.produce import produce
 
     oid, cached = produce(repo, v.recipe, extension(name), hooks)
     if oid != v.object:
@@ -193,7 +193,7 @@ def ensure_inputs(repo: Repository, recipe, notify: Callable[[str], None] | None
     of the same plan) are left to those steps. Returns the "name@vN" re-made.
     Read-only: nothing can be stored, so nothing is done here; the render
     reads an evicted input from its working file, or refuses
-    (lattice.render.input_files)."""
+    (lattice.produce.input_files)."""
     if repo.read_only:
         return []
     made = []

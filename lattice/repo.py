@@ -490,7 +490,7 @@ class Repository:
         """Temp files that interrupted writes leave, wherever lattice writes
         them: the store's, .lattice/tmp (its key locks, one per recipe ever
         made, only with `key_locks`: gc sweeps old ones, see
-        lattice.render.produce), the manifest's, and those beside tracked
+        lattice.produce.produce), the manifest's, and those beside tracked
         working files (`.sky.png.tmp-PID-N`). Callers judge their age (lstat:
         some are links, maybe dangling)."""
         import re

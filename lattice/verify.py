@@ -29,7 +29,7 @@ def verify(repo: Repository, name: str, notify=None) -> Verdict:
     from lattice.errors import WriteRefused
     from lattice.media import extension
     from lattice.remake import ensure_inputs
-    from lattice.render import generated_file
+    from lattice.produce import generated_file
     from lattice.status import hash_file
 
     record = repo.record(name)

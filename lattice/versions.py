@@ -127,7 +127,7 @@ def restore(repo: Repository, name: str, number: int, force: bool = False) -> Re
                 hint="re-add the file if you still have it",
             )
         from lattice.remake import ensure_inputs
-        from lattice.render import produce
+        from lattice.produce import produce
 
         ensure_inputs(repo, old.recipe, command_name="lattice restore")  # its inputs may be evicted too
         oid, cached = produce(repo, old.recipe, extension(name))

@@ -441,7 +441,7 @@ def test_a_kinds_size_cap_counts_the_bytes_it_cannot_evict_too(tmp_repo):
 
 
 def test_gc_sweeps_old_recipe_key_locks_fsck_leaves_them(tmp_repo):
-    """One lock file per recipe ever made (lattice.render.produce): gc removes
+    """One lock file per recipe ever made (lattice.produce.produce): gc removes
     those past its grace period, so .lattice/tmp does not grow for ever."""
     gen(tmp_repo, "x.txt", word="one")
     locks = sorted((tmp_repo.dir / "tmp").glob("key-*"))
