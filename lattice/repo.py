@@ -187,15 +187,17 @@ class Repository:
         """The index, brought up to date with the manifest files first: a
         clone or `git pull` changes them behind its back, and a crash can
         fall between a manifest write and the index update."""
+        from lattice.index_sync import sync_index
+
         index = self.open_index()
-        self.sync_index()
+        sync_index(self)
         return index
 
     def open_index(self):
         """The index, with an interrupted switch, merge or batch finished but
         not yet checked against the manifest files: for a caller that
         computes their digest beside other work and then calls
-        sync_index(digest). Anything else wants `index`."""
+        lattice.index_sync.sync_index(repo, digest). Anything else wants `index`."""
         if "index" in self.__dict__:
             return self.__dict__["index"]
         index = self._index_file
@@ -273,124 +275,6 @@ class Repository:
             from lattice.errors import warn
 
             warn(f"an interrupted change could not put {len(failed)} manifest file(s) in place: {failed[0]}; `lattice fsck` lists what is left")
-
-    def sync_index(self, digest: str | None = None) -> list[str]:
-        """Re-index the assets whose manifest file differs (by stat) from
-        what the index last saw; drop those whose file is gone. Costs one
-        walk of the manifest folder and one value read (the stored digest of
-        the stamps; a full comparison after a change that did not store
-        one); returns the names re-indexed. `digest`: that of the stamps in
-        listing order, already computed (status has it computed beside)."""
-        from lattice.manifest import stamps_digest
-
-        index = self.index
-        stored = index.manifest_digest()
-        if digest is not None and digest == stored:
-            return []  # as below, with no stamps to track: a write of ours just stores no digest
-        seen = self.manifest.stamps()
-        digest = stamps_digest(seen)
-        if digest == stored:  # the common case: one value read
-            index.track_stamps(seen)
-            return []
-        # Else a write stored it (sorted by name), or a change forgot it.
-        written = stored is not None and stamps_digest(seen, sort=True) == stored
-        known = seen if written else index.manifest_stamps()
-        if seen == known:  # compared in C
-            import sqlite3  # loaded by the index already; not at start-up, which status forks early in
-
-            with contextlib.suppress(sqlite3.OperationalError), index:  # a read-only index just stays slower
-                index.set_manifest_digest(digest)
-            index.track_stamps(seen)
-            return []
-        changed = [n for n, stamp in seen.items() if known.get(n) != stamp]
-        removed = [n for n in known if n not in seen]
-        if not changed and not removed:
-            return []
-        with self.lock:
-            switching, batch = os.path.exists(self.dir / JOURNAL), os.path.exists(self.dir / BATCH_JOURNAL)
-            if switching or batch:
-                # A switch, merge or batch died while we waited for its lock:
-                # its manifest files may be half written. Finish it, then look again.
-                if self.read_only:
-                    self.refuse_unfinished()
-                if switching:
-                    from lattice.switch import recover
-
-                    recover(self)
-                self.finish_batch()
-                return self.sync_index()
-            names = self._reindex(changed, removed)
-            # A deleted file is left out: fsck reports it, --repair restores it.
-            edits = [n for n in names if n not in removed]
-            if not self.read_only:
-                self._record_outside_edits(edits)
-            elif self.history_behind is not True and edits and self._history_started():
-                self.history_behind |= set(edits)  # history catches up where .lattice may be written
-            return names
-
-    def _record_outside_edits(self, names: list[str]) -> None:
-        """Commit manifest files changed behind lattice's back (a hand edit,
-        a `git pull`) on the current branch, as soon as they are seen: a
-        later switch would otherwise carry them to another branch. A change
-        of ours that a killed process left out of history is caught up under
-        its own message instead."""
-        from lattice import history, history_pending
-
-        if not names or not self._history_started():
-            return  # no history yet, and no change of ours that meant to start it
-        try:
-            if not history_pending.catch_up(self):
-                history.commit_outside_edits(self, names)
-        except Exception as e:  # the index is right; the next change (or fsck --repair) catches history up
-            from lattice.errors import warn
-
-            with contextlib.suppress(OSError):
-                history_pending.mark(self)
-            warn(f"manifest edits made outside lattice are not in history yet: {history_pending._why(e)}")
-
-    def _history_started(self) -> bool:
-        """History exists, or a change of ours meant to start it."""
-        return os.path.exists(self.dir / "history.git" / "HEAD") or os.path.exists(self.dir / HISTORY_PENDING)
-
-    def _reindex(self, changed: list[str], removed: list[str]) -> list[str]:
-        """sync_index's writes, under the repository lock."""
-        index = self.index
-        with index:
-            fresh = []
-            for name in changed:
-                try:
-                    record = self.manifest.read(name)
-                    row = index.get(name)
-                    if record is not None and row is not None and len(record.versions) < row.versions and not self._committed(name):
-                        # Versions are only ever appended: fewer means a cut
-                        # file, unless history holds this very text (a `git
-                        # checkout` or `git stash` brought an older state back).
-                        raise RepositoryCorrupt(
-                            f"{self.manifest.file_of(name)}: holds {len(record.versions)} version(s), but v{row.versions} was recorded: truncated?",
-                            hint="`lattice fsck --repair` restores it from history",
-                        )
-                except RepositoryCorrupt as e:
-                    # Keep the last good entry; commands that trust the
-                    # manifest refuse (check_manifest), fsck explains.
-                    self.damaged.append(e)
-                    continue
-                if record is not None:
-                    fresh.append((record, os.stat(self.manifest.file_of(name)), row))
-            index.put_many(fresh)
-            for name in removed:
-                index.remove(name)
-        return [record.path for record, _, _ in fresh] + removed  # not the damaged ones
-
-    def _committed(self, name: str) -> bool:
-        """History holds the manifest file of `name` exactly as it is now."""
-        from lattice import history
-        from lattice.gitpack import blob_id
-
-        try:
-            data = self.manifest.file_of(name).read_bytes()
-            return blob_id(data) in history.open_git(self, create=False)
-        except Exception:  # no history, or none readable: nothing vouches for the file
-            return False
 
     def check_manifest(self) -> None:
         """Raise the first damage sync_index met in a manifest file."""

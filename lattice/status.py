@@ -35,6 +35,7 @@ Entry = namedtuple("Entry", "path state")
 
 def status(repo: Repository, untracked: bool = True) -> list[Entry]:
     from lattice.beside import Beside
+    from lattice.index_sync import sync_index
 
     # The manifest check (a stat per manifest file) and the walk for new
     # files run on a second core while this one checks the working files
@@ -58,7 +59,7 @@ def status(repo: Repository, untracked: bool = True) -> list[Entry]:
 
         for name, why in passed:  # told here: the child's own output would interleave
             warn(f"skipped {name}: {why}")
-    if repo.sync_index(digest):
+    if sync_index(repo, digest):
         entries, refresh = _tracked(repo, index)
     repo.check_manifest()
     if refresh:

@@ -1524,6 +1524,7 @@ def test_a_command_that_waited_on_a_switch_that_died_finishes_it_first(tmp_repo,
     the manifest after the switch died under the lock, finishes the journal
     instead of indexing half-written manifest files."""
     from lattice import switch
+    from lattice.index_sync import sync_index
     repo = tmp_repo
     _two_branches(repo)
     waiting = fresh(repo)
@@ -1533,7 +1534,7 @@ def test_a_command_that_waited_on_a_switch_that_died_finishes_it_first(tmp_repo,
         switch.switch(fresh(repo), "feat")
     monkeypatch.undo()
     assert (repo.dir / "journal").exists()
-    waiting.sync_index()
+    sync_index(waiting)
     assert not (repo.dir / "journal").exists() and not waiting.damaged
     assert history.current_branch(history.open_git(repo)) == "feat"
     assert waiting.index.get("d/f2.txt").object == waiting.manifest.read("d/f2.txt").current.object
