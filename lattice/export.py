@@ -309,7 +309,7 @@ def render(src: Path, out: Path, p: dict[str, Any], *, progress: Callable[[float
 def ffmpeg_args(src: Path, out: Path, p: dict[str, Any]) -> tuple[list[str], float | None]:
     """The ffmpeg arguments for an export, and the seconds of output expected."""
     from lattice.ffmpeg import file_url
-    from lattice.generators.encode import BITEXACT, ENCODER_THREADS, SWS_FLAGS
+    from lattice.generators.encode import BITEXACT, ENCODER_THREADS, EVEN_SIDES, KEEP_FRAME_TIMES, SWS_FLAGS
 
     fmt, kind, q = p["format"], p["source_kind"], PRESETS[p["quality"]]
     what = FORMATS[fmt][1]
@@ -329,11 +329,9 @@ def ffmpeg_args(src: Path, out: Path, p: dict[str, Any]) -> tuple[list[str], flo
     if p["width"]:
         chain.append(f"scale={p['width']}:{p['height']}:flags={SWS_FLAGS}")
     elif fmt in ("mp4", "webm"):  # 4:2:0 needs even sides, and at least 2 (a 1x1 image)
-        chain.append(f"scale=max(2\\,trunc(iw/2)*2):max(2\\,trunc(ih/2)*2):flags={SWS_FLAGS}")
-    # A clip's frames keep their own times: ffmpeg would otherwise encode at the
-    # time base of the rate its first frames declare, dropping every frame of a
-    # variable-rate clip that falls between two ticks of it (--fps resamples instead).
-    timing = ["-fps_mode:v", "vfr", "-enc_time_base:v", "demux"] if kind != "image" and not p["fps"] else []
+        chain.append(EVEN_SIDES)
+    # A clip's frames keep their own times (--fps resamples instead).
+    timing = KEEP_FRAME_TIMES if kind != "image" and not p["fps"] else []
     meta = ["-metadata", f"comment={p['embed']}"] if p["embed"] and fmt in EMBEDS else []
     if what == "audio":
         codec = ["-c:a", q["pcm"]] if fmt == "wav" else ["-c:a", "libmp3lame", "-b:a", q["mp3"]]

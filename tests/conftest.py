@@ -108,6 +108,34 @@ def run_proc(*args: str, cwd: Path, check: bool = False, timeout: float = 120, e
     return proc
 
 
+def ffmpeg(*args: str) -> str:
+    """Run the ffmpeg binary lattice uses (no whitelist: tests make their own
+    media, concat lists included); its stderr."""
+    from lattice.ffmpeg import ffmpeg_exe
+
+    return subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-y", *args], capture_output=True, text=True, check=True).stderr
+
+
+def decoded_frames(path) -> int:
+    """How many frames ffmpeg decodes from `path`."""
+    import re
+
+    return int(re.findall(r"frame=\s*(\d+)", ffmpeg("-i", str(path), "-f", "null", "-"))[-1])
+
+
+def vfr_clip(out: Path) -> Path:
+    """A 32x24 variable-rate clip at `out`: 5 frames at 10 fps, then 15 at 30 fps."""
+    for name, rate in (("slow.mp4", 10), ("fast.mp4", 30)):
+        ffmpeg("-f", "lavfi", "-i", f"testsrc=size=32x24:rate={rate}", "-t", "0.5", "-c:v", "libx264",
+               "-pix_fmt", "yuv420p", "-video_track_timescale", "1000", str(out.parent / f"{out.stem}-{name}"))
+    parts = out.parent / f"{out.stem}-list.txt"
+    parts.write_text(f"file '{out.stem}-slow.mp4'\nfile '{out.stem}-fast.mp4'\n")
+    ffmpeg("-f", "concat", "-i", str(parts), "-c", "copy", str(out))
+    for name in ("slow.mp4", "fast.mp4", "list.txt"):
+        (out.parent / f"{out.stem}-{name}").unlink()
+    return out
+
+
 @pytest.fixture
 def cli():
     return run_cli

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import run_cli
+from conftest import decoded_frames, ffmpeg, run_cli, vfr_clip
 from lattice.ffmpeg import probe
 from lattice.repo import Repository
 
@@ -863,29 +863,13 @@ def test_stale_temps_match_the_cut_names_of_long_outputs(tmp_path, monkeypatch):
 # -- media kinds end to end: what add records, what export makes of it -------------------
 
 
-def _ffmpeg(*args: str) -> str:
-    """Run the ffmpeg binary lattice uses (no whitelist: tests make their own
-    media, concat lists included); its stderr."""
-    import subprocess
-
-    from lattice.ffmpeg import ffmpeg_exe
-
-    return subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-y", *args], capture_output=True, text=True, check=True).stderr
-
-
-def _decoded_frames(path) -> int:
-    import re
-
-    return int(re.findall(r"frame=\s*(\d+)", _ffmpeg("-i", str(path), "-f", "null", "-"))[-1])
-
-
 @pytest.mark.parametrize("name, args", [("a.png", ["-plays", "0", "-f", "apng"]), ("a.webp", ["-c:v", "libwebp", "-loop", "0"])])
 def test_an_animated_png_or_webp_is_probed_and_exports_every_frame(tmp_repo, tmp_path, name, args):
     """ffmpeg's apng and webp_anim demuxers were not whitelisted: nothing
     was recorded and every export was refused; their length now comes from
     their chunks (ffmpeg prints none), so they export as animations."""
     root = tmp_repo.root
-    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=32x24:rate=10", "-t", "0.5", *args, str(root / name))
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=32x24:rate=10", "-t", "0.5", *args, str(root / name))
     r = run_cli("add", name, cwd=root)
     assert r.code == 0 and "no image ffmpeg can read" not in r.err, r.err
     media = tmp_repo.record(name).current.media
@@ -894,7 +878,7 @@ def test_an_animated_png_or_webp_is_probed_and_exports_every_frame(tmp_repo, tmp
     assert export(tmp_repo, name, "--format", "frames", "-o", str(out)).code == 0
     assert len(list(out.glob("frame_*.png"))) == 5
     assert export(tmp_repo, name, "-o", str(tmp_path / "a.gif")).code == 0
-    assert _decoded_frames(tmp_path / "a.gif") == 5
+    assert decoded_frames(tmp_path / "a.gif") == 5
 
 
 def test_a_png_cut_short_is_not_taken_at_its_header_word(tmp_repo, tmp_path):
@@ -902,7 +886,7 @@ def test_a_png_cut_short_is_not_taken_at_its_header_word(tmp_repo, tmp_path):
     video export looped it in ffmpeg until the job's one-hour timeout, three
     times. Now the probe walks its chunks, finds no IEND, and export refuses."""
     root = tmp_repo.root
-    _ffmpeg("-f", "lavfi", "-i", "testsrc=size=32x24", "-frames:v", "1", str(tmp_path / "whole.png"))
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=32x24", "-frames:v", "1", str(tmp_path / "whole.png"))
     data = (tmp_path / "whole.png").read_bytes()
     (root / "cut.png").write_bytes(data[: len(data) // 2])
     assert probe(root / "cut.png").width is None
@@ -917,23 +901,19 @@ def test_a_variable_frame_rate_clip_exports_every_frame(tmp_repo, tmp_path):
     """5 frames at 10 fps then 15 at 30 fps: ffmpeg encoded at the 1/10 s
     time base the first frames declare and dropped 10 of the 15 fast ones."""
     root = tmp_repo.root
-    for name, rate in (("slow.mp4", 10), ("fast.mp4", 30)):
-        _ffmpeg("-f", "lavfi", "-i", f"testsrc=size=32x24:rate={rate}", "-t", "0.5", "-c:v", "libx264",
-                "-pix_fmt", "yuv420p", "-video_track_timescale", "1000", str(tmp_path / name))
-    (tmp_path / "list.txt").write_text("file 'slow.mp4'\nfile 'fast.mp4'\n")
-    _ffmpeg("-f", "concat", "-i", str(tmp_path / "list.txt"), "-c", "copy", str(root / "vfr.mp4"))
+    vfr_clip(root / "vfr.mp4")
     assert run_cli("add", "vfr.mp4", cwd=root).code == 0
     for fmt in ("mp4", "webm"):
         r = export(tmp_repo, "vfr.mp4", "-o", str(tmp_path / f"out.{fmt}"))
         assert r.code == 0, r.err
-        assert _decoded_frames(tmp_path / f"out.{fmt}") == 20, fmt
+        assert decoded_frames(tmp_path / f"out.{fmt}") == 20, fmt
     assert export(tmp_repo, "vfr.mp4", "--format", "frames", "-o", str(tmp_path / "frames")).code == 0
     assert len(list((tmp_path / "frames").glob("*.png"))) == 20
 
 
 def test_a_one_pixel_image_exports_as_video(tmp_repo, tmp_path):
     """4:2:0 needs even sides: 1x1 was cut to 0x0 and the job failed (exit 8)."""
-    _ffmpeg("-f", "lavfi", "-i", "color=red:size=1x1", "-frames:v", "1", str(tmp_repo.root / "dot.png"))
+    ffmpeg("-f", "lavfi", "-i", "color=red:size=1x1", "-frames:v", "1", str(tmp_repo.root / "dot.png"))
     assert run_cli("add", "dot.png", cwd=tmp_repo.root).code == 0
     for fmt in ("mp4", "webm"):
         r = export(tmp_repo, "dot.png", "-o", str(tmp_path / f"dot.{fmt}"))

@@ -17,6 +17,16 @@ SWS_FLAGS = "bicubic+accurate_rnd+full_chroma_int+bitexact"
 BITEXACT = ["-fflags", "+bitexact", "-flags:v", "+bitexact", "-flags:a", "+bitexact",
             "-map_metadata", "-1", "-map_chapters", "-1"]
 
+# A clip's frames keep their own times: ffmpeg would otherwise encode at the
+# time base of the rate its first frames declare, dropping every frame of a
+# variable-rate clip that falls between two ticks of it (an fps filter
+# resamples instead, where a rate is asked for).
+KEEP_FRAME_TIMES = ["-fps_mode:v", "vfr", "-enc_time_base:v", "demux"]
+
+# 4:2:0 needs even sides, and at least 2: an odd side is rounded down by one
+# pixel, a 1-pixel side (a 1x1 image, a 1-pixel crop) becomes 2.
+EVEN_SIDES = f"scale=max(2\\,trunc(iw/2)*2):max(2\\,trunc(ih/2)*2):flags={SWS_FLAGS}"
+
 _VIDEO_CODEC = {
     "mp4": ["-c:v", "libx264", "-preset", "medium", "-pix_fmt", "yuv420p", "-threads", ENCODER_THREADS],
     "webm": ["-c:v", "libvpx-vp9", "-pix_fmt", "yuv420p", "-b:v", "0", "-deadline", "good",
@@ -51,10 +61,14 @@ def video_tail(ext: str) -> str:
     if ext == "gif":
         # A palette made from the clip itself, not gif's fixed 256 colours.
         return "split[tail_a][tail_b];[tail_a]palettegen=stats_mode=full[tail_p];[tail_b][tail_p]paletteuse"
-    if ext == "mp4":
-        # x264 in 4:2:0 needs even sides; round an odd side down by one pixel.
-        return "scale=trunc(iw/2)*2:trunc(ih/2)*2:flags=" + SWS_FLAGS
+    if ext == "mp4":  # x264 in 4:2:0
+        return EVEN_SIDES
     return ""
+
+
+def even(side: int) -> int:
+    """A side as EVEN_SIDES makes it, for a size known before ffmpeg runs."""
+    return max(2, side - side % 2)
 
 
 def vf(ext: str, chain: list[str]) -> list[str]:
@@ -75,9 +89,12 @@ def complex_graph(ext: str, graph: str, label: str) -> tuple[list[str], str]:
     return ["-filter_complex", f"sws_flags={SWS_FLAGS};" + graph], f"[{label}]"
 
 
-def output_args(ext: str, *, audio: bool = False, codec: str = "", crf: int | None = None) -> list[str]:
+def output_args(ext: str, *, audio: bool = False, codec: str = "", crf: int | None = None,
+                keep_times: bool = False) -> list[str]:
     """Codec, muxer and bit-exact flags for an output of type `ext`; `audio`
-    asks a video container to carry an audio track (mapped by the caller)."""
+    asks a video container to carry an audio track (mapped by the caller);
+    `keep_times` encodes each frame of a video at its own time (a clip made
+    from a clip, not resampled to a rate)."""
     if ext in IMAGE_EXTS:
         args = ["-frames:v", "1", *_IMAGE_CODEC[ext], "-an"]
         if codec:
@@ -99,6 +116,8 @@ def output_args(ext: str, *, audio: bool = False, codec: str = "", crf: int | No
         args += ["-an"]
     if ext == "mp4":
         args += ["-movflags", "+faststart"]
+    if keep_times:
+        args += KEEP_FRAME_TIMES
     return [*BITEXACT, *args, "-f", _MUXER[ext]]
 
 
