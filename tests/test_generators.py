@@ -894,3 +894,92 @@ def test_the_approval_covers_a_script_the_project_links_to_outside_it(tmp_path):
     first = trust.commands_digest(config, root)
     (elsewhere / "x.py").write_text("evil")
     assert trust.commands_digest(config, root) != first
+
+
+# -- derivations of awkward media: variable frame rates, 1-pixel and odd sides ----
+
+
+@pytest.fixture(scope="module")
+def awkward(tmp_path_factory):
+    """A variable-rate clip (5 frames at 10 fps, then 15 at 30), a 1x1 image,
+    a 1x1 and a 33x25 clip (VP9 keeps odd sides), a 3-second tone; all made
+    with the ffmpeg binary directly, not by the generators under test."""
+    from conftest import ffmpeg, vfr_clip
+
+    d = tmp_path_factory.mktemp("awkward")
+    vfr_clip(d / "vfr.mp4")
+    ffmpeg("-f", "lavfi", "-i", "color=red:size=1x1", "-frames:v", "1", str(d / "dot.png"))
+    for name, size in (("dot.webm", "1x1"), ("odd.webm", "33x25")):
+        ffmpeg("-f", "lavfi", "-i", f"testsrc=size={size}:rate=10", "-t", "0.5", "-c:v", "libvpx-vp9", str(d / name))
+    ffmpeg("-f", "lavfi", "-i", "sine=duration=3", str(d / "tone.wav"))
+    return d
+
+
+def gen_from(repo, media: Path, output: str, model: str, inputs: list[str], params: dict) -> Path:
+    """`lattice gen OUTPUT --model MODEL --input ... --set ...`, the inputs
+    copied from `media` and added first; the output's path."""
+    import shutil
+
+    from conftest import run_cli
+
+    for name in inputs:
+        shutil.copy(media / name, repo.root / name)
+    assert run_cli("add", *inputs, cwd=repo.root).code == 0
+    sets = [a for k, v in params.items() for a in ("--set", f"{k}={v}")]
+    r = run_cli("gen", output, "--model", model, *[a for n in inputs for a in ("--input", n)], *sets, cwd=repo.root)
+    assert r.code == 0, r.err
+    return repo.root / output
+
+
+@pytest.mark.parametrize("output, model, inputs, params, frames", [
+    ("r.mp4", "ffmpeg.resize", ["vfr.mp4"], {"width": 16}, 20),
+    ("c.webm", "ffmpeg.crop", ["vfr.mp4"], {"width": 16, "height": 16}, 20),
+    ("t.gif", "ffmpeg.transcode", ["vfr.mp4"], {}, 20),
+    ("t.webm", "ffmpeg.transcode", ["vfr.mp4"], {}, 20),
+    ("j.mp4", "ffmpeg.concat", ["vfr.mp4", "vfr.mp4"], {}, 40),
+    ("j.webm", "ffmpeg.concat", ["vfr.mp4", "vfr.mp4"], {"fps": 5}, 10),  # a rate asked for still resamples
+    ("m.webm", "ffmpeg.mux", ["vfr.mp4", "tone.wav"], {}, 20),  # re-encoded (h264 is not copied into webm)
+])
+def test_a_derivation_keeps_every_frame_of_a_variable_rate_clip(tmp_repo, awkward, output, model, inputs, params, frames):
+    """Version 1 encoded at the time base of the rate the clip's first
+    frames declare (10 fps) and dropped 10 of its 15 fast frames; concat
+    resampled every clip to the first one's mean rate."""
+    from conftest import decoded_frames
+
+    assert decoded_frames(gen_from(tmp_repo, awkward, output, model, inputs, params)) == frames
+
+
+@pytest.mark.parametrize("output, model, inputs, params, size", [
+    ("t.mp4", "ffmpeg.transcode", ["dot.png"], {}, (2, 2)),
+    ("r.mp4", "ffmpeg.resize", ["vfr.mp4"], {"height": 1}, (2, 2)),
+    ("c.mp4", "ffmpeg.crop", ["vfr.mp4"], {"width": 1, "height": 1}, (2, 2)),
+    ("c.gif", "ffmpeg.crop", ["vfr.mp4"], {"width": 1, "height": 1}, (1, 1)),
+    ("c.webm", "ffmpeg.crop", ["vfr.mp4"], {"x": 1, "y": 1, "width": 3, "height": 3}, (3, 3)),
+    ("j.mp4", "ffmpeg.concat", ["dot.webm", "vfr.mp4"], {}, (2, 2)),
+    ("j.webm", "ffmpeg.concat", ["dot.webm", "vfr.mp4"], {}, (1, 1)),
+    ("j.gif", "ffmpeg.concat", ["odd.webm", "vfr.mp4"], {}, (33, 25)),
+    ("m.mp4", "ffmpeg.mux", ["dot.webm", "tone.wav"], {}, (2, 2)),
+])
+def test_a_derivation_keeps_1_pixel_and_odd_sides(tmp_repo, awkward, output, model, inputs, params, size):
+    """mp4 (4:2:0) rounded a 1-pixel side down to 0 and ffmpeg failed; it
+    becomes 2. ffmpeg's crop and pad round an odd side of a 4:2:0 picture
+    down: a 1-pixel crop failed, a 3x3 one came out 2x2, and concat to a
+    size with an odd side failed."""
+    info = probe(gen_from(tmp_repo, awkward, output, model, inputs, params))
+    assert (info.width, info.height) == size
+
+
+def test_crop_cuts_an_odd_edge_where_asked(tmp_path):
+    """A 4:2:0 clip whose luma is 8 times the column: crop x=1 used to cut
+    from column 0."""
+    from conftest import ffmpeg
+
+    ffmpeg("-f", "lavfi", "-i", "nullsrc=size=16x4:rate=10,geq=lum=16+8*X:cb=128:cr=128", "-t", "0.1",
+           "-c:v", "libx264", "-qp", "0", "-pix_fmt", "yuv420p", str(tmp_path / "ramp.mp4"))
+
+    def first_row(x: int, width: int) -> bytes:
+        out = make("ffmpeg.crop", tmp_path / f"c{x}.png", {"x": x, "width": width, "height": 2}, inputs=[tmp_path / "ramp.mp4"])
+        ffmpeg("-i", str(out), "-f", "rawvideo", "-pix_fmt", "gray", str(tmp_path / f"c{x}.raw"))
+        return (tmp_path / f"c{x}.raw").read_bytes()[:width]
+
+    assert first_row(1, 3) == first_row(0, 4)[1:]

@@ -12,7 +12,8 @@ from pathlib import Path
 from lattice.errors import InvalidInput
 from lattice.generators.base import Generator, Param, RunContext
 from lattice.generators.encode import (
-    AUDIO_EXTS, IMAGE_EXTS, SWS_FLAGS, VIDEO_EXTS, complex_graph, copy_video_args, kind_of, output_args, run_into_output, vf,
+    AUDIO_EXTS, IMAGE_EXTS, SWS_FLAGS, VIDEO_EXTS, complex_graph, copy_video_args, even, kind_of, output_args,
+    run_into_output, vf,
 )
 
 _CODEC_NAME = re.compile(r"^[A-Za-z0-9_.-]{0,40}$")
@@ -91,8 +92,15 @@ def _keep_audio(info, ext: str) -> list[str]:
     return ["-map", "0:v:0"]
 
 
+# Version 2 of resize, crop, transcode, concat and mux: every frame of a
+# variable-rate clip keeps its time (version 1 encoded at the rate its first
+# frames declared and dropped the frames between its ticks), and a 1-pixel
+# side becomes 2 in mp4 (version 1 rounded it to 0 and ffmpeg failed).
+
+
 class Resize(Derivation):
     id = "ffmpeg.resize"
+    version = "2"
     kinds = ("image", "video")
     extensions = IMAGE_EXTS + VIDEO_EXTS
     description = "scale an image or video; a side of 0 keeps the aspect ratio"
@@ -111,12 +119,13 @@ class Resize(Derivation):
         auto = "-2" if ext == "mp4" else "-1"
         w, h = p["width"] or auto, p["height"] or auto
         args = [*_inp(ctx.inputs[0]), *_keep_audio(info, ext), *vf(ext, [_scale(w, h), "setsar=1"]),
-                *output_args(ext, audio=bool(info.audio_codec)), _out(ctx)]
+                *output_args(ext, audio=bool(info.audio_codec), keep_times=True), _out(ctx)]
         self.ffmpeg(ctx, args, info.duration)
 
 
 class Crop(Derivation):
     id = "ffmpeg.crop"
+    version = "2"  # and the box is cut where asked in a 4:2:0 clip (version 1 rounded an odd edge or side down)
     kinds = ("image", "video")
     extensions = IMAGE_EXTS + VIDEO_EXTS
     description = "cut a rectangle out of an image or video"
@@ -145,8 +154,9 @@ class Crop(Derivation):
     def run(self, ctx):
         p, ext, (info,) = self.prepare(ctx)
         x, y, w, h = self.box(p, info)
-        args = [*_inp(ctx.inputs[0]), *_keep_audio(info, ext), *vf(ext, [f"crop={w}:{h}:{x}:{y}"]),
-                *output_args(ext, audio=bool(info.audio_codec)), _out(ctx)]
+        # exact: ffmpeg would round an odd edge or side of a 4:2:0 picture down to even
+        args = [*_inp(ctx.inputs[0]), *_keep_audio(info, ext), *vf(ext, [f"crop={w}:{h}:{x}:{y}:exact=1"]),
+                *output_args(ext, audio=bool(info.audio_codec), keep_times=True), _out(ctx)]
         self.ffmpeg(ctx, args, info.duration)
 
 
@@ -174,6 +184,7 @@ class Frame(Derivation):
 
 class Transcode(Derivation):
     id = "ffmpeg.transcode"
+    version = "2"
     kinds = ("image", "video", "audio")
     extensions = IMAGE_EXTS + VIDEO_EXTS + AUDIO_EXTS
     description = "re-encode into the output's format (mp4, webm, gif, png, wav, mp3…)"
@@ -199,12 +210,13 @@ class Transcode(Derivation):
             maps, chain = ["-map", "0:a:0"], []
         else:
             maps, chain = _keep_audio(info, ext), vf(ext, [])
-        codec_args = output_args(ext, audio=bool(info.audio_codec), codec=p["codec"], crf=p["crf"])
+        codec_args = output_args(ext, audio=bool(info.audio_codec), codec=p["codec"], crf=p["crf"], keep_times=True)
         self.ffmpeg(ctx, [*_inp(ctx.inputs[0]), *maps, *chain, *codec_args, _out(ctx)], info.duration)
 
 
 class Concat(Derivation):
     id = "ffmpeg.concat"
+    version = "2"  # and fps=0 keeps each frame's time (version 1 resampled every clip to the first one's mean rate)
     kinds = ("video",)
     extensions = VIDEO_EXTS
     min_inputs, max_inputs = 2, 64
@@ -212,7 +224,7 @@ class Concat(Derivation):
     params = (
         Param("width", "int", 0, "output width (0: the first clip's)", min=0, max=16384),
         Param("height", "int", 0, "output height (0: the first clip's)", min=0, max=16384),
-        Param("fps", "float", 0.0, "output frame rate (0: the first clip's)", min=0, max=240),
+        Param("fps", "float", 0.0, "output frame rate (0: every frame keeps its own time)", min=0, max=240),
     )
 
     def check_media(self, params, extension, inputs):
@@ -224,13 +236,15 @@ class Concat(Derivation):
         first = infos[0]
         w, h = p["width"] or first.width, p["height"] or first.height
         if ext == "mp4":
-            w, h = w - w % 2, h - h % 2
-        fps = p["fps"] or first.fps or 25.0
+            w, h = even(w), even(h)
+        # pad rounds an odd side of a 4:2:0 picture down, below the scaled one: pad those in 4:4:4
+        full = ",format=yuv444p" if w % 2 or h % 2 else ""
+        rate = f"fps={p['fps']!r}," if p["fps"] else ""
         sound = ext in ("mp4", "webm") and all(i.audio_codec for i in infos)
         parts, labels = [], ""
         for i in range(len(infos)):
-            parts.append(f"[{i}:v:0]scale={w}:{h}:force_original_aspect_ratio=decrease:flags={SWS_FLAGS},"
-                         f"pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,setsar=1,fps={fps!r},format=yuv420p[v{i}]")
+            parts.append(f"[{i}:v:0]scale={w}:{h}:force_original_aspect_ratio=decrease:flags={SWS_FLAGS}{full},"
+                         f"pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,setsar=1,{rate}format=yuv420p[v{i}]")
             labels += f"[v{i}]"
             if sound:
                 parts.append(f"[{i}:a:0]aformat=sample_rates=48000:channel_layouts=stereo[a{i}]")
@@ -240,11 +254,13 @@ class Concat(Derivation):
         inputs = [a for path in ctx.inputs for a in _inp(path)]
         maps = ["-map", vlabel] + (["-map", "[a]"] if sound else [])
         total = sum(i.duration or 0 for i in infos) or None
-        self.ffmpeg(ctx, [*inputs, *graph, *maps, *output_args(ext, audio=sound), _out(ctx)], total)
+        enc = output_args(ext, audio=sound, keep_times=not p["fps"])
+        self.ffmpeg(ctx, [*inputs, *graph, *maps, *enc, _out(ctx)], total)
 
 
 class Mux(Derivation):
     id = "ffmpeg.mux"
+    version = "2"
     kinds = ("video",)
     extensions = ("mp4", "webm")
     min_inputs = max_inputs = 2
@@ -265,7 +281,7 @@ class Mux(Derivation):
         if video.codec in self._COPY[ext]:
             enc = copy_video_args(ext)
         else:
-            enc = output_args(ext, audio=True)
+            enc = output_args(ext, audio=True, keep_times=True)
             args += vf(ext, [])
         if p["shortest"]:
             args.append("-shortest")
