@@ -90,7 +90,8 @@ def synthetic_one_version(root: Path):
 
 def bench_export(tmp: Path) -> None:
     from lattice.cli.entry import run
-    from lattice.export import ExportOptions, export, ffmpeg_args
+    from lattice.export import ExportOptions, export
+    from lattice.export_encode import ffmpeg_args
     from lattice.ffmpeg import ffmpeg_exe
     from lattice.repo import Repository
 

@@ -18,8 +18,9 @@ Formats and what each quality preset means (also in `lattice export --help`):
 The recipe travels with the file: PNG text chunk, MP4/WebM/MP3 `comment`
 metadata, Lottie `meta`; other formats get a `<out>.lattice.json` sidecar,
 which replaces only the sidecar of an earlier export of the same source.
-Where the file goes, and the checks that keep a user's file from being
-overwritten, are lattice.export_target's.
+How each format is encoded is lattice.export_encode's; where the file
+goes, and the checks that keep a user's file from being overwritten, are
+lattice.export_target's.
 An export written inside the project becomes an asset whose recipe is
 generator `lattice.export` with the source as input, so `lattice render`
 re-makes it and gc may evict it like any output; a frames directory is not
@@ -190,7 +191,7 @@ def check_source(name: str, kind: str, media: dict | None, params: dict[str, Any
         raise InvalidInput(f"{name} {why}, so it cannot be exported as {fmt}", hint=hint)
     dur = (media or {}).get("duration")
     if params["end"] and dur and params["start"] >= dur and kind != "image":
-        raise InvalidInput(f"the range {_num(params['start'])}-{_num(params['end'])} s starts after the end of {name} ({dur:g} s)",
+        raise InvalidInput(f"the range {number(params['start'])}-{number(params['end'])} s starts after the end of {name} ({dur:g} s)",
                            hint=f"give a range within 0-{dur:g}, or leave --range out for all of it")
 
 
@@ -234,7 +235,7 @@ class ExportGenerator(Generator):
         start, end, fps = params["start"], params["end"], params["fps"]
         what = FORMATS[fmt][1]
         if end and end <= start:
-            raise InvalidInput(f"the range {_num(start)}-{_num(end)} s ends before it starts",
+            raise InvalidInput(f"the range {number(start)}-{number(end)} s ends before it starts",
                                hint="give START-END with END after START, e.g. --range 1.5-4")
         if what == "audio" and (w or h or fps):
             raise InvalidInput(f"a size and a frame rate do not apply to {fmt} (audio)",
@@ -281,155 +282,14 @@ class ExportGenerator(Generator):
 
         p = self.normalize(ctx.params)
         self.check_params(p, extension(ctx.output.name))
-        render(ctx.inputs[0], ctx.output, p, progress=ctx.progress, timeout=ctx.timeout, on_process=ctx.on_process)
+        from lattice.export_encode import encode
+
+        encode(ctx.inputs[0], ctx.output, p, progress=ctx.progress, timeout=ctx.timeout, on_process=ctx.on_process)
 
 
-# -- encoding ------------------------------------------------------------------------
-
-
-def render(src: Path, out: Path, p: dict[str, Any], *, progress: Callable[[float, str], None] | None = None,
-           timeout: float | None = None, on_process=None) -> bool:
-    """Encode `src` into `out` (a directory for frames). Returns whether the
-    recipe was embedded in the file."""
-    from lattice.ffmpeg import run_ffmpeg
-
-    fmt = p["format"]
-    progress = progress or (lambda f, s: None)
-    progress(0.0, "encoding")
-    if FORMATS[fmt][1] == "lottie":
-        return _lottie(src, out, p, timeout, on_process)
-    args, duration = ffmpeg_args(src, out, p)
-    run_ffmpeg(args, progress=progress, duration=duration, timeout=timeout, on_process=on_process, stage="encoding")
-    if fmt == "png" and p["embed"]:
-        out.write_bytes(png_with_text(out.read_bytes(), "lattice", p["embed"]))
-    progress(1.0, "finalizing")
-    return fmt in EMBEDS and bool(p["embed"])
-
-
-def ffmpeg_args(src: Path, out: Path, p: dict[str, Any]) -> tuple[list[str], float | None]:
-    """The ffmpeg arguments for an export, and the seconds of output expected."""
-    from lattice.ffmpeg import file_url
-    from lattice.generators.encode import BITEXACT, ENCODER_THREADS, EVEN_SIDES, KEEP_FRAME_TIMES, SWS_FLAGS
-
-    fmt, kind, q = p["format"], p["source_kind"], PRESETS[p["quality"]]
-    what = FORMATS[fmt][1]
-    span = p["end"] - p["start"] if p["end"] else None
-    # A still ffmpeg cannot decode is a decode error on every loop: -xerror
-    # makes the first one fatal, where ffmpeg would otherwise spin until the timeout.
-    strict = ["-xerror"] if kind == "image" else []
-    if kind == "image" and what in ("video", "frames"):
-        span = span or STILL_SECONDS
-        inp = [*strict, "-loop", "1", "-framerate", _num(p["fps"] or 25), "-t", f"{span:.6f}", "-i", file_url(src)]
-    else:
-        inp = strict + (["-ss", f"{p['start']:.6f}"] if p["start"] else []) + (["-t", f"{span:.6f}"] if span else [])
-        inp += ["-i", file_url(src)]
-    chain = []
-    if p["fps"] and what in ("video", "frames"):
-        chain.append(f"fps={_num(p['fps'])}")
-    if p["width"]:
-        chain.append(f"scale={p['width']}:{p['height']}:flags={SWS_FLAGS}")
-    elif fmt in ("mp4", "webm"):  # 4:2:0 needs even sides, and at least 2 (a 1x1 image)
-        chain.append(EVEN_SIDES)
-    # A clip's frames keep their own times (--fps resamples instead).
-    timing = KEEP_FRAME_TIMES if kind != "image" and not p["fps"] else []
-    meta = ["-metadata", f"comment={p['embed']}"] if p["embed"] and fmt in EMBEDS else []
-    if what == "audio":
-        codec = ["-c:a", q["pcm"]] if fmt == "wav" else ["-c:a", "libmp3lame", "-b:a", q["mp3"]]
-        return [*inp, "-map", "0:a:0", "-vn", *BITEXACT, *codec, *meta, "-f", fmt, file_url(out)], span
-    if fmt == "gif":
-        colors, dither = q["gif"]
-        pre = ",".join(chain) + "," if chain else ""
-        graph = f"{pre}split[a][b];[a]palettegen=max_colors={colors}:stats_mode=diff[p];[b][p]paletteuse=dither={dither}"
-        return [*inp, "-vf", graph, *timing, *BITEXACT, "-f", "gif", file_url(out)], span
-    vf = ["-vf", ",".join(chain)] if chain else []
-    if what == "image":
-        codec = {"png": ["-c:v", "png", "-compression_level", str(q["png"])],
-                 "jpg": ["-c:v", "mjpeg", "-q:v", str(q["jpg"])],
-                 "webp": ["-c:v", "libwebp", *q["webp"]]}[fmt]
-        return [*inp, "-frames:v", "1", *vf, *BITEXACT, *codec, "-f", "image2", "-update", "1", file_url(out)], None
-    if what == "frames":
-        out.mkdir(parents=True, exist_ok=True)
-        return [*inp, *vf, *timing, *BITEXACT, "-c:v", "png", "-start_number", "1", "-f", "image2",
-                file_url(out / "frame_%05d.png")], span
-    if fmt == "mp4":
-        preset, crf = q["x264"]
-        codec = ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",
-                 "-threads", ENCODER_THREADS, "-c:a", "aac", "-b:a", q["aac"], "-movflags", "+faststart"]
-    else:
-        crf, deadline, cpu = q["vp9"]
-        codec = ["-c:v", "libvpx-vp9", "-crf", str(crf), "-b:v", "0", "-deadline", deadline, "-cpu-used", str(cpu),
-                 "-row-mt", "0", "-threads", ENCODER_THREADS, "-pix_fmt", "yuv420p", "-c:a", "libopus", "-b:a", q["opus"]]
-    return [*inp, "-map", "0:v:0", "-map", "0:a:0?", *vf, *timing, *BITEXACT, *codec, *meta, "-f", fmt, file_url(out)], span
-
-
-def _num(v: float) -> str:
+def number(v: float) -> str:
+    """A number of seconds or frames as ffmpeg and messages write it: 25, 29.97."""
     return str(int(v)) if float(v).is_integer() else repr(float(v))
-
-
-def _lottie(src: Path, out: Path, p: dict[str, Any], timeout, on_process) -> bool:
-    import zipfile
-
-    from lattice import lottie
-
-    if p["source_kind"] == "vector":  # as is; a dotLottie is repacked when it was plain JSON, or unsound
-        data = src.read_bytes()
-        try:
-            if p["format"] == "lottie":
-                data = lottie.animation_json(data)
-            elif data[:4] != b"PK\x03\x04" or lottie.check_file(data):
-                data = lottie.dotlottie(lottie.animation_json(data))
-        except (ValueError, KeyError, zipfile.BadZipFile) as e:
-            raise GeneratorFailed(f"not a readable Lottie file: {e}") from None
-        problems = lottie.check_file(data)
-        if problems:  # never write a Lottie no player can open
-            raise GeneratorFailed(f"the Lottie source is not sound: {problems[0]}",
-                                  hint="fix the source's JSON (v, fr, ip, op, w, h, layers) and add it again")
-        out.write_bytes(data)
-        return False
-    from lattice.ffmpeg import file_url, run_ffmpeg
-    from lattice.generators.encode import BITEXACT, SWS_FLAGS
-
-    png = out.with_name(out.name + ".frame.png")
-    try:
-        vf = ["-vf", f"scale={p['width']}:{p['height']}:flags={SWS_FLAGS}"] if p["width"] else []
-        run_ffmpeg(["-xerror", "-i", file_url(src), "-frames:v", "1", *vf, *BITEXACT, "-c:v", "png", "-f", "image2",
-                    "-update", "1", file_url(png)], timeout=timeout, on_process=on_process)
-        data = png.read_bytes()
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            png.unlink()
-    w, h = int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")  # IHDR
-    fps = p["fps"] or 30.0
-    frames = max(1, round((p["end"] - p["start"] if p["end"] else STILL_SECONDS) * fps))
-    doc = lottie.dumps(lottie.image_animation(data, w, h, fps, frames, p["embed"]))
-    out.write_bytes(doc if p["format"] == "lottie" else lottie.dotlottie(doc, p["embed"]))
-    return bool(p["embed"])
-
-
-def png_with_text(png: bytes, key: str, text: str) -> bytes:
-    """`png` with an iTXt chunk (UTF-8 text) inserted after IHDR."""
-    import struct
-    import zlib
-
-    if png[:8] != b"\x89PNG\r\n\x1a\n":
-        raise GeneratorFailed("ffmpeg wrote no PNG")
-    body = key.encode("latin-1") + b"\0\0\0\0\0" + text.encode()
-    chunk = struct.pack(">I", len(body)) + b"iTXt" + body + struct.pack(">I", zlib.crc32(b"iTXt" + body))
-    ihdr_end = 8 + 8 + int.from_bytes(png[8:12], "big") + 4
-    return png[:ihdr_end] + chunk + png[ihdr_end:]
-
-
-def png_text(png: bytes) -> dict[str, str]:
-    """The iTXt/tEXt chunks of a PNG (for tests and `lattice show`-like tools)."""
-    out, i = {}, 8
-    while i + 8 <= len(png):
-        n, kind = int.from_bytes(png[i:i + 4], "big"), png[i + 4:i + 8]
-        body = png[i + 8:i + 8 + n]
-        if kind in (b"tEXt", b"iTXt"):
-            key, _, rest = body.partition(b"\0")
-            out[key.decode("latin-1")] = (rest[4:] if kind == b"iTXt" else rest).decode("utf-8", "replace")
-        i += 12 + n
-    return out
 
 
 # -- producing and recording ------------------------------------------------------------
@@ -562,6 +422,7 @@ def _write_file(src: Path, out: Path, p: dict, hooks, place: Callable[..., None]
     """Encode next to `out`, then rename into place (by `place`, when given:
     `place(tmp, out)` for a file, `place(tmp, out, old)` for frames, which
     moves the old directory aside to `old`): never a half-written deliverable."""
+    from lattice.export_encode import encode
     from lattice.export_target import refused_in, sweep_stale_temps
     from lattice.fsutil import TEMP_MARK, fsync_dir, publish, temp_path_near
 
@@ -575,7 +436,7 @@ def _write_file(src: Path, out: Path, p: dict, hooks, place: Callable[..., None]
                 raise
             raise refused from e
         try:
-            embedded = render(src, tmp, p, progress=hooks.progress, timeout=hooks.timeout, on_process=hooks.on_process)
+            embedded = encode(src, tmp, p, progress=hooks.progress, timeout=hooks.timeout, on_process=hooks.on_process)
             (place or publish)(tmp, out)
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -586,7 +447,7 @@ def _write_file(src: Path, out: Path, p: dict, hooks, place: Callable[..., None]
     tmp = out.with_name(f".{stem}{TEMP_MARK}{uuid.uuid4().hex[:8]}")
     old = out.with_name(f".{stem}{TEMP_MARK}old-{uuid.uuid4().hex[:8]}")
     try:
-        render(src, tmp, p, progress=hooks.progress, timeout=hooks.timeout, on_process=hooks.on_process)
+        encode(src, tmp, p, progress=hooks.progress, timeout=hooks.timeout, on_process=hooks.on_process)
         if place is not None:
             place(tmp, out, old)
         else:

@@ -135,7 +135,7 @@ def test_video_to_lottie_is_refused_with_alternatives(media, tmp_path):
 
 
 def test_the_recipe_is_embedded(media, tmp_path):
-    from lattice.export import png_text
+    from lattice.export_encode import png_text
 
     assert export(media, "clip.mp4", "--format", "png", "-o", str(tmp_path / "e.png")).code == 0
     doc = json.loads(png_text((tmp_path / "e.png").read_bytes())["lattice"])
@@ -591,7 +591,8 @@ def test_an_undecodable_still_fails_the_encode_at_once_and_for_good(tmp_path, fm
     import time
 
     from lattice.errors import GeneratorFailed
-    from lattice.export import ExportGenerator, render
+    from lattice.export import ExportGenerator
+    from lattice.export_encode import encode
 
     src = tmp_path / "g.png"
     src.write_text("not a png at all")
@@ -599,7 +600,7 @@ def test_an_undecodable_still_fails_the_encode_at_once_and_for_good(tmp_path, fm
     out = tmp_path / ("frames" if fmt == "frames" else f"out.{'json' if fmt == 'lottie' else fmt}")
     start = time.monotonic()
     with pytest.raises(GeneratorFailed, match="Invalid PNG signature") as e:
-        render(src, out, p, timeout=60)
+        encode(src, out, p, timeout=60)
     assert time.monotonic() - start < 20 and not e.value.transient
 
 
