@@ -13,6 +13,7 @@ from pathlib import Path
 
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 MAX_CHUNKS = 100_000  # a PNG or WebP cut into more chunks than this is left to ffmpeg
+_IEND = b"\0\0\0\0IEND\xaeB`\x82"  # the chunk that ends every whole PNG (length 0, type, CRC)
 
 
 @dataclass(frozen=True)
@@ -45,17 +46,13 @@ def image_header(path: Path, ext: str) -> Header | None:
     return None
 
 
-def still_image(path: Path, ext: str) -> tuple[str, int, int] | None:
-    """(codec, width, height) of a still image, or None (animated, damaged, unknown)."""
-    h = image_header(path, ext)
-    return (h.codec, h.width, h.height) if h is not None and h.duration is None and h.frames == 1 else None
-
-
 def _png(f) -> Header | None:
     """Walks the chunks to IEND without reading their data: a PNG cut short
     (no IEND) makes ffmpeg's image looping spin on it, so it is not taken
     at its header's word. acTL (before IDAT) makes it an APNG; its fcTL
-    chunks hold each frame's delay."""
+    chunks hold each frame's delay. A still (no acTL before the first IDAT)
+    that ends with IEND is whole enough: its thousands of IDAT chunks (4 KiB
+    each from ffmpeg) are not walked, one read each, in a large `add`."""
     head = f.read(33)
     if len(head) < 33 or head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR":
         return None
@@ -76,6 +73,10 @@ def _png(f) -> Header | None:
                 return Header("apng", w, h, frames, round(delay, 6) if delay > 0 else None)
             return Header("png", w, h)
         if kind == b"IDAT":
+            if not idat and not frames and end >= pos + 12:
+                f.seek(end - 12, 0)
+                if f.read(12) == _IEND:
+                    return Header("png", w, h)
             idat = True
         elif kind == b"acTL" and not idat and n >= 8:
             frames = struct.unpack(">I", f.read(4))[0]
