@@ -883,6 +883,28 @@ def test_recipe_text_starting_with_a_dash_never_stands_where_an_option_may(tmp_p
     assert argv("safe", "-x", style="-y") == ["--prompt", "-x", "--style=-y", "--", "-y"]
 
 
+def test_recipe_text_starting_with_a_dash_never_begins_an_element_of_the_argv(tmp_path):
+    """`{prompt}.txt` is an argument of its own as much as `{prompt}` is: a
+    prompt `--exec=evil` made it `--exec=evil.txt`, an option, and passed."""
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / "w.py").write_text("import json, sys\njson.dump(sys.argv[1:], open(sys.argv[-1], 'w'))\n")
+    params = {"gain": {"type": "float", "default": 0.0}}
+    config = {"generators": {"glued": {"argv": [sys.executable, "w.py", "{prompt}.txt", "{param.gain}dB", "{output}"],
+                                       "extensions": ["json"], "params": params}}}
+    trust.trust(root, config)
+    reg = generators.load(config, repo_root=root)
+
+    def argv(prompt, **params):
+        out = make("glued", tmp_path / "glued.json", params, seed=1, inputs=[], registry=reg, prompt=prompt, env={})
+        return json.loads(out.read_text())[:-1]
+
+    assert argv("a cat", gain=-0.5) == ["a cat.txt", "-0.5dB"]  # a negative number is a number
+    with pytest.raises(InvalidInput, match=r"prompt '--exec=evil.txt' starts with '-': command generator glued would pass it") as e:
+        argv("--exec=evil")
+    assert '"{prompt}.txt"' in e.value.hint
+
+
 def test_the_approval_covers_a_script_the_project_links_to_outside_it(tmp_path):
     """A cloned project can ship `gen.py` as a link to a file elsewhere
     (/tmp/x.py, which anyone may write): a change there asks again."""

@@ -144,12 +144,12 @@ class CommandGenerator(Generator):
 
     def _refuse_option_text(self, i: int, text: str) -> None:
         """A recipe's text (a prompt, a str parameter: in a cloned project,
-        someone else's) that starts with '-' and fills an argument of its
-        own where an option may stand would reach the program as an option
-        the approved argv does not name. It may follow an option of the
-        argv (`--prompt`, `{prompt}`) or `--`, or be part of an element
-        (`--prompt={prompt}`)."""
-        m = _PLACEHOLDER.fullmatch(self.argv[i])
+        someone else's) that starts with '-' and begins an argument of its
+        own (`{prompt}`, `{prompt}.txt`) where an option may stand would
+        reach the program as an option the approved argv does not name. It
+        may follow an option of the argv (`--prompt`, `{prompt}`) or `--`,
+        or follow the argv's own text in an element (`--prompt={prompt}`)."""
+        m = _PLACEHOLDER.match(self.argv[i])  # the placeholder the element starts with: its text starts the argument
         if m is None or "--" in self.argv[:i] or (i > 0 and self.argv[i - 1].startswith("-")):
             return
         if m[3] is not None:
@@ -161,9 +161,9 @@ class CommandGenerator(Generator):
         else:
             return
         raise InvalidInput(
-            f"{what} {_short(text)!r} starts with '-': command generator {self.id!r} would pass it "
+            f"{what} {_short(text)!r} starts with '-': command generator {shown(self.id)} would pass it "
             "as an argument of its own, where its program may take it for an option",
-            hint=f"write it without the leading '-', or in [generators.{self.id}] put \"--\" or an option before \"{m[0]}\"",
+            hint=f"write it without the leading '-', or in [generators.{self.id}] put \"--\" or an option before \"{self.argv[i]}\"",
         )
 
     def run(self, ctx: RunContext) -> None:
