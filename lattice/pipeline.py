@@ -214,25 +214,39 @@ def with_dependents(repo: Repository, named: list[Step], cascade: bool = True) -
     return [steps[n] for n in ordered], list(skipped.values())
 
 
-def without_unmakeable(repo: Repository, steps: list[Step]) -> tuple[list[Step], list[Outcome]]:
-    """`steps` (in dependency order) less the updates whose recipe can no
-    longer be made -- an input that is no longer an asset (a `git checkout`
-    or revert took its record away) -- each failed, and the steps that wait
-    on them, skipped: the rest of the plan still runs, as when a job fails."""
+def ready_to_queue(repo: Repository, steps: list[Step], notify: Callable[[str], None] | None = None,
+                   command: str | None = None) -> tuple[list[Step], list[Outcome]]:
+    """`steps` (in dependency order) made ready to queue, in one pass: the
+    inputs of each that gc evicted (a pinned old version's too) are made
+    present first, as its job reads them (lattice.remake.ensure_inputs,
+    waiting as `command`). An update whose recipe can no longer be made --
+    an input that is no longer an asset (a `git checkout` or revert took
+    its record away) -- fails, and the steps that wait on it are skipped:
+    the rest of the plan still runs, as when a job fails. Returns the steps
+    to queue and those outcomes."""
     from lattice.errors import GeneratorFailed
+    from lattice.remake import ensure_inputs
     from lattice.render import refreshed_recipe
 
+    planned = {s.name for s in steps}  # inputs these make are left to them
     out: dict[str, Outcome] = {}
     for step in steps:
         parent = next((d for d in step.deps if d in out), None)
         if parent is not None:
             out[step.name] = Outcome(step.name, step.action, "skipped", error=f"its input {parent} failed",
                                      exit_code=out[parent].exit_code)
-        elif step.action == "update":
+            continue
+        recipe = step.recipe
+        if step.action == "update":
             try:
-                refreshed_recipe(repo, repo.record(step.name))
+                recipe, _ = refreshed_recipe(repo, repo.record(step.name))
             except GeneratorFailed as e:
                 out[step.name] = Outcome(step.name, step.action, "failed", error=e.message, exit_code=e.exit_code)
+                continue
+        elif step.action == "remake":
+            recipe = repo.record(step.name).current.recipe
+        if step.action in ("generate", "update", "remake") and recipe is not None:
+            ensure_inputs(repo, recipe, notify=notify, made_by=planned, command_name=command)
     return [s for s in steps if s.name not in out], list(out.values())
 
 

@@ -39,25 +39,11 @@ def _execute(repo, steps, skipped=(), *, command: str, priority="normal", detach
     """Submit steps as jobs; unless detached, run them with a live display and
     print a summary. Exits as lattice.pipeline.exit_code says when a step
     failed, was skipped or was superseded."""
-    from lattice.pipeline import abandoning, exit_code, outcomes, run_until_done, submit, without_unmakeable
+    from lattice.pipeline import abandoning, exit_code, outcomes, ready_to_queue, run_until_done, submit
 
     _check_priority(priority)
-    from lattice.remake import ensure_inputs
-
-    steps, unmakeable = without_unmakeable(repo, steps)
-    skipped = [*skipped, *unmakeable]
-    planned = {s.name for s in steps}
-    for step in steps:  # inputs gc evicted (a pinned old version too) come back first: the jobs read them
-        recipe = step.recipe
-        if step.action == "update":
-            from lattice.render import refreshed_recipe
-
-            recipe, _ = refreshed_recipe(repo, repo.record(step.name))
-        elif step.action == "remake":
-            recipe = repo.record(step.name).current.recipe
-        if step.action in ("generate", "update", "remake") and recipe is not None:
-            ensure_inputs(repo, recipe, notify=lambda m: echo(m, err=True), made_by=planned, command_name=command)
-    results = list(skipped)
+    steps, unready = ready_to_queue(repo, steps, notify=lambda m: echo(m, err=True), command=command)
+    results = [*skipped, *unready]
     if detach:
         # Left to `lattice worker` once all are queued; a Ctrl-C halfway
         # gives up those queued so far (as `command`), as without --detach.
