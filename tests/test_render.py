@@ -840,6 +840,27 @@ def test_an_update_never_records_over_a_version_another_command_recorded_meanwhi
     assert (tmp_repo.root / "b.txt").read_text() == "hello:2\n" and states(tmp_repo) == set()
 
 
+def test_a_detached_render_says_what_it_did_not_queue(tmp_repo):
+    """`render --detach` left out an asset whose input is no longer an asset,
+    and what is made from it, without a word and exit 0: only the rest was
+    queued. It now says so (stderr, also with --json) and exits as render
+    without --detach does; the rest is still queued."""
+    gen(tmp_repo, "a.txt", "--model", "test.text", "--seed", "1")
+    gen(tmp_repo, "b.txt", "--model", "test.join", "--input", "a.txt")
+    gen(tmp_repo, "c.txt", "--model", "test.join", "--input", "b.txt")
+    gen(tmp_repo, "x.txt", "--model", "test.text", "--seed", "2")
+    gen(tmp_repo, "y.txt", "--model", "test.join", "--input", "x.txt")
+    assert run_cli("regen", "x.txt", "--seed", "3", "--no-cascade", cwd=tmp_repo.root).code == 0
+    os.unlink(tmp_repo.manifest.file_of("a.txt"))
+    r = run_cli("render", "--detach", "--json", cwd=tmp_repo.root)
+    assert r.code == 8, r.err
+    assert [j["path"] for j in r.json] == ["y.txt"]
+    assert "failed: b.txt: input a.txt is no longer an asset" in r.err
+    assert "skipped: c.txt: its input b.txt failed" in r.err
+    text = run_cli("render", "--detach", cwd=tmp_repo.root)
+    assert text.code == 8 and "failed: b.txt: input a.txt is no longer an asset" in text.err, text.err
+
+
 def test_a_job_cancelled_just_before_it_records_records_nothing(tmp_repo):
     """`lattice queue cancel` while the generator's last moments run: the
     worker hears of it at its next heartbeat (up to a second later), after

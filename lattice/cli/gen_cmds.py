@@ -58,6 +58,11 @@ def _execute(repo, steps, skipped=(), *, command: str, priority="normal", detach
                 row = repo.index.get(step.name) if step.action == "generate" else None
                 if row is not None and row.pinned:
                     note_pinned(step.name, row.pinned)
+        for r in results:  # not queued: skipped over edits, failed, or waiting on one that failed
+            _say_outcome(r)
+        code = exit_code(results)
+        if code:
+            raise typer.Exit(code)
         return
     if steps:
         # From the first job queued: a Ctrl-C before the jobs run (the
@@ -87,15 +92,20 @@ def _outcomes_json(results) -> list[dict]:
     return [{"path": r.name, **dataclasses.asdict(r)} for r in results]
 
 
+def _say_outcome(r) -> None:
+    """A step that failed, was cancelled, skipped or superseded, on stderr."""
+    first, _, rest = (r.error or r.status).partition("\n")
+    echo(f"{r.status}: {r.name}: {first}", err=True)
+    for line in rest.strip().splitlines()[-8:]:
+        echo(f"    {line}", err=True)
+
+
 def _summary(results) -> None:
     counts: dict[str, int] = {}
     for r in results:
         counts[r.status] = counts.get(r.status, 0) + 1
         if r.status in ("failed", "cancelled", "skipped", "superseded"):
-            first, _, rest = (r.error or r.status).partition("\n")
-            echo(f"{r.status}: {r.name}: {first}", err=True)
-            for line in rest.strip().splitlines()[-8:]:
-                echo(f"    {line}", err=True)
+            _say_outcome(r)
         else:
             v = f" v{r.version}" if r.version else ""
             say(f"{r.status:<12} {r.name}{v} {(r.object or '')[:12]}")
