@@ -42,7 +42,8 @@ def _asker_alive(asker: str) -> bool:
 
     if asker == DETACHED:
         return True
-    host, pid, start = (asker.split(":") + [""])[:3] if asker.count(":") >= 1 else (asker, "", "")
+    host, _, rest = asker.partition(":")
+    pid, _, start = rest.partition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return True
     if not alive(int(pid)):

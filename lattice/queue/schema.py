@@ -87,9 +87,10 @@ CREATE TABLE IF NOT EXISTS deps (
     PRIMARY KEY (job, dep)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS deps_dep ON deps (dep);
--- Who asked for a job and has not given up on it: "host:pid" of a command
--- waiting for it (gen, render, ...), or DETACHED (nobody waits: a worker runs it). A command that stops
--- waiting cancels only the jobs no one else still asks for.
+-- Who asked for a job and has not given up on it: "host:pid:start" of a
+-- command waiting for it (gen, render, ..., see this_asker), "host:pid" from
+-- before starts were kept, or DETACHED (nobody waits: a worker runs it). A
+-- command that stops waiting cancels only the jobs no one else still asks for.
 CREATE TABLE IF NOT EXISTS askers (
     job INTEGER NOT NULL,
     asker TEXT NOT NULL,
