@@ -139,8 +139,6 @@ def record_version(repo: Repository, name: str, recipe: Recipe, oid: str, change
     return version
 
 
-
-
 # -- steps ----------------------------------------------------------------
 
 

@@ -10,7 +10,9 @@ live outside every repository, in the user's own config:
     "/real/path/of/project" = "<BLAKE3 of the canonical generators table>"
 
 An approval names the exact commands it approved: any change to the
-`[generators]` table changes the digest and needs a new `lattice trust`.
+`[generators]` table, or to a file inside the project that an argv names
+(a script, a folder's files, the module after `-m`), changes the digest and
+needs a new `lattice trust`.
 """
 
 from __future__ import annotations

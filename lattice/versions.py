@@ -59,7 +59,7 @@ def asset_log(repo: Repository, name: str, limit: int | None = None, upto: int |
     record = repo.record(name)
     cur = len(record.versions)
     upto = record.version(upto).number  # raises for an unknown version, naming those there are
-    chosen = record.versions[upto - 1 :: -1][:limit] if limit else record.versions[upto - 1 :: -1]
+    chosen = record.versions[upto - 1 :: -1][:limit]  # limit None: all
     has = repo.objects.has
     return [
         VersionInfo(
