@@ -202,6 +202,20 @@ def test_a_version_recorded_but_not_written_says_so_and_is_not_retried(tmp_repo,
     assert run_cli("checkout", "out/a.txt", cwd=tmp_repo.root).code == 0 and states(tmp_repo) == set()
 
 
+def test_a_worker_started_in_a_subfolder_keeps_hints_that_name_paths_from_the_root(tmp_repo):
+    """`lattice worker` run from `sub/` recorded a failed job's hint as
+    `lattice checkout deep/a.txt`, which `queue show` (and the command
+    waiting) read from the root or anywhere else: a path that names nothing
+    there. What the queue keeps names assets from the project root."""
+    gen(tmp_repo, "sub/deep/a.txt", "--model", "test.text", "--seed", "1", "--detach")
+    (tmp_repo.root / "sub").mkdir()
+    (tmp_repo.root / "sub" / "deep").write_text("in the way")
+    assert run_cli("worker", "--once", cwd=tmp_repo.root / "sub").code == 0
+    [job] = run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json
+    shown = run_cli("queue", "show", str(job["id"]), cwd=tmp_repo.root)
+    assert "`lattice checkout sub/deep/a.txt` writes it" in shown.out, shown.out
+
+
 def test_regen_of_an_asset_and_its_dependent_renders_them_in_order(tmp_repo, run_log):
     """`regen b a` with b made from a (directly, or through c): a first,
     then b from a's new version, whatever the order named; once each."""

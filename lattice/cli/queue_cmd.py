@@ -250,11 +250,15 @@ def worker_command(slots: int | None = None, once: bool = False) -> tuple[dict[s
     from lattice.jobs import HANDLERS
     from lattice.worker import WorkerPool, detect_slots, graceful_signals
 
-    from lattice.cli.common import repo_from_ctx
+    from lattice.cli.common import name_paths_from_root, repo_from_ctx
     from lattice.pipeline import lease_of
 
     q = _open_queue()
     pool = WorkerPool(q, HANDLERS, detect_slots(cpu=slots), lease=lease_of(repo_from_ctx()))
+    # The jobs' errors and hints are kept in the queue and read from any
+    # folder (`queue show`, the command waiting for them): paths from the
+    # project root, not from the folder this worker was started in.
+    name_paths_from_root()
     names = ", ".join(s.name for s in pool.slots)
 
     def said(what: str) -> None:
