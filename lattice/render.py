@@ -336,8 +336,8 @@ def plan(repo: Repository, targets: list[str] | None = None) -> tuple[list[Step]
 
                 raise UnknownAsset(f"no asset named {shown(t)}{closest(t, rows)}")
         wanted = set(targets)
-        for t in targets:
-            wanted.update(graph.ancestors(t))
+        for t in targets:  # an input no longer an asset has no step: its dependent fails (pipeline.ready_to_queue)
+            wanted.update(a for a in graph.ancestors(t) if a in rows)
     steps: dict[str, Step] = {}
     skipped: list[Outcome] = []
     for name in wanted:

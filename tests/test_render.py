@@ -820,6 +820,10 @@ def test_a_recipe_whose_input_is_no_longer_an_asset_fails_alone(tmp_repo, run_lo
     assert (tmp_repo.root / "y.txt").read_bytes() == b"hello:3\n#" + str(tmp_repo.record("y.txt").current.recipe.seed).encode()
     text = run_cli("render", cwd=tmp_repo.root)
     assert text.code == 8 and "failed: b.txt: input a.txt is no longer an asset" in text.err, text.err
+    # Named, or named with what waits on it: the same, not an internal error (KeyError).
+    for names in (["b.txt"], ["c.txt"]):
+        r = run_cli("render", *names, cwd=tmp_repo.root)
+        assert r.code == 8 and "failed: b.txt: input a.txt is no longer an asset" in r.err, r.err
 
 
 def test_an_update_never_records_over_a_version_another_command_recorded_meanwhile(tmp_repo):
