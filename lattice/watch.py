@@ -55,7 +55,7 @@ def run_cycle(repo: Repository, sources: list[str], config_changed: bool, slots:
     an error is still reported)."""
     from lattice.add import add
     from lattice.lineage import Graph
-    from lattice.pipeline import abandoning, outcomes, run_until_done, submit
+    from lattice.pipeline import abandoning, outcomes, ready_to_queue, run_until_done, submit
     from lattice.render import plan
 
     cycle = cycle if cycle is not None else Cycle(config_changed=config_changed)
@@ -80,7 +80,10 @@ def run_cycle(repo: Repository, sources: list[str], config_changed: bool, slots:
         if not targets:
             return cycle
     steps, skipped = plan(repo, targets)
-    cycle.outcomes = list(skipped)
+    # As `lattice render` readies its plan: evicted inputs back, an asset
+    # that can no longer be made failed alone.
+    steps, unready = ready_to_queue(repo, steps, command="lattice watch")
+    cycle.outcomes = [*skipped, *unready]
     if steps:
         with abandoning(repo, [], "lattice watch") as asked:  # a stop before they run leaves none behind
             sub = submit(repo, steps, waiting=True, asked=asked)

@@ -405,6 +405,27 @@ def test_a_watch_cycle_renders_what_a_source_made_stale_whoever_recorded_it(tmp_
     assert run_cli("status", "--porcelain", cwd=tmp_repo.root).out == ""
 
 
+def test_a_watch_cycle_fails_an_unmakeable_asset_alone_as_render_does(tmp_repo, run_log):
+    """An input that is no longer an asset (its record gone from the
+    manifest): the cycle fails that asset and skips what waits on it, as
+    `lattice render` does, and renders the rest. It queued it anyway, and
+    its dependent failed as a job whose dependency had failed."""
+    from lattice import watch as w
+
+    tmp_repo.gen({"src.txt": "one", "gone.txt": "x"})
+    assert run_cli("add", "src.txt", "gone.txt", cwd=tmp_repo.root).code == 0
+    for name, inputs in (("a.txt", ["src.txt", "gone.txt"]), ("b.txt", ["a.txt"]), ("ok.txt", ["src.txt"])):
+        args = [a for i in inputs for a in ("--input", i)]
+        assert run_cli("gen", name, "--model", "test.join", *args, "--seed", "1", cwd=tmp_repo.root).code == 0
+    os.unlink(tmp_repo.manifest.file_of("gone.txt"))
+    (tmp_repo.root / "src.txt").write_text("two")
+    cycle = w.run_cycle(Repository.find(tmp_repo.root), ["src.txt"], False)
+    got = {o.name: (o.status, o.error) for o in cycle.outcomes}
+    assert got == {"a.txt": ("failed", "input gone.txt is no longer an asset"),
+                   "b.txt": ("skipped", "its input a.txt failed"),
+                   "ok.txt": ("rendered", "")}, got
+
+
 def _suggested(text: str, verb: str) -> list[list[str]]:
     """The `lattice VERB …` commands a message suggests, split as a shell would."""
     import re
