@@ -796,19 +796,25 @@ def test_render_and_verify_take_a_folder_of_assets(tmp_repo, run_log):
     assert v.code == 0 and [(x["path"], x["status"]) for x in v.json] == [("shots/s1/b.txt", "reproducible")], v.out
 
 
+def _input_gone(repo) -> None:
+    """a.txt -> b.txt -> c.txt and x.txt -> y.txt, with y.txt stale (x.txt
+    regenerated) and a.txt's record gone from the manifest."""
+    gen(repo, "a.txt", "--model", "test.text", "--seed", "1")
+    gen(repo, "b.txt", "--model", "test.join", "--input", "a.txt")
+    gen(repo, "c.txt", "--model", "test.join", "--input", "b.txt")
+    gen(repo, "x.txt", "--model", "test.text", "--seed", "2")
+    gen(repo, "y.txt", "--model", "test.join", "--input", "x.txt")
+    assert run_cli("regen", "x.txt", "--seed", "3", "--no-cascade", cwd=repo.root).code == 0
+    os.unlink(repo.manifest.file_of("a.txt"))
+
+
 def test_a_recipe_whose_input_is_no_longer_an_asset_fails_alone(tmp_repo, run_log):
     """An input's record gone from the manifest (a `git checkout` or revert
     took it away): render fails that asset, skips what is made from it, and
     still renders the rest. Before, the whole command stopped with
     `error: input a.txt is no longer an asset`, naming neither the asset
     that needs it nor a way on, and rendered nothing."""
-    gen(tmp_repo, "a.txt", "--model", "test.text", "--seed", "1")
-    gen(tmp_repo, "b.txt", "--model", "test.join", "--input", "a.txt")
-    gen(tmp_repo, "c.txt", "--model", "test.join", "--input", "b.txt")
-    gen(tmp_repo, "x.txt", "--model", "test.text", "--seed", "2")
-    gen(tmp_repo, "y.txt", "--model", "test.join", "--input", "x.txt")
-    assert run_cli("regen", "x.txt", "--seed", "3", "--no-cascade", cwd=tmp_repo.root).code == 0
-    os.unlink(tmp_repo.manifest.file_of("a.txt"))
+    _input_gone(tmp_repo)
     r = run_cli("render", "--json", cwd=tmp_repo.root)
     assert r.code == 8, r.err
     got = {o["name"]: (o["status"], o["error"]) for o in r.json}
@@ -863,13 +869,7 @@ def test_a_detached_render_says_what_it_did_not_queue(tmp_repo):
     and what is made from it, without a word and exit 0: only the rest was
     queued. It now says so (stderr, also with --json) and exits as render
     without --detach does; the rest is still queued."""
-    gen(tmp_repo, "a.txt", "--model", "test.text", "--seed", "1")
-    gen(tmp_repo, "b.txt", "--model", "test.join", "--input", "a.txt")
-    gen(tmp_repo, "c.txt", "--model", "test.join", "--input", "b.txt")
-    gen(tmp_repo, "x.txt", "--model", "test.text", "--seed", "2")
-    gen(tmp_repo, "y.txt", "--model", "test.join", "--input", "x.txt")
-    assert run_cli("regen", "x.txt", "--seed", "3", "--no-cascade", cwd=tmp_repo.root).code == 0
-    os.unlink(tmp_repo.manifest.file_of("a.txt"))
+    _input_gone(tmp_repo)
     r = run_cli("render", "--detach", "--json", cwd=tmp_repo.root)
     assert r.code == 8, r.err
     assert [j["path"] for j in r.json] == ["y.txt"]
