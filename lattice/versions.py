@@ -48,7 +48,10 @@ class Restored:
     object: str
     rendered: bool = False  # the output was absent and was re-made
     pinned: int | None = None  # a pin that keeps dependents on another version
-    warnings: list[str] = field(default_factory=list)
+    # Inputs the restored recipe read that have moved on since: [input, the
+    # version it read (None: none recorded now), the version it is at]. The
+    # asset is stale, and `render` makes it again from them.
+    moved_inputs: list[list] = field(default_factory=list)
 
 
 def asset_log(repo: Repository, name: str, limit: int | None = None, upto: int | None = None) -> list[VersionInfo]:
@@ -154,7 +157,20 @@ def restore(repo: Repository, name: str, number: int, force: bool = False) -> Re
         record.versions.append(new)
         tx.put(record)
     materialize(repo, name, new.object, new.size, verify=True)
-    return Restored(name, new.number, number, new.object, rendered, record.pinned)
+    return Restored(name, new.number, number, new.object, rendered, record.pinned, _moved_inputs(repo, old.recipe))
+
+
+def _moved_inputs(repo: Repository, recipe) -> list[list]:
+    """[input, the version whose object the recipe read, the version in use
+    now] for each input of `recipe` that has moved on since."""
+    out = []
+    for name, oid in zip(recipe.inputs, recipe.input_objects) if recipe is not None else ():
+        record = repo.record(name) if repo.index.get(name) is not None else None
+        if record is None or record.effective.object == oid:
+            continue
+        read = next((v.number for v in record.versions if v.object == oid), None)
+        out.append([name, read, record.effective.number])
+    return out
 
 
 def working_file_modified(repo: Repository, name: str) -> bool:

@@ -213,6 +213,23 @@ def test_restore_rerenders_an_evicted_output(tmp_repo):
     assert (repo.root / "x.png").read_bytes() == old_bytes
 
 
+def test_restoring_an_output_made_from_an_older_input_says_render_makes_it_again(tmp_repo):
+    """A restored output whose input has moved on is stale at once: the
+    next render makes it again from the current input, undoing the
+    restore. restore says so, and how to bring the input back too."""
+    repo = tmp_repo
+    gen(repo, "a.png", 32)
+    ok("gen", "b.png", "--model", "ffmpeg.thumbnail", "--input", "a.png", "--set", "size=16", repo=repo)
+    ok("regen", "a.png", "--set", "width=48", repo=repo)  # b.png follows: v2, made from a.png v2
+    r = ok("restore", "b.png@v1", repo=repo)
+    assert r.err == ("note: b.png v3 is made from a.png v1, and a.png is at v2: it is stale, and `lattice render` makes it "
+                     "again from the current input; `lattice restore a.png@v1` brings that input back too\n"), r.err
+    assert ok("restore", "b.png@v2", "--json", repo=repo).json["moved_inputs"] == []
+    assert ok("restore", "b.png@v1", "--json", repo=repo).json["moved_inputs"] == [["a.png", 1, 2]]
+    ok("restore", "a.png@v1", repo=repo)
+    assert ok("render", "--check", repo=repo).code == 0  # b.png v5 and a.png v3 agree again
+
+
 def test_restore_refuses_bad_input_and_unrecorded_edits(tmp_repo):
     repo = tmp_repo
     add(repo, "a.txt", "1")

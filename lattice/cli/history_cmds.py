@@ -208,6 +208,22 @@ def restore(
     say(f"restored {r.path} v{r.restored_from} as v{r.version} {r.object[:12]}{how}")
     if r.pinned:
         note_pinned(r.path, r.pinned, r.version)
+    if r.moved_inputs:
+        _note_moved_inputs(r)
+
+
+def _note_moved_inputs(r) -> None:
+    """A restored output made from inputs that have moved on is stale: the
+    next render makes it again from them, unless they are restored too."""
+    from lattice.errors import command
+    from lattice.paths import shown
+
+    read = ", ".join(f"{shown(i)} v{was}" if was else shown(i) for i, was, _ in r.moved_inputs)
+    now = ", ".join(f"{shown(i)} is at v{at}" for i, _, at in r.moved_inputs)
+    back = [f"{i}@v{was}" for i, was, _ in r.moved_inputs if was]
+    again = f"; {command('lattice restore', back[0])} brings {'that input' if len(back) == 1 else 'the first'} back too" if back else ""
+    echo(f"note: {shown(r.path)} v{r.version} is made from {read}, and {now}: it is stale, and `lattice render` "
+         f"makes it again from the current input{'s' if len(r.moved_inputs) > 1 else ''}{again}", err=True)
 
 
 def pin(spec: str = typer.Argument(..., metavar="PATH@vN", help="The version dependents and exports should use."), json: bool = JSON) -> None:
