@@ -54,14 +54,19 @@ def here(name: str) -> str:
     path from the folder the command runs in, as `git status` names files
     from a subfolder: `sub/a.png` is `a.png` from `sub/`, `top.png` is
     `../top.png`. What a person reads or types back: status's lines, the
-    commands hints suggest. Unchanged at the root, and for an absolute path."""
+    commands hints suggest. Unchanged at the root, and for an absolute path.
+    A name that is the folder itself or one above it (an asset whose file a
+    folder now stands in) steps out past it, `../a.png`, never `.` or `..`,
+    which a command reads as every asset under that folder."""
     if not _shown_from or name.startswith("/"):
         return name
     parts = name.split("/")
     same = 0
     while same < min(len(_shown_from), len(parts)) and parts[same] == _shown_from[same]:
         same += 1
-    return "/".join([".."] * (len(_shown_from) - same) + parts[same:]) or "."
+    if same == len(parts):
+        same -= 1
+    return "/".join([".."] * (len(_shown_from) - same) + parts[same:])
 
 
 def check_name(name: str, stored: bool = False) -> str:

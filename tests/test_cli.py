@@ -278,3 +278,24 @@ def test_quick_commands_start_without_heavy_modules(tmp_repo, args):
     loaded = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert "lattice.cli.entry" in loaded  # the report is read, not empty
     assert not loaded & {"typing", "msgspec", "pygit2", "typer", "rich", "tomlkit", "zstandard", "imageio_ffmpeg"}, proc.stderr[-3000:]
+
+
+def test_a_path_shown_from_inside_the_folder_that_stands_where_an_asset_was(tmp_repo):
+    """An asset `foo` whose file a folder `foo/` replaced, seen from inside
+    that folder: status and the hooks' hints named it `.`, and suggested
+    `lattice add .`, which adds every file under the folder instead."""
+    repo = tmp_repo.gen({"foo": "a", "d/e/x.txt": "x"})
+    ok(repo, "add", "foo", "d/e/x.txt")
+    (repo.root / "foo").unlink()
+    (repo.root / "foo").mkdir()
+    inside = repo.root / "foo"
+    assert run_cli("status", cwd=inside).out.splitlines()[0].split() == ["modified:", "../foo"]
+    hooks = run_cli("hooks", "check", cwd=inside)
+    assert "modified: ../foo: record it with `lattice add ../foo` or discard it with `lattice checkout ../foo`" in hooks.err
+    from lattice.paths import here, show_paths_from
+
+    try:
+        show_paths_from("d/e/f")
+        assert [here("d/e"), here("d"), here("d/e/f"), here("d/e/x.txt")] == ["../../e", "../../../d", "../f", "../x.txt"]
+    finally:
+        show_paths_from("")
