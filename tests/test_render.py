@@ -796,6 +796,19 @@ def test_render_and_verify_take_a_folder_of_assets(tmp_repo, run_log):
     assert v.code == 0 and [(x["path"], x["status"]) for x in v.json] == [("shots/s1/b.txt", "reproducible")], v.out
 
 
+def test_a_folder_with_no_assets_is_refused_as_one(tmp_repo, run_log):
+    """`render empty/` (or `.` in it) said "no asset named empty (did you
+    mean: ...)", as for a typo, though the folder is there: it has no
+    assets under it, which the error now says."""
+    gen(tmp_repo, "shots/a.txt", "--model", "test.text", "--seed", "1")
+    (tmp_repo.root / "shots/empty").mkdir()
+    for args, cwd in ((("render", "empty/"), "shots"), (("verify", "."), "shots/empty"), (("checkout", "shots/empty"), ".")):
+        r = run_cli(*args, cwd=tmp_repo.root / cwd)
+        assert r.code == 4 and r.err.splitlines()[0] == "error: no assets under shots/empty/", (args, r.err)
+    typo = run_cli("render", "shots/emty", cwd=tmp_repo.root)
+    assert typo.code == 4 and "no asset named shots/emty" in typo.err
+
+
 def _input_gone(repo) -> None:
     """a.txt -> b.txt -> c.txt and x.txt -> y.txt, with y.txt stale (x.txt
     regenerated) and a.txt's record gone from the manifest."""

@@ -91,8 +91,8 @@ def repo_from_ctx(reading: bool = False):
 def assets_named(repo, paths: list[str]) -> list[str]:
     """Asset names for paths typed by the user: an asset, or a folder for
     every asset under it (`.` at the root: all), as git takes `checkout DIR`.
-    A path that is neither stays as typed, for the caller's unknown-asset
-    error with its closest names."""
+    A folder with no assets under it is refused; a path that is neither stays
+    as typed, for the caller's unknown-asset error with its closest names."""
     from lattice.paths import name_for
 
     names: dict[str, None] = {}
@@ -102,6 +102,11 @@ def assets_named(repo, paths: list[str]) -> list[str]:
             continue
         name = name_for(repo.root, p, cwd(), stored=True).rstrip("/")
         under = [r.path for r in repo.index.rows(name)] if repo.index.get(name) is None else [name]
+        if not under and os.path.isdir(os.path.join(cwd(), p)):
+            from lattice.errors import UnknownAsset
+            from lattice.paths import shown
+
+            raise UnknownAsset(f"no assets under {shown(name)}/", hint="`lattice ls` lists the assets")
         names.update(dict.fromkeys(under or [name]))
     return list(names)
 
