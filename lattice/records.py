@@ -69,15 +69,14 @@ class AssetRecord(msgspec.Struct, omit_defaults=True):
 
     def version(self, number: int | None) -> Version:
         from lattice.errors import InvalidInput, command
+        from lattice.paths import shown
 
         if number is None:
             return self.current
         if 1 <= number <= len(self.versions):
             return self.versions[number - 1]
-        raise InvalidInput(
-            f"{self.path} has no version v{number}",
-            hint=f"its versions are v1 to v{len(self.versions)} ({command('lattice log', self.path)})",
-        )
+        has = "its only version is v1" if len(self.versions) == 1 else f"its versions are v1 to v{len(self.versions)}"
+        raise InvalidInput(f"{shown(self.path)} has no version v{number}", hint=f"{has} ({command('lattice log', self.path)})")
 
 
 def now_iso() -> str:

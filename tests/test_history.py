@@ -149,6 +149,16 @@ def test_log_of_a_version_starts_there_and_refuses_one_the_asset_lacks(tmp_repo)
     assert "error: a.txt has no version v999" in r.err and "its versions are v1 to v3" in r.err
 
 
+def test_a_version_an_asset_with_one_version_lacks_is_refused_in_words(tmp_repo):
+    """`log a.txt@v2` of an asset with v1 alone hinted "its versions are v1
+    to v1"."""
+    repo = tmp_repo
+    add(repo, "a.txt", "one")
+    r = run_cli("log", "a.txt@v2", cwd=repo.root)
+    assert r.code == 4 and r.err.splitlines() == ["error: a.txt has no version v2", "hint: its only version is v1 (`lattice log a.txt`)"]
+    assert run_cli("show", "a.txt@v3", cwd=repo.root).err.splitlines()[1] == "hint: its only version is v1 (`lattice log a.txt`)"
+
+
 def test_diff_versions_text_and_json(tmp_repo):
     repo = tmp_repo
     gen(repo, "x.png", 32, seed=1)
