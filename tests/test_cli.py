@@ -299,3 +299,10 @@ def test_a_path_shown_from_inside_the_folder_that_stands_where_an_asset_was(tmp_
         assert [here("d/e"), here("d"), here("d/e/f"), here("d/e/x.txt")] == ["../../e", "../../../d", "../f", "../x.txt"]
     finally:
         show_paths_from("")
+
+
+def test_a_path_outside_the_project_is_hinted_as_read_from_the_current_folder(nested):
+    """The hint said to name files "relative to its root", while every
+    command reads paths from the current folder."""
+    r = run_cli("render", "../../x.txt", cwd=nested.root / "sub")
+    assert r.code == 4 and r.err.splitlines()[1] == "hint: name files inside the project; paths are read from the current folder", r.err
