@@ -158,14 +158,21 @@ def who() -> tuple[str, str]:
     return user, socket.gethostname()
 
 
+_asker: tuple[int, str] | None = None  # (pid, this_asker()): a forked child is asked again
+
+
 def this_asker() -> str:
     """This process as an asker: "host:pid:start" (start: when it started,
     where the system says), so another can tell whether it still lives, and
-    not mistake a later process given the same pid for it."""
+    not mistake a later process given the same pid for it. Worked out once
+    per process: a render of 10,000 steps asks for every job it queues."""
+    global _asker
     from lattice.childproc import started
 
     pid = os.getpid()
-    return f"{socket.gethostname()}:{pid}:{started(pid) or ''}"
+    if _asker is None or _asker[0] != pid:
+        _asker = (pid, f"{socket.gethostname()}:{pid}:{started(pid) or ''}")
+    return _asker[1]
 
 
 def canceller(reason: str, command: str | None) -> dict:
