@@ -144,23 +144,43 @@ def hasher() -> tuple[list[str], str]:
 def bench_add(b: Bench, label: str, source: Path, files: list[Path]) -> dict:
     hash_argv, hash_name = hasher()
     total = sum(p.stat().st_size for p in files)
+    # Many small files: every run writes into folders of its own, and none is
+    # removed until the series is done. On ext4 without a journal (this kind
+    # of VM), the allocator steps over each inode freed in the last minute
+    # or more, one lookup apiece, so a run that follows the removal of the
+    # last run's 2,000 files pays for them: the cost of creating a file here
+    # then varied fourfold, and with it the floor and the ratio. One big
+    # file frees a handful of inodes: those runs are removed at once.
+    keep_until_done = len(files) > 1
+    made: list[Path] = []
+
+    def done_with(path: Path) -> None:
+        if keep_until_done:
+            made.append(path)
+        else:
+            drop(path)
 
     def floor(durable: bool = False) -> float:
         """`b3sum` then `cp`; `durable`: the copy then synced, as lattice syncs its writes."""
-        dest = b.work / "floor-copy"
-        drop(dest)
+        dest = b.work / f"floor-copy-{len(made)}-{time.monotonic_ns()}"
         run(["sync"])  # every run starts from a clean page cache
         t_hash, _ = run([*hash_argv, *map(str, files)])
         t_cp, _ = run(["sh", "-c", f"cp -r '{source}' '{dest}'" + (" && sync" if durable else "")])
-        drop(dest)
+        done_with(dest)
         return t_hash + t_cp
 
     def lattice() -> float:
-        return add_inside(b, source, "repo-add")[0]
+        wall, _, repo = add_inside(b, source, f"repo-add-{len(made)}-{time.monotonic_ns()}")
+        done_with(repo)
+        return wall
 
     # Interleaved, so that all three see the same disk: on a shared VM the
     # cost of creating a file varies tenfold from one minute to the next.
-    runs = [(floor(), floor(durable=True), lattice()) for _ in range(b.repeat)]
+    try:
+        runs = [(floor(), floor(durable=True), lattice()) for _ in range(b.repeat)]
+    finally:
+        for path in made:
+            drop(path)
     t_floor, t_durable, t_lat = (statistics.median(r[i] for r in runs) for i in range(3))
     ratio = t_floor / t_lat
     print(
@@ -172,23 +192,24 @@ def bench_add(b: Bench, label: str, source: Path, files: list[Path]) -> dict:
     return {"lattice": t_lat, "floor": t_floor, "durable_floor": t_durable, "ratio": ratio}
 
 
-def add_inside(b: Bench, source: Path, name: str) -> tuple[float, int]:
+def add_inside(b: Bench, source: Path, name: str) -> tuple[float, int, Path]:
     """`lattice add` of `source` in a new repository `name`, from a clean page
-    cache: (wall seconds, peak RSS in KiB). The data is moved into the
-    working tree and back (renames: no bytes copied)."""
+    cache: (wall seconds, peak RSS in KiB, the repository, which the caller
+    removes). The data is moved into the working tree and back (renames: no
+    bytes copied)."""
     repo = b.new_repo(name)
     run(["sync"])
     inside = repo / source.name
     os.rename(source, inside)
     try:
-        return run(b.lat("add", source.name, cwd=repo), env=b.env)
+        return (*run(b.lat("add", source.name, cwd=repo), env=b.env), repo)
     finally:
         os.rename(inside, source)
-        drop(repo)
 
 
 def bench_add_rss(b: Bench, source: Path) -> int:
-    _, rss = add_inside(b, source, "repo-rss")
+    _, rss, repo = add_inside(b, source, "repo-rss")
+    drop(repo)
     mib = rss / 1024
     print(f"peak RSS of `lattice add` of the 1 GiB file: {mib:.1f} MiB  [target < 150 MiB: {'ok' if mib < 150 else 'MISSED'}]")
     return rss
