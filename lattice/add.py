@@ -18,6 +18,14 @@ from lattice.repo import Repository
 from lattice.worktree import settled, walk
 
 
+# Files below this size are stored one after another while that is fast
+# (lattice.fsutil.in_threads_when_slow); larger ones on threads, which
+# overlap their reads, hashing and writes.
+SMALL_FILE = 1 << 20
+# A 64 KiB file is stored in about 0.23 ms where creating a file is quick.
+SLOW_STORE_S = 1e-3
+
+
 class AddResult(msgspec.Struct):
     path: str
     status: str  # "added", "updated", "unchanged"
@@ -103,7 +111,7 @@ def add(
     progress: Callable[[int, int, str], None] | None = None,
 ) -> list[AddResult]:
     from lattice.ffmpeg import probe, probe_many
-    from lattice.fsutil import AtomicBatch, in_threads, sync_filesystem
+    from lattice.fsutil import AtomicBatch, in_threads, in_threads_when_slow, sync_filesystem
     from lattice.media import is_compressed
 
     tags = list(dict.fromkeys(tags))
@@ -119,14 +127,17 @@ def add(
     known = index.get_many(names)
     started = itertools.count()
 
-    def store(name: str) -> tuple[object, os.stat_result]:
-        if progress:
-            progress(next(started), len(names), name)
+    def located(name: str) -> tuple[str, Path, os.stat_result]:
         path = confined(repo.root, name, folders)
         try:
-            st = os.stat(path)
+            return name, path, os.stat(path)
         except FileNotFoundError:
             raise ContentChanged(f"{name}: file vanished while being added") from None
+
+    def store(item: tuple[str, Path, os.stat_result]) -> tuple[object, os.stat_result]:
+        name, path, st = item
+        if progress:
+            progress(next(started), len(names), name)
         row = known.get(name)
         if row and row.wt_object == row.object and (row.wt_size, row.wt_mtime_ns, row.wt_ino) == (st.st_size, st.st_mtime_ns, st.st_ino):
             stored = row.object
@@ -137,9 +148,13 @@ def add(
     if batch:
         _import_meanwhile("pygit2", "tomli_w")
     # Objects first, outside the lock: writing them is safe concurrently, and
-    # until a manifest names them they are just unreferenced blobs. On
-    # threads: each waits on the filesystem to create its file, not on the CPU.
-    hashed = dict(zip(names, in_threads(store, names)))
+    # until a manifest names them they are just unreferenced blobs.
+    items = [located(name) for name in names]
+    small = [item for item in items if item[2].st_size < SMALL_FILE]
+    large = [item for item in items if item[2].st_size >= SMALL_FILE]
+    done = in_threads_when_slow(store, small, SLOW_STORE_S) + in_threads(store, large)
+    stored = dict(zip((item[0] for item in small + large), done))
+    hashed = {name: stored[name] for name in names}
     stat_updates = [
         (st.st_size, st.st_mtime_ns, st.st_ino, stored.oid, name)
         for name, (stored, st) in hashed.items()

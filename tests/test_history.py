@@ -2160,3 +2160,34 @@ def test_a_git_fsck_that_cannot_run_is_said_and_never_sets_history_aside(tmp_rep
     assert "git fsck could not run" in r.stdout and "quarantine" not in r.stdout + r.stderr, (r.stdout, r.stderr)
     assert not (repo.dir / "quarantine").exists()
     assert [c.message for c in history.log(fresh(repo), 5)] == ["add a.txt", "add a.txt"]
+
+
+def test_in_threads_when_slow_stays_here_while_calls_are_fast_and_spreads_when_slow():
+    import threading
+    import time
+
+    from lattice.fsutil import in_threads_when_slow
+
+    def where(i):
+        return i, threading.current_thread() is threading.main_thread()
+
+    fast = in_threads_when_slow(where, list(range(200)), slow_s=1.0)
+    assert [i for i, _ in fast] == list(range(200))
+    assert all(here for _, here in fast)  # never left this thread
+
+    def slow(i):
+        time.sleep(0.002)
+        return where(i)
+
+    spread = in_threads_when_slow(slow, list(range(200)), slow_s=0.001, chunk=8)
+    assert [i for i, _ in spread] == list(range(200))  # in order, all of them
+    # The first chunk decides nothing (it pays for one-time costs), the second does.
+    assert all(here for _, here in spread[:16]) and not any(here for _, here in spread[16:])
+
+    def failing(i):
+        if i == 50:
+            raise ValueError(i)
+        return i
+
+    with pytest.raises(ValueError, match="^50$"):
+        in_threads_when_slow(failing, list(range(100)), slow_s=1.0)
