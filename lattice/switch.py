@@ -239,9 +239,9 @@ def _apply(repo: Repository, g, journal: Journal, records: dict, before: dict | 
     """Carry out a journal: manifest files rewritten in place (history holds
     every byte, so the journal, not a temp file per asset, makes this
     crash-safe), one filesystem sync, working files replaced the way git
-    replaces them (unlink, create; several at once, as git's parallel
-    checkout does), index, HEAD, and the journal removed."""
-    from lattice.fsutil import in_threads, sync_filesystem
+    replaces them (unlink, create; several at once where that pays, as
+    git's parallel checkout does), index, HEAD, and the journal removed."""
+    from lattice.fsutil import in_threads_when_slow, sync_filesystem
     from lattice.paths import confined
 
     manifest_stats = {}
@@ -286,7 +286,9 @@ def _apply(repo: Repository, g, journal: Journal, records: dict, before: dict | 
         return st.st_size, st.st_mtime_ns, st.st_ino, oid, name
 
     items = [(name, confined(repo.root, name, folders), oid, size) for name, (oid, size) in journal.write.items()]
-    stats = [st for st in in_threads(replace, items) if st is not None]
+    # Several at once only where that pays: large files, or a disk slow to
+    # create them (5,000 assets, 1,000 differing: 480 against 540 ms on ext4).
+    stats = [st for st in in_threads_when_slow(replace, items, slow_s=150e-6) if st is not None]
     with repo.index as index:  # one index transaction for the whole change
         index.put_many((record, manifest_stats[name], before[name] if before else False) for name, record in records.items())
         for name, blob in journal.blobs.items():
