@@ -2,59 +2,20 @@
 facts gc and du need (kind, size, object, recipe inputs, determinism), kept
 in `.lattice/storage.db` keyed by manifest file stamp or git blob id, so that
 planning over 100,000 objects reads SQLite rather than parsing TOML. The same
-database records when an object was last used (`touch`) and logs gc runs."""
+database records when an object was last used (lattice.storage_db.touch) and
+logs gc runs."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
 
 from lattice.repo import Repository
-
-# -- the storage database: usage, manifest facts, run log -----------------------------
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS used(object TEXT PRIMARY KEY, time REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS wtfacts(name TEXT PRIMARY KEY, stamp TEXT NOT NULL, data BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS gitfacts(blob TEXT PRIMARY KEY, data BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS runs(
-    id INTEGER PRIMARY KEY AUTOINCREMENT, time REAL NOT NULL, objects INTEGER NOT NULL,
-    bytes INTEGER NOT NULL, detail TEXT NOT NULL
-);
-"""
-
-
-def storage_db(repo: Repository) -> sqlite3.Connection:
-    """`.lattice/storage.db`: derived and disposable except the run log."""
-    from lattice.sqlite import connect
-
-    db = connect(repo.dir / "storage.db", reading=repo.reading)
-    db.executescript(_SCHEMA)
-    return db
-
-
-_TOUCH_DBS: dict[tuple[str, int], sqlite3.Connection] = {}
-
-
-def touch(repo: Repository, oid: str) -> None:
-    """Record that `oid` was just used (materialized or read). One connection
-    per thread and repository: a render materializes thousands of files."""
-    import threading
-
-    if repo.read_only:  # a cache of when objects were used: nothing to keep
-        return
-    key = (str(repo.dir), threading.get_ident())
-    try:
-        db = _TOUCH_DBS.get(key) or _TOUCH_DBS.setdefault(key, storage_db(repo))
-        db.execute("INSERT OR REPLACE INTO used(object, time) VALUES (?, ?)", (oid, time.time()))
-    except sqlite3.Error:
-        pass  # a busy or damaged usage table must never fail a checkout
-
+from lattice.storage_db import storage_db
 
 # -- the catalog: every version of every asset on every ref --------------------------
 

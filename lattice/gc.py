@@ -31,7 +31,7 @@ that both `--dry-run` and the real run call):
      or changed since are forgotten.
 
 "Last used" is the later of the object's mtime (written) and the time it was
-last materialized or read (lattice.catalog.touch), because atime is
+last materialized or read (lattice.storage_db.touch), because atime is
 unreliable. The catalog (lattice.catalog) caches per-manifest facts, so
 planning over 100,000 objects reads SQLite rather than parsing TOML; every
 run is logged there for `lattice du`.
@@ -53,7 +53,8 @@ from typing import Any, Callable
 
 import msgspec
 
-from lattice.catalog import AssetFacts, Catalog, Fact, load_catalog, storage_db
+from lattice.catalog import AssetFacts, Catalog, Fact, load_catalog
+from lattice.storage_db import storage_db
 from lattice.errors import InvalidInput
 from lattice.repo import Repository
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from typing import BinaryIO, Callable, Container
 
-from lattice.catalog import touch
+from lattice.storage_db import touch
 from lattice.errors import GeneratorFailed, InvalidInput, RepositoryCorrupt, command, job_failed
 from lattice.paths import here
 from lattice.repo import Repository

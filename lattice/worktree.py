@@ -244,7 +244,7 @@ def require_writable(repo: Repository, name: str) -> None:
 
 
 def _touch(repo: Repository, oid: str) -> None:
-    from lattice.catalog import touch  # gc evicts least recently used outputs first
+    from lattice.storage_db import touch  # gc evicts least recently used outputs first
 
     touch(repo, oid)
 

@@ -6,6 +6,7 @@ signal stops them."""
 
 from __future__ import annotations
 
+import json
 import signal
 import subprocess
 import sys
@@ -306,3 +307,23 @@ def test_a_path_outside_the_project_is_hinted_as_read_from_the_current_folder(ne
     command reads paths from the current folder."""
     r = run_cli("render", "../../x.txt", cwd=nested.root / "sub")
     assert r.code == 4 and r.err.splitlines()[1] == "hint: name files inside the project; paths are read from the current folder", r.err
+
+
+@pytest.mark.parametrize("args", [["show", "a.png"], ["show", "a.png", "--json"], ["cat", "a.png"]])
+def test_show_and_cat_start_without_typer_or_the_catalog(tmp_repo, args):
+    """Scripts call `show --json` and `cat` in loops: they take the quick
+    path (no typer, rich or pygit2: 109 -> 62 ms for `show` here), and `cat`
+    records the object's use without loading gc's catalog and dataclasses."""
+    (tmp_repo.root / "a.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"x" * 64)
+    ok(tmp_repo, "add", "a.png")
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-m", "lattice", *args],
+                          cwd=tmp_repo.root, capture_output=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    stderr = proc.stderr.decode()
+    loaded = {line.rsplit("|", 1)[-1].strip() for line in stderr.splitlines() if line.startswith("import time:")}
+    assert "lattice.cli.entry" in loaded and "lattice.cli.quick" in loaded
+    assert not loaded & {"typer", "rich", "pygit2", "lattice.catalog", "dataclasses"}, stderr[-3000:]
+    if args[0] == "cat":
+        assert proc.stdout == b"\x89PNG\r\n\x1a\n" + b"x" * 64
+    elif "--json" in args:
+        assert json.loads(proc.stdout)["path"] == "a.png"

@@ -398,7 +398,7 @@ def test_gc_logs_every_object_it_evicts_for_good(tmp_repo):
     plan = gc(tmp_repo, *EVERYTHING, "--include-nondeterministic")
     t1, r1 = objects_of(tmp_repo, "t.txt")[0], objects_of(tmp_repo, "r.txt")[0]
     assert evicted(plan) == sorted([t1, r1])
-    from lattice.catalog import storage_db
+    from lattice.storage_db import storage_db
 
     db = storage_db(tmp_repo)
     [(detail,)] = db.execute("SELECT detail FROM runs").fetchall()

@@ -1,6 +1,7 @@
-"""`status`, `ls`, `add`, `hooks check` and `switch`: the commands scripts,
-editors and pre-commit hooks call in loops, and the one whose speed is
-measured against git's, runnable without typer (see lattice.cli.entry).
+"""`status`, `ls`, `add`, `show`, `cat`, `hooks check` and `switch`: the
+commands scripts, editors and pre-commit hooks call in loops, and the one
+whose speed is measured against git's, runnable without typer (see
+lattice.cli.entry).
 
 The typer definitions in repo_cmds and history_cmds (help, completion, man
 pages) call the same functions below. `parse` accepts only the plain forms: the global
@@ -112,6 +113,70 @@ def add(paths: list[str], tags: list[str], json: bool = False) -> None:
             say(f"{r.status:<10} {r.path} v{r.version} {r.object[:12]} {human_size(r.size)}")
 
 
+def show(spec: str, json: bool = False) -> None:
+    import msgspec
+
+    from lattice.cli.common import cwd
+    from lattice.paths import asset_spec
+
+    repo = repo_from_ctx(reading=True)
+    name, number = asset_spec(repo, spec, cwd())
+    record = repo.record(name)
+    selected = [record.version(number)] if number else record.versions
+    if json:
+        data = msgspec.to_builtins(record)
+        data["versions"] = [dict(msgspec.to_builtins(v), stored=repo.objects.stored_size(v.object), present=repo.objects.has(v.object)) for v in selected]
+        data["current"] = len(record.versions)
+        emit_json(data)
+        return
+    echo(f"asset:    {record.path}")
+    echo(f"kind:     {record.kind}")
+    if record.tags:
+        echo(f"tags:     {', '.join(record.tags)}")
+    if record.pinned:
+        echo(f"pinned:   v{record.pinned}")
+    for v in selected:
+        stored = repo.objects.stored_size(v.object)
+        where = f"stored {human_size(stored)}" if stored is not None else "not in store"
+        echo(f"\nv{v.number}  {v.change}  {v.time}  {v.author}" + ("  (current)" if v.number == len(record.versions) else ""))
+        echo(f"  object:  {v.object}")
+        echo(f"  size:    {human_size(v.size)} ({where})")
+        if v.media:
+            echo("  media:   " + ", ".join(f"{k}={val}" for k, val in v.media.items()))
+        if v.recipe:
+            r = v.recipe
+            echo(f"  recipe:  {r.generator} v{r.generator_version} seed={r.seed}" + ("" if r.deterministic else " (non-deterministic)"))
+            if r.prompt:
+                echo(f"  prompt:  {r.prompt}")
+            if r.params:
+                echo("  params:  " + ", ".join(f"{k}={val}" for k, val in r.params.items()))
+            if r.inputs:
+                echo("  inputs:  " + ", ".join(r.inputs))
+        if v.note:
+            echo(f"  note:    {v.note}")
+
+
+def cat(spec: str, no_regen: bool = False) -> None:
+    import sys
+
+    from lattice.cli.common import cwd, output_refused
+    from lattice.paths import asset_spec
+    from lattice.worktree import cat as do_cat
+
+    repo = repo_from_ctx(reading=True)
+    name, number = asset_spec(repo, spec, cwd())
+    try:
+        do_cat(repo, name, number, sys.stdout.buffer, regen=not no_regen, notify=lambda m: echo(m, err=True))
+        sys.stdout.buffer.flush()
+    except OSError as e:
+        # No file named, and room where the repository is: it was our output.
+        from lattice.fsutil import disk_full
+
+        if e.filename is None and not disk_full(repo.dir):
+            raise output_refused(e) or e
+        raise
+
+
 def hooks_check(json: bool = False) -> int:
     """Exit code 1 when something is not up to date (git's pre-commit hook)."""
     from lattice.hooks import check
@@ -168,6 +233,8 @@ COMMANDS: dict[str, tuple[set[str], dict[str, str], int, float, Action]] = {
     "add": ({"--json"}, {"--tag": "--tag", "-t": "--tag"}, 1, float("inf"),
             lambda flags, values, args: add(args, values.get("--tag", []), "--json" in flags)),
     "switch": ({"--force", "--json"}, {}, 1, 1, lambda flags, _, args: switch(args[0], "--force" in flags, "--json" in flags)),
+    "show": ({"--json"}, {}, 1, 1, lambda flags, _, args: show(args[0], "--json" in flags)),
+    "cat": ({"--no-regen"}, {}, 1, 1, lambda flags, _, args: cat(args[0], "--no-regen" in flags)),
 }
 
 # Commands that only read, close what they open and start no thread: they

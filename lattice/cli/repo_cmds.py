@@ -9,7 +9,7 @@ from typing import List, Optional
 import typer
 
 from lattice.cli import quick
-from lattice.cli.common import cwd, echo, emit_json, human_size, output_refused, repo_from_ctx, say
+from lattice.cli.common import cwd, echo, emit_json, repo_from_ctx, say
 
 JSON = typer.Option(False, "--json", help="Print machine-readable JSON.")
 
@@ -90,45 +90,7 @@ def ls(json: bool = JSON, prefix: Optional[str] = typer.Argument(None, help="Onl
 
 def show(spec: str = typer.Argument(..., metavar="PATH[@vN]", help="Asset, optionally at a version."), json: bool = JSON) -> None:
     """Show an asset's metadata, recipe and versions (or one version with @vN)."""
-    import msgspec
-
-    from lattice.paths import asset_spec
-
-    repo = repo_from_ctx(reading=True)
-    name, number = asset_spec(repo, spec, cwd())
-    record = repo.record(name)
-    selected = [record.version(number)] if number else record.versions
-    if json:
-        data = msgspec.to_builtins(record)
-        data["versions"] = [dict(msgspec.to_builtins(v), stored=repo.objects.stored_size(v.object), present=repo.objects.has(v.object)) for v in selected]
-        data["current"] = len(record.versions)
-        emit_json(data)
-        return
-    echo(f"asset:    {record.path}")
-    echo(f"kind:     {record.kind}")
-    if record.tags:
-        echo(f"tags:     {', '.join(record.tags)}")
-    if record.pinned:
-        echo(f"pinned:   v{record.pinned}")
-    for v in selected:
-        stored = repo.objects.stored_size(v.object)
-        where = f"stored {human_size(stored)}" if stored is not None else "not in store"
-        echo(f"\nv{v.number}  {v.change}  {v.time}  {v.author}" + ("  (current)" if v.number == len(record.versions) else ""))
-        echo(f"  object:  {v.object}")
-        echo(f"  size:    {human_size(v.size)} ({where})")
-        if v.media:
-            echo("  media:   " + ", ".join(f"{k}={val}" for k, val in v.media.items()))
-        if v.recipe:
-            r = v.recipe
-            echo(f"  recipe:  {r.generator} v{r.generator_version} seed={r.seed}" + ("" if r.deterministic else " (non-deterministic)"))
-            if r.prompt:
-                echo(f"  prompt:  {r.prompt}")
-            if r.params:
-                echo("  params:  " + ", ".join(f"{k}={val}" for k, val in r.params.items()))
-            if r.inputs:
-                echo("  inputs:  " + ", ".join(r.inputs))
-        if v.note:
-            echo(f"  note:    {v.note}")
+    quick.show(spec, json)
 
 
 NO_REGEN = typer.Option(False, "--no-regen", help="Refuse instead of re-making an output evicted by gc; name the command that would.")
@@ -140,23 +102,7 @@ def cat(
 ) -> None:
     """Write an asset's bytes (current version, or @vN) to standard output.
     An output evicted by gc is re-made through the queue first."""
-    import sys
-
-    from lattice.paths import asset_spec
-    from lattice.worktree import cat as do_cat
-
-    repo = repo_from_ctx(reading=True)
-    name, number = asset_spec(repo, spec, cwd())
-    try:
-        do_cat(repo, name, number, sys.stdout.buffer, regen=not no_regen, notify=lambda m: echo(m, err=True))
-        sys.stdout.buffer.flush()
-    except OSError as e:
-        # No file named, and room where the repository is: it was our output.
-        from lattice.fsutil import disk_full
-
-        if e.filename is None and not disk_full(repo.dir):
-            raise output_refused(e) or e
-        raise
+    quick.cat(spec, no_regen)
 
 
 def checkout(
