@@ -37,6 +37,7 @@ def ffmpeg_args(src: Path, out: Path, p: dict[str, Any]) -> tuple[list[str], flo
     """The ffmpeg arguments for an export, and the seconds of output expected."""
     from lattice.ffmpeg import file_url
     from lattice.generators.encode import BITEXACT, ENCODER_THREADS, EVEN_SIDES, KEEP_FRAME_TIMES, SWS_FLAGS
+    from lattice.media import extension
 
     fmt, kind, q = p["format"], p["source_kind"], PRESETS[p["quality"]]
     what = FORMATS[fmt][1]
@@ -46,7 +47,9 @@ def ffmpeg_args(src: Path, out: Path, p: dict[str, Any]) -> tuple[list[str], flo
     strict = ["-xerror"] if kind == "image" else []
     if kind == "image" and what in ("video", "frames"):
         span = span or STILL_SECONDS
-        inp = [*strict, "-loop", "1", "-framerate", number(p["fps"] or 25), "-t", f"{span:.6f}", "-i", file_url(src)]
+        # A still GIF is read whole as one picture by image2: the gif demuxer has no -loop.
+        gif = ["-f", "image2", "-pattern_type", "none", "-c:v", "gif"] if extension(src.name) == "gif" else []
+        inp = [*strict, *gif, "-loop", "1", "-framerate", number(p["fps"] or 25), "-t", f"{span:.6f}", "-i", file_url(src)]
     else:
         inp = strict + (["-ss", f"{p['start']:.6f}"] if p["start"] else []) + (["-t", f"{span:.6f}"] if span else [])
         inp += ["-i", file_url(src)]

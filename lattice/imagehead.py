@@ -1,8 +1,9 @@
 """Dimensions of images read from their headers, without starting ffmpeg:
 `lattice add` of a thousand PNGs must not start a thousand processes. An
 animated PNG or WebP gets its frame count and length from its chunks (ffmpeg
-prints no duration for either). Anything not recognised here, or not whole,
-is left to the ffmpeg probe."""
+prints no duration for either), a GIF from its blocks (ffmpeg prints an
+estimate). Anything not recognised here, or not whole, is left to the
+ffmpeg probe."""
 
 from __future__ import annotations
 
@@ -13,14 +14,16 @@ from pathlib import Path
 
 _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 MAX_CHUNKS = 100_000  # a PNG or WebP cut into more chunks than this is left to ffmpeg
+MAX_GIF_FRAMES = 100_000  # a GIF of more frames than this is left to ffmpeg
+MAX_GIF_BLOCKS = 1_000_000  # and one of more data sub-blocks (255 bytes each at most) than this
 _IEND = b"\0\0\0\0IEND\xaeB`\x82"  # the chunk that ends every whole PNG (length 0, type, CRC)
 
 
 @dataclass(frozen=True)
 class Header:
     """What an image's header says, with the names ffmpeg would give:
-    a still has frames 1 and no duration; an animated PNG (codec apng) or
-    WebP (webp_anim) its frame count and length in seconds."""
+    a still has frames 1 and no duration; an animated PNG (codec apng),
+    WebP (webp_anim) or GIF (gif) its frame count and length in seconds."""
 
     codec: str
     width: int
@@ -30,7 +33,7 @@ class Header:
 
 
 def image_header(path: Path, ext: str) -> Header | None:
-    """The Header of a PNG, WebP or JPEG, or None where the file is not
+    """The Header of a PNG, WebP, JPEG or GIF, or None where the file is not
     whole and sound enough to say (a PNG cut short, a WebP whose RIFF size
     overruns the file): ffmpeg's probe then says what it can decode."""
     try:
@@ -41,6 +44,8 @@ def image_header(path: Path, ext: str) -> Header | None:
                 return _webp(f)
             if ext in ("jpg", "jpeg"):
                 return _jpeg(f)
+            if ext == "gif":
+                return _gif(f)
     except (OSError, struct.error):
         return None
     return None
@@ -126,6 +131,133 @@ def _webp(f) -> Header | None:
     else:
         return None
     return Header("webp_anim", w, h, frames, ms / 1000 if ms else None) if frames else None
+
+
+class _Forward:
+    """A file read forward one bounded chunk at a time: a GIF's blocks are
+    walked without the whole file in memory, or a read() per sub-block."""
+
+    CHUNK = 1 << 18
+
+    def __init__(self, f) -> None:
+        self.f, self.buf, self.pos, self.base = f, b"", 0, 0  # buf holds the file from offset base
+        self.blocks = MAX_GIF_BLOCKS
+
+    def _fill(self, n: int) -> bool:
+        """Whether the n bytes at pos are in buf (reading them if not)."""
+        if self.pos + n <= len(self.buf):
+            return True
+        self.base += self.pos
+        self.f.seek(self.base, 0)
+        self.buf, self.pos = self.f.read(max(n, self.CHUNK)), 0
+        return len(self.buf) >= n
+
+    def take(self, n: int) -> bytes | None:
+        """The next n bytes, or None where the file ends first."""
+        if not self._fill(n):
+            return None
+        out = self.buf[self.pos:self.pos + n]
+        self.pos += n
+        return out
+
+    def skip(self, n: int) -> None:
+        self.pos += n  # past the end of buf: the next read seeks there
+
+    def sub_blocks(self) -> bool:
+        """Skip data sub-blocks to their terminator (a length byte of 0).
+        False where the file ends first, or there are too many to walk."""
+        buf, pos, left = self.buf, self.pos, self.blocks
+        while True:
+            if pos >= len(buf):
+                self.pos = pos
+                if not self._fill(1):
+                    return False
+                buf, pos = self.buf, self.pos
+            n = buf[pos]
+            pos += 1 + n
+            if not n:
+                break
+            left -= 1
+            if left < 0:
+                return False
+        self.pos, self.blocks = pos, left
+        return True
+
+    def offset(self) -> int:
+        return self.base + self.pos
+
+
+def _gif(f) -> Header | None:
+    """Walks the blocks (extensions, images, trailer) without decoding any
+    image data, and counts frames and their delays as ffmpeg decodes them:
+    ffmpeg's GIF parser cuts the file into one packet per picture, before
+    each extension block that follows an image and, once any extension has
+    been seen, before each image that directly follows one; its decoder
+    makes one frame of the first image in a packet. A packet lasts the
+    delay of the Graphic Control Extension read last (in 1/100 s; 0 counts
+    as 10, 1 stays 1, an image with no GCE of its own keeps the one
+    before). A single picture is a still (frames 1, no duration), as a
+    PNG. Anything out of the ordinary (a block ffmpeg would refuse, the file
+    cut inside a block, bytes other than zero padding after the trailer,
+    more frames or blocks than MAX_GIF_*) is left to ffmpeg's probe."""
+    r = _Forward(f)
+    head = r.take(13)
+    if head is None or head[:6] not in (b"GIF87a", b"GIF89a"):
+        return None
+    w, h, packed = struct.unpack("<HHB", head[6:11])
+    if not (0 < w <= 32767 and 0 < h <= 32767):
+        return None
+    palette = bool(packed & 0x80)
+    if palette:
+        r.skip(3 << ((packed & 7) + 1))
+    frames = hundredths = delay = 0
+    pending = extension_seen = False  # an image since the last packet began; any extension yet
+
+    while True:
+        intro = r.take(1)
+        if intro is None:
+            break  # the end of the file at a block's end: ffmpeg decodes what came before
+        if intro == b";":
+            rest = os.fstat(f.fileno()).st_size - r.offset()
+            if rest and (rest > 65536 or r.take(rest) != bytes(rest)):
+                return None  # more after the trailer: ffmpeg reads it into the last packet
+            break
+        if pending and (intro == b"!" or extension_seen):
+            frames, hundredths, pending = frames + 1, hundredths + (delay or 10), False
+            if frames > MAX_GIF_FRAMES:
+                return None
+        if intro == b"!":
+            extension_seen = True
+            label = r.take(1)
+            if label == b"\xf9":
+                body = r.take(6)  # length 4, flags, delay (2), transparent index, terminator
+                if body is None or body[0] != 4 or body[5] != 0:
+                    return None
+                delay = body[2] | body[3] << 8
+            elif label is None or not r.sub_blocks():
+                return None
+        elif intro == b",":
+            d = r.take(9)
+            if d is None:
+                return None
+            left, top, iw, ih, flags = struct.unpack("<HHHHB", d)
+            if not (iw and ih and left + iw <= w and top + ih <= h and (palette or flags & 0x80)):
+                return None  # outside the screen, or no colours: ffmpeg's decoder refuses it
+            if flags & 0x80:
+                r.skip(3 << ((flags & 7) + 1))
+            code_size = r.take(1)
+            if code_size is None or not 1 <= code_size[0] <= 12 or not r.sub_blocks():
+                return None
+            pending = True
+        else:
+            return None
+    if pending:
+        frames, hundredths = frames + 1, hundredths + (delay or 10)
+    if not frames or frames > MAX_GIF_FRAMES:
+        return None
+    if frames == 1:
+        return Header("gif", w, h)
+    return Header("gif", w, h, frames, hundredths / 100)
 
 
 def _jpeg(f) -> Header | None:

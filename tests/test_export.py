@@ -882,6 +882,69 @@ def test_an_animated_png_or_webp_is_probed_and_exports_every_frame(tmp_repo, tmp
     assert decoded_frames(tmp_path / "a.gif") == 5
 
 
+def test_a_gif_is_recorded_with_the_frames_ffmpeg_decodes(tmp_repo, tmp_path):
+    """48 frames at 24 fps (delays of 4 and 5 hundredths) were recorded as
+    50 frames at 25 fps, so `ffmpeg.frame` took frames 48 and 49; a single
+    frame was a clip of 1/10 s. Now the frames and delays are read from the
+    GIF's blocks, one frame is a still as a PNG is (and exports as one), and
+    a GIF cut short is recorded as ffmpeg's probe says, as before."""
+    from lattice.ffmpeg import _probe_ffmpeg
+    from lattice.produce import media_facts
+
+    root = tmp_repo.root
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=24", "-frames:v", "48", str(root / "anim.gif"))
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=32x24:rate=10", "-frames:v", "1", str(root / "one.gif"))
+    data = (root / "anim.gif").read_bytes()
+    (root / "cut.gif").write_bytes(data[: len(data) // 2])
+    before = media_facts(root / "cut.gif")
+    r = run_cli("add", "anim.gif", "one.gif", "cut.gif", cwd=root)
+    assert r.code == 0 and "ffmpeg can read" not in r.err, r.err
+    shown = {name: run_cli("show", name, "--json", cwd=root).json["versions"][0]["media"]
+             for name in ("anim.gif", "one.gif", "cut.gif")}
+    assert shown["anim.gif"] == {"width": 64, "height": 48, "duration": 2.0, "fps": 24.0, "frames": 48, "codec": "gif"}
+    assert shown["one.gif"] == {"width": 32, "height": 24, "frames": 1, "codec": "gif"}
+    assert shown["cut.gif"] == before == {k: v for k, v in msgspec_builtins(_probe_ffmpeg(root / "cut.gif", "image", 0)).items()
+                                          if k not in ("kind", "size")}
+    r = run_cli("gen", "f.png", "--model", "ffmpeg.frame", "-i", "anim.gif", "--set", "index=48", cwd=root)
+    assert r.code == 4 and "anim.gif has 48 frames; there is no frame 48" in r.err, r.err
+    assert run_cli("gen", "f.png", "--model", "ffmpeg.frame", "-i", "anim.gif", "--set", "index=47", cwd=root).code == 0
+    assert export(tmp_repo, "anim.gif", "-o", str(tmp_path / "anim.mp4")).code == 0
+    assert decoded_frames(tmp_path / "anim.mp4") == 48
+    # A still GIF exports as a PNG does: a second at 25 fps (the gif demuxer has no -loop: image2 reads it).
+    for fmt in ("mp4", "gif"):
+        r = export(tmp_repo, "one.gif", "-o", str(tmp_path / f"one.{fmt}"))
+        assert r.code == 0, r.err
+        assert decoded_frames(tmp_path / f"one.{fmt}") == 25
+
+
+def msgspec_builtins(info):
+    import msgspec
+
+    return msgspec.to_builtins(info)
+
+
+def test_media_facts_recorded_before_are_kept_and_never_compared(tmp_repo, tmp_path, monkeypatch):
+    """Facts are probed once, when a version is recorded: an asset added
+    before GIFs were walked keeps its estimate (50 frames at 25 fps), and
+    fsck, status, add and export take it as it is."""
+    from lattice import imagehead
+
+    root = tmp_repo.root
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=24", "-frames:v", "48", str(root / "anim.gif"))
+    with monkeypatch.context() as m:
+        m.setattr(imagehead, "_gif", lambda f: None)  # as before: ffmpeg's banner, no walk
+        assert run_cli("add", "anim.gif", cwd=root).code == 0
+    estimate = {"width": 64, "height": 48, "duration": 2.0, "fps": 25.0, "frames": 50, "codec": "gif"}
+    assert run_cli("show", "anim.gif", "--json", cwd=root).json["versions"][0]["media"] == estimate
+    r = run_cli("fsck", cwd=root)
+    assert r.code == 0, r.out + r.err
+    assert run_cli("status", "--porcelain", cwd=root).out == ""
+    assert run_cli("add", "anim.gif", "--json", cwd=root).json[0]["status"] == "unchanged"
+    assert run_cli("show", "anim.gif", "--json", cwd=root).json["versions"][0]["media"] == estimate
+    assert export(tmp_repo, "anim.gif", "-o", str(tmp_path / "anim.mp4")).code == 0
+    assert decoded_frames(tmp_path / "anim.mp4") == 48
+
+
 def test_a_png_cut_short_is_not_taken_at_its_header_word(tmp_repo, tmp_path):
     """A PNG cut before its end has a whole header: recorded as 32x24, a
     video export looped it in ffmpeg until the job's one-hour timeout, three

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import subprocess
 
+import msgspec
+
 import pytest
 
 from lattice.ffmpeg import _probe_ffmpeg, ffmpeg_exe, probe
@@ -75,3 +77,122 @@ def test_a_still_png_in_many_chunks_is_read_from_its_header_and_its_end(tmp_path
     # Cut short, the same picture is still left to ffmpeg.
     (tmp_path / "cut.png").write_bytes(png[:-12])
     assert image_header(tmp_path / "cut.png", "png") is None
+
+
+# -- GIF: frames and delays walked in Python, as ffmpeg decodes them ----------------
+
+
+def gif(*blocks, size=(4, 4)) -> bytes:
+    """A GIF of `blocks`: an int is a Graphic Control Extension with that
+    delay (1/100 s), "i" a 1x1 image, "c" a comment, ";" the trailer."""
+    import struct
+
+    image = b"\x2c" + struct.pack("<HHHHB", 0, 0, 1, 1, 0) + b"\x02\x02\x44\x01\x00"  # LZW: clear, 0, end
+    parts = {"i": image, "c": b"\x21\xfe\x02hi\x00", ";": b"\x3b"}
+    out = b"GIF89a" + struct.pack("<HHBBB", *size, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff"
+    for b in blocks:
+        out += b"\x21\xf9\x04\x00" + struct.pack("<H", b) + b"\0\0" if isinstance(b, int) else parts[b]
+    return out
+
+
+def ffmpeg_decodes(path) -> tuple[int, float]:
+    """(frames, seconds) ffmpeg decodes from `path`: the frames its
+    showinfo filter sees, and where the last one ends."""
+    import re
+
+    err = subprocess.run([ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", str(path), "-vf", "showinfo", "-f", "null", "-"],
+                         capture_output=True, text=True, check=True).stderr
+    rows = re.findall(r"n: *\d+ pts: *(\d+) .*?pts_time:([\d.]+) .*?duration_time:([\d.]+)", err)
+    return len(rows), round(float(rows[-1][1]) + float(rows[-1][2]), 6)
+
+
+@pytest.mark.parametrize("rate, frames", [(10, 48), (24, 48), (30, 48), (60, 30), (7, 20)])
+def test_an_animated_gif_records_the_frames_and_length_ffmpeg_decodes(tmp_path, rate, frames):
+    """ffmpeg's banner gives a GIF's length and a rate rounded to its 1/100 s
+    delays; frames were their product: 48 frames at 24 fps (delays of 4
+    and 5) were recorded as 50, 30 at 60 fps as 50. Now each frame's delay
+    is read from its Graphic Control Extension."""
+    out = tmp_path / "a.gif"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", f"testsrc=size=64x48:rate={rate}",
+                    "-frames:v", str(frames), str(out)], check=True)
+    info = probe(out)
+    assert (info.kind, info.codec, info.width, info.height, info.frames) == ("image", "gif", 64, 48, frames)
+    assert (info.frames, info.duration) == ffmpeg_decodes(out)
+    assert info.fps == round(frames / info.duration, 6)
+
+
+@pytest.mark.parametrize("blocks", [
+    (0, "i", 1, "i", 2, "i", 10, "i", 0, "i", ";"),  # 0 lasts 1/10 s, 1 lasts 1/100 s
+    (5, "i", "i", 7, "i", "i", ";"),  # an image with no GCE of its own keeps the delay before
+    ("i", "i", 5, "i", ";"),  # images before any extension are one packet: one frame
+    ("c", "i", "i", ";"),  # after one, each image is a frame (1/10 s: no GCE yet)
+    (5, "i", "c", 3, "i", "c", ";"),  # a comment after the last image is no frame
+    (5, "i", 7, "i"),  # no trailer, but every block whole: ffmpeg decodes both
+])
+def test_gif_delays_follow_ffmpeg_decoding(tmp_path, blocks):
+    out = tmp_path / "d.gif"
+    out.write_bytes(gif(*blocks))
+    info = probe(out)
+    assert info.frames > 1 and (info.frames, info.duration) == ffmpeg_decodes(out)
+
+
+def test_a_single_frame_gif_is_a_still_like_a_png(tmp_path):
+    """One frame: recorded as a PNG still is (frames 1, no duration nor
+    fps), not as a clip of 1/10 s."""
+    made = {}
+    for ext in ("gif", "png"):
+        made[ext] = tmp_path / f"one.{ext}"
+        subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=32x24:rate=10", "-frames:v", "1",
+                        str(made[ext])], check=True)
+    facts = {ext: probe(path) for ext, path in made.items()}
+    assert (facts["gif"].frames, facts["gif"].duration, facts["gif"].fps) == (1, None, None)
+    assert msgspec.structs.replace(facts["gif"], codec="png", size=0) == msgspec.structs.replace(facts["png"], size=0)
+    assert ffmpeg_decodes(made["gif"])[0] == 1
+    (tmp_path / "one-delay.gif").write_bytes(gif(50, "i", ";"))
+    assert probe(tmp_path / "one-delay.gif").duration is None
+
+
+@pytest.mark.parametrize("damage", ["cut", "stray byte", "outside the screen", "GCE length", "after the trailer", "no image"])
+def test_a_damaged_gif_is_left_to_ffmpeg(tmp_path, damage):
+    """What the block walk cannot vouch for is probed by ffmpeg, as before:
+    the banner's estimate, or no picture at all; never an exception."""
+    whole = tmp_path / "whole.gif"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "testsrc=size=64x48:rate=10", "-frames:v", "10",
+                    str(whole)], check=True)
+    data = whole.read_bytes()
+    bad = {
+        "cut": data[: len(data) // 2],
+        "stray byte": gif(5, "i") + b"\x00" + gif(5, "i", ";")[19:],
+        "outside the screen": gif(5, "i", 5, "i", ";", size=(1, 1)).replace(b"\x2c\x00\x00", b"\x2c\x01\x00"),  # left 1
+        "GCE length": gif(5, "i", ";").replace(b"\x21\xf9\x04", b"\x21\xf9\x03"),
+        "after the trailer": gif(5, "i", ";") + gif(7, "i", ";")[19:],
+        "no image": gif(5, ";"),
+    }[damage]
+    out = tmp_path / "bad.gif"
+    out.write_bytes(bad)
+    assert image_header(out, "gif") is None
+    assert probe(out) == _probe_ffmpeg(out, "image", len(bad))
+
+
+def test_a_gif_of_too_many_frames_or_blocks_is_left_to_ffmpeg(tmp_path):
+    """The walk stops after MAX_GIF_FRAMES frames, or MAX_GIF_BLOCKS data
+    sub-blocks, so a GIF of millions of tiny frames costs a fraction of a
+    second before ffmpeg is asked."""
+    import time
+
+    from lattice.imagehead import MAX_GIF_BLOCKS, MAX_GIF_FRAMES
+
+    many = tmp_path / "many.gif"
+    head, frame = gif(), gif(2, "i")[19:]
+    many.write_bytes(head + frame * (MAX_GIF_FRAMES + 1) + b";")
+    long = tmp_path / "long.gif"  # one image whose data comes a byte per sub-block
+    long.write_bytes(head + gif("i")[19:30] + b"\x01\x44" * (MAX_GIF_BLOCKS + 1) + b"\x00;")
+    for path in (many, long):
+        start = time.monotonic()
+        assert image_header(path, "gif") is None
+        assert time.monotonic() - start < 5
+    fits = tmp_path / "fits.gif"
+    fits.write_bytes(head + frame * 1000 + b";")
+    h = image_header(fits, "gif")
+    assert h is not None and (h.frames, h.duration) == (1000, 20.0)
+
