@@ -145,8 +145,13 @@ def _probe_here(path: Path) -> tuple[MediaInfo | None, str, int]:
     size = path.stat().st_size
     ext = extension(path.name)
     kind = kind_of_extension(ext)
-    if kind == "other" or ext == "svg":
+    if kind == "other":
         return MediaInfo(kind=kind, size=size), kind, size
+    if ext == "svg":
+        from lattice.imagehead import svg_size
+
+        wh = svg_size(path)
+        return MediaInfo(kind=kind, size=size, width=wh and wh[0], height=wh and wh[1]), kind, size
     if kind == "vector":
         return _probe_lottie(path, size), kind, size
     if kind == "image":

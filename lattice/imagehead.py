@@ -3,11 +3,14 @@
 animated PNG or WebP gets its frame count and length from its chunks (ffmpeg
 prints no duration for either), a GIF from its blocks (ffmpeg prints an
 estimate). Anything not recognised here, or not whole, is left to the
-ffmpeg probe."""
+ffmpeg probe. An SVG's size is read from its root element (ffmpeg reads
+no SVG)."""
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -310,6 +313,117 @@ def _exif_orientation(tiff: bytes) -> int | None:
         if tag == 0x0112 and typ == 3:
             return struct.unpack(order + "H", entry[8:10])[0]
     return None
+
+
+# -- SVG ------------------------------------------------------------------------
+
+SVG_HEAD = 64 * 1024  # the root element's start tag is looked for in this much of the file
+MAX_SVG_SIDE = 1_000_000  # a larger width or height is no picture size: none is recorded
+# CSS's absolute units in px (1in = 96px); em, ex and % depend on where the SVG is shown
+_SVG_UNITS = {"": 1.0, "px": 1.0, "in": 96.0, "cm": 96 / 2.54, "mm": 96 / 25.4, "q": 96 / 101.6, "pt": 4 / 3, "pc": 16.0}
+_NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
+_LENGTH = re.compile(rf"\s*({_NUMBER})([A-Za-z]*)\s*")
+_VIEWBOX = re.compile(r"\s*" + r"(?:\s*,\s*|\s+)".join([f"({_NUMBER})"] * 4) + r"\s*")
+_SPACE = re.compile(r"\s*")
+_ROOT = re.compile(r"<(?:[A-Za-z_][\w.-]*:)?svg(?=[\s/>])")
+_ATTR = re.compile(r"\s+([A-Za-z_:][\w:.-]*)\s*=\s*(?:\"([^\"<]*)\"|'([^'<]*)')")
+_TAG_END = re.compile(r"\s*/?>")
+
+
+def svg_size(path: Path) -> tuple[int, int] | None:
+    """The size in px of an SVG, from its root <svg> element's width and
+    height (numbers, px or another absolute unit), else its viewBox (with
+    one of width and height, the other follows the viewBox's shape). Read
+    from the first SVG_HEAD bytes with a scan of the prolog and a regex over
+    the start tag, never an XML parser: no entity is expanded, no DTD or
+    other file fetched. None where that start tag is not found whole and
+    well formed, or gives no size."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(SVG_HEAD)
+    except OSError:
+        return None
+    text = head.decode("utf-16", "ignore") if head[:2] in (b"\xff\xfe", b"\xfe\xff") else head.decode("utf-8", "replace")
+    attrs = _svg_root_attributes(text.lstrip("\ufeff"))
+    if attrs is None:
+        return None
+    w, h = _svg_length(attrs.get("width")), _svg_length(attrs.get("height"))
+    box = _VIEWBOX.fullmatch(attrs.get("viewBox", ""))
+    vw, vh = (float(box[3]), float(box[4])) if box else (0.0, 0.0)
+    if not (w and h) and vw > 0 and vh > 0:
+        w, h = (w, w * vh / vw) if w else (h * vw / vh, h) if h else (vw, vh)
+    if not (w and h and math.isfinite(w) and math.isfinite(h) and w <= MAX_SVG_SIDE and h <= MAX_SVG_SIDE):
+        return None
+    return max(1, round(w)), max(1, round(h))
+
+
+def _svg_root_attributes(text: str) -> dict[str, str] | None:
+    """The attributes of the first element, when it is <svg> (or <x:svg>),
+    past the XML declaration, comments, processing instructions and a
+    DOCTYPE (its internal subset skipped, not read)."""
+    pos = 0
+    while True:
+        pos = _SPACE.match(text, pos).end()
+        if text.startswith("<?", pos):
+            pos = _past(text, "?>", pos + 2)
+        elif text.startswith("<!--", pos):
+            pos = _past(text, "-->", pos + 4)
+        elif text.startswith("<!DOCTYPE", pos):
+            pos = _past_doctype(text, pos + 9)
+        else:
+            break
+        if pos < 0:
+            return None
+    root = _ROOT.match(text, pos)
+    if root is None:
+        return None
+    attrs: dict[str, str] = {}
+    pos = root.end()
+    while not _TAG_END.match(text, pos):
+        m = _ATTR.match(text, pos)
+        if m is None or m[1] in attrs:
+            return None  # not well formed, or the tag runs past the bytes read
+        attrs[m[1]] = m[2] if m[2] is not None else m[3]
+        pos = m.end()
+    return attrs
+
+
+def _past(text: str, end: str, pos: int) -> int:
+    i = text.find(end, pos)
+    return i + len(end) if i >= 0 else -1
+
+
+def _past_doctype(text: str, pos: int) -> int:
+    """Where a DOCTYPE ends: its `>`, past quoted strings and an internal
+    subset in [...] (with its comments and processing instructions)."""
+    subset = False
+    while pos < len(text):
+        c = text[pos]
+        if c in "\"'":
+            pos = _past(text, c, pos + 1)
+        elif subset and text.startswith("<!--", pos):
+            pos = _past(text, "-->", pos + 4)
+        elif subset and text.startswith("<?", pos):
+            pos = _past(text, "?>", pos + 2)
+        elif c == ">" and not subset:
+            return pos + 1
+        else:
+            subset = (subset or c == "[") and c != "]"
+            pos += 1
+        if pos < 0:
+            return -1
+    return -1
+
+
+def _svg_length(value: str | None) -> float | None:
+    """A width or height in px, or None: missing, not a number, not more
+    than 0, or in a unit that depends on where it is shown (%, em, ex)."""
+    m = _LENGTH.fullmatch(value) if value is not None else None
+    scale = _SVG_UNITS.get(m[2].lower()) if m else None
+    if scale is None:
+        return None
+    px = float(m[1]) * scale
+    return px if px > 0 else None
 
 
 # The first bytes every file of these formats starts with (webp: RIFF....WEBP).

@@ -945,6 +945,31 @@ def test_media_facts_recorded_before_are_kept_and_never_compared(tmp_repo, tmp_p
     assert decoded_frames(tmp_path / "anim.mp4") == 48
 
 
+def test_an_svg_records_its_size_and_is_no_picture_for_ffmpeg(tmp_repo):
+    """An SVG recorded no size; now its root element's width and height (or
+    viewBox) are read. ffmpeg reads no SVG (nor Lottie), so a derivation of
+    one is refused at `gen`, before any job (the Lottie, which has a size,
+    failed in ffmpeg: exit 8)."""
+    root = tmp_repo.gen({
+        "logo.svg": '<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg" width="120" height="80px"><rect/></svg>',
+        "box.svg": '<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 300 150"/>',
+        "bad.svg": '<svg width="120" height="80"',
+        "anim.json": json.dumps({"v": "5.7.0", "w": 64, "h": 32, "fr": 30, "ip": 0, "op": 30, "layers": []}),
+    }).root
+    assert run_cli("add", "logo.svg", "box.svg", "bad.svg", "anim.json", cwd=root).code == 0
+    media = {name: run_cli("show", name, "--json", cwd=root).json["versions"][0].get("media", {})
+             for name in ("logo.svg", "box.svg", "bad.svg")}
+    assert media == {"logo.svg": {"width": 120, "height": 80}, "box.svg": {"width": 300, "height": 150}, "bad.svg": {}}
+    for name in ("logo.svg", "anim.json"):
+        r = run_cli("gen", "t.png", "--model", "ffmpeg.thumbnail", "-i", name, cwd=root)
+        assert r.code == 4 and f"input 0 ({name}) has no picture ffmpeg can read" in r.err, r.err
+    r = run_cli("gen", "t.mp4", "--model", "ffmpeg.transcode", "-i", "logo.svg", cwd=root)
+    assert r.code == 4 and "logo.svg has no picture to make a .mp4 from" in r.err, r.err
+    assert run_cli("queue", "ls", "--json", cwd=root).json == []
+    r = run_cli("export", "logo.svg", "-o", "logo.json", cwd=root)
+    assert r.code == 4 and "logo.svg is not a Lottie animation" in r.err, r.err
+
+
 def test_a_png_cut_short_is_not_taken_at_its_header_word(tmp_repo, tmp_path):
     """A PNG cut before its end has a whole header: recorded as 32x24, a
     video export looped it in ffmpeg until the job's one-hour timeout, three

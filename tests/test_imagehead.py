@@ -196,3 +196,49 @@ def test_a_gif_of_too_many_frames_or_blocks_is_left_to_ffmpeg(tmp_path):
     h = image_header(fits, "gif")
     assert h is not None and (h.frames, h.duration) == (1000, 20.0)
 
+
+# -- SVG: the root element's size, read without an XML parser -----------------------
+
+
+@pytest.mark.parametrize("text, size", [
+    ('<svg xmlns="http://www.w3.org/2000/svg" width="8" height="6"/>', (8, 6)),
+    ("<?xml version='1.0'?>\n<!-- a logo -->\n<svg width='120px' height=\"80.4px\" viewBox='0 0 1 1'>", (120, 80)),
+    ('<svg viewBox="0,0,300.5,150">', (300, 150)),
+    ('<svg width="100%" height="100%" viewBox="0 0 64 32">', (64, 32)),  # relative units: the viewBox
+    ('<svg width="10em" height="5em" viewBox="-5 -5 40 20">', (40, 20)),
+    ('<svg width="200" viewBox="0 0 100 50">', (200, 100)),  # one side: the other from the viewBox's shape
+    ('<svg width="210mm" height="297mm">', (794, 1123)),  # 96 px to the inch
+    ('<svg width="1in" height="72pt">', (96, 96)),
+    ('<svg:svg xmlns:svg="http://www.w3.org/2000/svg" width="5" height="7"/>', (5, 7)),
+    ('\ufeff<svg width="0.2" height="3">', (1, 3)),
+    # The DOCTYPE's internal subset is skipped, never read: &w; stays unexpanded, so no width.
+    ('<!DOCTYPE svg [ <!ENTITY w "999"> <!-- a ] or > here --> ]>\n<svg width="&w;" height="40" viewBox="0 0 30 20">',
+     (60, 40)),
+    # No size: relative units and no viewBox, a root that is not <svg>, a start tag not well formed or cut short
+    ('<svg width="100%" height="100%">', None),
+    ('<html><svg width="5" height="5"/></html>', None),
+    ('<svgx width="5" height="5">', None),
+    ('<svg width=5 height=5>', None),
+    ('<svg width="5" width="6" height="5">', None),
+    ('<svg width="5" height="5"', None),
+    ('<svg width="-5" height="nan" viewBox="0 0 0 10">', None),
+    ('<svg width="1e400" height="5">', None),
+    ('<svg viewBox="0 0 1e300 1e300">', None),
+    ("", None),
+])
+def test_svg_size_from_the_root_element(tmp_path, text, size):
+    out = tmp_path / "a.svg"
+    out.write_text(text, encoding="utf-8")
+    info = probe(out)
+    assert (info.kind, info.width, info.height) == ("vector", *(size or (None, None)))
+
+
+def test_svg_size_is_read_from_a_bounded_prefix(tmp_path):
+    """Only the first SVG_HEAD bytes are read: a root element past them
+    gives no size (and a file of any length costs the same)."""
+    from lattice.imagehead import SVG_HEAD, svg_size
+
+    (tmp_path / "late.svg").write_text("<!--" + "x" * SVG_HEAD + '--><svg width="9" height="4"/>')
+    assert svg_size(tmp_path / "late.svg") is None
+    (tmp_path / "utf16.svg").write_bytes('<svg width="9" height="4"/>'.encode("utf-16"))
+    assert svg_size(tmp_path / "utf16.svg") == (9, 4)

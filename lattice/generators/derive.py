@@ -57,7 +57,8 @@ def _out(ctx: RunContext) -> str:
 
 
 def _need_picture(info, i: int, name: str) -> None:
-    if not info.width:
+    # An SVG or Lottie file has a size, but no picture ffmpeg can decode.
+    if not info.width or info.kind == "vector":
         raise InvalidInput(f"input {i} ({name}) has no picture ffmpeg can read",
                            hint="give an image or video asset")
 
@@ -197,7 +198,7 @@ class Transcode(Derivation):
         name, info = inputs[0]
         if kind_of(extension) == "audio" and not info.audio_codec:
             raise InvalidInput(f"{name} has no sound to make a .{extension} from")
-        if kind_of(extension) != "audio" and not info.width:
+        if kind_of(extension) != "audio" and (not info.width or info.kind == "vector"):
             raise InvalidInput(f"{name} has no picture to make a .{extension} from")
 
     def run(self, ctx):
