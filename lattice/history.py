@@ -481,7 +481,13 @@ def config_blob(tree):
 
 
 def branches(g) -> list[str]:
-    return sorted(r.removeprefix("refs/heads/") for r in g.references if r.startswith("refs/heads/"))
+    """The branches, the current one included before its first commit (a
+    fresh repository's `main` exists from then on, but is already taken:
+    `lattice switch main` is no switch, `lattice tag main` would shadow it)."""
+    names = {r.removeprefix("refs/heads/") for r in g.references if r.startswith("refs/heads/")}
+    if g.head_is_unborn and current_branch(g):
+        names.add(current_branch(g))
+    return sorted(names)
 
 
 def tags(g) -> list[str]:

@@ -2040,6 +2040,24 @@ def test_a_branch_and_a_tag_never_share_a_name(tmp_repo):
     assert "creates one" in run_cli("switch", "nope", cwd=repo.root).err  # a free name still may be
 
 
+def test_the_current_branch_of_a_fresh_repository_is_taken_before_its_first_commit(tmp_repo):
+    """`lattice branch` lists `main` before any commit; it is the branch in
+    use, not a free name: switching to it is no switch, and neither a branch
+    nor a tag of its name is made (the tag would have shared its name with
+    the branch the first commit makes)."""
+    repo = tmp_repo
+    assert ok("switch", "main", repo=repo).out == "already on main\n"
+    r = run_cli("branch", "main", cwd=repo.root)
+    assert r.code == 11 and r.err.startswith("error: branch main already exists\n"), r.err
+    r = run_cli("tag", "main", cwd=repo.root)
+    assert r.code == 11 and "cannot create tag main: a branch has that name" in r.err, r.err
+    assert run_cli("branch", "main/x", cwd=repo.root).code == 11
+    g = history.open_git(repo)
+    assert history.tags(g) == [] and history.branches(g) == ["main"]
+    ok("tag", "rel", repo=repo)  # the first commit, on main
+    assert history.tags(g) == ["rel"] and history.branches(g) == ["main"]
+
+
 def test_diff_of_a_state_and_a_version_says_which_forms_work(tmp_repo):
     repo = tmp_repo
     add(repo, "a.txt", "1")
