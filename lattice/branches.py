@@ -30,6 +30,7 @@ def list_branches(repo: Repository) -> tuple[list[str], str]:
 def create_branch(repo: Repository, name: str) -> str:
     require_name(name, "branch", "name the branch to create, e.g. `lattice branch sketch`; `lattice branch` alone lists branches")
     with repo.lock:
+        repo.finish_interrupted()
         g = history.open_git(repo)
         history.check_ref_name(g, name, "heads")
         if name in history.branches(g):
@@ -53,6 +54,7 @@ def delete_branch(repo: Repository, name: str, force: bool = False) -> Deleted:
     record of what it added, and gc sweeps content no ref records."""
     require_name(name, "branch", "`lattice branch` lists the branches")
     with repo.lock:
+        repo.finish_interrupted()
         g = history.open_git(repo)
         require_branch(g, name)
         if name == history.current_branch(g):
@@ -90,6 +92,7 @@ def list_tags(repo: Repository) -> list[str]:
 def create_tag(repo: Repository, name: str) -> str:
     require_name(name, "tag", "name the tag, e.g. `lattice tag v1`; `lattice tag` alone lists tags")
     with repo.lock:
+        repo.finish_interrupted()
         g = history.open_git(repo)
         history.check_ref_name(g, name, "tags")
         if name in history.tags(g):

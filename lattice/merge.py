@@ -34,6 +34,7 @@ def merge(repo: Repository, name: str, strategy: str | None = None) -> Merged:
     strategy: None (conflicts stay at ours), "ours" or "theirs"."""
     require_name(name, "branch, tag or commit", "`lattice branch` lists branches, `lattice tag` tags, `lattice log` commits")
     with repo.lock:
+        repo.finish_interrupted()
         g = history.open_git(repo)
         refuse_dirty(repo, "merge")
         ours = settled_head(repo, g)

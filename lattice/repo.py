@@ -259,6 +259,14 @@ class Repository:
         finishes it, changing manifest and working files first."""
         return os.path.exists(self.dir / JOURNAL) or os.path.exists(self.dir / BATCH_JOURNAL)
 
+    def finish_interrupted(self) -> None:
+        """Finish a switch, merge or manifest batch cut short (opening the
+        index does), for a command about to read HEAD or the manifest: a
+        switch killed before it moved HEAD would otherwise move it later,
+        under the feet of a branch deleted or checked out meanwhile."""
+        if self.interrupted():
+            self.index
+
     def finish_batch(self) -> None:
         """Finish the renames of a manifest batch whose process was killed
         midway (its journal is still there): the change then lands whole,

@@ -50,6 +50,7 @@ class Switched:
 def switch(repo: Repository, name: str, force: bool = False) -> Switched:
     require_name(name, "branch", "`lattice branch` lists the branches to switch to")
     with repo.lock:
+        repo.finish_interrupted()
         g = history.open_git(repo)
         require_branch(g, name)
         previous = history.current_branch(g)

@@ -1569,6 +1569,39 @@ def test_a_command_that_waited_on_a_switch_that_died_finishes_it_first(tmp_repo,
     assert ok("status", "--porcelain", repo=repo).out == ""
 
 
+@pytest.mark.parametrize("then", [["switch", "--force", "other"], ["switch", "--force", "main"], ["branch", "-d", "feat"], ["merge", "other"]])
+def test_a_killed_switch_is_finished_before_a_command_reads_head(tmp_repo, monkeypatch, then):
+    """A switch killed before it moved HEAD leaves the manifest half feat's:
+    the next switch, merge or branch deletion finishes it before reading
+    HEAD, rather than switching from main (feat's state landing under the
+    branch switched to), or deleting feat for the journal to check it out."""
+    from lattice import switch
+
+    repo = tmp_repo
+    _two_branches(repo)
+    ok("branch", "other", repo=repo)
+    _die_at_second_manifest_write(monkeypatch)
+    with pytest.raises(SystemExit):
+        switch.switch(fresh(repo), "feat")
+    monkeypatch.undo()
+    assert (repo.dir / "journal").exists()
+    r = run_cli(*then, cwd=repo.root)
+    assert not (repo.dir / "journal").exists()
+    g = history.open_git(repo)
+    if then[0] == "branch":  # feat is checked out by then: the current branch stays
+        assert r.code == 12 and "it is the current branch" in r.err, r.err
+        assert history.current_branch(g) == "feat" and "feat" in history.branches(g)
+    elif then[0] == "merge":  # into feat, which has other's commits already
+        assert r.code == 0 and r.out == "already up to date\n" and history.current_branch(g) == "feat", r.out + r.err
+    else:
+        assert r.code == 0 and history.current_branch(g) == then[-1], r.out + r.err
+    tree = history.head_commit(g).tree
+    for name, blob in history.manifest_blobs(g, tree).items():
+        assert (repo.dir / "manifest" / f"{name}.toml").read_bytes() == g[blob].data, name
+    assert ok("status", "--porcelain", repo=repo).out == ""
+    assert fsck(fresh(repo)).ok
+
+
 def test_switching_back_and_forth_reuses_parked_records_and_the_stat_cache(tmp_repo, monkeypatch):
     from lattice import records
     from lattice.records import decode
