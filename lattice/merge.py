@@ -138,11 +138,10 @@ def _merge_config(base_tree, ours_tree, theirs_tree, strategy, result: Merged):
     b, o, t = (history.config_blob(x) for x in (base_tree, ours_tree, theirs_tree))
     if t == b or t == o:
         return False
-    if o == b or strategy == "theirs":
+    if o == b:
         return t
-    if strategy != "ours":
-        result.conflicts.append(history.CONFIG)
-    return False
+    (result.resolved if strategy else result.conflicts).append(history.CONFIG)
+    return t if strategy == "theirs" else False
 
 
 def _take_theirs(repo: Repository, g, name: str, ours_oid, theirs_oid, branch: str):

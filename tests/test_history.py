@@ -407,6 +407,26 @@ def test_merge_conflict_is_left_at_ours_then_resolved_with_theirs(tmp_repo):
     assert fsck(fresh(repo)).ok
 
 
+@pytest.mark.parametrize("side", ["ours", "theirs"])
+def test_a_config_changed_on_both_sides_is_a_conflict_then_resolved(tmp_repo, side):
+    """config.toml edited on both branches is a conflict like an asset's;
+    --ours or --theirs lists it as resolved, as the merge commit says."""
+    repo = tmp_repo
+    add(repo, "a.txt", "1")
+    ok("branch", "feat", repo=repo)
+    cfg = repo.dir / "config.toml"
+    cfg.write_text("[versions]\nimage = 3\n")
+    ok("switch", "feat", repo=repo)
+    cfg.write_text("[versions]\nimage = 7\n")
+    ok("switch", "main", repo=repo)
+    r = run_cli("merge", "feat", "--json", cwd=repo.root)
+    assert r.code == 1 and r.json["conflicts"] == ["config.toml"] and r.json["resolved"] == []
+    r = run_cli("merge", "feat", f"--{side}", "--json", cwd=repo.root)
+    assert r.code == 0 and r.json["status"] == "merged" and r.json["resolved"] == ["config.toml"], r.out + r.err
+    assert cfg.read_text() == ("[versions]\nimage = 3\n" if side == "ours" else "[versions]\nimage = 7\n")
+    assert history.log(repo, 1)[0].message == f"merge feat into main ({side} on 1 conflicts)"
+
+
 def test_merge_conflict_resolved_with_ours(tmp_repo):
     repo = tmp_repo
     _conflict(repo)
