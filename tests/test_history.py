@@ -112,6 +112,9 @@ def test_log_of_a_branch_or_tag_name_says_what_log_takes(tmp_repo):
     assert r.code == 4 and "v1 is a tag" in r.err and "`lattice diff main v1`" in r.err
     r = run_cli("log", "nope", cwd=tmp_repo.root)
     assert r.code == 4 and "no asset named nope" in r.err and "lattice ls" in r.err
+    r = run_cli("log", "main", cwd=tmp_repo.root)  # not `lattice diff main main`, nor a switch to where it is
+    assert r.code == 4 and r.err == ("error: no asset named main: main is the current branch, and `lattice log PATH` lists an asset's versions\n"
+                                     "hint: `lattice log` shows its history\n"), r.err
 
 
 def test_log_project_and_asset_in_text_and_json(tmp_repo):

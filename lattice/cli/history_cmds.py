@@ -76,6 +76,9 @@ def _ref_not_asset(repo, path: str):
     kind = "branch" if path in branches else "tag" if path in list_tags(repo) else None
     if kind is None:
         return None
+    if path == current:  # nothing to compare it with, nothing to switch to
+        return UnknownAsset(f"no asset named {path}: {path} is the current branch, and `lattice log PATH` lists an asset's versions",
+                            hint="`lattice log` shows its history")
     hint = f"{command('lattice diff', current, path, paths=False)} compares it with {current}"
     if kind == "branch":
         hint += f"; {command('lattice switch', path, paths=False)}, then `lattice log`, shows its history"
