@@ -222,18 +222,75 @@ def recover(repo: Repository) -> None:
             journal = msgspec.json.decode(data, type=Journal)
             g = history.open_git(repo)
             records = records_of_blobs(repo, g, journal.blobs)
+            edited = _edited_since(repo, journal)
+            journal.write = {n: w for n, w in journal.write.items() if n not in edited}
+            journal.delete = [n for n in journal.delete if n not in edited]
             _apply(repo, g, journal, records)
         except Exception as e:
             raise RepositoryCorrupt(
                 f"an interrupted switch or merge could not be finished: {getattr(e, 'message', None) or e}",
                 hint="`lattice fsck --repair` sets the journal aside and checks the rest",
             ) from None
+        if edited:
+            from lattice.errors import warn
+
+            names = sorted(edited)
+            warn(f"finishing an interrupted switch or merge, kept {', '.join(names[:5])}{f' and {len(names) - 5} more' if len(names) > 5 else ''}: "
+                 "edited since it was cut short; `lattice status` lists them")
         try:  # a merge's commit, which the killed process never made
             history_pending.catch_up(repo)
         except Exception as e:
             from lattice.errors import warn
 
             warn(f"the interrupted change was finished, but not committed to history: {history_pending._why(e)}; `lattice fsck --repair` commits it")
+
+
+def _edited_since(repo: Repository, journal: Journal) -> set[str]:
+    """The working files a journal replaces or removes that hold neither
+    what it writes there nor what the index records (the version before
+    the change, until the change ends): edits made after the change was cut
+    short, which finishing it keeps, as a switch keeps unrecorded edits."""
+    from lattice.paths import confined
+    from lattice.status import hash_file, held
+
+    names = [*journal.write, *journal.delete]
+    rows = repo.index.get_many(names)
+    folders: dict[str, str] = {}
+    edited = set()
+    for name in names:
+        path = confined(repo.root, name, folders)
+        try:
+            st = os.stat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue  # a folder: never replaced (_apply's writes pass over it)
+        row = rows.get(name)
+        state, found = held(repo, row, path, st) if row is not None else ("modified", hash_file(path))
+        target = journal.write.get(name, (None,))[0]
+        if state == "modified" and found != target and not (target is not None and _begins(repo, target, path, st.st_size)):
+            edited.add(name)
+    return edited
+
+
+def _begins(repo: Repository, oid: str, path: str, size: int) -> bool:
+    """Whether the file at `path` (`size` bytes) holds the start of object
+    `oid`: its write cut short by the kill that left the journal."""
+    from lattice.objects import CHUNK
+
+    try:
+        with repo.objects.open(oid) as src, open(path, "rb") as f:
+            while size > 0:
+                mine = f.read(min(CHUNK, size))
+                theirs = b""
+                while len(theirs) < len(mine) and (more := src.read(len(mine) - len(theirs))):
+                    theirs += more
+                if not mine or theirs != mine:
+                    return False
+                size -= len(mine)
+    except (InvalidInput, OSError):  # evicted since, or gone
+        return False
+    return True
 
 
 def _apply(repo: Repository, g, journal: Journal, records: dict, before: dict | None = None) -> None:

@@ -1625,6 +1625,40 @@ def test_a_killed_switch_is_finished_before_a_command_reads_head(tmp_repo, monke
     assert fsck(fresh(repo)).ok
 
 
+def test_finishing_a_killed_switch_keeps_files_edited_since(tmp_repo, monkeypatch):
+    """The command that finishes a switch cut short (Ctrl-C, kill -9) never
+    writes over an edit made after it: such a file is kept, said, and
+    listed as modified. A file the killed switch had begun to write is no
+    edit: it is written whole."""
+    from lattice import switch
+
+    repo = tmp_repo
+    _two_branches(repo)
+    ok("switch", "feat", repo=repo)
+    write(repo, "d/only-feat.txt", "my notes")  # feat's asset, edited: the switch to main must keep it
+    ok("add", "d/only-feat.txt", repo=repo)
+    ok("switch", "main", repo=repo)
+    _die_at_second_manifest_write(monkeypatch)
+    with pytest.raises(SystemExit):
+        switch.switch(fresh(repo), "feat")
+    monkeypatch.undo()
+    write(repo, "d/f0.txt", "edited after the kill")  # to be replaced by feat's
+    write(repo, "d/f2.txt", ("feat 2 " * 50)[:100])  # the start of feat's, as a cut-short write leaves it
+    write(repo, "d/only-feat.txt", "mine, made after the kill")  # to be written afresh
+    r = run_cli("status", "--porcelain", cwd=repo.root)
+    assert r.code == 0 and not (repo.dir / "journal").exists()
+    assert "warning: finishing an interrupted switch or merge, kept d/f0.txt, d/only-feat.txt: edited since it was cut short" in r.err, r.err
+    assert history.current_branch(history.open_git(repo)) == "feat"
+    assert (repo.root / "d/f0.txt").read_text() == "edited after the kill"
+    assert (repo.root / "d/only-feat.txt").read_text() == "mine, made after the kill"
+    assert (repo.root / "d/f2.txt").read_text() == "feat 2 " * 50
+    assert (repo.root / "d/f4.txt").read_text() == "feat 4 " * 50
+    assert ok("status", "--porcelain", repo=repo).out.split() == ["M", "d/f0.txt", "M", "d/only-feat.txt"]
+    ok("switch", "--force", "main", repo=repo)  # and back: the edits stay, feat's versions too
+    assert (repo.root / "d/f0.txt").read_text() == "edited after the kill"
+    assert fsck(fresh(repo)).ok
+
+
 def test_switching_back_and_forth_reuses_parked_records_and_the_stat_cache(tmp_repo, monkeypatch):
     from lattice import records
     from lattice.records import decode
