@@ -179,7 +179,10 @@ def confined(root: Path | str, name: str, folders: dict[str, str] | None = None)
             folders[folder] = base
     real = os.path.join(base, leaf)
     if os.path.islink(real):
-        _inside(name, real_root, os.path.realpath(real))
+        try:
+            _inside(name, real_root, os.path.realpath(real))
+        except UnsafePath as e:  # not a path typed wrong: a link where a file belongs
+            raise UnsafePath(e.message, hint=f"{here(name)} is a symbolic link: put a copy of the file it points to in its place, or remove it") from None
     elif base == real_root and leaf in RESERVED:
         raise UnsafePath(f"{name}: resolves into {leaf}/, which lattice never tracks")
     return os.path.join(root, name)
