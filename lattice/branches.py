@@ -127,10 +127,15 @@ def require_branch(g, name: str) -> None:
     if name not in history.branches(g):
         history.check_ref_name(g, name, "heads")  # a name no branch can have: say that, not "create it"
         if name in history.tags(g):  # a branch of its name would shadow it: not "create one"
+            head, tagged = history.head_commit(g), history.resolve(g, name)
+            if head is not None and (tagged.id == head.id or g.descendant_of(head.id, tagged.id)):
+                # An older state (a release tagged earlier): merging it brings nothing.
+                bring = "`lattice restore PATH@vN` brings back an asset's version from then"
+            else:
+                bring = f"{command('lattice merge', name, paths=False)} brings its changes into the current branch"
             raise InvalidInput(
                 f"no branch named {shown(name)}: {shown(name)} is a tag, and only branches are switched to or deleted",
-                hint=f"`lattice branch` lists branches; {command('lattice diff', name, 'HEAD', paths=False)} lists how the tag differs from here, "
-                     f"{command('lattice merge', name, paths=False)} brings its changes into the current branch",
+                hint=f"`lattice branch` lists branches; {command('lattice diff', name, 'HEAD', paths=False)} lists how the tag differs from here, {bring}",
             )
         raise InvalidInput(
             f"no branch named {shown(name)}{closest(name, history.branches(g))}",

@@ -2150,8 +2150,18 @@ def test_a_branch_and_a_tag_never_share_a_name(tmp_repo):
     for args in (["switch", "rel"], ["branch", "-d", "rel"]):
         r = run_cli(*args, cwd=repo.root)
         assert r.code == 4 and "no branch named rel: rel is a tag" in r.err and "creates one" not in r.err, r.err
-        assert "`lattice diff rel HEAD`" in r.err and "`lattice merge rel`" in r.err
+        # rel is here or behind: merging it would bring nothing
+        assert "`lattice diff rel HEAD`" in r.err and "`lattice merge rel`" not in r.err and "`lattice restore PATH@vN`" in r.err
     assert "creates one" in run_cli("switch", "nope", cwd=repo.root).err  # a free name still may be
+    ok("branch", "feat", repo=repo)
+    ok("switch", "feat", repo=repo)
+    add(repo, "a.txt", "2")
+    ok("tag", "ahead", repo=repo)
+    ok("switch", "main", repo=repo)
+    r = run_cli("switch", "ahead", cwd=repo.root)
+    assert r.code == 4 and "`lattice merge ahead` brings its changes into the current branch" in r.err, r.err
+    ok("merge", "ahead", repo=repo)  # the hint works
+    assert (repo.root / "a.txt").read_text() == "2"
 
 
 def test_the_current_branch_of_a_fresh_repository_is_taken_before_its_first_commit(tmp_repo):
