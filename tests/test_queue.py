@@ -482,6 +482,28 @@ def test_cancel_a_queued_and_a_running_job(tmp_path):
     assert pool.stats["cancelled"] == 1 and "lost" not in pool.stats  # `worker: 1 cancelled`, not lost
 
 
+def test_queue_cancel_of_a_finished_job_is_refused_after_cancelling_the_rest(tmp_repo):
+    """`lattice queue cancel` of a job that already succeeded (or failed) did
+    nothing and exited 0, as if it had been cancelled; it now exits 10,
+    naming it, as `queue retry` of a job it cannot retry does, once the
+    other jobs named are cancelled. A job cancelled already is no error."""
+    from conftest import run_cli
+
+    assert run_cli("gen", "done.txt", "--model", "test.text", cwd=tmp_repo.root).code == 0
+    r = run_cli("gen", "later.txt", "--model", "test.text", "--detach", "--json", cwd=tmp_repo.root)
+    assert r.code == 0, r.err
+    later = r.json[0]["job"]
+    [done] = [j["id"] for j in run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json if j["id"] != later]
+    r = run_cli("queue", "cancel", str(done), cwd=tmp_repo.root)
+    assert r.code == 10 and f"error: job {done} has already succeeded, so it cannot be cancelled" in r.err, r.err
+    assert "`lattice queue ls --state queued --state running`" in r.err
+    r = run_cli("queue", "cancel", str(later), str(done), "--json", cwd=tmp_repo.root)
+    assert r.code == 10 and "(the others named are cancelled)" in r.err, r.err
+    assert [(j["id"], j["state"]) for j in r.json] == [(later, "cancelled"), (done, "succeeded")]
+    r = run_cli("queue", "cancel", str(later), cwd=tmp_repo.root)
+    assert r.code == 0 and f"job {later}: cancelled" in r.out, r.err
+
+
 def test_a_cancel_records_who_and_why(tmp_path):
     """The job keeps who cancelled it (user, host, pid, command) and why;
     its error says so in words; its dependents still name it."""

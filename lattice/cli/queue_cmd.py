@@ -144,11 +144,18 @@ def _print_states(q, jobs, as_json: bool) -> None:
 
 @queue_app.command("cancel")
 def cancel(job_ids: list[str] = typer.Argument(..., metavar="ID..."), as_json: bool = JsonOpt) -> None:
-    """Cancel queued or running jobs (a running job's process is killed)."""
+    """Cancel queued or running jobs (a running job's process is killed).
+    Naming a job that has already finished is an error (exit 10), after
+    the others named are cancelled."""
     from lattice.queue import canceller
+    from lattice.queue.admin import cancel_refused
 
     q = _open_queue()
-    _print_states(q, q.cancel(job_ids, by=canceller("asked", "lattice queue cancel")), as_json)
+    jobs = q.cancel(job_ids, by=canceller("asked", "lattice queue cancel"))
+    _print_states(q, jobs, as_json)
+    refused = cancel_refused(jobs)  # a finished job cannot be cancelled: exit 10, once the rest are
+    if refused is not None:
+        raise refused
 
 
 @queue_app.command("retry")

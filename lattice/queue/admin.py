@@ -51,6 +51,26 @@ def _asker_alive(asker: str) -> bool:
     return not start.isdigit() or started(int(pid)) in (int(start), None)
 
 
+def cancel_refused(jobs: Iterable[Job]) -> QueueError | None:
+    """Why some of the jobs a `cancel` named are not cancelled (None: all
+    are, or were already): they had finished, or had recorded their result
+    and are finishing. A job cancelled before counts as done, as nothing is
+    left to do; one that ended otherwise cannot be cancelled (exit 10, as
+    `retry` of a job that cannot be retried)."""
+    why = {"succeeded": "has already succeeded", "failed": "has already failed",
+           "running": "has already recorded its result and is finishing", "queued": "is still queued"}
+    jobs = list({j.id: j for j in jobs}.values())  # one named twice is one job
+    refused = [j for j in jobs if j.state != "cancelled"]
+    if not refused:
+        return None
+    reasons = [f"job {j.id} {why[j.state]}" for j in refused]
+    message = f"{reasons[0]}, so it cannot be cancelled" if len(reasons) == 1 else \
+        f"{len(reasons)} jobs cannot be cancelled: " + "; ".join(reasons)
+    others = " (the others named are cancelled)" if len(refused) < len(jobs) else ""
+    return QueueError(message, hint="only queued or running jobs can be cancelled; `lattice queue ls --state queued"
+                                    f" --state running` lists them{others}")
+
+
 class QueueAdmin:
     def cancel(self, ids: Iterable[int | str], *, by: Mapping[str, Any] | None = None) -> list[Job]:
         """Cancel queued and running jobs (a running job's worker sees it at its
