@@ -340,6 +340,13 @@ def export(repo: Repository, name: str, options: ExportOptions, out: str | None,
     from lattice.remake import ensure_present
     from lattice.pipeline import run_job
 
+    record = repo.record(name)
+    v = record.effective
+    kind = source_kind(record.kind, v.media)
+    if kind not in ACCEPTS:  # a text file, a model's weights: no format fits
+        raise InvalidInput(f"{name} is not media lattice can export (its kind is {kind})",
+                           hint=f"exports are made from images, video, audio and Lottie animations; use the file as it is "
+                                f"({command('lattice cat', name, after=' > FILE')})")
     if options.format is None:
         fmt = format_of_output(out) if out else None
         if fmt is None:
@@ -348,9 +355,6 @@ def export(repo: Repository, name: str, options: ExportOptions, out: str | None,
             raise UsageError("export needs a format: pass --format, or an --output whose extension names one",
                              hint=f"formats are: {', '.join(FORMATS)}; e.g. {command('lattice export', name, options='-o out.mp4')}")
         options = replace(options, format=fmt)
-    record = repo.record(name)
-    v = record.effective
-    kind = source_kind(record.kind, v.media)
     params = options.params(kind)
     check_source(name, kind, v.media, params)
     from lattice.export_target import resolve_target

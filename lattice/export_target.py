@@ -104,11 +104,12 @@ def resolve_target(repo: Repository, out: str | None, source: str, fmt: str, cwd
     if name == source:
         raise InvalidInput(f"-o {out}: is the asset being exported", hint="name another output")
     if ext and not name.lower().endswith("." + ext):
-        raise InvalidInput(f"-o {out}: an export inside the project needs the .{ext} extension of --format {fmt}")
+        raise InvalidInput(f"-o {out}: an export inside the project needs the .{ext} extension of --format {fmt}",
+                           hint=f"name it .{ext}, e.g. -o {Path(out).with_suffix('.' + ext)}")
     row = repo.index.get(name)
     if row is None and os.path.lexists(final):
         raise InvalidInput(f"{name} already exists and is not tracked; exporting would overwrite it",
-                           hint=f"move it aside, or track it first with {command('lattice add', name)}")
+                           hint="move it aside or name another output")
     if row is not None:
         _check_export_target(repo, name, row, final)
     return Target(final, name)

@@ -1063,3 +1063,37 @@ def test_only_a_sound_lottie_exports_as_lottie(tmp_repo, tmp_path):
     out = outside / "bare.lottie"
     assert export(tmp_repo, "bare.lottie", "-o", str(out)).code == 0
     assert lottie.check_file(out.read_bytes()) == []
+
+
+def test_an_asset_that_is_not_media_is_refused_in_words_before_any_job(tmp_repo, tmp_path):
+    """A text file (kind other) exported as anything: before, the export
+    generator's own parameter check leaked out ("parameter 'source_kind'
+    must be one of video, image, audio, vector; got 'other'"), or, with no
+    -o, a hint to export it as mp4. Now one line says what it is, and the
+    hint's command gives its bytes."""
+    tmp_repo.gen({"notes.txt": "hello\n"})
+    assert run_cli("add", "notes.txt", cwd=tmp_repo.root).code == 0
+    for args in (["-o", str(tmp_path / "n.png")], ["--format", "mp4"], []):
+        r = run_cli("export", "notes.txt", *args, cwd=tmp_repo.root)
+        assert r.code == 4, (args, r.err)
+        assert r.err.splitlines()[0] == "error: notes.txt is not media lattice can export (its kind is other)", r.err
+        assert "`lattice cat notes.txt > FILE`" in r.err and "source_kind" not in r.err
+    assert not (tmp_path / "n.png").exists() and run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json == []
+    r = run_cli("cat", "notes.txt", cwd=tmp_repo.root)
+    assert r.code == 0 and r.out == "hello\n"
+
+
+def test_the_hints_for_an_output_inside_the_project_lead_somewhere(tmp_repo):
+    """An untracked file in the way: the hint said to track it with `lattice
+    add`, after which the export refused it as a tracked asset. A name
+    whose extension does not fit: no hint was given; it names one."""
+    r = run_cli("gen", "still.png", "--model", "ffmpeg.testsrc", "--set", "width=32", "--set", "height=24", cwd=tmp_repo.root)
+    assert r.code == 0, r.err
+    tmp_repo.gen({"out/mine.png": "mine"})
+    r = run_cli("export", "still.png", "-o", "out/mine.png", cwd=tmp_repo.root)
+    assert r.code == 4 and "out/mine.png already exists and is not tracked" in r.err, r.err
+    assert "hint: move it aside or name another output" in r.err and "lattice add" not in r.err
+    assert (tmp_repo.root / "out/mine.png").read_text() == "mine"
+    r = run_cli("export", "still.png", "-o", "out/s.jpeg", cwd=tmp_repo.root)
+    assert r.code == 4 and "hint: name it .jpg, e.g. -o out/s.jpg" in r.err, r.err
+    assert run_cli("export", "still.png", "-o", "out/s.jpg", cwd=tmp_repo.root).code == 0
