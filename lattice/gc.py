@@ -105,10 +105,23 @@ def _policy_class(name: str, kind: str, tags: tuple[str, ...], generator: str | 
     return kind if kind in DEFAULT_POLICIES else "other"
 
 
+def gc_config(config: dict, key: str | None = None) -> dict:
+    """The `[gc]` table of config (or its `[gc.KEY]` table); {} when absent.
+    A value of another type there (`gc = 3`) is refused in words."""
+    table = config.get("gc", {})
+    where = "[gc]"
+    if isinstance(table, dict) and key is not None:
+        table, where = table.get(key, {}), f"[gc.{key}]"
+    if not isinstance(table, dict):
+        raise InvalidInput(f"config {where} = {table!r} is not a table",
+                           hint=f"write it as a {where} table in .lattice/config.toml (see the README, \"Storage\")")
+    return table
+
+
 def policies(config: dict) -> dict[str, Policy]:
     """DEFAULT_POLICIES overlaid with `[gc.policy.<class>]` from config."""
     out = dict(DEFAULT_POLICIES)
-    table = ((config.get("gc") or {}).get("policy")) or {}
+    table = gc_config(config, "policy")
     for cls, spec in table.items():
         if cls not in DEFAULT_POLICIES or not isinstance(spec, dict):
             raise InvalidInput(f"config [gc.policy.{cls}] is not a known policy class",
@@ -215,7 +228,7 @@ def plan_gc(repo: Repository, options: GcOptions | None = None, now: float | Non
         cat.nondeterministic, cat._makeable = opts.include_nondeterministic, {}
     pols = policies(repo.config)
     limits = _version_limits(repo)
-    grace = opts.grace if opts.grace is not None else parse_age((repo.config.get("gc") or {}).get("grace", GRACE), "config [gc] grace")
+    grace = opts.grace if opts.grace is not None else _grace(repo)
     protected, referenced = _protected(repo, cat, opts, pols)
 
     chosen: dict[str, Eviction] = {}
@@ -248,6 +261,18 @@ def plan_gc(repo: Repository, options: GcOptions | None = None, now: float | Non
     evictions = sorted(chosen.values(), key=lambda e: (e.reason, e.last_used, e.object))
     return GcPlan(evictions, temps, sum(e.bytes for e in evictions), len(cat.present),
                   sum(s for s, _ in cat.present.values()), sum(map(file_size, temps)), stale_export_records(exported))
+
+
+def _grace(repo: Repository) -> float:
+    return parse_age(gc_config(repo.config).get("grace", GRACE), "config [gc] grace")
+
+
+def check_config(repo: Repository) -> None:
+    """Refuse a config gc cannot plan with (a policy, a version limit, the
+    grace period), in its own words, before a gc job is queued to fail on it."""
+    policies(repo.config)
+    _version_limits(repo)
+    _grace(repo)
 
 
 def file_size(path: str) -> int:
@@ -493,6 +518,7 @@ def run_gc(repo: Repository, options: GcOptions, on_poll: Callable[[list], None]
     """Submit a gc job and run it to the end with an inline worker."""
     from lattice.pipeline import run_job
 
+    check_config(repo)
     # No dedup key: two gc runs with different options must not share one result.
     done = run_job(repo, "gc", {"op": "collect", "root": str(repo.root), "options": asdict(options)}, "lattice gc", on_poll)
     return msgspec.convert(done.result, GcResult)

@@ -218,7 +218,11 @@ def pin(repo: Repository, name: str, number: int | None) -> tuple[int | None, in
 def limits(config: dict) -> dict[str, int]:
     """Per-kind limits: `[versions] image = 10` in config over the defaults."""
     out = dict(DEFAULT_LIMITS)
-    for kind, value in (config.get("versions") or {}).items():
+    table = config.get("versions", {})
+    if not isinstance(table, dict):
+        raise InvalidInput(f"config [versions] = {table!r} is not a table",
+                           hint=f"write it as a [versions] table of limits per kind ({', '.join(DEFAULT_LIMITS)})")
+    for kind, value in table.items():
         if kind not in out or not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise InvalidInput(
                 f"config [versions] {kind} = {value!r} is not a valid limit",

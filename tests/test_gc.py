@@ -202,6 +202,26 @@ def test_policy_config(tmp_repo):
         policies({"gc": {"policy": {"sprites": {}}}})
 
 
+@pytest.mark.parametrize("line, message", [
+    ("gc = 3", "config [gc] = 3 is not a table"),
+    ("versions = 3", "config [versions] = 3 is not a table"),
+    ("[gc]\npolicy = 5", "config [gc.policy] = 5 is not a table"),
+    ("[gc.policy.image]\nunused_for = \"soon\"", "config [gc.policy.image] unused_for: 'soon' is not an age"),
+])
+def test_a_gc_config_it_cannot_use_is_one_line_before_any_job(tmp_repo, line, message):
+    """`gc = 3` (or `[gc] policy = 5`, `versions = 3`) in config made gc and du
+    fail with "internal error: AttributeError". A bad policy was met inside
+    the gc job: "gc job N failed: ..." with a hint to `queue show` it, and a
+    failed job left in the queue; it is refused before any job now."""
+    cfg = tmp_repo.dir / "config.toml"
+    cfg.write_text(line + "\n" + cfg.read_text() if not line.startswith("[") else cfg.read_text() + "\n" + line + "\n")
+    for args in (["gc", "--dry-run"], ["gc"], ["du"]):
+        r = run_cli(*args, cwd=tmp_repo.root)
+        assert r.code == 4 and r.err.splitlines()[0] == f"error: {message}", (args, r.err)
+        assert r.err.splitlines()[1].startswith("hint: write it ")
+    assert run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json == []
+
+
 def test_thumbnails_are_kept_forever(tmp_repo):
     for word in ("a", "b"):
         gen(tmp_repo, "thumb.txt", word=word)
