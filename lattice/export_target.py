@@ -197,7 +197,8 @@ def _check_export_target(repo: Repository, name: str, row, final: Path) -> None:
         return
     if edited(repo, row, final, st):
         raise Conflict(f"{name} holds unrecorded changes; exporting would overwrite them",
-                       hint=f"record them with {command('lattice add', name)}, or discard them with {command('lattice checkout', name)}")
+                       hint=f"discard them with {command('lattice checkout', name)}, or record them with "
+                            f"{command('lattice add', name)} and name another output (an export never replaces an edit)")
 
 
 FRAME_FILE = re.compile(r"frame_\d{5,}\.png")

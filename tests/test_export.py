@@ -1097,3 +1097,13 @@ def test_the_hints_for_an_output_inside_the_project_lead_somewhere(tmp_repo):
     r = run_cli("export", "still.png", "-o", "out/s.jpeg", cwd=tmp_repo.root)
     assert r.code == 4 and "hint: name it .jpg, e.g. -o out/s.jpg" in r.err, r.err
     assert run_cli("export", "still.png", "-o", "out/s.jpg", cwd=tmp_repo.root).code == 0
+    # Edits to an earlier export in the way: recording them (as the hint
+    # offers) makes the asset's current version an edit, which no export
+    # replaces; the hint says so rather than lead on to that refusal.
+    with open(tmp_repo.root / "out/s.jpg", "ab") as f:
+        f.write(b"edit")
+    r = run_cli("export", "still.png", "-o", "out/s.jpg", cwd=tmp_repo.root)
+    assert r.code == 12 and "and name another output (an export never replaces an edit)" in r.err, r.err
+    assert run_cli("add", "out/s.jpg", cwd=tmp_repo.root).code == 0
+    assert run_cli("export", "still.png", "-o", "out/s.jpg", cwd=tmp_repo.root).code == 4
+    assert run_cli("export", "still.png", "-o", "out/s2.jpg", cwd=tmp_repo.root).code == 0
