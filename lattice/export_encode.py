@@ -10,7 +10,7 @@ import contextlib
 from pathlib import Path
 from typing import Any, Callable
 
-from lattice.errors import GeneratorFailed
+from lattice.errors import GeneratorFailed, InvalidInput
 from lattice.export import EMBEDS, FORMATS, PRESETS, STILL_SECONDS, number
 
 
@@ -26,11 +26,28 @@ def encode(src: Path, out: Path, p: dict[str, Any], *, progress: Callable[[float
     if FORMATS[fmt][1] == "lottie":
         return _lottie(src, out, p, timeout, on_process)
     args, duration = ffmpeg_args(src, out, p)
-    run_ffmpeg(args, progress=progress, duration=duration, timeout=timeout, on_process=on_process, stage="encoding")
+    frames: list[int] = []
+    try:
+        run_ffmpeg(args, progress=progress, duration=duration, timeout=timeout, on_process=on_process, stage="encoding",
+                   on_frames=frames.append)
+    except GeneratorFailed:
+        _check_some_frame(p, frames)  # a gif of no frame fails writing its trailer: say why
+        raise
+    _check_some_frame(p, frames)
     if fmt == "png" and p["embed"]:
         out.write_bytes(png_with_text(out.read_bytes(), "lattice", p["embed"]))
     progress(1.0, "finalizing")
     return fmt in EMBEDS and bool(p["embed"])
+
+
+def _check_some_frame(p: dict[str, Any], frames: list[int]) -> None:
+    """A --range of a clip that holds none of its frames (1.99-2 of a 25 fps
+    clip: its last frame is at 1.96 s) encodes to a video, or a frames
+    folder, with no picture: refused, never delivered."""
+    if FORMATS[p["format"]][1] in ("video", "frames", "image") and p["source_kind"] == "video" \
+            and p["end"] and frames and frames[-1] == 0:
+        raise InvalidInput(f"the range {number(p['start'])}-{number(p['end'])} s holds no frame of the clip: nothing to export",
+                           hint="export a --range that starts earlier or lasts longer")
 
 
 def ffmpeg_args(src: Path, out: Path, p: dict[str, Any]) -> tuple[list[str], float | None]:

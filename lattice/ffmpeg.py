@@ -73,20 +73,25 @@ def run_ffmpeg(
     timeout: float | None = None,
     on_process: Callable[[Any], None] | None = None,
     stage: str = "generating",
+    on_frames: Callable[[int], None] | None = None,
 ) -> None:
     """Run ffmpeg with `args` (inputs, filters, outputs). `duration` (seconds of
-    output expected) turns ffmpeg's out_time into a progress fraction."""
+    output expected) turns ffmpeg's out_time into a progress fraction;
+    `on_frames` hears each count of frames written that ffmpeg reports (the
+    last one also when ffmpeg then fails)."""
     from lattice.childproc import run_child
 
     def on_line(line: str) -> None:
         key, _, value = line.partition("=")
-        if key == "out_time_us" and value.lstrip("-").isdigit():
+        if key == "out_time_us" and progress and duration and value.lstrip("-").isdigit():
             progress(min(max(int(value) / (duration * 1e6), 0.0), 1.0), stage)
+        elif key == "frame" and on_frames and value.strip().isdigit():
+            on_frames(int(value))
 
     argv = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-y", "-loglevel", "error",
             "-progress", "pipe:1", "-nostats", *_with_whitelist(args)]
     run_child(argv, name="ffmpeg", timeout=timeout, on_process=on_process,
-              on_stdout_line=on_line if progress and duration else None, summary="first")
+              on_stdout_line=on_line if (progress and duration) or on_frames else None, summary="first")
 
 
 # --- probe -------------------------------------------------------------------

@@ -1107,3 +1107,20 @@ def test_the_hints_for_an_output_inside_the_project_lead_somewhere(tmp_repo):
     assert run_cli("add", "out/s.jpg", cwd=tmp_repo.root).code == 0
     assert run_cli("export", "still.png", "-o", "out/s.jpg", cwd=tmp_repo.root).code == 4
     assert run_cli("export", "still.png", "-o", "out/s2.jpg", cwd=tmp_repo.root).code == 0
+
+
+@pytest.mark.parametrize("fmt", ["mp4", "webm", "gif", "png", "frames"])
+def test_a_range_that_holds_no_frame_of_the_clip_is_refused_not_delivered_empty(media, tmp_path, fmt):
+    """clip.mp4 runs 2 s at 25 fps: its last frame starts at 1.96 s, so
+    1.99-2 holds none. mp4, webm and frames were written with no picture
+    (exit 0, "exported ... 813 B"); png and gif failed as a generator
+    ("ffmpeg wrote no PNG", "Error writing trailer"). Each is refused now,
+    as bad input (exit 4), and nothing is left at OUT."""
+    out = tmp_path / ("fr" if fmt == "frames" else f"c.{fmt}")
+    r = export(media, "clip.mp4", "--format", fmt, "--range", "1.99-2", "-o", str(out))
+    assert r.code == 4 and "the range 1.99-2 s holds no frame of the clip: nothing to export" in r.err, r.err
+    assert list(tmp_path.iterdir()) == []
+    # The last frame itself is there to export.
+    r = export(media, "clip.mp4", "--format", fmt, "--range", "1.95-2", "-o", str(out))
+    assert r.code == 0, r.err
+    assert decoded_frames(next(out.iterdir()) if fmt == "frames" else out) == 1
