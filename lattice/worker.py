@@ -95,7 +95,8 @@ def detect_slots(cpu: int | None = None) -> list[Slot]:
     n = (os.cpu_count() or 1) if cpu is None else cpu
     slots += [Slot("cpu", i, cpu_env) for i in range(n)]
     if not slots:
-        raise InvalidInput("no worker slots: no GPU was found and --slots is 0")
+        raise InvalidInput("no worker slots: no GPU was found and --slots is 0",
+                           hint="give --slots 1 or more (or leave it out: one per core)")
     return slots
 
 

@@ -780,6 +780,18 @@ def test_lease_expiry_counts_an_attempt_release_does_not(tmp_path):
 # -- slots ---------------------------------------------------------------------
 
 
+def test_worker_with_no_slots_says_what_to_give(tmp_repo, monkeypatch):
+    """`lattice worker --slots 0` on a machine with no GPU: the error had no hint."""
+    from conftest import run_cli
+
+    monkeypatch.setenv("PATH", "/nonexistent")  # no nvidia-smi: no GPU
+    r = run_cli("worker", "--slots", "0", "--once", cwd=tmp_repo.root)
+    assert r.code == 4 and r.err.splitlines() == [
+        "error: no worker slots: no GPU was found and --slots is 0",
+        "hint: give --slots 1 or more (or leave it out: one per core)"], r.err
+    assert run_cli("worker", "--slots", "1", "--once", cwd=tmp_repo.root).code == 0
+
+
 def test_gpu_slots_come_from_nvidia_smi_and_cpu_jobs_never_take_them(tmp_path, monkeypatch):
     fake_smi = tmp_path / "bin" / "nvidia-smi"
     fake_smi.parent.mkdir()
