@@ -57,9 +57,13 @@ def resolve_target(repo: Repository, out: str | None, source: str, fmt: str, cwd
     from lattice.paths import check_creatable, check_name, confine
 
     ext = FORMATS[fmt][0]
+    stem = Path(source).name.rsplit(".", 1)[0]
+    default = f"{stem}-frames" if fmt == "frames" else f"{stem}-export.{ext}"
+    if out is not None and not out.strip():  # `-o "$OUT"` with OUT unset: not the default name
+        raise InvalidInput(f"-o {out!r}: the output name is empty",
+                           hint=f"name the output, or leave -o out for {default} here")
     if not out:
-        stem = Path(source).name.rsplit(".", 1)[0]
-        out = f"{stem}-frames" if fmt == "frames" else f"{stem}-export.{ext}"
+        out = default
     path = Path(os.path.normpath(cwd / out))
     _check_name_lengths(out, path.parts[1:])  # before any stat, which fails on such a name
     if path.is_symlink():

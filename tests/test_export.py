@@ -1124,3 +1124,18 @@ def test_a_range_that_holds_no_frame_of_the_clip_is_refused_not_delivered_empty(
     r = export(media, "clip.mp4", "--format", fmt, "--range", "1.95-2", "-o", str(out))
     assert r.code == 0, r.err
     assert decoded_frames(next(out.iterdir()) if fmt == "frames" else out) == 1
+
+
+def test_an_empty_output_name_is_refused_not_taken_for_the_default(tmp_repo):
+    """`lattice export a.png -o "$OUT" --format png` with OUT unset: the
+    export went to the default name, a-export.png in the project, and was
+    recorded there as a new asset."""
+    r = run_cli("gen", "still.png", "--model", "ffmpeg.testsrc", "--set", "width=32", "--set", "height=24", cwd=tmp_repo.root)
+    assert r.code == 0, r.err
+    for out, fmt, default in (("", "png", "still-export.png"), (" ", "frames", "still-frames")):
+        r = run_cli("export", "still.png", "-o", out, "--format", fmt, cwd=tmp_repo.root)
+        assert r.code == 4 and r.err.splitlines() == [
+            f"error: -o {out!r}: the output name is empty",
+            f"hint: name the output, or leave -o out for {default} here"], r.err
+    assert sorted(p.name for p in tmp_repo.root.iterdir()) == [".lattice", "still.png"]
+    assert tmp_repo.index.names() == ["still.png"]
