@@ -37,7 +37,6 @@ import json
 import os
 import re
 import shutil
-import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -428,7 +427,7 @@ def _write_file(src: Path, out: Path, p: dict, hooks, place: Callable[..., None]
     moves the old directory aside to `old`): never a half-written deliverable."""
     from lattice.export_encode import encode
     from lattice.export_target import refused_in, sweep_stale_temps
-    from lattice.fsutil import TEMP_MARK, fsync_dir, publish, temp_path_near
+    from lattice.fsutil import fsync_dir, publish, temp_dir_near, temp_path_near
 
     if p["format"] != "frames":
         sweep_stale_temps(out)
@@ -447,9 +446,12 @@ def _write_file(src: Path, out: Path, p: dict, hooks, place: Callable[..., None]
                 tmp.unlink()
         return embedded
     out.parent.mkdir(parents=True, exist_ok=True)
-    stem = out.name.encode()[:NAME_MAX - 32].decode(errors="ignore")  # a long name is cut, as fsutil.create_temp does
-    tmp = out.with_name(f".{stem}{TEMP_MARK}{uuid.uuid4().hex[:8]}")
-    old = out.with_name(f".{stem}{TEMP_MARK}old-{uuid.uuid4().hex[:8]}")
+    # Named by pid, as a file's temp is: what a killed frames export left
+    # (its frames so far) goes with the next export to `out`.
+    sweep_stale_temps(out)
+    tmp = temp_dir_near(out)
+    old = temp_dir_near(out)
+    os.rmdir(old)  # only its name: the earlier frames directory is moved there
     try:
         encode(src, tmp, p, progress=hooks.progress, timeout=hooks.timeout, on_process=hooks.on_process)
         if place is not None:

@@ -17,6 +17,7 @@ import errno
 import json
 import os
 import re
+import shutil
 import stat
 from dataclasses import dataclass
 from pathlib import Path
@@ -292,13 +293,17 @@ def sweep_stale_temps(out: Path) -> None:
     Best effort: never fails the export."""
     for path in stale_temps([out]):
         with contextlib.suppress(OSError):
-            path.unlink()
+            if stat.S_ISDIR(os.lstat(path).st_mode):  # a frames export's
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
 
 def stale_temps(outs: Iterable[Path], now: float | None = None) -> list[Path]:
     """What exports to `outs` that were killed (SIGKILL, a crash) left
     beside them: temps named as temp_path_near names them for those very
-    outputs (`.stem.tmp-PID-N.ext`), whose process is gone from this machine
+    outputs (`.stem.tmp-PID-N.ext`; a frames export's is a directory, named
+    alike by temp_dir_near), whose process is gone from this machine
     and which nothing has touched for STALE_TEMP_AGE (an export on another
     machine sharing the folder keeps writing to its temp, and its pid means
     nothing here). One listing per folder."""
@@ -325,7 +330,7 @@ def stale_temps(outs: Iterable[Path], now: float | None = None) -> list[Path]:
                 st = os.lstat(path)
             except OSError:
                 continue
-            if stat.S_ISREG(st.st_mode) and now - st.st_mtime >= STALE_TEMP_AGE and not alive(pid):
+            if (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)) and now - st.st_mtime >= STALE_TEMP_AGE and not alive(pid):
                 found.append(path)
     return sorted(found)
 

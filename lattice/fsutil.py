@@ -227,6 +227,22 @@ def temp_path_near(path: Path) -> Path:
     return Path(tmp)
 
 
+def temp_dir_near(path: Path) -> Path:
+    """A new, empty directory beside `path`, named as temp_path_near names a
+    file (`.<stem>.tmp-<pid>-<n><suffix>`): what a killed writer left is
+    known by its name and pid (lattice.export_target.stale_temps)."""
+    path = Path(path)
+    while True:
+        tail = f"{TEMP_MARK}{_pid}-{next(_serial)}{path.suffix}"
+        cut = f".{path.stem}".encode()[: 255 - len(tail.encode())].decode(errors="ignore")
+        tmp = path.parent / (cut + tail)
+        try:
+            os.mkdir(tmp)
+            return tmp
+        except FileExistsError:
+            continue
+
+
 def publish(tmp: Path, path: Path, mode: int = 0o644) -> None:
     """Move a finished temporary file into place atomically and durably."""
     with open(tmp, "rb+") as f:

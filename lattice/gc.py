@@ -46,6 +46,8 @@ import functools
 import json
 import os
 import re
+import shutil
+import stat
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -276,9 +278,13 @@ def check_config(repo: Repository) -> None:
 
 
 def file_size(path: str) -> int:
-    """Bytes of a temp file (lstat: some are links); 0 when gone already."""
+    """Bytes of a temp file (lstat: some are links), or of the files in a
+    temp folder (a killed frames export's); 0 when gone already."""
     try:
-        return os.lstat(path).st_size
+        st = os.lstat(path)
+        if stat.S_ISDIR(st.st_mode):
+            return sum(e.stat(follow_symlinks=False).st_size for e in os.scandir(path))
+        return st.st_size
     except OSError:
         return 0
 
@@ -448,7 +454,10 @@ def collect(repo: Repository, options: GcOptions | None = None, progress: Callab
                 progress(0.05 + 0.9 * i / total, "evicting")
         for t in plan.temps:
             try:
-                os.unlink(t)
+                if stat.S_ISDIR(os.lstat(t).st_mode):  # a killed frames export's frames so far
+                    shutil.rmtree(t)
+                else:
+                    os.unlink(t)
             except OSError:  # gone, or a folder we may no longer write: never worth failing gc before its log
                 pass
         _log_run(repo, plan, removed, freed, cat)

@@ -1139,3 +1139,42 @@ def test_an_empty_output_name_is_refused_not_taken_for_the_default(tmp_repo):
             f"hint: name the output, or leave -o out for {default} here"], r.err
     assert sorted(p.name for p in tmp_repo.root.iterdir()) == [".lattice", "still.png"]
     assert tmp_repo.index.names() == ["still.png"]
+
+
+def test_what_a_killed_frames_export_left_goes_with_the_next_export_to_it(tmp_repo, tmp_path):
+    """A frames export killed outright (kill -9) left its frames so far in
+    `.OUT.tmp-<random>`, a folder nothing ever removed: not the next export
+    to OUT, not gc. It is named by its pid now, as a file export's temp
+    is, and the next frames export to OUT removes it once that process is
+    gone and it sat an hour."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from lattice.export_target import STALE_TEMP_AGE
+
+    root = tmp_repo.root
+    r = run_cli("gen", "long.mp4", "--model", "ffmpeg.testsrc", "--set", "width=320", "--set", "height=240",
+                "--set", "duration=60", cwd=root)
+    assert r.code == 0, r.err
+    out = tmp_path / "fr"
+    p = subprocess.Popen([sys.executable, "-m", "lattice", "export", "long.mp4", "--format", "frames", "--quality", "master",
+                          "-o", str(out)], cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 60
+    temps: list = []
+    while time.monotonic() < deadline and p.poll() is None:
+        temps = [t for t in tmp_path.glob(".fr.tmp-*") if any(t.iterdir())]
+        if temps:
+            break
+        time.sleep(0.02)
+    os.killpg(p.pid, signal.SIGKILL)
+    p.wait()
+    assert len(temps) == 1 and temps[0].name.startswith(f".fr.tmp-{p.pid}-"), temps
+    (tmp_path / ".fr.tmp-mine").mkdir()  # not an export's name: never touched
+    old = time.time() - STALE_TEMP_AGE - 60
+    os.utime(temps[0], (old, old))
+    r = run_cli("export", "long.mp4", "--format", "frames", "--range", "0-0.2", "-o", str(out), cwd=root)
+    assert r.code == 0, r.err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".fr.tmp-mine", "fr", "fr.lattice.json", "proj"]
+    assert len(list(out.iterdir())) == 5

@@ -474,6 +474,22 @@ def test_gc_sweeps_old_recipe_key_locks_fsck_leaves_them(tmp_repo):
     assert not any(p.exists() for p in locks)
 
 
+def test_gc_sweeps_a_killed_frames_exports_folder_in_the_project_after_its_grace_period(tmp_repo):
+    """A frames export inside the project killed outright leaves its frames
+    so far in a folder named as a temp file is (`.fr.tmp-PID-N`) beside the
+    project's files: gc listed it past the grace period, counted 4 KiB for
+    it and "removed" it, but unlink failed on the folder and it stayed."""
+    gen(tmp_repo, "x.txt", word="one")
+    temp = tmp_repo.root / ".fr.tmp-999999-1"
+    temp.mkdir()
+    (temp / "frame_00001.png").write_bytes(b"f" * 50_000)
+    old = time.time() - 30 * 86400
+    os.utime(temp, (old, old))
+    dry = gc(tmp_repo, "--dry-run")
+    assert dry["temps"] == [str(temp)] and dry["temp_bytes"] == 50_000
+    assert gc(tmp_repo)["temps"] == [str(temp)] and not temp.exists()
+
+
 def test_du_counts_bytes_an_import_shares_with_an_output_as_permanent(tmp_repo):
     """gc never evicts bytes an import holds, even when a recipe makes the
     same bytes: du must not promise them back as regenerable."""
