@@ -153,8 +153,8 @@ def add(
     small = [item for item in items if item[2].st_size < SMALL_FILE]
     large = [item for item in items if item[2].st_size >= SMALL_FILE]
     done = in_threads_when_slow(store, small, SLOW_STORE_S) + in_threads(store, large)
-    stored = dict(zip((item[0] for item in small + large), done))
-    hashed = {name: stored[name] for name in names}
+    by_name = dict(zip((item[0] for item in small + large), done))
+    hashed = {name: by_name[name] for name in names}
     stat_updates = [
         (st.st_size, st.st_mtime_ns, st.st_ino, stored.oid, name)
         for name, (stored, st) in hashed.items()
