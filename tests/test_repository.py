@@ -271,14 +271,17 @@ def test_file_vanishing_before_its_probe_records_nothing(tmp_repo):
 
 
 def test_a_large_add_stores_on_threads_and_a_failure_among_them_records_nothing(tmp_repo):
-    """From 32 files on, objects and manifest files are written on threads,
-    in per-thread scratch folders: all land, none is left behind; a file
-    vanishing while its neighbours are stored records nothing."""
+    """Files of 1 MiB and more are stored on threads, smaller ones one after
+    another (on threads too once that proves slow), in scratch folders: all
+    land, in the order named, none is left behind; a file vanishing while
+    its neighbours are stored records nothing."""
     files = {f"shots/{i:02d}.txt": f"take {i}" * 50 for i in range(60)}
+    files.update({f"shots/big{i:02d}.bin": bytes([i]) * (1 << 20) for i in range(33)})
     repo = tmp_repo.gen(files)
     results = add(repo, ["shots"], cwd=repo.root)
-    assert sorted(r.path for r in results) == sorted(files) and {r.status for r in results} == {"added"}
-    assert repo.index.count() == 60 and sorted(repo.manifest.names()) == sorted(files)
+    assert [r.path for r in results] == sorted(files) and {r.status for r in results} == {"added"}
+    assert {r.path: r.size for r in results} == {name: len(data) for name, data in files.items()}
+    assert repo.index.count() == 93 and sorted(repo.manifest.names()) == sorted(files)
     assert repo.objects.stray_temps() == [] and run_cli("fsck", cwd=repo.root).code == 0
 
     tmp_repo.gen({f"more/{i:02d}.txt": f"more {i}" for i in range(40)})
@@ -290,7 +293,7 @@ def test_a_large_add_stores_on_threads_and_a_failure_among_them_records_nothing(
 
     with pytest.raises(ContentChanged, match="39.txt: file vanished while being added"):
         add(repo, ["more"], cwd=repo.root, progress=progress)
-    assert repo.index.count() == 60 and not any(n.startswith("more/") for n in repo.manifest.names())
+    assert repo.index.count() == 93 and not any(n.startswith("more/") for n in repo.manifest.names())
     assert repo.objects.stray_temps() == []
 
 
