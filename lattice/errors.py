@@ -46,7 +46,9 @@ class InvalidInput(LatticeError):
 class UnsafePath(InvalidInput):
     """A path leaves the project or enters `.lattice/`."""
 
-    hint = "name files inside the project, relative to its root"
+    # Every command reads the paths it is given from the current folder
+    # (lattice.paths.name_for), as git does.
+    hint = "name files inside the project; paths are read from the current folder"
 
 
 class UnknownAsset(InvalidInput):

@@ -133,8 +133,7 @@ def name_for(root: Path, user_path: str | os.PathLike, cwd: Path | None = None, 
         try:  # typed through a link to the project (`$PWD/a.png` in a linked folder)
             rel = Path(os.path.realpath(absolute.parent), absolute.name).relative_to(_realpath_of_root(os.fspath(root)))
         except ValueError:
-            raise UnsafePath(f"{user_path}: outside the project at {root}",
-                             hint="name files inside the project; paths are read from the current folder") from None
+            raise UnsafePath(f"{user_path}: outside the project at {root}") from None
     if str(rel) == ".":
         raise UnsafePath(f"{user_path}: is the project root, not a file in it")
     name = check_name(rel.as_posix(), stored)

@@ -305,8 +305,14 @@ def test_a_path_shown_from_inside_the_folder_that_stands_where_an_asset_was(tmp_
 def test_a_path_outside_the_project_is_hinted_as_read_from_the_current_folder(nested):
     """The hint said to name files "relative to its root", while every
     command reads paths from the current folder."""
+    hint = "hint: name files inside the project; paths are read from the current folder"
     r = run_cli("render", "../../x.txt", cwd=nested.root / "sub")
-    assert r.code == 4 and r.err.splitlines()[1] == "hint: name files inside the project; paths are read from the current folder", r.err
+    assert r.code == 4 and r.err.splitlines()[1] == hint, r.err
+    # Every other refusal of such a path gives the same hint (UnsafePath's own).
+    ok(nested, "gen", "s.png", "--model", "ffmpeg.testsrc", "--set", "width=16", "--set", "height=16")
+    for args in (["export", "../s.png", "-o", "../.lattice/x.png"], ["add", "../.lattice/config.toml"], ["show", ".."]):
+        r = run_cli(*args, cwd=nested.root / "sub")
+        assert r.code == 4 and r.err.splitlines()[1:] == [hint], (args, r.err)
 
 
 @pytest.mark.parametrize("args", [["show", "a.png"], ["show", "a.png", "--json"], ["cat", "a.png"]])
