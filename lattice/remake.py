@@ -45,12 +45,12 @@ def ensure_present(repo: Repository, name: str, number: int | None = None, *, re
         raise WriteRefused(f"{spec}: its output {v.object[:12]} is not in the store nor in the working file, and {repo.dir} is read-only: "
                            "re-making it needs a writable .lattice",
                            hint=f"run {command('lattice render', name)} where .lattice may be written")
+    chain = _restore_chain(repo, name, v.number)  # before --no-regen: an output nothing can re-make says so
     if not regen:
         how = (command("lattice render", name) if v.number == len(record.versions)
                else f"the same command without --no-regen (e.g. {command('lattice cat', spec, after=' > FILE')})")
         raise Evicted(f"{spec}: its output {v.object[:12]} was evicted by gc and --no-regen forbids re-making it",
                       hint=f"re-make it with {how}")
-    chain = _restore_chain(repo, name, v.number)
     if notify:
         notify("re-making evicted " + ", ".join(f"{n}@v{k}" for n, k, _ in chain) + " through the queue")
     from lattice.pipeline import abandoning, queue_of, run_until_done
@@ -73,9 +73,12 @@ def ensure_present(repo: Repository, name: str, number: int | None = None, *, re
 
 
 def _restore_chain(repo: Repository, name: str, number: int) -> list[tuple[str, int, list[str]]]:
-    """(name, version, the specs it waits for), inputs before their users."""
+    """(name, version, the specs it waits for), inputs before their users.
+    An output in it that nothing can re-make is refused up front (see
+    _refuse_unless_remakeable), before any job is queued."""
     out: list[tuple[str, int, list[str]]] = []
     seen: set[str] = set()
+    wanted = f"{name}@v{number}"
 
     def visit(n: str, k: int) -> str:
         spec = f"{n}@v{k}"
@@ -83,17 +86,15 @@ def _restore_chain(repo: Repository, name: str, number: int) -> list[tuple[str, 
             return spec
         seen.add(spec)
         v = repo.record(n).version(k)
-        if v.recipe is None or not v.recipe.deterministic:
-            raise GeneratorFailed(f"{spec}: its output {v.object[:12]} is gone and cannot be re-made",
-                                  hint="it was imported or made by a non-deterministic generator")
+        _refuse_unless_remakeable(repo, wanted, name, n, v)
         deps = []
         for inp, oid in zip(v.recipe.inputs, v.recipe.input_objects):
             if repo.objects.has(oid):
                 continue
             maker = _version_with_object(repo, inp, oid)
             if maker is None:
-                raise GeneratorFailed(f"{spec}: input {inp} ({oid[:12]}) is gone and no version of it records that output",
-                                      hint="`lattice fsck` reports lost objects")
+                raise RepositoryCorrupt(f"{spec}: input {inp} ({oid[:12]}) is gone and no version of it records that output",
+                                        hint="`lattice fsck` reports lost objects")
             deps.append(visit(inp, maker))
         out.append((n, k, deps))
         return spec
@@ -102,14 +103,50 @@ def _restore_chain(repo: Repository, name: str, number: int) -> list[tuple[str, 
     return out
 
 
+def _refuse_unless_remakeable(repo: Repository, wanted: str, wanted_name: str, name: str, v) -> None:
+    """Refuse version `v` of `name` (whose output the store lacks, needed for
+    `wanted`: itself or what is made from it) when nothing can re-make it,
+    with the exit code of why: gc evicted it at the user's request
+    (`--include-nondeterministic`) or the generator installed here cannot
+    make it (4), else its bytes are lost (5). No generator ran, so never
+    GeneratorFailed."""
+    from lattice.fsck import NONDETERMINISTIC_GC, generator_gap
+
+    spec = f"{name}@v{v.number}"
+    error: type[InvalidInput] | type[RepositoryCorrupt] = RepositoryCorrupt
+    regen = f"{command('lattice regen', wanted_name)} records a new output"
+    if v.recipe is None:
+        why, hint = "it was imported, so nothing can re-make it", f"copy the original file to {here(name)} and run the command again"
+    elif not v.recipe.deterministic:
+        from lattice.gc import evicted_for_good
+
+        if v.object in evicted_for_good(repo):
+            error, why = Evicted, f"it was evicted by {NONDETERMINISTIC_GC} at your request, and nothing can re-make it"
+            hint = f"those bytes are gone for good; {regen}"
+        else:
+            why = f"its generator {v.recipe.generator} is not deterministic, so nothing can re-make it"
+            hint = f"`lattice fsck` reports lost objects; {regen}"
+    else:
+        gap = generator_gap(repo, v.recipe)
+        if gap is None:
+            return
+        error, why = InvalidInput, f"it cannot be re-made here: {gap}"
+        hint = f"install {v.recipe.generator} version {v.recipe.generator_version}, or {regen} with a generator installed here"
+    if spec == wanted:
+        raise error(f"{spec}: its output {v.object[:12]} is gone: {why}", hint=hint)
+    raise error(f"{wanted}: its output is gone, and so is that of its input {spec} ({v.object[:12]}): {why}", hint=hint)
+
+
 def _version_with_object(repo: Repository, name: str, oid: str) -> int | None:
+    """The newest version of `name` recording `oid`, one a deterministic
+    recipe makes first; None when none records it."""
     record = repo.manifest.read(name)
     if record is None:
         return None
-    for v in reversed(record.versions):
-        if v.object == oid and v.recipe is not None and v.recipe.deterministic:
-            return v.number
-    return None
+    recording = [v for v in reversed(record.versions) if v.object == oid]
+    remakeable = [v for v in recording if v.recipe is not None and v.recipe.deterministic]
+    found = remakeable or recording
+    return found[0].number if found else None
 
 
 def restore_object(repo: Repository, name: str, number: int, hooks=None) -> dict:

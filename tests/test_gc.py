@@ -309,6 +309,59 @@ def test_ctrl_c_while_re_making_an_evicted_output_names_the_command(tmp_repo, co
     assert f"cancelled:  by `lattice {command}` (" in shown, shown
 
 
+def test_an_output_nothing_can_re_make_is_refused_as_such_not_as_a_failed_generator(tmp_repo, run_log):
+    """cat and checkout of an output gc evicted at the user's request, or
+    whose generator is not the one installed, exited 8 "a generator failed"
+    (or queued a job that did) though no generator ran: exit 4, saying why
+    and what to do, before any job; bytes lost without gc are damage (5)."""
+    gen(tmp_repo, "r.txt", model="test.random")
+    gen(tmp_repo, "b.txt", model="test.join", inputs=["r.txt"])
+    assert run_cli("regen", "r.txt", "--seed", "2", cwd=tmp_repo.root).code == 0  # b.txt follows
+    (r1, r2), (b1, _) = objects_of(tmp_repo, "r.txt"), objects_of(tmp_repo, "b.txt")
+    gc(tmp_repo, *EVERYTHING, "--include-nondeterministic")
+    tmp_repo.objects.remove(b1)  # as `--include-current` would once b.txt moved on: a deterministic output of a gone input
+    regen = "hint: those bytes are gone for good; `lattice regen {}` records a new output\n"
+    for args in (["cat", "r.txt@v1"], ["cat", "r.txt@v1", "--no-regen"]):
+        r = run_cli(*args, cwd=tmp_repo.root)
+        assert r.code == 4 and r.err == (f"error: r.txt@v1: its output {r1[:12]} is gone: it was evicted by `lattice gc "
+                                         "--include-nondeterministic` at your request, and nothing can re-make it\n"
+                                         + regen.format("r.txt")), r.err
+    r = run_cli("cat", "b.txt@v1", cwd=tmp_repo.root)
+    assert r.code == 4 and r.err.startswith(f"error: b.txt@v1: its output is gone, and so is that of its input r.txt@v1 ({r1[:12]}): "
+                                            "it was evicted by"), r.err
+    assert r.err.endswith(regen.format("b.txt"))
+    gc(tmp_repo, *EVERYTHING, "--include-nondeterministic", "--include-current")
+    (tmp_repo.root / "r.txt").unlink()
+    r = run_cli("checkout", "r.txt", cwd=tmp_repo.root)
+    assert r.code == 4 and f"r.txt@v2: its output {r2[:12]} is gone: it was evicted" in r.err, r.err
+    queued = run_cli("queue", "ls", "--all", "--json", cwd=tmp_repo.root).json
+    assert not [j for j in queued if j["payload"].get("op") == "restore"], queued  # nothing was queued
+
+    # Lost without gc: damage, which fsck reports.
+    gen(tmp_repo, "s.txt", model="test.random")
+    [s1] = objects_of(tmp_repo, "s.txt")
+    tmp_repo.objects.remove(s1)
+    (tmp_repo.root / "s.txt").unlink()
+    r = run_cli("cat", "s.txt", cwd=tmp_repo.root)
+    assert r.code == 5 and r.err == (f"error: s.txt@v1: its output {s1[:12]} is gone: its generator test.random is not deterministic, "
+                                     "so nothing can re-make it\nhint: `lattice fsck` reports lost objects; `lattice regen s.txt` "
+                                     "records a new output\n"), r.err
+
+    # Made by another version of its generator than the one installed here.
+    gen(tmp_repo, "t.txt", word="one")
+    [t1] = objects_of(tmp_repo, "t.txt")
+    mf = tmp_repo.manifest.file_of("t.txt")
+    mf.write_text(mf.read_text().replace('generator_version = "1"', 'generator_version = "0.9"', 1))
+    tmp_repo.objects.remove(t1)
+    (tmp_repo.root / "t.txt").unlink()
+    runs = len(run_log())
+    r = run_cli("cat", "t.txt", cwd=tmp_repo.root)
+    assert r.code == 4 and r.err == (f"error: t.txt@v1: its output {t1[:12]} is gone: it cannot be re-made here: it was made by "
+                                     "test.text version 0.9, and version 1 is installed\nhint: install test.text version 0.9, "
+                                     "or `lattice regen t.txt` records a new output with a generator installed here\n"), r.err
+    assert len(run_log()) == runs
+
+
 def test_a_remade_output_with_another_hash_is_refused(tmp_repo):
     from lattice.errors import GeneratorFailed
     from lattice.remake import restore_object
