@@ -384,11 +384,13 @@ def export_job(ctx) -> dict:
 
     from lattice.jobs import _repo
     from lattice.produce import Hooks
+    from lattice.storage_db import touch
 
     pl = ctx.job.payload
     repo = _repo(pl["root"])
     hooks = Hooks(progress=ctx.progress, env=ctx.env, on_process=ctx.on_process, timeout=ctx.timeout)
     v = repo.record(pl["source"]).version(pl["version"])
+    touch(repo, v.object)  # a use, as cat's and checkout's: gc evicts the least recently used outputs first
     p = pl["params"]
     out = repo.root / pl["asset"] if pl["asset"] else Path(pl["out"])  # an asset: in this project, wherever it moved
     base = {"source": pl["source"], "version": v.number, "format": p["format"], "quality": p["quality"], "output": str(out)}

@@ -780,6 +780,23 @@ def test_gc_forgets_the_records_of_exported_files_gone_or_changed(tmp_repo, tmp_
     assert run_cli("gc", "--json", cwd=root).json["exports_forgotten"] == 0
 
 
+def test_an_export_counts_as_a_use_of_its_source_in_gcs_least_recently_used_order(tmp_repo, tmp_path):
+    """cat and checkout record the use of what they read; export did not,
+    so an asset exported every day went first under a size cap."""
+    root = tmp_repo.root
+    for pattern in ("testsrc", "smptebars", "rgbtestsrc", "testsrc2"):
+        r = run_cli("gen", "s.png", "--model", "ffmpeg.testsrc", "--set", "width=32", "--set", "height=24",
+                    "--set", f"pattern={pattern}", cwd=root)
+        assert r.code == 0, r.err
+    v1, v2, v3, v4 = (v.object for v in tmp_repo.record("s.png").versions)
+    assert run_cli("pin", "s.png@v1", cwd=root).code == 0  # export writes the pinned version
+    assert run_cli("export", "s.png", "-o", str(tmp_path / "s.png"), cwd=root).code == 0
+    assert run_cli("unpin", "s.png", cwd=root).code == 0
+    size = {o: tmp_repo.objects.stored_size(o) for o in (v1, v2, v3, v4)}
+    r = run_cli("gc", "--dry-run", "--json", "--max-size", str(sum(size.values()) - size[v2] - size[v3]), cwd=root)
+    assert r.code == 0 and [e["object"] for e in r.json["evictions"]] == [v2, v3], r.out  # v1, exported last, stays
+
+
 def test_gc_sweeps_what_killed_exports_left_beside_the_files_exports_wrote(tmp_repo, tmp_path):
     """A killed export's temp beside a file exports wrote outside the
     project goes at the next gc, by export's own rule (its name for that
