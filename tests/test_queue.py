@@ -504,6 +504,23 @@ def test_queue_cancel_of_a_finished_job_is_refused_after_cancelling_the_rest(tmp
     assert r.code == 0 and f"job {later}: cancelled" in r.out, r.err
 
 
+def test_a_job_named_twice_is_cancelled_and_retried_once(tmp_repo):
+    """`queue cancel 5 5` printed `job 5: cancelled` twice (and `retry` the
+    same); each job is reported once, in the order first named."""
+    from conftest import run_cli
+
+    ids = []
+    for name in ("a.txt", "b.txt"):
+        r = run_cli("gen", name, "--model", "test.text", "--detach", "--json", cwd=tmp_repo.root)
+        assert r.code == 0, r.err
+        ids.append(str(r.json[0]["job"]))
+    a, b = ids
+    r = run_cli("queue", "cancel", b, a, b, f"0{b}", a, cwd=tmp_repo.root)
+    assert r.code == 0 and r.out == f"job {b}: cancelled\njob {a}: cancelled\n", (r.out, r.err)
+    r = run_cli("queue", "retry", a, a, "--json", cwd=tmp_repo.root)
+    assert r.code == 0 and [(j["id"], j["state"]) for j in r.json] == [(int(a), "queued")], r.out
+
+
 def test_a_cancel_records_who_and_why(tmp_path):
     """The job keeps who cancelled it (user, host, pid, command) and why;
     its error says so in words; its dependents still name it."""

@@ -59,7 +59,7 @@ def cancel_refused(jobs: Iterable[Job]) -> QueueError | None:
     `retry` of a job that cannot be retried)."""
     why = {"succeeded": "has already succeeded", "failed": "has already failed",
            "running": "has already recorded its result and is finishing", "queued": "is still queued"}
-    jobs = list({j.id: j for j in jobs}.values())  # one named twice is one job
+    jobs = _once_each(jobs)
     refused = [j for j in jobs if j.state != "cancelled"]
     if not refused:
         return None
@@ -71,6 +71,11 @@ def cancel_refused(jobs: Iterable[Job]) -> QueueError | None:
                                     f" --state running` lists them{others}")
 
 
+def _once_each(jobs: Iterable[Job]) -> list[Job]:
+    """The jobs in the order named, one named twice (`5 5`, `5 05`) once."""
+    return list({j.id: j for j in jobs}.values())
+
+
 class QueueAdmin:
     def cancel(self, ids: Iterable[int | str], *, by: Mapping[str, Any] | None = None) -> list[Job]:
         """Cancel queued and running jobs (a running job's worker sees it at its
@@ -80,7 +85,7 @@ class QueueAdmin:
         Returns the jobs as they now stand."""
         by = canceller("asked", None) if by is None else by
         with self._tx() as db:
-            jobs = [self._require(db, i) for i in ids]
+            jobs = _once_each(self._require(db, i) for i in ids)
             self._cancel(db, [j.id for j in jobs], by)
             return [self._fetch(db, j.id) for j in jobs]  # type: ignore[misc]
 
@@ -181,7 +186,7 @@ class QueueAdmin:
         A dependent that also waits on another dead job stays failed,
         blocked by that one, whose retry revives it."""
         with self._tx() as db:
-            jobs = [self._require(db, i) for i in ids]
+            jobs = _once_each(self._require(db, i) for i in ids)
             for job in jobs:
                 if job.state not in ("failed", "cancelled"):
                     raise QueueError(
