@@ -536,6 +536,26 @@ def outcomes(steps: list[Step], jobs: dict[str, int], finished: list) -> list[Ou
     return out
 
 
+def _one_cause(codes: set[int]) -> int:
+    """The exit code of failures: their cause's when they share one, else 1."""
+    return next(iter(codes)) if len(codes) == 1 else 1
+
+
+def failed_jobs_error(jobs: list) -> LatticeError:
+    """The error for jobs that failed (what `lattice worker --once` ran), with
+    the exit code a command whose steps failed so would have (exit_code)."""
+    from lattice.errors import job_failed
+
+    code = _one_cause({j.exit_code or 1 for j in jobs})
+    if len(jobs) == 1:
+        return job_failed(code, f"job {jobs[0].id} failed: {jobs[0].error}",
+                          hint=f"`lattice queue show {jobs[0].id}` has its whole error; fix the cause, "
+                               f"then `lattice queue retry {jobs[0].id}` queues it again")
+    return job_failed(code, f"{len(jobs)} jobs failed: {', '.join(str(j.id) for j in jobs)}",
+                      hint="`lattice queue show ID` has a job's whole error; fix the cause, "
+                           "then `lattice queue retry ID` queues it again")
+
+
 def exit_code(results: list[Outcome]) -> int:
     """How a command whose steps ran exits (README, "Exit codes"): 0 when
     every step succeeded. When steps failed or were cancelled (1): their cause's code when they
@@ -548,7 +568,7 @@ def exit_code(results: list[Outcome]) -> int:
     if not failed:  # skipped only because an input failed: that failure is the cause
         failed = {r.exit_code for r in results if r.status == "skipped" and r.exit_code}
     if failed:
-        return failed.pop() if len(failed) == 1 else 1
+        return _one_cause(failed)
     if any(r.status == "skipped" for r in results):
         return 1
     if any(r.status == "superseded" for r in results):

@@ -275,6 +275,7 @@ class WorkerPool:
         self._runs_lock = threading.Lock()
         self._fatal: BaseException | None = None
         self.stats: Counter[str] = Counter()
+        self._ran: set[int] = set()  # ids of the jobs this pool ran
 
     # -- control --------------------------------------------------------------
 
@@ -324,6 +325,19 @@ class WorkerPool:
         if self._fatal is not None:
             raise self._fatal
         return dict(self.stats)
+
+    def failed(self) -> list[Job]:
+        """The jobs this pool ran that stand failed now: failed for good here
+        (out of retries, or not worth one), not those retried and then done."""
+        out = []
+        for job_id in sorted(self._ran):
+            try:
+                job = self.queue.get(job_id)
+            except QueueError:  # deleted meanwhile (`lattice queue clear`)
+                continue
+            if job.state == "failed":
+                out.append(job)
+        return out
 
     # -- supervisor -------------------------------------------------------------
 
@@ -411,6 +425,7 @@ class WorkerPool:
     def _execute(self, slot: Slot, worker_id: str, job: Job) -> None:
         run = _Run(job, worker_id)
         ctx = JobContext(job, slot, run, self)
+        self._ran.add(job.id)
         with self._runs_lock:
             self._runs[worker_id] = run
         try:

@@ -267,6 +267,29 @@ def test_worker_second_ctrl_c_hands_the_running_job_back_and_exits_130(tmp_repo)
     assert (job["state"], job["attempts"]) == ("queued", 0)
 
 
+def test_worker_once_exits_as_render_does_when_a_job_it_ran_failed(tmp_repo):
+    """`worker --once` in a CI script exited 0 whatever its jobs did; now
+    with the failures' code (8: a generator failed), naming the job. A
+    long-running worker stopped by a signal exits as before."""
+    ok(tmp_repo, "gen", "f.txt", "--model", "test.fail", "--detach")
+    p = start(tmp_repo, "worker", "--slots", "1")
+    assert p.stderr.readline().startswith("worker ")
+    wait_for(lambda: job_state(tmp_repo) == "failed")
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 143 and err.splitlines()[-2:] == ["worker: 1 failed", "terminated"], err
+
+    ok(tmp_repo, "gen", "s.txt", "--model", "test.text", "--detach")
+    r = run_cli("gen", "g.txt", "--model", "test.fail", "--detach", "--json", cwd=tmp_repo.root)
+    job = r.json[0]["job"]
+    r = run_cli("worker", "--once", "--json", cwd=tmp_repo.root)
+    assert r.code == 8 and r.json == {"failed": 1, "succeeded": 1}, (r.out, r.err)
+    assert r.err.splitlines()[-2:] == [f"error: job {job} failed: test.fail exited with 3",
+                                       f"hint: `lattice queue show {job}` has its whole error; fix the cause, "
+                                       f"then `lattice queue retry {job}` queues it again"], r.err
+    assert run_cli("worker", "--once", cwd=tmp_repo.root).code == 0  # nothing left to run: nothing failed now
+
+
 @pytest.mark.parametrize("args", [("status",), ("status", "--porcelain"), ("ls",), ("--version",)])
 def test_quick_commands_start_without_heavy_modules(tmp_repo, args):
     """Start-up is most of a no-op `status`: the quick commands import no

@@ -938,8 +938,9 @@ def test_queue_commands_and_worker_command(tmp_path, monkeypatch):
 
     r = run(queue_cmd.queue_app, ["cancel", str(waiting.id), "--json"])
     assert r.exit_code == 0 and json.loads(r.output)[0]["state"] == "cancelled"
-    stats, stopped_by = queue_cmd.worker_command(slots=1, once=True)
+    stats, stopped_by, failed = queue_cmd.worker_command(slots=1, once=True)
     assert stats == {"succeeded": 1, "failed": 1} and stopped_by is None
+    assert failed.exit_code == 1 and failed.message == f"job {bad.id} failed: RuntimeError('poison')"  # not a LatticeError: 1
     r = run(queue_cmd.queue_app, ["ls", "--json"])
     assert [(j["id"], j["state"]) for j in json.loads(r.output)] == [
         (waiting.id, "cancelled"), (bad.id, "failed"), (ok.id, "succeeded")]

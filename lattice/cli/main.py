@@ -68,19 +68,21 @@ app.add_typer(queue_app)
 @app.command()
 def worker(
     slots: Optional[int] = typer.Option(None, "--slots", min=0, max=MAX_JOBS, help="CPU slots (default: one per core); one GPU slot per GPU found."),
-    once: bool = typer.Option(False, "--once", help="Exit when no runnable job is left."),
+    once: bool = typer.Option(False, "--once", help="Exit when no runnable job is left; non-zero when a job it ran failed, as `render` does (8 when generators failed, 1 when the causes differ)."),
     json: bool = typer.Option(False, "--json", help="Print the counts of what ran as JSON at the end."),
 ) -> None:
     """Run queued jobs until stopped. First Ctrl-C: finish running jobs; second: hand them back."""
     import signal
 
-    stats, stopped_by = worker_command(slots=slots, once=once)
+    stats, stopped_by, failed = worker_command(slots=slots, once=once)
     if json:
         from lattice.cli.common import emit_json
 
         emit_json(stats)
     if stopped_by is not None:  # a clean stop, but a stop by a signal: 130, or 143 for SIGTERM, as every command
         raise typer.Exit(143 if stopped_by == signal.SIGTERM else 130)
+    if failed is not None:  # --once in a script: jobs that failed are no success
+        raise failed
 
 
 def command_for(args: list[str]):

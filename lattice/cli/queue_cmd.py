@@ -12,7 +12,7 @@ from typing import Any, Optional
 import typer
 
 from lattice.cli.common import a_number, say
-from lattice.errors import UsageError
+from lattice.errors import LatticeError, UsageError
 
 queue_app = typer.Typer(
     name="queue",
@@ -249,16 +249,17 @@ def watch(
         out.line()
 
 
-def worker_command(slots: int | None = None, once: bool = False) -> tuple[dict[str, int], int | None]:
+def worker_command(slots: int | None = None, once: bool = False) -> tuple[dict[str, int], int | None, LatticeError | None]:
     """`lattice worker [--slots N] [--once]`: run jobs until stopped (first
     Ctrl-C: finish running jobs; second: hand them back) or, with --once,
-    until the queue has nothing left for this worker. Returns the counts
-    and the signal that stopped it (None: it ran out of work, with --once)."""
+    until the queue has nothing left for this worker. Returns the counts,
+    the signal that stopped it (None: it ran out of work, with --once) and,
+    with --once, the error for the jobs it ran that failed (None: none did)."""
     from lattice.jobs import HANDLERS
     from lattice.worker import WorkerPool, detect_slots, graceful_signals
 
     from lattice.cli.common import name_paths_from_root, repo_from_ctx
-    from lattice.pipeline import lease_of
+    from lattice.pipeline import failed_jobs_error, lease_of
 
     q = _open_queue()
     pool = WorkerPool(q, HANDLERS, detect_slots(cpu=slots), lease=lease_of(repo_from_ctx()))
@@ -279,4 +280,5 @@ def worker_command(slots: int | None = None, once: bool = False) -> tuple[dict[s
     summary = ", ".join(f"{n} {k}" for k, n in sorted(stats.items())) or "no jobs run"
     say(f"worker: {summary}", err=True)
     stopped_by = received[0] if received else None
-    return stats, stopped_by
+    failed = pool.failed() if once else []  # a long-running worker reports failures in the queue only
+    return stats, stopped_by, failed_jobs_error(failed) if failed else None
