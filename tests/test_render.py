@@ -210,7 +210,7 @@ def test_a_worker_started_in_a_subfolder_keeps_hints_that_name_paths_from_the_ro
     gen(tmp_repo, "sub/deep/a.txt", "--model", "test.text", "--seed", "1", "--detach")
     (tmp_repo.root / "sub").mkdir()
     (tmp_repo.root / "sub" / "deep").write_text("in the way")
-    assert run_cli("worker", "--once", cwd=tmp_repo.root / "sub").code == 0
+    assert run_cli("worker", "--once", cwd=tmp_repo.root / "sub").code == 4  # the job failed: a file in the way
     [job] = run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json
     shown = run_cli("queue", "show", str(job["id"]), cwd=tmp_repo.root)
     assert "`lattice checkout sub/deep/a.txt` writes it" in shown.out, shown.out
