@@ -10,7 +10,8 @@ Formats and what each quality preset means (also in `lattice export --help`):
         none/bayer/sierra2_4a/floyd_steinberg
   png jpg webp  one still (the first frame of --range): PNG zlib level 1/3/6/9,
         JPEG q 8/5/3/2, WebP quality 60/75/88/lossless
-  frames  a numbered PNG sequence in a directory (frame_00001.png, …)
+  frames  a numbered PNG sequence in a directory (frame_00001.png, …); of a
+        still, one frame, unless --range or --fps asks for more
   wav mp3  audio: PCM 16-bit (24-bit for master); MP3 96k/128k/192k/320k
   lottie dotlottie  a Lottie asset as is; an image as a Lottie animation with
         the image embedded; video cannot become Lottie

@@ -96,8 +96,10 @@ def ffmpeg_args(src: Path, out: Path, p: dict[str, Any]) -> tuple[list[str], flo
         return [*inp, "-frames:v", "1", *vf, *BITEXACT, *codec, "-f", "image2", "-update", "1", file_url(out)], None
     if what == "frames":
         out.mkdir(parents=True, exist_ok=True)
-        return [*inp, *vf, *timing, *BITEXACT, "-c:v", "png", "-start_number", "1", "-f", "image2",
-                file_url(out / "frame_%05d.png")], span
+        # A still is one frame, unless a --range or --fps asks for a clip of it.
+        one = ["-frames:v", "1"] if kind == "image" and not p["fps"] and not p["end"] else []
+        return [*inp, *vf, *timing, *one, *BITEXACT, "-c:v", "png", "-start_number", "1", "-f", "image2",
+                file_url(out / "frame_%05d.png")], None if one else span
     if fmt == "mp4":
         preset, crf = q["x264"]
         codec = ["-c:v", "libx264", "-preset", preset, "-crf", str(crf), "-pix_fmt", "yuv420p",

@@ -79,6 +79,18 @@ def test_frames_write_a_numbered_sequence(media, tmp_path):
     assert json.loads(Path(str(out) + ".lattice.json").read_text())["lattice"]["asset"] == "clip.mp4"
 
 
+def test_a_still_exports_as_one_frame_unless_a_range_or_rate_asks_for_more(media, tmp_path):
+    """A still's frames export wrote 25 identical PNGs (a still is looped
+    for 1 s at 25 fps for a video); it is one picture, unless the user asks
+    for a clip of it."""
+    for args, count in (([], 1), (["--fps", "5"], 5), (["--range", "0-0.2"], 5)):
+        out = tmp_path / f"frames{len(args)}{count}"
+        r = export(media, "still.png", "--format", "frames", "-o", str(out), *args)
+        assert r.code == 0, r.err
+        assert sorted(os.listdir(out)) == [f"frame_{i:05d}.png" for i in range(1, count + 1)], args
+        assert (probe(out / "frame_00001.png").width, probe(out / "frame_00001.png").height) == (64, 48)
+
+
 @pytest.mark.parametrize("fmt", ["wav", "mp3"])
 def test_audio_formats_have_the_requested_duration(media, tmp_path, fmt):
     out = tmp_path / f"t.{fmt}"

@@ -120,7 +120,8 @@ Quality presets (default production):
   gif   palette colours  draft 64 no dither  preview 128 bayer    production 256 sierra master 256 floyd-steinberg
   png/jpg/webp  PNG level 1/3/6/9, JPEG q 8/5/3/2, WebP quality 60/75/88/lossless (first frame of --range)
   wav/mp3       PCM 16-bit (24-bit master); MP3 96k/128k/192k/320k
-  frames        numbered PNGs in a directory; lottie/dotlottie: Lottie assets as is, images embedded
+  frames        numbered PNGs in a directory (of a still, one, unless --range or --fps asks for a clip)
+  lottie/dotlottie  Lottie assets as is, images embedded
 
 Outside the project, the recipe is embedded in PNG, MP4, WebM, MP3 and
 Lottie made from images, otherwise written to OUT.lattice.json; inside it,
