@@ -505,12 +505,34 @@ def resolve(g, ref: str):
     if ref and not ref.startswith("-"):
         try:
             return g.revparse_single(ref).peel(pygit2.Commit)
+        except pygit2.AmbiguousError:
+            if _HEX.fullmatch(ref):  # a prefix other objects (manifest blobs) begin too
+                found = commits_by_prefix(g, ref)
+                if len(found) == 1:
+                    return found[0]
+                if found:
+                    listed = ", ".join(str(c.id)[:12] for c in found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+                    raise InvalidInput(f"commit id {shown(ref)} is ambiguous: {len(found)} commits begin with it ({listed})",
+                                       hint="give more of its digits; `lattice log` lists commits with 12") from None
         except (KeyError, ValueError, pygit2.GitError, pygit2.InvalidSpecError):
             pass
     raise InvalidInput(
         f"no branch, tag or commit named {shown(ref)}{closest(ref, branches(g) + tags(g))}",
         hint="`lattice branch` lists branches, `lattice tag` lists tags, `lattice log` lists commits",
     )
+
+
+_HEX = re.compile(r"[0-9a-f]{4,40}")
+
+
+def commits_by_prefix(g, prefix: str) -> list:
+    """The commits whose id begins with `prefix` (hex), in the whole object
+    database: reached by a ref or not (a deleted branch's)."""
+    import pygit2
+
+    commit = pygit2.enums.ObjectType.COMMIT
+    found = [oid for oid in g.odb if str(oid).startswith(prefix)]
+    return sorted((g[oid] for oid in found if g.odb.read_header(oid)[0] == commit), key=lambda c: str(c.id)) if found else []
 
 
 # git keeps a ref in a file named after it, written through NAME.lock, and
