@@ -8,6 +8,7 @@ between them is `lattice.switch`; bringing one into another, `lattice.merge`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from lattice import history
@@ -27,8 +28,22 @@ def list_branches(repo: Repository) -> tuple[list[str], str]:
     return history.branches(g), history.current_branch(g)
 
 
-def create_branch(repo: Repository, name: str) -> str:
+@dataclass
+class Created:
+    created: str  # the branch
+    at: str  # the commit it points at
+    start: str | None = None  # START as given (None: the current commit)
+    start_kind: str | None = None  # "branch", "tag" or "commit"
+
+
+def create_branch(repo: Repository, name: str, start: str | None = None) -> Created:
+    """Create branch `name` at `start` (a branch, a tag, a commit id or an
+    unambiguous prefix of at least 7 of its hex digits, `HEAD~N`), or at
+    the current commit; as `git branch NAME START`, it does not switch."""
     require_name(name, "branch", "name the branch to create, e.g. `lattice branch sketch`; `lattice branch` alone lists branches")
+    if start is not None and not start:
+        raise InvalidInput(f"the start of branch {shown(name)} is empty",
+                           hint=f"name a branch, tag or commit to start it at, or leave it out: {command('lattice branch', name, paths=False)} starts it at the current commit")
     with repo.lock:
         repo.finish_interrupted()
         g = history.open_git(repo)
@@ -36,9 +51,28 @@ def create_branch(repo: Repository, name: str) -> str:
         if name in history.branches(g):
             raise HistoryError(f"branch {shown(name)} already exists", hint=f"switch to it with {command('lattice switch', name, paths=False)}")
         _refuse_shadowing(g, name, "branch")
-        head = history.ensure_head(repo, g)
-        g.references.create(f"refs/heads/{name}", head.id)
-        return str(head.id)
+        if start is None:
+            at, kind = history.ensure_head(repo, g), None
+        else:
+            at, kind = _start_commit(g, name, start)
+        g.references.create(f"refs/heads/{name}", at.id)
+        return Created(name, str(at.id), start, kind)
+
+
+_SHORT_HEX = re.compile(r"[0-9a-f]{1,6}")
+
+
+def _start_commit(g, name: str, start: str) -> tuple:
+    """(the commit START names, what it is: "branch", "tag" or "commit")."""
+    if g.head_is_unborn:
+        raise InvalidInput(f"cannot start branch {shown(name)} at {shown(start)}: the history has no commit yet",
+                           hint=f"the first change (`lattice add`, `lattice gen`) makes one; {command('lattice branch', name, paths=False)} "
+                                "without a start branches from the state there is")
+    kind = "branch" if start in history.branches(g) else "tag" if start in history.tags(g) else "commit"
+    if kind == "commit" and _SHORT_HEX.fullmatch(start):
+        raise InvalidInput(f"{shown(start)} is too short to name a commit: give at least 7 hex digits of its id",
+                           hint="`lattice log` lists commits (12 digits of each id); `lattice branch` and `lattice tag` list the names to start at")
+    return history.resolve(g, start), kind
 
 
 @dataclass
@@ -101,6 +135,44 @@ def create_tag(repo: Repository, name: str) -> str:
         head = history.ensure_head(repo, g)
         g.references.create(f"refs/tags/{name}", head.id)
         return str(head.id)
+
+
+@dataclass
+class DeletedTag:
+    tag: str
+    was: str  # the commit it pointed at
+    unmerged: int  # its commits no branch or other tag has any more (history keeps them)
+
+
+def delete_tag(repo: Repository, name: str) -> DeletedTag:
+    """Delete a tag, as `git tag -d`. Nothing is lost with it: history keeps
+    its commits (a branch can start at one again), and gc keeps every
+    object a manifest file in history names; only the protection of the
+    versions current or pinned at the tag ends, as if it had never been."""
+    require_name(name, "tag", "`lattice tag` lists the tags")
+    with repo.lock:
+        repo.finish_interrupted()
+        g = history.open_git(repo, create=False) if history.exists(repo) else None
+        require_tag(g, name)
+        ref = g.references[f"refs/tags/{name}"]
+        try:
+            was, unmerged = str(history.resolve(g, name).id), _commits_only_on(g, ref.name)
+        except Exception:  # noqa: BLE001 - a tag naming a commit history lacks: deleted all the same
+            was, unmerged = str(ref.target), 0
+        ref.delete()
+        return DeletedTag(name, was, unmerged)
+
+
+def require_tag(g, name: str) -> None:
+    """InvalidInput unless `name` is a tag (`g` None: no history, no tags),
+    saying when it is a branch instead."""
+    tags = history.tags(g) if g is not None else []
+    if name in tags:
+        return
+    if g is not None and name in history.branches(g):
+        raise InvalidInput(f"no tag named {shown(name)}: {shown(name)} is a branch",
+                           hint=f"`lattice tag` lists the tags; {command('lattice branch -d', name, paths=False)} deletes the branch")
+    raise InvalidInput(f"no tag named {shown(name)}{closest(name, tags)}", hint="`lattice tag` lists the tags")
 
 
 def _refuse_shadowing(g, name: str, what: str) -> None:

@@ -692,3 +692,53 @@ def test_render_skips_what_depends_on_a_skipped_asset(tmp_repo):
     }
     r = run_cli("render", "--json", cwd=tmp_repo.root)
     assert r.code == 1 and {o["name"]: o["status"] for o in r.json} == {"b.txt": "skipped", "c.txt": "skipped"}
+
+
+# -- deleting a tag ------------------------------------------------------------------
+
+
+def test_deleting_a_tag_ends_its_protection_as_if_it_never_was(tmp_repo):
+    """A tag protects the versions current at it; once it is deleted, gc
+    may evict them if they can be re-made, as if there had been no tag.
+    The catalog gc plans with (storage.db) sees the deletion at once."""
+    gen(tmp_repo, "x.txt", word="tagged")
+    assert run_cli("tag", "release", cwd=tmp_repo.root).code == 0
+    gen(tmp_repo, "x.txt", word="later")
+    gen(tmp_repo, "x.txt", word="latest")
+    v1, v2, v3 = objects_of(tmp_repo, "x.txt")
+    assert evicted(gc(tmp_repo, "--dry-run", *EVERYTHING)) == [v2]  # the catalog now holds the tag's facts
+    assert run_cli("tag", "-d", "release", cwd=tmp_repo.root).code == 0
+    assert evicted(gc(tmp_repo, "--dry-run", *EVERYTHING)) == sorted([v1, v2])
+    assert evicted(gc(tmp_repo, *EVERYTHING)) == sorted([v1, v2])
+    assert tmp_repo.objects.has(v3) and not tmp_repo.objects.has(v1)
+    assert run_cli("cat", "x.txt@v1", cwd=tmp_repo.root).out.startswith("tagged")  # re-made on demand
+    assert run_cli("fsck", cwd=tmp_repo.root).code == 0
+
+
+def test_deleting_the_only_tag_of_an_import_never_loses_it(tmp_repo):
+    """An import (and an output) that only a tag's commits record, their
+    branch deleted: after `tag -d` history still names them, so gc keeps
+    them past the grace period, and a branch at the tag's commit has them."""
+    tmp_repo.gen({"base.txt": "on main"})
+    assert run_cli("add", "base.txt", cwd=tmp_repo.root).code == 0
+    for args in (["branch", "feat"], ["switch", "feat"]):
+        assert run_cli(*args, cwd=tmp_repo.root).code == 0
+    tmp_repo.gen({"photo.txt": "precious, imported"})
+    assert run_cli("add", "photo.txt", cwd=tmp_repo.root).code == 0
+    gen(tmp_repo, "y.txt", word="only on the tag")
+    photo, y = objects_of(tmp_repo, "photo.txt")[0], objects_of(tmp_repo, "y.txt")[0]
+    for args in (["tag", "snap"], ["switch", "main"], ["branch", "-D", "feat"]):
+        assert run_cli(*args, cwd=tmp_repo.root).code == 0
+    r = run_cli("tag", "-d", "snap", "--json", cwd=tmp_repo.root)
+    assert r.code == 0 and r.json["unmerged"] == 2, r.out
+    past = time.time() - 30 * 86400
+    for oid in (photo, y):
+        os.utime(tmp_repo.objects.locate(oid), (past, past))
+    for extra in ((), ("--include-current", "--include-nondeterministic")):
+        assert gc(tmp_repo, *EVERYTHING, *extra)["evictions"] == []
+    assert tmp_repo.objects.has(photo) and tmp_repo.objects.has(y)
+    assert run_cli("du", "--json", cwd=tmp_repo.root).json["unreferenced"] == 0
+    assert run_cli("branch", "back", r.json["was"], cwd=tmp_repo.root).code == 0
+    assert run_cli("switch", "back", cwd=tmp_repo.root).code == 0
+    assert (tmp_repo.root / "photo.txt").read_text() == "precious, imported"
+    assert run_cli("fsck", cwd=tmp_repo.root).code == 0

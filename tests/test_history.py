@@ -594,6 +594,225 @@ def test_branch_and_switch_bad_names(tmp_repo):
     assert fsck(fresh(repo)).ok and len(history.branches(history.open_git(repo))) == 3
 
 
+# -- a branch from a tag, a branch or a commit; deleting a tag --------------------------
+
+
+def _released(repo):
+    """main: a.txt v1 and x.txt (made by test.text) v1 tagged `rel`; then
+    a.txt v2, x.txt v2 and a new b.txt. Returns rel's commit id."""
+    add(repo, "a.txt", "a1")
+    ok("gen", "x.txt", "--model", "test.text", "--set", "word=first", repo=repo)
+    ok("tag", "rel", repo=repo)
+    add(repo, "a.txt", "a2")
+    ok("regen", "x.txt", "--set", "word=second", repo=repo)
+    add(repo, "b.txt", "b1")
+    return str(history.resolve(history.open_git(repo), "rel").id)
+
+
+def test_branch_at_a_tag_brings_back_the_tagged_state_end_to_end(tmp_repo):
+    """`lattice branch fix rel` makes fix at rel without switching; switching
+    to it brings rel's manifest and working files back, status is clean,
+    fsck passes, log shows rel's history, and merging it back works."""
+    repo = tmp_repo
+    rel = _released(repo)
+    r = ok("branch", "fix", "rel", repo=repo)
+    assert r.out == f"created branch fix at {rel[:12]} (tag rel)\n"
+    g = history.open_git(repo)
+    assert history.current_branch(g) == "main" and str(history.resolve(g, "fix").id) == rel  # as git branch: no switch
+    assert (repo.root / "a.txt").read_text() == "a2" and (repo.root / "b.txt").exists()
+    assert ok("switch", "fix", repo=repo).out == "switched to fix (3 assets differ from main)\n"
+    assert (repo.root / "a.txt").read_text() == "a1" and (repo.root / "x.txt").read_text().startswith("first:")
+    assert not (repo.root / "b.txt").exists()
+    assert [v.number for v in fresh(repo).record("x.txt").versions] == [1]
+    assert ok("status", repo=repo).out == "" and fsck(fresh(repo)).ok
+    assert [c["commit"] for c in ok("log", "--json", repo=repo).json] == [c.commit for c in history.log(repo, ref="rel")]
+    assert ok("log", "--json", repo=repo).json[0]["commit"] == rel
+    add(repo, "c.txt", "fixed")  # work on the fix, then bring it back to main
+    ok("switch", "main", repo=repo)
+    data = ok("merge", "fix", "--json", repo=repo).json
+    assert data["status"] == "merged" and data["taken"] == ["c.txt"] and data["conflicts"] == []
+    assert (repo.root / "c.txt").read_text() == "fixed" and (repo.root / "a.txt").read_text() == "a2"
+    assert (repo.root / "x.txt").read_text().startswith("second:") and (repo.root / "b.txt").read_text() == "b1"
+    assert ok("status", repo=repo).out == "" and fsck(fresh(repo)).ok
+
+
+def test_branch_at_a_branch_a_commit_id_or_a_prefix_of_one(tmp_repo):
+    repo = tmp_repo
+    rel = _released(repo)
+    head = str(history.head_commit(history.open_git(repo)).id)
+    assert ok("branch", "copy", "main", repo=repo).out == f"created branch copy at {head[:12]} (branch main)\n"
+    assert ok("branch", "full", rel, repo=repo).out == f"created branch full at {rel[:12]}\n"
+    assert ok("branch", "short", rel[:7], repo=repo).out == f"created branch short at {rel[:12]}\n"
+    assert ok("branch", "back", "HEAD~1", repo=repo).out.endswith(" (HEAD~1)\n")
+    g = history.open_git(repo)
+    assert {b: str(history.resolve(g, b).id) for b in ("copy", "full", "short")} == {"copy": head, "full": rel, "short": rel}
+    assert ok("branch", "j", "rel", "--json", repo=repo).json == {"created": "j", "at": rel, "start": "rel", "start_kind": "tag"}
+    assert ok("branch", "k", rel[:9], "--json", repo=repo).json == {"created": "k", "at": rel, "start": rel[:9], "start_kind": "commit"}
+    # Without START: as before, at the current commit (and where it started: nowhere given).
+    assert ok("branch", "here", "--json", repo=repo).json == {"created": "here", "at": head, "start": None, "start_kind": None}
+    assert ok("branch", "here2", repo=repo).out == f"created branch here2 at {head[:12]}\n"
+    # A branch deleted with -D is made again from the id its deletion printed.
+    ok("switch", "short", repo=repo)
+    add(repo, "only.txt", "only here")
+    was = str(history.resolve(history.open_git(repo), "short").id)
+    ok("switch", "main", repo=repo)
+    r = ok("branch", "-D", "short", repo=repo)
+    assert f"(was {was[:12]}; 1 commit no other branch or tag has)" in r.out
+    ok("branch", "again", was[:12], repo=repo)
+    ok("switch", "again", repo=repo)
+    assert (repo.root / "only.txt").read_text() == "only here" and fsck(fresh(repo)).ok
+
+
+def test_branch_start_refusals_create_nothing(tmp_repo):
+    """An unknown, too short or empty START is invalid input (4), a name
+    taken by a branch or tag a history error (11), as without START; each
+    says what to do, and no branch is created."""
+    repo = tmp_repo
+    rel = _released(repo)
+    before = history.branches(history.open_git(repo))
+
+    def refused(*args, code):
+        r = run_cli("branch", *args, cwd=repo.root)
+        assert r.code == code, (args, r.code, r.err)
+        assert r.out == "" and len(r.err.splitlines()) == 2 and r.err.startswith("error: ") and "\nhint: " in r.err, r.err
+        return r.err
+
+    assert refused("fix", "rle", code=4) == (
+        "error: no branch, tag or commit named rle (did you mean: rel?)\n"
+        "hint: `lattice branch` lists branches, `lattice tag` lists tags, `lattice log` lists commits\n")
+    assert refused("fix", "0" * 12, code=4).startswith("error: no branch, tag or commit named 000000000000\n")
+    for short in (rel[:6], rel[:1]):
+        assert refused("fix", short, code=4) == (
+            f"error: {short} is too short to name a commit: give at least 7 hex digits of its id\n"
+            "hint: `lattice log` lists commits (12 digits of each id); `lattice branch` and `lattice tag` list the names to start at\n")
+    assert refused("fix", "", code=4) == (
+        "error: the start of branch fix is empty\n"
+        "hint: name a branch, tag or commit to start it at, or leave it out: `lattice branch fix` starts it at the current commit\n")
+    assert refused("main", "rel", code=11).startswith("error: branch main already exists\n")
+    assert "cannot create branch rel: a tag has that name" in refused("rel", "main", code=11)
+    assert "is not a valid branch name" in refused("bad..name", "rel", code=4)
+    assert "the branch name is empty" in refused("", "rel", code=4)
+    assert history.branches(history.open_git(repo)) == before
+
+
+def test_branch_start_in_a_repository_with_no_commit_yet(tmp_repo):
+    repo = tmp_repo
+    for start in ("main", "HEAD", "abcdef1"):
+        r = run_cli("branch", "feat", start, cwd=repo.root)
+        assert r.code == 4 and r.err == (
+            f"error: cannot start branch feat at {start}: the history has no commit yet\n"
+            "hint: the first change (`lattice add`, `lattice gen`) makes one; `lattice branch feat` without a start branches from the state there is\n"), r.err
+    assert history.branches(history.open_git(repo)) == ["main"]
+    ok("branch", "feat", repo=repo)  # the hint works
+    assert history.branches(history.open_git(repo)) == ["feat", "main"]
+
+
+def _colliding_objects(repo, kinds=("commit", "commit"), digits=7):
+    """Write two history objects of `kinds` whose ids share their first
+    `digits` hex digits (found by hashing, birthday style); their ids, in
+    the order of `kinds`."""
+    import hashlib
+
+    import pygit2
+
+    g = history.open_git(repo)
+    head = history.head_commit(g)
+    seen: dict[tuple[str, str], tuple[str, bytes]] = {}
+
+    def body(kind: str, i: int) -> bytes:
+        if kind == "blob":
+            return f"blob {kinds} {i}\n".encode()
+        return (f"tree {head.tree_id}\nparent {head.id}\nauthor t <t@x> 1700000000 +0000\n"
+                f"committer t <t@x> 1700000000 +0000\n\nattempt {kinds} {i}\n").encode()
+
+    i = 0
+    while True:
+        i += 1
+        for n, kind in enumerate(kinds):
+            data = body(kind, i)
+            oid = hashlib.sha1(f"{kind} {len(data)}\0".encode() + data).hexdigest()
+            other = seen.get((kinds[1 - n], oid[:digits]))
+            if other is not None and other[0] != oid:
+                types = {"blob": pygit2.enums.ObjectType.BLOB, "commit": pygit2.enums.ObjectType.COMMIT}
+                ids = [str(g.odb.write(types[k], d)) for k, d in ((kinds[1 - n], other[1]), (kind, data))]
+                assert ids[1] == oid and ids[0][:digits] == oid[:digits]
+                return ids if n == 1 else ids[::-1]
+            seen[(kind, oid[:digits])] = (oid, data)
+
+
+def test_branch_at_an_ambiguous_prefix_is_refused_a_longer_one_is_taken(tmp_repo):
+    repo = tmp_repo
+    add(repo, "a.txt", "1")
+    one, two = sorted(_colliding_objects(repo))
+    r = run_cli("branch", "fix", one[:7], cwd=repo.root)
+    assert r.code == 4 and r.err == (
+        f"error: commit id {one[:7]} is ambiguous: 2 commits begin with it ({one[:12]}, {two[:12]})\n"
+        "hint: give more of its digits; `lattice log` lists commits with 12\n"), r.err
+    assert "fix" not in history.branches(history.open_git(repo))
+    r = run_cli("diff", one[:7], "HEAD", cwd=repo.root)  # every command that takes a commit says so
+    assert r.code == 4 and r.err.startswith(f"error: commit id {one[:7]} is ambiguous: 2 commits begin with it"), r.err
+    longer = next(n for n in range(8, 41) if one[:n] != two[:n])
+    assert ok("branch", "fix", one[:longer], "--json", repo=repo).json["at"] == one
+    # A prefix a manifest blob begins too names the one commit that has it.
+    blob, commit = _colliding_objects(repo, kinds=("blob", "commit"))
+    assert history.open_git(repo)[blob].type_str == "blob" and blob[:7] == commit[:7]
+    assert ok("branch", "fix2", commit[:7], "--json", repo=repo).json["at"] == commit
+
+
+def test_tag_delete(tmp_repo):
+    """`tag -d NAME` (--delete) deletes a tag, as `git tag -d`; an unknown
+    one is invalid input (4) with the way to list them; the name is free
+    again, for a tag or a branch."""
+    repo = tmp_repo
+    rel = _released(repo)
+    ok("tag", "now", repo=repo)
+    assert ok("tag", "-d", "rel", repo=repo).out == f"deleted tag rel (was {rel[:12]})\n"
+    assert ok("tag", repo=repo).out == "now\n"
+    now = str(history.head_commit(history.open_git(repo)).id)
+    assert ok("tag", "--delete", "now", "--json", repo=repo).json == {"deleted": "now", "was": now, "unmerged": 0}
+    assert ok("tag", "--json", repo=repo).json == [] and history.tags(history.open_git(repo)) == []
+    r = run_cli("diff", "rel", "HEAD", cwd=repo.root)
+    assert r.code == 4 and "no branch, tag or commit named rel" in r.err
+    ok("branch", "rel", rel, repo=repo)  # a tag no longer shadows the name
+    ok("tag", "now", repo=repo)
+    for args, code, err in (
+        (("-d", "nwo"), 4, "error: no tag named nwo (did you mean: now?)\nhint: `lattice tag` lists the tags\n"),
+        (("-d", "rel"), 4, "error: no tag named rel: rel is a branch\nhint: `lattice tag` lists the tags; `lattice branch -d rel` deletes the branch\n"),
+        (("-d", ""), 4, "error: the tag name is empty\nhint: `lattice tag` lists the tags\n"),
+        (("x", "-d", "now"), 2, "error: a tag to create and -d exclude each other\nhint: `lattice tag -d NAME` deletes one, `lattice tag NAME` creates one\n"),
+    ):
+        r = run_cli("tag", *args, cwd=repo.root)
+        assert (r.code, r.err) == (code, err) and r.out == "", (args, r.code, r.err)
+    assert history.tags(history.open_git(repo)) == ["now"] and fsck(fresh(repo)).ok
+
+
+def test_tag_delete_in_a_repository_with_no_history(tmp_repo):
+    r = run_cli("tag", "-d", "v1", cwd=tmp_repo.root)
+    assert r.code == 4 and r.err == "error: no tag named v1\nhint: `lattice tag` lists the tags\n"
+    assert not history.exists(tmp_repo)  # refusing created nothing
+
+
+def test_deleting_the_only_tag_of_commits_keeps_them_for_a_branch(tmp_repo):
+    """A tag of commits no branch has: deleting it says so, history keeps
+    them, and the branch its note suggests brings their state back."""
+    repo = tmp_repo
+    add(repo, "a.txt", "1")
+    ok("branch", "feat", repo=repo)
+    ok("switch", "feat", repo=repo)
+    add(repo, "photo.txt", "only on feat")
+    ok("tag", "snap", repo=repo)
+    ok("switch", "main", repo=repo)
+    ok("branch", "-D", "feat", repo=repo)
+    snap = str(history.resolve(history.open_git(repo), "snap").id)
+    r = ok("tag", "-d", "snap", repo=repo)
+    assert r.out == f"deleted tag snap (was {snap[:12]})\n"
+    assert r.err == (f"note: its commit is on no branch or tag now; history keeps it, and `lattice branch NAME {snap[:12]}` "
+                     "starts a branch there\n")
+    ok("branch", "back", snap[:12], repo=repo)
+    ok("switch", "back", repo=repo)
+    assert (repo.root / "photo.txt").read_text() == "only on feat" and fsck(fresh(repo)).ok
+
+
 # -- crash safety and damaged history ---------------------------------------------------
 
 

@@ -35,7 +35,7 @@ READING = [
     ["gc", "--dry-run"], ["generators", "--json"], ["verify", "--all", "--json"],
 ]
 # Writing commands: exit 13 as before, with the message they always gave.
-WRITING = [["add", "n.png"], ["tag", "v2"], ["branch", "other"], ["render"], ["fsck", "--repair"]]
+WRITING = [["add", "n.png"], ["tag", "v2"], ["tag", "-d", "v1"], ["branch", "other"], ["branch", "other", "v1"], ["render"], ["fsck", "--repair"]]
 
 # Runs lattice commands in one process (from the project folder) and prints
 # their [code, stdout, stderr] as JSON: one start-up, however many commands.

@@ -256,7 +256,9 @@ def unpin(path: str = typer.Argument(..., help="Asset."), json: bool = JSON) -> 
 
 
 def branch(
-    name: Optional[str] = typer.Argument(None, help="Create a branch with this name at the current commit."),
+    name: Optional[str] = typer.Argument(None, help="Create a branch with this name (at the current commit unless START is given)."),
+    start: Optional[str] = typer.Argument(None, metavar="START",
+                                          help="Where the new branch starts: a branch, a tag, or a commit id (at least 7 hex digits; `lattice log` lists them)."),
     delete: Optional[str] = typer.Option(None, "--delete", "-d", metavar="NAME",
                                          help="Delete a branch; refused (exit 12) while it is the current branch or has commits that no other branch or tag has."),
     force_delete: Optional[str] = typer.Option(None, "-D", metavar="NAME", help="Delete a branch even with such commits (-d NAME --force)."),
@@ -265,7 +267,9 @@ def branch(
 ) -> None:
     """List branches (current one marked *), create one, or delete one.
 
-    As in git, -d refuses a branch with commits that no other branch or tag
+    `lattice branch NAME START` creates NAME at a branch, tag or commit
+    without switching to it, as `git branch NAME START`; `lattice switch
+    NAME` then checks it out. As in git, -d refuses a branch with commits that no other branch or tag
     has; -D deletes it anyway, and gc may then sweep what only they recorded."""
     from lattice import branches as b
     from lattice.errors import UsageError
@@ -285,8 +289,12 @@ def branch(
         lost = f"; {d.unmerged} commit{'s' if d.unmerged > 1 else ''} no other branch or tag has" if d.unmerged else ""
         return say(f"deleted branch {delete} (was {d.was[:12]}{lost})")
     if name is not None:
-        at = b.create_branch(repo, name)
-        return emit_json({"created": name, "at": at}) if json else say(f"created branch {name} at {at[:12]}")
+        c = b.create_branch(repo, name, start)
+        if json:
+            return emit_json(c)
+        # Where it started, unless the id printed says it already.
+        where = "" if start is None or c.at.startswith(start) else f" ({start})" if c.start_kind == "commit" else f" ({c.start_kind} {start})"
+        return say(f"created branch {name} at {c.at[:12]}{where}")
     names, current = b.list_branches(repo)
     names = names or [current]  # a new repository's branch exists from its first commit on
     if json:
@@ -306,11 +314,31 @@ def switch(
     run_switch(name, force, json)
 
 
-def tag(name: Optional[str] = typer.Argument(None, help="Tag the current commit with this name."), json: bool = JSON) -> None:
-    """List tags, or tag the current commit."""
+def tag(
+    name: Optional[str] = typer.Argument(None, help="Tag the current commit with this name."),
+    delete: Optional[str] = typer.Option(None, "--delete", "-d", metavar="NAME",
+                                         help="Delete a tag. History keeps its commits, and gc what they name; only its protection of the versions current there ends."),
+    json: bool = JSON,
+) -> None:
+    """List tags, tag the current commit, or delete a tag (-d, as `git tag -d`)."""
     from lattice import branches as b
+    from lattice.errors import UsageError
 
-    repo = repo_from_ctx(reading=name is None)
+    if delete is not None and name is not None:
+        raise UsageError("a tag to create and -d exclude each other", hint="`lattice tag -d NAME` deletes one, `lattice tag NAME` creates one")
+    repo = repo_from_ctx(reading=name is None and delete is None)
+    if delete is not None:  # an empty name is refused, not read as "list"
+        d = b.delete_tag(repo, delete)
+        if json:
+            return emit_json({"deleted": delete, "was": d.was, "unmerged": d.unmerged})
+        say(f"deleted tag {delete} (was {d.was[:12]})")
+        if d.unmerged:
+            from lattice.errors import command
+
+            commits = "its commit is" if d.unmerged == 1 else f"its {d.unmerged} commits are"
+            echo(f"note: {commits} on no branch or tag now; history keeps {'it' if d.unmerged == 1 else 'them'}, "
+                 f"and {command('lattice branch', 'NAME', d.was[:12], paths=False)} starts a branch there", err=True)
+        return
     if name is not None:  # an empty name is refused, not read as "list"
         at = b.create_tag(repo, name)
         return emit_json({"created": name, "at": at}) if json else say(f"tagged {at[:12]} as {name}")
