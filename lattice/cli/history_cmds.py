@@ -269,7 +269,9 @@ def branch(
 
     `lattice branch NAME START` creates NAME at a branch, tag or commit
     without switching to it, as `git branch NAME START`; `lattice switch
-    NAME` then checks it out. As in git, -d refuses a branch with commits that no other branch or tag
+    NAME` then checks it out.
+
+    As in git, -d refuses a branch with commits that no other branch or tag
     has; -D deletes it anyway, and gc may then sweep what only they recorded."""
     from lattice import branches as b
     from lattice.errors import UsageError
