@@ -55,7 +55,6 @@ def _here(ctx) -> dict:
 
 
 def render_job(ctx) -> dict[str, Any]:
-    from lattice.errors import LatticeError
     from lattice.produce import Hooks
     from lattice.render import Step, run_step
 
@@ -63,13 +62,8 @@ def render_job(ctx) -> dict[str, Any]:
     step = msgspec.convert(payload["step"], Step)
     hooks = Hooks(progress=ctx.progress, env=ctx.env, on_process=ctx.on_process, timeout=ctx.timeout,
                   cancelled=ctx.cancelled, commit=ctx.commit)
-    try:
-        return msgspec.to_builtins(run_step(_repo(payload["root"]), step, hooks))
-    except LatticeError as e:
-        # The queue keeps a failure's stderr tail; a hint is the next best detail.
-        if not getattr(e, "stderr_tail", "") and e.hint:
-            e.stderr_tail = e.hint
-        raise
+    # A failure's error, hint and stderr tail are kept by the queue (the worker records them).
+    return msgspec.to_builtins(run_step(_repo(payload["root"]), step, hooks))
 
 
 def gc_job(ctx) -> dict[str, Any]:

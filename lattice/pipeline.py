@@ -241,7 +241,8 @@ def ready_to_queue(repo: Repository, steps: list[Step], notify: Callable[[str], 
             try:
                 recipe, _ = refreshed_recipe(repo, repo.record(step.name))
             except GeneratorFailed as e:
-                out[step.name] = Outcome(step.name, step.action, "failed", error=e.message, exit_code=e.exit_code)
+                out[step.name] = Outcome(step.name, step.action, "failed", error=e.message, exit_code=e.exit_code,
+                                         hint=e.hint or "")
                 continue
         elif step.action == "remake":
             recipe = repo.record(step.name).current.recipe
@@ -466,8 +467,15 @@ def run_job(repo: Repository, type: str, payload: dict, command: str,
         [done] = run_until_done(repo, asked, on_poll=on_poll, command=command)
     if done.state != "succeeded":
         raise job_failed(done.exit_code, f"{type} job {done.id} {done.state}: {done.error or ''}".strip(),
-                         hint=f"`lattice queue show {done.id}` has the details")
+                         hint=job_hint(done))
     return done
+
+
+def job_hint(job, details: str = "has the details") -> str:
+    """The hint for a job that did not succeed: its error's own (what to do
+    about it, kept by the queue), then where to read the rest."""
+    where = f"`lattice queue show {job.id}` {details}"
+    return f"{job.hint}; {where}" if job.hint else where
 
 
 def _abandoned(e: BaseException) -> BaseException:
@@ -532,7 +540,8 @@ def outcomes(steps: list[Step], jobs: dict[str, int], finished: list) -> list[Ou
             reason = job.error or job.state
             status = "skipped" if job.blocked_by else "failed"
             tail = f"\n{job.stderr_tail.strip()}" if job.stderr_tail and job.stderr_tail.strip() not in reason else ""
-            out.append(Outcome(step.name, step.action, status, error=reason + tail, exit_code=job.exit_code))
+            out.append(Outcome(step.name, step.action, status, error=reason + tail, exit_code=job.exit_code,
+                               hint=job.hint or ""))
     return out
 
 
@@ -549,8 +558,8 @@ def failed_jobs_error(jobs: list) -> LatticeError:
     code = _one_cause({j.exit_code or 1 for j in jobs})
     if len(jobs) == 1:
         return job_failed(code, f"job {jobs[0].id} failed: {jobs[0].error}",
-                          hint=f"`lattice queue show {jobs[0].id}` has its whole error; fix the cause, "
-                               f"then `lattice queue retry {jobs[0].id}` queues it again")
+                          hint=job_hint(jobs[0], "has its whole error; fix the cause, "
+                                                 f"then `lattice queue retry {jobs[0].id}` queues it again"))
     return job_failed(code, f"{len(jobs)} jobs failed: {', '.join(str(j.id) for j in jobs)}",
                       hint="`lattice queue show ID` has a job's whole error; fix the cause, "
                            "then `lattice queue retry ID` queues it again")

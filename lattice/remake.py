@@ -53,7 +53,7 @@ def ensure_present(repo: Repository, name: str, number: int | None = None, *, re
                       hint=f"re-make it with {how}")
     if notify:
         notify("re-making evicted " + ", ".join(f"{n}@v{k}" for n, k, _ in chain) + " through the queue")
-    from lattice.pipeline import abandoning, queue_of, run_until_done
+    from lattice.pipeline import abandoning, job_hint, queue_of, run_until_done
 
     q = queue_of(repo)
     ids: dict[str, int] = {}
@@ -67,8 +67,7 @@ def ensure_present(repo: Repository, name: str, number: int | None = None, *, re
         finished = run_until_done(repo, order, command=command_name)
     for job in finished:
         if job.state != "succeeded":
-            raise job_failed(job.exit_code, f"re-making {spec} failed: {job.error or job.state}",
-                             hint=f"`lattice queue show {job.id}` has the details")
+            raise job_failed(job.exit_code, f"re-making {spec} failed: {job.error or job.state}", hint=job_hint(job))
     return list(ids)
 
 

@@ -58,6 +58,7 @@ class Outcome:
     seconds: float = 0.0
     exit_code: int | None = None  # failed or skipped: why, as the CLI's exit code (lattice.errors); None: unknown
     pinned: int | None = None  # generate: the asset's pin, the version its dependents and exports keep using
+    hint: str = ""  # failed: what its error said to do about it ("": nothing)
 
 
 def _unless_void(name: str, hooks: Hooks) -> None:

@@ -444,7 +444,7 @@ class WorkerPool:
                     run.kill("released")
                 if run.outcome is None:
                     if self._quietly(self.queue.fail, job.id, error, str(tail), retry, worker_id=worker_id,
-                                     exit_code=exit_code_of(e)):
+                                     exit_code=exit_code_of(e), hint=e.hint if isinstance(e, LatticeError) else None):
                         will_retry = retry and job.attempts <= job.max_retries
                         self.stats["retried" if will_retry else "failed"] += 1
             else:

@@ -1148,6 +1148,10 @@ def test_a_range_that_holds_no_frame_of_the_clip_is_refused_not_delivered_empty(
     out = tmp_path / ("fr" if fmt == "frames" else f"c.{fmt}")
     r = export(media, "clip.mp4", "--format", fmt, "--range", "1.99-2", "-o", str(out))
     assert r.code == 4 and "the range 1.99-2 s holds no frame of the clip: nothing to export" in r.err, r.err
+    # The job's own hint, not only where to read the job (which it lost).
+    job = run_cli("queue", "ls", "--json", cwd=media.root).json[0]["id"]
+    assert r.err.splitlines()[-1] == ("hint: export a --range that starts earlier or lasts longer; "
+                                      f"`lattice queue show {job}` has the details"), r.err
     assert list(tmp_path.iterdir()) == []
     # The last frame itself is there to export.
     r = export(media, "clip.mp4", "--format", fmt, "--range", "1.95-2", "-o", str(out))

@@ -371,13 +371,16 @@ def test_a_failure_keeps_its_exit_code_and_passes_it_to_dependents(tmp_path):
 
 
 def _old_schema(version: int) -> str:
-    """The schema as an older lattice wrote it: 2 had no jobs.cancelled_by
-    nor askers, 1 no jobs.exit_code either."""
+    """The schema as an older lattice wrote it: 3 had no jobs.hint, 2 no
+    jobs.cancelled_by nor askers either, 1 no jobs.exit_code either."""
     import re
 
     from lattice.queue.schema import _SCHEMA
 
-    old = re.sub(r",(\s*--[^\n]*)\n\s*cancelled_by TEXT[^\n]*", r"\1", _SCHEMA)
+    old = re.sub(r",(\s*--[^\n]*)\n\s*hint TEXT[^\n]*", r"\1", _SCHEMA)
+    if version == 3:
+        return old
+    old = re.sub(r",(\s*--[^\n]*)\n\s*cancelled_by TEXT[^\n]*", r"\1", old)
     old = re.sub(r"CREATE TABLE IF NOT EXISTS askers \(.*?\) WITHOUT ROWID;", "", old, flags=re.S)
     if version == 1:
         old = re.sub(r",(\s*--[^\n]*)\n\s*exit_code INTEGER[^\n]*", r"\1", old)
@@ -390,8 +393,9 @@ def _make_old_queue(path: Path, version: int, rows: list[str]) -> None:
     db = sqlite3.connect(path)
     db.executescript(_old_schema(version))
     columns = [r[1] for r in db.execute("PRAGMA table_info(jobs)")]
-    assert "cancelled_by" not in columns and ("exit_code" in columns) == (version == 2)
-    assert db.execute("SELECT count(*) FROM sqlite_master WHERE name='askers'").fetchone()[0] == 0
+    assert "hint" not in columns and ("cancelled_by" in columns) == (version == 3)
+    assert ("exit_code" in columns) == (version >= 2)
+    assert db.execute("SELECT count(*) FROM sqlite_master WHERE name='askers'").fetchone()[0] == (version == 3)
     for values in rows:
         db.execute("INSERT INTO jobs (type, priority, state, payload, slot, user, host, max_retries, queued_at,"
                    f" next_try, error) VALUES ({values})")
@@ -412,7 +416,7 @@ def test_a_queue_of_format_1_gains_exit_codes_and_keeps_its_jobs(tmp_path):
     [job] = q.list()
     assert (job.state, job.exit_code, job.cancelled_by) == ("queued", None, None)
     with sqlite3.connect(tmp_path / "queue.db") as db:
-        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
     claimed = again.claim("w")
     assert again.fail(claimed.id, "locked", retry=False, worker_id="w", exit_code=6)
     assert q.get(job.id).exit_code == 6
@@ -438,6 +442,29 @@ def test_a_queue_of_format_2_gains_cancel_records_and_keeps_its_jobs(tmp_path):
     [now] = q.cancel([other.id], by=canceller("asked", "lattice queue cancel"))
     assert now.cancelled_by["command"] == "lattice queue cancel" and now.error.startswith("cancelled by `lattice queue cancel` (")
 
+
+
+def test_a_queue_of_format_3_gains_hints_and_keeps_its_jobs(tmp_path):
+    """Format 3 kept a failure's error but not its hint (what to do about
+    it), which a command waiting for the job lost. Upgraded in place: an old
+    failure has no hint; a new one keeps it, until the job runs again."""
+    import sqlite3
+
+    from lattice.queue import SCHEMA_VERSION
+
+    _make_old_queue(tmp_path / "queue.db", 3, ["'image', 2, 'failed', '{}', 'cpu', 'u', 'h', 0, 0, 0, 'old failure'"])
+    q = open_queue(tmp_path)
+    [old] = q.list()
+    assert (old.state, old.error, old.hint) == ("failed", "old failure", None)
+    with sqlite3.connect(tmp_path / "queue.db") as db:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+    queued = q.submit("image", {})
+    claimed = q.claim("w")
+    assert claimed.id == queued.id
+    assert q.fail(claimed.id, "bad range", retry=False, worker_id="w", exit_code=4, hint="export a longer --range")
+    assert (q.get(queued.id).hint, q.get(queued.id).to_dict()["hint"]) == ("export a longer --range",) * 2
+    q.retry([queued.id])
+    assert q.get(queued.id).hint is None
 
 
 def test_queue_show_says_an_old_cancel_was_a_cancel(tmp_repo):

@@ -216,6 +216,20 @@ def test_a_worker_started_in_a_subfolder_keeps_hints_that_name_paths_from_the_ro
     assert "`lattice checkout sub/deep/a.txt` writes it" in shown.out, shown.out
 
 
+def test_a_failed_step_keeps_its_jobs_hint(tmp_repo):
+    """A step whose job failed with a hint (what to do about it) printed it
+    as if it were a line of the generator's stderr; now as a hint, and in
+    --json as the outcome's `hint`."""
+    tmp_repo.gen({"t.txt": "hello"})
+    assert run_cli("add", "t.txt", cwd=tmp_repo.root).code == 0
+    r = run_cli("gen", "th.png", "--model", "ffmpeg.thumbnail", "--input", "t.txt", cwd=tmp_repo.root)
+    assert r.code == 4 and r.err.splitlines()[:2] == [
+        "failed: th.png: input 0 (t.txt) has no picture ffmpeg can read", "    hint: give an image or video asset"], r.err
+    r = run_cli("gen", "th.png", "--model", "ffmpeg.thumbnail", "--input", "t.txt", "--json", cwd=tmp_repo.root)
+    assert r.code == 4 and [(o["error"], o["hint"]) for o in r.json] == [
+        ("input 0 (t.txt) has no picture ffmpeg can read", "give an image or video asset")], r.out
+
+
 def test_regen_of_an_asset_and_its_dependent_renders_them_in_order(tmp_repo, run_log):
     """`regen b a` with b made from a (directly, or through c): a first,
     then b from a's new version, whatever the order named; once each."""

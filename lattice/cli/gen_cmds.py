@@ -98,6 +98,8 @@ def _say_outcome(r) -> None:
     echo(f"{r.status}: {r.name}: {first}", err=True)
     for line in rest.strip().splitlines()[-8:]:
         echo(f"    {line}", err=True)
+    if r.hint:
+        echo(f"    hint: {r.hint}", err=True)
 
 
 def _summary(results) -> None:

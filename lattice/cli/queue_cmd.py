@@ -121,6 +121,7 @@ def show(job_id: str = typer.Argument(..., metavar="ID"), as_json: bool = JsonOp
         ("cancelled", cancel_note(job.cancelled_by).removeprefix("cancelled").strip() or "by whom was not recorded")
         if job.state == "cancelled"
         else ("error", job.error),
+        ("hint", job.hint),
         ("exit code", job.exit_code),  # what a command waiting for it exits with (README, "Exit codes")
         ("payload", json.dumps(job.payload, sort_keys=True)),
         ("result", json.dumps(job.result, sort_keys=True) if job.result is not None else None),

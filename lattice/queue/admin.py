@@ -166,7 +166,7 @@ class QueueAdmin:
             state, stage = db.execute("SELECT state, stage FROM jobs WHERE id=?", (job_id,)).fetchone()
             if state == "queued" or state == "running" and stage != RECORDED_STAGE:
                 db.execute(
-                    "UPDATE jobs SET state='cancelled', finished_at=?, error=?, cancelled_by=?, exit_code=NULL,"
+                    "UPDATE jobs SET state='cancelled', finished_at=?, error=?, cancelled_by=?, exit_code=NULL, hint=NULL,"
                     " worker=NULL, lease_until=NULL WHERE id=?",
                     (now, note, record, job_id),
                 )
@@ -214,7 +214,7 @@ class QueueAdmin:
                         continue
                 revived.add(job_id)
                 db.execute(
-                    "UPDATE jobs SET state='queued', attempts=0, error=NULL, stderr_tail=NULL, exit_code=NULL, result=NULL,"
+                    "UPDATE jobs SET state='queued', attempts=0, error=NULL, stderr_tail=NULL, exit_code=NULL, hint=NULL, result=NULL,"
                     " started_at=NULL, finished_at=NULL, next_try=?, progress=0, stage=NULL, blocked_by=NULL,"
                     " cancelled_by=NULL WHERE id=?",
                     (now, job_id),

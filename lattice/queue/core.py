@@ -145,6 +145,8 @@ class JobQueue(QueueAdmin):
                     db.execute("ALTER TABLE jobs ADD COLUMN exit_code INTEGER")
                 if version in (1, 2):  # nor cancelled_by, nor askers
                     db.execute("ALTER TABLE jobs ADD COLUMN cancelled_by TEXT")
+                if version in (1, 2, 3):  # nor a failure's hint
+                    db.execute("ALTER TABLE jobs ADD COLUMN hint TEXT")
                 if version < SCHEMA_VERSION:
                     # Statement by statement: executescript() would commit the transaction.
                     for statement in _SCHEMA.split(";"):
@@ -400,7 +402,7 @@ class JobQueue(QueueAdmin):
                 self._finish_failed(db, job_id, f"{reason}, after {attempts} attempt(s)", "", now)
             else:
                 db.execute(
-                    "UPDATE jobs SET state='queued', worker=NULL, lease_until=NULL, next_try=?, error=?, exit_code=NULL,"
+                    "UPDATE jobs SET state='queued', worker=NULL, lease_until=NULL, next_try=?, error=?, exit_code=NULL, hint=NULL,"
                     " stage=NULL WHERE id=?",
                     (now, reason, job_id),
                 )
@@ -447,7 +449,7 @@ class JobQueue(QueueAdmin):
         with self._tx() as db:
             now = time.time()
             row = db.execute(
-                "UPDATE jobs SET state='succeeded', finished_at=?, result=?, progress=1, error=NULL, exit_code=NULL,"
+                "UPDATE jobs SET state='succeeded', finished_at=?, result=?, progress=1, error=NULL, exit_code=NULL, hint=NULL,"
                 " worker=NULL, lease_until=NULL WHERE id=? AND state='running' AND worker=coalesce(?, worker)"
                 " RETURNING estimate_key, started_at",
                 (now, result_text, job_id, worker_id),
@@ -474,13 +476,15 @@ class JobQueue(QueueAdmin):
         *,
         worker_id: str | None = None,
         exit_code: int | None = None,
+        hint: str | None = None,
     ) -> bool:
         """Record a failed run. With `retry` and attempts left, the job goes
         back to the queue after an exponential backoff; else it fails for good
         and so do the jobs that depend on it. `exit_code` is what the failure
         means to the CLI (lattice.errors: 8 a generator failed, 6 locked, …),
         kept with the text so that a command waiting for the job exits as the
-        error would have. Returns whether it was recorded."""
+        error would have, and `hint` is what the error said to do about it,
+        which that command passes on. Returns whether it was recorded."""
         tail = (stderr_tail or "")[-STDERR_TAIL:]
         with self._tx() as db:
             if self._held(db, job_id, worker_id) is None:
@@ -491,14 +495,14 @@ class JobQueue(QueueAdmin):
             if retry and attempts <= retries:
                 delay = min(self.backoff_max, self.backoff * 2 ** max(0, attempts - 1))
                 db.execute(
-                    "UPDATE jobs SET state='queued', error=?, stderr_tail=?, exit_code=?, next_try=?, worker=NULL,"
+                    "UPDATE jobs SET state='queued', error=?, stderr_tail=?, exit_code=?, hint=?, next_try=?, worker=NULL,"
                     " lease_until=NULL WHERE id=?",
-                    (error, tail, exit_code, now + delay, job_id),
+                    (error, tail, exit_code, hint, now + delay, job_id),
                 )
             else:
                 if retry and attempts > 1:
                     error = f"{error} (gave up after {attempts} attempts)"
-                self._finish_failed(db, job_id, error, tail, now, exit_code)
+                self._finish_failed(db, job_id, error, tail, now, exit_code, hint)
             return True
 
     def release(self, job_id: int, *, worker_id: str | None = None) -> bool:
@@ -525,11 +529,11 @@ class JobQueue(QueueAdmin):
         return db.execute(sql, args).fetchone()
 
     def _finish_failed(self, db: sqlite3.Connection, job_id: int, error: str, tail: str, now: float,
-                       exit_code: int | None = None) -> None:
+                       exit_code: int | None = None, hint: str | None = None) -> None:
         db.execute(
-            "UPDATE jobs SET state='failed', error=?, stderr_tail=?, exit_code=?, finished_at=?, worker=NULL,"
+            "UPDATE jobs SET state='failed', error=?, stderr_tail=?, exit_code=?, hint=?, finished_at=?, worker=NULL,"
             " lease_until=NULL WHERE id=?",
-            (error, tail, exit_code, now, job_id),
+            (error, tail, exit_code, hint, now, job_id),
         )
         self._fail_dependents(db, job_id)
 
@@ -550,7 +554,7 @@ class JobQueue(QueueAdmin):
             only = None
             for child in children:
                 db.execute(
-                    "UPDATE jobs SET state='failed', error=?, exit_code=?, finished_at=?, blocked_by=? WHERE id=?",
+                    "UPDATE jobs SET state='failed', error=?, exit_code=?, hint=NULL, finished_at=?, blocked_by=? WHERE id=?",
                     (why, code if state == "failed" else None, now, parent, child),
                 )
                 frontier.append((child, f"dependency {child} failed ({why})"))

@@ -40,7 +40,7 @@ TYPE_DEFAULTS: dict[str, tuple[int, float | None]] = {
 
 RECLAIM_EVERY = 1.0  # seconds between looks for expired leases while jobs keep coming
 STDERR_TAIL = 4000  # characters of a failed job's stderr kept in the db
-SCHEMA_VERSION = 3  # 2: jobs.exit_code; 3: jobs.cancelled_by, askers
+SCHEMA_VERSION = 4  # 2: jobs.exit_code; 3: jobs.cancelled_by, askers; 4: jobs.hint
 # The asker that stands for a submission that does not wait: `--detach`, a
 # library call without `waiting` (a script that submits and exits), or a job
 # queued before askers were recorded: work left for `lattice worker`, which
@@ -75,7 +75,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     estimate_key TEXT,
     blocked_by INTEGER,  -- the dependency whose failure failed this job, so `retry` revives both
     exit_code INTEGER,  -- why it failed, as the CLI's exit code (lattice.errors), NULL when unknown
-    cancelled_by TEXT  -- JSON: who cancelled it and why (see cancel_note), NULL before format 3
+    cancelled_by TEXT,  -- JSON: who cancelled it and why (see cancel_note), NULL before format 3
+    hint TEXT  -- what the failure's error said to do about it, NULL when it said nothing (or before format 4)
 );
 CREATE INDEX IF NOT EXISTS jobs_claim ON jobs (state, priority, id);
 CREATE INDEX IF NOT EXISTS jobs_state_id ON jobs (state, id);
@@ -106,7 +107,7 @@ CREATE TABLE IF NOT EXISTS estimates (
 _COLUMNS = (
     "id, type, priority, state, payload, key, slot, user, host, attempts, max_retries, timeout, "
     "queued_at, started_at, finished_at, next_try, error, stderr_tail, result, progress, stage, "
-    "worker, lease_until, estimate_key, blocked_by, exit_code, cancelled_by"
+    "worker, lease_until, estimate_key, blocked_by, exit_code, cancelled_by, hint"
 )
 
 
@@ -139,6 +140,7 @@ class Job:
     blocked_by: int | None
     exit_code: int | None  # why it failed, as the CLI's exit code (lattice.errors); None: unknown
     cancelled_by: dict | None  # {"reason", "command", "user", "host", "pid"}; None: not cancelled, or unrecorded
+    hint: str | None  # what the error of its failure said to do (LatticeError.hint); None: nothing
     deps: tuple[int, ...] = ()
 
     @property
