@@ -221,11 +221,13 @@ def ready_to_queue(repo: Repository, steps: list[Step], notify: Callable[[str], 
     present first, as its job reads them (lattice.remake.ensure_inputs,
     waiting as `command`). An update whose recipe can no longer be made --
     an input that is no longer an asset (a `git checkout` or revert took
-    its record away) -- fails, and the steps that wait on it are skipped:
+    its record away) -- fails, as does a remake of an output nothing can
+    re-make (lattice.remake.refuse_unless_remakeable: evicted for good, a
+    generator not installed, bytes lost), and the steps that wait on it are skipped:
     the rest of the plan still runs, as when a job fails. Returns the steps
     to queue and those outcomes."""
     from lattice.errors import GeneratorFailed
-    from lattice.remake import ensure_inputs
+    from lattice.remake import ensure_inputs, refuse_unless_remakeable
     from lattice.render import refreshed_recipe
 
     planned = {s.name for s in steps}  # inputs these make are left to them
@@ -245,7 +247,15 @@ def ready_to_queue(repo: Repository, steps: list[Step], notify: Callable[[str], 
                                          hint=e.hint or "")
                 continue
         elif step.action == "remake":
-            recipe = repo.record(step.name).current.recipe
+            current = repo.record(step.name).current
+            if not step.refill:  # no working file holds its bytes: refused up front when nothing can re-make them
+                try:
+                    refuse_unless_remakeable(repo, f"{step.name}@v{current.number}", step.name, step.name, current)
+                except LatticeError as e:
+                    out[step.name] = Outcome(step.name, step.action, "failed", error=e.message, exit_code=e.exit_code,
+                                             hint=e.hint or "")
+                    continue
+            recipe = current.recipe
         if step.action in ("generate", "update", "remake") and recipe is not None:
             ensure_inputs(repo, recipe, notify=notify, made_by=planned, command_name=command)
     return [s for s in steps if s.name not in out], list(out.values())

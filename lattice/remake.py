@@ -74,7 +74,7 @@ def ensure_present(repo: Repository, name: str, number: int | None = None, *, re
 def _restore_chain(repo: Repository, name: str, number: int) -> list[tuple[str, int, list[str]]]:
     """(name, version, the specs it waits for), inputs before their users.
     An output in it that nothing can re-make is refused up front (see
-    _refuse_unless_remakeable), before any job is queued."""
+    refuse_unless_remakeable), before any job is queued."""
     out: list[tuple[str, int, list[str]]] = []
     seen: set[str] = set()
     wanted = f"{name}@v{number}"
@@ -85,7 +85,7 @@ def _restore_chain(repo: Repository, name: str, number: int) -> list[tuple[str, 
             return spec
         seen.add(spec)
         v = repo.record(n).version(k)
-        _refuse_unless_remakeable(repo, wanted, name, n, v)
+        refuse_unless_remakeable(repo, wanted, name, n, v)
         deps = []
         for inp, oid in zip(v.recipe.inputs, v.recipe.input_objects):
             if repo.objects.has(oid):
@@ -102,7 +102,7 @@ def _restore_chain(repo: Repository, name: str, number: int) -> list[tuple[str, 
     return out
 
 
-def _refuse_unless_remakeable(repo: Repository, wanted: str, wanted_name: str, name: str, v) -> None:
+def refuse_unless_remakeable(repo: Repository, wanted: str, wanted_name: str, name: str, v) -> None:
     """Refuse version `v` of `name` (whose output the store lacks, needed for
     `wanted`: itself or what is made from it) when nothing can re-make it,
     with the exit code of why: gc evicted it at the user's request

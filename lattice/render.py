@@ -175,12 +175,13 @@ def _run_step(repo: Repository, step: Step, hooks: Hooks | None = None) -> Outco
     if step.action == "remake":
         record = repo.record(name)
         v = record.current
-        if v.recipe is None:
-            raise GeneratorFailed(f"{name}: v{v.number} was imported; its content cannot be re-made", hint="re-add the file if you still have it")
-        from lattice.remake import adopt_working_file
+        from lattice.remake import adopt_working_file, refuse_unless_remakeable
 
         if adopt_working_file(repo, name, v.object):  # the working file still holds it: no need to run anything
             return Outcome(name, step.action, "cached", v.number, v.object, seconds=time.monotonic() - start)
+        # Nothing can re-make an import, an output gc evicted at the user's
+        # request, or one the installed generator cannot make: said as cat says it.
+        refuse_unless_remakeable(repo, f"{name}@v{v.number}", name, name, v)
         oid, cached = produce(repo, v.recipe, ext, hooks)
         if oid != v.object:
             from lattice.remake import output_differs

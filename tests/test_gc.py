@@ -362,6 +362,63 @@ def test_an_output_nothing_can_re_make_is_refused_as_such_not_as_a_failed_genera
     assert len(run_log()) == runs
 
 
+def test_render_refuses_an_output_nothing_can_re_make_as_cat_does(tmp_repo, run_log):
+    """`render` of a current output that `gc --include-nondeterministic
+    --include-current` evicted ran its non-deterministic generator again and
+    failed "re-made output differs" (exit 8), unlike cat and checkout. Now
+    it says it as they do, with their exit codes (4 gone for good, 5 bytes
+    lost), runs no generator and queues no job; what is made from it is
+    skipped with the same cause."""
+    gen(tmp_repo, "r.txt", model="test.random")
+    gen(tmp_repo, "b.txt", model="test.join", inputs=["r.txt"])
+    [r1] = objects_of(tmp_repo, "r.txt")
+    gc(tmp_repo, *EVERYTHING, "--include-nondeterministic", "--include-current")
+    for name in ("r.txt", "b.txt"):
+        (tmp_repo.root / name).unlink()
+    runs, jobs = len(run_log()), len(run_cli("queue", "ls", "--all", "--json", cwd=tmp_repo.root).json)
+    r = run_cli("render", cwd=tmp_repo.root)
+    assert r.code == 4 and r.err.splitlines()[:3] == [
+        f"failed: r.txt: r.txt@v1: its output {r1[:12]} is gone: it was evicted by `lattice gc --include-nondeterministic` "
+        "at your request, and nothing can re-make it",
+        "    hint: those bytes are gone for good; `lattice regen r.txt` records a new output",
+        "skipped: b.txt: its input r.txt failed"], r.err
+    assert len(run_log()) == runs and len(run_cli("queue", "ls", "--all", "--json", cwd=tmp_repo.root).json) == jobs
+
+    # Lost without gc: damage (5), as cat says.
+    gen(tmp_repo, "s.txt", model="test.random")
+    [s1] = objects_of(tmp_repo, "s.txt")
+    tmp_repo.objects.remove(s1)
+    (tmp_repo.root / "s.txt").unlink()
+    r = run_cli("render", "s.txt", "--json", cwd=tmp_repo.root)
+    assert r.code == 5 and [(o["status"], o["exit_code"], o["hint"]) for o in r.json] == [
+        ("failed", 5, "`lattice fsck` reports lost objects; `lattice regen s.txt` records a new output")], r.out
+
+
+def test_a_remake_step_refuses_what_nothing_can_re_make_before_running_anything(tmp_repo, run_log):
+    """The job of a remake step (a working file that changed after render
+    planned, a step that finds its version moved on) checks too: an import
+    whose bytes are gone was a failed generator (8), an evicted
+    non-deterministic output a generator run that differed (8)."""
+    from lattice.errors import RepositoryCorrupt
+    from lattice.remake import Evicted
+    from lattice.render import Step, run_step
+
+    tmp_repo.gen({"i.txt": "imported"})
+    assert run_cli("add", "i.txt", cwd=tmp_repo.root).code == 0
+    gen(tmp_repo, "r.txt", model="test.random")
+    tmp_repo.objects.remove(tmp_repo.record("i.txt").current.object)
+    gc(tmp_repo, *EVERYTHING, "--include-nondeterministic", "--include-current")
+    for name in ("i.txt", "r.txt"):
+        (tmp_repo.root / name).unlink()
+    runs = len(run_log())
+    with pytest.raises(RepositoryCorrupt, match="i.txt@v1: its output .* is gone: it was imported") as e:
+        run_step(tmp_repo, Step("i.txt", "remake"))
+    assert e.value.exit_code == 5
+    with pytest.raises(Evicted, match="at your request, and nothing can re-make it") as e:
+        run_step(tmp_repo, Step("r.txt", "remake"))
+    assert e.value.exit_code == 4 and len(run_log()) == runs
+
+
 def test_a_remade_output_with_another_hash_is_refused(tmp_repo):
     from lattice.errors import GeneratorFailed
     from lattice.remake import restore_object
