@@ -46,6 +46,16 @@ def mark(repo: Repository, message: str = "", parents_extra: list[str] = ()) -> 
     (repo.dir / PENDING).write_text(json.dumps({"message": message, "parents": list(parents_extra)}) if message else "")
 
 
+def unmark(repo: Repository) -> None:
+    """Remove the marker of a change that stopped before it changed
+    anything: one still saying nothing (begin's, before a merge's journal
+    named the commit in it). A marker that names a commit stays for
+    catch_up: the change it marks is under way."""
+    if _intent(repo) == {}:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(repo.dir / PENDING)
+
+
 def catch_up(repo: Repository) -> str | None:
     """Commit a change that a killed process recorded in the manifest but not
     in history (the PENDING marker is there), as the commit it meant to make;

@@ -87,7 +87,11 @@ def merge(repo: Repository, name: str, strategy: str | None = None) -> Merged:
             # a process killed after it is caught up as this merge, second
             # parent and all; a merge that fails before it left nothing.
             history_pending.begin(repo)
-            result.worktree = change_state(repo, g, blobs, config, seen=seen, records=records, commit=(msg, parents))
+            try:
+                result.worktree = change_state(repo, g, blobs, config, seen=seen, records=records, commit=(msg, parents))
+            except BaseException:
+                history_pending.unmark(repo)  # refused before its journal (something in the way): nothing changed
+                raise
         elif parents:  # nothing to change: the merge commit is all there is
             history_pending.begin(repo, msg, parents)
         if changing or parents:

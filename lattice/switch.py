@@ -471,9 +471,7 @@ def _plan_worktree(repo: Repository, before: dict, records: dict, verb: str = "s
                 wt.removed.append(name)
         elif repo.objects.has(record.current.object):
             if st is None:  # a file there already proves its folders are folders
-                from lattice.paths import check_creatable
-
-                check_creatable(repo.root, name, leaving=delete)
+                _require_folders(repo, name, delete, verb)
             write[name] = (record.current.object, record.current.size)
             wt.materialized.append(name)
         else:
@@ -493,6 +491,19 @@ def _plan_worktree(repo: Repository, before: dict, records: dict, verb: str = "s
         wt.materialized.sort()
         wt.absent.sort()
     return wt, write, delete, [d for name in sorted(in_the_way) for d in in_the_way[name]]
+
+
+def _require_folders(repo: Repository, name: str, leaving: list[str], verb: str) -> None:
+    """Refuse the change before it starts when a file stands where a folder
+    of `name` must go: something in the way, as a folder where a file must
+    go is (_emptied_folders), so the same Conflict (exit 12)."""
+    from lattice.errors import UnsafePath
+    from lattice.paths import check_creatable
+
+    try:
+        check_creatable(repo.root, name, leaving=leaving)
+    except UnsafePath as e:
+        raise Conflict(f"cannot {verb}: {e.message}", hint=f"nothing was changed; {e.hint}") from None
 
 
 def _stored(repo: Repository, name: str, oid: str) -> bool:

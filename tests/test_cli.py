@@ -285,7 +285,7 @@ def test_worker_once_exits_as_render_does_when_a_job_it_ran_failed(tmp_repo):
     r = run_cli("worker", "--once", "--json", cwd=tmp_repo.root)
     assert r.code == 8 and r.json == {"failed": 1, "succeeded": 1}, (r.out, r.err)
     assert r.err.splitlines()[-2:] == [f"error: job {job} failed: test.fail exited with 3",
-                                       f"hint: `lattice queue show {job}` has its whole error; fix the cause, "
+                                       f"hint: boom: model exploded; `lattice queue show {job}` has its whole error; fix the cause, "
                                        f"then `lattice queue retry {job}` queues it again"], r.err
     assert run_cli("worker", "--once", cwd=tmp_repo.root).code == 0  # nothing left to run: nothing failed now
 

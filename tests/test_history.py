@@ -1462,6 +1462,40 @@ def test_switch_removes_the_folders_it_empties_and_no_others(tmp_repo):
     assert (repo.root / "shots/b/two.txt").read_text() == "2"
 
 
+def test_a_merge_or_switch_blocked_by_something_in_the_way_exits_12_and_leaves_nothing(tmp_repo):
+    """A merge blocked by a file of no asset where a folder of assets must
+    go exited 4 (as an unsafe path), one blocked by a folder where a file
+    must go 12; both left an empty history-pending marker behind. Both are
+    something in the way (12), refused before anything changed, and leave
+    no marker, nor a "recovered" commit for the next command to make."""
+    repo = tmp_repo
+    add(repo, "a.txt", "a")
+    ok("branch", "feat", repo=repo)
+    ok("switch", "feat", repo=repo)
+    add(repo, "d/x.txt", "x")
+    add(repo, "f.txt", "f")
+    ok("switch", "main", repo=repo)
+    add(repo, "m.txt", "m")  # the branches diverge: a merge commit, not a fast-forward
+    head = history.open_git(repo).head.target
+    write(repo, "d", "a file of mine")
+    for args in (("merge", "feat"), ("switch", "feat")):
+        r = run_cli(*args, cwd=repo.root)
+        assert r.code == 12 and r.err.splitlines() == [
+            f"error: cannot {args[0]}: d/x.txt: d is a file, so nothing can be created under it",
+            "hint: nothing was changed; move d aside, then run the command again"], r.err
+        assert not (repo.dir / "history-pending").exists()
+    (repo.root / "d").unlink()
+    write(repo, "f.txt/z", "mine")
+    r = run_cli("merge", "feat", cwd=repo.root)
+    assert r.code == 12 and "cannot merge: f.txt would be a file, but f.txt/ is a folder here holding f.txt/z" in r.err, r.err
+    assert not (repo.dir / "history-pending").exists()
+    assert history.open_git(repo).head.target == head  # nothing committed
+    shutil.rmtree(repo.root / "f.txt")
+    assert "merged: feat into main" in ok("merge", "feat", repo=repo).out
+    merged = history.open_git(repo).head.peel()
+    assert merged.message.startswith("merge feat into main") and head in merged.parent_ids and fsck(fresh(repo)).ok
+
+
 def test_switch_between_a_file_and_a_folder_of_the_same_name(tmp_repo, monkeypatch):
     """Switching moves the folder's files out, removes the folder they leave,
     and writes the file (and back); only files of no asset leaving it keep
