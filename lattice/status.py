@@ -1,7 +1,8 @@
 """`lattice status`: how the working tree and the store differ from the manifest.
 
 States, one per path, most actionable first:
-  modified  the working file holds edits no recorded version has
+  modified  the working file holds edits no recorded version has (or is
+            a folder, or a link out of the project, where the file belongs)
   outdated  the working file holds another version lattice recorded or
             wrote there (a `git pull` or `git checkout` moved the manifest
             on, or back): `lattice checkout` or `lattice render` writes the
@@ -104,9 +105,15 @@ def _tracked(repo: Repository, index) -> tuple[list[Entry], list[tuple]]:
     # beats a stat per object.
     outputs = sum(1 for row in rows if row[2])  # its generator
     present = repo.objects.present() if outputs > PRESENT_LISTING_FROM else set()
-    for row, st in working_stats(root, rows):
+    links: set[str] = set()
+    for row, st in working_stats(root, rows, links):
         name, oid, generator, deterministic, wt_size, wt_mtime_ns, wt_ino, wt_object = row
         state = None
+        if links and name in links and link_out(repo, name) is not None:
+            # What it points to is not lattice's to replace, and switch,
+            # checkout and render refuse it: in the way, whatever it holds.
+            entries.append(Entry(name, "modified"))
+            continue
         # stat_matches, inlined: this loop runs 10,000 times.
         if st is not None and (st.st_mtime_ns != wt_mtime_ns or st.st_size != wt_size or st.st_ino != wt_ino or wt_object != oid):
             if oid is None:  # the snapshot leaves out an import's ids where its stat cache held its object
@@ -128,10 +135,13 @@ def _tracked(repo: Repository, index) -> tuple[list[Entry], list[tuple]]:
     return entries, refresh
 
 
-def working_stats(root: str, rows: list) -> Iterator[tuple]:
+def working_stats(root: str, rows: list, links: set[str] | None = None) -> Iterator[tuple]:
     """(row, the stat of its working file, or None where there is none) for
     rows sorted by path, the path first (`root` ends with a separator). Each folder is opened
-    once and each file is a stat relative to it, not a path walk from the root."""
+    once and each file is a stat relative to it, not a path walk from the root.
+    A symbolic link is followed; `links`, when given, gets the names of those."""
+    import stat
+
     folder, fd = None, None
     try:
         for row in rows:
@@ -142,12 +152,32 @@ def working_stats(root: str, rows: list) -> Iterator[tuple]:
                     fd = None
                 folder, fd = parent, _open_folder(root + parent)
             try:
-                yield row, os.stat(leaf, dir_fd=fd) if fd is not None else None
+                st = os.stat(leaf, dir_fd=fd, follow_symlinks=False) if fd is not None else None
+                if st is not None and stat.S_ISLNK(st.st_mode):
+                    if links is not None:
+                        links.add(row[0])
+                    st = os.stat(leaf, dir_fd=fd)
             except (FileNotFoundError, NotADirectoryError):
-                yield row, None
+                st = None
+            yield row, st
     finally:
         if fd is not None:
             os.close(fd)
+
+
+def link_out(repo: Repository, name: str):
+    """The refusal (UnsafePath, exit 4, with its hint) every command that
+    writes the working file of `name` gives when it is a symbolic link
+    leading out of the project, which lattice never writes through nor
+    replaces; None when it is not one."""
+    from lattice.errors import UnsafePath
+    from lattice.paths import confined
+
+    try:
+        confined(repo.root, name)
+    except UnsafePath as e:
+        return e
+    return None
 
 
 def _open_folder(path: str) -> int | None:

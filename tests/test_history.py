@@ -532,8 +532,10 @@ def test_switch_over_a_symlinked_manifest_file_is_one_clear_error(tmp_repo, tmp_
 
 def test_a_working_file_replaced_by_a_link_out_of_the_project_is_refused_with_a_hint_that_works(tmp_repo, tmp_path):
     """Lattice never writes through a link that leads out of the project:
-    switch refuses, and its hint is about the link (not about paths typed
-    wrong); doing what it says lets the switch run."""
+    switch and checkout refuse, and their hint is about the link (not about
+    paths typed wrong); doing what it says lets the switch run. `status`
+    said such a link was clean when it held the recorded bytes; now it is
+    modified (in the way) and status gives the same hint."""
     repo = tmp_repo
     add(repo, "a.txt", "main's")
     ok("branch", "feat", repo=repo)
@@ -544,12 +546,18 @@ def test_a_working_file_replaced_by_a_link_out_of_the_project_is_refused_with_a_
     outside.write_text("main's")
     (repo.root / "a.txt").unlink()
     (repo.root / "a.txt").symlink_to(outside)
-    r = run_cli("switch", "feat", cwd=repo.root)
-    assert r.code == 4 and r.err == (f"error: a.txt: a symlink leads outside the project (to {outside})\n"
-                                     "hint: a.txt is a symbolic link: put a copy of the file it points to in its place, or remove it\n"), r.err
+    hint = "hint: a.txt is a symbolic link: put a copy of the file it points to in its place, or remove it\n"
+    r = ok("status", repo=repo)
+    assert (r.out, r.err) == ("modified:  a.txt\n", hint), (r.out, r.err)
+    assert ok("status", "--porcelain", repo=repo).out == " M a.txt\n"
+    assert ok("status", "--json", repo=repo).json == [{"path": "a.txt", "state": "modified"}]
+    for args in (("switch", "feat"), ("checkout", "a.txt")):
+        r = run_cli(*args, cwd=repo.root)
+        assert r.code == 4 and r.err == f"error: a.txt: a symlink leads outside the project (to {outside})\n" + hint, r.err
     assert outside.read_text() == "main's" and history.current_branch(history.open_git(repo)) == "main"
     (repo.root / "a.txt").unlink()
     shutil.copyfile(outside, repo.root / "a.txt")
+    assert ok("status", repo=repo).out == ""
     ok("switch", "feat", repo=repo)
     assert (repo.root / "a.txt").read_text() == "feat's" and outside.read_text() == "main's"
 

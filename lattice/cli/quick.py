@@ -44,7 +44,19 @@ def status(json: bool = False, porcelain: bool = False) -> None:
     else:
         for e in entries:
             echo(f"{e.state + ':':<10} {here(e.path)}")
+        _explain_links(repo, [e.path for e in entries if e.state == "modified"])
         _mention_queued_work(repo)
+
+
+def _explain_links(repo, modified: list[str]) -> None:
+    """A link out of the project reads as modified whatever it holds: say
+    why, with the hint switch and checkout give when they refuse it."""
+    from lattice.status import link_out
+
+    for name in modified:
+        refused = link_out(repo, name)
+        if refused is not None:
+            say(f"hint: {refused.hint}", err=True)
 
 
 def _mention_queued_work(repo) -> None:
