@@ -80,5 +80,31 @@ def export_job(ctx) -> dict[str, Any]:
     return handler(ctx)
 
 
+def branch_of(payload: dict) -> str:
+    """The branch a job records on ("": none, or any): a render step's, or
+    an export's into the project. Run while another branch is checked out,
+    it records nothing (superseded, see lattice.render.record_version)."""
+    if isinstance(payload.get("step"), dict):
+        return payload["step"].get("branch") or ""
+    return (payload.get("branch") or "") if payload.get("asset") else ""
+
+
+def queued_on(repo, branch: str) -> list[int]:
+    """The queued or running jobs that record on `branch` only: what a
+    switch away from it leaves to be superseded. None found when the queue
+    cannot be read (a courtesy: the commands that use it report that)."""
+    if not (repo.dir / "queue.db").exists():
+        return []
+    from lattice.errors import LatticeError
+    from lattice.queue import ACTIVE, repo_queue
+
+    try:
+        with repo_queue(repo.dir, repo.config, reading=True) as queue:
+            jobs = queue.list(ACTIVE, limit=None)
+    except LatticeError:
+        return []
+    return sorted(j.id for j in jobs if isinstance(j.payload, dict) and branch_of(j.payload) == branch)
+
+
 HANDLERS = {t: render_job for t in RENDER_TYPES}
 HANDLERS.update(gc=gc_job, export=export_job)

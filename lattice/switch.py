@@ -63,7 +63,24 @@ def switch(repo: Repository, name: str, force: bool = False) -> Switched:
         head, changes, seen = record_manifest_edits(repo, g, head, target)
         blobs = {n: new for n, (_, new) in changes.items()}
         wt = change_state(repo, g, blobs, config_change(head.tree, target.tree), head=f"ref:refs/heads/{name}", seen=seen)
-        return Switched(name, previous, len(changes), wt)
+    _warn_superseded(repo, previous, name)
+    return Switched(name, previous, len(changes), wt)
+
+
+def _warn_superseded(repo: Repository, left: str | None, now: str) -> None:
+    """Jobs queued on the branch left (`--detach`, or a command still
+    waiting) record nothing while another is checked out: said once, not
+    refused -- switching back before they finish keeps their work."""
+    from lattice.errors import warn
+    from lattice.jobs import queued_on
+
+    if not left:
+        return
+    ids = queued_on(repo, left)
+    if ids:
+        shown = ", ".join(map(str, ids[:5])) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
+        warn(f"{len(ids)} job(s) queued on {left} ({shown}) will be superseded: they record nothing while {now} is checked out; "
+             f"{command('lattice switch', left, paths=False)} before they finish keeps their work")
 
 
 def refuse_dirty(repo: Repository, what: str) -> None:

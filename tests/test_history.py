@@ -562,6 +562,27 @@ def test_a_working_file_replaced_by_a_link_out_of_the_project_is_refused_with_a_
     assert (repo.root / "a.txt").read_text() == "feat's" and outside.read_text() == "main's"
 
 
+def test_switch_warns_of_jobs_queued_on_the_branch_it_leaves(tmp_repo):
+    """Jobs queued with --detach on a branch record nothing once another is
+    checked out (superseded), and switch said nothing of it. Now it warns
+    once, naming them and how to keep their work, and still switches; back
+    on their branch, they record as if nothing happened."""
+    repo = tmp_repo
+    add(repo, "a.txt", "a")
+    ok("branch", "feat", repo=repo)
+    queued = [run_cli("gen", n, "--model", "test.text", "--detach", "--json", cwd=repo.root).json[0]["job"]
+              for n in ("b.txt", "c.txt")]
+    r = ok("switch", "feat", repo=repo)
+    assert r.err == (f"warning: 2 job(s) queued on main ({queued[0]}, {queued[1]}) will be superseded: they record nothing "
+                     "while feat is checked out; `lattice switch main` before they finish keeps their work\n"), r.err
+    assert history.current_branch(history.open_git(repo)) == "feat"
+    r = ok("switch", "main", repo=repo)
+    assert r.err == "", r.err  # nothing queued on feat
+    assert ok("worker", "--once", repo=repo).code == 0
+    assert sorted(row.path for row in fresh(repo).index.rows()) == ["a.txt", "b.txt", "c.txt"]
+    assert ok("switch", "feat", repo=repo).err == ""  # finished: nothing left to supersede
+
+
 def test_switch_leaves_absent_outputs_to_render(tmp_repo):
     repo = tmp_repo
     gen(repo, "x.png", 32)
@@ -906,7 +927,7 @@ def test_a_merge_that_fails_before_its_journal_is_never_caught_up_as_a_merge(tmp
         (repo.root / "d").rmdir()
     (repo.root / "d").write_text("in the way")
     r = run_cli("merge", "feat", cwd=repo.root)
-    assert r.code == 4 and "d is a file" in r.err, r.err
+    assert r.code == 12 and "d is a file" in r.err, r.err  # something in the way
     (repo.root / "d").unlink()
     add(repo, "c.txt", "c")  # a later change catches up whatever is pending
     assert len(git_parents(repo)) == 1 and "merge" not in history.log(repo, 1)[0].message

@@ -1676,7 +1676,9 @@ def test_an_output_of_the_old_mandelbrot_is_kept_and_regen_records_the_new_one(t
     tmp_repo.objects.remove(old.object)
     os.unlink(tmp_repo.root / "sky.png")
     r = run_cli("render", cwd=tmp_repo.root)
-    assert r.code == 4 and "made with ffmpeg.mandelbrot version 1, installed is 2" in r.err
+    # Refused before any job, as `cat` refuses it.
+    assert r.code == 4 and "it cannot be re-made here: it was made by ffmpeg.mandelbrot version 1, and version 2 is installed" in r.err, r.err
+    assert "`lattice regen sky.png` records a new output" in r.err
     r = run_cli("regen", "sky.png", "--seed", "8", cwd=tmp_repo.root)
     assert r.code == 0, r.err
     new = Repository(tmp_repo.root).record("sky.png").current.recipe
