@@ -419,6 +419,19 @@ def test_a_remake_step_refuses_what_nothing_can_re_make_before_running_anything(
     assert e.value.exit_code == 4 and len(run_log()) == runs
 
 
+def test_a_failed_re_make_says_its_jobs_own_hint(tmp_repo):
+    """`cat` of an output whose re-make failed gave only "`lattice queue
+    show N` has the details", losing what the job's error said to do."""
+    gen(tmp_repo, "a.txt", word="one")
+    path = tmp_repo.manifest.file_of("a.txt")
+    path.write_text(path.read_text().replace(objects_of(tmp_repo, "a.txt")[0], "0" * 64))  # an output its recipe does not make
+    r = run_cli("cat", "a.txt", cwd=tmp_repo.root)
+    job = run_cli("queue", "ls", "--json", cwd=tmp_repo.root).json[0]["id"]
+    assert r.code == 8 and r.err.splitlines()[-1] == (
+        "hint: the generator is not reproducible here; `lattice regen a.txt` records the new output as a version; "
+        f"`lattice queue show {job}` has the details"), r.err
+
+
 def test_a_remade_output_with_another_hash_is_refused(tmp_repo):
     from lattice.errors import GeneratorFailed
     from lattice.remake import restore_object
