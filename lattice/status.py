@@ -140,7 +140,7 @@ def working_stats(root: str, rows: list, links: set[str] | None = None) -> Itera
     rows sorted by path, the path first (`root` ends with a separator). Each folder is opened
     once and each file is a stat relative to it, not a path walk from the root.
     A symbolic link is followed; `links`, when given, gets the names of those."""
-    import stat
+    from stat import S_ISLNK
 
     folder, fd = None, None
     try:
@@ -153,7 +153,7 @@ def working_stats(root: str, rows: list, links: set[str] | None = None) -> Itera
                 folder, fd = parent, _open_folder(root + parent)
             try:
                 st = os.stat(leaf, dir_fd=fd, follow_symlinks=False) if fd is not None else None
-                if st is not None and stat.S_ISLNK(st.st_mode):
+                if st is not None and S_ISLNK(st.st_mode):
                     if links is not None:
                         links.add(row[0])
                     st = os.stat(leaf, dir_fd=fd)
