@@ -280,6 +280,8 @@ def branch(
         raise UsageError("-d and -D exclude each other", hint="-D NAME is -d NAME --force")
     if force and delete is None and force_delete is None:
         raise UsageError("--force goes with -d NAME", hint="`lattice branch -d NAME --force`, or `lattice branch -D NAME`")
+    _create_or_delete("branch", name, delete, "-d")
+    _create_or_delete("branch", name, force_delete, "-D")
     if force_delete is not None:
         delete, force = force_delete, True
     repo = repo_from_ctx(reading=delete is None and name is None)
@@ -305,6 +307,16 @@ def branch(
         echo(f"{'*' if n == current else ' '} {n}")
 
 
+def _create_or_delete(kind: str, name: str | None, delete: str | None, flag: str) -> None:
+    """UsageError (exit 2) for `lattice KIND -d X Y`: a name to create
+    given with one to delete is refused, never ignored."""
+    from lattice.errors import UsageError
+
+    if delete is not None and name is not None:
+        raise UsageError(f"a {kind} to create and {flag} exclude each other",
+                         hint=f"`lattice {kind} {flag} NAME` deletes one, `lattice {kind} NAME` creates one")
+
+
 def switch(
     name: str = typer.Argument(..., help="Branch to switch to."),
     force: bool = typer.Option(False, "--force", help="Switch even with unrecorded edits; edited files are left as they are."),
@@ -324,10 +336,8 @@ def tag(
 ) -> None:
     """List tags, tag the current commit, or delete a tag (-d, as `git tag -d`)."""
     from lattice import branches as b
-    from lattice.errors import UsageError
 
-    if delete is not None and name is not None:
-        raise UsageError("a tag to create and -d exclude each other", hint="`lattice tag -d NAME` deletes one, `lattice tag NAME` creates one")
+    _create_or_delete("tag", name, delete, "-d")
     repo = repo_from_ctx(reading=name is None and delete is None)
     if delete is not None:  # an empty name is refused, not read as "list"
         d = b.delete_tag(repo, delete)
