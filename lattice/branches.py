@@ -197,7 +197,8 @@ def require_branch(g, name: str) -> None:
     """InvalidInput unless `name` is a branch, saying what it is instead (a
     tag, a name no branch can have, the closest branch)."""
     if name not in history.branches(g):
-        history.check_ref_name(g, name, "heads")  # a name no branch can have: say that, not "create it"
+        # A name no branch can have: say that, not "create it".
+        history.check_ref_name(g, name, "heads", creating=False)
         if name in history.tags(g):  # a branch of its name would shadow it: not "create one"
             head, tagged = history.head_commit(g), history.resolve(g, name)
             if head is not None and (tagged.id == head.id or g.descendant_of(head.id, tagged.id)):
@@ -209,10 +210,9 @@ def require_branch(g, name: str) -> None:
                 f"no branch named {shown(name)}: {shown(name)} is a tag, and only branches are switched to or deleted",
                 hint=f"`lattice branch` lists branches; {command('lattice diff', name, 'HEAD', paths=False)} lists how the tag differs from here, {bring}",
             )
-        raise InvalidInput(
-            f"no branch named {shown(name)}{closest(name, history.branches(g))}",
-            hint=f"`lattice branch` lists branches; {command('lattice branch', name, paths=False)} creates one",
-        )
+        # Where `feat` exists, `feat/x` cannot be created: no "creates one" then.
+        create = "" if history.ref_clash(g, name, "heads") else f"; {command('lattice branch', name, paths=False)} creates one"
+        raise InvalidInput(f"no branch named {shown(name)}{closest(name, history.branches(g))}", hint=f"`lattice branch` lists branches{create}")
 
 
 # -- diff between states ---------------------------------------------------------

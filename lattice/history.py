@@ -540,7 +540,10 @@ def commits_by_prefix(g, prefix: str) -> list:
 MAX_REF_NAME = 250
 
 
-def check_ref_name(g, name: str, kind: str) -> str:
+def check_ref_name(g, name: str, kind: str, creating: bool = True) -> str:
+    """`name`, refused (InvalidInput) when no branch (kind "heads") or tag
+    can have it, and, when `creating`, (HistoryError) when an existing one
+    keeps it from being created (lattice.history.ref_clash)."""
     import pygit2
 
     what = "branch" if kind == "heads" else "tag"
@@ -551,12 +554,21 @@ def check_ref_name(g, name: str, kind: str) -> str:
     # '@' would read as PATH@vN where commands take either (`lattice diff`).
     if not name or name.startswith("-") or name == "HEAD" or "@" in name or not pygit2.reference_is_valid_name(f"refs/{kind}/{name}"):
         raise InvalidInput(f"{shown(name)} is not a valid {what} name", hint="use letters, digits, '-', '_', '.' and '/', as git allows: no '..' or '//', no part starting with '.' or ending in '.lock', no '@', not starting with '-'")
-    # git keeps refs as files: `feat` and `feat/x` cannot both exist.
+    other = ref_clash(g, name, kind) if creating else None
+    if other is not None:
+        raise HistoryError(f"cannot create {what} {shown(name)}: {what} {shown(other)} exists, and a name cannot also be a folder of names",
+                           hint=f"pick another name, e.g. {command('lattice ' + what, name.replace('/', '-'))}" if "/" in name else "pick another name")
+    return name
+
+
+def ref_clash(g, name: str, kind: str) -> str | None:
+    """The branch (kind "heads") or tag that keeps `name` from being
+    created: git keeps refs as files, so `feat` and `feat/x` cannot both
+    exist. None when there is none."""
     for other in (branches(g) if kind == "heads" else tags(g)):
         if name.startswith(other + "/") or other.startswith(name + "/"):
-            raise HistoryError(f"cannot create {what} {shown(name)}: {what} {shown(other)} exists, and a name cannot also be a folder of names",
-                               hint=f"pick another name, e.g. {command('lattice ' + what, name.replace('/', '-'))}" if "/" in name else "pick another name")
-    return name
+            return other
+    return None
 
 
 def ensure_head(repo: Repository, g):

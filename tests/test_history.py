@@ -815,6 +815,34 @@ def test_tag_delete(tmp_repo):
     assert history.tags(history.open_git(repo)) == ["now"] and fsck(fresh(repo)).ok
 
 
+def test_branch_refuses_a_name_to_create_with_one_to_delete_as_tag_does(tmp_repo):
+    """`lattice branch -d X Y` deleted X and ignored Y; now, as `tag`, the
+    mix is refused (exit 2) before anything is deleted."""
+    repo = tmp_repo
+    add(repo, "a.txt", "1")
+    ok("branch", "x", repo=repo)
+    for flag in ("-d", "-D"):
+        r = run_cli("branch", flag, "x", "y", cwd=repo.root)
+        assert (r.code, r.out, r.err) == (2, "", f"error: a branch to create and {flag} exclude each other\n"
+                                          f"hint: `lattice branch {flag} NAME` deletes one, `lattice branch NAME` creates one\n"), r.err
+    assert "x" in history.branches(history.open_git(repo)) and "y" not in history.branches(history.open_git(repo))
+
+
+def test_switch_to_a_name_under_an_existing_branch_says_there_is_no_such_branch(tmp_repo):
+    """`lattice switch feat/x` where `feat` exists said "cannot create
+    branch feat/x"; a switch creates nothing: there is no branch of that
+    name, and the hint lists branches without offering to create one that
+    cannot be."""
+    repo = tmp_repo
+    add(repo, "a.txt", "1")
+    ok("branch", "feat", repo=repo)
+    for args in (("switch", "feat/x"), ("branch", "-d", "feat/x")):
+        r = run_cli(*args, cwd=repo.root)
+        assert (r.code, r.err) == (4, "error: no branch named feat/x (did you mean: feat?)\nhint: `lattice branch` lists branches\n"), r.err
+    r = run_cli("branch", "feat/x", cwd=repo.root)  # creating it is still refused, saying why
+    assert r.code == 11 and r.err.startswith("error: cannot create branch feat/x: branch feat exists"), r.err
+
+
 def test_tag_delete_in_a_repository_with_no_history(tmp_repo):
     r = run_cli("tag", "-d", "v1", cwd=tmp_repo.root)
     assert r.code == 4 and r.err == "error: no tag named v1\nhint: `lattice tag` lists the tags\n"
