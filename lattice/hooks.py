@@ -63,11 +63,16 @@ class Finding:
 def check(repo: Repository) -> list[Finding]:
     """Everything that makes a commit of this project not reproducible."""
     from lattice.generators import registry
-    from lattice.status import status
+    from lattice.status import cannot_bring_back, status
 
     found: list[Finding] = []
-    for e in status(repo, untracked=False):
+    entries = status(repo, untracked=False)
+    gone = dict(cannot_bring_back(repo, [e.path for e in entries if e.state == "missing"]))
+    for e in entries:
         if e.state == "evicted":  # the recipe is all a commit needs: the output is a cache
+            continue
+        if e.path in gone:  # checkout refuses it: say what works
+            found.append(Finding(e.path, e.state, gone[e.path]))
             continue
         fix = {
             "modified": f"record it with {command('lattice add', e.path)} or discard it with {command('lattice checkout', e.path)}",

@@ -9,7 +9,8 @@ States, one per path, most actionable first:
             current one
   stale     its recipe's inputs changed since its output was made
   evicted   its output is not in the store but can be re-made (`lattice render`)
-  missing   the working file was deleted (`lattice checkout` brings it back)
+  missing   the working file was deleted (`lattice checkout` brings it back;
+            where nothing can, lattice.status.cannot_bring_back says what works)
   new       a media file under the project that lattice does not track
 """
 
@@ -133,6 +134,30 @@ def _tracked(repo: Repository, index) -> tuple[list[Entry], list[tuple]]:
         if state:
             entries.append(Entry(name, state))
     return entries, refresh
+
+
+def cannot_bring_back(repo: Repository, missing: list[str]) -> list[tuple[str, str]]:
+    """(name, hint) for each of the `missing` outputs whose bytes are gone
+    and that nothing can re-make (lattice.remake.refuse_unless_remakeable:
+    evicted for good, lost), with the hint checkout would refuse them with.
+    It reads their records: give it status's missing assets, never every one."""
+    from lattice.errors import LatticeError
+    from lattice.remake import refuse_unless_remakeable
+
+    out = []
+    for name in missing:
+        try:
+            v = repo.record(name).current
+        except LatticeError:  # unreadable: fsck's business
+            continue
+        if v.recipe is None or repo.objects.has(v.object):  # an import without its bytes is fsck's business too
+            continue
+        try:
+            refuse_unless_remakeable(repo, f"{name}@v{v.number}", name, name, v)
+        except LatticeError as e:
+            if e.hint:
+                out.append((name, e.hint))
+    return out
 
 
 def working_stats(root: str, rows: list, links: set[str] | None = None) -> Iterator[tuple]:

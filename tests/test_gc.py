@@ -362,6 +362,28 @@ def test_an_output_nothing_can_re_make_is_refused_as_such_not_as_a_failed_genera
     assert len(run_log()) == runs
 
 
+def test_status_says_what_works_for_a_missing_output_nothing_can_bring_back(tmp_repo):
+    """A non-deterministic output that `gc --include-nondeterministic
+    --include-current` evicted, its working file deleted: status listed it
+    as missing, and checkout (what missing points to) refuses it. status
+    now gives checkout's hint for it, as does `hooks check`; an ordinary
+    missing file gets none."""
+    gen(tmp_repo, "r.txt", model="test.random")
+    tmp_repo.gen({"ok.txt": "imported"})
+    assert run_cli("add", "ok.txt", cwd=tmp_repo.root).code == 0
+    gc(tmp_repo, *EVERYTHING, "--include-nondeterministic", "--include-current")
+    for name in ("r.txt", "ok.txt"):
+        (tmp_repo.root / name).unlink()
+    hint = "those bytes are gone for good; `lattice regen r.txt` records a new output"
+    assert run_cli("checkout", "r.txt", cwd=tmp_repo.root).err.endswith(f"hint: {hint}\n")
+    r = run_cli("status", cwd=tmp_repo.root)
+    assert (r.code, r.out, r.err) == (0, "missing:   ok.txt\nmissing:   r.txt\n", f"hint: r.txt: {hint}\n"), r.err
+    assert run_cli("status", "--porcelain", cwd=tmp_repo.root).err == ""
+    r = run_cli("hooks", "check", "--json", cwd=tmp_repo.root)
+    fixes = {f["path"]: f["fix"] for f in r.json}
+    assert r.code == 1 and fixes["r.txt"] == hint and "lattice checkout ok.txt" in fixes["ok.txt"], r.out
+
+
 def test_render_refuses_an_output_nothing_can_re_make_as_cat_does(tmp_repo, run_log):
     """`render` of a current output that `gc --include-nondeterministic
     --include-current` evicted ran its non-deterministic generator again and

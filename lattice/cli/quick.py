@@ -45,6 +45,7 @@ def status(json: bool = False, porcelain: bool = False) -> None:
         for e in entries:
             echo(f"{e.state + ':':<10} {here(e.path)}")
         _explain_links(repo, [e.path for e in entries if e.state == "modified"])
+        _explain_gone(repo, [e.path for e in entries if e.state == "missing"])
         _mention_queued_work(repo)
 
 
@@ -57,6 +58,16 @@ def _explain_links(repo, modified: list[str]) -> None:
         refused = link_out(repo, name)
         if refused is not None:
             say(f"hint: {refused.hint}", err=True)
+
+
+def _explain_gone(repo, missing: list[str]) -> None:
+    """A missing output whose bytes nothing can bring back: checkout refuses
+    it, so say what works instead (its hint)."""
+    from lattice.paths import here
+    from lattice.status import cannot_bring_back
+
+    for name, hint in cannot_bring_back(repo, missing):
+        say(f"hint: {here(name)}: {hint}", err=True)
 
 
 def _mention_queued_work(repo) -> None:
