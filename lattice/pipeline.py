@@ -543,15 +543,15 @@ def outcomes(steps: list[Step], jobs: dict[str, int], finished: list) -> list[Ou
     for step in steps:
         job = by_id[jobs[step.name]]
         if job.state == "succeeded" and isinstance(job.result, dict):
-            out.append(msgspec.convert(job.result, Outcome))
+            out.append(msgspec.convert({**job.result, "job": job.id}, Outcome))
         elif job.state == "cancelled":  # by `lattice queue cancel`, or a command that shared the job and stopped
-            out.append(Outcome(step.name, step.action, "cancelled", error=f"job {job.id} was {cancel_note(job.cancelled_by)}"))
+            out.append(Outcome(step.name, step.action, "cancelled", error=f"job {job.id} was {cancel_note(job.cancelled_by)}", job=job.id))
         else:
             reason = job.error or job.state
             status = "skipped" if job.blocked_by else "failed"
             tail = f"\n{job.stderr_tail.strip()}" if job.stderr_tail and job.stderr_tail.strip() not in reason else ""
             out.append(Outcome(step.name, step.action, status, error=reason + tail, exit_code=job.exit_code,
-                               hint=job.hint or ""))
+                               hint=job.hint or "", job=job.id))
     return out
 
 

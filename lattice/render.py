@@ -59,6 +59,7 @@ class Outcome:
     exit_code: int | None = None  # failed or skipped: why, as the CLI's exit code (lattice.errors); None: unknown
     pinned: int | None = None  # generate: the asset's pin, the version its dependents and exports keep using
     hint: str = ""  # failed: what its error said to do about it ("": nothing)
+    job: int | None = None  # the queue's job that ran (or failed) it; None: none was queued (refused up front)
 
 
 def _unless_void(name: str, hooks: Hooks) -> None:

@@ -405,6 +405,7 @@ def test_render_refuses_an_output_nothing_can_re_make_as_cat_does(tmp_repo, run_
         "    hint: those bytes are gone for good; `lattice regen r.txt` records a new output",
         "skipped: b.txt: its input r.txt failed"], r.err
     assert len(run_log()) == runs and len(run_cli("queue", "ls", "--all", "--json", cwd=tmp_repo.root).json) == jobs
+    assert "queue ls --state failed" not in r.err, r.err  # no job was queued, so none failed: no hint about jobs
 
     # Lost without gc: damage (5), as cat says.
     gen(tmp_repo, "s.txt", model="test.random")

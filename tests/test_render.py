@@ -295,6 +295,7 @@ def test_failing_generator_leaves_previous_version_and_reports_stderr(tmp_repo, 
     before = (tmp_repo.root / "a.txt").read_bytes()
     r = run_cli("gen", "a.txt", "--model", "test.fail", cwd=tmp_repo.root)
     assert r.code == 8 and "failed: a.txt" in r.err and "boom: model exploded" in r.err  # 8: a generator failed
+    assert "hint: `lattice queue ls --state failed` lists the failed jobs" in r.err  # a job failed: the queue keeps it
     # test.fail is deterministic: its failure would repeat, so it ran once, not once per retry.
     assert [line.split()[0] for line in run_log()] == ["test.text", "test.fail"]
     assert len(tmp_repo.record("a.txt").versions) == 1

@@ -113,7 +113,8 @@ def _summary(results) -> None:
             say(f"{r.status:<12} {r.name}{v} {(r.object or '')[:12]}")
     if len(results) > 1:
         say(", ".join(f"{n} {s}" for s, n in sorted(counts.items())))
-    if counts.get("failed"):
+    # Only about jobs: a step refused before any was queued has its own hint.
+    if any(r.status == "failed" and r.job is not None for r in results):
         say("hint: `lattice queue ls --state failed` lists the failed jobs, `lattice queue show ID` one's whole error; "
             "fix the cause, then run the command again", err=True)
     if counts.get("cancelled"):
