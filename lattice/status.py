@@ -141,6 +141,8 @@ def cannot_bring_back(repo: Repository, missing: list[str]) -> list[tuple[str, s
     and that nothing can re-make (lattice.remake.refuse_unless_remakeable:
     evicted for good, lost), with the hint checkout would refuse them with.
     It reads their records: give it status's missing assets, never every one."""
+    if not missing:  # the usual case: status imports nothing more for it
+        return []
     from lattice.errors import LatticeError
     from lattice.remake import refuse_unless_remakeable
 
