@@ -31,13 +31,19 @@ def create_temp(directory: str | Path, prefix: str, mode: int = 0o600, suffix: s
     """A new file `directory/<prefix>.tmp-<pid>-<n><suffix>` opened for writing, as
     (fd, path). Cheaper than tempfile.mkstemp (no random names) and as safe:
     O_EXCL, and a name left by a dead process with our pid is skipped."""
+    return _claim_temp(directory, prefix, suffix, lambda tmp: os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode))
+
+
+def _claim_temp(directory: str | Path, prefix: str, suffix: str, make: Callable[[str], object]) -> tuple:
+    """(make(name), name) for the first temp name `make` creates without
+    FileExistsError: `directory/<prefix>.tmp-<pid>-<n><suffix>`."""
     while True:
         tail = f"{TEMP_MARK}{_pid}-{next(_serial)}{suffix}"
         # A name may take 255 bytes: a long prefix (a long file name) is cut.
         cut = prefix.encode()[: 255 - len(tail.encode())].decode(errors="ignore")
         tmp = f"{directory}/{cut}{tail}"
         try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode), tmp
+            return make(tmp), tmp
         except FileExistsError:
             continue
 
@@ -232,15 +238,7 @@ def temp_dir_near(path: Path) -> Path:
     file (`.<stem>.tmp-<pid>-<n><suffix>`): what a killed writer left is
     known by its name and pid (lattice.export_target.stale_temps)."""
     path = Path(path)
-    while True:
-        tail = f"{TEMP_MARK}{_pid}-{next(_serial)}{path.suffix}"
-        cut = f".{path.stem}".encode()[: 255 - len(tail.encode())].decode(errors="ignore")
-        tmp = path.parent / (cut + tail)
-        try:
-            os.mkdir(tmp)
-            return tmp
-        except FileExistsError:
-            continue
+    return Path(_claim_temp(path.parent, f".{path.stem}", path.suffix, os.mkdir)[1])
 
 
 def publish(tmp: Path, path: Path, mode: int = 0o644) -> None:
