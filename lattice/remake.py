@@ -102,13 +102,15 @@ def _restore_chain(repo: Repository, name: str, number: int) -> list[tuple[str, 
     return out
 
 
-def refuse_unless_remakeable(repo: Repository, wanted: str, wanted_name: str, name: str, v) -> None:
+def refuse_unless_remakeable(repo: Repository, wanted: str, wanted_name: str, name: str, v, *,
+                             for_good: set[str] | None = None) -> None:
     """Refuse version `v` of `name` (whose output the store lacks, needed for
     `wanted`: itself or what is made from it) when nothing can re-make it,
     with the exit code of why: gc evicted it at the user's request
     (`--include-nondeterministic`) or the generator installed here cannot
     make it (4), else its bytes are lost (5). No generator ran, so never
-    GeneratorFailed."""
+    GeneratorFailed. `for_good`: lattice.gc.evicted_for_good, where the
+    caller asks about many versions (read here when not given)."""
     from lattice.fsck import NONDETERMINISTIC_GC, generator_gap
 
     spec = f"{name}@v{v.number}"
@@ -117,9 +119,11 @@ def refuse_unless_remakeable(repo: Repository, wanted: str, wanted_name: str, na
     if v.recipe is None:
         why, hint = "it was imported, so nothing can re-make it", f"copy the original file to {here(name)} and run the command again"
     elif not v.recipe.deterministic:
-        from lattice.gc import evicted_for_good
+        if for_good is None:
+            from lattice.gc import evicted_for_good
 
-        if v.object in evicted_for_good(repo):
+            for_good = evicted_for_good(repo)
+        if v.object in for_good:
             error, why = Evicted, f"it was evicted by {NONDETERMINISTIC_GC} at your request, and nothing can re-make it"
             hint = f"those bytes are gone for good; {regen}"
         else:

@@ -147,6 +147,7 @@ def cannot_bring_back(repo: Repository, missing: list[str]) -> list[tuple[str, s
     from lattice.remake import refuse_unless_remakeable
 
     out = []
+    for_good = None  # the gc run log, read once for them all
     for name in missing:
         try:
             v = repo.record(name).current
@@ -154,8 +155,12 @@ def cannot_bring_back(repo: Repository, missing: list[str]) -> list[tuple[str, s
             continue
         if v.recipe is None or repo.objects.has(v.object):  # an import without its bytes is fsck's business too
             continue
+        if for_good is None and not v.recipe.deterministic:
+            from lattice.gc import evicted_for_good
+
+            for_good = evicted_for_good(repo)
         try:
-            refuse_unless_remakeable(repo, f"{name}@v{v.number}", name, name, v)
+            refuse_unless_remakeable(repo, f"{name}@v{v.number}", name, name, v, for_good=for_good)
         except LatticeError as e:
             if e.hint:
                 out.append((name, e.hint))

@@ -835,3 +835,21 @@ def test_deleting_the_only_tag_of_an_import_never_loses_it(tmp_repo):
     assert run_cli("switch", "back", cwd=tmp_repo.root).code == 0
     assert (tmp_repo.root / "photo.txt").read_text() == "precious, imported"
     assert run_cli("fsck", cwd=tmp_repo.root).code == 0
+
+
+def test_status_reads_the_gc_run_log_once_for_many_missing_outputs(tmp_repo, monkeypatch):
+    """status's hint for missing outputs nothing can bring back read every
+    gc run logged once per such output (a folder of deleted images: once
+    per image); it reads them once, and still gives each its hint."""
+    import lattice.gc
+    from lattice.status import cannot_bring_back
+
+    names = [f"r{i}.txt" for i in range(3)]
+    for i, name in enumerate(names):
+        gen(tmp_repo, name, model="test.random", seed=i + 1)
+    gc(tmp_repo, *EVERYTHING, "--include-nondeterministic", "--include-current")
+    real, reads = lattice.gc.evicted_for_good, []
+    monkeypatch.setattr(lattice.gc, "evicted_for_good", lambda repo: reads.append(1) or real(repo))
+    found = cannot_bring_back(Repository.find(tmp_repo.root), names)
+    assert [name for name, _ in found] == names and all("gone for good" in hint for _, hint in found), found
+    assert len(reads) == 1, reads
