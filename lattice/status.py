@@ -197,16 +197,17 @@ def working_stats(root: str, rows: list, links: set[str] | None = None) -> Itera
             os.close(fd)
 
 
-def link_out(repo: Repository, name: str):
+def link_out(repo: Repository, name: str, folders: dict[str, str] | None = None):
     """The refusal (UnsafePath, exit 4, with its hint) every command that
     writes the working file of `name` gives when it is a symbolic link
     leading out of the project, which lattice never writes through nor
-    replaces; None when it is not one."""
+    replaces; None when it is not one. `folders`: as confined() takes it,
+    one dict for a loop over many names."""
     from lattice.errors import UnsafePath
     from lattice.paths import confined
 
     try:
-        confined(repo.root, name)
+        confined(repo.root, name, folders)
     except UnsafePath as e:
         return e
     return None

@@ -54,8 +54,9 @@ def _explain_links(repo, modified: list[str]) -> None:
     why, with the hint switch and checkout give when they refuse it."""
     from lattice.status import link_out
 
+    folders: dict[str, str] = {}  # each folder resolved once: thousands may be modified
     for name in modified:
-        refused = link_out(repo, name)
+        refused = link_out(repo, name, folders)
         if refused is not None:
             say(f"hint: {refused.hint}", err=True)
 
