@@ -78,9 +78,13 @@ def _warn_superseded(repo: Repository, left: str | None, now: str) -> None:
         return
     ids = queued_on(repo, left)
     if ids:
-        shown = ", ".join(map(str, ids[:5])) + (f" and {len(ids) - 5} more" if len(ids) > 5 else "")
-        warn(f"{len(ids)} job(s) queued on {left} ({shown}) will be superseded: they record nothing while {now} is checked out; "
+        warn(f"{len(ids)} job(s) queued on {left} ({_some(list(map(str, ids)))}) will be superseded: they record nothing while {now} is checked out; "
              f"{command('lattice switch', left, paths=False)} before they finish keeps their work")
+
+
+def _some(names: list[str]) -> str:
+    """The first five names, and how many more."""
+    return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
 
 
 def refuse_dirty(repo: Repository, what: str) -> None:
@@ -95,12 +99,9 @@ def refuse_dirty(repo: Repository, what: str) -> None:
     blocked = [n for n in modified if in_the_way(repo.working_path(n))]
     edits = [n for n in modified if n not in blocked]
 
-    def some(names: list[str]) -> str:
-        return ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-
     why, todo = [], []
     if edits:
-        why.append(f"unrecorded changes in {some(edits)}")
+        why.append(f"unrecorded changes in {_some(edits)}")
         # Commands to copy and run: the first few names, the rest left to status.
         them = "it" if len(edits) == 1 else "them"
         first = edits[:3]
@@ -108,7 +109,7 @@ def refuse_dirty(repo: Repository, what: str) -> None:
         todo.append(f"record {them} with {command('lattice add', *first)}, "
                     f"discard {them} with {command('lattice checkout', *first)}{rest}")
     if blocked:
-        why.append(f"{'a folder is' if len(blocked) == 1 else 'folders are'} in the way of the working file of {some(blocked)}")
+        why.append(f"{'a folder is' if len(blocked) == 1 else 'folders are'} in the way of the working file of {_some(blocked)}")
         todo.append(f"move the folder{'s' if len(blocked) > 1 else ''} aside")
     force = ", or pass --force to switch and leave " + ("it as it is" if len(modified) == 1 else "them as they are")
     raise Conflict(f"cannot {what}: {'; '.join(why)}", hint="; ".join(todo) + (force if what == "switch" else ""))
@@ -251,8 +252,7 @@ def recover(repo: Repository) -> None:
         if edited:
             from lattice.errors import warn
 
-            names = sorted(edited)
-            warn(f"finishing an interrupted switch or merge, kept {', '.join(names[:5])}{f' and {len(names) - 5} more' if len(names) > 5 else ''}: "
+            warn(f"finishing an interrupted switch or merge, kept {_some(sorted(edited))}: "
                  "edited since it was cut short; `lattice status` lists them")
         try:  # a merge's commit, which the killed process never made
             history_pending.catch_up(repo)
